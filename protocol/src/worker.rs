@@ -1,0 +1,163 @@
+//! Worker lifecycle messages: `worker.register`, `worker.accepted`,
+//! `worker.heartbeat` and `worker.inventory`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::container::ContainerInfo;
+use crate::error::Invalid;
+
+/// The operating system family of a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Linux,
+    Darwin,
+    Windows,
+}
+
+/// Whose machine a worker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Bring your own machine: a tenant's own box, serving only that tenant.
+    Byom,
+    /// A managed Greenhouse worker, shared by tenants.
+    Fleet,
+}
+
+/// `worker.register` (agent -> orchestrator), the first message on every
+/// connection. The field names are the product's; `protocolVersion` and
+/// `arch` are ours.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Register {
+    /// The protocol version the agent speaks ([`crate::PROTOCOL_VERSION`]).
+    pub protocol_version: u32,
+    /// Worker name: the environment, then the config, then the hostname.
+    pub name: String,
+    /// The system hostname.
+    pub hostname: String,
+    pub platform: Platform,
+    /// CPU architecture as Rust spells it (`x86_64`, `aarch64`, `arm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    /// CPU cores available to the agent.
+    pub cpu_count: u32,
+    /// Total RAM, bytes.
+    pub memory_total: u64,
+    /// Engines found by actually running them (`podman`, `docker`).
+    pub container_engines: Vec<String>,
+    /// The agent's own version, e.g. `0.1.0`.
+    pub agent_version: String,
+    pub mode: Mode,
+}
+
+impl Register {
+    /// Reject values no real machine reports, before anything is stored.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        check_text("name", &self.name, 1, 64)?;
+        check_text("hostname", &self.hostname, 1, 253)?;
+        if let Some(arch) = &self.arch {
+            check_text("arch", arch, 1, 32)?;
+        }
+        check_text("agentVersion", &self.agent_version, 1, 32)?;
+        if !(1..=4096).contains(&self.cpu_count) {
+            return Err(Invalid::new("cpuCount", "must be between 1 and 4096"));
+        }
+        if self.memory_total == 0 || self.memory_total > 1 << 50 {
+            return Err(Invalid::new("memoryTotal", "must be between 1 byte and 1 PiB"));
+        }
+        if self.container_engines.len() > 8 {
+            return Err(Invalid::new("containerEngines", "at most 8 entries"));
+        }
+        for engine in &self.container_engines {
+            check_text("containerEngines", engine, 1, 32)?;
+        }
+        Ok(())
+    }
+}
+
+/// `worker.accepted` (orchestrator -> agent): the answer to a good register,
+/// carrying the register's `requestId`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
+    /// The worker's id, as enrolment assigned it.
+    pub worker_id: String,
+    /// The version both sides now speak.
+    pub protocol_version: u32,
+    /// How often the agent must send `worker.heartbeat`, in seconds.
+    pub heartbeat_interval_secs: u32,
+}
+
+/// `worker.heartbeat` (agent -> orchestrator), every `heartbeatIntervalSecs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    /// Whole-machine CPU use since the previous heartbeat, 0-100.
+    pub cpu_usage: f64,
+    /// Memory available to new work, bytes.
+    pub memory_free: u64,
+    /// Size of the filesystem holding the engine's storage, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_total: Option<u64>,
+    /// Free space on that filesystem, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_free: Option<u64>,
+    /// Containers the engine reports running (all of them, managed or not).
+    pub containers_running: u32,
+    /// The worker's view of its own network path, e.g. `ok` or `intercepted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_status_detail: Option<String>,
+}
+
+impl Heartbeat {
+    /// Reject impossible values. `memory_total` is the registered total.
+    pub fn validate(&self, memory_total: u64) -> Result<(), Invalid> {
+        if !self.cpu_usage.is_finite() || !(0.0..=100.0).contains(&self.cpu_usage) {
+            return Err(Invalid::new("cpuUsage", "must be a number from 0 to 100"));
+        }
+        if self.memory_free > memory_total {
+            return Err(Invalid::new("memoryFree", "exceeds the registered memoryTotal"));
+        }
+        match (self.disk_total, self.disk_free) {
+            (Some(total), Some(free)) if free > total => {
+                return Err(Invalid::new("diskFree", "exceeds diskTotal"));
+            }
+            (None, Some(_)) => return Err(Invalid::new("diskFree", "given without diskTotal")),
+            _ => {}
+        }
+        if self.containers_running > 100_000 {
+            return Err(Invalid::new("containersRunning", "at most 100000"));
+        }
+        if let Some(s) = &self.gateway_status {
+            check_text("gatewayStatus", s, 1, 64)?;
+        }
+        if let Some(s) = &self.gateway_status_detail {
+            check_text("gatewayStatusDetail", s, 0, 1024)?;
+        }
+        Ok(())
+    }
+}
+
+/// `worker.inventory` (agent -> orchestrator), sent after every
+/// `worker.accepted`: the managed containers the engine knows, so the
+/// orchestrator can reconcile after a disconnect without recreating anything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inventory {
+    pub containers: Vec<ContainerInfo>,
+}
+
+/// A printable, bounded string: no control characters, `min..=max` bytes.
+pub(crate) fn check_text(field: &'static str, s: &str, min: usize, max: usize) -> Result<(), Invalid> {
+    if s.len() < min || s.len() > max {
+        return Err(Invalid::new(field, format!("must be {min} to {max} bytes long")));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(Invalid::new(field, "must not contain control characters"));
+    }
+    Ok(())
+}
