@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 /// A container's security profile (SPEC "Security profiles"), weakest first:
 /// the derived order is the strength order a worker's floor compares with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     Open,

@@ -33,7 +33,10 @@ pub enum DecodeError {
     #[error("not a protocol envelope: {0}")]
     NotAnEnvelope(#[source] serde_json::Error),
     #[error("unknown message type {ty:?}")]
-    UnknownType { ty: String, request_id: Option<String> },
+    UnknownType {
+        ty: String,
+        request_id: Option<String>,
+    },
     #[error("bad data for {ty}: {source}")]
     BadData {
         ty: &'static str,
@@ -130,7 +133,11 @@ macro_rules! messages {
 }
 
 fn encode_out<T: Serialize>(ty: &'static str, request_id: Option<&str>, data: &T) -> String {
-    let out = OutEnvelope { ty, request_id, data };
+    let out = OutEnvelope {
+        ty,
+        request_id,
+        data,
+    };
     // Serializing these plain structs into a String cannot fail: no maps with
     // non-string keys, no failing Serialize impls.
     serde_json::to_string(&out).unwrap_or_else(|e| unreachable!("encoding {ty}: {e}"))
@@ -228,7 +235,8 @@ impl Envelope {
                 max: crate::MAX_TEXT_FRAME,
             });
         }
-        let raw: RawEnvelope<'_> = serde_json::from_str(text).map_err(DecodeError::NotAnEnvelope)?;
+        let raw: RawEnvelope<'_> =
+            serde_json::from_str(text).map_err(DecodeError::NotAnEnvelope)?;
         if let Some(id) = &raw.request_id {
             if !valid_request_id(id) {
                 return Err(DecodeError::BadRequestId);

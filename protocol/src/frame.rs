@@ -129,7 +129,10 @@ mod tests {
         assert_eq!(Frame::decode(&bad), Err(FrameError::UnknownKind(9)));
         bad[0] = 1;
         bad.resize(HEADER_LEN + crate::MAX_BINARY_PAYLOAD + 1, 0);
-        assert!(matches!(Frame::decode(&bad), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            Frame::decode(&bad),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[test]

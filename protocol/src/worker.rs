@@ -65,7 +65,10 @@ impl Register {
             return Err(Invalid::new("cpuCount", "must be between 1 and 4096"));
         }
         if self.memory_total == 0 || self.memory_total > 1 << 50 {
-            return Err(Invalid::new("memoryTotal", "must be between 1 byte and 1 PiB"));
+            return Err(Invalid::new(
+                "memoryTotal",
+                "must be between 1 byte and 1 PiB",
+            ));
         }
         if self.container_engines.len() > 8 {
             return Err(Invalid::new("containerEngines", "at most 8 entries"));
@@ -120,7 +123,10 @@ impl Heartbeat {
             return Err(Invalid::new("cpuUsage", "must be a number from 0 to 100"));
         }
         if self.memory_free > memory_total {
-            return Err(Invalid::new("memoryFree", "exceeds the registered memoryTotal"));
+            return Err(Invalid::new(
+                "memoryFree",
+                "exceeds the registered memoryTotal",
+            ));
         }
         match (self.disk_total, self.disk_free) {
             (Some(total), Some(free)) if free > total => {
@@ -152,9 +158,17 @@ pub struct Inventory {
 }
 
 /// A printable, bounded string: no control characters, `min..=max` bytes.
-pub(crate) fn check_text(field: &'static str, s: &str, min: usize, max: usize) -> Result<(), Invalid> {
+pub(crate) fn check_text(
+    field: &'static str,
+    s: &str,
+    min: usize,
+    max: usize,
+) -> Result<(), Invalid> {
     if s.len() < min || s.len() > max {
-        return Err(Invalid::new(field, format!("must be {min} to {max} bytes long")));
+        return Err(Invalid::new(
+            field,
+            format!("must be {min} to {max} bytes long"),
+        ));
     }
     if s.chars().any(char::is_control) {
         return Err(Invalid::new(field, "must not contain control characters"));
