@@ -1,0 +1,56 @@
+# Crops: the two commands are `make up` and `make test`. Every target is thin;
+# the scripts under tests/ and cross/ explain themselves.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules
+
+ROOT := $(CURDIR)
+MUSL := x86_64-unknown-linux-musl
+ARM64 := aarch64-unknown-linux-musl
+AGENT_STATIC := target/$(MUSL)/agent/crops-agent
+AGENT_ARM64 := target/$(ARM64)/agent/crops-agent
+export CONTAINERS_CONF := $(ROOT)/tests/podman/containers.conf
+export CROPS_TEST_IMAGE := localhost/crops-test/busybox:latest
+
+help: ## list targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+deps: ## install what is missing (Debian packages, rustup targets); changes nothing under /etc
+	@tests/deps.sh
+
+image: ## build the local test image with podman import (no registry)
+	@tests/podman/image.sh
+
+build: ## one dev build of every crate and test
+	cargo build --workspace --all-targets
+
+agent-static: ## the static x86_64 musl agent, with its size
+	cargo build -p crops-agent --profile agent --target $(MUSL)
+	@file $(AGENT_STATIC) | grep -q 'static' || { file $(AGENT_STATIC); echo "not static" >&2; exit 1; }
+	@echo "$(AGENT_STATIC): $$(stat -c %s $(AGENT_STATIC)) bytes; $$(file -b $(AGENT_STATIC))"
+
+agent-arm64: ## the static aarch64 musl agent, with its size
+	cargo build -p crops-agent --profile agent --target $(ARM64)
+	@echo "$(AGENT_ARM64): $$(stat -c %s $(AGENT_ARM64)) bytes; $$(file -b $(AGENT_ARM64))"
+
+test: deps image agent-static agent-arm64 ## install what is missing, then run every test
+	CROPS_AGENT_BIN=$(ROOT)/$(AGENT_STATIC) CROPS_AGENT_ARM64_BIN=$(ROOT)/$(AGENT_ARM64) \
+		cargo test --workspace --all-targets
+	cargo test --workspace --doc
+
+lint: ## formatting and clippy, as CI would want them
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+up: deps image agent-static ## build, start an orchestrator and a local agent, print what next
+	@tests/up.sh
+
+down: ## stop what `make up` started
+	@tests/up.sh down
+
+bench: deps image agent-static agent-arm64 ## the benchmarks recorded in BENCHMARKS.md
+	@tests/bench.sh
+
+.PHONY: help deps image build agent-static agent-arm64 test lint up down bench
