@@ -1,1 +1,8 @@
-//! placeholder
+//! End-to-end tests: the real `crops-orchestrator` and the static `crops-agent`
+//! binaries, real Podman, real TCP sockets and real TLS with a CA made per test.
+//! `make test` builds the binaries once and points the harness at them.
+
+mod credentials;
+mod harness;
+mod lifecycle;
+mod platforms;
