@@ -36,6 +36,7 @@ agent-arm64: ## the static aarch64 musl agent, with its size
 	@echo "$(AGENT_ARM64): $$(stat -c %s $(AGENT_ARM64)) bytes; $$(file -b $(AGENT_ARM64))"
 
 test: deps image agent-static agent-arm64 ## install what is missing, then run every test
+	cargo build --workspace --bins
 	CROPS_AGENT_BIN=$(ROOT)/$(AGENT_STATIC) CROPS_AGENT_ARM64_BIN=$(ROOT)/$(AGENT_ARM64) \
 		cargo test --workspace --all-targets
 	cargo test --workspace --doc

@@ -30,6 +30,7 @@ pub mod exec;
 pub mod frame;
 pub mod image;
 pub mod terminal;
+pub mod validate;
 pub mod worker;
 
 pub use envelope::{Body, DecodeError, Envelope};
