@@ -23,6 +23,7 @@
 //! assert_eq!(Envelope::decode(&text).unwrap(), hb);
 //! ```
 
+pub mod check;
 pub mod container;
 pub mod envelope;
 pub mod error;
