@@ -1,1 +1,205 @@
-//! placeholder
+//! The Crops worker agent: one static binary that dials **out** to the
+//! orchestrator over a WebSocket and drives Podman on the machine it runs on.
+//!
+//! Two entry points, each a thin call from `main`:
+//!
+//! * [`enroll`] exchanges a single-use join token for this worker's
+//!   credential (`POST /v1/enroll`) and writes `~/.cropscode/worker.json`.
+//! * [`run`] connects to `wss://…/v1/agent` with that credential, registers,
+//!   heartbeats and answers commands, reconnecting with backoff until
+//!   [`Shutdown`] fires.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let settings = agent::RunSettings::new(
+//!     "wss://orch.example:8443/v1/agent",
+//!     "crops_wkr_…",
+//!     "nas",
+//! );
+//! let shutdown = agent::Shutdown::on_signals()?;
+//! smol::block_on(agent::run(settings, shutdown))?;
+//! # Ok(()) }
+//! ```
+//!
+//! Module map: [`cli`] (arguments and where settings come from), [`config`]
+//! (the worker.json file), [`enroll`], [`net`] (URLs, TCP and TLS dialing),
+//! [`tls`], [`connection`] (protocol messages over the WebSocket),
+//! [`session`] (one connection's life), [`commands`], [`status`] (register
+//! and heartbeat facts), [`sysinfo`], [`podman`] (the only module that spawns
+//! `podman`), [`backoff`] and [`shutdown`].
+
+pub mod backoff;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod connection;
+pub mod enroll;
+pub mod net;
+pub mod podman;
+pub mod session;
+pub mod shutdown;
+pub mod status;
+pub mod sysinfo;
+pub mod tls;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_lite::FutureExt;
+pub use protocol::worker::Mode;
+
+pub use backoff::BackoffPolicy;
+pub use enroll::{enroll, EnrollError, EnrollOptions};
+pub use shutdown::{Shutdown, ShutdownTrigger};
+
+/// Why [`run`] could not start. Once running, every failure is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Url(#[from] net::NetError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// The session clocks. [`Timing::default`] is the product's; tests shorten them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How often the agent pings the orchestrator.
+    pub ping_interval: Duration,
+    /// With nothing at all heard for this long, the connection is presumed
+    /// half-open and dropped.
+    pub liveness: Duration,
+    /// Bound on dial plus TLS, and separately on the WebSocket upgrade.
+    pub connect_timeout: Duration,
+    /// How long a closing handshake may take.
+    pub close_grace: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(15),
+            liveness: Duration::from_secs(45),
+            connect_timeout: Duration::from_secs(20),
+            close_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Everything [`run`] needs, resolved from the config file, flags and
+/// environment by [`cli`]. `Debug` redacts the credential.
+#[derive(Clone)]
+pub struct RunSettings {
+    /// The agent socket, `wss://host:port/v1/agent` (`ws://` for loopback development).
+    pub url: String,
+    /// The worker credential, sent as `Authorization: Bearer …`.
+    pub credential: String,
+    /// The worker name sent in `worker.register`.
+    pub name: String,
+    pub mode: Mode,
+    /// Extra trusted CA certificates (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// The Podman CLI to drive.
+    pub podman: PathBuf,
+    pub backoff: BackoffPolicy,
+    pub timing: Timing,
+}
+
+impl RunSettings {
+    /// Settings with the product's defaults: `byom`, `podman` from `PATH`.
+    pub fn new(
+        url: impl Into<String>,
+        credential: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Self {
+        Self {
+            url: url.into(),
+            credential: credential.into(),
+            name: name.into(),
+            mode: Mode::Byom,
+            ca_file: None,
+            podman: PathBuf::from("podman"),
+            backoff: BackoffPolicy::default(),
+            timing: Timing::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RunSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunSettings")
+            .field("url", &self.url)
+            .field("credential", &"<redacted>")
+            .field("name", &self.name)
+            .field("mode", &self.mode)
+            .field("ca_file", &self.ca_file)
+            .field("podman", &self.podman)
+            .field("backoff", &self.backoff)
+            .field("timing", &self.timing)
+            .finish()
+    }
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Byom => "byom",
+        Mode::Fleet => "fleet",
+    }
+}
+
+/// Serve the orchestrator until `shutdown` fires: connect, register, heartbeat,
+/// answer commands; after any failure wait out the backoff and reconnect.
+/// Returns `Ok(())` on shutdown; errors only for settings that can never work.
+pub async fn run(settings: RunSettings, shutdown: Shutdown) -> Result<(), RunError> {
+    let endpoint = net::Endpoint::parse(&settings.url)?;
+    let tls = tls::client_config(settings.ca_file.as_deref())?;
+    let ctx = session::Context {
+        url: settings.url.clone(),
+        endpoint,
+        tls,
+        credential: settings.credential.clone(),
+        name: settings.name.clone(),
+        mode: settings.mode,
+        podman: podman::Podman::new(&settings.podman),
+        timing: settings.timing,
+        shutdown: shutdown.clone(),
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        name = %settings.name,
+        mode = mode_name(settings.mode),
+        "crops-agent starting"
+    );
+    let mut backoff = backoff::Backoff::new(settings.backoff);
+    let mut attempt: u32 = 0;
+    while !shutdown.is_requested() {
+        attempt = attempt.saturating_add(1);
+        tracing::info!(attempt, url = %settings.url, "connecting to orchestrator");
+        match session::run(&ctx).await {
+            session::End::Shutdown => break,
+            session::End::Failed {
+                error,
+                accepted_for,
+            } => {
+                tracing::warn!(attempt, url = %settings.url, "{error}");
+                backoff.connection_ended(accepted_for);
+            }
+        }
+        let delay = backoff.next_delay();
+        tracing::info!("retrying in {:.1}s", delay.as_secs_f64());
+        let stopped = async {
+            shutdown.wait().await;
+            true
+        }
+        .or(async {
+            smol::Timer::after(delay).await;
+            false
+        })
+        .await;
+        if stopped {
+            break;
+        }
+    }
+    tracing::info!("crops-agent stopped");
+    Ok(())
+}

@@ -1,0 +1,395 @@
+//! The command line: `crops-agent enroll` and `crops-agent run`, and where
+//! each setting comes from (flag, then environment, then config file, then
+//! a default).
+
+use std::path::PathBuf;
+
+use argh::FromArgs;
+use protocol::worker::Mode;
+
+use crate::config::{self, Config, ConfigError};
+use crate::{EnrollError, EnrollOptions, RunError, RunSettings, Shutdown};
+
+/// Environment variables `run` (and partly `enroll`) read.
+pub const ENV_CONFIG: &str = "CROPS_CONFIG";
+pub const ENV_URL: &str = "CROPS_URL";
+pub const ENV_CREDENTIAL: &str = "CROPS_CREDENTIAL";
+pub const ENV_NAME: &str = "CROPS_WORKER_NAME";
+pub const ENV_CA_FILE: &str = "CROPS_CA_FILE";
+pub const ENV_PODMAN: &str = "CROPS_PODMAN";
+
+/// Why a command could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("no {what}: pass {flag}, set {env}, or enroll first")]
+    Missing {
+        what: &'static str,
+        flag: &'static str,
+        env: &'static str,
+    },
+    #[error("invalid worker name {name:?}: {reason}")]
+    BadName { name: String, reason: &'static str },
+    #[error(transparent)]
+    Enroll(#[from] EnrollError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Shutdown(#[from] crate::shutdown::ShutdownError),
+}
+
+/// The Crops worker agent: dials out to a Crops orchestrator and runs
+/// development containers on this machine with Podman.
+#[derive(FromArgs, Debug)]
+pub struct Cli {
+    #[argh(subcommand)]
+    pub command: Command,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    Enroll(EnrollArgs),
+    Run(RunArgs),
+}
+
+/// Exchange a single-use join token for this worker's credential and write
+/// its config file (mode 0600).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "enroll")]
+pub struct EnrollArgs {
+    /// orchestrator base URL: https://host:port (http://host:port for loopback development)
+    #[argh(option)]
+    pub url: String,
+    /// the join token an administrator minted (crops_join_...)
+    #[argh(option)]
+    pub token: String,
+    /// worker name (default: $CROPS_WORKER_NAME, then the hostname)
+    #[argh(option)]
+    pub name: Option<String>,
+    /// config file to write (default: $CROPS_CONFIG, then $HOME/.cropscode/worker.json)
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// extra trusted CA certificates, PEM, for an orchestrator with its own CA (default: $CROPS_CA_FILE)
+    #[argh(option)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Connect to the orchestrator and serve it until SIGTERM or SIGINT.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "run")]
+pub struct RunArgs {
+    /// config file (default: $CROPS_CONFIG, then $HOME/.cropscode/worker.json)
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// agent socket URL, wss://host:port/v1/agent (overrides $CROPS_URL and the config)
+    #[argh(option)]
+    pub url: Option<String>,
+    /// worker credential (overrides $CROPS_CREDENTIAL and the config)
+    #[argh(option)]
+    pub credential: Option<String>,
+    /// worker name (overrides $CROPS_WORKER_NAME, the config and the hostname)
+    #[argh(option)]
+    pub name: Option<String>,
+    /// extra trusted CA certificates, PEM (overrides $CROPS_CA_FILE and the config)
+    #[argh(option)]
+    pub ca_file: Option<PathBuf>,
+    /// the Podman CLI to drive (overrides $CROPS_PODMAN; default: podman from PATH)
+    #[argh(option)]
+    pub podman: Option<PathBuf>,
+    /// byom (a tenant's own machine, the default) or fleet (a managed worker)
+    #[argh(option, from_str_fn(parse_mode))]
+    pub mode: Option<Mode>,
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    match s {
+        "byom" => Ok(Mode::Byom),
+        "fleet" => Ok(Mode::Fleet),
+        _ => Err(format!("mode must be byom or fleet, not {s:?}")),
+    }
+}
+
+/// Run the parsed command line to completion.
+pub fn main(cli: Cli) -> Result<(), CliError> {
+    let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+    match cli.command {
+        Command::Enroll(args) => {
+            let opts = enroll_options(args, &env)?;
+            let config = smol::block_on(crate::enroll(&opts))?;
+            println!(
+                "enrolled worker {} in tenant {}; config written to {}",
+                config.worker_id,
+                config.tenant_name,
+                opts.config_path.display()
+            );
+            Ok(())
+        }
+        Command::Run(args) => {
+            let settings = run_settings(args, &env)?;
+            let shutdown = Shutdown::on_signals()?;
+            smol::block_on(crate::run(settings, shutdown))?;
+            Ok(())
+        }
+    }
+}
+
+/// Resolve `enroll`'s options.
+pub fn enroll_options(
+    args: EnrollArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<EnrollOptions, CliError> {
+    let config_path = config_path(args.config, env)?;
+    let name = args.name.or_else(|| env(ENV_NAME));
+    if let Some(name) = &name {
+        check_name(name)?;
+    }
+    Ok(EnrollOptions {
+        url: args.url,
+        join_token: args.token,
+        name,
+        config_path,
+        ca_file: args.ca_file.or_else(|| env(ENV_CA_FILE).map(PathBuf::from)),
+    })
+}
+
+/// Resolve `run`'s settings: flag, then environment, then config file.
+/// A missing config file is fine when the URL and credential come from elsewhere.
+pub fn run_settings(
+    args: RunArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RunSettings, CliError> {
+    let config_path = config_path(args.config, env)?;
+    let config = match Config::load(&config_path) {
+        Ok(c) => Some(c),
+        Err(ConfigError::NotFound { .. })
+            if (args.url.is_some() || env(ENV_URL).is_some())
+                && (args.credential.is_some() || env(ENV_CREDENTIAL).is_some()) =>
+        {
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let url = args
+        .url
+        .or_else(|| env(ENV_URL))
+        .or_else(|| config.as_ref().map(|c| c.url.clone()))
+        .ok_or(CliError::Missing {
+            what: "orchestrator URL",
+            flag: "--url",
+            env: ENV_URL,
+        })?;
+    let credential = args
+        .credential
+        .or_else(|| env(ENV_CREDENTIAL))
+        .or_else(|| config.as_ref().map(|c| c.credential.clone()))
+        .ok_or(CliError::Missing {
+            what: "worker credential",
+            flag: "--credential",
+            env: ENV_CREDENTIAL,
+        })?;
+    let name = match args
+        .name
+        .or_else(|| env(ENV_NAME))
+        .or_else(|| config.as_ref().and_then(|c| c.name.clone()))
+    {
+        Some(name) => name,
+        None => crate::sysinfo::hostname().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the hostname; naming this worker \"worker\"");
+            "worker".into()
+        }),
+    };
+    check_name(&name)?;
+    let ca_file = args
+        .ca_file
+        .or_else(|| env(ENV_CA_FILE).map(PathBuf::from))
+        .or_else(|| config.as_ref().and_then(|c| c.ca_file.clone()));
+    let podman = args
+        .podman
+        .or_else(|| env(ENV_PODMAN).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("podman"));
+    let mut settings = RunSettings::new(url, credential, name);
+    settings.mode = args.mode.unwrap_or(Mode::Byom);
+    settings.ca_file = ca_file;
+    settings.podman = podman;
+    Ok(settings)
+}
+
+fn config_path(
+    flag: Option<PathBuf>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<PathBuf, CliError> {
+    match flag.or_else(|| env(ENV_CONFIG).map(PathBuf::from)) {
+        Some(path) => Ok(path),
+        None => Ok(config::default_path()?),
+    }
+}
+
+/// A worker name is 1 to 64 bytes without control characters (as the
+/// orchestrator checks it).
+fn check_name(name: &str) -> Result<(), CliError> {
+    let bad = |reason| CliError::BadName {
+        name: name.to_owned(),
+        reason,
+    };
+    if name.is_empty() || name.len() > 64 {
+        return Err(bad("must be 1 to 64 bytes long"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(bad("must not contain control characters"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(args: &[&str]) -> Result<Cli, argh::EarlyExit> {
+        Cli::from_args(&["crops-agent"], args)
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        match parse(&[&["run"], args].concat()).unwrap().command {
+            Command::Run(r) => r,
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        move |k: &str| map.get(k).cloned()
+    }
+
+    fn write_config(tag: &str) -> PathBuf {
+        let path = std::env::temp_dir()
+            .join(format!(
+                "crops-agent-cli-{tag}-{}-{}",
+                std::process::id(),
+                fastrand::u64(..)
+            ))
+            .join("worker.json");
+        Config {
+            worker_id: "w1".into(),
+            tenant_id: "t1".into(),
+            tenant_name: "acme".into(),
+            url: "wss://from-config:8443/v1/agent".into(),
+            credential: "cred-config".into(),
+            name: Some("config-name".into()),
+            ca_file: Some("/etc/config-ca.pem".into()),
+        }
+        .save(&path)
+        .unwrap();
+        path
+    }
+
+    #[test]
+    fn enroll_parses_its_flags() {
+        let cli = parse(&[
+            "enroll",
+            "--url",
+            "https://o:1",
+            "--token",
+            "tok",
+            "--ca-file",
+            "/ca.pem",
+        ])
+        .unwrap();
+        let Command::Enroll(args) = cli.command else {
+            panic!()
+        };
+        let opts = enroll_options(args, &env_of(&[(ENV_CONFIG, "/tmp/x.json")])).unwrap();
+        assert_eq!(opts.config_path, PathBuf::from("/tmp/x.json"));
+        assert_eq!(opts.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(opts.name, None);
+        assert!(
+            parse(&["enroll", "--url", "https://o:1"]).is_err(),
+            "the token is required"
+        );
+    }
+
+    #[test]
+    fn mode_accepts_only_byom_and_fleet() {
+        assert_eq!(run_args(&["--mode", "fleet"]).mode, Some(Mode::Fleet));
+        assert!(parse(&["run", "--mode", "cloud"]).is_err());
+    }
+
+    #[test]
+    fn the_config_supplies_what_nothing_else_does() {
+        let path = write_config("cfg");
+        let s = run_settings(
+            run_args(&["--config", path.to_str().unwrap()]),
+            &env_of(&[]),
+        )
+        .unwrap();
+        assert_eq!(s.url, "wss://from-config:8443/v1/agent");
+        assert_eq!(s.credential, "cred-config");
+        assert_eq!(s.name, "config-name");
+        assert_eq!(s.ca_file, Some(PathBuf::from("/etc/config-ca.pem")));
+        assert_eq!(s.podman, PathBuf::from("podman"));
+        assert_eq!(s.mode, Mode::Byom);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn env_beats_the_config_and_flags_beat_env() {
+        let path = write_config("env");
+        let env = env_of(&[
+            (ENV_CONFIG, path.to_str().unwrap()),
+            (ENV_URL, "wss://from-env/v1/agent"),
+            (ENV_CREDENTIAL, "cred-env"),
+            (ENV_NAME, "env-name"),
+            (ENV_PODMAN, "/opt/podman"),
+        ]);
+        let s = run_settings(run_args(&[]), &env).unwrap();
+        assert_eq!(
+            (s.url.as_str(), s.credential.as_str(), s.name.as_str()),
+            ("wss://from-env/v1/agent", "cred-env", "env-name")
+        );
+        assert_eq!(s.podman, PathBuf::from("/opt/podman"));
+        let s = run_settings(
+            run_args(&["--url", "ws://127.0.0.1:1/v1/agent", "--name", "flag-name"]),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.url.as_str(), s.name.as_str()),
+            ("ws://127.0.0.1:1/v1/agent", "flag-name")
+        );
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn without_a_config_flags_alone_suffice_and_the_name_is_the_hostname() {
+        let env = env_of(&[(ENV_CONFIG, "/nonexistent/crops/worker.json")]);
+        let s = run_settings(
+            run_args(&["--url", "ws://127.0.0.1:1/v1/agent", "--credential", "c"]),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(s.name, crate::sysinfo::hostname().unwrap());
+        let err =
+            run_settings(run_args(&["--url", "ws://127.0.0.1:1/v1/agent"]), &env).unwrap_err();
+        assert!(
+            matches!(err, CliError::Config(ConfigError::NotFound { .. })),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_names_are_refused_early() {
+        let env = env_of(&[(ENV_CONFIG, "/nonexistent/crops/worker.json")]);
+        let long = "n".repeat(65);
+        let err = run_settings(
+            run_args(&["--url", "ws://h/", "--credential", "c", "--name", &long]),
+            &env,
+        )
+        .unwrap_err();
+        assert!(matches!(err, CliError::BadName { .. }), "{err}");
+    }
+}

@@ -1,0 +1,415 @@
+//! One connection's life: dial, upgrade with the Bearer credential, register,
+//! then serve — inventory and heartbeats out, commands in, pings both ways —
+//! until the socket fails, the orchestrator closes it, it goes quiet past the
+//! liveness deadline, or shutdown is requested.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{FutureExt, StreamExt};
+use protocol::worker::{Accepted, Mode};
+use protocol::{Body, Envelope, ErrorCode};
+use smol::channel::{Receiver, Sender};
+use smol::{Task, Timer};
+
+use crate::connection::{Connection, ConnectionError, Incoming};
+use crate::net::Endpoint;
+use crate::podman::Podman;
+use crate::shutdown::Shutdown;
+use crate::status::{self, StatusError};
+use crate::sysinfo::CpuSampler;
+use crate::Timing;
+
+/// Why a connection ended (other than by shutdown).
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    #[error("orchestrator rejected the registration: {code}: {message}")]
+    Rejected { code: ErrorCode, message: String },
+    #[error("orchestrator closed the connection ({code}: {reason})")]
+    Closed { code: u16, reason: String },
+    #[error("orchestrator closed the connection without a close code")]
+    ClosedWithoutCode,
+    #[error("the connection to the orchestrator dropped")]
+    Dropped,
+    #[error("nothing heard from the orchestrator for {}s; presuming the connection half-open", .after.as_secs_f64())]
+    HalfOpen { after: Duration },
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+}
+
+/// How a session ended.
+#[derive(Debug)]
+pub enum End {
+    /// Shutdown was requested; an open socket was closed with 1000.
+    Shutdown,
+    /// The connection failed or ended. `accepted_for` is how long it served
+    /// after `worker.accepted` (`None` if it never got that far).
+    Failed {
+        error: SessionError,
+        accepted_for: Option<Duration>,
+    },
+}
+
+/// Everything a session needs, shared by every attempt of one `run`.
+#[derive(Debug)]
+pub struct Context {
+    pub url: String,
+    pub endpoint: Endpoint,
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Never logged.
+    pub credential: String,
+    pub name: String,
+    pub mode: Mode,
+    pub podman: Podman,
+    pub timing: Timing,
+    pub shutdown: Shutdown,
+}
+
+/// Close code and reason the agent sends when it stops.
+const SHUTDOWN_CLOSE: (u16, &str) = (1000, "agent shutting down");
+/// Replies and events waiting to be written; senders wait when it is full.
+const OUTBOX: usize = 64;
+
+/// Run one connection from dial to end.
+pub async fn run(ctx: &Context) -> End {
+    let mut accepted_at = None;
+    let result = serve(ctx, &mut accepted_at).await;
+    match result {
+        Ok(()) => End::Shutdown,
+        Err(error) => End::Failed {
+            error,
+            accepted_for: accepted_at.map(|at: Instant| at.elapsed()),
+        },
+    }
+}
+
+/// `Ok(())` means shutdown was requested (and the socket closed).
+async fn serve(ctx: &Context, accepted_at: &mut Option<Instant>) -> Result<(), SessionError> {
+    let cpu = CpuSampler::start();
+    // Gather the facts first, so the socket is never open while Podman thinks.
+    let Some(register) = until_shutdown(
+        &ctx.shutdown,
+        status::register(&ctx.name, ctx.mode, &ctx.podman),
+    )
+    .await
+    else {
+        return Ok(());
+    };
+    let register = register?;
+    let Some(conn) = until_shutdown(
+        &ctx.shutdown,
+        Connection::open(
+            &ctx.endpoint,
+            &ctx.url,
+            &ctx.tls,
+            &ctx.credential,
+            ctx.timing.connect_timeout,
+        ),
+    )
+    .await
+    else {
+        return Ok(());
+    };
+    let mut conn = conn?;
+    tracing::debug!(url = %ctx.url, "WebSocket open; registering");
+    let memory_total = register.memory_total;
+    let register_id = format!("register-{:016x}", fastrand::u64(..));
+    let mut last_seen = Instant::now();
+    let register = Envelope::request(register_id.clone(), Body::Register(register));
+    if !write(ctx, &mut conn, Outgoing::Text(register), last_seen).await? {
+        return Ok(());
+    }
+
+    let (out_tx, out_rx) = smol::channel::bounded::<Envelope>(OUTBOX);
+    let mut serving = Serving {
+        ctx,
+        out_tx,
+        register_id,
+        memory_total,
+        cpu: Some(cpu),
+        heartbeats: None,
+    };
+    let mut ping = Timer::interval(ctx.timing.ping_interval);
+    loop {
+        let outgoing = match next_event(ctx, &mut conn, &out_rx, &mut ping, last_seen).await {
+            Event::Shutdown => {
+                close(ctx, &mut conn).await;
+                return Ok(());
+            }
+            Event::Deadline => {
+                return Err(SessionError::HalfOpen {
+                    after: ctx.timing.liveness,
+                })
+            }
+            Event::Ping => Outgoing::Ping,
+            Event::Send(envelope) => Outgoing::Text(envelope),
+            Event::Read(incoming) => {
+                last_seen = Instant::now();
+                match incoming? {
+                    Incoming::Control => continue,
+                    Incoming::Ended => return Err(SessionError::Dropped),
+                    Incoming::Close(frame) => {
+                        conn.finish_close(ctx.timing.close_grace).await;
+                        return Err(closed(frame));
+                    }
+                    Incoming::Binary(bytes) => {
+                        tracing::debug!(
+                            len = bytes.len(),
+                            "binary frame with no terminal to take it; dropped"
+                        );
+                        continue;
+                    }
+                    Incoming::Envelope(Err(e)) => {
+                        tracing::warn!(error = %e, request_id = ?e.request_id(), "unreadable message from orchestrator");
+                        Outgoing::Text(Envelope::error(
+                            e.request_id().map(str::to_owned),
+                            e.to_reply(),
+                        ))
+                    }
+                    Incoming::Envelope(Ok(envelope)) => {
+                        if serving.on_message(envelope)? {
+                            *accepted_at = Some(Instant::now());
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        if !write(ctx, &mut conn, outgoing, last_seen).await? {
+            return Ok(());
+        }
+    }
+}
+
+/// Something to put on the socket.
+enum Outgoing {
+    Text(Envelope),
+    Ping,
+}
+
+/// Write `outgoing`, bounded like a read: a peer that stops reading until the
+/// liveness deadline is as dead as one that stops writing, and shutdown does
+/// not wait for a stuck write. `Ok(false)` means shutdown came first (and the
+/// socket was closed).
+async fn write(
+    ctx: &Context,
+    conn: &mut Connection,
+    outgoing: Outgoing,
+    last_seen: Instant,
+) -> Result<bool, SessionError> {
+    enum Step {
+        Written(Result<(), ConnectionError>),
+        Shutdown,
+        Deadline,
+    }
+    let deadline = last_seen + ctx.timing.liveness;
+    let step = {
+        let write = async {
+            Step::Written(match &outgoing {
+                Outgoing::Text(envelope) => conn.write_msg(envelope).await,
+                Outgoing::Ping => conn.ping().await,
+            })
+        };
+        let shutdown = async {
+            ctx.shutdown.wait().await;
+            Step::Shutdown
+        };
+        let deadline = async {
+            Timer::at(deadline).await;
+            Step::Deadline
+        };
+        shutdown.or(write).or(deadline).await
+    };
+    match step {
+        Step::Written(result) => result.map(|()| true).map_err(SessionError::from),
+        Step::Shutdown => {
+            close(ctx, conn).await;
+            Ok(false)
+        }
+        Step::Deadline => Err(SessionError::HalfOpen {
+            after: ctx.timing.liveness,
+        }),
+    }
+}
+
+/// Close with 1000 "agent shutting down", waiting at most the close grace.
+async fn close(ctx: &Context, conn: &mut Connection) {
+    tracing::info!("closing the connection");
+    conn.close(SHUTDOWN_CLOSE.0, SHUTDOWN_CLOSE.1, ctx.timing.close_grace)
+        .await;
+}
+
+/// Log a close frame from the orchestrator and turn it into the session's end.
+fn closed(frame: Option<(u16, String)>) -> SessionError {
+    use protocol::close;
+    let Some((code, reason)) = frame else {
+        tracing::warn!("orchestrator closed the connection without a code");
+        return SessionError::ClosedWithoutCode;
+    };
+    let meaning = match code {
+        1000 => "normal closure",
+        1001 => "orchestrator going away",
+        close::PROTOCOL_ERROR => "protocol error",
+        close::REVOKED => "credential revoked",
+        close::UNSUPPORTED_VERSION => "unsupported protocol version",
+        close::REGISTER_TIMEOUT => "registration timed out",
+        close::RATE_LIMITED => "rate limited",
+        close::REPLACED => "replaced by a newer connection of this worker",
+        close::TIMEOUT => "liveness timeout",
+        _ => "unknown code",
+    };
+    tracing::warn!(code, %reason, meaning, "orchestrator closed the connection");
+    SessionError::Closed { code, reason }
+}
+
+/// What woke the session loop.
+enum Event {
+    Shutdown,
+    Read(Result<Incoming, ConnectionError>),
+    Send(Envelope),
+    Ping,
+    Deadline,
+}
+
+/// Wait for the next thing to do. Shutdown wins over everything; reads and
+/// writes are raced fairly so neither starves the other.
+async fn next_event(
+    ctx: &Context,
+    conn: &mut Connection,
+    out_rx: &Receiver<Envelope>,
+    ping: &mut Timer,
+    last_seen: Instant,
+) -> Event {
+    let deadline = last_seen + ctx.timing.liveness;
+    let shutdown = async {
+        ctx.shutdown.wait().await;
+        Event::Shutdown
+    };
+    let read = async { Event::Read(conn.read_msg().await) };
+    let send = async {
+        match out_rx.recv().await {
+            Ok(envelope) => Event::Send(envelope),
+            // Unreachable while the session holds a sender; wait for something else.
+            Err(_) => futures_lite::future::pending().await,
+        }
+    };
+    let ping = async {
+        ping.next().await;
+        Event::Ping
+    };
+    let deadline = async {
+        Timer::at(deadline).await;
+        Event::Deadline
+    };
+    shutdown
+        .or(futures_lite::future::race(read, send))
+        .or(ping)
+        .or(deadline)
+        .await
+}
+
+/// Resolve `fut`, or `None` if shutdown comes first.
+async fn until_shutdown<T>(
+    shutdown: &Shutdown,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    async { Some(fut.await) }
+        .or(async {
+            shutdown.wait().await;
+            None
+        })
+        .await
+}
+
+/// The registered part of a session: the outbox, the heartbeat task and the
+/// command tasks feed it.
+struct Serving<'a> {
+    ctx: &'a Context,
+    /// Every reply, heartbeat and inventory goes through here to the socket.
+    out_tx: Sender<Envelope>,
+    register_id: String,
+    memory_total: u64,
+    /// Handed to the heartbeat task at acceptance.
+    cpu: Option<CpuSampler>,
+    /// Inventory then heartbeats; cancelled when the session drops it.
+    heartbeats: Option<Task<()>>,
+}
+
+impl Serving<'_> {
+    /// Handle one decoded message. Returns `true` when it was the `worker.accepted`.
+    fn on_message(&mut self, envelope: Envelope) -> Result<bool, SessionError> {
+        let registered = self.heartbeats.is_some();
+        match envelope.body {
+            Body::Accepted(accepted) if !registered => {
+                self.accepted(accepted);
+                return Ok(true);
+            }
+            Body::Error(e)
+                if !registered
+                    && envelope.request_id.as_deref() == Some(self.register_id.as_str()) =>
+            {
+                return Err(SessionError::Rejected {
+                    code: e.code,
+                    message: e.message,
+                });
+            }
+            Body::Error(e) => {
+                tracing::warn!(code = %e.code, message = %e.message, request_id = ?envelope.request_id, "orchestrator reported an error");
+            }
+            body => match envelope.request_id {
+                Some(request_id) => self.command(request_id, body),
+                None => tracing::warn!(
+                    ty = body.type_name(),
+                    "unexpected event from orchestrator; ignored"
+                ),
+            },
+        }
+        Ok(false)
+    }
+
+    fn accepted(&mut self, accepted: Accepted) {
+        let secs = match accepted.heartbeat_interval_secs {
+            0 => protocol::DEFAULT_HEARTBEAT_SECS,
+            s => s,
+        };
+        tracing::info!(
+            worker_id = %accepted.worker_id,
+            protocol_version = accepted.protocol_version,
+            heartbeat_secs = secs,
+            "registered with orchestrator"
+        );
+        let cpu = self.cpu.take().unwrap_or_else(CpuSampler::start);
+        self.heartbeats = Some(status::spawn_reports(
+            self.ctx.podman.clone(),
+            cpu,
+            self.memory_total,
+            Duration::from_secs(u64::from(secs)),
+            self.out_tx.clone(),
+        ));
+    }
+
+    /// Run a command in its own task; its one reply goes through the outbox.
+    fn command(&self, request_id: String, body: Body) {
+        tracing::debug!(ty = body.type_name(), %request_id, "command received");
+        crate::commands::spawn(
+            self.ctx.podman.clone(),
+            request_id,
+            body,
+            self.out_tx.clone(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_codes_are_kept() {
+        let e = closed(Some((protocol::close::REVOKED, "revoked".into())));
+        assert!(matches!(e, SessionError::Closed { code: 4001, .. }));
+        assert!(matches!(closed(None), SessionError::ClosedWithoutCode));
+    }
+}
