@@ -1,1 +1,238 @@
-//! placeholder
+//! The Crops orchestrator: the HTTP API, the agent WebSocket hub and the
+//! state in redb, all on one listener.
+//!
+//! [`serve`] is the entry point: it takes a bound listener and a shutdown
+//! future, so the binary and the tests run exactly the same code.
+//!
+//! ```no_run
+//! # smol::block_on(async {
+//! let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! let mut config = orchestrator::ServeConfig::new("/var/lib/crops".into());
+//! config.admin_token = Some("crops_adm_example".into());
+//! config.on_ready = Some(Box::new(|ready| println!("listening on {}", ready.url())));
+//! let (stop, stopped) = smol::channel::bounded::<()>(1);
+//! # drop(stop);
+//! orchestrator::serve(config, listener, async move { let _ = stopped.recv().await; })
+//!     .await
+//!     .unwrap();
+//! # });
+//! ```
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod http;
+pub mod hub;
+pub mod server;
+pub mod store;
+pub mod tls;
+pub mod upgrade;
+
+mod agent_socket;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::hub::Hub;
+use crate::server::Lifecycle;
+use crate::store::Store;
+
+/// What the orchestrator needs to run.
+pub struct ServeConfig {
+    /// The data directory; the database is `data_dir/crops.redb`.
+    pub data_dir: PathBuf,
+    /// PEM certificate chain and private key; TLS on the listener when set.
+    pub tls: Option<TlsFiles>,
+    /// Heartbeat interval dictated to agents, in seconds (at least 1).
+    pub heartbeat_secs: u32,
+    /// The admin token. When `None`, the one stored in the data directory is
+    /// kept, or a new one is generated (and reported in [`Ready`]).
+    pub admin_token: Option<String>,
+    /// How long a new agent connection may take to send `worker.register`.
+    pub register_timeout: Duration,
+    /// Called once the orchestrator is ready to serve (the CLI prints from it).
+    pub on_ready: Option<OnReady>,
+}
+
+impl ServeConfig {
+    /// Defaults: no TLS, 10 s heartbeats, stored or generated admin token,
+    /// 10 s to register.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            tls: None,
+            heartbeat_secs: protocol::DEFAULT_HEARTBEAT_SECS,
+            admin_token: None,
+            register_timeout: Duration::from_secs(10),
+            on_ready: None,
+        }
+    }
+}
+
+/// A callback run once serve is ready, with what it learnt.
+pub type OnReady = Box<dyn FnOnce(&Ready) + Send>;
+
+/// PEM files for the listener's TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// What [`ServeConfig::on_ready`] learns once the listener is serving.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    pub addr: SocketAddr,
+    pub tls: bool,
+    /// A newly generated admin token: shown once, stored only as a hash.
+    pub generated_admin_token: Option<String>,
+}
+
+impl Ready {
+    /// `http://ADDR` or `https://ADDR`.
+    pub fn url(&self) -> String {
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.addr
+        )
+    }
+}
+
+/// Why the orchestrator could not start or stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("heartbeat interval must be at least 1 second")]
+    HeartbeatInterval,
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot make an admin token: {0}")]
+    Auth(#[from] auth::AuthError),
+    #[error("cannot read the listener's address: {0}")]
+    LocalAddr(#[source] std::io::Error),
+}
+
+/// The state every request handler and connection task shares.
+///
+/// Built once by [`serve`] and never mutated afterwards: the plain fields are
+/// configuration; `store` and `hub` synchronise internally (see their docs);
+/// `life` is how shutdown reaches every task. Serve drops its handle after
+/// shutdown, and the last task to end drops the rest.
+pub(crate) struct App {
+    /// Durable state; every handler and connection task goes through it.
+    pub store: Arc<Store>,
+    /// Live agent connections; written by connection tasks, read by the API.
+    pub hub: Arc<Hub>,
+    /// SHA-256 of the admin token.
+    pub admin_hash: [u8; 32],
+    pub heartbeat_secs: u32,
+    pub register_timeout: Duration,
+    /// Task tracking and the shutdown signals (see `server::Lifecycle`).
+    pub life: Lifecycle,
+}
+
+impl App {
+    /// A worker is offline after this long without a sign of life.
+    pub fn offline_after(&self) -> Duration {
+        Duration::from_secs(
+            u64::from(self.heartbeat_secs) * u64::from(protocol::MISSED_HEARTBEATS_OFFLINE),
+        )
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Serve the API and the agent socket on `listener` until `shutdown`
+/// completes, then close every agent socket with 1001, let in-flight
+/// requests finish (bounded), close the database and return.
+pub async fn serve(
+    config: ServeConfig,
+    listener: smol::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    if config.heartbeat_secs == 0 {
+        return Err(Error::HeartbeatInterval);
+    }
+    let acceptor = match &config.tls {
+        Some(files) => Some(tls::acceptor(&files.cert, &files.key)?),
+        None => None,
+    };
+    let addr = listener.local_addr().map_err(Error::LocalAddr)?;
+    let store = {
+        let dir = config.data_dir.clone();
+        Arc::new(smol::unblock(move || Store::open(&dir)).await?)
+    };
+    let (admin_hash, generated) = admin_token(&store, config.admin_token).await?;
+    let app = Arc::new(App {
+        store: Arc::clone(&store),
+        hub: Arc::new(Hub::default()),
+        admin_hash,
+        heartbeat_secs: config.heartbeat_secs,
+        register_timeout: config.register_timeout,
+        life: Lifecycle::new(),
+    });
+    tracing::info!(%addr, tls = acceptor.is_some(), data = %config.data_dir.display(), "serving");
+    if let Some(on_ready) = config.on_ready {
+        on_ready(&Ready {
+            addr,
+            tls: acceptor.is_some(),
+            generated_admin_token: generated,
+        });
+    }
+
+    server::accept_loop(&app, &listener, acceptor, shutdown).await;
+
+    tracing::info!("shutting down");
+    app.life.finish(Duration::from_secs(3)).await;
+    drop(app);
+    server::release_store(store).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The admin token hash to check against: the given token (stored from now
+/// on), else the stored one, else a freshly generated one.
+async fn admin_token(
+    store: &Arc<Store>,
+    given: Option<String>,
+) -> Result<([u8; 32], Option<String>), Error> {
+    if let Some(token) = given {
+        let hash = auth::hash(&token);
+        let hex = auth::hex(&hash);
+        store.call(move |s| s.set_admin_token_hash(&hex)).await?;
+        return Ok((hash, None));
+    }
+    if let Some(hex) = store.call(|s| s.admin_token_hash()).await? {
+        if let Some(hash) = unhex32(&hex) {
+            return Ok((hash, None));
+        }
+        tracing::warn!("stored admin token hash is unreadable; generating a new token");
+    }
+    let token = auth::mint(auth::TokenKind::Admin)?;
+    let hash = auth::hash(&token);
+    let hex = auth::hex(&hash);
+    store.call(move |s| s.set_admin_token_hash(&hex)).await?;
+    Ok((hash, Some(token)))
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}

@@ -1,0 +1,95 @@
+//! The agent WebSocket endpoint, `GET /v1/agent`: the credential check
+//! before the upgrade, and the handover of the upgraded connection to its
+//! task (`session`).
+//!
+//! Life of a connection: HTTP 401 with a reason unless the Bearer credential
+//! is a known, unrevoked worker credential; otherwise 101, and one task owns
+//! the WebSocket from then on. The first message must be a good
+//! `worker.register` within the register timeout (else 4003); anything else
+//! first is answered with an `error` and closed with 4000. After the
+//! `worker.accepted`, the connection is the worker's live one in the hub
+//! (replacing an older one, closed with 4009). Malformed or unknown messages
+//! are answered and the connection stays; floods close with 4008, silence
+//! for three heartbeat intervals with 4010, oversized messages with 1009,
+//! revocation with 4001, shutdown with 1001. The task never panics on what
+//! the peer sends.
+
+mod limits;
+mod register;
+mod session;
+
+use std::sync::Arc;
+
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{
+    HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
+    UPGRADE,
+};
+use hyper::{Request, Response, StatusCode};
+
+use crate::http::{ApiError, Resp};
+use crate::upgrade::UpgradedIo;
+use crate::{auth, App};
+
+/// Check the credential and the upgrade headers, answer 101 and start the
+/// connection task; or answer 401/400 with the reason.
+pub(crate) async fn accept(app: Arc<App>, mut req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let token = auth::bearer(req.headers())
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?
+        .ok_or_else(|| ApiError::unauthorized("missing credential"))?;
+    let hash = auth::hash_hex(token);
+    let worker = app
+        .store
+        .call(move |s| s.worker_by_credential(&hash))
+        .await?;
+    let worker = worker.ok_or_else(|| ApiError::unauthorized("unknown credential"))?;
+    if worker.revoked {
+        return Err(ApiError::unauthorized("credential revoked"));
+    }
+    let accept_key = websocket_accept_key(&req)?;
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let task_app = Arc::clone(&app);
+    let worker_id = worker.id;
+    app.life.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => session::run(task_app, worker_id, UpgradedIo::new(upgraded)).await,
+            Err(error) => tracing::warn!(%worker_id, %error, "WebSocket upgrade failed"),
+        }
+    });
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = resp.headers_mut();
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(SEC_WEBSOCKET_ACCEPT, accept_key);
+    Ok(resp)
+}
+
+/// The `Sec-WebSocket-Accept` value, if this is a WebSocket upgrade request.
+fn websocket_accept_key(req: &Request<Incoming>) -> Result<HeaderValue, ApiError> {
+    let h = req.headers();
+    let has = |name, token: &str| {
+        h.get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has(UPGRADE, "websocket") || !has(CONNECTION, "upgrade") {
+        return Err(ApiError::bad_request(
+            "expected a WebSocket upgrade request",
+        ));
+    }
+    if h.get(SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(ApiError::bad_request("Sec-WebSocket-Version must be 13"));
+    }
+    let key = h
+        .get(SEC_WEBSOCKET_KEY)
+        .ok_or_else(|| ApiError::bad_request("missing Sec-WebSocket-Key"))?;
+    HeaderValue::try_from(derive_accept_key(key.as_bytes()))
+        .map_err(|_| ApiError::bad_request("unusable Sec-WebSocket-Key"))
+}

@@ -1,0 +1,406 @@
+//! One upgraded agent connection: the event loop over socket, hub queue,
+//! shutdown and deadlines; message dispatch; and the goodbye.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use async_tungstenite::WebSocketStream;
+use futures_lite::{AsyncWriteExt, FutureExt, StreamExt};
+use hyper::body::Bytes;
+use protocol::{close, Body, Envelope, ErrorCode, ErrorReply, Frame, FrameError};
+use smol::channel::{Receiver, Sender};
+
+use super::limits::{truncate, TokenBucket};
+use crate::hub::{Hub, Outbound};
+use crate::upgrade::{drain, UpgradedIo};
+use crate::App;
+
+/// How long one write to the agent may take before the connection is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the close handshake may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Run one upgraded connection to its end.
+pub(super) async fn run(app: Arc<App>, worker_id: String, io: UpgradedIo) {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(protocol::MAX_TEXT_FRAME))
+        .max_frame_size(Some(protocol::MAX_TEXT_FRAME));
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let conn_id = app.hub.next_conn_id();
+    tracing::info!(%worker_id, conn_id, "agent connected");
+    let (tx, rx) = smol::channel::unbounded();
+    let now = Instant::now();
+    let mut conn = Conn {
+        worker_id,
+        conn_id,
+        ws,
+        tx,
+        rx,
+        registered: None,
+        bucket: TokenBucket::new(now),
+        opened: now,
+        last_message: now,
+        next_ping: now + heartbeat(&app),
+        app,
+    };
+    let end = conn.serve().await;
+    conn.finish(end).await;
+}
+
+pub(super) fn heartbeat(app: &App) -> Duration {
+    Duration::from_secs(u64::from(app.heartbeat_secs))
+}
+
+/// How a connection ends.
+pub(super) enum End {
+    /// We close with this code and reason.
+    Close { code: u16, reason: String },
+    /// The agent sent a message over the size limit: close 1009, then drain.
+    TooBig,
+    /// The agent closed or the connection broke: nothing left to say.
+    PeerGone,
+}
+
+pub(super) fn close_with(code: u16, reason: impl Into<String>) -> End {
+    End::Close {
+        code,
+        reason: reason.into(),
+    }
+}
+
+enum Event {
+    Stop,
+    Outbound(Option<Outbound>),
+    Incoming(Option<Result<Message, WsError>>),
+    Tick,
+}
+
+/// Removes the connection from the hub however the task ends (even dropped).
+pub(super) struct HubGuard {
+    pub(super) hub: Arc<Hub>,
+    pub(super) worker_id: String,
+    pub(super) conn_id: u64,
+}
+
+impl Drop for HubGuard {
+    fn drop(&mut self) {
+        self.hub.unregister(&self.worker_id, self.conn_id);
+    }
+}
+
+pub(super) struct Registered {
+    pub(super) memory_total: u64,
+    pub(super) _guard: HubGuard,
+}
+
+pub(super) struct Conn {
+    pub(super) app: Arc<App>,
+    pub(super) worker_id: String,
+    pub(super) conn_id: u64,
+    pub(super) ws: WebSocketStream<UpgradedIo>,
+    /// Given to the hub at registration; kept so `rx` never closes.
+    pub(super) tx: Sender<Outbound>,
+    pub(super) rx: Receiver<Outbound>,
+    pub(super) registered: Option<Registered>,
+    pub(super) bucket: TokenBucket,
+    pub(super) opened: Instant,
+    pub(super) last_message: Instant,
+    pub(super) next_ping: Instant,
+}
+
+impl Conn {
+    async fn serve(&mut self) -> End {
+        let mut stopping: Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+            Box::pin(self.app.life.stopping());
+        loop {
+            let deadline = self.next_deadline();
+            let event = {
+                let (ws, rx) = (&mut self.ws, &self.rx);
+                async {
+                    stopping.as_mut().await;
+                    Event::Stop
+                }
+                .or(async { Event::Outbound(rx.recv().await.ok()) })
+                .or(async { Event::Incoming(ws.next().await) })
+                .or(async {
+                    smol::Timer::at(deadline).await;
+                    Event::Tick
+                })
+                .await
+            };
+            let step = match event {
+                Event::Stop => Err(close_with(1001, "orchestrator shutting down")),
+                Event::Outbound(Some(Outbound::Text(text))) => self.send_text(text).await,
+                Event::Outbound(Some(Outbound::Close { code, reason })) => {
+                    Err(close_with(code, reason))
+                }
+                Event::Outbound(None) => Ok(()),
+                Event::Incoming(None) => Err(End::PeerGone),
+                Event::Incoming(Some(Err(error))) => Err(self.read_failed(error)),
+                Event::Incoming(Some(Ok(message))) => {
+                    self.last_message = Instant::now();
+                    self.on_message(message).await
+                }
+                Event::Tick => self.on_tick().await,
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let limit = if self.registered.is_some() {
+            self.last_message + self.app.offline_after()
+        } else {
+            self.opened + self.app.register_timeout
+        };
+        limit.min(self.next_ping)
+    }
+
+    async fn on_tick(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        if self.registered.is_none() && now >= self.opened + self.app.register_timeout {
+            let secs = self.app.register_timeout.as_secs();
+            return Err(close_with(
+                close::REGISTER_TIMEOUT,
+                format!("no worker.register within {secs} s"),
+            ));
+        }
+        if self.registered.is_some() && now >= self.last_message + self.app.offline_after() {
+            let secs = self.app.offline_after().as_secs();
+            return Err(close_with(
+                close::TIMEOUT,
+                format!("no message for {secs} s"),
+            ));
+        }
+        if now >= self.next_ping {
+            self.next_ping = now + heartbeat(&self.app);
+            self.send(Message::Ping(Bytes::new())).await?;
+        }
+        Ok(())
+    }
+
+    fn read_failed(&self, error: WsError) -> End {
+        let worker_id = &self.worker_id;
+        match error {
+            WsError::Capacity(detail) => {
+                tracing::warn!(%worker_id, %detail, "message over the size limit");
+                End::TooBig
+            }
+            WsError::Protocol(detail) => {
+                tracing::info!(%worker_id, %detail, "WebSocket protocol violation");
+                close_with(1002, "WebSocket protocol violation")
+            }
+            WsError::Utf8(_) => close_with(1007, "text message is not UTF-8"),
+            WsError::ConnectionClosed | WsError::AlreadyClosed => End::PeerGone,
+            other => {
+                tracing::debug!(%worker_id, error = %other, "connection broke");
+                End::PeerGone
+            }
+        }
+    }
+
+    async fn send(&mut self, message: Message) -> Result<(), End> {
+        let sent = async { Some(self.ws.send(message).await) }
+            .or(async {
+                smol::Timer::after(WRITE_TIMEOUT).await;
+                None
+            })
+            .await;
+        match sent {
+            Some(Ok(())) => Ok(()),
+            Some(Err(error)) => {
+                tracing::debug!(worker_id = %self.worker_id, %error, "write failed");
+                Err(End::PeerGone)
+            }
+            None => {
+                tracing::info!(worker_id = %self.worker_id, "write timed out");
+                Err(End::PeerGone)
+            }
+        }
+    }
+
+    pub(super) async fn send_text(&mut self, text: String) -> Result<(), End> {
+        self.send(Message::text(text)).await
+    }
+
+    pub(super) async fn reply_error(
+        &mut self,
+        request_id: Option<String>,
+        error: ErrorReply,
+    ) -> Result<(), End> {
+        self.send_text(Envelope::error(request_id, error).encode())
+            .await
+    }
+
+    async fn on_message(&mut self, message: Message) -> Result<(), End> {
+        match message {
+            Message::Text(text) => {
+                if !self.bucket.take(Instant::now()) {
+                    tracing::warn!(worker_id = %self.worker_id, "rate limit exceeded");
+                    return Err(close_with(close::RATE_LIMITED, "rate limit exceeded"));
+                }
+                self.on_text(text.as_str()).await
+            }
+            Message::Binary(bytes) => self.on_binary(&bytes).await,
+            // Pings are answered by tungstenite; a peer's close is answered
+            // there too, and the next read then ends the stream.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => Ok(()),
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), End> {
+        let envelope = match Envelope::decode(text) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                tracing::info!(worker_id = %self.worker_id, %error, "undecodable message");
+                self.reply_error(error.request_id().map(str::to_owned), error.to_reply())
+                    .await?;
+                if self.registered.is_none() {
+                    return Err(close_with(
+                        close::PROTOCOL_ERROR,
+                        "expected worker.register",
+                    ));
+                }
+                return Ok(());
+            }
+        };
+        let request_id = envelope.request_id;
+        match (self.registered.is_some(), envelope.body) {
+            (false, Body::Register(register)) => self.on_register(request_id, register).await,
+            (false, body) => {
+                let message = format!("{} before worker.register", body.type_name());
+                self.reply_error(
+                    request_id,
+                    ErrorReply::new(ErrorCode::NotRegistered, message),
+                )
+                .await?;
+                Err(close_with(
+                    close::PROTOCOL_ERROR,
+                    "message before worker.register",
+                ))
+            }
+            (true, Body::Register(_)) => {
+                let error = ErrorReply::new(
+                    ErrorCode::AlreadyRegistered,
+                    "this connection is already registered",
+                );
+                self.reply_error(request_id, error).await
+            }
+            (true, Body::Heartbeat(beat)) => self.on_heartbeat(request_id, beat).await,
+            (true, Body::Inventory(inventory)) => {
+                tracing::info!(worker_id = %self.worker_id, containers = inventory.containers.len(), "inventory");
+                Ok(())
+            }
+            (true, body @ (Body::BuildProgress(_) | Body::TerminalExited(_))) => {
+                tracing::debug!(worker_id = %self.worker_id, ty = body.type_name(), "event");
+                Ok(())
+            }
+            (true, body)
+                if body.type_name().ends_with(".result") || matches!(body, Body::Error(_)) =>
+            {
+                self.on_reply(request_id, body);
+                Ok(())
+            }
+            (true, body) => {
+                let message = format!("{} is not a message an agent sends", body.type_name());
+                self.reply_error(request_id, ErrorReply::new(ErrorCode::Unsupported, message))
+                    .await
+            }
+        }
+    }
+
+    fn on_reply(&self, request_id: Option<String>, body: Body) {
+        let worker_id = &self.worker_id;
+        let ty = body.type_name();
+        match request_id {
+            Some(id) if self.app.hub.resolve(worker_id, &id, body) => {
+                tracing::debug!(%worker_id, request_id = %id, ty, "reply delivered");
+            }
+            Some(id) => {
+                tracing::info!(%worker_id, request_id = %id, ty, "reply to no pending request")
+            }
+            None => tracing::info!(%worker_id, ty, "reply without requestId"),
+        }
+    }
+
+    async fn on_binary(&mut self, bytes: &[u8]) -> Result<(), End> {
+        if self.registered.is_none() {
+            let error = ErrorReply::new(
+                ErrorCode::NotRegistered,
+                "binary frame before worker.register",
+            );
+            self.reply_error(None, error).await?;
+            return Err(close_with(
+                close::PROTOCOL_ERROR,
+                "message before worker.register",
+            ));
+        }
+        match Frame::decode(bytes) {
+            Ok(frame) => {
+                tracing::debug!(worker_id = %self.worker_id, session_id = frame.session_id, "binary frame for no open session");
+                Ok(())
+            }
+            Err(error) => {
+                let code = match error {
+                    FrameError::TooLarge { .. } => ErrorCode::TooLarge,
+                    FrameError::Short(_) | FrameError::UnknownKind(_) => {
+                        ErrorCode::MalformedMessage
+                    }
+                };
+                self.reply_error(None, ErrorReply::new(code, error.to_string()))
+                    .await
+            }
+        }
+    }
+
+    /// Say goodbye as `end` asks, bounded in time, then drop the socket.
+    async fn finish(mut self, end: End) {
+        let worker_id = self.worker_id.clone();
+        match end {
+            End::PeerGone => {
+                tracing::info!(%worker_id, conn_id = self.conn_id, "agent disconnected")
+            }
+            End::Close { code, reason } => {
+                tracing::info!(%worker_id, conn_id = self.conn_id, code, %reason, "closing agent connection");
+                if self.close_frame(code, &reason).await {
+                    // Read until the agent answers our close (or gives up).
+                    let _ = async { while let Some(Ok(_)) = self.ws.next().await {} }
+                        .or(async {
+                            smol::Timer::after(CLOSE_TIMEOUT).await;
+                        })
+                        .await;
+                }
+            }
+            End::TooBig => {
+                if self.close_frame(1009, "message too big").await {
+                    // The reader is mid-message: drain raw bytes so the agent
+                    // can finish writing and read our close frame.
+                    // Our half is done: shutting it down lets the agent see
+                    // the end after our close frame and hang up.
+                    let mut io = self.ws.into_inner();
+                    let _ = io.close().await;
+                    drain(&mut io, 2 * protocol::MAX_TEXT_FRAME, CLOSE_TIMEOUT).await;
+                }
+            }
+        }
+    }
+
+    async fn close_frame(&mut self, code: u16, reason: &str) -> bool {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: truncate(reason, 120).to_owned().into(),
+        };
+        async { self.ws.close(Some(frame)).await.is_ok() }
+            .or(async {
+                smol::Timer::after(CLOSE_TIMEOUT).await;
+                false
+            })
+            .await
+    }
+}

@@ -1,0 +1,390 @@
+//! The command line: `serve`, and the admin subcommands that speak the HTTP
+//! API (`tenant`, `join-token`, `worker`).
+//!
+//! `serve` prints to stdout exactly: `admin token: crops_adm_...` (only when
+//! it generated one) and then `listening on http(s)://ADDR`, flushed, once
+//! the listener serves. Everything else goes to the log on stderr.
+
+mod output;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use argh::FromArgs;
+use futures_lite::StreamExt;
+use hyper::Method;
+use serde_json::{json, Value};
+
+use self::output::{tenant_table, text, worker_table};
+use crate::client::{Client, ClientError};
+use crate::{ServeConfig, TlsFiles};
+
+/// Crops orchestrator: HTTP API, agent WebSocket hub and state in redb.
+#[derive(FromArgs, Debug)]
+pub struct Args {
+    #[argh(subcommand)]
+    pub command: Command,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    Serve(ServeArgs),
+    Tenant(TenantArgs),
+    JoinToken(JoinTokenArgs),
+    Worker(WorkerArgs),
+}
+
+/// Run the orchestrator.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "serve")]
+pub struct ServeArgs {
+    /// address to listen on, e.g. 0.0.0.0:8443 (port 0 picks a free one)
+    #[argh(option)]
+    pub listen: String,
+    /// data directory (holds crops.redb)
+    #[argh(option)]
+    pub data: PathBuf,
+    /// PEM certificate chain; serves HTTPS with --tls-key
+    #[argh(option)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[argh(option)]
+    pub tls_key: Option<PathBuf>,
+    /// heartbeat interval dictated to agents, seconds
+    #[argh(option, default = "protocol::DEFAULT_HEARTBEAT_SECS")]
+    pub heartbeat_secs: u32,
+    /// admin token (default: $CROPS_ADMIN_TOKEN, else the stored one, else a new one)
+    #[argh(option)]
+    pub admin_token: Option<String>,
+}
+
+/// Manage tenants.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "tenant")]
+pub struct TenantArgs {
+    #[argh(subcommand)]
+    pub command: TenantCommand,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum TenantCommand {
+    Create(TenantCreate),
+    List(TenantList),
+}
+
+/// Create a tenant; prints its id.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "create")]
+pub struct TenantCreate {
+    /// the tenant's name
+    #[argh(option)]
+    pub name: String,
+    /// orchestrator URL (default: $CROPS_URL)
+    #[argh(option)]
+    pub url: Option<String>,
+    /// admin token (default: $CROPS_ADMIN_TOKEN)
+    #[argh(option)]
+    pub admin_token: Option<String>,
+    /// extra CA certificate (PEM) to trust for https
+    #[argh(option)]
+    pub ca_file: Option<PathBuf>,
+    /// print the API's JSON
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// List tenants.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+pub struct TenantList {
+    /// orchestrator URL (default: $CROPS_URL)
+    #[argh(option)]
+    pub url: Option<String>,
+    /// admin token (default: $CROPS_ADMIN_TOKEN)
+    #[argh(option)]
+    pub admin_token: Option<String>,
+    /// extra CA certificate (PEM) to trust for https
+    #[argh(option)]
+    pub ca_file: Option<PathBuf>,
+    /// print the API's JSON
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// Manage join tokens.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "join-token")]
+pub struct JoinTokenArgs {
+    #[argh(subcommand)]
+    pub command: JoinTokenCommand,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum JoinTokenCommand {
+    Create(JoinTokenCreate),
+}
+
+/// Create a single-use join token for a tenant; prints the token.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "create")]
+pub struct JoinTokenCreate {
+    /// tenant id
+    #[argh(option)]
+    pub tenant: String,
+    /// lifetime in seconds (default 3600)
+    #[argh(option)]
+    pub ttl_secs: Option<u64>,
+    /// orchestrator URL (default: $CROPS_URL)
+    #[argh(option)]
+    pub url: Option<String>,
+    /// admin token (default: $CROPS_ADMIN_TOKEN)
+    #[argh(option)]
+    pub admin_token: Option<String>,
+    /// extra CA certificate (PEM) to trust for https
+    #[argh(option)]
+    pub ca_file: Option<PathBuf>,
+    /// print the API's JSON
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// Manage workers.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "worker")]
+pub struct WorkerArgs {
+    #[argh(subcommand)]
+    pub command: WorkerCommand,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum WorkerCommand {
+    List(WorkerList),
+    Revoke(WorkerRevoke),
+}
+
+/// List workers with their status and last heartbeat.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+pub struct WorkerList {
+    /// orchestrator URL (default: $CROPS_URL)
+    #[argh(option)]
+    pub url: Option<String>,
+    /// admin token (default: $CROPS_ADMIN_TOKEN)
+    #[argh(option)]
+    pub admin_token: Option<String>,
+    /// extra CA certificate (PEM) to trust for https
+    #[argh(option)]
+    pub ca_file: Option<PathBuf>,
+    /// print the API's JSON
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// Revoke a worker's credential and close its connection.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "revoke")]
+pub struct WorkerRevoke {
+    /// worker id
+    #[argh(positional)]
+    pub id: String,
+    /// orchestrator URL (default: $CROPS_URL)
+    #[argh(option)]
+    pub url: Option<String>,
+    /// admin token (default: $CROPS_ADMIN_TOKEN)
+    #[argh(option)]
+    pub admin_token: Option<String>,
+    /// extra CA certificate (PEM) to trust for https
+    #[argh(option)]
+    pub ca_file: Option<PathBuf>,
+    /// print the API's JSON
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{flag} is required (or set {env})")]
+    Missing {
+        flag: &'static str,
+        env: &'static str,
+    },
+    #[error("--tls-cert and --tls-key go together")]
+    TlsPair,
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot watch for signals: {0}")]
+    Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Serve(#[from] crate::Error),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+/// Run a parsed command line.
+pub async fn run(args: Args) -> Result<(), CliError> {
+    match args.command {
+        Command::Serve(a) => serve(a).await,
+        Command::Tenant(TenantArgs {
+            command: TenantCommand::Create(a),
+        }) => {
+            let client = client(a.url, a.admin_token, a.ca_file)?;
+            let tenant = client
+                .call(Method::POST, "/v1/tenants", Some(json!({ "name": a.name })))
+                .await?;
+            print_or_json(a.json, &tenant, || text(&tenant["id"]))
+        }
+        Command::Tenant(TenantArgs {
+            command: TenantCommand::List(a),
+        }) => {
+            let client = client(a.url, a.admin_token, a.ca_file)?;
+            let list = client.call(Method::GET, "/v1/tenants", None).await?;
+            print_or_json(a.json, &list, || tenant_table(&list))
+        }
+        Command::JoinToken(JoinTokenArgs {
+            command: JoinTokenCommand::Create(a),
+        }) => {
+            let client = client(a.url, a.admin_token, a.ca_file)?;
+            let body = match a.ttl_secs {
+                Some(ttl) => json!({ "ttlSecs": ttl }),
+                None => json!({}),
+            };
+            let path = format!("/v1/tenants/{}/join-tokens", a.tenant);
+            let token = client.call(Method::POST, &path, Some(body)).await?;
+            print_or_json(a.json, &token, || text(&token["token"]))
+        }
+        Command::Worker(WorkerArgs {
+            command: WorkerCommand::List(a),
+        }) => {
+            let client = client(a.url, a.admin_token, a.ca_file)?;
+            let workers = client.call(Method::GET, "/v1/workers", None).await?;
+            if a.json {
+                return print_or_json(true, &workers, String::new);
+            }
+            let tenants = client.call(Method::GET, "/v1/tenants", None).await?;
+            print_or_json(false, &workers, || {
+                worker_table(&workers, &tenants, crate::now_ms())
+            })
+        }
+        Command::Worker(WorkerArgs {
+            command: WorkerCommand::Revoke(a),
+        }) => {
+            let client = client(a.url, a.admin_token, a.ca_file)?;
+            let path = format!("/v1/workers/{}/revoke", a.id);
+            let worker = client.call(Method::POST, &path, None).await?;
+            print_or_json(a.json, &worker, || {
+                format!("revoked {}", text(&worker["id"]))
+            })
+        }
+    }
+}
+
+async fn serve(a: ServeArgs) -> Result<(), CliError> {
+    let tls = match (a.tls_cert, a.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        _ => return Err(CliError::TlsPair),
+    };
+    let listener = smol::net::TcpListener::bind(a.listen.as_str())
+        .await
+        .map_err(|source| CliError::Bind {
+            addr: a.listen.clone(),
+            source,
+        })?;
+    let mut config = ServeConfig::new(a.data);
+    config.tls = tls;
+    config.heartbeat_secs = a.heartbeat_secs;
+    config.admin_token = a.admin_token.or_else(|| env("CROPS_ADMIN_TOKEN"));
+    config.on_ready = Some(Box::new(|ready| {
+        let mut out = std::io::stdout().lock();
+        if let Some(token) = &ready.generated_admin_token {
+            let _ = writeln!(out, "admin token: {token}");
+        }
+        let _ = writeln!(out, "listening on {}", ready.url());
+        let _ = out.flush();
+    }));
+    let mut signals =
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+            .map_err(CliError::Signals)?;
+    let shutdown = async move {
+        if let Some(Ok(signal)) = signals.next().await {
+            tracing::info!(?signal, "signal received");
+        }
+    };
+    crate::serve(config, listener, shutdown).await?;
+    Ok(())
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn client(
+    url: Option<String>,
+    token: Option<String>,
+    ca_file: Option<PathBuf>,
+) -> Result<Client, CliError> {
+    let url = url.or_else(|| env("CROPS_URL")).ok_or(CliError::Missing {
+        flag: "--url",
+        env: "CROPS_URL",
+    })?;
+    let token = token
+        .or_else(|| env("CROPS_ADMIN_TOKEN"))
+        .ok_or(CliError::Missing {
+            flag: "--admin-token",
+            env: "CROPS_ADMIN_TOKEN",
+        })?;
+    Ok(Client::new(&url, Some(token), ca_file.as_deref())?)
+}
+
+fn print_or_json(
+    as_json: bool,
+    value: &Value,
+    human: impl FnOnce() -> String,
+) -> Result<(), CliError> {
+    let out = if as_json {
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    } else {
+        human()
+    };
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{out}")
+        .and_then(|()| stdout.flush())
+        .map_err(CliError::Output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_parse() {
+        let a = Args::from_args(
+            &["crops-orchestrator"],
+            &["serve", "--listen", "127.0.0.1:0", "--data", "/tmp/x"],
+        )
+        .unwrap();
+        let Command::Serve(s) = a.command else {
+            panic!("not serve")
+        };
+        assert_eq!(s.heartbeat_secs, 10);
+        let a = Args::from_args(
+            &["crops-orchestrator"],
+            &["worker", "revoke", "abc", "--json"],
+        )
+        .unwrap();
+        assert!(
+            matches!(a.command, Command::Worker(WorkerArgs { command: WorkerCommand::Revoke(ref r) }) if r.id == "abc" && r.json)
+        );
+    }
+}

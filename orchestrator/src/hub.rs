@@ -1,0 +1,368 @@
+//! Live agent connections by worker id, and request correlation with them.
+//!
+//! The hub is in-memory only: after a restart it is empty, so every worker is
+//! offline until its agent reconnects and registers again. It holds, for
+//! each registered connection, the sending half of that connection's
+//! outbound queue; the connection task (`agent_socket`) owns the socket and
+//! is the only reader of the queue. The hub never touches a socket itself.
+//!
+//! Shutdown does not go through the hub: every connection task also watches
+//! the serve-wide shutdown signal and closes its own socket with 1001; as it
+//! ends it calls [`Hub::unregister`], which fails its pending requests.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_lite::FutureExt;
+use protocol::{Body, Envelope, ErrorReply};
+use smol::channel::{Receiver, Sender};
+
+/// What a connection task is asked to do by the rest of the orchestrator.
+#[derive(Debug)]
+pub enum Outbound {
+    /// Send this text message.
+    Text(String),
+    /// Close the socket with this code and reason, then end.
+    Close { code: u16, reason: String },
+}
+
+/// Why a [`Hub::request`] got no result.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("worker {worker_id} is offline")]
+    Offline { worker_id: String },
+    #[error("worker {worker_id} did not answer {ty} within {after:?}")]
+    Timeout {
+        worker_id: String,
+        ty: &'static str,
+        after: Duration,
+    },
+    #[error("worker {worker_id} disconnected before answering {ty}")]
+    Disconnected { worker_id: String, ty: &'static str },
+    #[error("worker {worker_id} answered {ty} with an error: {error}")]
+    Agent {
+        worker_id: String,
+        ty: &'static str,
+        #[source]
+        error: ErrorReply,
+    },
+    #[error("cannot make a request id: {0}")]
+    RequestId(#[source] crate::auth::AuthError),
+}
+
+/// What the API shows about a live connection.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveInfo {
+    pub connected_at_ms: u64,
+    /// The last sign of life that counts for the online status: the register,
+    /// then each stored heartbeat.
+    pub last_beat_ms: u64,
+}
+
+struct Live {
+    conn_id: u64,
+    tx: Sender<Outbound>,
+    info: LiveInfo,
+}
+
+struct Pending {
+    worker_id: String,
+    conn_id: u64,
+    reply: Sender<Body>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Registered connections. Written by `register` (the connection task,
+    /// after an accepted register) and `unregister` (the same task as it ends);
+    /// read by the API.
+    live: HashMap<String, Live>,
+    /// Requests awaiting a reply, by requestId. Written by `request` (the
+    /// caller, who also removes its entry on timeout), `resolve` (the
+    /// connection task, when the reply arrives) and `unregister` (which drops
+    /// the entries of a closing connection, failing their callers).
+    pending: HashMap<String, Pending>,
+}
+
+/// Live connections by worker id. Shared by every task through an `Arc`.
+#[derive(Default)]
+pub struct Hub {
+    inner: Mutex<Inner>,
+    /// Source of connection ids; only ever incremented.
+    next_conn: AtomicU64,
+}
+
+impl Hub {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the maps inconsistent
+        // (each change is one insert or remove), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh id for a new connection.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Make `conn_id` the worker's live connection. A previous connection of
+    /// the same worker is told to close with [`protocol::close::REPLACED`].
+    pub fn register(&self, worker_id: &str, conn_id: u64, tx: Sender<Outbound>, now_ms: u64) {
+        let live = Live {
+            conn_id,
+            tx,
+            info: LiveInfo {
+                connected_at_ms: now_ms,
+                last_beat_ms: now_ms,
+            },
+        };
+        let old = self.lock().live.insert(worker_id.to_owned(), live);
+        if let Some(old) = old {
+            tracing::info!(
+                worker_id,
+                old_conn = old.conn_id,
+                new_conn = conn_id,
+                "connection replaced"
+            );
+            let _ = old.tx.try_send(Outbound::Close {
+                code: protocol::close::REPLACED,
+                reason: "replaced by a newer connection".into(),
+            });
+        }
+    }
+
+    /// Forget `conn_id` if it is still the worker's live connection, and fail
+    /// the requests waiting on it.
+    pub fn unregister(&self, worker_id: &str, conn_id: u64) {
+        let mut inner = self.lock();
+        if inner
+            .live
+            .get(worker_id)
+            .is_some_and(|l| l.conn_id == conn_id)
+        {
+            inner.live.remove(worker_id);
+        }
+        inner.pending.retain(|_, p| p.conn_id != conn_id);
+    }
+
+    /// Note a stored heartbeat of the live connection `conn_id`.
+    pub fn beat(&self, worker_id: &str, conn_id: u64, now_ms: u64) {
+        if let Some(live) = self.lock().live.get_mut(worker_id) {
+            if live.conn_id == conn_id {
+                live.info.last_beat_ms = now_ms;
+            }
+        }
+    }
+
+    /// The live connection of a worker, if any.
+    pub fn live(&self, worker_id: &str) -> Option<LiveInfo> {
+        self.lock().live.get(worker_id).map(|l| l.info)
+    }
+
+    /// Ask the worker's live connection to close. Returns whether there was one.
+    pub fn close(&self, worker_id: &str, code: u16, reason: &str) -> bool {
+        let tx = self.lock().live.get(worker_id).map(|l| l.tx.clone());
+        match tx {
+            Some(tx) => tx
+                .try_send(Outbound::Close {
+                    code,
+                    reason: reason.to_owned(),
+                })
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    /// Send a command to a worker and wait for its `*.result` (or `error`).
+    pub async fn request(
+        &self,
+        worker_id: &str,
+        body: Body,
+        timeout: Duration,
+    ) -> Result<Body, HubError> {
+        let ty = body.type_name();
+        let request_id = crate::auth::uuid_v4().map_err(HubError::RequestId)?;
+        let (reply_tx, reply_rx): (Sender<Body>, Receiver<Body>) = smol::channel::bounded(1);
+        let tx = {
+            let mut inner = self.lock();
+            let Some(live) = inner.live.get(worker_id) else {
+                return Err(HubError::Offline {
+                    worker_id: worker_id.to_owned(),
+                });
+            };
+            let (tx, conn_id) = (live.tx.clone(), live.conn_id);
+            inner.pending.insert(
+                request_id.clone(),
+                Pending {
+                    worker_id: worker_id.to_owned(),
+                    conn_id,
+                    reply: reply_tx,
+                },
+            );
+            tx
+        };
+        let text = Envelope::request(request_id.clone(), body).encode();
+        if tx.try_send(Outbound::Text(text)).is_err() {
+            self.lock().pending.remove(&request_id);
+            return Err(HubError::Offline {
+                worker_id: worker_id.to_owned(),
+            });
+        }
+        tracing::debug!(worker_id, request_id, ty, "request sent");
+        let outcome = async { Some(reply_rx.recv().await) }
+            .or(async {
+                smol::Timer::after(timeout).await;
+                None
+            })
+            .await;
+        match outcome {
+            Some(Ok(Body::Error(error))) => Err(HubError::Agent {
+                worker_id: worker_id.to_owned(),
+                ty,
+                error,
+            }),
+            Some(Ok(body)) => Ok(body),
+            Some(Err(_closed)) => Err(HubError::Disconnected {
+                worker_id: worker_id.to_owned(),
+                ty,
+            }),
+            None => {
+                self.lock().pending.remove(&request_id);
+                Err(HubError::Timeout {
+                    worker_id: worker_id.to_owned(),
+                    ty,
+                    after: timeout,
+                })
+            }
+        }
+    }
+
+    /// Deliver a reply from `worker_id` to the request it names. Returns
+    /// false for an unknown, late or foreign `requestId` (the caller logs it).
+    pub fn resolve(&self, worker_id: &str, request_id: &str, body: Body) -> bool {
+        let mut inner = self.lock();
+        match inner.pending.get(request_id) {
+            Some(p) if p.worker_id == worker_id => {
+                let pending = inner.pending.remove(request_id);
+                drop(inner);
+                pending.is_some_and(|p| p.reply.try_send(body).is_ok())
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::container::ContainerListing;
+    use protocol::ErrorCode;
+
+    fn list_all() -> Body {
+        Body::ContainerListAll(protocol::container::Empty {})
+    }
+
+    #[test]
+    fn request_to_offline_worker_fails_fast() {
+        let hub = Hub::default();
+        let err = smol::block_on(hub.request("w", list_all(), Duration::from_secs(1))).unwrap_err();
+        assert!(matches!(err, HubError::Offline { .. }), "{err}");
+    }
+
+    #[test]
+    fn request_is_answered_timed_out_or_failed() {
+        smol::block_on(async {
+            let hub = std::sync::Arc::new(Hub::default());
+            let (tx, rx) = smol::channel::unbounded();
+            hub.register("w", 1, tx, 0);
+
+            // A reply routed by requestId.
+            let agent = {
+                let hub = hub.clone();
+                let rx = rx.clone();
+                smol::spawn(async move {
+                    let Ok(Outbound::Text(text)) = rx.recv().await else {
+                        panic!("no request")
+                    };
+                    let env = Envelope::decode(&text).unwrap();
+                    let id = env.request_id.unwrap();
+                    assert!(
+                        !hub.resolve("other", &id, list_all()),
+                        "foreign reply accepted"
+                    );
+                    let reply = Body::ContainerListedAll(ContainerListing { containers: vec![] });
+                    assert!(hub.resolve("w", &id, reply));
+                })
+            };
+            let got = hub
+                .request("w", list_all(), Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(got.type_name(), "container.list-all.result");
+            agent.await;
+
+            // An error reply.
+            let agent = {
+                let hub = hub.clone();
+                let rx = rx.clone();
+                smol::spawn(async move {
+                    let Ok(Outbound::Text(text)) = rx.recv().await else {
+                        panic!("no request")
+                    };
+                    let id = Envelope::decode(&text).unwrap().request_id.unwrap();
+                    hub.resolve(
+                        "w",
+                        &id,
+                        Body::Error(ErrorReply::new(ErrorCode::EngineFailed, "boom")),
+                    );
+                })
+            };
+            let err = hub
+                .request("w", list_all(), Duration::from_secs(5))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, HubError::Agent { .. }), "{err}");
+            agent.await;
+
+            // No reply.
+            let err = hub
+                .request("w", list_all(), Duration::from_millis(20))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, HubError::Timeout { .. }), "{err}");
+            assert!(hub.lock().pending.is_empty());
+
+            // Disconnect while waiting.
+            let waiter = {
+                let hub = hub.clone();
+                smol::spawn(
+                    async move { hub.request("w", list_all(), Duration::from_secs(5)).await },
+                )
+            };
+            let _ = rx.recv().await; // the timed-out request
+            let _ = rx.recv().await; // the one now waiting
+            hub.unregister("w", 1);
+            assert!(matches!(waiter.await, Err(HubError::Disconnected { .. })));
+            assert!(hub.live("w").is_none());
+        });
+    }
+
+    #[test]
+    fn a_newer_connection_replaces_the_older() {
+        let hub = Hub::default();
+        let (tx1, rx1) = smol::channel::unbounded();
+        let (tx2, _rx2) = smol::channel::unbounded();
+        hub.register("w", 1, tx1, 0);
+        hub.register("w", 2, tx2, 0);
+        assert!(matches!(
+            rx1.try_recv(),
+            Ok(Outbound::Close {
+                code: protocol::close::REPLACED,
+                ..
+            })
+        ));
+        hub.unregister("w", 1); // the old task ending does not remove the new
+        assert!(hub.live("w").is_some());
+    }
+}

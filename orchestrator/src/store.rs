@@ -1,0 +1,495 @@
+//! Durable state in one redb file (`DIR/crops.redb`): the only module that touches redb.
+//!
+//! The interface is a [`Store`] with plain synchronous methods taking and
+//! returning the stored record types below (not the wire types), so another
+//! backend could stand behind the same methods later. Async callers go
+//! through [`Store::call`], which runs the work on smol's blocking pool.
+//!
+//! Every method is one redb transaction, committed before it returns;
+//! everything is committed with full durability except heartbeats
+//! ([`Store::record_heartbeat`]), which are frequent and replaceable and use
+//! `Durability::None` (redb makes them durable at the next durable commit or
+//! when the database closes).
+//!
+//! Secrets are stored only as SHA-256 hashes, in hex.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Tenant id -> [`Tenant`] (JSON).
+const TENANTS: TableDefinition<&str, &str> = TableDefinition::new("tenants");
+/// Tenant name -> tenant id, so names stay unique.
+const TENANT_NAMES: TableDefinition<&str, &str> = TableDefinition::new("tenant_names");
+/// Join token hash (hex) -> [`JoinToken`] (JSON).
+const JOIN_TOKENS: TableDefinition<&str, &str> = TableDefinition::new("join_tokens");
+/// Worker id -> [`Worker`] (JSON).
+const WORKERS: TableDefinition<&str, &str> = TableDefinition::new("workers");
+/// Worker credential hash (hex) -> worker id.
+const CREDENTIALS: TableDefinition<&str, &str> = TableDefinition::new("credentials");
+/// Worker id -> [`HeartbeatRecord`] (JSON), written with reduced durability.
+const HEARTBEATS: TableDefinition<&str, &str> = TableDefinition::new("heartbeats");
+/// Single values: the admin token hash.
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+const ADMIN_TOKEN_HASH: &str = "admin_token_hash";
+
+/// What can go wrong in the store, in the domain's words.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error("database failure while trying to {op}: {source}")]
+    Db {
+        op: &'static str,
+        #[source]
+        source: redb::Error,
+    },
+    #[error("corrupt record in table {table} at key {key}: {source}")]
+    Corrupt {
+        table: &'static str,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("a tenant named {name:?} already exists")]
+    TenantNameTaken { name: String },
+    #[error("worker {id} is revoked")]
+    Revoked { id: String },
+}
+
+/// Why a join token was refused at enrolment. Nothing is changed when refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JoinRefusal {
+    #[error("unknown join token")]
+    Unknown,
+    #[error("join token already used")]
+    Used,
+    #[error("join token expired")]
+    Expired,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub created_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinToken {
+    pub tenant_id: String,
+    pub created_at: u64,
+    pub expires_at: u64,
+    pub used: bool,
+}
+
+/// The system facts of the last `worker.register`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterInfo {
+    pub protocol_version: u32,
+    pub platform: String,
+    pub arch: Option<String>,
+    pub cpu_count: u32,
+    pub memory_total: u64,
+    pub container_engines: Vec<String>,
+    pub agent_version: String,
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Worker {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub hostname: Option<String>,
+    /// SHA-256 of the credential, hex.
+    pub credential_hash: String,
+    pub revoked: bool,
+    pub enrolled_at: u64,
+    /// When the last accepted register happened.
+    pub connected_at: Option<u64>,
+    pub register: Option<RegisterInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatRecord {
+    pub at: u64,
+    pub cpu_usage: f64,
+    pub memory_free: u64,
+    pub disk_total: Option<u64>,
+    pub disk_free: Option<u64>,
+    pub containers_running: u32,
+    pub gateway_status: Option<String>,
+    pub gateway_status_detail: Option<String>,
+}
+
+/// A new worker as enrolment creates it.
+#[derive(Debug, Clone)]
+pub struct NewWorker {
+    pub id: String,
+    pub name: String,
+    pub hostname: Option<String>,
+    pub credential_hash: String,
+}
+
+/// The state behind every API write. Cheap to share through an `Arc`.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+fn failed<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> StoreError {
+    move |e| StoreError::Db {
+        op,
+        source: e.into(),
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> String {
+    // Plain structs of strings and numbers always serialize.
+    serde_json::to_string(value).unwrap_or_else(|e| unreachable!("record serializes: {e}"))
+}
+
+fn decode<T: DeserializeOwned>(
+    table: &'static str,
+    key: &str,
+    text: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|source| StoreError::Corrupt {
+        table,
+        key: key.to_owned(),
+        source,
+    })
+}
+
+/// Read one JSON record from any readable table.
+fn get_json<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static str>,
+    name: &'static str,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    match table.get(key).map_err(failed("read a record"))? {
+        Some(guard) => decode(name, key, guard.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+impl Store {
+    /// Open (or create) `dir/crops.redb`, creating `dir` and every table.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join("crops.redb");
+        let db = Database::create(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let txn = db.begin_write().map_err(failed("begin a write"))?;
+        for table in [
+            TENANTS,
+            TENANT_NAMES,
+            JOIN_TOKENS,
+            WORKERS,
+            CREDENTIALS,
+            HEARTBEATS,
+            META,
+        ] {
+            txn.open_table(table).map_err(failed("create the tables"))?;
+        }
+        txn.commit().map_err(failed("commit the tables"))?;
+        tracing::debug!(path = %path.display(), "store opened");
+        Ok(Self { db })
+    }
+
+    /// Run `f` against the store on the blocking thread pool.
+    pub async fn call<T, F>(self: &Arc<Self>, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> T + Send + 'static,
+    {
+        let store = Arc::clone(self);
+        smol::unblock(move || f(&store)).await
+    }
+
+    /// The stored admin token hash (hex), if one was ever set.
+    pub fn admin_token_hash(&self) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let table = txn.open_table(META).map_err(failed("open meta"))?;
+        let value = table
+            .get(ADMIN_TOKEN_HASH)
+            .map_err(failed("read the admin token hash"))?;
+        Ok(value.map(|v| v.value().to_owned()))
+    }
+
+    pub fn set_admin_token_hash(&self, hash_hex: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        {
+            let mut table = txn.open_table(META).map_err(failed("open meta"))?;
+            table
+                .insert(ADMIN_TOKEN_HASH, hash_hex)
+                .map_err(failed("store the admin token hash"))?;
+        }
+        txn.commit().map_err(failed("commit the admin token hash"))
+    }
+
+    /// Create a tenant; names are unique.
+    pub fn create_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        {
+            let mut names = txn
+                .open_table(TENANT_NAMES)
+                .map_err(failed("open tenant names"))?;
+            if names
+                .get(tenant.name.as_str())
+                .map_err(failed("read tenant names"))?
+                .is_some()
+            {
+                return Err(StoreError::TenantNameTaken {
+                    name: tenant.name.clone(),
+                });
+            }
+            names
+                .insert(tenant.name.as_str(), tenant.id.as_str())
+                .map_err(failed("insert a tenant name"))?;
+            let mut tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
+            tenants
+                .insert(tenant.id.as_str(), encode(tenant).as_str())
+                .map_err(failed("insert a tenant"))?;
+        }
+        txn.commit().map_err(failed("commit a tenant"))
+    }
+
+    pub fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let table = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(failed("list tenants"))? {
+            let (key, value) = entry.map_err(failed("list tenants"))?;
+            out.push(decode::<Tenant>("tenants", key.value(), value.value())?);
+        }
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
+    }
+
+    /// Store a new join token for an existing tenant.
+    pub fn create_join_token(&self, hash_hex: &str, token: &JoinToken) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        {
+            let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
+            if tenants
+                .get(token.tenant_id.as_str())
+                .map_err(failed("read a tenant"))?
+                .is_none()
+            {
+                return Err(StoreError::NotFound {
+                    what: "tenant",
+                    id: token.tenant_id.clone(),
+                });
+            }
+            let mut tokens = txn
+                .open_table(JOIN_TOKENS)
+                .map_err(failed("open join tokens"))?;
+            tokens
+                .insert(hash_hex, encode(token).as_str())
+                .map_err(failed("insert a join token"))?;
+        }
+        txn.commit().map_err(failed("commit a join token"))
+    }
+
+    /// Exchange a join token for a new worker, atomically: the token is
+    /// checked and marked used in the same write transaction that creates
+    /// the worker, and redb serializes write transactions, so a token is
+    /// used at most once even under concurrent enrolments.
+    pub fn enroll(
+        &self,
+        join_hash_hex: &str,
+        now_ms: u64,
+        new: NewWorker,
+    ) -> Result<Result<(Worker, Tenant), JoinRefusal>, StoreError> {
+        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        let enrolled =
+            {
+                let mut tokens = txn
+                    .open_table(JOIN_TOKENS)
+                    .map_err(failed("open join tokens"))?;
+                let Some(mut token) = get_json::<JoinToken>(&tokens, "join_tokens", join_hash_hex)?
+                else {
+                    return Ok(Err(JoinRefusal::Unknown));
+                };
+                if token.used {
+                    return Ok(Err(JoinRefusal::Used));
+                }
+                if now_ms >= token.expires_at {
+                    return Ok(Err(JoinRefusal::Expired));
+                }
+                let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
+                let tenant = get_json::<Tenant>(&tenants, "tenants", &token.tenant_id)?
+                    .ok_or_else(|| StoreError::NotFound {
+                        what: "tenant",
+                        id: token.tenant_id.clone(),
+                    })?;
+                token.used = true;
+                tokens
+                    .insert(join_hash_hex, encode(&token).as_str())
+                    .map_err(failed("mark a join token used"))?;
+                let worker = Worker {
+                    id: new.id,
+                    tenant_id: tenant.id.clone(),
+                    name: new.name,
+                    hostname: new.hostname,
+                    credential_hash: new.credential_hash,
+                    revoked: false,
+                    enrolled_at: now_ms,
+                    connected_at: None,
+                    register: None,
+                };
+                let mut workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
+                workers
+                    .insert(worker.id.as_str(), encode(&worker).as_str())
+                    .map_err(failed("insert a worker"))?;
+                let mut creds = txn
+                    .open_table(CREDENTIALS)
+                    .map_err(failed("open credentials"))?;
+                creds
+                    .insert(worker.credential_hash.as_str(), worker.id.as_str())
+                    .map_err(failed("insert a credential"))?;
+                (worker, tenant)
+            };
+        txn.commit().map_err(failed("commit an enrolment"))?;
+        Ok(Ok(enrolled))
+    }
+
+    /// The worker a credential (by hash) belongs to, revoked or not.
+    pub fn worker_by_credential(&self, hash_hex: &str) -> Result<Option<Worker>, StoreError> {
+        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let creds = txn
+            .open_table(CREDENTIALS)
+            .map_err(failed("open credentials"))?;
+        let Some(id) = creds.get(hash_hex).map_err(failed("read a credential"))? else {
+            return Ok(None);
+        };
+        let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
+        get_json(&workers, "workers", id.value())
+    }
+
+    pub fn get_worker(&self, id: &str) -> Result<Option<Worker>, StoreError> {
+        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
+        get_json(&workers, "workers", id)
+    }
+
+    /// Every worker with its last heartbeat, oldest enrolment first.
+    pub fn list_workers(&self) -> Result<Vec<(Worker, Option<HeartbeatRecord>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
+        let beats = txn
+            .open_table(HEARTBEATS)
+            .map_err(failed("open heartbeats"))?;
+        let mut out = Vec::new();
+        for entry in workers.iter().map_err(failed("list workers"))? {
+            let (key, value) = entry.map_err(failed("list workers"))?;
+            let worker: Worker = decode("workers", key.value(), value.value())?;
+            let beat = get_json(&beats, "heartbeats", &worker.id)?;
+            out.push((worker, beat));
+        }
+        out.sort_by(|a, b| (a.0.enrolled_at, &a.0.id).cmp(&(b.0.enrolled_at, &b.0.id)));
+        Ok(out)
+    }
+
+    pub fn heartbeat(&self, id: &str) -> Result<Option<HeartbeatRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let beats = txn
+            .open_table(HEARTBEATS)
+            .map_err(failed("open heartbeats"))?;
+        get_json(&beats, "heartbeats", id)
+    }
+
+    /// Mark a worker revoked; its credential is refused from this commit on.
+    /// Revoking twice is not an error.
+    pub fn revoke_worker(&self, id: &str) -> Result<Worker, StoreError> {
+        self.update_worker(id, "revoke a worker", |w| {
+            w.revoked = true;
+            Ok(())
+        })
+    }
+
+    /// Record an accepted register; refused if the worker was revoked meanwhile.
+    pub fn record_register(
+        &self,
+        id: &str,
+        name: &str,
+        hostname: &str,
+        info: RegisterInfo,
+        now_ms: u64,
+    ) -> Result<Worker, StoreError> {
+        self.update_worker(id, "record a register", |w| {
+            if w.revoked {
+                return Err(StoreError::Revoked { id: w.id.clone() });
+            }
+            w.name = name.to_owned();
+            w.hostname = Some(hostname.to_owned());
+            w.register = Some(info);
+            w.connected_at = Some(now_ms);
+            Ok(())
+        })
+    }
+
+    fn update_worker(
+        &self,
+        id: &str,
+        op: &'static str,
+        change: impl FnOnce(&mut Worker) -> Result<(), StoreError>,
+    ) -> Result<Worker, StoreError> {
+        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        let worker = {
+            let mut workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
+            let mut worker = get_json::<Worker>(&workers, "workers", id)?.ok_or_else(|| {
+                StoreError::NotFound {
+                    what: "worker",
+                    id: id.to_owned(),
+                }
+            })?;
+            change(&mut worker)?;
+            workers
+                .insert(id, encode(&worker).as_str())
+                .map_err(failed(op))?;
+            worker
+        };
+        txn.commit().map_err(failed(op))?;
+        Ok(worker)
+    }
+
+    /// Store a worker's latest heartbeat with reduced durability.
+    pub fn record_heartbeat(&self, id: &str, beat: &HeartbeatRecord) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        txn.set_durability(Durability::None)
+            .map_err(failed("lower a heartbeat's durability"))?;
+        {
+            let mut beats = txn
+                .open_table(HEARTBEATS)
+                .map_err(failed("open heartbeats"))?;
+            beats
+                .insert(id, encode(beat).as_str())
+                .map_err(failed("store a heartbeat"))?;
+        }
+        txn.commit().map_err(failed("commit a heartbeat"))
+    }
+}
