@@ -34,18 +34,45 @@ fn a_join_token_works_once() {
     assert_eq!(orch.workers().len(), 1);
 }
 
-/// Count refusals in the log until `n` are seen; return the time from the
-/// first to the n-th.
+/// The least time four refused attempts can span: 1 + 2 + 4 s of backoff,
+/// each shortened by at most 20 % jitter.
+const MIN_BACKOFF_1_TO_4: Duration = Duration::from_millis(5600);
+
+/// Seconds of the day of a log line's RFC 3339 timestamp (`…T16:22:40.029Z`).
+fn log_seconds(line: &str) -> Option<f64> {
+    let time = line
+        .split_whitespace()
+        .next()?
+        .split_once('T')?
+        .1
+        .trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// Wait until the agent has logged `n` refusals; return the time from the
+/// first to the n-th, as the agent's own log timestamps tell it.
 fn time_between_refusals(agent: &Agent, n: usize) -> Duration {
-    let count = || agent.log_text().matches("refused the connection").count();
-    wait_until("a first refusal", Duration::from_secs(30), || {
-        (count() >= 1).then_some(())
+    let refusals = || -> Vec<f64> {
+        agent
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("refused the connection"))
+            .filter_map(log_seconds)
+            .collect()
+    };
+    let times = wait_until("refused attempts", Duration::from_secs(60), || {
+        let t = refusals();
+        (t.len() >= n).then_some(t)
     });
-    let first = Instant::now();
-    wait_until("more refusals", Duration::from_secs(60), || {
-        (count() >= n).then_some(())
-    });
-    first.elapsed()
+    let mut secs = times[n - 1] - times[0];
+    if secs < 0.0 {
+        secs += 86_400.0; // the test ran across midnight
+    }
+    Duration::from_secs_f64(secs)
 }
 
 #[test]
@@ -64,11 +91,10 @@ fn a_wrong_credential_is_refused_with_a_reason_and_backoff() {
         dir.path("agent.log"),
         &["--credential", "crops_wkr_this_is_not_a_credential"],
     );
-    // Attempts 1, 2, 3 are separated by at least 2 s and 4 s of backoff (less
-    // 20 % jitter): a hot loop would show three refusals in milliseconds.
-    let elapsed = time_between_refusals(&agent, 3);
+    // A hot loop would show four refusals within milliseconds.
+    let elapsed = time_between_refusals(&agent, 4);
     assert!(
-        elapsed >= Duration::from_millis(4500),
+        elapsed >= MIN_BACKOFF_1_TO_4,
         "refusals came {elapsed:?} apart"
     );
     let log = agent.log_text();
@@ -102,9 +128,9 @@ fn a_revoked_worker_is_disconnected_and_refused() {
         Duration::from_secs(10),
         || orch.worker(&id).filter(|w| w["status"] == "offline"),
     );
-    let elapsed = time_between_refusals(&agent, 3);
+    let elapsed = time_between_refusals(&agent, 4);
     assert!(
-        elapsed >= Duration::from_millis(4500),
+        elapsed >= MIN_BACKOFF_1_TO_4,
         "refusals came {elapsed:?} apart"
     );
     let log = agent.log_text();
