@@ -10,7 +10,7 @@ RUN="$(mktemp -d)"
 trap 'stop_pids "$RUN" agent orchestrator >/dev/null; rm -rf "$RUN"' EXIT
 PORT="${CROPS_BENCH_PORT:-7543}"
 URL="https://127.0.0.1:$PORT"
-cargo build --workspace --bins -q
+[[ -n "${CROPS_NO_BUILD:-}" ]] || cargo build --workspace --bins -q
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 echo "| measurement | value |"
@@ -23,7 +23,7 @@ done
 make_tls "$RUN/tls"
 export CROPS_ADMIN_TOKEN="crops_adm_bench_$$"
 start_orchestrator "$RUN" "$PORT"
-enrol_agent "$RUN" "$URL" >/dev/null
+enrol_agent "$RUN" "$URL" >/dev/null 2>&1
 kill "$(cat "$RUN/orchestrator.pid")"; wait "$(cat "$RUN/orchestrator.pid")" 2>/dev/null || true
 
 "$AGENT" run --config "$RUN/worker.json" >"$RUN/agent.log" 2>&1 &
@@ -35,4 +35,4 @@ start_orchestrator "$RUN" "$PORT"
 wait_online "$RUN" "$URL"
 sleep 30 # measuring idle memory over three heartbeats, not synchronising
 echo "| agent RSS connected over TLS, idle, after 30 s | $(rss_kib "$(cat "$RUN/agent.pid")") KiB |"
-echo "| orchestrator RSS with one agent | $(rss_kib "$(cat "$RUN/orchestrator.pid")") KiB |"
+echo "| orchestrator RSS with one agent (dev build) | $(rss_kib "$(cat "$RUN/orchestrator.pid")") KiB |"

@@ -50,7 +50,7 @@ enrol_agent() {
 wait_online() {
     local run="$1" url="$2"
     for _ in $(seq 150); do
-        "$ORCH" worker list --url "$url" --ca-file "$run/tls/ca.pem" | grep -q online && return 0
+        "$ORCH" worker list --url "$url" --ca-file "$run/tls/ca.pem" | grep online | grep -qv never && return 0
         sleep 0.2
     done
     echo "no worker came online; agent log:" >&2

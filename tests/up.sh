@@ -17,7 +17,7 @@ if [[ "${1:-}" == down ]]; then
 fi
 stop_pids "$RUN" agent orchestrator
 mkdir -p "$RUN"
-cargo build --workspace --bins
+[[ -n "${CROPS_NO_BUILD:-}" ]] || cargo build --workspace --bins
 make_tls "$RUN/tls"
 [[ -f "$RUN/admin-token" ]] ||
     echo "crops_adm_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$RUN/admin-token"
