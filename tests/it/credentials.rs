@@ -1,7 +1,7 @@
 //! Join tokens work once; wrong and revoked credentials are refused with a
 //! reason, and the agent backs off instead of hammering the orchestrator.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::*;
 

@@ -334,6 +334,8 @@ impl Drop for Orchestrator {
 pub struct AgentCmd {
     pub program: PathBuf,
     pub prefix: Vec<PathBuf>,
+    /// Extra environment for the agent process.
+    pub env: Vec<(String, String)>,
 }
 
 impl AgentCmd {
@@ -341,6 +343,7 @@ impl AgentCmd {
         AgentCmd {
             program: agent_bin(),
             prefix: vec![],
+            env: vec![],
         }
     }
 
@@ -353,6 +356,7 @@ impl AgentCmd {
         AgentCmd {
             program: agent_arm64_bin(),
             prefix: vec![qemu],
+            env: vec![],
         }
     }
 
@@ -370,6 +374,7 @@ impl AgentCmd {
             .env("RUST_LOG", "info")
             .env_remove("CROPS_CREDENTIAL")
             .env_remove("CROPS_URL")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         cmd
     }

@@ -2,7 +2,13 @@
 //! binaries, real Podman, real TCP sockets and real TLS with a CA made per test.
 //! `make test` builds the binaries once and points the harness at them.
 
+mod containers;
 mod credentials;
+mod fleet;
+mod gitserve;
 mod harness;
+mod http;
+mod images;
 mod lifecycle;
 mod platforms;
+mod profiles;

@@ -1,0 +1,179 @@
+//! One orchestrator with one enrolled, running agent on this machine's Podman,
+//! an HTTPS client of its API, and clean-up of every container the test's
+//! tenant left behind.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use crate::http::{Answer, Https};
+
+pub fn test_image() -> String {
+    std::env::var("CROPS_TEST_IMAGE")
+        .unwrap_or_else(|_| "localhost/crops-test/busybox:latest".into())
+}
+
+pub struct Fleet {
+    pub agent: Option<Agent>,
+    pub orch: Orchestrator,
+    pub api: Https,
+    pub tenant: String,
+    pub worker: String,
+    pub config: std::path::PathBuf,
+    pub cmd: AgentCmd,
+    pub dir: TestDir,
+    /// Kept alive for the certificate files the orchestrator serves.
+    pub _tls: Tls,
+    pub agent_env: Vec<(String, String)>,
+}
+
+impl Fleet {
+    pub fn start(name: &str) -> Self {
+        Self::start_with_env(name, Vec::new())
+    }
+
+    /// As [`Fleet::start`], with extra environment for the agent (and so for
+    /// the Podman and git it spawns).
+    pub fn start_with_env(name: &str, agent_env: Vec<(String, String)>) -> Self {
+        require_podman();
+        let dir = TestDir::new(name);
+        let tls = Tls::new(&dir);
+        let orch = Orchestrator::start(&dir, &tls);
+        let tenant = orch.create_tenant(name);
+        let token = orch.join_token(&tenant);
+        let cmd = AgentCmd::native();
+        let config = dir.path("agent/worker.json");
+        let worker = cmd.enroll_ok(&orch, &token, &config)["workerId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let api = Https::new(&tls.ca, orch.port, &orch.admin_token);
+        let mut fleet = Fleet {
+            agent: None,
+            orch,
+            api,
+            tenant,
+            worker,
+            config,
+            cmd,
+            dir,
+            _tls: tls,
+            agent_env,
+        };
+        fleet.start_agent();
+        fleet
+    }
+
+    pub fn start_agent(&mut self) {
+        assert!(self.agent.is_none(), "agent already running");
+        let n = std::fs::read_dir(&self.dir.0).unwrap().count();
+        let mut cmd = self.cmd.clone();
+        cmd.env = self.agent_env.clone();
+        let agent = cmd.run(&self.config, self.dir.path(&format!("agent-{n}.log")), &[]);
+        self.agent = Some(agent);
+        self.orch
+            .wait_worker(&self.worker, "the worker online", |w| {
+                w["lastHeartbeatAt"].as_u64().is_some()
+            });
+    }
+
+    /// SIGKILL the agent: no goodbye, containers stay as they are.
+    pub fn kill_agent(&mut self) {
+        let mut agent = self.agent.take().expect("agent running");
+        agent.signal(nix::sys::signal::Signal::SIGKILL);
+        agent.wait_exit(Duration::from_secs(10));
+    }
+
+    pub fn agent_log(&self) -> String {
+        self.agent.as_ref().map(Agent::log_text).unwrap_or_default()
+    }
+
+    pub fn orch_log(&self) -> String {
+        std::fs::read_to_string(&self.orch.log).unwrap_or_default()
+    }
+
+    /// POST /v1/containers for this tenant and worker; `extra` adds or overrides fields.
+    pub fn create(&self, name: &str, extra: Value) -> Answer {
+        let mut body = json!({
+            "tenantId": self.tenant,
+            "workerId": self.worker,
+            "name": name,
+            "image": test_image(),
+            "command": ["sleep", "3600"],
+        });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        self.api.post("/v1/containers", body)
+    }
+
+    /// Create and start; returns the container's id.
+    pub fn running(&self, name: &str, extra: Value) -> String {
+        let a = self.create(name, extra);
+        assert_eq!(a.status, 201, "{a:?}");
+        let id = a.body["id"].as_str().unwrap().to_string();
+        let s = self
+            .api
+            .post(&format!("/v1/containers/{id}/start"), json!({}));
+        assert_eq!(s.status, 200, "{s:?}");
+        id
+    }
+
+    pub fn exec(&self, id: &str, argv: &[&str]) -> Answer {
+        self.api.post(
+            &format!("/v1/containers/{id}/exec"),
+            json!({ "command": argv }),
+        )
+    }
+
+    /// The managed containers Podman itself holds for this tenant.
+    pub fn podman_ids(&self, container_id: &str) -> Vec<String> {
+        podman_lines(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=crops.container-id={container_id}"),
+        ])
+    }
+}
+
+pub fn podman_lines(args: &[&str]) -> Vec<String> {
+    let mut c = Command::new("podman");
+    c.args(args).env("CONTAINERS_CONF", containers_conf());
+    run_ok(c)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// `podman inspect` of one container, as JSON.
+pub fn podman_inspect(engine_or_name: &str) -> Value {
+    let mut c = Command::new("podman");
+    c.args(["inspect", engine_or_name])
+        .env("CONTAINERS_CONF", containers_conf());
+    let v: Value = serde_json::from_str(&run_ok(c)).unwrap();
+    v[0].clone()
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let ids = podman_lines(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=crops.tenant={}", self.tenant),
+        ]);
+        if !ids.is_empty() {
+            let mut c = Command::new("podman");
+            c.args(["rm", "-f", "-t", "0"])
+                .args(&ids)
+                .env("CONTAINERS_CONF", containers_conf());
+            let _ = c.output();
+        }
+    }
+}
