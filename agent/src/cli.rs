@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use argh::FromArgs;
+use protocol::container::Profile;
 use protocol::worker::Mode;
 
 use crate::config::{self, Config, ConfigError};
@@ -17,6 +18,8 @@ pub const ENV_CREDENTIAL: &str = "CROPS_CREDENTIAL";
 pub const ENV_NAME: &str = "CROPS_WORKER_NAME";
 pub const ENV_CA_FILE: &str = "CROPS_CA_FILE";
 pub const ENV_PODMAN: &str = "CROPS_PODMAN";
+pub const ENV_DATA_DIR: &str = "CROPS_DATA_DIR";
+pub const ENV_SECURITY_FLOOR: &str = "CROPS_SECURITY_FLOOR";
 
 /// Why a command could not run.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,8 @@ pub enum CliError {
         flag: &'static str,
         env: &'static str,
     },
+    #[error("invalid ${env}: {reason}")]
+    BadEnv { env: &'static str, reason: String },
     #[error("invalid worker name {name:?}: {reason}")]
     BadName { name: String, reason: &'static str },
     #[error(transparent)]
@@ -101,6 +106,16 @@ pub struct RunArgs {
     /// byom (a tenant's own machine, the default) or fleet (a managed worker)
     #[argh(option, from_str_fn(parse_mode))]
     pub mode: Option<Mode>,
+    /// directory holding workspaces/<containerId> (overrides $CROPS_DATA_DIR; default: the config file's directory)
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+    /// weakest security profile this worker runs: open, standard, strict or offline (overrides $CROPS_SECURITY_FLOOR; default: open, i.e. any)
+    #[argh(option, from_str_fn(parse_floor))]
+    pub security_floor: Option<Profile>,
+}
+
+fn parse_floor(s: &str) -> Result<Profile, String> {
+    crate::podman::profile::parse(s)
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
@@ -209,7 +224,28 @@ pub fn run_settings(
         .podman
         .or_else(|| env(ENV_PODMAN).map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("podman"));
+    let data_dir = args
+        .data_dir
+        .or_else(|| env(ENV_DATA_DIR).map(PathBuf::from))
+        .unwrap_or_else(|| {
+            config_path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), PathBuf::from)
+        });
+    let security_floor = match args.security_floor {
+        Some(p) => p,
+        None => match env(ENV_SECURITY_FLOOR) {
+            Some(s) => parse_floor(&s).map_err(|reason| CliError::BadEnv {
+                env: ENV_SECURITY_FLOOR,
+                reason,
+            })?,
+            None => Profile::Open,
+        },
+    };
     let mut settings = RunSettings::new(url, credential, name);
+    settings.data_dir = data_dir;
+    settings.security_floor = security_floor;
     settings.mode = args.mode.unwrap_or(Mode::Byom);
     settings.ca_file = ca_file;
     settings.podman = podman;
@@ -333,6 +369,12 @@ mod tests {
         assert_eq!(s.ca_file, Some(PathBuf::from("/etc/config-ca.pem")));
         assert_eq!(s.podman, PathBuf::from("podman"));
         assert_eq!(s.mode, Mode::Byom);
+        assert_eq!(
+            s.data_dir,
+            path.parent().unwrap(),
+            "data dir: the config's directory"
+        );
+        assert_eq!(s.security_floor, Profile::Open);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
@@ -379,6 +421,36 @@ mod tests {
             matches!(err, CliError::Config(ConfigError::NotFound { .. })),
             "{err}"
         );
+    }
+
+    #[test]
+    fn data_dir_and_floor_come_from_flags_then_env() {
+        let env = env_of(&[
+            (ENV_CONFIG, "/nonexistent/crops/worker.json"),
+            (ENV_DATA_DIR, "/srv/crops"),
+            (ENV_SECURITY_FLOOR, "strict"),
+        ]);
+        let base = ["--url", "ws://h/", "--credential", "c"];
+        let s = run_settings(run_args(&base), &env).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/srv/crops"));
+        assert_eq!(s.security_floor, Profile::Strict);
+        let flags = [
+            &base[..],
+            &["--data-dir", "/d", "--security-floor", "offline"],
+        ]
+        .concat();
+        let s = run_settings(run_args(&flags), &env).unwrap();
+        assert_eq!(
+            (s.data_dir, s.security_floor),
+            (PathBuf::from("/d"), Profile::Offline)
+        );
+        assert!(parse(&["run", "--security-floor", "lax"]).is_err());
+        let bad = env_of(&[
+            (ENV_CONFIG, "/nonexistent/crops/worker.json"),
+            (ENV_SECURITY_FLOOR, "lax"),
+        ]);
+        let err = run_settings(run_args(&base), &bad).unwrap_err();
+        assert!(matches!(err, CliError::BadEnv { .. }), "{err}");
     }
 
     #[test]

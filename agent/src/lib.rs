@@ -24,16 +24,20 @@
 //! Module map: [`cli`] (arguments and where settings come from), [`config`]
 //! (the worker.json file), [`enroll`], [`net`] (URLs, TCP and TLS dialing),
 //! [`tls`], [`connection`] (protocol messages over the WebSocket),
-//! [`session`] (one connection's life), [`commands`], [`status`] (register
-//! and heartbeat facts), [`sysinfo`], [`podman`] (the only module that spawns
-//! `podman`), [`backoff`] and [`shutdown`].
+//! [`session`] (one connection's life), [`commands`] (every command, one
+//! reply each), [`background`] (background exec jobs), [`workspace`] (host
+//! workspace directories), [`git`] (the only module that spawns `git`),
+//! [`status`] (register and heartbeat facts), [`sysinfo`], [`podman`] (the
+//! only module that spawns `podman`), [`backoff`] and [`shutdown`].
 
+pub mod background;
 pub mod backoff;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod enroll;
+pub mod git;
 pub mod net;
 pub mod podman;
 pub mod session;
@@ -41,11 +45,14 @@ pub mod shutdown;
 pub mod status;
 pub mod sysinfo;
 pub mod tls;
+pub mod workspace;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::FutureExt;
+pub use protocol::container::Profile;
 pub use protocol::worker::Mode;
 
 pub use backoff::BackoffPolicy;
@@ -101,6 +108,10 @@ pub struct RunSettings {
     pub ca_file: Option<PathBuf>,
     /// The Podman CLI to drive.
     pub podman: PathBuf,
+    /// Where workspaces live (`<data_dir>/workspaces/<containerId>`).
+    pub data_dir: PathBuf,
+    /// The weakest security profile this worker runs (`Open`: any).
+    pub security_floor: Profile,
     pub backoff: BackoffPolicy,
     pub timing: Timing,
 }
@@ -119,6 +130,8 @@ impl RunSettings {
             mode: Mode::Byom,
             ca_file: None,
             podman: PathBuf::from("podman"),
+            data_dir: default_data_dir(),
+            security_floor: Profile::Open,
             backoff: BackoffPolicy::default(),
             timing: Timing::default(),
         }
@@ -134,10 +147,21 @@ impl std::fmt::Debug for RunSettings {
             .field("mode", &self.mode)
             .field("ca_file", &self.ca_file)
             .field("podman", &self.podman)
+            .field("data_dir", &self.data_dir)
+            .field("security_floor", &self.security_floor)
             .field("backoff", &self.backoff)
             .field("timing", &self.timing)
             .finish()
     }
+}
+
+/// The directory of the default config file (`~/.cropscode`), else a
+/// directory under the system's temporary directory.
+pub fn default_data_dir() -> PathBuf {
+    config::default_path()
+        .ok()
+        .and_then(|p| p.parent().map(PathBuf::from))
+        .unwrap_or_else(|| std::env::temp_dir().join("crops-agent"))
 }
 
 fn mode_name(mode: Mode) -> &'static str {
@@ -153,6 +177,12 @@ fn mode_name(mode: Mode) -> &'static str {
 pub async fn run(settings: RunSettings, shutdown: Shutdown) -> Result<(), RunError> {
     let endpoint = net::Endpoint::parse(&settings.url)?;
     let tls = tls::client_config(settings.ca_file.as_deref())?;
+    let podman = podman::Podman::new(&settings.podman);
+    let executor = Arc::new(commands::Executor::new(
+        podman.clone(),
+        &settings.data_dir,
+        settings.security_floor,
+    ));
     let ctx = session::Context {
         url: settings.url.clone(),
         endpoint,
@@ -160,7 +190,8 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> Result<(), RunErr
         credential: settings.credential.clone(),
         name: settings.name.clone(),
         mode: settings.mode,
-        podman: podman::Podman::new(&settings.podman),
+        podman,
+        executor,
         timing: settings.timing,
         shutdown: shutdown.clone(),
     };
@@ -168,6 +199,8 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> Result<(), RunErr
         version = env!("CARGO_PKG_VERSION"),
         name = %settings.name,
         mode = mode_name(settings.mode),
+        data_dir = %settings.data_dir.display(),
+        security_floor = podman::profile::name(settings.security_floor),
         "crops-agent starting"
     );
     let mut backoff = backoff::Backoff::new(settings.backoff);

@@ -63,6 +63,8 @@ pub struct Context {
     pub name: String,
     pub mode: Mode,
     pub podman: Podman,
+    /// Runs commands; shared by every connection of this agent.
+    pub executor: Arc<crate::commands::Executor>,
     pub timing: Timing,
     pub shutdown: Shutdown,
 }
@@ -393,12 +395,9 @@ impl Serving<'_> {
     /// Run a command in its own task; its one reply goes through the outbox.
     fn command(&self, request_id: String, body: Body) {
         tracing::debug!(ty = body.type_name(), %request_id, "command received");
-        crate::commands::spawn(
-            self.ctx.podman.clone(),
-            request_id,
-            body,
-            self.out_tx.clone(),
-        );
+        self.ctx
+            .executor
+            .spawn(request_id, body, self.out_tx.clone());
     }
 }
 

@@ -1,168 +1,353 @@
 //! Commands from the orchestrator: each one gets exactly one reply, its
 //! `<command>.result` or an `error`, carrying the command's `requestId`.
-//! Today `container.list-all` and `images.list` run for real; the rest of the
-//! container command set answers `unsupported` until it lands here.
+//!
+//! The [`Executor`] owns what commands share: the Podman handle (with its two
+//! concurrency lanes), git, the workspaces, the worker's security floor, the
+//! background jobs, per-container-id create locks and a cache of engine ids.
+//! Every command's `validate()` (from `protocol::check`) runs before any
+//! process starts. Handlers live in [`container`] (lifecycle, setup, list,
+//! stats) and [`exec`] (exec, background, images).
 
-use protocol::container::ContainerListing;
-use protocol::image::ImageListing;
+mod container;
+mod exec;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use protocol::container::Profile;
+use protocol::error::Invalid;
 use protocol::{Body, Envelope, ErrorCode, ErrorReply};
 use smol::channel::Sender;
 use tracing::Instrument;
 
+use crate::background::{Background, BackgroundError};
+use crate::git::{Git, GitError};
+use crate::podman::container::EnvError;
 use crate::podman::{Podman, PodmanError};
+use crate::workspace::{WorkspaceError, Workspaces};
 
 /// Why a command failed, before it becomes an `error` reply.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
-    #[error("{ty}: container commands arrive in a later version of crops-agent")]
+    #[error("{ty}: this agent does not implement it yet")]
     Unsupported { ty: &'static str },
+    #[error("{ty}: {source}")]
+    Invalid {
+        ty: &'static str,
+        #[source]
+        source: Invalid,
+    },
+    #[error("{ty}: {what} is not on this worker")]
+    NotFound { ty: &'static str, what: String },
+    #[error("{ty}: {reason}")]
+    Forbidden { ty: &'static str, reason: String },
+    #[error("{ty}: {reason}")]
+    Conflict { ty: &'static str, reason: String },
     #[error("{ty}: {source}")]
     Engine {
         ty: &'static str,
         #[source]
         source: PodmanError,
     },
+    #[error("{ty}: {source}")]
+    Git {
+        ty: &'static str,
+        #[source]
+        source: GitError,
+    },
+    #[error("{ty}: {source}")]
+    Workspace {
+        ty: &'static str,
+        #[source]
+        source: WorkspaceError,
+    },
+    #[error("{ty}: {source}")]
+    Background {
+        ty: &'static str,
+        #[source]
+        source: BackgroundError,
+    },
+    #[error("{ty}: {source}")]
+    Env {
+        ty: &'static str,
+        #[source]
+        source: EnvError,
+    },
 }
 
 impl CommandError {
-    /// The wire error this failure becomes.
-    pub fn to_reply(&self) -> ErrorReply {
-        let code = match self {
+    /// The wire code of this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
             Self::Unsupported { .. } => ErrorCode::Unsupported,
-            Self::Engine {
-                source: PodmanError::Timeout { .. },
+            Self::Invalid { .. }
+            | Self::Env {
+                source: EnvError::Newline { .. },
+                ..
+            } => ErrorCode::InvalidArgument,
+            Self::NotFound { .. } => ErrorCode::NotFound,
+            Self::Forbidden { .. } => ErrorCode::Forbidden,
+            Self::Conflict { .. } => ErrorCode::Conflict,
+            Self::Engine { source, .. }
+            | Self::Background {
+                source: BackgroundError::Spawn(source),
+                ..
+            } => match source {
+                PodmanError::Timeout { .. } => ErrorCode::Timeout,
+                e if e.is_no_such_container() || e.is_image_unknown() => ErrorCode::NotFound,
+                e if e.is_state_conflict() => ErrorCode::Conflict,
+                _ => ErrorCode::EngineFailed,
+            },
+            Self::Git {
+                source: GitError::Timeout { .. },
                 ..
             } => ErrorCode::Timeout,
-            Self::Engine { .. } => ErrorCode::EngineFailed,
-        };
-        ErrorReply::new(code, self.to_string())
+            Self::Git { .. } => ErrorCode::EngineFailed,
+            Self::Workspace { source, .. } => match source {
+                WorkspaceError::Escape { .. } => ErrorCode::Forbidden,
+                WorkspaceError::Missing { .. } => ErrorCode::Conflict,
+                _ => ErrorCode::Internal,
+            },
+            Self::Background { source, .. } => match source {
+                BackgroundError::NotFound { .. } => ErrorCode::NotFound,
+                BackgroundError::TooMany => ErrorCode::Unavailable,
+                _ => ErrorCode::Internal,
+            },
+            Self::Env { .. } => ErrorCode::Internal,
+        }
+    }
+
+    /// The wire error this failure becomes.
+    pub fn to_reply(&self) -> ErrorReply {
+        ErrorReply::new(self.code(), self.to_string())
     }
 }
 
-/// Run one command in its own task and send its one reply into `out`.
-/// Detached: a command in flight finishes even if its connection drops (the
-/// reply is then lost; the orchestrator retries by `requestId`).
-pub fn spawn(podman: Podman, request_id: String, body: Body, out: Sender<Envelope>) {
-    smol::spawn(async move {
-        let reply = handle(&podman, request_id, body).await;
-        let _ = out.send(reply).await;
-    })
-    .detach();
+/// What every command shares. One per agent process, across reconnects.
+pub struct Executor {
+    pub(crate) podman: Podman,
+    pub(crate) git: Git,
+    pub(crate) workspaces: Workspaces,
+    /// The weakest profile this worker runs (`--security-floor`).
+    pub(crate) floor: Profile,
+    /// Background jobs; they outlive connections.
+    pub(crate) background: Background,
+    /// One lock per container id being created, so concurrent deliveries of
+    /// the same create are serialised. Entries are dropped after use.
+    creating: Mutex<HashMap<String, Arc<smol::lock::Mutex<()>>>>,
+    /// containerId -> engine id, filled by create and lookups, emptied by
+    /// remove and by Podman saying the container is gone.
+    known: Mutex<HashMap<String, String>>,
 }
 
-/// Run one command and build its one reply.
-pub async fn handle(podman: &Podman, request_id: String, body: Body) -> Envelope {
-    let ty = body.type_name();
-    let span = tracing::info_span!("command", %ty, request_id = %request_id);
-    match execute(podman, body).instrument(span.clone()).await {
-        Ok(reply) => {
-            span.in_scope(|| tracing::debug!("command done"));
-            Envelope::request(request_id, reply)
-        }
-        Err(e) => {
-            span.in_scope(|| match &e {
-                CommandError::Unsupported { .. } => tracing::info!("unsupported command"),
-                CommandError::Engine { .. } => tracing::warn!(error = %e, "command failed"),
-            });
-            Envelope::error(Some(request_id), e.to_reply())
-        }
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("podman", &self.podman)
+            .field("workspaces", &self.workspaces)
+            .field("floor", &self.floor)
+            .finish()
     }
 }
 
-async fn execute(podman: &Podman, body: Body) -> Result<Body, CommandError> {
-    let ty = body.type_name();
-    let engine = |source| CommandError::Engine { ty, source };
-    match body {
-        Body::ContainerListAll(_) => {
-            let containers = podman.list_all().await.map_err(engine)?;
-            Ok(Body::ContainerListedAll(ContainerListing { containers }))
+impl Executor {
+    /// Workspaces live under `data_dir/workspaces`; `floor` is the weakest
+    /// profile allowed (`Profile::Open` allows all).
+    pub fn new(podman: Podman, data_dir: &Path, floor: Profile) -> Self {
+        Self {
+            podman,
+            git: Git::default(),
+            workspaces: Workspaces::new(data_dir),
+            floor,
+            background: Background::default(),
+            creating: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
         }
-        Body::ImagesList(_) => {
-            let images = podman.images().await.map_err(engine)?;
-            Ok(Body::ImagesListed(ImageListing { images }))
+    }
+
+    /// Use this git (tests add their own config through its environment).
+    pub fn with_git(mut self, git: Git) -> Self {
+        self.git = git;
+        self
+    }
+
+    pub fn podman(&self) -> &Podman {
+        &self.podman
+    }
+
+    /// Run one command in its own task and send its one reply into `out`
+    /// (events such as build progress go there first). Detached: a command in
+    /// flight finishes even if its connection drops (the reply is then lost;
+    /// the orchestrator retries, and create is idempotent).
+    pub fn spawn(self: &Arc<Self>, request_id: String, body: Body, out: Sender<Envelope>) {
+        let this = self.clone();
+        smol::spawn(async move {
+            let reply = this.handle(request_id, body, &out).await;
+            let _ = out.send(reply).await;
+        })
+        .detach();
+    }
+
+    /// Run one command and build its one reply; events go to `events`.
+    pub async fn handle(
+        &self,
+        request_id: String,
+        body: Body,
+        events: &Sender<Envelope>,
+    ) -> Envelope {
+        let ty = body.type_name();
+        let span = tracing::info_span!("command", %ty, request_id = %request_id);
+        // Boxed: some handlers' futures are large, and a caller may keep
+        // this one on a small stack (a test's block_on).
+        let result = Box::pin(
+            self.execute(&request_id, body, events)
+                .instrument(span.clone()),
+        )
+        .await;
+        match result {
+            Ok(reply) => {
+                span.in_scope(|| tracing::debug!("command done"));
+                Envelope::request(request_id, reply)
+            }
+            Err(e) => {
+                let code = e.code();
+                span.in_scope(|| match code {
+                    ErrorCode::EngineFailed | ErrorCode::Internal | ErrorCode::Timeout => {
+                        tracing::warn!(%code, error = %e, "command failed")
+                    }
+                    _ => tracing::info!(%code, error = %e, "command refused"),
+                });
+                Envelope::error(Some(request_id), e.to_reply())
+            }
         }
-        _ => Err(CommandError::Unsupported { ty }),
+    }
+
+    /// [`Self::handle`] for tests and tools: the reply body, events dropped.
+    pub async fn call(&self, body: Body) -> Body {
+        let (tx, rx) = smol::channel::unbounded();
+        drop(rx);
+        self.handle("call".into(), body, &tx).await.body
+    }
+
+    async fn execute(
+        &self,
+        request_id: &str,
+        body: Body,
+        events: &Sender<Envelope>,
+    ) -> Result<Body, CommandError> {
+        match body {
+            Body::ContainerCreate(req) => self.create(req).await,
+            Body::ContainerSetup(req) => self.setup(req).await,
+            Body::ContainerStart(req) => self.start(req).await,
+            Body::ContainerStop(req) => self.stop(req).await,
+            Body::ContainerRemove(req) => self.remove(req).await,
+            Body::ContainerList(req) => self.list(req).await,
+            Body::ContainerListAll(_) => self.list_all().await,
+            Body::ContainerStats(req) => self.stats(req).await,
+            Body::Exec(req) => self.exec(req).await,
+            Body::ExecBackground(req) => self.exec_background(req).await,
+            Body::BackgroundCapture(req) => self.capture(req),
+            Body::BackgroundKill(req) => self.kill(req).await,
+            Body::ImagesList(_) => self.images().await,
+            Body::ImageBuild(req) => self.build(request_id, req, events).await,
+            other => Err(CommandError::Unsupported {
+                ty: other.type_name(),
+            }),
+        }
+    }
+
+    /// The per-id create lock of `container_id`.
+    fn create_lock(&self, container_id: &str) -> Arc<smol::lock::Mutex<()>> {
+        let mut map = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(container_id.to_owned()).or_default().clone()
+    }
+
+    /// Drop the create lock of `container_id` when nobody else holds it.
+    fn release_create_lock(&self, container_id: &str) {
+        let mut map = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        if map
+            .get(container_id)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            map.remove(container_id);
+        }
+    }
+
+    fn remember(&self, container_id: &str, engine_id: &str) {
+        if let Ok(mut k) = self.known.lock() {
+            k.insert(container_id.to_owned(), engine_id.to_owned());
+        }
+    }
+
+    fn forget(&self, container_id: &str) {
+        if let Ok(mut k) = self.known.lock() {
+            k.remove(container_id);
+        }
+    }
+
+    /// The engine id of a managed container, or `not_found`.
+    async fn resolve(&self, ty: &'static str, container_id: &str) -> Result<String, CommandError> {
+        if let Some(id) = self
+            .known
+            .lock()
+            .ok()
+            .and_then(|k| k.get(container_id).cloned())
+        {
+            return Ok(id);
+        }
+        match self.podman.find(container_id).await {
+            Ok(Some(info)) => {
+                self.remember(container_id, &info.engine_id);
+                Ok(info.engine_id)
+            }
+            Ok(None) => Err(not_found(ty, container_id)),
+            Err(source) => Err(CommandError::Engine { ty, source }),
+        }
+    }
+
+    /// Map a Podman failure on a known container: gone -> forget it, `not_found`.
+    fn engine_error(
+        &self,
+        ty: &'static str,
+        container_id: &str,
+        source: PodmanError,
+    ) -> CommandError {
+        if source.is_no_such_container() {
+            self.forget(container_id);
+            return not_found(ty, container_id);
+        }
+        CommandError::Engine { ty, source }
+    }
+}
+
+fn not_found(ty: &'static str, container_id: &str) -> CommandError {
+    CommandError::NotFound {
+        ty,
+        what: format!("container {container_id}"),
+    }
+}
+
+fn invalid(ty: &'static str) -> impl FnOnce(Invalid) -> CommandError {
+    move |source| CommandError::Invalid { ty, source }
+}
+
+/// Env names starting with `CROPS_` are the agent's own (e.g. the exec mark).
+fn check_reserved_env(
+    ty: &'static str,
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<(), CommandError> {
+    match env
+        .keys()
+        .find(|k| k.to_ascii_uppercase().starts_with("CROPS_"))
+    {
+        Some(k) => Err(CommandError::Invalid {
+            ty,
+            source: Invalid::new("env", format!("{k:?}: the CROPS_ prefix is reserved")),
+        }),
+        None => Ok(()),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::podman::{RecordingRunner, RunOutput};
-    use protocol::container::{ContainerStop, Empty};
-    use std::sync::Arc;
-
-    fn podman(answers: Vec<RunOutput>) -> Podman {
-        Podman::with_runner("podman", Arc::new(RecordingRunner::new(answers)))
-    }
-
-    #[test]
-    fn list_all_replies_with_its_result_type_and_request_id() {
-        smol::block_on(async {
-            let p = podman(vec![RecordingRunner::ok("[]")]);
-            let reply = handle(&p, "r1".into(), Body::ContainerListAll(Empty {})).await;
-            assert_eq!(
-                reply,
-                Envelope::request(
-                    "r1",
-                    Body::ContainerListedAll(ContainerListing { containers: vec![] })
-                )
-            );
-        });
-    }
-
-    #[test]
-    fn images_list_replies_with_images() {
-        smol::block_on(async {
-            let p = podman(vec![RecordingRunner::ok(
-                r#"[{"Id":"i1","Names":["a:b"],"Size":3}]"#,
-            )]);
-            let reply = handle(&p, "r2".into(), Body::ImagesList(Empty {})).await;
-            let Body::ImagesListed(listing) = reply.body else {
-                panic!("unexpected {reply:?}")
-            };
-            assert_eq!(listing.images[0].id, "i1");
-            assert_eq!(reply.request_id.as_deref(), Some("r2"));
-        });
-    }
-
-    #[test]
-    fn other_commands_are_unsupported_for_now() {
-        smol::block_on(async {
-            let p = podman(vec![]);
-            let stop = Body::ContainerStop(ContainerStop {
-                container_id: "c".into(),
-                timeout_secs: None,
-            });
-            let reply = handle(&p, "r3".into(), stop).await;
-            let Body::Error(err) = &reply.body else {
-                panic!("unexpected {reply:?}")
-            };
-            assert_eq!(err.code, ErrorCode::Unsupported);
-            assert!(
-                err.message.starts_with("container.stop: "),
-                "{}",
-                err.message
-            );
-            assert_eq!(reply.request_id.as_deref(), Some("r3"));
-        });
-    }
-
-    #[test]
-    fn engine_failures_become_engine_failed() {
-        smol::block_on(async {
-            let p = podman(vec![RunOutput {
-                success: false,
-                status: "exit status: 125".into(),
-                stdout: vec![],
-                stderr: b"Error: storage is broken".to_vec(),
-            }]);
-            let reply = handle(&p, "r4".into(), Body::ImagesList(Empty {})).await;
-            let Body::Error(err) = &reply.body else {
-                panic!("unexpected {reply:?}")
-            };
-            assert_eq!(err.code, ErrorCode::EngineFailed);
-            assert!(err.message.contains("storage is broken"), "{}", err.message);
-        });
-    }
-}
+mod tests;

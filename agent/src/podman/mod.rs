@@ -1,21 +1,36 @@
 //! The Podman seam: the only code that spawns `podman`. Every call is an argv
-//! array (never a shell) with stdin closed and a deadline; output is read as
-//! `--format json`. A [`Runner`] trait sits in front of the process so unit
-//! tests can record the argv that would run.
+//! array (never a shell) with stdin closed, a deadline, and output capped;
+//! output is read as `--format json`. A [`Runner`] trait sits in front of the
+//! process so unit tests can record the argv (and environment) that would run.
+//!
+//! Submodules: [`process`] (the real runner, streaming children, killing
+//! exec'd processes by marker), [`container`] (argv builders and the container
+//! verbs), [`profile`] (security profile -> flags), `parse` (Podman's JSON).
+//!
+//! Concurrency: every call waits for a permit of one of two lanes
+//! ([`Lane::Work`] for exec, build, create, queries; [`Lane::Lifecycle`] for
+//! start, stop, remove and kill), so a worker full of slow execs still stops a
+//! container at once. Calls beyond the allowance queue on the semaphore.
 
-use std::collections::{BTreeMap, VecDeque};
+pub mod container;
+mod parse;
+pub mod process;
+pub mod profile;
+
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_lite::FutureExt;
-use protocol::container::{ContainerInfo, ContainerState, Profile};
+use protocol::container::ContainerInfo;
 use protocol::image::ImageInfo;
-use serde::Deserialize;
+use smol::lock::Semaphore;
+
+pub use container::ExecSpec;
+pub use process::ProcessRunner;
 
 /// Label every container the agent manages carries (`true`).
 pub const LABEL_MANAGED: &str = "crops.managed";
@@ -28,10 +43,12 @@ pub const LABEL_PROFILE: &str = "crops.profile";
 
 /// How much of a failed call's stderr is kept.
 const STDERR_TAIL: usize = 2048;
+/// Output kept from an ordinary (JSON) call; more is an error, not a truncation.
+const JSON_CAP: usize = 16 * 1024 * 1024;
 const QUICK: Duration = Duration::from_secs(15);
 const LIST: Duration = Duration::from_secs(30);
 
-/// Why a Podman call failed. `verb` is the subcommand (`ps`, `info` …).
+/// Why a Podman call failed. `verb` is the subcommand (`ps`, `create` …).
 #[derive(Debug, thiserror::Error)]
 pub enum PodmanError {
     #[error("cannot run {program} {verb}: {source}")]
@@ -61,14 +78,81 @@ pub enum PodmanError {
     Unexpected { verb: String, detail: String },
 }
 
-/// What a finished process left behind.
+impl PodmanError {
+    /// Podman's stderr says the container (or exec target) does not exist.
+    pub fn is_no_such_container(&self) -> bool {
+        matches!(self, Self::Failed { stderr, .. } if stderr.contains("no such container"))
+    }
+
+    /// Podman's stderr says an image is not on this worker.
+    pub fn is_image_unknown(&self) -> bool {
+        matches!(self, Self::Failed { stderr, .. }
+            if stderr.contains("image not known") || stderr.contains("no such image"))
+    }
+
+    /// The object exists in a state that refuses the verb (e.g. removing a
+    /// running container without force, exec in a stopped one).
+    pub fn is_state_conflict(&self) -> bool {
+        matches!(self, Self::Failed { stderr, .. }
+            if stderr.contains("state improper") || stderr.contains("cannot be removed without force"))
+    }
+}
+
+/// Which allowance a call draws from (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Work,
+    Lifecycle,
+}
+
+/// One process to run: argv (without the program), extra environment for the
+/// child (values that must never reach argv go here), deadline and output cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub timeout: Duration,
+    /// Bytes of stdout and of stderr kept each; the rest is read and dropped.
+    pub cap: usize,
+    pub lane: Lane,
+}
+
+impl Call {
+    pub fn new(args: Vec<String>, timeout: Duration) -> Self {
+        Self {
+            args,
+            env: Vec::new(),
+            timeout,
+            cap: JSON_CAP,
+            lane: Lane::Work,
+        }
+    }
+
+    pub fn lifecycle(mut self) -> Self {
+        self.lane = Lane::Lifecycle;
+        self
+    }
+
+    /// The subcommand, for errors and logs.
+    pub fn verb(&self) -> String {
+        self.args.first().cloned().unwrap_or_default()
+    }
+}
+
+/// What a finished (or killed) process left behind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunOutput {
     pub success: bool,
+    /// The exit code, when the process exited (not killed by a signal).
+    pub code: Option<i32>,
     /// The exit status in words (`exit status: 0`, `signal: 9 (SIGKILL)`).
     pub status: String,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    /// The deadline passed and the process was killed; output is what came before.
+    pub timed_out: bool,
 }
 
 /// The boxed future a [`Runner`] returns.
@@ -77,70 +161,16 @@ pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Result<RunOutput, PodmanErr
 /// Runs one program to completion. The real one spawns processes; the
 /// recording one answers from a script.
 pub trait Runner: Send + Sync + 'static {
-    /// Run `program args…` with stdin closed, capturing stdout and stderr;
-    /// kill it if it outlives `timeout`.
-    fn run<'a>(&'a self, program: &'a Path, args: &'a [String], timeout: Duration)
-        -> RunFuture<'a>;
+    /// Run `program call.args…` with stdin closed and `call.env` added,
+    /// capturing stdout and stderr up to `call.cap`; kill it if it outlives
+    /// `call.timeout` (then `timed_out` is set, not an error).
+    fn run<'a>(&'a self, program: &'a Path, call: &'a Call) -> RunFuture<'a>;
 }
 
-/// The real runner: async-process, `kill_on_drop`, raced against a timer.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessRunner;
-
-impl Runner for ProcessRunner {
-    fn run<'a>(
-        &'a self,
-        program: &'a Path,
-        args: &'a [String],
-        timeout: Duration,
-    ) -> RunFuture<'a> {
-        Box::pin(async move {
-            let verb = verb_of(args);
-            let child = smol::process::Command::new(program)
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|source| PodmanError::Spawn {
-                    program: program.to_owned(),
-                    verb: verb.clone(),
-                    source,
-                })?;
-            // On timeout the `output()` future is dropped, which drops the
-            // child, which `kill_on_drop` kills (and async-process reaps).
-            let output = async { Ok(child.output().await) }
-                .or(async {
-                    smol::Timer::after(timeout).await;
-                    Err(())
-                })
-                .await;
-            match output {
-                Ok(Ok(out)) => Ok(RunOutput {
-                    success: out.status.success(),
-                    status: out.status.to_string(),
-                    stdout: out.stdout,
-                    stderr: out.stderr,
-                }),
-                Ok(Err(source)) => Err(PodmanError::Spawn {
-                    program: program.to_owned(),
-                    verb,
-                    source,
-                }),
-                Err(()) => {
-                    tracing::warn!(%verb, timeout_secs = timeout.as_secs(), "podman call timed out; killed");
-                    Err(PodmanError::Timeout { verb, timeout })
-                }
-            }
-        })
-    }
-}
-
-/// A fake runner that records every argv and answers from a script, for
+/// A fake runner that records every call and answers from a script, for
 /// unit tests of what would run.
 pub struct RecordingRunner {
-    calls: Mutex<Vec<Vec<String>>>,
+    calls: Mutex<Vec<Call>>,
     answers: Mutex<VecDeque<RunOutput>>,
 }
 
@@ -157,27 +187,39 @@ impl RecordingRunner {
     pub fn ok(stdout: &str) -> RunOutput {
         RunOutput {
             success: true,
+            code: Some(0),
             status: "exit status: 0".into(),
             stdout: stdout.as_bytes().to_vec(),
-            stderr: Vec::new(),
+            ..RunOutput::default()
+        }
+    }
+
+    /// A failed answer: exit `code` with `stderr`.
+    pub fn fail(code: i32, stderr: &str) -> RunOutput {
+        RunOutput {
+            success: false,
+            code: Some(code),
+            status: format!("exit status: {code}"),
+            stderr: stderr.as_bytes().to_vec(),
+            ..RunOutput::default()
         }
     }
 
     /// Every argv run so far (without the program).
     pub fn calls(&self) -> Vec<Vec<String>> {
+        self.full_calls().into_iter().map(|c| c.args).collect()
+    }
+
+    /// Every call run so far, with environment, deadline and lane.
+    pub fn full_calls(&self) -> Vec<Call> {
         self.calls.lock().map(|c| c.clone()).unwrap_or_default()
     }
 }
 
 impl Runner for RecordingRunner {
-    fn run<'a>(
-        &'a self,
-        _program: &'a Path,
-        args: &'a [String],
-        _timeout: Duration,
-    ) -> RunFuture<'a> {
+    fn run<'a>(&'a self, _program: &'a Path, call: &'a Call) -> RunFuture<'a> {
         if let Ok(mut calls) = self.calls.lock() {
-            calls.push(args.to_vec());
+            calls.push(call.clone());
         }
         let answer = self
             .answers
@@ -189,11 +231,33 @@ impl Runner for RecordingRunner {
     }
 }
 
-/// A handle on the Podman CLI. Cheap to clone; shared by every task of a session.
+/// How many podman processes may run at once, per lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub work: usize,
+    pub lifecycle: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            work: 8,
+            lifecycle: 4,
+        }
+    }
+}
+
+/// A handle on the Podman CLI. Cheap to clone; shared by every task.
 #[derive(Clone)]
 pub struct Podman {
     program: PathBuf,
     runner: Arc<dyn Runner>,
+    /// Environment added to every podman child (e.g. `CONTAINERS_CONF`).
+    base_env: Arc<Vec<(String, String)>>,
+    /// Permits for [`Lane::Work`] calls; released when the call ends.
+    work: Arc<Semaphore>,
+    /// Permits for [`Lane::Lifecycle`] calls.
+    lifecycle: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Podman {
@@ -211,29 +275,74 @@ impl Podman {
     }
 
     pub fn with_runner(program: impl Into<PathBuf>, runner: Arc<dyn Runner>) -> Self {
+        let limits = Limits::default();
         Self {
             program: program.into(),
             runner,
+            base_env: Arc::new(Vec::new()),
+            work: Arc::new(Semaphore::new(limits.work)),
+            lifecycle: Arc::new(Semaphore::new(limits.lifecycle)),
         }
+    }
+
+    /// Bound concurrent podman processes per lane (at least one each).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.work = Arc::new(Semaphore::new(limits.work.max(1)));
+        self.lifecycle = Arc::new(Semaphore::new(limits.lifecycle.max(1)));
+        self
+    }
+
+    /// Add `env` to every podman child's environment.
+    pub fn with_env(mut self, env: Vec<(String, String)>) -> Self {
+        self.base_env = Arc::new(env);
+        self
     }
 
     pub fn program(&self) -> &Path {
         &self.program
     }
 
-    /// Run `podman args…`; its stdout when it exits 0.
-    async fn call(&self, args: &[&str], timeout: Duration) -> Result<Vec<u8>, PodmanError> {
-        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-        tracing::debug!(program = %self.program.display(), ?args, "running podman");
-        let out = self.runner.run(&self.program, &args, timeout).await?;
+    pub(crate) fn base_env(&self) -> &[(String, String)] {
+        &self.base_env
+    }
+
+    /// Run one call in its lane, waiting for a permit first. Returns the
+    /// output whatever the exit status; only spawn failures are errors.
+    pub async fn run(&self, mut call: Call) -> Result<RunOutput, PodmanError> {
+        let lane = match call.lane {
+            Lane::Work => &self.work,
+            Lane::Lifecycle => &self.lifecycle,
+        };
+        let _permit = lane.acquire().await;
+        let mut env = self.base_env.to_vec();
+        env.append(&mut call.env);
+        call.env = env;
+        tracing::debug!(program = %self.program.display(), args = ?call.args, lane = ?call.lane, "running podman");
+        self.runner.run(&self.program, &call).await
+    }
+
+    /// Run `call`; its stdout when it exits 0, a typed error otherwise.
+    pub async fn checked(&self, call: Call) -> Result<Vec<u8>, PodmanError> {
+        let verb = call.verb();
+        let timeout = call.timeout;
+        let out = self.run(call).await?;
+        if out.timed_out {
+            tracing::warn!(%verb, timeout_secs = timeout.as_secs(), "podman call timed out; killed");
+            return Err(PodmanError::Timeout { verb, timeout });
+        }
         if out.success {
             return Ok(out.stdout);
         }
         Err(PodmanError::Failed {
-            verb: verb_of(&args),
+            verb,
             status: out.status,
             stderr: tail(&out.stderr),
         })
+    }
+
+    /// Run `podman args…` in the work lane; its stdout when it exits 0.
+    async fn call(&self, args: &[&str], timeout: Duration) -> Result<Vec<u8>, PodmanError> {
+        self.checked(Call::new(strings(args), timeout)).await
     }
 
     async fn call_json<T: serde::de::DeserializeOwned>(
@@ -242,10 +351,7 @@ impl Podman {
         timeout: Duration,
     ) -> Result<T, PodmanError> {
         let out = self.call(args, timeout).await?;
-        serde_json::from_slice(&out).map_err(|source| PodmanError::Parse {
-            verb: verb_of_strs(args),
-            source,
-        })
+        parse_json(args.first().copied().unwrap_or_default(), &out)
     }
 
     /// `podman --version`: the version number, e.g. `4.3.1`. Succeeds only
@@ -290,17 +396,20 @@ impl Podman {
         &self,
         tenant: Option<&str>,
     ) -> Result<Vec<ContainerInfo>, PodmanError> {
-        let filter = format!("label={LABEL_MANAGED}=true");
-        let entries: Option<Vec<PsEntry>> = self
-            .call_json(
-                &["ps", "--all", "--format", "json", "--filter", &filter],
-                LIST,
-            )
-            .await?;
+        let mut args = vec!["ps", "--all", "--format", "json", "--filter"];
+        let managed = format!("label={LABEL_MANAGED}=true");
+        args.push(&managed);
+        // The tenant id passed protocol validation ([a-zA-Z0-9_-]); Podman
+        // filters on it, and we filter again on the parsed labels.
+        let by_tenant = tenant.map(|t| format!("label={LABEL_TENANT}={t}"));
+        if let Some(f) = &by_tenant {
+            args.extend(["--filter", f.as_str()]);
+        }
+        let entries: Option<Vec<parse::PsEntry>> = self.call_json(&args, LIST).await?;
         Ok(entries
             .unwrap_or_default()
             .into_iter()
-            .filter_map(PsEntry::into_info)
+            .filter_map(parse::PsEntry::into_info)
             .filter(|c| tenant.is_none_or(|t| c.tenant_id == t))
             .collect())
     }
@@ -312,118 +421,30 @@ impl Podman {
 
     /// The images on the worker.
     pub async fn images(&self) -> Result<Vec<ImageInfo>, PodmanError> {
-        let entries: Option<Vec<ImageEntry>> = self
+        let entries: Option<Vec<parse::ImageEntry>> = self
             .call_json(&["images", "--format", "json"], LIST)
             .await?;
         Ok(entries
             .unwrap_or_default()
             .into_iter()
-            .map(ImageEntry::into_info)
+            .map(parse::ImageEntry::into_info)
             .collect())
     }
 }
 
-/// One element of `podman ps --format json`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct PsEntry {
-    id: String,
-    #[serde(default)]
-    names: Option<Vec<String>>,
-    #[serde(default)]
-    image: String,
-    #[serde(default)]
-    state: String,
-    #[serde(default)]
-    labels: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    created: serde_json::Value,
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
 }
 
-impl PsEntry {
-    /// The container as the protocol describes it; `None` (logged) when a
-    /// managed container lacks its id or tenant label.
-    fn into_info(self) -> Option<ContainerInfo> {
-        let labels = self.labels.unwrap_or_default();
-        let (Some(container_id), Some(tenant_id)) =
-            (labels.get(LABEL_CONTAINER_ID), labels.get(LABEL_TENANT))
-        else {
-            tracing::debug!(engine_id = %self.id, "managed container without id or tenant label; skipped");
-            return None;
-        };
-        Some(ContainerInfo {
-            container_id: container_id.clone(),
-            tenant_id: tenant_id.clone(),
-            name: self
-                .names
-                .unwrap_or_default()
-                .into_iter()
-                .next()
-                .unwrap_or_default(),
-            engine_id: self.id,
-            image: self.image,
-            state: parse_state(&self.state),
-            profile: labels.get(LABEL_PROFILE).and_then(|p| {
-                serde_json::from_value::<Profile>(serde_json::Value::String(p.clone())).ok()
-            }),
-            created_at: unix_millis(&self.created),
-        })
-    }
-}
-
-/// One element of `podman images --format json`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ImageEntry {
-    id: String,
-    #[serde(default)]
-    names: Option<Vec<String>>,
-    #[serde(default)]
-    size: serde_json::Value,
-    #[serde(default)]
-    created: serde_json::Value,
-}
-
-impl ImageEntry {
-    fn into_info(self) -> ImageInfo {
-        ImageInfo {
-            id: self.id,
-            names: self.names.unwrap_or_default(),
-            size_bytes: self.size.as_u64().unwrap_or(0),
-            created_at: unix_millis(&self.created),
-        }
-    }
-}
-
-/// Podman's state words onto the protocol's states.
-fn parse_state(state: &str) -> ContainerState {
-    match state.to_ascii_lowercase().as_str() {
-        "running" => ContainerState::Running,
-        "created" | "configured" | "initialized" => ContainerState::Created,
-        "paused" => ContainerState::Paused,
-        "exited" | "stopped" | "stopping" | "dead" => ContainerState::Exited,
-        "removing" => ContainerState::Removed,
-        _ => ContainerState::Unknown,
-    }
-}
-
-/// Podman's `Created` (Unix seconds) as Unix milliseconds; `None` if absent or odd.
-fn unix_millis(v: &serde_json::Value) -> Option<u64> {
-    v.as_u64()
-        .filter(|s| *s > 0)
-        .and_then(|s| s.checked_mul(1000))
-}
-
-fn verb_of(args: &[String]) -> String {
-    args.first().cloned().unwrap_or_default()
-}
-
-fn verb_of_strs(args: &[&str]) -> String {
-    args.first().map(|s| (*s).to_owned()).unwrap_or_default()
+fn parse_json<T: serde::de::DeserializeOwned>(verb: &str, out: &[u8]) -> Result<T, PodmanError> {
+    serde_json::from_slice(out).map_err(|source| PodmanError::Parse {
+        verb: verb.to_owned(),
+        source,
+    })
 }
 
 /// The last [`STDERR_TAIL`] bytes of `stderr`, as trimmed text.
-fn tail(stderr: &[u8]) -> String {
+pub(crate) fn tail(stderr: &[u8]) -> String {
     let start = stderr.len().saturating_sub(STDERR_TAIL);
     String::from_utf8_lossy(&stderr[start..]).trim().to_owned()
 }

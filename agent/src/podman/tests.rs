@@ -3,6 +3,8 @@
 //! and the real Podman (which these tests require: they fail without it).
 
 use super::*;
+use futures_lite::FutureExt;
+use protocol::container::{ContainerState, Profile};
 
 fn fake(answers: Vec<RunOutput>) -> (Podman, Arc<RecordingRunner>) {
     let runner = Arc::new(RecordingRunner::new(answers));
@@ -140,9 +142,10 @@ fn failures_carry_verb_status_and_stderr_tail() {
         stderr.extend_from_slice(b"Error: no such container\n");
         let (podman, _) = fake(vec![RunOutput {
             success: false,
+            code: Some(125),
             status: "exit status: 125".into(),
-            stdout: Vec::new(),
             stderr,
+            ..RunOutput::default()
         }]);
         match podman.list_all().await.unwrap_err() {
             PodmanError::Failed {
@@ -187,19 +190,18 @@ fn garbage_output_is_a_parse_error_not_a_panic() {
 fn the_process_runner_kills_a_call_past_its_deadline() {
     smol::block_on(async {
         let start = std::time::Instant::now();
-        let err = ProcessRunner
-            .run(
-                Path::new("sleep"),
-                &argv(&["30"]),
-                Duration::from_millis(200),
-            )
+        let call = Call::new(argv(&["30"]), Duration::from_millis(200));
+        let out = ProcessRunner.run(Path::new("sleep"), &call).await.unwrap();
+        assert!(out.timed_out && out.code.is_none(), "{out:?}");
+        assert!(start.elapsed() < Duration::from_secs(10));
+        let err = Podman::new("sleep")
+            .call(&["30"], Duration::from_millis(200))
             .await
             .unwrap_err();
         assert!(
             matches!(err, PodmanError::Timeout { ref verb, .. } if verb == "30"),
             "{err}"
         );
-        assert!(start.elapsed() < Duration::from_secs(10));
     });
 }
 
@@ -231,11 +233,62 @@ fn the_process_runner_captures_failures_and_missing_programs() {
     });
 }
 
+/// The project's containers.conf (runc, ulimits), for every real podman call.
+fn test_env() -> Vec<(String, String)> {
+    let conf = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/podman/containers.conf"
+    );
+    vec![("CONTAINERS_CONF".into(), conf.into())]
+}
+
+/// Output is capped per stream and the rest drained, so a chatty child still ends.
+#[test]
+fn the_process_runner_caps_output_and_keeps_reading() {
+    smol::block_on(async {
+        let mut call = Call::new(
+            argv(&["-c", "head -c 3000000 /dev/zero; head -c 10 /dev/zero >&2"]),
+            Duration::from_secs(30),
+        );
+        call.cap = 1000;
+        call.env = vec![("X_CROPS_TEST".into(), "v".into())];
+        let out = ProcessRunner.run(Path::new("sh"), &call).await.unwrap();
+        assert_eq!(
+            (out.code, out.stdout.len(), out.stdout_truncated),
+            (Some(0), 1000, true)
+        );
+        assert_eq!((out.stderr.len(), out.stderr_truncated), (10, false));
+    });
+}
+
+/// Every call waits for a permit of its lane; lifecycle has its own.
+#[test]
+fn lanes_bound_concurrency_separately() {
+    smol::block_on(async {
+        let podman = Podman::new("sleep").with_limits(Limits {
+            work: 1,
+            lifecycle: 1,
+        });
+        let _held = podman.work.acquire().await;
+        // The work lane is full, yet a lifecycle call runs.
+        let call = Call::new(argv(&["0"]), Duration::from_secs(10)).lifecycle();
+        assert!(podman.run(call).await.unwrap().success);
+        let queued = podman.run(Call::new(argv(&["0"]), Duration::from_secs(10)));
+        let waited = async { Some(queued.await) }
+            .or(async {
+                smol::Timer::after(Duration::from_millis(300)).await;
+                None
+            })
+            .await;
+        assert!(waited.is_none(), "a work call ran without a permit");
+    });
+}
+
 /// The real Podman. Fails (does not skip) when Podman is not installed.
 #[test]
 fn real_podman_answers_every_query() {
     smol::block_on(async {
-        let podman = Podman::new("podman");
+        let podman = Podman::new("podman").with_env(test_env());
         let version = podman
             .version()
             .await

@@ -4,6 +4,12 @@
 //! backoff, half-open detection, close frames, SIGTERM). Uses the real
 //! Podman, and fails (does not skip) without it.
 
+mod concurrency;
+mod containers;
+mod profiles;
+mod session_containers;
+mod support;
+
 use std::future::Future;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -317,7 +323,7 @@ fn a_session_registers_heartbeats_and_answers_commands() {
         let Body::Error(err) = reply.body else {
             panic!("{reply:?}")
         };
-        assert_eq!(err.code, ErrorCode::Unsupported);
+        assert_eq!(err.code, ErrorCode::NotFound, "{}", err.message);
 
         send(
             &mut ws,

@@ -1,0 +1,356 @@
+//! The container verbs: argv builders (pure functions, unit-tested for what
+//! would run) and the [`Podman`] methods that run them: find by label,
+//! create, start, stop, remove, exec, stats, build.
+//!
+//! Rules every builder follows: user values come after `--` where Podman
+//! takes positionals (image, container, command); every value was validated
+//! by `protocol::check` first; an env **value** never enters argv: the name
+//! goes in `--env NAME` and the value into the podman child's environment,
+//! from which Podman copies it. Names that would change the host-side podman
+//! process itself (`PATH`, `LD_*`, `GO*`, `CONTAINERS_*` …, see
+//! [`host_sensitive`]) must not sit in its environment, so those go into a
+//! 0600 `--env-file` in a private directory, removed when the call ends.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use protocol::container::{ContainerCreate, ContainerInfo, ContainerStats};
+
+use super::parse::{PsEntry, StatsEntry};
+use super::{profile, Call, Podman, PodmanError, LABEL_CONTAINER_ID, LABEL_MANAGED};
+use super::{LABEL_PROFILE, LABEL_TENANT};
+
+const QUICK: Duration = Duration::from_secs(30);
+/// `podman create` may have to set up storage for a big image.
+const CREATE: Duration = Duration::from_secs(120);
+/// Added to a stop's grace period for Podman's own work.
+const STOP_SLACK: Duration = Duration::from_secs(30);
+/// Where the workspace is mounted in every container.
+pub const WORKSPACE_MOUNT: &str = "/workspace";
+
+/// Env names the host-side podman process (Go runtime, dynamic linker,
+/// containers libraries, helper lookup) would itself obey.
+pub fn host_sensitive(key: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "SHELL",
+        "USER",
+        "LOGNAME",
+        "TZ",
+        "NOTIFY_SOCKET",
+        "GLIBC_TUNABLES",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "IFS",
+        "ENV",
+        "BASH_ENV",
+    ];
+    const PREFIXES: &[&str] = &[
+        "LD_",
+        "GO",
+        "CONTAINERS_",
+        "PODMAN_",
+        "BUILDAH_",
+        "STORAGE_",
+        "XDG_",
+        "CNI_",
+        "NETAVARK_",
+        "DBUS_",
+        "REGISTRY_",
+        "DOCKER_",
+        "MALLOC_",
+        "LISTEN_",
+        "RUNC_",
+        "CRUN_",
+        "CONMON_",
+    ];
+    let upper = key.to_ascii_uppercase();
+    EXACT.contains(&upper.as_str())
+        || PREFIXES.iter().any(|p| upper.starts_with(p))
+        || upper.ends_with("_PROXY")
+}
+
+/// How a set of env variables reaches a container without entering argv.
+#[derive(Debug, Default)]
+pub struct EnvPlan {
+    /// `--env NAME` / `--env-file PATH` arguments.
+    pub args: Vec<String>,
+    /// NAME=VALUE pairs for the podman child's environment.
+    pub child_env: Vec<(String, String)>,
+    /// The env file, if any; removed on drop.
+    pub file: Option<EnvFile>,
+}
+
+/// Why an env plan could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    #[error("env {key}: a value for this name cannot contain a newline")]
+    Newline { key: String },
+    #[error("env: writing the env file {path}: {source}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A private env file, deleted with its directory on drop.
+#[derive(Debug)]
+pub struct EnvFile {
+    dir: PathBuf,
+    pub path: PathBuf,
+}
+
+impl Drop for EnvFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Plan `env` (validated names) plus extra agent-owned pairs (`extra`, always
+/// passed by name).
+pub fn plan_env(
+    env: &BTreeMap<String, String>,
+    extra: &[(String, String)],
+) -> Result<EnvPlan, EnvError> {
+    let mut plan = EnvPlan::default();
+    let mut file_lines = Vec::new();
+    for (k, v) in env.iter().chain(extra.iter().map(|(k, v)| (k, v))) {
+        if host_sensitive(k) {
+            if v.contains('\n') || v.contains('\r') {
+                return Err(EnvError::Newline { key: k.clone() });
+            }
+            file_lines.push(format!("{k}={v}\n"));
+        } else {
+            plan.args.extend(["--env".to_owned(), k.clone()]);
+            plan.child_env.push((k.clone(), v.clone()));
+        }
+    }
+    if !file_lines.is_empty() {
+        let dir = std::env::temp_dir().join(format!("crops-env-{}", super::process::new_mark()));
+        let path = dir.join("env");
+        let err = |source| EnvError::File {
+            path: path.clone(),
+            source,
+        };
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(err)?;
+        let file = EnvFile {
+            dir,
+            path: path.clone(),
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(err)?;
+        f.write_all(file_lines.concat().as_bytes()).map_err(err)?;
+        plan.args
+            .extend(["--env-file".to_owned(), path.display().to_string()]);
+        plan.file = Some(file);
+    }
+    Ok(plan)
+}
+
+/// `podman create` for a validated request. `workspace` is the host
+/// directory to mount at `/workspace` (checked free of `:` and `,`).
+pub fn create_args(req: &ContainerCreate, workspace: Option<&str>, env: &EnvPlan) -> Vec<String> {
+    let mut a: Vec<String> = ["create", "--pull", "never", "--name", &req.name]
+        .map(str::to_owned)
+        .to_vec();
+    let mut label = |k: &str, v: &str| a.extend(["--label".to_owned(), format!("{k}={v}")]);
+    label(LABEL_MANAGED, "true");
+    label(LABEL_TENANT, &req.tenant_id);
+    label(LABEL_CONTAINER_ID, &req.container_id);
+    label(LABEL_PROFILE, profile::name(req.profile));
+    for (k, v) in &req.labels {
+        label(k, v);
+    }
+    a.extend(env.args.iter().cloned());
+    if let Some(ws) = workspace {
+        a.extend(["--volume".to_owned(), format!("{ws}:{WORKSPACE_MOUNT}:Z")]);
+    }
+    a.extend(profile::flags(req.profile));
+    a.push("--".to_owned());
+    a.push(req.image.clone());
+    if let Some(cmd) = &req.command {
+        a.extend(cmd.iter().cloned());
+    }
+    a
+}
+
+/// What an exec needs: a validated command in a known container.
+#[derive(Debug, Clone)]
+pub struct ExecSpec<'a> {
+    pub engine_id: &'a str,
+    pub command: &'a [String],
+    pub workdir: Option<&'a str>,
+}
+
+/// `podman exec [env] [--workdir W] -- ENGINE_ID argv…`.
+pub fn exec_args(spec: &ExecSpec<'_>, env: &EnvPlan) -> Vec<String> {
+    let mut a = vec!["exec".to_owned()];
+    a.extend(env.args.iter().cloned());
+    if let Some(w) = spec.workdir {
+        a.extend(["--workdir".to_owned(), w.to_owned()]);
+    }
+    a.push("--".to_owned());
+    a.push(spec.engine_id.to_owned());
+    a.extend(spec.command.iter().cloned());
+    a
+}
+
+/// `podman build` of `containerfile` into `tag`, with an empty context.
+pub fn build_args(
+    tag: &str,
+    file: &str,
+    context: &str,
+    iidfile: &str,
+    tenant: Option<&str>,
+) -> Vec<String> {
+    let mut a: Vec<String> = ["build", "--pull=never", "--iidfile", iidfile, "--label"]
+        .map(str::to_owned)
+        .to_vec();
+    a.push(format!("{LABEL_MANAGED}=true"));
+    if let Some(t) = tenant {
+        a.extend(["--label".to_owned(), format!("{LABEL_TENANT}={t}")]);
+    }
+    a.extend(["-t", tag, "-f", file, "--", context].map(str::to_owned));
+    a
+}
+
+fn strings(words: &[&str]) -> Vec<String> {
+    words.iter().map(|s| (*s).to_owned()).collect()
+}
+
+impl Podman {
+    /// The managed container labelled `crops.container-id=<id>`, if any.
+    pub async fn find(&self, container_id: &str) -> Result<Option<ContainerInfo>, PodmanError> {
+        let by_id = format!("label={LABEL_CONTAINER_ID}={container_id}");
+        let managed = format!("label={LABEL_MANAGED}=true");
+        let args = [
+            "ps", "--all", "--format", "json", "--filter", &managed, "--filter", &by_id,
+        ];
+        let out = self.checked(Call::new(strings(&args), QUICK)).await?;
+        let entries: Option<Vec<PsEntry>> = super::parse_json("ps", &out)?;
+        Ok(entries
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(PsEntry::into_info)
+            .find(|c| c.container_id == container_id))
+    }
+
+    /// Run `podman create`; the new engine id.
+    pub async fn create(
+        &self,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Result<String, PodmanError> {
+        let mut call = Call::new(args, CREATE);
+        call.env = env;
+        let out = self.checked(call).await?;
+        let id = String::from_utf8_lossy(&out).trim().to_owned();
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(PodmanError::Unexpected {
+                verb: "create".into(),
+                detail: format!("not a container id: {id:?}"),
+            });
+        }
+        Ok(id)
+    }
+
+    pub async fn start(&self, engine_id: &str) -> Result<(), PodmanError> {
+        let call = Call::new(strings(&["start", "--", engine_id]), QUICK).lifecycle();
+        self.checked(call).await.map(drop)
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    pub async fn stop(&self, engine_id: &str, grace: Duration) -> Result<(), PodmanError> {
+        let secs = grace.as_secs().to_string();
+        let call = Call::new(
+            strings(&["stop", "-t", &secs, "--", engine_id]),
+            grace + STOP_SLACK,
+        );
+        self.checked(call.lifecycle()).await.map(drop)
+    }
+
+    /// `podman rm [--force -t 0]`.
+    pub async fn remove(&self, engine_id: &str, force: bool) -> Result<(), PodmanError> {
+        let args = if force {
+            strings(&["rm", "--force", "-t", "0", "--", engine_id])
+        } else {
+            strings(&["rm", "--", engine_id])
+        };
+        self.checked(Call::new(args, QUICK + STOP_SLACK).lifecycle())
+            .await
+            .map(drop)
+    }
+
+    /// Resource use of running containers, keyed by engine id. An empty
+    /// list asks nothing (`podman stats` without names means *every* container).
+    pub async fn stats(
+        &self,
+        engine_ids: &[&str],
+    ) -> Result<Vec<(String, ContainerStats)>, PodmanError> {
+        if engine_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = strings(&[
+            "stats",
+            "--no-stream",
+            "--no-reset",
+            "--format",
+            "{{json .ContainerStats}}",
+            "--",
+        ]);
+        args.extend(engine_ids.iter().map(|s| (*s).to_owned()));
+        let out = self.checked(Call::new(args, QUICK)).await?;
+        let mut stats = Vec::new();
+        for line in String::from_utf8_lossy(&out)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+        {
+            let e: StatsEntry = super::parse_json("stats", line.as_bytes())?;
+            stats.push((
+                e.container_id,
+                ContainerStats {
+                    container_id: String::new(),
+                    cpu_percent: if e.cpu.is_finite() {
+                        e.cpu.max(0.0)
+                    } else {
+                        0.0
+                    },
+                    memory_used: e.mem_usage,
+                    memory_limit: (e.mem_limit > 0).then_some(e.mem_limit),
+                    disk_used: None,
+                    pids: u32::try_from(e.pids).unwrap_or(u32::MAX),
+                },
+            ));
+        }
+        Ok(stats)
+    }
+
+    /// Bytes in each managed container's writable layer (`podman ps --size`),
+    /// keyed by engine id.
+    pub async fn layer_sizes(&self) -> Result<BTreeMap<String, u64>, PodmanError> {
+        let managed = format!("label={LABEL_MANAGED}=true");
+        let args = [
+            "ps", "--all", "--size", "--format", "json", "--filter", &managed,
+        ];
+        let out = self.checked(Call::new(strings(&args), QUICK)).await?;
+        let entries: Option<Vec<PsEntry>> = super::parse_json("ps", &out)?;
+        Ok(entries
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| e.size.map(|s| (e.id, s.rw_size)))
+            .collect())
+    }
+}

@@ -1,0 +1,227 @@
+//! Real processes: the [`ProcessRunner`] (run to completion with a deadline,
+//! stdout and stderr read concurrently and capped, the excess read and
+//! dropped so the child never blocks on a full pipe), long-lived streaming
+//! children for `exec.background` and `images.build`, and [`kill_marked`],
+//! which kills processes exec'd into a container.
+//!
+//! Why [`kill_marked`]: killing a `podman exec` client does not kill the
+//! command it started inside the container (conmon keeps it). Each exec
+//! therefore carries a unique `CROPS_EXEC_MARK=<token>` in its environment
+//! (passed by name with `--env`, like every value), and on timeout or kill the
+//! agent sends SIGKILL to every process whose `/proc/<pid>/environ` holds that
+//! exact entry: the client, and the command with its children, seen from the
+//! host's PID namespace. This needs the agent to run as the user that owns
+//! the containers (root for rootful Podman), which is how it is deployed.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use futures_lite::{AsyncRead, AsyncReadExt, FutureExt};
+use smol::lock::SemaphoreGuardArc;
+use smol::process::{Child, Command};
+
+use super::{Call, Podman, PodmanError, RunFuture, RunOutput, Runner};
+
+/// The environment variable that marks an exec's processes (see module docs).
+pub const EXEC_MARK: &str = "CROPS_EXEC_MARK";
+/// Never handed to a child: the agent's own credential, should it be in the env.
+const SECRET_ENV: &[&str] = &["CROPS_CREDENTIAL"];
+
+/// The real runner: async-process, `kill_on_drop`, raced against a timer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessRunner;
+
+impl Runner for ProcessRunner {
+    fn run<'a>(&'a self, program: &'a Path, call: &'a Call) -> RunFuture<'a> {
+        Box::pin(run_capped(program, call))
+    }
+}
+
+fn command(program: &Path, args: &[String], env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for key in SECRET_ENV {
+        cmd.env_remove(key);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+async fn run_capped(program: &Path, call: &Call) -> Result<RunOutput, PodmanError> {
+    let verb = call.verb();
+    let mut child = command(program, &call.args, &call.env)
+        .spawn()
+        .map_err(|source| PodmanError::Spawn {
+            program: program.to_owned(),
+            verb: verb.clone(),
+            source,
+        })?;
+    let (mut out, mut err) = (Capped::new(call.cap), Capped::new(call.cap));
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let finished = {
+        let all = async {
+            futures_lite::future::zip(out.drain(stdout), err.drain(stderr)).await;
+            Some(child.status().await)
+        };
+        all.or(async {
+            smol::Timer::after(call.timeout).await;
+            None
+        })
+        .await
+    };
+    let status = match finished {
+        Some(Ok(status)) => status,
+        Some(Err(source)) => {
+            return Err(PodmanError::Spawn {
+                program: program.to_owned(),
+                verb,
+                source,
+            })
+        }
+        None => {
+            let _ = child.kill();
+            let _ = child.status().await;
+            return Ok(RunOutput {
+                success: false,
+                code: None,
+                status: "killed after its deadline".into(),
+                stdout: out.buf,
+                stderr: err.buf,
+                stdout_truncated: out.truncated,
+                stderr_truncated: err.truncated,
+                timed_out: true,
+            });
+        }
+    };
+    Ok(RunOutput {
+        success: status.success(),
+        code: status.code(),
+        status: status.to_string(),
+        stdout: out.buf,
+        stderr: err.buf,
+        stdout_truncated: out.truncated,
+        stderr_truncated: err.truncated,
+        timed_out: false,
+    })
+}
+
+/// A buffer that keeps the first `cap` bytes of a stream and counts the rest.
+struct Capped {
+    cap: usize,
+    buf: Vec<u8>,
+    truncated: bool,
+}
+
+impl Capped {
+    fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            buf: Vec::new(),
+            truncated: false,
+        }
+    }
+
+    /// Read `r` to its end (or first error), keeping at most `cap` bytes.
+    async fn drain(&mut self, r: Option<impl AsyncRead + Unpin>) {
+        let Some(mut r) = r else { return };
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            match r.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let room = self.cap.saturating_sub(self.buf.len());
+                    let take = n.min(room);
+                    self.buf.extend_from_slice(&chunk[..take]);
+                    self.truncated |= take < n;
+                }
+            }
+        }
+    }
+}
+
+/// A podman child whose output the caller streams (background exec, build).
+/// Killed when dropped. Holds its lane permit, if any, until dropped.
+pub struct Streaming {
+    pub child: Child,
+    _permit: Option<SemaphoreGuardArc>,
+}
+
+impl Podman {
+    /// Spawn `podman args…` with stdout and stderr piped for the caller to
+    /// read. With `hold_permit`, the child counts against the work lane for
+    /// its whole life (a build); without, it does not (a background command,
+    /// which may run for hours and must not starve the lane).
+    pub async fn spawn_streaming(
+        &self,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        hold_permit: bool,
+    ) -> Result<Streaming, PodmanError> {
+        let permit = if hold_permit {
+            Some(self.work.acquire_arc().await)
+        } else {
+            None
+        };
+        let mut all_env = self.base_env().to_vec();
+        all_env.extend(env);
+        tracing::debug!(program = %self.program().display(), ?args, "spawning podman");
+        let child = command(self.program(), &args, &all_env)
+            .spawn()
+            .map_err(|source| PodmanError::Spawn {
+                program: self.program().to_owned(),
+                verb: args.first().cloned().unwrap_or_default(),
+                source,
+            })?;
+        Ok(Streaming {
+            child,
+            _permit: permit,
+        })
+    }
+}
+
+/// A fresh random mark for one exec (see the module docs).
+pub fn new_mark() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// SIGKILL every process whose environment holds `CROPS_EXEC_MARK=<mark>`.
+/// Returns how many were signalled. Processes that vanish meanwhile, or whose
+/// environment cannot be read, are skipped.
+pub fn kill_marked(mark: &str) -> usize {
+    let needle = format!("{EXEC_MARK}={mark}");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let me = std::process::id();
+    let mut killed = 0;
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid <= 1 || u32::try_from(pid).ok() == Some(me) {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ.split(|&b| b == 0).any(|e| e == needle.as_bytes()) {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).is_ok() {
+                killed += 1;
+            }
+        }
+    }
+    tracing::debug!(killed, "killed marked exec processes");
+    killed
+}

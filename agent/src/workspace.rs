@@ -1,0 +1,223 @@
+//! Workspace directories on the host: `<data dir>/workspaces/<containerId>`,
+//! bind-mounted at `/workspace` in the container. Creates and removes them,
+//! and writes task files into them without ever leaving the directory.
+//!
+//! The container can write into its workspace, so a task file's path may meet
+//! a symlink planted from inside. Files are therefore written with `openat`
+//! one component at a time from a descriptor of the workspace root, each with
+//! `O_NOFOLLOW`: a symlink anywhere on the path is refused, never followed
+//! (no check-then-open race).
+
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{mkdirat, Mode};
+
+/// Why a workspace operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error("workspace {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("data dir {path} cannot be mounted: it must not contain ':' or ','")]
+    Unmountable { path: PathBuf },
+    #[error(
+        "task file {path:?}: {component:?} is a symlink or not a directory; refusing to follow it"
+    )]
+    Escape { path: String, component: String },
+    #[error("task file {path:?}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("container {container_id} has no workspace on this worker")]
+    Missing { container_id: String },
+}
+
+/// The agent's data directory, holding `workspaces/`.
+#[derive(Debug, Clone)]
+pub struct Workspaces {
+    root: PathBuf,
+}
+
+impl Workspaces {
+    /// Workspaces under `<data_dir>/workspaces`.
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            root: data_dir.join("workspaces"),
+        }
+    }
+
+    /// The directory of `container_id` (a validated id: no `/`, no `..`).
+    pub fn path(&self, container_id: &str) -> PathBuf {
+        self.root.join(container_id)
+    }
+
+    /// Create the directory (mode 0755) and return it as a mount source.
+    pub fn create(&self, container_id: &str) -> Result<String, WorkspaceError> {
+        let path = self.path(container_id);
+        let text = path.display().to_string();
+        if text.contains([':', ',']) {
+            return Err(WorkspaceError::Unmountable { path });
+        }
+        std::fs::create_dir_all(&path).map_err(|source| WorkspaceError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(text)
+    }
+
+    pub fn exists(&self, container_id: &str) -> bool {
+        self.path(container_id).is_dir()
+    }
+
+    /// Delete the directory and everything in it (symlinks are removed, not
+    /// followed). A missing directory is fine.
+    pub fn remove(&self, container_id: &str) -> Result<(), WorkspaceError> {
+        let path = self.path(container_id);
+        match std::fs::remove_dir_all(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(WorkspaceError::Io { path, source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Write `content` to `rel` (a validated relative path) inside the
+    /// workspace of `container_id` with permission bits `mode`, creating
+    /// parent directories; refuses any symlink on the way.
+    pub fn write_file(
+        &self,
+        container_id: &str,
+        rel: &str,
+        content: &[u8],
+        mode: u32,
+    ) -> Result<(), WorkspaceError> {
+        let root = self.path(container_id);
+        let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let mut dir: OwnedFd =
+            nix::fcntl::open(&root, dir_flags, Mode::empty()).map_err(|e| match e {
+                Errno::ENOENT => WorkspaceError::Missing {
+                    container_id: container_id.to_owned(),
+                },
+                e => WorkspaceError::Io {
+                    path: root.clone(),
+                    source: e.into(),
+                },
+            })?;
+        let parts: Vec<&str> = rel.split('/').collect();
+        let Some((file, parents)) = parts.split_last() else {
+            return Err(escape(rel, rel));
+        };
+        let write_err = |e: Errno| WorkspaceError::Write {
+            path: rel.to_owned(),
+            source: e.into(),
+        };
+        for part in parents {
+            match mkdirat(dir.as_fd(), *part, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(write_err(e)),
+            }
+            dir = match openat(dir.as_fd(), *part, dir_flags, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::ELOOP | Errno::ENOTDIR) => return Err(escape(rel, part)),
+                Err(e) => return Err(write_err(e)),
+            };
+        }
+        let flags = OFlag::O_WRONLY
+            | OFlag::O_CREAT
+            | OFlag::O_TRUNC
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC;
+        let fd = match openat(
+            dir.as_fd(),
+            *file,
+            flags,
+            Mode::from_bits_truncate(mode & 0o777),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ELOOP) => return Err(escape(rel, file)),
+            Err(e) => return Err(write_err(e)),
+        };
+        let mut f = std::fs::File::from(fd);
+        let io_err = |source| WorkspaceError::Write {
+            path: rel.to_owned(),
+            source,
+        };
+        f.write_all(content).map_err(io_err)?;
+        // The umask may have narrowed the mode at creation; an existing file
+        // keeps its old one: set it exactly.
+        f.set_permissions(std::fs::Permissions::from_mode(mode & 0o777))
+            .map_err(io_err)?;
+        Ok(())
+    }
+}
+
+fn escape(path: &str, component: &str) -> WorkspaceError {
+    WorkspaceError::Escape {
+        path: path.to_owned(),
+        component: component.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch() -> (Workspaces, PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "crops-ws-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        (Workspaces::new(&dir), dir)
+    }
+
+    #[test]
+    fn files_are_written_with_parents_and_mode() {
+        let (ws, dir) = scratch();
+        ws.create("c1").unwrap();
+        ws.write_file("c1", "a/b/task.md", b"hello", 0o600).unwrap();
+        ws.write_file("c1", "a/b/task.md", b"again", 0o640).unwrap();
+        let p = ws.path("c1").join("a/b/task.md");
+        assert_eq!(std::fs::read(&p).unwrap(), b"again");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        ws.remove("c1").unwrap();
+        assert!(!ws.exists("c1"));
+        ws.remove("c1").unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn symlinks_out_of_the_workspace_are_refused() {
+        let (ws, dir) = scratch();
+        ws.create("c2").unwrap();
+        let outside = dir.join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        let root = ws.path("c2");
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.join("f"), root.join("file")).unwrap();
+        for rel in ["link/x", "file", "link/deeper/x"] {
+            let err = ws.write_file("c2", rel, b"x", 0o644).unwrap_err();
+            assert!(matches!(err, WorkspaceError::Escape { .. }), "{rel}: {err}");
+        }
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        // Removing the workspace removes the links, not their targets.
+        ws.remove("c2").unwrap();
+        assert!(outside.is_dir());
+        assert!(matches!(
+            ws.write_file("c2", "x", b"", 0o644),
+            Err(WorkspaceError::Missing { .. })
+        ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
