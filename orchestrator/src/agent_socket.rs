@@ -14,6 +14,7 @@
 //! revocation with 4001, shutdown with 1001. The task never panics on what
 //! the peer sends.
 
+mod inventory;
 mod limits;
 mod register;
 mod session;

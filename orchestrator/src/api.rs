@@ -1,8 +1,16 @@
-//! The REST handlers of ARCHITECTURE.md's table, and the API's JSON shapes.
+//! The REST handlers of ARCHITECTURE.md's table, and the API's JSON shapes:
+//! tenants, join tokens, enrolment and workers here; containers in
+//! `containers`, commands on one container in `ops`, worker-wide views and
+//! image builds in `images`, and what they share to reach a worker in `relay`.
 //!
 //! Request and response types here are the HTTP wire (camelCase); the
-//! stored records live in `store`, and conversion happens in this module
+//! stored records live in `store`, and conversion happens in these modules
 //! only. Every write is committed by the store before the handler answers.
+
+pub mod containers;
+pub mod images;
+pub mod ops;
+mod relay;
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};

@@ -10,6 +10,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+mod route;
+
+pub use route::{ContainerOp, Route};
+
 use crate::store::StoreError;
 use crate::App;
 
@@ -34,7 +38,18 @@ pub enum ApiError {
         allow: &'static str,
     },
     #[error("{message}")]
+    Forbidden { message: String },
+    #[error("{message}")]
     Conflict { message: String },
+    /// The worker could not be reached or answered with an error: the
+    /// status and code say which (503 `worker_offline`, 504 `timeout`,
+    /// or the agent's own code); the message is shown to the client.
+    #[error("{message}")]
+    Worker {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
     #[error("request body exceeds {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("store failure: {0}")]
@@ -76,22 +91,40 @@ impl ApiError {
         }
     }
 
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::Forbidden {
+            message: message.into(),
+        }
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::Conflict {
+            message: message.into(),
+        }
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             Self::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
+            Self::Worker { status, code, .. } => (*status, code),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::Store(_) | Self::Auth(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
 
-    /// The response for this error. Internal details are logged, not sent.
+    /// The response for this error. Internal details are logged, not sent;
+    /// a worker's failure is the client's to read.
     pub fn into_response(self) -> Resp {
         let (status, code) = self.status_and_code();
-        let message = if status.is_server_error() {
+        let message = if let Self::Worker { .. } = self {
+            tracing::info!(status = status.as_u16(), code, error = %self, "worker request failed");
+            self.to_string()
+        } else if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
             "internal error; see the orchestrator's log".to_owned()
         } else {
@@ -122,19 +155,27 @@ pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Resp {
 /// Read a JSON body of at most [`MAX_BODY`] bytes. An empty body reads as
 /// `{}`; unknown fields and wrong types are 400, oversize is 413.
 pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+    read_json_limited(req, MAX_BODY).await
+}
+
+/// [`read_json`] with another size limit, for routes carrying files.
+pub async fn read_json_limited<T: DeserializeOwned>(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<T, ApiError> {
     let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(ApiError::PayloadTooLarge { limit: MAX_BODY });
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
     }
-    let collected = Limited::new(req.into_body(), MAX_BODY).collect().await;
+    let collected = Limited::new(req.into_body(), limit).collect().await;
     let bytes = match collected {
         Ok(c) => c.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(ApiError::PayloadTooLarge { limit: MAX_BODY });
+            return Err(ApiError::PayloadTooLarge { limit });
         }
         Err(e) => {
             return Err(ApiError::bad_request(format!(
@@ -151,57 +192,14 @@ pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T,
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-/// Every route of the API, with its path parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route<'a> {
-    Healthz,
-    Tenants,
-    JoinTokens { tenant_id: &'a str },
-    Enroll,
-    Workers,
-    Revoke { worker_id: &'a str },
-    Agent,
-}
-
-impl<'a> Route<'a> {
-    /// Match a path. Unknown paths are 404; a malformed id is 400.
-    pub fn parse(path: &'a str) -> Result<Self, ApiError> {
-        let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
-        let route = match segments.as_slice() {
-            ["healthz"] => Self::Healthz,
-            ["v1", "tenants"] => Self::Tenants,
-            ["v1", "tenants", id, "join-tokens"] => Self::JoinTokens {
-                tenant_id: valid_id("tenant", id)?,
-            },
-            ["v1", "enroll"] => Self::Enroll,
-            ["v1", "workers"] => Self::Workers,
-            ["v1", "workers", id, "revoke"] => Self::Revoke {
-                worker_id: valid_id("worker", id)?,
-            },
-            ["v1", "agent"] => Self::Agent,
-            _ => return Err(ApiError::not_found(format!("no route for {path}"))),
-        };
-        Ok(route)
-    }
-
-    /// The methods this route answers, for 405 and `Allow`.
-    pub fn allowed(self) -> &'static str {
-        match self {
-            Self::Healthz | Self::Workers | Self::Agent => "GET",
-            Self::Tenants => "GET, POST",
-            Self::JoinTokens { .. } | Self::Enroll | Self::Revoke { .. } => "POST",
-        }
-    }
-}
-
-fn valid_id<'a>(what: &str, id: &'a str) -> Result<&'a str, ApiError> {
-    if crate::auth::is_uuid(id) {
-        Ok(id)
-    } else {
-        Err(ApiError::bad_request(format!(
-            "{what} id must be a lowercase UUID"
-        )))
-    }
+/// The raw value of query parameter `name`, if present. No percent-decoding:
+/// our parameters are ids, numbers and booleans, whose patterns exclude `%`.
+pub fn query<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    req.uri()
+        .query()?
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find_map(|(k, v)| (k == name).then_some(v))
 }
 
 /// Answer one request: route it, check the method, call the handler.
@@ -237,46 +235,32 @@ async fn dispatch(
             api::revoke_worker(&app, req, worker_id).await
         }
         (Route::Agent, &Method::GET) => crate::agent_socket::accept(app, req).await,
+        (Route::Containers, &Method::POST) => api::containers::create(&app, req).await,
+        (Route::Containers, &Method::GET) => api::containers::list(&app, req).await,
+        (Route::Container { id }, &Method::GET) => api::containers::get(&app, req, id).await,
+        (Route::Container { id }, &Method::DELETE) => api::containers::remove(&app, req, id).await,
+        (Route::ContainerOp { id, op }, m) if route.allowed() == m.as_str() => {
+            api::ops::run(&app, req, id, op).await
+        }
+        (Route::Background { id, handle }, &Method::GET) => {
+            api::ops::capture(&app, req, id, handle).await
+        }
+        (Route::BackgroundKill { id, handle }, &Method::POST) => {
+            api::ops::kill(&app, req, id, handle).await
+        }
+        (Route::WorkerContainers { worker_id }, &Method::GET) => {
+            api::images::worker_containers(&app, req, worker_id).await
+        }
+        (Route::WorkerImages { worker_id }, &Method::GET) => {
+            api::images::list(&app, req, worker_id).await
+        }
+        (Route::WorkerImages { worker_id }, &Method::POST) => {
+            api::images::build(&app, req, worker_id).await
+        }
         (route, _) => Err(ApiError::MethodNotAllowed {
             method: method.clone(),
             path: path.to_owned(),
             allow: route.allowed(),
         }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const ID: &str = "0b4f6a0e-3c1d-4e2a-9f00-1234567890ab";
-
-    #[test]
-    fn routes_and_ids() {
-        assert_eq!(Route::parse("/healthz").unwrap(), Route::Healthz);
-        assert_eq!(
-            Route::parse(&format!("/v1/workers/{ID}/revoke")).unwrap(),
-            Route::Revoke { worker_id: ID }
-        );
-        assert!(matches!(
-            Route::parse("/v1/workers/../revoke"),
-            Err(ApiError::BadRequest { .. })
-        ));
-        assert!(matches!(
-            Route::parse("/v1/tenants/x/join-tokens"),
-            Err(ApiError::BadRequest { .. })
-        ));
-        assert!(matches!(
-            Route::parse("/v1/tenants/"),
-            Err(ApiError::NotFound { .. })
-        ));
-        assert!(matches!(
-            Route::parse("/nope"),
-            Err(ApiError::NotFound { .. })
-        ));
-        assert!(matches!(
-            Route::parse("//v1/tenants"),
-            Err(ApiError::NotFound { .. })
-        ));
     }
 }

@@ -6,6 +6,10 @@
 //! outbound queue; the connection task (`agent_socket`) owns the socket and
 //! is the only reader of the queue. The hub never touches a socket itself.
 //!
+//! Requests are correlated by a fresh `requestId` each: any number may be in
+//! flight per worker, and a slow one never delays another. Events carrying
+//! a pending request's id (build progress) are routed to that request.
+//!
 //! Shutdown does not go through the hub: every connection task also watches
 //! the serve-wide shutdown signal and closes its own socket with 1001; as it
 //! ends it calls [`Hub::unregister`], which fails its pending requests.
@@ -70,7 +74,31 @@ struct Live {
 struct Pending {
     worker_id: String,
     conn_id: u64,
-    reply: Sender<Body>,
+    /// Events tagged with the requestId, then the one reply. Unbounded, but
+    /// drained by the waiting caller as it arrives, and fed no faster than
+    /// the connection's rate limit allows.
+    reply: Sender<Delivery>,
+}
+
+/// What the connection task hands to a waiting request.
+enum Delivery {
+    /// An event carrying the request's id (e.g. `images.build.progress`).
+    Event(Body),
+    /// The `*.result` or `error` that ends the request.
+    Reply(Body),
+}
+
+/// Removes a request's pending entry however the caller ends: answered,
+/// timed out, or dropped because its HTTP client went away.
+struct PendingGuard<'a> {
+    hub: &'a Hub,
+    request_id: String,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.hub.lock().pending.remove(&self.request_id);
+    }
 }
 
 #[derive(Default)]
@@ -181,9 +209,25 @@ impl Hub {
         body: Body,
         timeout: Duration,
     ) -> Result<Body, HubError> {
+        self.request_with_events(worker_id, body, timeout, |_| {})
+            .await
+    }
+
+    /// Like [`Hub::request`], handing every event that carries the
+    /// request's id to `on_event` as it arrives. `timeout` bounds the whole
+    /// exchange, events included. Any number of requests may be in flight
+    /// per worker; each waits only for its own reply.
+    pub async fn request_with_events(
+        &self,
+        worker_id: &str,
+        body: Body,
+        timeout: Duration,
+        mut on_event: impl FnMut(Body),
+    ) -> Result<Body, HubError> {
         let ty = body.type_name();
         let request_id = crate::auth::uuid_v4().map_err(HubError::RequestId)?;
-        let (reply_tx, reply_rx): (Sender<Body>, Receiver<Body>) = smol::channel::bounded(1);
+        let (reply_tx, reply_rx): (Sender<Delivery>, Receiver<Delivery>) =
+            smol::channel::unbounded();
         let tx = {
             let mut inner = self.lock();
             let Some(live) = inner.live.get(worker_id) else {
@@ -202,17 +246,30 @@ impl Hub {
             );
             tx
         };
+        let _guard = PendingGuard {
+            hub: self,
+            request_id: request_id.clone(),
+        };
         let text = Envelope::request(request_id.clone(), body).encode();
         if tx.try_send(Outbound::Text(text)).is_err() {
-            self.lock().pending.remove(&request_id);
             return Err(HubError::Offline {
                 worker_id: worker_id.to_owned(),
             });
         }
         tracing::debug!(worker_id, request_id, ty, "request sent");
-        let outcome = async { Some(reply_rx.recv().await) }
+        let deadline = smol::Timer::after(timeout);
+        let reply = async {
+            loop {
+                match reply_rx.recv().await {
+                    Ok(Delivery::Event(event)) => on_event(event),
+                    Ok(Delivery::Reply(body)) => return Some(Ok(body)),
+                    Err(closed) => return Some(Err(closed)),
+                }
+            }
+        };
+        let outcome = reply
             .or(async {
-                smol::Timer::after(timeout).await;
+                deadline.await;
                 None
             })
             .await;
@@ -227,14 +284,11 @@ impl Hub {
                 worker_id: worker_id.to_owned(),
                 ty,
             }),
-            None => {
-                self.lock().pending.remove(&request_id);
-                Err(HubError::Timeout {
-                    worker_id: worker_id.to_owned(),
-                    ty,
-                    after: timeout,
-                })
-            }
+            None => Err(HubError::Timeout {
+                worker_id: worker_id.to_owned(),
+                ty,
+                after: timeout,
+            }),
         }
     }
 
@@ -246,10 +300,25 @@ impl Hub {
             Some(p) if p.worker_id == worker_id => {
                 let pending = inner.pending.remove(request_id);
                 drop(inner);
-                pending.is_some_and(|p| p.reply.try_send(body).is_ok())
+                pending.is_some_and(|p| p.reply.try_send(Delivery::Reply(body)).is_ok())
             }
             _ => false,
         }
+    }
+
+    /// Hand an event from `worker_id` to the pending request it names,
+    /// which stays pending. False for an unknown or foreign `requestId`.
+    pub fn event(&self, worker_id: &str, request_id: &str, body: Body) -> bool {
+        let inner = self.lock();
+        match inner.pending.get(request_id) {
+            Some(p) if p.worker_id == worker_id => p.reply.try_send(Delivery::Event(body)).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// How many requests await a reply, for tests and diagnostics.
+    pub fn pending_count(&self) -> usize {
+        self.lock().pending.len()
     }
 }
 
@@ -364,5 +433,66 @@ mod tests {
         ));
         hub.unregister("w", 1); // the old task ending does not remove the new
         assert!(hub.live("w").is_some());
+    }
+
+    #[test]
+    fn many_requests_in_flight_each_get_their_own_reply_and_events() {
+        smol::block_on(async {
+            let hub = std::sync::Arc::new(Hub::default());
+            let (tx, rx) = smol::channel::unbounded();
+            hub.register("w", 1, tx, 0);
+            let waiters: Vec<_> = (0..50)
+                .map(|_| {
+                    let hub = hub.clone();
+                    smol::spawn(async move {
+                        let mut events = 0;
+                        let reply = hub
+                            .request_with_events("w", list_all(), Duration::from_secs(5), |_| {
+                                events += 1
+                            })
+                            .await;
+                        (reply, events)
+                    })
+                })
+                .collect();
+            let mut ids = Vec::new();
+            for _ in 0..50 {
+                let Ok(Outbound::Text(text)) = rx.recv().await else {
+                    panic!("no request")
+                };
+                ids.push(Envelope::decode(&text).unwrap().request_id.unwrap());
+            }
+            // Answer in reverse order, each with as many events as its index.
+            for (n, id) in ids.iter().enumerate().rev() {
+                for _ in 0..n {
+                    let line = protocol::image::BuildProgress { line: "x".into() };
+                    assert!(hub.event("w", id, Body::BuildProgress(line)));
+                }
+                let listing = ContainerListing { containers: vec![] };
+                assert!(hub.resolve("w", id, Body::ContainerListedAll(listing)));
+            }
+            let mut counts = Vec::new();
+            for waiter in waiters {
+                let (reply, events) = waiter.await;
+                assert!(reply.is_ok());
+                counts.push(events);
+            }
+            counts.sort_unstable();
+            assert_eq!(counts, (0..50).collect::<Vec<_>>());
+            assert_eq!(hub.pending_count(), 0);
+        });
+    }
+
+    #[test]
+    fn a_dropped_caller_leaves_no_pending_entry() {
+        smol::block_on(async {
+            let hub = Hub::default();
+            let (tx, _rx) = smol::channel::unbounded();
+            hub.register("w", 1, tx, 0);
+            let fut = hub.request("w", list_all(), Duration::from_secs(5));
+            let polled = futures_lite::future::poll_once(Box::pin(fut)).await;
+            assert!(polled.is_none());
+            assert_eq!(hub.pending_count(), 0);
+        });
     }
 }

@@ -28,6 +28,7 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod upgrade;
+pub mod wire;
 
 mod agent_socket;
 
@@ -54,8 +55,35 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     /// How long a new agent connection may take to send `worker.register`.
     pub register_timeout: Duration,
+    /// How long the API waits for an agent's reply, per kind of command.
+    pub timeouts: Timeouts,
     /// Called once the orchestrator is ready to serve (the CLI prints from it).
     pub on_ready: Option<OnReady>,
+}
+
+/// How long an API request waits for the agent's reply before answering
+/// 504, per kind of command. Tests shorten them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `container.create` and `container.setup` (a clone): 120 s.
+    pub create: Duration,
+    /// Added to an exec's own `timeoutSecs` (default 60 s): 15 s.
+    pub exec_grace: Duration,
+    /// `images.build`: 15 min.
+    pub build: Duration,
+    /// Every other command: 60 s (a stop adds its own grace period).
+    pub command: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            create: Duration::from_secs(120),
+            exec_grace: Duration::from_secs(15),
+            build: Duration::from_secs(15 * 60),
+            command: Duration::from_secs(60),
+        }
+    }
 }
 
 impl ServeConfig {
@@ -68,6 +96,7 @@ impl ServeConfig {
             heartbeat_secs: protocol::DEFAULT_HEARTBEAT_SECS,
             admin_token: None,
             register_timeout: Duration::from_secs(10),
+            timeouts: Timeouts::default(),
             on_ready: None,
         }
     }
@@ -133,6 +162,8 @@ pub(crate) struct App {
     pub admin_hash: [u8; 32],
     pub heartbeat_secs: u32,
     pub register_timeout: Duration,
+    /// Per-command reply deadlines of the API.
+    pub timeouts: Timeouts,
     /// Task tracking and the shutdown signals (see `server::Lifecycle`).
     pub life: Lifecycle,
 }
@@ -180,6 +211,7 @@ pub async fn serve(
         admin_hash,
         heartbeat_secs: config.heartbeat_secs,
         register_timeout: config.register_timeout,
+        timeouts: config.timeouts,
         life: Lifecycle::new(),
     });
     tracing::info!(%addr, tls = acceptor.is_some(), data = %config.data_dir.display(), "serving");

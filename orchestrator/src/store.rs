@@ -11,14 +11,24 @@
 //! `Durability::None` (redb makes them durable at the next durable commit or
 //! when the database closes).
 //!
-//! Secrets are stored only as SHA-256 hashes, in hex.
+//! Secrets are stored only as SHA-256 hashes, in hex. The record types are
+//! in `records`; container records and the inventory reconcile in
+//! `containers`.
+
+mod containers;
+mod records;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+pub use containers::CreateOutcome;
+pub use records::*;
 
 /// Tenant id -> [`Tenant`] (JSON).
 const TENANTS: TableDefinition<&str, &str> = TableDefinition::new("tenants");
@@ -32,6 +42,12 @@ const WORKERS: TableDefinition<&str, &str> = TableDefinition::new("workers");
 const CREDENTIALS: TableDefinition<&str, &str> = TableDefinition::new("credentials");
 /// Worker id -> [`HeartbeatRecord`] (JSON), written with reduced durability.
 const HEARTBEATS: TableDefinition<&str, &str> = TableDefinition::new("heartbeats");
+/// Container id -> [`ContainerRecord`] (JSON).
+const CONTAINERS: TableDefinition<&str, &str> = TableDefinition::new("containers");
+/// `tenantId/containerId` -> `""`: a tenant's containers, by range scan.
+const TENANT_CONTAINERS: TableDefinition<&str, &str> = TableDefinition::new("tenant_containers");
+/// `workerId/containerId` -> `""`: a worker's containers, by range scan.
+const WORKER_CONTAINERS: TableDefinition<&str, &str> = TableDefinition::new("worker_containers");
 /// Single values: the admin token hash.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
@@ -84,68 +100,22 @@ pub enum JoinRefusal {
     Expired,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Tenant {
-    pub id: String,
-    pub name: String,
-    pub created_at: u64,
-}
+/// The last stamp handed out; see [`stamp`].
+static LAST_STAMP: AtomicU64 = AtomicU64::new(0);
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JoinToken {
-    pub tenant_id: String,
-    pub created_at: u64,
-    pub expires_at: u64,
-    pub used: bool,
-}
-
-/// The system facts of the last `worker.register`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RegisterInfo {
-    pub protocol_version: u32,
-    pub platform: String,
-    pub arch: Option<String>,
-    pub cpu_count: u32,
-    pub memory_total: u64,
-    pub container_engines: Vec<String>,
-    pub agent_version: String,
-    pub mode: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Worker {
-    pub id: String,
-    pub tenant_id: String,
-    pub name: String,
-    pub hostname: Option<String>,
-    /// SHA-256 of the credential, hex.
-    pub credential_hash: String,
-    pub revoked: bool,
-    pub enrolled_at: u64,
-    /// When the last accepted register happened.
-    pub connected_at: Option<u64>,
-    pub register: Option<RegisterInfo>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HeartbeatRecord {
-    pub at: u64,
-    pub cpu_usage: f64,
-    pub memory_free: u64,
-    pub disk_total: Option<u64>,
-    pub disk_free: Option<u64>,
-    pub containers_running: u32,
-    pub gateway_status: Option<String>,
-    pub gateway_status_detail: Option<String>,
-}
-
-/// A new worker as enrolment creates it.
-#[derive(Debug, Clone)]
-pub struct NewWorker {
-    pub id: String,
-    pub name: String,
-    pub hostname: Option<String>,
-    pub credential_hash: String,
+/// A revision stamp: microseconds since the Unix epoch, strictly
+/// increasing within this process (so two calls never tie), and above
+/// anything an earlier process stamped unless the clock went back.
+pub fn stamp() -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    let prev = LAST_STAMP
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(now.max(last.saturating_add(1)))
+        })
+        .unwrap_or_else(|last| last);
+    now.max(prev.saturating_add(1))
 }
 
 /// The state behind every API write. Cheap to share through an `Arc`.
@@ -210,6 +180,9 @@ impl Store {
             WORKERS,
             CREDENTIALS,
             HEARTBEATS,
+            CONTAINERS,
+            TENANT_CONTAINERS,
+            WORKER_CONTAINERS,
             META,
         ] {
             txn.open_table(table).map_err(failed("create the tables"))?;

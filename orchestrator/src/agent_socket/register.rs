@@ -69,11 +69,14 @@ impl Conn {
                 return Err(close_with(1011, "internal error"));
             }
         }
+        // Stamped before the hub can route a command here (see `Registered`).
+        let accepted_rev = crate::store::stamp();
         self.app
             .hub
             .register(&self.worker_id, self.conn_id, self.tx.clone(), now);
         self.registered = Some(Registered {
             memory_total,
+            accepted_rev,
             _guard: HubGuard {
                 hub: Arc::clone(&self.app.hub),
                 worker_id: self.worker_id.clone(),

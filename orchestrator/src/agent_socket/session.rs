@@ -94,6 +94,9 @@ impl Drop for HubGuard {
 
 pub(super) struct Registered {
     pub(super) memory_total: u64,
+    /// The store stamp of the accept: the inventory sent after it is
+    /// older than any command result of this connection.
+    pub(super) accepted_rev: u64,
     pub(super) _guard: HubGuard,
 }
 
@@ -293,12 +296,9 @@ impl Conn {
                 self.reply_error(request_id, error).await
             }
             (true, Body::Heartbeat(beat)) => self.on_heartbeat(request_id, beat).await,
-            (true, Body::Inventory(inventory)) => {
-                tracing::info!(worker_id = %self.worker_id, containers = inventory.containers.len(), "inventory");
-                Ok(())
-            }
+            (true, Body::Inventory(inventory)) => self.on_inventory(inventory).await,
             (true, body @ (Body::BuildProgress(_) | Body::TerminalExited(_))) => {
-                tracing::debug!(worker_id = %self.worker_id, ty = body.type_name(), "event");
+                self.on_event(request_id, body);
                 Ok(())
             }
             (true, body)
@@ -361,6 +361,9 @@ impl Conn {
 
     /// Say goodbye as `end` asks, bounded in time, then drop the socket.
     async fn finish(mut self, end: End) {
+        // Leave the hub first: requests waiting on this connection fail now,
+        // not after the close handshake.
+        drop(self.registered.take());
         let worker_id = self.worker_id.clone();
         match end {
             End::PeerGone => {

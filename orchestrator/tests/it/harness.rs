@@ -55,6 +55,7 @@ pub struct Options {
     pub heartbeat_secs: u32,
     pub admin_token: Option<String>,
     pub register_timeout: Duration,
+    pub timeouts: orchestrator::Timeouts,
 }
 
 impl Default for Options {
@@ -63,6 +64,7 @@ impl Default for Options {
             heartbeat_secs: 10,
             admin_token: Some(ADMIN.to_owned()),
             register_timeout: Duration::from_secs(10),
+            timeouts: orchestrator::Timeouts::default(),
         }
     }
 }
@@ -79,6 +81,7 @@ impl Server {
         config.heartbeat_secs = opts.heartbeat_secs;
         config.admin_token = opts.admin_token;
         config.register_timeout = opts.register_timeout;
+        config.timeouts = opts.timeouts;
         let (ready_tx, ready_rx) = smol::channel::bounded(1);
         config.on_ready = Some(Box::new(move |ready| {
             let _ = ready_tx.try_send(ready.clone());

@@ -1,8 +1,14 @@
 //! Integration tests: `orchestrator::serve` in-process on 127.0.0.1:0, spoken
 //! to with raw HTTP/1.1 and a WebSocket client, as an admin and an agent would.
+//! The container tests play the agent with a scripted fake (`fake`); the
+//! real-Podman end-to-end suite lives in the top-level `tests/`.
 
+mod fake;
 mod harness;
 
 mod agent;
 mod api;
+mod containers;
+mod failures;
+mod reconcile;
 mod restart;

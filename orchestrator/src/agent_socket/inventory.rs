@@ -1,0 +1,113 @@
+//! What a registered connection does with `worker.inventory` (reconcile the
+//! worker's container records) and with events (route those carrying a
+//! pending request's id to it).
+//!
+//! The reconcile only ever writes records: it never sends a command, so a
+//! disconnection never stops, removes or recreates a container. Every state
+//! transition it makes is logged, and so is every entry it leaves alone.
+
+use protocol::worker::Inventory;
+use protocol::Body;
+
+use super::session::{Conn, End};
+use crate::now_ms;
+use crate::store::{Reconciled, StoreError};
+
+/// Most inventory entries one message may carry; the rest are ignored
+/// (and logged). Far above what one machine runs.
+const MAX_INVENTORY: usize = 10_000;
+
+/// Why a reconcile could not run.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ReconcileError {
+    #[error("worker {worker_id} has no record")]
+    UnknownWorker { worker_id: String },
+    #[error("cannot reconcile the inventory of worker {worker_id}: {source}")]
+    Store {
+        worker_id: String,
+        #[source]
+        source: Box<StoreError>,
+    },
+}
+
+impl Conn {
+    /// Reconcile the records of this worker with its inventory. Failures are
+    /// logged; the connection goes on (the next accept brings a new inventory).
+    pub(super) async fn on_inventory(&mut self, inventory: Inventory) -> Result<(), End> {
+        let worker_id = self.worker_id.clone();
+        let since = self.registered.as_ref().map_or(0, |r| r.accepted_rev);
+        let total = inventory.containers.len();
+        if total > MAX_INVENTORY {
+            tracing::warn!(%worker_id, total, max = MAX_INVENTORY, "inventory truncated");
+        }
+        let mut items = Vec::with_capacity(total.min(MAX_INVENTORY));
+        for info in inventory.containers.into_iter().take(MAX_INVENTORY) {
+            let container_id = info.container_id.clone();
+            match crate::wire::inventory_item(info) {
+                Ok(item) => items.push(item),
+                Err(reason) => {
+                    tracing::warn!(%worker_id, container_id = %container_id.escape_debug(), %reason, "inventory entry refused")
+                }
+            }
+        }
+        tracing::info!(%worker_id, containers = items.len(), "inventory received; reconciling");
+        let id = worker_id.clone();
+        let outcome = self
+            .app
+            .store
+            .call(move |s| -> Result<Vec<Reconciled>, ReconcileError> {
+                let store_err = |source| ReconcileError::Store {
+                    worker_id: id.clone(),
+                    source: Box::new(source),
+                };
+                let worker = s.get_worker(&id).map_err(store_err)?.ok_or_else(|| {
+                    ReconcileError::UnknownWorker {
+                        worker_id: id.clone(),
+                    }
+                })?;
+                let scope = worker.tenant_scope().map(str::to_owned);
+                s.reconcile(&id, scope.as_deref(), &items, since, now_ms())
+                    .map_err(store_err)
+            })
+            .await;
+        match outcome {
+            Ok(report) => log_report(&worker_id, &report),
+            Err(error) => tracing::error!(%error, "reconcile failed"),
+        }
+        Ok(())
+    }
+
+    /// An event from the agent: one carrying a pending request's id goes to
+    /// that request; others are logged.
+    pub(super) fn on_event(&self, request_id: Option<String>, body: Body) {
+        let worker_id = &self.worker_id;
+        let ty = body.type_name();
+        match request_id {
+            Some(id) if self.app.hub.event(worker_id, &id, body) => {}
+            Some(id) => {
+                tracing::debug!(%worker_id, request_id = %id, ty, "event for no pending request")
+            }
+            None => tracing::debug!(%worker_id, ty, "event"),
+        }
+    }
+}
+
+fn log_report(worker_id: &str, report: &[Reconciled]) {
+    for change in report {
+        match change {
+            Reconciled::Updated { id, from, to } => {
+                tracing::info!(%worker_id, container_id = %id, %from, %to, "container state reconciled")
+            }
+            Reconciled::Adopted { id, state } => {
+                tracing::info!(%worker_id, container_id = %id, %state, "unknown managed container adopted")
+            }
+            Reconciled::Lost { id, from } => {
+                tracing::warn!(%worker_id, container_id = %id, %from, to = "lost", "container vanished from its worker")
+            }
+            Reconciled::Skipped { id, reason } => {
+                tracing::warn!(%worker_id, container_id = %id, %reason, "inventory entry not reconciled")
+            }
+        }
+    }
+    tracing::info!(worker_id, changes = report.len(), "reconcile done");
+}

@@ -1,0 +1,304 @@
+//! Container records: create-if-absent, read, list per tenant, update, and
+//! the reconcile of a worker's inventory, each one redb write transaction.
+//!
+//! Two index tables keep listings cheap: `tenantId/containerId` and
+//! `workerId/containerId` keys, scanned by prefix. A record's tenant and
+//! worker never change, so the indexes are written once, at insert.
+
+use std::collections::HashSet;
+
+use redb::{ReadableDatabase, ReadableTable, Table};
+
+use super::{
+    decode, encode, failed, get_json, ContainerRecord, ContainerState, InventoryItem, Reconciled,
+    Store, StoreError, Tenant, CONTAINERS, TENANTS, TENANT_CONTAINERS, WORKER_CONTAINERS,
+};
+
+/// What [`Store::create_container`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateOutcome {
+    /// The record was inserted.
+    Created,
+    /// A record with that id already existed; it is returned unchanged.
+    Exists(Box<ContainerRecord>),
+}
+
+/// The `[from, to)` key range of every index key starting with `prefix/`.
+fn prefix_range(prefix: &str) -> (String, String) {
+    // '0' is the byte after '/', so the range holds exactly `prefix/...`.
+    (format!("{prefix}/"), format!("{prefix}0"))
+}
+
+/// The ids listed under `prefix` in an index table.
+fn ids_under(
+    table: &impl ReadableTable<&'static str, &'static str>,
+    prefix: &str,
+) -> Result<Vec<String>, StoreError> {
+    let (from, to) = prefix_range(prefix);
+    let mut ids = Vec::new();
+    for entry in table
+        .range(from.as_str()..to.as_str())
+        .map_err(failed("scan an index"))?
+    {
+        let (key, _) = entry.map_err(failed("scan an index"))?;
+        if let Some(id) = key.value().strip_prefix(from.as_str()) {
+            ids.push(id.to_owned());
+        }
+    }
+    Ok(ids)
+}
+
+fn insert_record(
+    containers: &mut Table<&str, &str>,
+    by_tenant: &mut Table<&str, &str>,
+    by_worker: &mut Table<&str, &str>,
+    record: &ContainerRecord,
+) -> Result<(), StoreError> {
+    containers
+        .insert(record.id.as_str(), encode(record).as_str())
+        .map_err(failed("insert a container"))?;
+    let tenant_key = format!("{}/{}", record.tenant_id, record.id);
+    by_tenant
+        .insert(tenant_key.as_str(), "")
+        .map_err(failed("index a container by tenant"))?;
+    let worker_key = format!("{}/{}", record.worker_id, record.id);
+    by_worker
+        .insert(worker_key.as_str(), "")
+        .map_err(failed("index a container by worker"))?;
+    Ok(())
+}
+
+impl Store {
+    /// Insert `record` unless a record with its id exists (then return that
+    /// one, untouched): one transaction, so concurrent creates of one id
+    /// insert at most once.
+    pub fn create_container(&self, record: &ContainerRecord) -> Result<CreateOutcome, StoreError> {
+        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        {
+            let mut containers = txn
+                .open_table(CONTAINERS)
+                .map_err(failed("open containers"))?;
+            if let Some(existing) = get_json(&containers, "containers", &record.id)? {
+                return Ok(CreateOutcome::Exists(Box::new(existing)));
+            }
+            let record = &ContainerRecord {
+                rev: super::stamp(),
+                ..record.clone()
+            };
+            let mut by_tenant = txn
+                .open_table(TENANT_CONTAINERS)
+                .map_err(failed("open the tenant index"))?;
+            let mut by_worker = txn
+                .open_table(WORKER_CONTAINERS)
+                .map_err(failed("open the worker index"))?;
+            insert_record(&mut containers, &mut by_tenant, &mut by_worker, record)?;
+        }
+        txn.commit().map_err(failed("commit a container"))?;
+        Ok(CreateOutcome::Created)
+    }
+
+    pub fn get_container(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let containers = txn
+            .open_table(CONTAINERS)
+            .map_err(failed("open containers"))?;
+        get_json(&containers, "containers", id)
+    }
+
+    pub fn get_tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
+        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
+        get_json(&tenants, "tenants", id)
+    }
+
+    /// Every record of a tenant (whatever its state), oldest first.
+    pub fn list_containers(&self, tenant_id: &str) -> Result<Vec<ContainerRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let index = txn
+            .open_table(TENANT_CONTAINERS)
+            .map_err(failed("open the tenant index"))?;
+        let containers = txn
+            .open_table(CONTAINERS)
+            .map_err(failed("open containers"))?;
+        let mut out = Vec::new();
+        for id in ids_under(&index, tenant_id)? {
+            match containers
+                .get(id.as_str())
+                .map_err(failed("read a container"))?
+            {
+                Some(v) => out.push(decode::<ContainerRecord>("containers", &id, v.value())?),
+                None => tracing::warn!(container_id = %id, "tenant index names a missing record"),
+            }
+        }
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
+    }
+
+    /// Change one record with `change`, stamp `updated_at = now_ms` and a
+    /// fresh `rev`.
+    /// Returns the state before the change and the record after it.
+    pub fn update_container(
+        &self,
+        id: &str,
+        now_ms: u64,
+        change: impl FnOnce(&mut ContainerRecord),
+    ) -> Result<(ContainerState, ContainerRecord), StoreError> {
+        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        let out = {
+            let mut containers = txn
+                .open_table(CONTAINERS)
+                .map_err(failed("open containers"))?;
+            let mut record = get_json::<ContainerRecord>(&containers, "containers", id)?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "container",
+                    id: id.to_owned(),
+                })?;
+            let before = record.state;
+            change(&mut record);
+            record.updated_at = now_ms;
+            record.rev = super::stamp();
+            containers
+                .insert(id, encode(&record).as_str())
+                .map_err(failed("update a container"))?;
+            (before, record)
+        };
+        txn.commit().map_err(failed("commit a container update"))?;
+        Ok(out)
+    }
+
+    /// Reconcile the records of `worker_id` with its inventory, in one
+    /// transaction, and say what changed.
+    ///
+    /// * Records present in the inventory take its state and engine id
+    ///   (this adopts what runs, including records left `creating`).
+    /// * Records absent from it become `lost`, unless `removed` or `failed`.
+    /// * Entries without a record are adopted when their tenant exists and
+    ///   is `allowed_tenant` (when that is `Some`: a byom worker serves only
+    ///   its own tenant); otherwise skipped.
+    /// * Entries naming a record of another worker or tenant are skipped.
+    /// * Records written after `since_rev` (the [`super::stamp`] of this
+    ///   connection's accept) are left alone: a command's result on this
+    ///   connection is newer than the inventory, taken at the accept.
+    pub fn reconcile(
+        &self,
+        worker_id: &str,
+        allowed_tenant: Option<&str>,
+        items: &[InventoryItem],
+        since_rev: u64,
+        now_ms: u64,
+    ) -> Result<Vec<Reconciled>, StoreError> {
+        let mut report = Vec::new();
+        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        {
+            let mut containers = txn
+                .open_table(CONTAINERS)
+                .map_err(failed("open containers"))?;
+            let mut by_tenant = txn
+                .open_table(TENANT_CONTAINERS)
+                .map_err(failed("open the tenant index"))?;
+            let mut by_worker = txn
+                .open_table(WORKER_CONTAINERS)
+                .map_err(failed("open the worker index"))?;
+            let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
+            let known = ids_under(&by_worker, worker_id)?;
+            let skip = |id: &str, reason: String| Reconciled::Skipped {
+                id: id.to_owned(),
+                reason,
+            };
+
+            for item in items {
+                let id = item.container_id.as_str();
+                let Some(mut record) = get_json::<ContainerRecord>(&containers, "containers", id)?
+                else {
+                    if allowed_tenant.is_some_and(|t| t != item.tenant_id) {
+                        report.push(skip(id, "tenant is not the worker's own".into()));
+                        continue;
+                    }
+                    if get_json::<Tenant>(&tenants, "tenants", &item.tenant_id)?.is_none() {
+                        let reason = format!("unknown tenant {}", item.tenant_id);
+                        report.push(skip(id, reason));
+                        continue;
+                    }
+                    let state = item.state.unwrap_or(ContainerState::Exited);
+                    let record = ContainerRecord {
+                        id: item.container_id.clone(),
+                        tenant_id: item.tenant_id.clone(),
+                        worker_id: worker_id.to_owned(),
+                        name: item.name.clone(),
+                        image: item.image.clone(),
+                        profile: item.profile.clone().unwrap_or_else(|| "standard".into()),
+                        state,
+                        engine_id: Some(item.engine_id.clone()),
+                        created_at: item.created_at.unwrap_or(now_ms),
+                        updated_at: now_ms,
+                        last_error: None,
+                        rev: super::stamp(),
+                    };
+                    insert_record(&mut containers, &mut by_tenant, &mut by_worker, &record)?;
+                    report.push(Reconciled::Adopted {
+                        id: record.id,
+                        state,
+                    });
+                    continue;
+                };
+                if record.worker_id != worker_id || record.tenant_id != item.tenant_id {
+                    let reason = format!(
+                        "the record belongs to worker {} and tenant {}",
+                        record.worker_id, record.tenant_id
+                    );
+                    report.push(skip(id, reason));
+                    continue;
+                }
+                if record.rev > since_rev {
+                    report.push(skip(id, "changed since this connection began".into()));
+                    continue;
+                }
+                let from = record.state;
+                let to = item.state.unwrap_or(from);
+                if from == to && record.engine_id.as_deref() == Some(item.engine_id.as_str()) {
+                    continue;
+                }
+                record.state = to;
+                record.engine_id = Some(item.engine_id.clone());
+                record.updated_at = now_ms;
+                record.rev = super::stamp();
+                containers
+                    .insert(id, encode(&record).as_str())
+                    .map_err(failed("update a container"))?;
+                report.push(Reconciled::Updated {
+                    id: id.to_owned(),
+                    from,
+                    to,
+                });
+            }
+
+            let present: HashSet<&str> = items.iter().map(|i| i.container_id.as_str()).collect();
+            for id in known {
+                if present.contains(id.as_str()) {
+                    continue;
+                }
+                let Some(mut record) = get_json::<ContainerRecord>(&containers, "containers", &id)?
+                else {
+                    continue;
+                };
+                let from = record.state;
+                let settled = matches!(
+                    from,
+                    ContainerState::Removed | ContainerState::Failed | ContainerState::Lost
+                );
+                if settled || record.rev > since_rev {
+                    continue;
+                }
+                record.state = ContainerState::Lost;
+                record.updated_at = now_ms;
+                record.rev = super::stamp();
+                containers
+                    .insert(id.as_str(), encode(&record).as_str())
+                    .map_err(failed("mark a container lost"))?;
+                report.push(Reconciled::Lost { id, from });
+            }
+        }
+        txn.commit().map_err(failed("commit a reconcile"))?;
+        Ok(report)
+    }
+}

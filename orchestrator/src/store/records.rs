@@ -1,0 +1,173 @@
+//! The records the store keeps for tenants, join tokens, workers and their
+//! heartbeats: plain data, serialized as JSON inside redb. Not the wire
+//! types (`protocol`) nor the HTTP views (`api`): conversion happens there.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub created_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinToken {
+    pub tenant_id: String,
+    pub created_at: u64,
+    pub expires_at: u64,
+    pub used: bool,
+}
+
+/// The system facts of the last `worker.register`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterInfo {
+    pub protocol_version: u32,
+    pub platform: String,
+    pub arch: Option<String>,
+    pub cpu_count: u32,
+    pub memory_total: u64,
+    pub container_engines: Vec<String>,
+    pub agent_version: String,
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Worker {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub hostname: Option<String>,
+    /// SHA-256 of the credential, hex.
+    pub credential_hash: String,
+    pub revoked: bool,
+    pub enrolled_at: u64,
+    /// When the last accepted register happened.
+    pub connected_at: Option<u64>,
+    pub register: Option<RegisterInfo>,
+}
+
+impl Worker {
+    /// The only tenant this worker may serve, or `None` for a fleet worker
+    /// (shared by tenants). A worker that never registered, or registered
+    /// as `byom`, serves only the tenant it enrolled for.
+    pub fn tenant_scope(&self) -> Option<&str> {
+        match &self.register {
+            Some(r) if r.mode == "fleet" => None,
+            _ => Some(&self.tenant_id),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatRecord {
+    pub at: u64,
+    pub cpu_usage: f64,
+    pub memory_free: u64,
+    pub disk_total: Option<u64>,
+    pub disk_free: Option<u64>,
+    pub containers_running: u32,
+    pub gateway_status: Option<String>,
+    pub gateway_status_detail: Option<String>,
+}
+
+/// A new worker as enrolment creates it.
+#[derive(Debug, Clone)]
+pub struct NewWorker {
+    pub id: String,
+    pub name: String,
+    pub hostname: Option<String>,
+    pub credential_hash: String,
+}
+
+/// Where a container is in its life, as the orchestrator records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerState {
+    /// Committed before `container.create` was sent; its outcome is not known yet.
+    Creating,
+    Created,
+    Running,
+    Exited,
+    Removed,
+    /// Absent from its worker's inventory: vanished while we were not looking.
+    Lost,
+    /// The worker refused or failed the create (see `last_error`).
+    Failed,
+}
+
+impl ContainerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::Created => "created",
+            Self::Running => "running",
+            Self::Exited => "exited",
+            Self::Removed => "removed",
+            Self::Lost => "lost",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One container the orchestrator asked for (or adopted from an inventory).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// The orchestrator's id; also the container's `crops.container-id` label.
+    pub id: String,
+    pub tenant_id: String,
+    pub worker_id: String,
+    pub name: String,
+    pub image: String,
+    /// `open`, `standard`, `strict` or `offline`.
+    pub profile: String,
+    pub state: ContainerState,
+    /// The engine's own id, once the worker reported it.
+    pub engine_id: Option<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+    /// The last failure a command on this container met, for humans.
+    pub last_error: Option<String>,
+    /// The [`super::stamp`] of the last write, set by the store: orders a
+    /// record's changes against a connection's accept, clock-jitter free.
+    #[serde(default)]
+    pub rev: u64,
+}
+
+/// One managed container as a worker's inventory reports it, already
+/// checked and converted from the wire by the agent socket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InventoryItem {
+    pub container_id: String,
+    pub tenant_id: String,
+    pub engine_id: String,
+    pub name: String,
+    pub image: String,
+    /// `None` when the engine's state is unknown: the record keeps its own.
+    pub state: Option<ContainerState>,
+    pub profile: Option<String>,
+    pub created_at: Option<u64>,
+}
+
+/// A change a reconcile made (or refused to make), for the log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reconciled {
+    /// An existing record took the state the inventory reports.
+    Updated {
+        id: String,
+        from: ContainerState,
+        to: ContainerState,
+    },
+    /// A managed container without a record became one.
+    Adopted { id: String, state: ContainerState },
+    /// A record of this worker absent from its inventory.
+    Lost { id: String, from: ContainerState },
+    /// An inventory entry left alone, and why.
+    Skipped { id: String, reason: String },
+}
