@@ -1,0 +1,154 @@
+//! What the orchestrator and agent add to each container operation, measured
+//! against the same operation run directly with the podman CLI, in one run:
+//! create, start, exec of `true`, stop, remove. Iterations interleave the two
+//! paths so drift on the machine falls on both alike. Prints a Markdown table.
+//!
+//! Run: `make bench` or `cargo bench -p crops-e2e --bench lifecycle_latency`
+//! (with CROPS_AGENT_BIN set; `CROPS_BENCH_N` iterations, default 40).
+
+#[path = "../it/fleet.rs"]
+mod fleet;
+#[path = "../it/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+#[path = "../it/http.rs"]
+mod http;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use fleet::{test_image, Fleet};
+
+const OPS: [&str; 5] = ["create", "start", "exec true", "stop", "remove"];
+
+fn podman(args: &[&str]) -> Duration {
+    let t = Instant::now();
+    let out = Command::new("podman")
+        .args(args)
+        .env("CONTAINERS_CONF", harness::containers_conf())
+        .output()
+        .expect("podman");
+    let d = t.elapsed();
+    assert!(
+        out.status.success(),
+        "podman {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d
+}
+
+fn timed(f: impl FnOnce() -> http::Answer) -> Duration {
+    let t = Instant::now();
+    let a = f();
+    let d = t.elapsed();
+    assert!(a.status < 300, "{a:?}");
+    d
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let n: usize = std::env::var("CROPS_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    let f = Fleet::start("bench");
+    let image = test_image();
+    let ws = f.dir.path("direct-ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let volume = format!("{}:/workspace:Z", ws.display());
+    let mut direct: Vec<Vec<Duration>> = vec![Vec::new(); OPS.len()];
+    let mut crops: Vec<Vec<Duration>> = vec![Vec::new(); OPS.len()];
+    for i in 0..n + 2 {
+        // The direct path runs the argv the agent builds for the Standard profile.
+        let name = format!("bench-direct-{}-{i}", std::process::id());
+        let id_label = format!("crops.container-id=bench-direct-{i}");
+        let d = [
+            podman(&[
+                "create",
+                "--pull",
+                "never",
+                "--name",
+                &name,
+                "--label",
+                "crops.managed=bench",
+                "--label",
+                &id_label,
+                "--volume",
+                &volume,
+                "--network",
+                "bridge",
+                "--cap-drop",
+                "ALL",
+                "--security-opt",
+                "no-new-privileges",
+                "--memory",
+                "4g",
+                "--cpus",
+                "2",
+                "--pids-limit",
+                "256",
+                "--",
+                &image,
+                "sleep",
+                "3600",
+            ]),
+            podman(&["start", "--", &name]),
+            podman(&["exec", "--", &name, "true"]),
+            podman(&["stop", "-t", "0", "--", &name]),
+            podman(&["rm", "--force", "-t", "0", "--", &name]),
+        ];
+        let cname = format!("bench-crops-{i}");
+        let mut id = String::new();
+        let c = [
+            timed(|| {
+                let a = f.create(&cname, json!({}));
+                id = a.body["id"].as_str().unwrap_or_default().to_string();
+                a
+            }),
+            timed(|| f.api.post(&format!("/v1/containers/{id}/start"), json!({}))),
+            timed(|| f.exec(&id, &["true"])),
+            timed(|| {
+                f.api.post(
+                    &format!("/v1/containers/{id}/stop"),
+                    json!({"timeoutSecs": 0}),
+                )
+            }),
+            timed(|| f.api.delete(&format!("/v1/containers/{id}?force=true"))),
+        ];
+        if i >= 2 {
+            // The first two rounds warm caches on both paths and are not counted.
+            for k in 0..OPS.len() {
+                direct[k].push(d[k]);
+                crops[k].push(c[k]);
+            }
+        }
+    }
+    println!("{n} iterations of each operation, interleaved; times in ms\n");
+    println!("| operation | podman p50 | podman p99 | crops p50 | crops p99 | added p50 | added p99 | ratio p50 |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (k, op) in OPS.iter().enumerate() {
+        let (dp50, dp99) = (pct(&mut direct[k], 0.5), pct(&mut direct[k], 0.99));
+        let (cp50, cp99) = (pct(&mut crops[k], 0.5), pct(&mut crops[k], 0.99));
+        println!(
+            "| {op} | {:.1} | {:.1} | {:.1} | {:.1} | {:+.1} | {:+.1} | {:.3} |",
+            ms(dp50),
+            ms(dp99),
+            ms(cp50),
+            ms(cp99),
+            ms(cp50) - ms(dp50),
+            ms(cp99) - ms(dp99),
+            ms(cp50) / ms(dp50)
+        );
+    }
+}
