@@ -53,5 +53,8 @@ down: ## stop what `make up` started
 
 bench: deps image agent-static agent-arm64 ## the benchmarks recorded in BENCHMARKS.md
 	@tests/bench.sh
+	cargo build --release -p crops-orchestrator
+	CROPS_AGENT_BIN=$(ROOT)/$(AGENT_STATIC) CROPS_ORCHESTRATOR_BIN=$(ROOT)/target/release/crops-orchestrator \
+		cargo bench -p crops-e2e --bench lifecycle_latency
 
 .PHONY: help deps image build agent-static agent-arm64 test lint up down bench

@@ -316,6 +316,15 @@ impl Hub {
         }
     }
 
+    /// Whether `request_id` is a request this orchestrator sent `worker_id`
+    /// and still awaits: replies and events for it were asked for.
+    pub fn is_pending(&self, worker_id: &str, request_id: &str) -> bool {
+        self.lock()
+            .pending
+            .get(request_id)
+            .is_some_and(|p| p.worker_id == worker_id)
+    }
+
     /// How many requests await a reply, for tests and diagnostics.
     pub fn pending_count(&self) -> usize {
         self.lock().pending.len()

@@ -216,7 +216,7 @@ pub struct ContainerStats {
     pub memory_used: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_limit: Option<u64>,
-    /// Bytes written to the container's own layer and workspace.
+    /// Bytes in the container's writable layer (the workspace is not counted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_used: Option<u64>,
     pub pids: u32,

@@ -33,7 +33,9 @@ pub struct ImageBuild {
     pub tenant_id: Option<String>,
 }
 
-/// `images.build.progress` (agent -> orchestrator): one line of build output.
+/// `images.build.progress` (agent -> orchestrator): build output. `line`
+/// holds one or more newline-separated lines; agents batch them so a chatty
+/// build sends at most 10 events a second.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BuildProgress {

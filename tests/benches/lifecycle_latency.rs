@@ -7,11 +7,13 @@
 //! (with CROPS_AGENT_BIN set; `CROPS_BENCH_N` iterations, default 40).
 
 #[path = "../it/fleet.rs"]
+#[allow(dead_code)]
 mod fleet;
 #[path = "../it/harness.rs"]
 #[allow(dead_code)]
 mod harness;
 #[path = "../it/http.rs"]
+#[allow(dead_code)]
 mod http;
 
 use std::process::Command;
@@ -69,6 +71,8 @@ fn main() {
     let volume = format!("{}:/workspace:Z", ws.display());
     let mut direct: Vec<Vec<Duration>> = vec![Vec::new(); OPS.len()];
     let mut crops: Vec<Vec<Duration>> = vec![Vec::new(); OPS.len()];
+    // One kept-alive HTTPS connection, as a dashboard or CLI session holds.
+    let mut api = f.api.conn();
     for i in 0..n + 2 {
         // The direct path runs the argv the agent builds for the Standard profile.
         let name = format!("bench-direct-{}-{i}", std::process::id());
@@ -109,22 +113,27 @@ fn main() {
             podman(&["rm", "--force", "-t", "0", "--", &name]),
         ];
         let cname = format!("bench-crops-{i}");
+        let create = json!({
+            "tenantId": f.tenant, "workerId": f.worker, "name": cname,
+            "image": image, "command": ["sleep", "3600"],
+        });
         let mut id = String::new();
         let c = [
             timed(|| {
-                let a = f.create(&cname, json!({}));
+                let a = api.request("POST", "/v1/containers", Some(create));
                 id = a.body["id"].as_str().unwrap_or_default().to_string();
                 a
             }),
-            timed(|| f.api.post(&format!("/v1/containers/{id}/start"), json!({}))),
-            timed(|| f.exec(&id, &["true"])),
+            timed(|| api.request("POST", &format!("/v1/containers/{id}/start"), None)),
             timed(|| {
-                f.api.post(
-                    &format!("/v1/containers/{id}/stop"),
-                    json!({"timeoutSecs": 0}),
-                )
+                let exec = json!({"command": ["true"]});
+                api.request("POST", &format!("/v1/containers/{id}/exec"), Some(exec))
             }),
-            timed(|| f.api.delete(&format!("/v1/containers/{id}?force=true"))),
+            timed(|| {
+                let stop = json!({"timeoutSecs": 0});
+                api.request("POST", &format!("/v1/containers/{id}/stop"), Some(stop))
+            }),
+            timed(|| api.request("DELETE", &format!("/v1/containers/{id}?force=true"), None)),
         ];
         if i >= 2 {
             // The first two rounds warm caches on both paths and are not counted.
@@ -134,6 +143,27 @@ fn main() {
             }
         }
     }
+    // The relay alone: a capture of a background job is answered from the
+    // agent's memory, so this is HTTPS + orchestrator + WebSocket + agent with
+    // no Podman process in the way.
+    let id = f.running("bench-relay", json!({}));
+    let bg = api.request(
+        "POST",
+        &format!("/v1/containers/{id}/background"),
+        Some(json!({"command": ["sleep", "600"]})),
+    );
+    let handle = bg.body["handle"].as_str().expect("a handle").to_string();
+    let capture = format!("/v1/containers/{id}/background/{handle}?offset=0");
+    let mut relay: Vec<Duration> = (0..n * 25)
+        .map(|_| timed(|| api.request("GET", &capture, None)))
+        .collect();
+    println!(
+        "relay round trip (API -> orchestrator -> agent -> back, no Podman), {} calls: \
+         p50 {:.3} ms, p99 {:.3} ms\n",
+        relay.len(),
+        ms(pct(&mut relay, 0.5)),
+        ms(pct(&mut relay, 0.99))
+    );
     println!("{n} iterations of each operation, interleaved; times in ms\n");
     println!("| operation | podman p50 | podman p99 | crops p50 | crops p99 | added p50 | added p99 | ratio p50 |");
     println!("|---|---|---|---|---|---|---|---|");

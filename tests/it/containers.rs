@@ -338,3 +338,28 @@ fn a_slow_exec_never_blocks_a_stop() {
         assert!(exec.status == 200 || exec.status >= 500, "{exec:?}");
     });
 }
+
+#[test]
+fn errors_leave_a_kept_alive_connection_usable() {
+    let f = Fleet::start("keepalive");
+    let mut conn = f.api.conn();
+    let bad = conn.request(
+        "POST",
+        "/v1/containers",
+        Some(json!({"name": "--privileged"})),
+    );
+    assert_eq!(bad.status, 400, "{bad:?}");
+    let ghost = conn.request(
+        "GET",
+        "/v1/containers/0000aaaa-0000-4000-8000-000000000000",
+        None,
+    );
+    assert_eq!(ghost.status, 404, "{ghost:?}");
+    let list = conn.request(
+        "GET",
+        &format!("/v1/containers?tenantId={}", f.tenant),
+        None,
+    );
+    assert_eq!(list.status, 200, "{list:?}");
+    assert_eq!(list.body["containers"], json!([]));
+}

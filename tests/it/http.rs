@@ -89,6 +89,66 @@ impl Https {
     }
 }
 
+/// One kept-alive connection, for measurements where a TLS handshake per
+/// request would swamp what is measured. Not shareable between threads.
+pub struct Conn<'a> {
+    https: &'a Https,
+    stream: Option<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>,
+}
+
+impl Https {
+    pub fn conn(&self) -> Conn<'_> {
+        Conn {
+            https: self,
+            stream: None,
+        }
+    }
+}
+
+impl Conn<'_> {
+    /// One request on the kept connection (opened on first use); the answer
+    /// must carry a Content-Length, as hyper's do for full bodies.
+    pub fn request(&mut self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        let https = self.https;
+        let stream = self.stream.get_or_insert_with(|| {
+            let tcp = TcpStream::connect(("127.0.0.1", https.port)).expect("connect");
+            tcp.set_nodelay(true).unwrap();
+            let name = ServerName::try_from("127.0.0.1").unwrap().to_owned();
+            let conn = rustls::ClientConnection::new(https.config.clone(), name).unwrap();
+            rustls::StreamOwned::new(conn, tcp)
+        });
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            https.port,
+            https.token,
+            body.len()
+        );
+        stream
+            .write_all(format!("{head}{body}").as_bytes())
+            .unwrap();
+        let mut raw = Vec::new();
+        let mut byte = [0u8; 1];
+        while !raw.ends_with(b"\r\n\r\n") {
+            stream
+                .read_exact(&mut byte)
+                .expect("reading the answer's head");
+            raw.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("a content-length");
+        let start = raw.len();
+        raw.resize(start + len, 0);
+        stream.read_exact(&mut raw[start..]).unwrap();
+        parse(method, path, &raw)
+    }
+}
+
 fn parse(method: &str, path: &str, raw: &[u8]) -> Answer {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text

@@ -42,22 +42,18 @@ impl Executor {
     }
 
     /// Under the id's lock: return the existing container, or create it.
+    ///
+    /// The index of managed containers makes the common case one `podman
+    /// create`: only an id the index knows (a retried create) or a name
+    /// Podman says is taken costs a lookup by label.
     async fn create_locked(&self, req: &ContainerCreate) -> Result<Body, CommandError> {
         const TY: &str = "container.create";
-        let engine = |source| CommandError::Engine { ty: TY, source };
-        if let Some(existing) = self.podman.find(&req.container_id).await.map_err(engine)? {
-            tracing::info!(container_id = %req.container_id, engine_id = %existing.engine_id, "create retried; returning the existing container");
-            if existing.tenant_id != req.tenant_id {
-                return Err(CommandError::Conflict {
-                    ty: TY,
-                    reason: format!("container {} belongs to another tenant", req.container_id),
-                });
+        self.ensure_index(TY).await?;
+        if self.is_known(&req.container_id) {
+            if let Some(existing) = self.existing(req).await? {
+                return Ok(existing);
             }
-            self.remember(&req.container_id, &existing.engine_id);
-            return Ok(Body::ContainerCreated(ContainerCreated {
-                container: existing,
-                created: false,
-            }));
+            self.forget(&req.container_id);
         }
         let workspace = if req.workspace {
             let ws = self
@@ -84,12 +80,15 @@ impl Executor {
                 }
                 if matches!(&e, crate::podman::PodmanError::Failed { stderr, .. } if stderr.contains("already in use"))
                 {
+                    if let Some(existing) = self.existing(req).await? {
+                        return Ok(existing);
+                    }
                     return Err(CommandError::Conflict {
                         ty: TY,
                         reason: format!("the name {:?} is taken: {e}", req.name),
                     });
                 }
-                return Err(engine(e));
+                return Err(CommandError::Engine { ty: TY, source: e });
             }
         };
         tracing::info!(container_id = %req.container_id, %engine_id, profile = profile::name(req.profile), "container created");
@@ -111,6 +110,32 @@ impl Executor {
             },
             created: true,
         }))
+    }
+
+    /// The container already labelled with `req`'s id, as a create result
+    /// (`created: false`), or None when Podman holds no such container.
+    async fn existing(&self, req: &ContainerCreate) -> Result<Option<Body>, CommandError> {
+        const TY: &str = "container.create";
+        let found = self
+            .podman
+            .find(&req.container_id)
+            .await
+            .map_err(|source| CommandError::Engine { ty: TY, source })?;
+        let Some(existing) = found else {
+            return Ok(None);
+        };
+        tracing::info!(container_id = %req.container_id, engine_id = %existing.engine_id, "create retried; returning the existing container");
+        if existing.tenant_id != req.tenant_id {
+            return Err(CommandError::Conflict {
+                ty: TY,
+                reason: format!("container {} belongs to another tenant", req.container_id),
+            });
+        }
+        self.remember(&req.container_id, &existing.engine_id);
+        Ok(Some(Body::ContainerCreated(ContainerCreated {
+            container: existing,
+            created: false,
+        })))
     }
 
     pub(super) async fn setup(&self, req: ContainerSetup) -> Result<Body, CommandError> {

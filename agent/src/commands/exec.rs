@@ -25,6 +25,11 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const LINE_MAX: usize = 4096;
 /// Build output lines kept for the error message of a failed build.
 const TAIL_LINES: usize = 20;
+/// At most one `images.build.progress` event per this interval; lines in
+/// between travel together, newline-separated.
+const PROGRESS_PACE: Duration = Duration::from_millis(100);
+/// At most this many lines in one progress event.
+const PROGRESS_MAX_LINES: usize = 256;
 
 impl Executor {
     pub(super) async fn exec(&self, req: Exec) -> Result<Body, CommandError> {
@@ -183,15 +188,39 @@ impl Executor {
         );
         let mut tail = VecDeque::with_capacity(TAIL_LINES);
         let forward = async {
-            while let Ok(line) = lines_rx.recv().await {
-                if tail.len() == TAIL_LINES {
-                    tail.pop_front();
+            // Lines are batched into at most one event per PROGRESS_PACE, so
+            // a chatty build stays far below the orchestrator's message rate.
+            let mut last_sent: Option<std::time::Instant> = None;
+            while let Ok(first) = lines_rx.recv().await {
+                let mut batch = vec![first];
+                let wait = last_sent.map_or(Duration::ZERO, |t| {
+                    PROGRESS_PACE.saturating_sub(t.elapsed())
+                });
+                let gather = async {
+                    while let Ok(line) = lines_rx.recv().await {
+                        batch.push(line);
+                        if batch.len() >= PROGRESS_MAX_LINES {
+                            break;
+                        }
+                    }
+                };
+                gather
+                    .or(async {
+                        smol::Timer::after(wait).await;
+                    })
+                    .await;
+                for line in &batch {
+                    if tail.len() == TAIL_LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line.clone());
                 }
-                tail.push_back(line.clone());
+                let line = batch.join("\n");
                 let event =
                     Envelope::request(request_id, Body::BuildProgress(BuildProgress { line }));
                 // Nobody listening (a dropped connection) does not stop the build.
                 let _ = events.send(event).await;
+                last_sent = Some(std::time::Instant::now());
             }
         };
         let finished = async {

@@ -139,6 +139,9 @@ pub struct Executor {
     /// containerId -> engine id, filled by create and lookups, emptied by
     /// remove and by Podman saying the container is gone.
     known: Mutex<HashMap<String, String>>,
+    /// Set once `known` holds every managed container Podman had when the
+    /// agent first needed it, so a create can trust a miss and skip the lookup.
+    indexed: smol::lock::OnceCell<()>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -163,6 +166,7 @@ impl Executor {
             background: Background::default(),
             creating: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
+            indexed: smol::lock::OnceCell::new(),
         }
     }
 
@@ -272,6 +276,33 @@ impl Executor {
         {
             map.remove(container_id);
         }
+    }
+
+    /// Fill `known` from Podman once per agent process (one `podman ps`).
+    /// A failure leaves it unfilled, to be tried again by the next create.
+    async fn ensure_index(&self, ty: &'static str) -> Result<(), CommandError> {
+        self.indexed
+            .get_or_try_init(|| async {
+                let all = self
+                    .podman
+                    .list_managed(None)
+                    .await
+                    .map_err(|source| CommandError::Engine { ty, source })?;
+                for c in &all {
+                    self.remember(&c.container_id, &c.engine_id);
+                }
+                tracing::debug!(containers = all.len(), "indexed managed containers");
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Whether `container_id` is in the index.
+    fn is_known(&self, container_id: &str) -> bool {
+        self.known
+            .lock()
+            .is_ok_and(|k| k.contains_key(container_id))
     }
 
     fn remember(&self, container_id: &str, engine_id: &str) {

@@ -1,6 +1,6 @@
 //! The two lanes on a real worker: with the work lane full (a long exec in
-//! flight and another queued behind it), a stop on the same container still
-//! answers, and answers first.
+//! flight and another queued behind it), a stop of another container on the
+//! same worker still answers, and answers first.
 
 use std::io::Read;
 
@@ -25,6 +25,8 @@ fn a_stop_answers_while_slow_execs_fill_the_work_lane() {
         );
         let id = unique("lanes");
         rig.running(&id, Profile::Standard).await;
+        let other = unique("lanes-other");
+        rig.running(&other, Profile::Standard).await;
         // A FIFO in the workspace: the exec writes to it once it runs, so the
         // test knows (without sleeping) that the lane is taken.
         let fifo = rig.workspace(&id).join("started");
@@ -56,30 +58,45 @@ fn a_stop_answers_while_slow_execs_fill_the_work_lane() {
             exec_body(&id, &["echo", "late"]),
             tx.clone(),
         );
-        let stop = ContainerStop {
-            container_id: id.clone(),
-            timeout_secs: Some(1),
+        let stop = |container_id: &str| {
+            Body::ContainerStop(ContainerStop {
+                container_id: container_id.to_owned(),
+                timeout_secs: Some(1),
+            })
         };
-        rig.ex
-            .spawn("stop".into(), Body::ContainerStop(stop), tx.clone());
-
-        let mut order = Vec::new();
-        while order.len() < 3 {
-            let reply = rx.recv().await.unwrap();
-            order.push((reply.request_id.clone().unwrap(), reply.body));
-        }
-        assert_eq!(order[0].0, "stop", "the stop answered first: {order:?}");
-        assert!(matches!(order[0].1, Body::ContainerStopped(_)), "{order:?}");
-        let ids: Vec<&str> = order.iter().map(|(id, _)| id.as_str()).collect();
+        rig.ex.spawn("stop-other".into(), stop(&other), tx.clone());
+        let first = rx.recv().await.unwrap();
         assert_eq!(
-            ids,
-            ["stop", "long", "queued"],
-            "one reply each, queue order kept"
+            first.request_id.as_deref(),
+            Some("stop-other"),
+            "the stop answered while the work lane was full: {first:?}"
         );
-        // The queued exec ran after the stop: the container was no longer running.
+        assert!(matches!(first.body, Body::ContainerStopped(_)), "{first:?}");
+
+        // Stopping the busy container ends the long exec; the queued one then
+        // runs against a stopped container. One reply each, queue order kept.
+        rig.ex.spawn("stop".into(), stop(&id), tx.clone());
+        let mut replies = std::collections::HashMap::new();
+        let mut exec_order = Vec::new();
+        while replies.len() < 3 {
+            let reply = rx.recv().await.unwrap();
+            let rid = reply.request_id.clone().unwrap();
+            if rid != "stop" {
+                exec_order.push(rid.clone());
+            }
+            assert!(
+                replies.insert(rid, reply.body).is_none(),
+                "two replies to one command"
+            );
+        }
+        assert_eq!(exec_order, ["long", "queued"], "queue order kept");
         assert!(
-            matches!(&order[2].1, Body::Error(e) if e.code == protocol::ErrorCode::Conflict),
-            "{order:?}"
+            matches!(replies["stop"], Body::ContainerStopped(_)),
+            "{replies:?}"
+        );
+        assert!(
+            matches!(&replies["queued"], Body::Error(e) if e.code == protocol::ErrorCode::Conflict),
+            "{replies:?}"
         );
         assert!(rx.try_recv().is_err(), "exactly one reply per command");
     }));

@@ -243,13 +243,7 @@ impl Conn {
 
     async fn on_message(&mut self, message: Message) -> Result<(), End> {
         match message {
-            Message::Text(text) => {
-                if !self.bucket.take(Instant::now()) {
-                    tracing::warn!(worker_id = %self.worker_id, "rate limit exceeded");
-                    return Err(close_with(close::RATE_LIMITED, "rate limit exceeded"));
-                }
-                self.on_text(text.as_str()).await
-            }
+            Message::Text(text) => self.on_text(text.as_str()).await,
             Message::Binary(bytes) => self.on_binary(&bytes).await,
             // Pings are answered by tungstenite; a peer's close is answered
             // there too, and the next read then ends the stream.
@@ -257,8 +251,34 @@ impl Conn {
         }
     }
 
+    /// Count an unsolicited message against the allowance; close when spent.
+    fn charge(&mut self) -> Result<(), End> {
+        if self.bucket.take(Instant::now()) {
+            return Ok(());
+        }
+        tracing::warn!(worker_id = %self.worker_id, "rate limit exceeded");
+        Err(close_with(close::RATE_LIMITED, "rate limit exceeded"))
+    }
+
+    /// Replies and events for a request this orchestrator still awaits were
+    /// asked for: they never count against the allowance, so a busy caller
+    /// cannot get its own worker disconnected.
+    fn solicited(&self, envelope: &Envelope) -> bool {
+        let answer = matches!(envelope.body, Body::Error(_) | Body::BuildProgress(_))
+            || envelope.body.type_name().ends_with(".result");
+        answer
+            && envelope
+                .request_id
+                .as_deref()
+                .is_some_and(|id| self.app.hub.is_pending(&self.worker_id, id))
+    }
+
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
-        let envelope = match Envelope::decode(text) {
+        let decoded = Envelope::decode(text);
+        if !decoded.as_ref().is_ok_and(|e| self.solicited(e)) {
+            self.charge()?;
+        }
+        let envelope = match decoded {
             Ok(envelope) => envelope,
             Err(error) => {
                 tracing::info!(worker_id = %self.worker_id, %error, "undecodable message");

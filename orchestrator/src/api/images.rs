@@ -150,7 +150,10 @@ pub(crate) async fn build(
             app.timeouts.build,
             |event| {
                 if let Body::BuildProgress(progress) = event {
-                    log.push(progress.line);
+                    // One event may carry several lines (agents batch them).
+                    for line in progress.line.lines() {
+                        log.push(line.to_owned());
+                    }
                 }
             },
         )

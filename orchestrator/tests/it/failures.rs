@@ -294,3 +294,36 @@ fn a_byom_worker_serves_only_its_own_tenant() {
         fx.stop().await;
     });
 }
+
+/// Replies the orchestrator asked for never count against the agent's
+/// message allowance: 400 answered requests (twice the burst) in a row keep
+/// the connection, where 400 unsolicited messages would close it (4008).
+#[test]
+fn solicited_replies_never_trip_the_rate_limit() {
+    smol::block_on(async {
+        let mut fx = Fixture::start("solicited").await;
+        fx.create("job-1", "dev").await;
+        let calls: Vec<_> = (0..400)
+            .map(|_| fx.spawn("GET", "/v1/containers/job-1/stats", None))
+            .collect();
+        for _ in 0..400 {
+            let cmd = next_command(&mut fx.agent).await;
+            assert_eq!(cmd.ty, "container.stats");
+            let stats = json!({ "stats": [{
+                "containerId": "job-1", "cpuPercent": 1.0, "memoryUsed": 4096, "pids": 1
+            }] });
+            answer(&mut fx.agent, &cmd, stats).await;
+        }
+        for call in calls {
+            let (code, body) = call.await;
+            assert_eq!(code, 200, "{body}");
+        }
+        // Still the same connection: one more request is relayed.
+        let (code, body, _) = fx
+            .relay("GET", "/v1/containers/job-1/stats", None, "container.stats",
+                json!({ "stats": [{ "containerId": "job-1", "cpuPercent": 1.0, "memoryUsed": 1, "pids": 1 }] }))
+            .await;
+        assert_eq!(code, 200, "{body}");
+        fx.stop().await;
+    });
+}
