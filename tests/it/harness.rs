@@ -186,8 +186,14 @@ pub struct Orchestrator {
     key: PathBuf,
 }
 
-/// Heartbeats every second in tests, so "advances" and "offline" are quick.
-pub const HEARTBEAT_SECS: u64 = 1;
+/// Heartbeats every second in tests, so "advances" and "offline" are quick;
+/// benchmarks set `CROPS_E2E_HEARTBEAT_SECS=10`, the product's interval.
+pub fn heartbeat_secs() -> u64 {
+    std::env::var("CROPS_E2E_HEARTBEAT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+}
 
 impl Orchestrator {
     pub fn start(dir: &TestDir, tls: &Tls) -> Self {
@@ -225,7 +231,7 @@ impl Orchestrator {
             .arg("--tls-key")
             .arg(&self.key)
             .arg("--heartbeat-secs")
-            .arg(HEARTBEAT_SECS.to_string())
+            .arg(heartbeat_secs().to_string())
             .env("CROPS_ADMIN_TOKEN", &self.admin_token)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -318,7 +318,10 @@ impl Podman {
         env.append(&mut call.env);
         call.env = env;
         tracing::debug!(program = %self.program.display(), args = ?call.args, lane = ?call.lane, "running podman");
-        self.runner.run(&self.program, &call).await
+        let started = std::time::Instant::now();
+        let out = self.runner.run(&self.program, &call).await;
+        tracing::debug!(verb = %call.verb(), elapsed_us = started.elapsed().as_micros(), "podman done");
+        out
     }
 
     /// Run `call`; its stdout when it exits 0, a typed error otherwise.
