@@ -382,6 +382,7 @@ fn an_image_build_streams_progress_then_answers() {
         });
         let (tx, rx) = smol::channel::unbounded();
         let reply = rig.ex.handle("b-1".into(), body, &tx).await;
+        let mut events = 0;
         let mut lines = Vec::new();
         while let Ok(Envelope {
             request_id,
@@ -389,8 +390,11 @@ fn an_image_build_streams_progress_then_answers() {
         }) = rx.try_recv()
         {
             assert_eq!(request_id.as_deref(), Some("b-1"));
-            lines.push(p.line);
+            events += 1;
+            // An event carries one or more lines (batched at most 10 a second).
+            lines.extend(p.line.lines().map(str::to_owned));
         }
+        assert!(events >= 1 && events <= lines.len(), "{events} events, {lines:#?}");
         podman(&["rmi", "--force", &tag], false);
         let Body::ImageBuilt(built) = reply.body else {
             panic!("{reply:?}\n{lines:#?}")
