@@ -9,8 +9,10 @@ MAKEFLAGS += --no-builtin-rules
 ROOT := $(CURDIR)
 MUSL := x86_64-unknown-linux-musl
 ARM64 := aarch64-unknown-linux-musl
-AGENT_STATIC := target/$(MUSL)/agent/crops-agent
-AGENT_ARM64 := target/$(ARM64)/agent/crops-agent
+TARGET := $(or $(CARGO_TARGET_DIR),$(ROOT)/target)
+AGENT_STATIC := $(TARGET)/$(MUSL)/agent/crops-agent
+AGENT_ARM64 := $(TARGET)/$(ARM64)/agent/crops-agent
+ORCHESTRATOR := $(TARGET)/debug/crops-orchestrator
 export CONTAINERS_CONF := $(ROOT)/tests/podman/containers.conf
 export CROPS_TEST_IMAGE := localhost/crops-test/busybox:latest
 
@@ -37,7 +39,7 @@ agent-arm64: ## the static aarch64 musl agent, with its size
 
 test: deps image agent-static agent-arm64 ## install what is missing, then run every test
 	cargo build --workspace --bins
-	CROPS_AGENT_BIN=$(ROOT)/$(AGENT_STATIC) CROPS_AGENT_ARM64_BIN=$(ROOT)/$(AGENT_ARM64) \
+	CROPS_AGENT_BIN=$(AGENT_STATIC) CROPS_AGENT_ARM64_BIN=$(AGENT_ARM64) CROPS_ORCHESTRATOR_BIN=$(ORCHESTRATOR) \
 		cargo test --workspace --all-targets
 	cargo test --workspace --doc
 
@@ -54,7 +56,7 @@ down: ## stop what `make up` started
 bench: deps image agent-static agent-arm64 ## the benchmarks recorded in BENCHMARKS.md
 	@tests/bench.sh
 	cargo build --release -p crops-orchestrator
-	CROPS_AGENT_BIN=$(ROOT)/$(AGENT_STATIC) CROPS_ORCHESTRATOR_BIN=$(ROOT)/target/release/crops-orchestrator \
+	CROPS_AGENT_BIN=$(AGENT_STATIC) CROPS_ORCHESTRATOR_BIN=$(TARGET)/release/crops-orchestrator \
 		cargo bench -p crops-e2e --bench lifecycle_latency
 
 .PHONY: help deps image build agent-static agent-arm64 test lint up down bench
