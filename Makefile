@@ -40,7 +40,7 @@ agent-arm64: ## the static aarch64 musl agent, with its size
 test: deps image agent-static agent-arm64 ## install what is missing, then run every test
 	cargo build --workspace --bins
 	CROPS_AGENT_BIN=$(AGENT_STATIC) CROPS_AGENT_ARM64_BIN=$(AGENT_ARM64) CROPS_ORCHESTRATOR_BIN=$(ORCHESTRATOR) \
-		cargo test --workspace --all-targets
+		cargo test --workspace --lib --bins --tests
 	cargo test --workspace --doc
 
 lint: ## formatting and clippy, as CI would want them
