@@ -25,7 +25,10 @@ deps: ## install what is missing (Debian packages, rustup targets); changes noth
 image: ## build the local test image with podman import (no registry)
 	@tests/podman/image.sh
 
-build: ## one dev build of every crate and test
+policies: ## the stock policy components (policies/dist/*.wasm) the orchestrator embeds
+	@policies/build.sh
+
+build: policies ## one dev build of every crate and test
 	cargo build --workspace --all-targets
 
 agent-static: ## the static x86_64 musl agent, with its size
@@ -37,26 +40,26 @@ agent-arm64: ## the static aarch64 musl agent, with its size
 	cargo build -p crops-agent --profile agent --target $(ARM64)
 	@echo "$(AGENT_ARM64): $$(stat -c %s $(AGENT_ARM64)) bytes; $$(file -b $(AGENT_ARM64))"
 
-test: deps image agent-static agent-arm64 ## install what is missing, then run every test
+test: deps image policies agent-static agent-arm64 ## install what is missing, then run every test
 	cargo build --workspace --bins
 	CROPS_AGENT_BIN=$(AGENT_STATIC) CROPS_AGENT_ARM64_BIN=$(AGENT_ARM64) CROPS_ORCHESTRATOR_BIN=$(ORCHESTRATOR) \
 		cargo test --workspace --lib --bins --tests
 	cargo test --workspace --doc
 
-lint: ## formatting and clippy, as CI would want them
+lint: policies ## formatting and clippy, as CI would want them
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-up: deps image agent-static ## build, start an orchestrator and a local agent, print what next
+up: deps image policies agent-static ## build, start an orchestrator and a local agent, print what next
 	@tests/up.sh
 
 down: ## stop what `make up` started
 	@tests/up.sh down
 
-bench: deps image agent-static agent-arm64 ## the benchmarks recorded in BENCHMARKS.md
+bench: deps image policies agent-static agent-arm64 ## the benchmarks recorded in BENCHMARKS.md
 	@tests/bench.sh
 	cargo build --release -p crops-orchestrator
 	CROPS_AGENT_BIN=$(AGENT_STATIC) CROPS_ORCHESTRATOR_BIN=$(TARGET)/release/crops-orchestrator \
 		cargo bench -p crops-e2e --bench lifecycle_latency
 
-.PHONY: help deps image build agent-static agent-arm64 test lint up down bench
+.PHONY: help deps image policies build agent-static agent-arm64 test lint up down bench

@@ -195,15 +195,20 @@ pub fn run_settings(
             flag: "--url",
             env: ENV_URL,
         })?;
-    let credential = args
-        .credential
-        .or_else(|| env(ENV_CREDENTIAL))
-        .or_else(|| config.as_ref().map(|c| c.credential.clone()))
-        .ok_or(CliError::Missing {
-            what: "worker credential",
-            flag: "--credential",
-            env: ENV_CREDENTIAL,
-        })?;
+    // A rotation is written back only to the file the credential came from.
+    let (credential, credential_file) = match args.credential.or_else(|| env(ENV_CREDENTIAL)) {
+        Some(c) => (c, None),
+        None => match config.as_ref() {
+            Some(c) => (c.credential.clone(), Some(config_path.clone())),
+            None => {
+                return Err(CliError::Missing {
+                    what: "worker credential",
+                    flag: "--credential",
+                    env: ENV_CREDENTIAL,
+                })
+            }
+        },
+    };
     let name = match args
         .name
         .or_else(|| env(ENV_NAME))
@@ -246,7 +251,11 @@ pub fn run_settings(
     let mut settings = RunSettings::new(url, credential, name);
     settings.data_dir = data_dir;
     settings.security_floor = security_floor;
-    settings.mode = args.mode.unwrap_or(Mode::Byom);
+    settings.mode = args
+        .mode
+        .or_else(|| config.as_ref().and_then(|c| c.mode))
+        .unwrap_or(Mode::Byom);
+    settings.credential_file = credential_file;
     settings.ca_file = ca_file;
     settings.podman = podman;
     Ok(settings)
@@ -318,6 +327,7 @@ mod tests {
             credential: "cred-config".into(),
             name: Some("config-name".into()),
             ca_file: Some("/etc/config-ca.pem".into()),
+            mode: None,
         }
         .save(&path)
         .unwrap();
@@ -375,6 +385,31 @@ mod tests {
             "data dir: the config's directory"
         );
         assert_eq!(s.security_floor, Profile::Open);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn rotations_go_to_the_file_the_credential_came_from_and_the_mode_follows_enrolment() {
+        let path = write_config("rotation");
+        let mut config = Config::load(&path).unwrap();
+        config.mode = Some(Mode::Fleet);
+        config.save(&path).unwrap();
+        let args = || run_args(&["--config", path.to_str().unwrap()]);
+        let s = run_settings(args(), &env_of(&[])).unwrap();
+        assert_eq!(s.credential_file.as_deref(), Some(path.as_path()));
+        assert_eq!(s.mode, Mode::Fleet, "the enrolment's mode by default");
+        let s = run_settings(
+            run_args(&["--config", path.to_str().unwrap(), "--mode", "byom"]),
+            &env_of(&[]),
+        )
+        .unwrap();
+        assert_eq!(s.mode, Mode::Byom, "a flag still wins");
+        let s = run_settings(args(), &env_of(&[(ENV_CREDENTIAL, "cred-env")])).unwrap();
+        assert_eq!(
+            (s.credential.as_str(), s.credential_file),
+            ("cred-env", None),
+            "a credential from the environment has no file to rotate into"
+        );
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

@@ -42,7 +42,10 @@ pub enum ConfigError {
 pub struct Config {
     /// The worker's id, assigned by the orchestrator at enrolment.
     pub worker_id: String,
+    /// The tenant a byom worker serves; empty for a fleet worker.
+    #[serde(default)]
     pub tenant_id: String,
+    #[serde(default)]
     pub tenant_name: String,
     /// The orchestrator's agent socket, e.g. `wss://orch.example:8443/v1/agent`.
     pub url: String,
@@ -54,6 +57,10 @@ pub struct Config {
     /// Extra trusted CA certificates (PEM), for an orchestrator with its own CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// What enrolment made this worker (`byom` or `fleet`): the mode `run`
+    /// registers with unless `--mode` says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<protocol::worker::Mode>,
 }
 
 impl std::fmt::Debug for Config {
@@ -66,6 +73,7 @@ impl std::fmt::Debug for Config {
             .field("credential", &"<redacted>")
             .field("name", &self.name)
             .field("ca_file", &self.ca_file)
+            .field("mode", &self.mode)
             .finish()
     }
 }
@@ -154,6 +162,7 @@ mod tests {
             credential: "crops_wkr_secret".into(),
             name: Some("nas".into()),
             ca_file: None,
+            mode: None,
         }
     }
 

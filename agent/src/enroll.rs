@@ -79,9 +79,15 @@ struct EnrollRequest<'a> {
 #[serde(rename_all = "camelCase")]
 struct EnrollResponse {
     worker_id: String,
-    tenant_id: String,
-    tenant_name: String,
+    /// Absent or `null` for a fleet worker.
+    #[serde(default)]
+    tenant_id: Option<String>,
+    #[serde(default)]
+    tenant_name: Option<String>,
     credential: String,
+    /// What the orchestrator made this worker; older orchestrators omit it.
+    #[serde(default)]
+    mode: Option<protocol::worker::Mode>,
 }
 
 #[derive(Deserialize)]
@@ -124,8 +130,9 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<Config, EnrollError> {
         })?;
     let config = Config {
         worker_id: answer.worker_id,
-        tenant_id: answer.tenant_id,
-        tenant_name: answer.tenant_name,
+        tenant_id: answer.tenant_id.unwrap_or_default(),
+        tenant_name: answer.tenant_name.unwrap_or_default(),
+        mode: answer.mode,
         url: endpoint.ws_url(protocol::AGENT_PATH),
         credential: answer.credential,
         name: Some(name),

@@ -24,7 +24,8 @@
 //! Module map: [`cli`] (arguments and where settings come from), [`config`]
 //! (the worker.json file), [`enroll`], [`net`] (URLs, TCP and TLS dialing),
 //! [`tls`], [`connection`] (protocol messages over the WebSocket),
-//! [`session`] (one connection's life), [`commands`] (every command, one
+//! [`session`] (one connection's life), [`rotate`] (the credential and its
+//! rotation), [`commands`] (every command, one
 //! reply each), [`background`] (background exec jobs), [`workspace`] (host
 //! workspace directories), [`git`] (the only module that spawns `git`),
 //! [`status`] (register and heartbeat facts), [`sysinfo`], [`podman`] (the
@@ -40,6 +41,7 @@ pub mod enroll;
 pub mod git;
 pub mod net;
 pub mod podman;
+pub mod rotate;
 pub mod session;
 pub mod shutdown;
 pub mod status;
@@ -101,6 +103,9 @@ pub struct RunSettings {
     pub url: String,
     /// The worker credential, sent as `Authorization: Bearer …`.
     pub credential: String,
+    /// The config file `credential` was read from: a rotation is written
+    /// there. `None` (a flag or the environment) refuses rotations.
+    pub credential_file: Option<PathBuf>,
     /// The worker name sent in `worker.register`.
     pub name: String,
     pub mode: Mode,
@@ -126,6 +131,7 @@ impl RunSettings {
         Self {
             url: url.into(),
             credential: credential.into(),
+            credential_file: None,
             name: name.into(),
             mode: Mode::Byom,
             ca_file: None,
@@ -143,6 +149,7 @@ impl std::fmt::Debug for RunSettings {
         f.debug_struct("RunSettings")
             .field("url", &self.url)
             .field("credential", &"<redacted>")
+            .field("credential_file", &self.credential_file)
             .field("name", &self.name)
             .field("mode", &self.mode)
             .field("ca_file", &self.ca_file)
@@ -187,7 +194,10 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> Result<(), RunErr
         url: settings.url.clone(),
         endpoint,
         tls,
-        credential: settings.credential.clone(),
+        credential: rotate::Credential::new(
+            settings.credential.clone(),
+            settings.credential_file.clone(),
+        ),
         name: settings.name.clone(),
         mode: settings.mode,
         podman,

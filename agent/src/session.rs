@@ -58,8 +58,8 @@ pub struct Context {
     pub url: String,
     pub endpoint: Endpoint,
     pub tls: Arc<rustls::ClientConfig>,
-    /// Never logged.
-    pub credential: String,
+    /// Never logged; rotated over the connection (see `rotate`).
+    pub credential: crate::rotate::Credential,
     pub name: String,
     pub mode: Mode,
     pub podman: Podman,
@@ -106,7 +106,7 @@ async fn serve(ctx: &Context, accepted_at: &mut Option<Instant>) -> Result<(), S
             &ctx.endpoint,
             &ctx.url,
             &ctx.tls,
-            &ctx.credential,
+            &ctx.credential.current(),
             ctx.timing.connect_timeout,
         ),
     )
@@ -360,6 +360,10 @@ impl Serving<'_> {
             Body::Error(e) => {
                 tracing::warn!(code = %e.code, message = %e.message, request_id = ?envelope.request_id, "orchestrator reported an error");
             }
+            Body::RotateCredential(rotate) if registered => match envelope.request_id {
+                Some(request_id) => self.rotate(request_id, rotate),
+                None => tracing::warn!("worker.rotate-credential without requestId; ignored"),
+            },
             body => match envelope.request_id {
                 Some(request_id) => self.command(request_id, body),
                 None => tracing::warn!(
@@ -390,6 +394,27 @@ impl Serving<'_> {
             Duration::from_secs(u64::from(secs)),
             self.out_tx.clone(),
         ));
+    }
+
+    /// Store a rotated credential (off the executor), then answer: the
+    /// reply says the new credential is durable.
+    fn rotate(&self, request_id: String, rotate: protocol::worker::RotateCredential) {
+        let credential = self.ctx.credential.clone();
+        let out = self.out_tx.clone();
+        smol::spawn(async move {
+            let reply = match credential.rotate_async(rotate).await {
+                Ok(()) => Envelope::request(
+                    request_id,
+                    Body::CredentialRotated(protocol::container::Empty {}),
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "credential rotation refused");
+                    Envelope::error(Some(request_id), error.to_reply())
+                }
+            };
+            let _ = out.send(reply).await;
+        })
+        .detach();
     }
 
     /// Run a command in its own task; its one reply goes through the outbox.

@@ -43,7 +43,7 @@ pub(crate) async fn accept(app: Arc<App>, mut req: Request<Incoming>) -> Result<
     let hash = auth::hash_hex(token);
     let worker = app
         .store
-        .call(move |s| s.worker_by_credential(&hash))
+        .call(move |s| s.authenticate_worker(&hash))
         .await?;
     let worker = worker.ok_or_else(|| ApiError::unauthorized("unknown credential"))?;
     if worker.revoked {

@@ -7,16 +7,24 @@
 //! stored records live in `store`, and conversion happens in these modules
 //! only. Every write is committed by the store before the handler answers.
 
+pub mod audit;
 pub mod containers;
+pub mod decisions;
 pub mod images;
+pub mod members;
 pub mod ops;
+pub mod orgs;
+pub mod plans;
+pub mod schedule;
 mod relay;
+pub mod workers;
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{self, TokenKind};
+use crate::authz::Caller;
 use crate::http::{json, read_json, ApiError, Resp};
 use crate::store::{self, HeartbeatRecord, JoinRefusal, JoinToken, NewWorker, Tenant};
 use crate::{now_ms, App};
@@ -29,6 +37,9 @@ const MAX_JOIN_TTL_SECS: u64 = 30 * 24 * 3600;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateTenant {
     name: String,
+    /// The owning organisation; default: the caller's (the operator's: `default`).
+    #[serde(default)]
+    org_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,6 +48,8 @@ pub struct TenantView {
     pub id: String,
     pub name: String,
     pub created_at: u64,
+    pub org_id: String,
+    pub plan: plans::PlanView,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,9 +80,14 @@ struct EnrollRequest {
 #[serde(rename_all = "camelCase")]
 pub struct Enrolled {
     pub worker_id: String,
-    pub tenant_id: String,
-    pub tenant_name: String,
+    /// The worker's tenant; `null` for a fleet worker (it serves every tenant).
+    pub tenant_id: Option<String>,
+    pub tenant_name: Option<String>,
     pub credential: String,
+    /// `byom` or `fleet`: what the agent must register as.
+    pub mode: String,
+    /// A fleet worker's region.
+    pub region: Option<String>,
 }
 
 /// A worker as `GET /v1/workers` shows it.
@@ -77,11 +95,22 @@ pub struct Enrolled {
 #[serde(rename_all = "camelCase")]
 pub struct WorkerView {
     pub id: String,
-    pub tenant_id: String,
+    /// The tenant a byom worker serves; `null` for a fleet worker.
+    pub tenant_id: Option<String>,
     pub name: String,
-    /// `online` or `offline`.
+    /// `online`, `reconnecting` (after an orchestrator restart, within the
+    /// offline grace) or `offline`.
     pub status: String,
     pub revoked: bool,
+    /// Deleted workers stay listed, for audit.
+    pub deleted: bool,
+    pub deleted_at: Option<u64>,
+    /// No new containers are placed here.
+    pub cordoned: bool,
+    /// No new work of any kind is taken here.
+    pub draining: bool,
+    /// A fleet worker's region.
+    pub region: Option<String>,
     pub hostname: Option<String>,
     pub platform: Option<String>,
     pub arch: Option<String>,
@@ -89,7 +118,8 @@ pub struct WorkerView {
     pub memory_total: Option<u64>,
     pub container_engines: Option<Vec<String>>,
     pub agent_version: Option<String>,
-    pub mode: Option<String>,
+    /// `byom` or `fleet`, from enrolment.
+    pub mode: String,
     pub enrolled_at: u64,
     pub connected_at: Option<u64>,
     pub last_heartbeat_at: Option<u64>,
@@ -114,19 +144,9 @@ impl From<Tenant> for TenantView {
             id: t.id,
             name: t.name,
             created_at: t.created_at,
+            org_id: t.org_id,
+            plan: t.plan.into(),
         }
-    }
-}
-
-/// Refuse the request unless it carries the admin token.
-fn require_admin(app: &App, req: &Request<Incoming>) -> Result<(), ApiError> {
-    let token = auth::bearer(req.headers())
-        .map_err(|e| ApiError::unauthorized(e.to_string()))?
-        .ok_or_else(|| ApiError::unauthorized("missing admin token"))?;
-    if auth::constant_time_eq(&auth::hash(token), &app.admin_hash) {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized("invalid admin token"))
     }
 }
 
@@ -141,24 +161,33 @@ fn check_name(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
 }
 
 pub(crate) async fn create_tenant(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    require_admin(app, &req)?;
+    let caller = Caller::of(&req)?;
     let body: CreateTenant = read_json(req).await?;
     check_name("name", &body.name, 64)?;
+    let org_id = orgs::org_for_new_tenant(app, &caller, body.org_id.as_deref()).await?;
     let tenant = Tenant {
         id: auth::uuid_v4()?,
         name: body.name,
         created_at: now_ms(),
+        org_id,
+        plan: store::Plan::default(),
     };
     let stored = tenant.clone();
     app.store.call(move |s| s.create_tenant(&stored)).await?;
-    tracing::info!(tenant_id = %tenant.id, name = %tenant.name, "tenant created");
+    caller.noted(Some(&tenant.id), Some(&tenant.org_id), None);
+    tracing::info!(tenant_id = %tenant.id, name = %tenant.name, org_id = %tenant.org_id, "tenant created");
     Ok(json(StatusCode::CREATED, &TenantView::from(tenant)))
 }
 
+/// `GET /v1/tenants`: the tenants the caller may see and use.
 pub(crate) async fn list_tenants(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    require_admin(app, &req)?;
+    let caller = Caller::of(&req)?;
     let tenants = app.store.call(|s| s.list_tenants()).await?;
-    let tenants: Vec<TenantView> = tenants.into_iter().map(TenantView::from).collect();
+    let tenants: Vec<TenantView> = tenants
+        .into_iter()
+        .filter(|t| caller.sees_tenant(t))
+        .map(TenantView::from)
+        .collect();
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "tenants": tenants }),
@@ -170,7 +199,6 @@ pub(crate) async fn create_join_token(
     req: Request<Incoming>,
     tenant_id: &str,
 ) -> Result<Resp, ApiError> {
-    require_admin(app, &req)?;
     let body: CreateJoinToken = read_json(req).await?;
     let ttl = body.ttl_secs.unwrap_or(DEFAULT_JOIN_TTL_SECS);
     if !(1..=MAX_JOIN_TTL_SECS).contains(&ttl) {
@@ -185,6 +213,7 @@ pub(crate) async fn create_join_token(
         created_at: now,
         expires_at: now + ttl * 1000,
         used: false,
+        fleet: None,
     };
     let hash = auth::hash_hex(&token);
     let stored = record.clone();
@@ -203,6 +232,7 @@ pub(crate) async fn create_join_token(
 }
 
 pub(crate) async fn enroll(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let caller = Caller::of(&req)?;
     let body: EnrollRequest = read_json(req).await?;
     check_name("name", &body.name, 64)?;
     if let Some(hostname) = &body.hostname {
@@ -231,24 +261,40 @@ pub(crate) async fn enroll(app: &App, req: Request<Incoming>) -> Result<Resp, Ap
             return Err(ApiError::unauthorized(refusal.to_string()));
         }
     };
-    tracing::info!(worker_id = %worker.id, tenant_id = %tenant.id, name = %worker.name, "worker enrolled");
+    let tenant_id = tenant.as_ref().map(|t| t.id.clone());
+    let target = format!("worker:{}", worker.id);
+    caller.noted(tenant_id.as_deref(), None, Some(&target));
+    tracing::info!(worker_id = %worker.id, ?tenant_id, mode = worker.mode.as_str(), region = ?worker.region, name = %worker.name, "worker enrolled");
     Ok(json(
         StatusCode::CREATED,
         &Enrolled {
             worker_id: worker.id,
-            tenant_id: tenant.id,
-            tenant_name: tenant.name,
+            tenant_id,
+            tenant_name: tenant.map(|t| t.name),
             credential,
+            mode: worker.mode.as_str().to_owned(),
+            region: worker.region,
         },
     ))
 }
 
+/// `GET /v1/workers`: every worker for the operator; for a member, the
+/// fleet workers and those of the tenants they may see.
 pub(crate) async fn list_workers(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    require_admin(app, &req)?;
-    let workers = app.store.call(|s| s.list_workers()).await?;
+    let caller = Caller::of(&req)?;
+    let (workers, tenants) = app
+        .store
+        .call(|s| Ok::<_, store::StoreError>((s.list_workers()?, s.list_tenants()?)))
+        .await?;
+    let visible: std::collections::HashSet<String> = tenants
+        .into_iter()
+        .filter(|t| caller.sees_tenant(t))
+        .map(|t| t.id)
+        .collect();
     let now = now_ms();
     let views: Vec<WorkerView> = workers
         .into_iter()
+        .filter(|(w, _)| w.tenant_scope().is_none_or(|t| visible.contains(t)))
         .map(|(w, beat)| worker_view(app, w, beat, now))
         .collect();
     Ok(json(
@@ -259,10 +305,9 @@ pub(crate) async fn list_workers(app: &App, req: Request<Incoming>) -> Result<Re
 
 pub(crate) async fn revoke_worker(
     app: &App,
-    req: Request<Incoming>,
+    _req: Request<Incoming>,
     worker_id: &str,
 ) -> Result<Resp, ApiError> {
-    require_admin(app, &req)?;
     let id = worker_id.to_owned();
     let worker = app.store.call(move |s| s.revoke_worker(&id)).await?;
     let closed = app
@@ -279,24 +324,27 @@ pub(crate) async fn revoke_worker(
 
 /// The API's view of a stored worker, with its live status from the hub.
 fn worker_view(app: &App, w: store::Worker, beat: Option<HeartbeatRecord>, now: u64) -> WorkerView {
-    let offline_after = u64::try_from(app.offline_after().as_millis()).unwrap_or(u64::MAX);
-    let online = !w.revoked
-        && app
-            .hub
-            .live(&w.id)
-            .is_some_and(|live| now.saturating_sub(live.last_beat_ms) < offline_after);
+    let status = crate::presence::presence(app, &w, now);
     let reg = w.register;
     WorkerView {
-        status: if online { "online" } else { "offline" }.to_owned(),
+        status: status.as_str().to_owned(),
         revoked: w.revoked,
+        deleted: w.deleted_at.is_some(),
+        deleted_at: w.deleted_at,
+        cordoned: w.cordoned,
+        draining: w.draining,
+        region: w.region,
         hostname: w.hostname,
-        platform: reg.as_ref().map(|r| r.platform.clone()),
+        platform: reg
+            .as_ref()
+            .map(|r| r.platform.clone())
+            .or(w.enrolled_platform),
         arch: reg.as_ref().and_then(|r| r.arch.clone()),
         cpu_count: reg.as_ref().map(|r| r.cpu_count),
         memory_total: reg.as_ref().map(|r| r.memory_total),
         container_engines: reg.as_ref().map(|r| r.container_engines.clone()),
         agent_version: reg.as_ref().map(|r| r.agent_version.clone()),
-        mode: reg.as_ref().map(|r| r.mode.clone()),
+        mode: w.mode.as_str().to_owned(),
         enrolled_at: w.enrolled_at,
         connected_at: w.connected_at,
         last_heartbeat_at: beat.as_ref().map(|b| b.at),
@@ -309,8 +357,8 @@ fn worker_view(app: &App, w: store::Worker, beat: Option<HeartbeatRecord>, now: 
             gateway_status: b.gateway_status,
             gateway_status_detail: b.gateway_status_detail,
         }),
+        tenant_id: (w.mode == store::WorkerMode::Byom).then_some(w.tenant_id),
         id: w.id,
-        tenant_id: w.tenant_id,
         name: w.name,
     }
 }

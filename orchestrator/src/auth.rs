@@ -7,12 +7,14 @@
 use ring::digest::{digest, SHA256};
 use ring::rand::{SecureRandom, SystemRandom};
 
-/// The three kinds of secret, by prefix.
+/// The kinds of secret, by prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenKind {
     Admin,
     Join,
     Worker,
+    /// A member's API token.
+    Member,
 }
 
 impl TokenKind {
@@ -21,6 +23,7 @@ impl TokenKind {
             Self::Admin => "crops_adm_",
             Self::Join => "crops_join_",
             Self::Worker => "crops_wkr_",
+            Self::Member => "crops_tok_",
         }
     }
 }

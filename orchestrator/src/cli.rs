@@ -5,7 +5,9 @@
 //! it generated one) and then `listening on http(s)://ADDR`, flushed, once
 //! the listener serves. Everything else goes to the log on stderr.
 
+mod fleet;
 mod output;
+mod policy;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -33,6 +35,8 @@ pub enum Command {
     Tenant(TenantArgs),
     JoinToken(JoinTokenArgs),
     Worker(WorkerArgs),
+    Fleet(fleet::FleetArgs),
+    Policy(policy::PolicyArgs),
 }
 
 /// Run the orchestrator.
@@ -57,6 +61,9 @@ pub struct ServeArgs {
     /// admin token (default: $CROPS_ADMIN_TOKEN, else the stored one, else a new one)
     #[argh(option)]
     pub admin_token: Option<String>,
+    /// after SIGTERM, seconds to keep accepting while /readyz answers 503
+    #[argh(option, default = "0")]
+    pub drain_secs: u64,
 }
 
 /// Manage tenants.
@@ -72,6 +79,7 @@ pub struct TenantArgs {
 pub enum TenantCommand {
     Create(TenantCreate),
     List(TenantList),
+    Plan(fleet::TenantPlan),
 }
 
 /// Create a tenant; prints its id.
@@ -164,6 +172,12 @@ pub struct WorkerArgs {
 pub enum WorkerCommand {
     List(WorkerList),
     Revoke(WorkerRevoke),
+    Cordon(fleet::WorkerCordon),
+    Uncordon(fleet::WorkerUncordon),
+    Drain(fleet::WorkerDrain),
+    Undrain(fleet::WorkerUndrain),
+    Delete(fleet::WorkerDelete),
+    RotateCredential(fleet::WorkerRotate),
 }
 
 /// List workers with their status and last heartbeat.
@@ -229,12 +243,39 @@ pub enum CliError {
     Client(#[from] ClientError),
     #[error("cannot write the output: {0}")]
     Output(#[source] std::io::Error),
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyTestError),
 }
 
 /// Run a parsed command line.
 pub async fn run(args: Args) -> Result<(), CliError> {
     match args.command {
         Command::Serve(a) => serve(a).await,
+        Command::Fleet(a) => a.run().await,
+        Command::Policy(policy::PolicyArgs {
+            command: policy::PolicyCommand::Test(a),
+        }) => Ok(a.run()?),
+        Command::Tenant(TenantArgs {
+            command: TenantCommand::Plan(a),
+        }) => a.run().await,
+        Command::Worker(WorkerArgs {
+            command: WorkerCommand::Cordon(a),
+        }) => a.run().await,
+        Command::Worker(WorkerArgs {
+            command: WorkerCommand::Uncordon(a),
+        }) => a.run().await,
+        Command::Worker(WorkerArgs {
+            command: WorkerCommand::Drain(a),
+        }) => a.run().await,
+        Command::Worker(WorkerArgs {
+            command: WorkerCommand::Undrain(a),
+        }) => a.run().await,
+        Command::Worker(WorkerArgs {
+            command: WorkerCommand::Delete(a),
+        }) => a.run().await,
+        Command::Worker(WorkerArgs {
+            command: WorkerCommand::RotateCredential(a),
+        }) => a.run().await,
         Command::Tenant(TenantArgs {
             command: TenantCommand::Create(a),
         }) => {
@@ -304,6 +345,7 @@ async fn serve(a: ServeArgs) -> Result<(), CliError> {
     let mut config = ServeConfig::new(a.data);
     config.tls = tls;
     config.heartbeat_secs = a.heartbeat_secs;
+    config.drain = std::time::Duration::from_secs(a.drain_secs);
     config.admin_token = a.admin_token.or_else(|| env("CROPS_ADMIN_TOKEN"));
     config.on_ready = Some(Box::new(|ready| {
         let mut out = std::io::stdout().lock();

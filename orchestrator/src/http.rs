@@ -10,10 +10,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-mod route;
+pub mod route;
 
-pub use route::{ContainerOp, Route};
+pub use route::{ContainerOp, Endpoint, RouteDef, Rule, Target, ROUTES};
 
+use crate::authz::{Caller, Principal};
 use crate::store::StoreError;
 use crate::App;
 
@@ -35,7 +36,7 @@ pub enum ApiError {
     MethodNotAllowed {
         method: Method,
         path: String,
-        allow: &'static str,
+        allow: String,
     },
     #[error("{message}")]
     Forbidden { message: String },
@@ -64,7 +65,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { .. } => Self::NotFound {
                 message: e.to_string(),
             },
-            StoreError::TenantNameTaken { .. } | StoreError::Revoked { .. } => Self::Conflict {
+            StoreError::TenantNameTaken { .. }
+            | StoreError::NameTaken { .. }
+            | StoreError::Revoked { .. } => Self::Conflict {
                 message: e.to_string(),
             },
             other => Self::Store(other),
@@ -103,7 +106,7 @@ impl ApiError {
         }
     }
 
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    pub(crate) fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
@@ -133,8 +136,10 @@ impl ApiError {
         let body = serde_json::json!({ "error": { "code": code, "message": message } });
         let mut resp = json(status, &body);
         if let Self::MethodNotAllowed { allow, .. } = self {
-            resp.headers_mut()
-                .insert(ALLOW, HeaderValue::from_static(allow));
+            resp.headers_mut().insert(
+                ALLOW,
+                HeaderValue::from_str(&allow).unwrap_or_else(|_| HeaderValue::from_static("GET")),
+            );
         }
         resp
     }
@@ -202,65 +207,143 @@ pub fn query<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
         .find_map(|(k, v)| (k == name).then_some(v))
 }
 
-/// Answer one request: route it, check the method, call the handler.
+/// A mutating request past authentication: appended to the audit log once answered.
+type Audited = Option<(&'static RouteDef, Caller)>;
+
+/// Answer one request: route it, authorise it, call the handler, and
+/// append the audit entry of a mutating call before answering.
 pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let result = dispatch(app, req, &method, &path).await;
-    let resp = result.unwrap_or_else(ApiError::into_response);
+    let mut audited: Audited = None;
+    let result = dispatch(Arc::clone(&app), req, &method, &path, &mut audited).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.status_and_code().1,
+    };
+    let mut resp = result.unwrap_or_else(ApiError::into_response);
+    if let Some((def, caller)) = audited {
+        let status = resp.status().as_u16();
+        let appended = crate::audit::api_call(&app, def, &caller, &path, status, outcome).await;
+        if let Err(error) = appended {
+            // Never acknowledge a call whose entry could not be written.
+            resp = ApiError::Store(error).into_response();
+        }
+    }
+    let route = route::find(&method, &path).ok().map(|(def, _)| def.path);
+    app.metrics
+        .http_request(route, &method, resp.status().as_u16());
     tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
     resp
 }
 
+/// Find the route, authenticate and authorise by its rule, then call its
+/// handler. Only the route table leads to a handler (deny by default).
 async fn dispatch(
     app: Arc<App>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     method: &Method,
     path: &str,
+    audited: &mut Audited,
 ) -> Result<Resp, ApiError> {
     use crate::api;
-    let route = Route::parse(path)?;
-    match (route, method) {
-        (Route::Healthz, &Method::GET) => {
-            Ok(json(StatusCode::OK, &serde_json::json!({ "status": "ok" })))
+    let (def, params) = route::find(method, path)?;
+    let caller = match def.rule {
+        Rule::Public | Rule::Worker => None,
+        Rule::JoinToken => Some(Caller::new(Principal::JoinToken)),
+        _ => Some(Caller::new(
+            crate::authz::authenticate(&app, req.headers()).await?,
+        )),
+    };
+    if let Some(caller) = caller {
+        if method != Method::GET {
+            *audited = Some((def, caller.clone()));
         }
-        (Route::Tenants, &Method::POST) => api::create_tenant(&app, req).await,
-        (Route::Tenants, &Method::GET) => api::list_tenants(&app, req).await,
-        (Route::JoinTokens { tenant_id }, &Method::POST) => {
-            api::create_join_token(&app, req, tenant_id).await
-        }
-        (Route::Enroll, &Method::POST) => api::enroll(&app, req).await,
-        (Route::Workers, &Method::GET) => api::list_workers(&app, req).await,
-        (Route::Revoke { worker_id }, &Method::POST) => {
-            api::revoke_worker(&app, req, worker_id).await
-        }
-        (Route::Agent, &Method::GET) => crate::agent_socket::accept(app, req).await,
-        (Route::Containers, &Method::POST) => api::containers::create(&app, req).await,
-        (Route::Containers, &Method::GET) => api::containers::list(&app, req).await,
-        (Route::Container { id }, &Method::GET) => api::containers::get(&app, req, id).await,
-        (Route::Container { id }, &Method::DELETE) => api::containers::remove(&app, req, id).await,
-        (Route::ContainerOp { id, op }, m) if route.allowed() == m.as_str() => {
-            api::ops::run(&app, req, id, op).await
-        }
-        (Route::Background { id, handle }, &Method::GET) => {
-            api::ops::capture(&app, req, id, handle).await
-        }
-        (Route::BackgroundKill { id, handle }, &Method::POST) => {
-            api::ops::kill(&app, req, id, handle).await
-        }
-        (Route::WorkerContainers { worker_id }, &Method::GET) => {
-            api::images::worker_containers(&app, req, worker_id).await
-        }
-        (Route::WorkerImages { worker_id }, &Method::GET) => {
-            api::images::list(&app, req, worker_id).await
-        }
-        (Route::WorkerImages { worker_id }, &Method::POST) => {
-            api::images::build(&app, req, worker_id).await
-        }
-        (route, _) => Err(ApiError::MethodNotAllowed {
-            method: method.clone(),
-            path: path.to_owned(),
-            allow: route.allowed(),
-        }),
+        crate::authz::check(&app, &caller, def.rule, &params, &req).await?;
+        req.extensions_mut().insert(caller);
     }
+    let container = params.get("containerId");
+    let worker = params.get("workerId");
+    let member = params.get("memberId");
+    match def.endpoint {
+        Endpoint::Healthz => Ok(crate::health::healthz()),
+        Endpoint::Readyz => Ok(crate::health::readyz(&app).await),
+        Endpoint::Metrics => Ok(crate::health::metrics(&app)),
+        Endpoint::OpenApi => Ok(crate::openapi::response()),
+        Endpoint::Me => api::orgs::me(&app, req).await,
+        Endpoint::CreateOrg => api::orgs::create(&app, req).await,
+        Endpoint::ListOrgs => api::orgs::list(&app, req).await,
+        Endpoint::GetOrg => api::orgs::get(&app, req, params.get("orgId")).await,
+        Endpoint::CreateMember => api::members::create(&app, req, params.get("orgId")).await,
+        Endpoint::ListMembers => api::members::list(&app, req, params.get("orgId")).await,
+        Endpoint::GetMember => api::members::get(&app, req, member).await,
+        Endpoint::UpdateMember => api::members::update(&app, req, member).await,
+        Endpoint::DeleteMember => api::members::delete(&app, req, member).await,
+        Endpoint::AssignTenant => {
+            api::members::assign(&app, req, member, params.get("tenantId"), true).await
+        }
+        Endpoint::UnassignTenant => {
+            api::members::assign(&app, req, member, params.get("tenantId"), false).await
+        }
+        Endpoint::CreateToken => api::members::create_token(&app, req, member).await,
+        Endpoint::ListTokens => api::members::list_tokens(&app, req, member).await,
+        Endpoint::RevokeToken => api::members::revoke_token(&app, req, params.get("tokenId")).await,
+        Endpoint::CreateTenant => api::create_tenant(&app, req).await,
+        Endpoint::ListTenants => api::list_tenants(&app, req).await,
+        Endpoint::GetTenant => api::orgs::get_tenant(&app, req, params.get("tenantId")).await,
+        Endpoint::CreateJoinToken => {
+            api::create_join_token(&app, req, params.get("tenantId")).await
+        }
+        Endpoint::Enroll => api::enroll(&app, req).await,
+        Endpoint::Agent => crate::agent_socket::accept(app, req).await,
+        Endpoint::ListWorkers => api::list_workers(&app, req).await,
+        Endpoint::RevokeWorker => api::revoke_worker(&app, req, worker).await,
+        Endpoint::SetPlan => api::plans::set(&app, req, params.get("tenantId")).await,
+        Endpoint::CreateFleetJoinToken => api::workers::create_fleet_join_token(&app, req).await,
+        Endpoint::DeleteWorker => api::workers::delete(&app, worker).await,
+        Endpoint::CordonWorker => {
+            api::workers::set_flags(&app, worker, flags(Some(true), None)).await
+        }
+        Endpoint::UncordonWorker => {
+            api::workers::set_flags(&app, worker, flags(Some(false), None)).await
+        }
+        Endpoint::DrainWorker => {
+            api::workers::set_flags(&app, worker, flags(None, Some(true))).await
+        }
+        Endpoint::UndrainWorker => {
+            api::workers::set_flags(&app, worker, flags(None, Some(false))).await
+        }
+        Endpoint::RotateWorkerCredential => api::workers::rotate_credential(&app, worker).await,
+        Endpoint::WorkerContainers => api::images::worker_containers(&app, req, worker).await,
+        Endpoint::WorkerImages => api::images::list(&app, req, worker).await,
+        Endpoint::BuildImage => api::images::build(&app, req, worker).await,
+        Endpoint::CreateContainer => api::containers::create(&app, req).await,
+        Endpoint::ListContainers => api::containers::list(&app, req).await,
+        Endpoint::GetContainer => api::containers::get(&app, req, container).await,
+        Endpoint::RemoveContainer => api::containers::remove(&app, req, container).await,
+        Endpoint::ContainerSetup => api::ops::run(&app, req, container, ContainerOp::Setup).await,
+        Endpoint::ContainerStart => api::ops::run(&app, req, container, ContainerOp::Start).await,
+        Endpoint::ContainerStop => api::ops::run(&app, req, container, ContainerOp::Stop).await,
+        Endpoint::ContainerExec => api::ops::run(&app, req, container, ContainerOp::Exec).await,
+        Endpoint::ContainerBackground => {
+            api::ops::run(&app, req, container, ContainerOp::Background).await
+        }
+        Endpoint::ContainerStats => api::ops::run(&app, req, container, ContainerOp::Stats).await,
+        Endpoint::BackgroundCapture => {
+            api::ops::capture(&app, req, container, params.get("handle")).await
+        }
+        Endpoint::BackgroundKill => {
+            api::ops::kill(&app, req, container, params.get("handle")).await
+        }
+        Endpoint::Audit => api::audit::list(&app, req).await,
+        Endpoint::ListDecisions => api::decisions::list(&app, req, params.get("tenantId")).await,
+        Endpoint::GetDecision => {
+            api::decisions::get(&app, params.get("tenantId"), params.get("decisionId")).await
+        }
+    }
+}
+
+/// A change of cordon and drain flags (`None`: unchanged).
+fn flags(cordoned: Option<bool>, draining: Option<bool>) -> crate::store::WorkerFlags {
+    crate::store::WorkerFlags { cordoned, draining }
 }

@@ -17,11 +17,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
 use protocol::{Body, Envelope, ErrorReply};
 use smol::channel::{Receiver, Sender};
+
+use crate::metrics::{Metrics, Outcome};
 
 /// What a connection task is asked to do by the rest of the orchestrator.
 #[derive(Debug)]
@@ -120,9 +123,27 @@ pub struct Hub {
     inner: Mutex<Inner>,
     /// Source of connection ids; only ever incremented.
     next_conn: AtomicU64,
+    /// Where every request's outcome and latency is counted.
+    metrics: Arc<Metrics>,
+    /// Appends every command's outcome to the audit log; set once by `serve`.
+    audit: std::sync::OnceLock<crate::audit::CommandHook>,
 }
 
 impl Hub {
+    /// A hub counting its requests in `metrics`.
+    pub fn with_metrics(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            ..Self::default()
+        }
+    }
+
+    /// Audit every request from now on through `hook` (set once; later
+    /// calls are ignored).
+    pub fn set_audit(&self, hook: crate::audit::CommandHook) {
+        let _ = self.audit.set(hook);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave the maps inconsistent
         // (each change is one insert or remove), so poisoning is ignored.
@@ -216,8 +237,38 @@ impl Hub {
     /// Like [`Hub::request`], handing every event that carries the
     /// request's id to `on_event` as it arrives. `timeout` bounds the whole
     /// exchange, events included. Any number of requests may be in flight
-    /// per worker; each waits only for its own reply.
+    /// per worker; each waits only for its own reply. Every request is
+    /// counted in the metrics by type and outcome, with its latency.
     pub async fn request_with_events(
+        &self,
+        worker_id: &str,
+        body: Body,
+        timeout: Duration,
+        on_event: impl FnMut(Body),
+    ) -> Result<Body, HubError> {
+        let ty = body.type_name();
+        let audited = self
+            .audit
+            .get()
+            .map(|_| crate::audit::CommandSent::of(worker_id, &body));
+        let started = Instant::now();
+        let result = self.exchange(worker_id, body, timeout, on_event).await;
+        let outcome = match &result {
+            Ok(_) => Outcome::Ok,
+            Err(HubError::Agent { .. }) => Outcome::AgentError,
+            Err(HubError::Timeout { .. }) => Outcome::Timeout,
+            Err(HubError::Offline { .. }) => Outcome::Offline,
+            Err(HubError::Disconnected { .. }) => Outcome::Disconnected,
+            Err(HubError::RequestId(_)) => Outcome::Internal,
+        };
+        self.metrics.command(ty, outcome, started.elapsed());
+        if let (Some(hook), Some(sent)) = (self.audit.get(), audited) {
+            hook(sent.done(&result)).await;
+        }
+        result
+    }
+
+    async fn exchange(
         &self,
         worker_id: &str,
         body: Body,
@@ -328,6 +379,18 @@ impl Hub {
     /// How many requests await a reply, for tests and diagnostics.
     pub fn pending_count(&self) -> usize {
         self.lock().pending.len()
+    }
+
+    /// Registered connections whose last sign of life is at most
+    /// `window_ms` old, and all registered connections (for `/metrics`).
+    pub fn online_counts(&self, now_ms: u64, window_ms: u64) -> (usize, usize) {
+        let inner = self.lock();
+        let online = inner
+            .live
+            .values()
+            .filter(|l| now_ms.saturating_sub(l.info.last_beat_ms) <= window_ms)
+            .count();
+        (online, inner.live.len())
     }
 }
 

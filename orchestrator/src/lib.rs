@@ -19,11 +19,18 @@
 //! ```
 
 pub mod api;
+pub mod audit;
 pub mod auth;
+pub(crate) mod authz;
 pub mod cli;
 pub mod client;
+pub mod history;
 pub mod http;
 pub mod hub;
+pub mod metrics;
+pub mod openapi;
+pub mod policy;
+pub mod presence;
 pub mod server;
 pub mod store;
 pub mod tls;
@@ -31,6 +38,7 @@ pub mod upgrade;
 pub mod wire;
 
 mod agent_socket;
+mod health;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -59,6 +67,15 @@ pub struct ServeConfig {
     pub timeouts: Timeouts,
     /// Called once the orchestrator is ready to serve (the CLI prints from it).
     pub on_ready: Option<OnReady>,
+    /// After a start, how long a worker that had registered before it is
+    /// reported `reconnecting` rather than `offline` (see `presence`).
+    pub offline_grace: Duration,
+    /// How often removed containers past their plan's retention are pruned.
+    pub history_interval: Duration,
+    /// After the shutdown signal, how long the listener keeps accepting
+    /// while `/readyz` answers 503, so a load balancer can stop routing
+    /// here first. Zero (the default) stops accepting at once.
+    pub drain: Duration,
 }
 
 /// How long an API request waits for the agent's reply before answering
@@ -98,6 +115,9 @@ impl ServeConfig {
             register_timeout: Duration::from_secs(10),
             timeouts: Timeouts::default(),
             on_ready: None,
+            offline_grace: presence::DEFAULT_OFFLINE_GRACE,
+            history_interval: history::DEFAULT_INTERVAL,
+            drain: Duration::ZERO,
         }
     }
 }
@@ -145,6 +165,8 @@ pub enum Error {
     Auth(#[from] auth::AuthError),
     #[error("cannot read the listener's address: {0}")]
     LocalAddr(#[source] std::io::Error),
+    #[error("cannot start the policy engine: {0}")]
+    Policy(#[from] policy::PolicyError),
 }
 
 /// The state every request handler and connection task shares.
@@ -166,6 +188,18 @@ pub(crate) struct App {
     pub timeouts: Timeouts,
     /// Task tracking and the shutdown signals (see `server::Lifecycle`).
     pub life: Lifecycle,
+    /// When this serve started (Unix ms): workers registered before it get
+    /// `offline_grace` to reconnect before they count as offline.
+    pub started_ms: u64,
+    pub offline_grace: Duration,
+    /// Counters for `/metrics`; written by the hub, the connection tasks
+    /// and the HTTP layer.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Whether the listener accepts; set and cleared by `serve` only.
+    pub readiness: health::Readiness,
+    /// Plan and placement policies (wasmtime); activations are written by
+    /// the policy API, decisions read them (see `policy::registry`).
+    pub policies: Arc<policy::Policies>,
 }
 
 impl App {
@@ -205,16 +239,29 @@ pub async fn serve(
         Arc::new(smol::unblock(move || Store::open(&dir)).await?)
     };
     let (admin_hash, generated) = admin_token(&store, config.admin_token).await?;
+    let default_org = auth::uuid_v4()?;
+    store
+        .call(move |s| s.ensure_default_org(&default_org, now_ms()))
+        .await?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let policies = Arc::new(policy::Policies::shared()?);
     let app = Arc::new(App {
+        policies,
         store: Arc::clone(&store),
-        hub: Arc::new(Hub::default()),
+        hub: Arc::new(Hub::with_metrics(Arc::clone(&metrics))),
         admin_hash,
         heartbeat_secs: config.heartbeat_secs,
         register_timeout: config.register_timeout,
         timeouts: config.timeouts,
         life: Lifecycle::new(),
+        started_ms: now_ms(),
+        offline_grace: config.offline_grace,
+        metrics,
+        readiness: health::Readiness::default(),
     });
     tracing::info!(%addr, tls = acceptor.is_some(), data = %config.data_dir.display(), "serving");
+    app.hub.set_audit(audit::command_hook(Arc::clone(&store)));
+    history::spawn(&app, config.history_interval);
     if let Some(on_ready) = config.on_ready {
         on_ready(&Ready {
             addr,
@@ -223,7 +270,19 @@ pub async fn serve(
         });
     }
 
+    // Not ready from the shutdown signal on; still accepting while draining.
+    let drain = config.drain;
+    let shutdown = async {
+        shutdown.await;
+        app.readiness.set_accepting(false);
+        if !drain.is_zero() {
+            tracing::info!(?drain, "draining: /readyz answers 503");
+            smol::Timer::after(drain).await;
+        }
+    };
+    app.readiness.set_accepting(true);
     server::accept_loop(&app, &listener, acceptor, shutdown).await;
+    app.readiness.set_accepting(false);
 
     tracing::info!("shutting down");
     app.life.finish(Duration::from_secs(3)).await;

@@ -15,8 +15,15 @@
 //! in `records`; container records and the inventory reconcile in
 //! `containers`.
 
+mod audit;
 mod containers;
+mod decisions;
+mod history;
+mod identity;
+mod plans;
 mod records;
+mod tokens;
+mod workers;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,8 +34,15 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use audit::{AuditEntry, AuditScope, MAX_AUDIT_PAGE};
 pub use containers::CreateOutcome;
+pub use decisions::{DecisionRecord, MAX_DECISION_PAGE};
+pub use history::Pruned;
+pub use identity::{Member, MemberChange, Org, Role, DEFAULT_ORG_NAME};
+pub use plans::{Plan, PlanLimits, MAX_HISTORY_DAYS};
 pub use records::*;
+pub use tokens::MemberToken;
+pub use workers::{FleetEnrolment, WorkerFlags, WorkerMode};
 
 /// Tenant id -> [`Tenant`] (JSON).
 const TENANTS: TableDefinition<&str, &str> = TableDefinition::new("tenants");
@@ -85,8 +99,16 @@ pub enum StoreError {
     NotFound { what: &'static str, id: String },
     #[error("a tenant named {name:?} already exists")]
     TenantNameTaken { name: String },
+    #[error("{what} name {name:?} is already taken")]
+    NameTaken { what: &'static str, name: String },
     #[error("worker {id} is revoked")]
     Revoked { id: String },
+    #[error("worker {id} was enrolled as {enrolled} but registers as {claimed}")]
+    ModeMismatch {
+        id: String,
+        enrolled: &'static str,
+        claimed: String,
+    },
 }
 
 /// Why a join token was refused at enrolment. Nothing is changed when refused.
@@ -202,6 +224,13 @@ impl Store {
         smol::unblock(move || f(&store)).await
     }
 
+    /// Prove the database answers: one read transaction (for `/readyz`).
+    pub fn check(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        txn.open_table(META).map_err(failed("open meta"))?;
+        Ok(())
+    }
+
     /// The stored admin token hash (hex), if one was ever set.
     pub fn admin_token_hash(&self) -> Result<Option<String>, StoreError> {
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
@@ -290,62 +319,81 @@ impl Store {
     /// Exchange a join token for a new worker, atomically: the token is
     /// checked and marked used in the same write transaction that creates
     /// the worker, and redb serializes write transactions, so a token is
-    /// used at most once even under concurrent enrolments.
+    /// used at most once even under concurrent enrolments. A tenant's token
+    /// makes a byom worker of that tenant; a fleet token makes a fleet
+    /// worker (no tenant) in its region.
     pub fn enroll(
         &self,
         join_hash_hex: &str,
         now_ms: u64,
         new: NewWorker,
-    ) -> Result<Result<(Worker, Tenant), JoinRefusal>, StoreError> {
+    ) -> Result<Result<(Worker, Option<Tenant>), JoinRefusal>, StoreError> {
         let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let enrolled =
-            {
-                let mut tokens = txn
-                    .open_table(JOIN_TOKENS)
-                    .map_err(failed("open join tokens"))?;
-                let Some(mut token) = get_json::<JoinToken>(&tokens, "join_tokens", join_hash_hex)?
-                else {
-                    return Ok(Err(JoinRefusal::Unknown));
-                };
-                if token.used {
-                    return Ok(Err(JoinRefusal::Used));
-                }
-                if now_ms >= token.expires_at {
-                    return Ok(Err(JoinRefusal::Expired));
-                }
-                let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
-                let tenant = get_json::<Tenant>(&tenants, "tenants", &token.tenant_id)?
-                    .ok_or_else(|| StoreError::NotFound {
-                        what: "tenant",
-                        id: token.tenant_id.clone(),
-                    })?;
-                token.used = true;
-                tokens
-                    .insert(join_hash_hex, encode(&token).as_str())
-                    .map_err(failed("mark a join token used"))?;
-                let worker = Worker {
-                    id: new.id,
-                    tenant_id: tenant.id.clone(),
-                    name: new.name,
-                    hostname: new.hostname,
-                    credential_hash: new.credential_hash,
-                    revoked: false,
-                    enrolled_at: now_ms,
-                    connected_at: None,
-                    register: None,
-                };
-                let mut workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
-                workers
-                    .insert(worker.id.as_str(), encode(&worker).as_str())
-                    .map_err(failed("insert a worker"))?;
-                let mut creds = txn
-                    .open_table(CREDENTIALS)
-                    .map_err(failed("open credentials"))?;
-                creds
-                    .insert(worker.credential_hash.as_str(), worker.id.as_str())
-                    .map_err(failed("insert a credential"))?;
-                (worker, tenant)
+        let enrolled = {
+            let mut tokens = txn
+                .open_table(JOIN_TOKENS)
+                .map_err(failed("open join tokens"))?;
+            let Some(mut token) = get_json::<JoinToken>(&tokens, "join_tokens", join_hash_hex)?
+            else {
+                return Ok(Err(JoinRefusal::Unknown));
             };
+            if token.used {
+                return Ok(Err(JoinRefusal::Used));
+            }
+            if now_ms >= token.expires_at {
+                return Ok(Err(JoinRefusal::Expired));
+            }
+            let tenant = match token.fleet {
+                Some(_) => None,
+                None => {
+                    let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
+                    let tenant = get_json::<Tenant>(&tenants, "tenants", &token.tenant_id)?
+                        .ok_or_else(|| StoreError::NotFound {
+                            what: "tenant",
+                            id: token.tenant_id.clone(),
+                        })?;
+                    Some(tenant)
+                }
+            };
+            token.used = true;
+            tokens
+                .insert(join_hash_hex, encode(&token).as_str())
+                .map_err(failed("mark a join token used"))?;
+            let fleet = token.fleet.clone();
+            let worker = Worker {
+                id: new.id,
+                tenant_id: tenant.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
+                name: new.name,
+                hostname: new.hostname,
+                credential_hash: new.credential_hash,
+                revoked: false,
+                enrolled_at: now_ms,
+                connected_at: None,
+                register: None,
+                mode: if fleet.is_some() {
+                    WorkerMode::Fleet
+                } else {
+                    WorkerMode::Byom
+                },
+                region: fleet.as_ref().map(|f| f.region.clone()),
+                enrolled_platform: fleet.and_then(|f| f.platform),
+                cordoned: false,
+                draining: false,
+                deleted_at: None,
+                pending_credential_hash: None,
+            };
+            let mut workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
+            workers
+                .insert(worker.id.as_str(), encode(&worker).as_str())
+                .map_err(failed("insert a worker"))?;
+            let mut creds = txn
+                .open_table(CREDENTIALS)
+                .map_err(failed("open credentials"))?;
+            creds
+                .insert(worker.credential_hash.as_str(), worker.id.as_str())
+                .map_err(failed("insert a credential"))?;
+            (worker, tenant)
+        };
         txn.commit().map_err(failed("commit an enrolment"))?;
         Ok(Ok(enrolled))
     }
@@ -404,7 +452,8 @@ impl Store {
         })
     }
 
-    /// Record an accepted register; refused if the worker was revoked meanwhile.
+    /// Record an accepted register; refused if the worker was revoked
+    /// meanwhile, or if the register's mode contradicts the enrolment's.
     pub fn record_register(
         &self,
         id: &str,
@@ -416,6 +465,13 @@ impl Store {
         self.update_worker(id, "record a register", |w| {
             if w.revoked {
                 return Err(StoreError::Revoked { id: w.id.clone() });
+            }
+            if info.mode != w.mode.as_str() {
+                return Err(StoreError::ModeMismatch {
+                    id: w.id.clone(),
+                    enrolled: w.mode.as_str(),
+                    claimed: info.mode.clone(),
+                });
             }
             w.name = name.to_owned();
             w.hostname = Some(hostname.to_owned());

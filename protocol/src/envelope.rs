@@ -153,6 +153,8 @@ messages! {
     Heartbeat(Heartbeat) = "worker.heartbeat",
     /// Agent -> orchestrator, after every accept; no `requestId`.
     Inventory(Inventory) = "worker.inventory",
+    /// Orchestrator -> agent: store this new credential, then answer.
+    RotateCredential(RotateCredential) = "worker.rotate-credential",
 
     // Commands (orchestrator -> agent), each answered by `<type>.result` or `error`.
     ContainerCreate(ContainerCreate) = "container.create",
@@ -174,6 +176,8 @@ messages! {
     TerminalClose(TerminalClose) = "terminal.close",
 
     // Results (agent -> orchestrator), carrying the command's `requestId`.
+    /// The new credential is stored; the next connection presents it.
+    CredentialRotated(Empty) = "worker.rotate-credential.result",
     ContainerCreated(ContainerCreated) = "container.create.result",
     ContainerSetupDone(ContainerSetupDone) = "container.setup.result",
     ContainerStarted(ContainerStatus) = "container.start.result",

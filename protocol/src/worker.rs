@@ -1,5 +1,6 @@
 //! Worker lifecycle messages: `worker.register`, `worker.accepted`,
-//! `worker.heartbeat` and `worker.inventory`.
+//! `worker.heartbeat`, `worker.inventory`, and the credential rotation
+//! command `worker.rotate-credential`.
 
 use serde::{Deserialize, Serialize};
 
@@ -155,6 +156,41 @@ impl Heartbeat {
 #[serde(rename_all = "camelCase")]
 pub struct Inventory {
     pub containers: Vec<ContainerInfo>,
+}
+
+/// `worker.rotate-credential` (orchestrator -> agent): replace this worker's
+/// credential. The agent writes it where it read its credential from (its
+/// config file, atomically, mode 0600) and answers
+/// `worker.rotate-credential.result` (`{}`) only once it is stored; its next
+/// connection presents the new one. `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RotateCredential {
+    /// The new credential (`crops_wkr_…`).
+    pub credential: String,
+}
+
+impl std::fmt::Debug for RotateCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotateCredential")
+            .field("credential", &"<redacted>")
+            .finish()
+    }
+}
+
+impl RotateCredential {
+    /// A credential is 1 to 256 visible ASCII characters (it travels in an
+    /// HTTP header).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let c = &self.credential;
+        if c.is_empty() || c.len() > 256 || !c.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Invalid::new(
+                "credential",
+                "must be 1 to 256 visible ASCII characters",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A printable, bounded string: no control characters, `min..=max` bytes.

@@ -394,7 +394,10 @@ fn an_image_build_streams_progress_then_answers() {
             // An event carries one or more lines (batched at most 10 a second).
             lines.extend(p.line.lines().map(str::to_owned));
         }
-        assert!(events >= 1 && events <= lines.len(), "{events} events, {lines:#?}");
+        assert!(
+            events >= 1 && events <= lines.len(),
+            "{events} events, {lines:#?}"
+        );
         podman(&["rmi", "--force", &tag], false);
         let Body::ImageBuilt(built) = reply.body else {
             panic!("{reply:?}\n{lines:#?}")

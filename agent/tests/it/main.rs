@@ -7,6 +7,7 @@
 mod concurrency;
 mod containers;
 mod profiles;
+mod rotation;
 mod session_containers;
 mod support;
 

@@ -62,6 +62,16 @@ impl Conn {
             Err(StoreError::Revoked { .. } | StoreError::NotFound { .. }) => {
                 return Err(close_with(close::REVOKED, "credential revoked"));
             }
+            Err(mismatch @ StoreError::ModeMismatch { .. }) => {
+                // The enrolment decides a worker's mode, never the agent.
+                tracing::warn!(worker_id = %self.worker_id, error = %mismatch, "register refused");
+                let reply = ErrorReply::new(ErrorCode::Forbidden, mismatch.to_string());
+                self.reply_error(request_id, reply).await?;
+                return Err(close_with(
+                    close::PROTOCOL_ERROR,
+                    "mode contradicts the enrolment",
+                ));
+            }
             Err(error) => {
                 tracing::error!(worker_id = %self.worker_id, %error, "cannot record a register");
                 let reply = ErrorReply::new(ErrorCode::Internal, "cannot record the registration");

@@ -31,6 +31,8 @@ pub(super) async fn run(app: Arc<App>, worker_id: String, io: UpgradedIo) {
         .max_frame_size(Some(protocol::MAX_TEXT_FRAME));
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let conn_id = app.hub.next_conn_id();
+    // Counted in `crops_agent_sockets_open` until this task ends.
+    let _socket = app.metrics.socket_opened();
     tracing::info!(%worker_id, conn_id, "agent connected");
     let (tx, rx) = smol::channel::unbounded();
     let now = Instant::now();

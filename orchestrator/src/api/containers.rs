@@ -1,6 +1,9 @@
 //! Container records over HTTP: create (persisted `creating` first, then
 //! `container.create` on the chosen worker), list per tenant, read, remove.
 //!
+//! Without a `workerId`, `api::schedule` runs the admission and placement
+//! policies first and the create goes to the worker they chose.
+//!
 //! Create is idempotent on a client-chosen `id`: a retry of the same
 //! container (same tenant, worker, name and image) answers 200 with the
 //! record; if that record is still `creating` (an earlier attempt got no
@@ -16,7 +19,7 @@ use protocol::{Body, ErrorCode};
 use serde::{Deserialize, Serialize};
 
 use super::relay::{self, agent_code, bad_reply, fail, settle, worker_error};
-use super::require_admin;
+use crate::authz::{Caller, Need};
 use crate::http::{json, query, read_json, ApiError, Resp};
 use crate::hub::HubError;
 use crate::store::{ContainerRecord, ContainerState, CreateOutcome};
@@ -29,7 +32,16 @@ struct CreateContainer {
     #[serde(default)]
     id: Option<String>,
     tenant_id: String,
-    worker_id: String,
+    /// Omitted: the policies choose (`api::schedule`).
+    #[serde(default)]
+    worker_id: Option<String>,
+    /// Placement wishes, only without `worker_id`.
+    #[serde(default)]
+    platform: Option<String>,
+    #[serde(default)]
+    arch: Option<String>,
+    #[serde(default)]
+    region: Option<String>,
     name: String,
     image: String,
     #[serde(default)]
@@ -84,8 +96,11 @@ pub(crate) fn view(status: StatusCode, record: ContainerRecord) -> Resp {
     json(status, &ContainerView::from(record))
 }
 
+/// `POST /v1/containers`: the caller must be able to use the body's
+/// tenant, and see the worker (a byom worker of a tenant they use, or a
+/// fleet worker).
 pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    require_admin(app, &req)?;
+    let caller = Caller::of(&req)?;
     let body: CreateContainer = read_json(req).await?;
     let command = ContainerCreate {
         container_id: match body.id {
@@ -104,19 +119,32 @@ pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
     command
         .validate()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if !auth::is_uuid(&body.worker_id) {
+    // Authorise the tenant before anything (placement included) looks further.
+    caller.tenant(app, &command.tenant_id, Need::Use).await?;
+    let wishes = super::schedule::Wishes {
+        platform: body.platform,
+        arch: body.arch,
+        region: body.region,
+    };
+    let worker_id = match body.worker_id {
+        Some(id) if wishes.is_empty() => id,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "platform, arch and region are placement wishes: give them without workerId",
+            ))
+        }
+        None => super::schedule::choose(app, &caller, &command, wishes).await?,
+    };
+    if !auth::is_uuid(&worker_id) {
         return Err(ApiError::bad_request(
             "invalid workerId: must be a lowercase UUID",
         ));
     }
-    let worker_id = body.worker_id;
-    let tenant_id = command.tenant_id.clone();
-    let tenant = app.store.call(move |s| s.get_tenant(&tenant_id)).await?;
-    if tenant.is_none() {
-        let id = &command.tenant_id;
-        return Err(ApiError::not_found(format!("tenant {id} not found")));
-    }
     let worker = relay::worker(app, &worker_id).await?;
+    if worker.tenant_scope().is_some() && !caller.is_operator() {
+        // Another tenant's machine stays hidden from those who cannot see it.
+        caller.worker(app, &worker_id, Need::Use).await?;
+    }
     if worker.revoked {
         return Err(ApiError::conflict(format!("worker {worker_id} is revoked")));
     }
@@ -133,6 +161,8 @@ pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
     if let Some(existing) = app.store.call(move |s| s.get_container(&id)).await? {
         return retried(app, existing, &worker_id, command).await;
     }
+    // A retry above may settle its record; anything new must be admitted.
+    super::workers::admits(&worker, super::workers::Work::Create)?;
     // Nothing is recorded for a worker that cannot be reached now.
     if app.hub.live(&worker_id).is_none() {
         return Err(worker_error(HubError::Offline { worker_id }));
@@ -260,8 +290,8 @@ async fn create_sent(
     }
 }
 
+/// `GET /v1/containers?tenantId=T` (the dispatcher checked the tenant).
 pub(crate) async fn list(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    require_admin(app, &req)?;
     let tenant_id = query(&req, "tenantId")
         .ok_or_else(|| ApiError::bad_request("the tenantId query parameter is required"))?
         .to_owned();
@@ -287,8 +317,7 @@ pub(crate) async fn list(app: &App, req: Request<Incoming>) -> Result<Resp, ApiE
     ))
 }
 
-pub(crate) async fn get(app: &App, req: Request<Incoming>, id: &str) -> Result<Resp, ApiError> {
-    require_admin(app, &req)?;
+pub(crate) async fn get(app: &App, _req: Request<Incoming>, id: &str) -> Result<Resp, ApiError> {
     Ok(view(StatusCode::OK, relay::record(&app.store, id).await?))
 }
 
@@ -299,7 +328,6 @@ pub(crate) async fn remove(
     req: Request<Incoming>,
     id: &str,
 ) -> Result<Resp, ApiError> {
-    require_admin(app, &req)?;
     let force = match query(&req, "force") {
         None | Some("false") => false,
         Some("true" | "") => true,

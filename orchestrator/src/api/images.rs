@@ -14,7 +14,7 @@ use protocol::Body;
 use serde::{Deserialize, Serialize};
 
 use super::relay::{self, bad_reply, worker_error};
-use super::require_admin;
+use crate::authz::{Caller, Need};
 use crate::http::{json, read_json_limited, ApiError, Resp};
 use crate::App;
 
@@ -74,10 +74,9 @@ impl BuildLog {
 /// `GET /v1/workers/{id}/containers`: every container on the worker.
 pub(crate) async fn worker_containers(
     app: &App,
-    req: Request<Incoming>,
+    _req: Request<Incoming>,
     worker_id: &str,
 ) -> Result<Resp, ApiError> {
-    require_admin(app, &req)?;
     relay::worker(app, worker_id).await?;
     let command = Body::ContainerListAll(Empty {});
     match app
@@ -94,10 +93,9 @@ pub(crate) async fn worker_containers(
 /// `GET /v1/workers/{id}/images`.
 pub(crate) async fn list(
     app: &App,
-    req: Request<Incoming>,
+    _req: Request<Incoming>,
     worker_id: &str,
 ) -> Result<Resp, ApiError> {
-    require_admin(app, &req)?;
     relay::worker(app, worker_id).await?;
     let command = Body::ImagesList(Empty {});
     match app
@@ -112,13 +110,15 @@ pub(crate) async fn list(
 }
 
 /// `POST /v1/workers/{id}/images`: build an image on that worker. A build
-/// for a tenant must be on a worker that serves the tenant.
+/// for a tenant must be on a worker that serves the tenant. Members build
+/// on a byom worker of a tenant they use, or on a fleet worker for a
+/// tenant they use (naming it); other builds are the operator's.
 pub(crate) async fn build(
     app: &App,
     req: Request<Incoming>,
     worker_id: &str,
 ) -> Result<Resp, ApiError> {
-    require_admin(app, &req)?;
+    let caller = Caller::of(&req)?;
     let body: BuildBody = read_json_limited(req, MAX_BUILD_BODY).await?;
     let command = ImageBuild {
         tag: body.tag,
@@ -129,11 +129,20 @@ pub(crate) async fn build(
         .validate()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let worker = relay::worker(app, worker_id).await?;
-    if let Some(tenant_id) = command.tenant_id.clone() {
-        let key = tenant_id.clone();
-        if app.store.call(move |s| s.get_tenant(&key)).await?.is_none() {
-            return Err(ApiError::not_found(format!("tenant {tenant_id} not found")));
+    if !caller.is_operator() {
+        match (worker.tenant_scope(), &command.tenant_id) {
+            (Some(_), _) => drop(caller.worker(app, worker_id, Need::Use).await?),
+            (None, None) => {
+                return Err(ApiError::forbidden(
+                    "a build on a fleet worker must name the tenantId it is for",
+                ))
+            }
+            (None, Some(_)) => {}
         }
+    }
+    super::workers::admits(&worker, super::workers::Work::Other)?;
+    if let Some(tenant_id) = command.tenant_id.clone() {
+        caller.tenant(app, &tenant_id, Need::Use).await?;
         if worker.tenant_scope().is_some_and(|t| t != tenant_id) {
             return Err(ApiError::forbidden(format!(
                 "worker {worker_id} is a tenant's own machine and serves only that tenant"

@@ -5,6 +5,9 @@
 //! result object as the protocol defines it (PROTOCOL.md section 4), since
 //! the HTTP client wants exactly those fields. A container its worker no
 //! longer has (agent `not_found` on start or stop) is marked `lost`.
+//!
+//! Every route here is `TenantMember(Container)`: the dispatcher has checked
+//! that the caller may use the container record's tenant before these run.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +23,7 @@ use serde::Deserialize;
 
 use super::containers::view;
 use super::relay::{agent_code, bad_reply, detached, fail, live_record, settle, worker_error};
-use super::require_admin;
+use super::workers::{check_admits, Work};
 use crate::http::{json, query, read_json, read_json_limited, ApiError, ContainerOp, Resp};
 use crate::store::{ContainerRecord, ContainerState};
 use crate::wire::record_state;
@@ -92,7 +95,6 @@ pub(crate) async fn run(
     id: &str,
     op: ContainerOp,
 ) -> Result<Resp, ApiError> {
-    require_admin(app, &req)?;
     match op {
         ContainerOp::Setup => setup(app, req, id).await,
         ContainerOp::Start | ContainerOp::Stop => lifecycle(app, req, id, op).await,
@@ -111,6 +113,7 @@ async fn setup(app: &App, req: Request<Incoming>, id: &str) -> Result<Resp, ApiE
     };
     command.validate().map_err(invalid)?;
     let record = live_record(app, id).await?;
+    check_admits(app, &record.worker_id, Work::Other).await?;
     // A clone may take a while: setup gets the create deadline.
     let reply = send(
         app,
@@ -196,6 +199,7 @@ async fn exec(app: &App, req: Request<Incoming>, id: &str) -> Result<Resp, ApiEr
     };
     command.validate().map_err(invalid)?;
     let record = live_record(app, id).await?;
+    check_admits(app, &record.worker_id, Work::Other).await?;
     let secs = command.timeout_secs.unwrap_or(DEFAULT_EXEC_SECS);
     let timeout = Duration::from_secs(u64::from(secs)) + app.timeouts.exec_grace;
     match send(app, &record, Body::Exec(command), timeout).await {
@@ -215,6 +219,7 @@ async fn background(app: &App, req: Request<Incoming>, id: &str) -> Result<Resp,
     };
     command.validate().map_err(invalid)?;
     let record = live_record(app, id).await?;
+    check_admits(app, &record.worker_id, Work::Other).await?;
     let body = Body::ExecBackground(command);
     match send(app, &record, body, app.timeouts.command).await {
         Ok(Body::BackgroundStarted(started)) => Ok(json(StatusCode::OK, &started)),
@@ -234,7 +239,6 @@ pub(crate) async fn capture(
     id: &str,
     handle: &str,
 ) -> Result<Resp, ApiError> {
-    require_admin(app, &req)?;
     let offset = match query(&req, "offset") {
         None => 0,
         Some(n) => n
@@ -257,11 +261,10 @@ pub(crate) async fn capture(
 /// `POST /v1/containers/{id}/background/{handle}/kill`.
 pub(crate) async fn kill(
     app: &App,
-    req: Request<Incoming>,
+    _req: Request<Incoming>,
     id: &str,
     handle: &str,
 ) -> Result<Resp, ApiError> {
-    require_admin(app, &req)?;
     let record = live_record(app, id).await?;
     let command = Body::BackgroundKill(BackgroundKill {
         container_id: id.to_owned(),

@@ -154,9 +154,16 @@ impl Store {
                     id: id.to_owned(),
                 })?;
             let before = record.state;
+            let engine_before = record.engine_id.clone();
             change(&mut record);
             record.updated_at = now_ms;
-            record.rev = super::stamp();
+            // Only a change of what the engine holds is newer than an
+            // inventory; a note (lastError) alone must not shield a record
+            // from the reconcile (a create cut off by a disconnect would
+            // otherwise stay `creating` after the agent reported it running).
+            if record.state != before || record.engine_id != engine_before {
+                record.rev = super::stamp();
+            }
             containers
                 .insert(id, encode(&record).as_str())
                 .map_err(failed("update a container"))?;

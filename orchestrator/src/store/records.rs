@@ -9,14 +9,27 @@ pub struct Tenant {
     pub id: String,
     pub name: String,
     pub created_at: u64,
+    /// The organisation owning the tenant. Records written before
+    /// organisations existed read as empty and are moved into the `default`
+    /// organisation when the store is opened (`Store::ensure_default_org`).
+    #[serde(default)]
+    pub org_id: String,
+    /// The tenant's plan; records written before plans existed read as Free.
+    #[serde(default)]
+    pub plan: super::Plan,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JoinToken {
+    /// The tenant a byom worker enrolled with this token belongs to; empty
+    /// for a fleet token.
     pub tenant_id: String,
     pub created_at: u64,
     pub expires_at: u64,
     pub used: bool,
+    /// Set on an operator's fleet token: enrolment makes a fleet worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<super::FleetEnrolment>,
 }
 
 /// The system facts of the last `worker.register`.
@@ -35,6 +48,7 @@ pub struct RegisterInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Worker {
     pub id: String,
+    /// The tenant a byom worker enrolled for; empty for a fleet worker.
     pub tenant_id: String,
     pub name: String,
     pub hostname: Option<String>,
@@ -45,17 +59,45 @@ pub struct Worker {
     /// When the last accepted register happened.
     pub connected_at: Option<u64>,
     pub register: Option<RegisterInfo>,
+    /// What enrolment made this worker (never the agent's own claim).
+    /// Records written before fleet enrolment existed read as byom.
+    #[serde(default)]
+    pub mode: super::WorkerMode,
+    /// A fleet worker's region, from its join token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// A fleet worker's platform as its join token declared it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolled_platform: Option<String>,
+    /// No new containers are placed here; everything else works.
+    #[serde(default)]
+    pub cordoned: bool,
+    /// No new work of any kind; running containers stay.
+    #[serde(default)]
+    pub draining: bool,
+    /// When the worker was deleted (it is then also revoked); kept for audit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<u64>,
+    /// SHA-256 (hex) of a credential sent to the agent by a rotation whose
+    /// answer is not recorded yet; accepted beside the current one, and
+    /// made the only one by the agent's success reply or by its first use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_credential_hash: Option<String>,
 }
 
 impl Worker {
     /// The only tenant this worker may serve, or `None` for a fleet worker
-    /// (shared by tenants). A worker that never registered, or registered
-    /// as `byom`, serves only the tenant it enrolled for.
+    /// (shared by tenants). The mode is the enrolment's: a byom worker
+    /// serves only the tenant it enrolled for, whatever it registers as.
     pub fn tenant_scope(&self) -> Option<&str> {
-        match &self.register {
-            Some(r) if r.mode == "fleet" => None,
-            _ => Some(&self.tenant_id),
+        match self.mode {
+            super::WorkerMode::Fleet => None,
+            super::WorkerMode::Byom => Some(&self.tenant_id),
         }
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted_at.is_some()
     }
 }
 

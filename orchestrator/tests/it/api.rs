@@ -51,11 +51,11 @@ fn admin_routes_refuse_missing_or_wrong_admin_token() {
         for (method, path, body) in &routes {
             let (status, reply) = http(server.addr, method, path, &[], body.clone()).await;
             assert_error(status, &reply, 401, "unauthorized");
-            assert_eq!(reply["error"]["message"], "missing admin token");
+            assert_eq!(reply["error"]["message"], "missing bearer token");
             let wrong = [("Authorization", "Bearer crops_adm_wrong")];
             let (status, reply) = http(server.addr, method, path, &wrong, body.clone()).await;
             assert_error(status, &reply, 401, "unauthorized");
-            assert_eq!(reply["error"]["message"], "invalid admin token");
+            assert_eq!(reply["error"]["message"], "invalid token");
             let basic = [("Authorization", "Basic YWRtaW46YWRtaW4=")];
             let (status, reply) = http(server.addr, method, path, &basic, body.clone()).await;
             assert_error(status, &reply, 401, "unauthorized");

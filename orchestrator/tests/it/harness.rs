@@ -56,6 +56,10 @@ pub struct Options {
     pub admin_token: Option<String>,
     pub register_timeout: Duration,
     pub timeouts: orchestrator::Timeouts,
+    /// How long the listener keeps accepting after the stop signal.
+    pub drain: Duration,
+    /// How long workers known before a start count as reconnecting.
+    pub offline_grace: Duration,
 }
 
 impl Default for Options {
@@ -65,6 +69,8 @@ impl Default for Options {
             admin_token: Some(ADMIN.to_owned()),
             register_timeout: Duration::from_secs(10),
             timeouts: orchestrator::Timeouts::default(),
+            drain: Duration::ZERO,
+            offline_grace: orchestrator::presence::DEFAULT_OFFLINE_GRACE,
         }
     }
 }
@@ -82,6 +88,8 @@ impl Server {
         config.admin_token = opts.admin_token;
         config.register_timeout = opts.register_timeout;
         config.timeouts = opts.timeouts;
+        config.drain = opts.drain;
+        config.offline_grace = opts.offline_grace;
         let (ready_tx, ready_rx) = smol::channel::bounded(1);
         config.on_ready = Some(Box::new(move |ready| {
             let _ = ready_tx.try_send(ready.clone());
@@ -101,6 +109,11 @@ impl Server {
             stop,
             task,
         }
+    }
+
+    /// Send the stop signal without waiting for serve to return.
+    pub fn begin_stop(&self) {
+        self.stop.close();
     }
 
     /// Stop serving and wait until serve has returned (the database is closed).

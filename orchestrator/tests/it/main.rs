@@ -5,10 +5,19 @@
 
 mod fake;
 mod harness;
+mod people;
 
 mod agent;
 mod api;
+mod audit;
+mod authz;
 mod containers;
+mod durability;
 mod failures;
+mod history;
+mod identity;
+mod ops;
 mod reconcile;
 mod restart;
+mod scheduling;
+mod workers;

@@ -30,7 +30,9 @@ fn a_restart_keeps_tenants_workers_credentials_and_last_heartbeat() {
         let (_, tenants_after) = server.admin("GET", "/v1/tenants", None).await;
         assert_eq!(tenants_after, tenants_before);
         let after = server.worker(&id).await;
-        assert_eq!(after["status"], "offline", "{after}");
+        // Within the offline grace a worker known before the restart is
+        // reconnecting, not offline: the outage was the orchestrator's.
+        assert_eq!(after["status"], "reconnecting", "{after}");
         for field in [
             "tenantId",
             "name",
@@ -80,6 +82,36 @@ fn a_silent_worker_goes_offline_and_is_closed_with_4010() {
         assert_eq!(w["revoked"], false);
         let (code, _) = agent.expect_close(Duration::from_secs(5)).await;
         assert_eq!(code, 4010);
+        server.stop().await;
+    });
+}
+
+#[test]
+fn after_a_restart_workers_are_reconnecting_until_the_grace_passes_then_offline() {
+    smol::block_on(async {
+        let server = Server::start("grace").await;
+        let (mut agent, id, _) = server.registered("nas").await;
+        let (never, _) = server.enrolled("never-connected").await;
+        let stopping = smol::spawn(server.stop());
+        let (code, _) = agent.expect_close(Duration::from_secs(5)).await;
+        assert_eq!(code, 1001);
+        drop(agent);
+        let data = stopping.await;
+
+        let opts = Options {
+            offline_grace: Duration::from_millis(400),
+            ..Options::default()
+        };
+        let server = Server::start_in(data, opts).await;
+        let w = server.worker(&id).await;
+        assert_eq!(w["status"], "reconnecting", "{w}");
+        // Never registered: nothing to wait for.
+        assert_eq!(server.worker(&never).await["status"], "offline");
+        server
+            .wait_worker(&id, "offline once the grace has passed", |w| {
+                w["status"] == "offline"
+            })
+            .await;
         server.stop().await;
     });
 }

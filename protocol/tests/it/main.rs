@@ -174,3 +174,22 @@ fn profiles_order_from_weakest_to_strongest() {
     use protocol::container::Profile::*;
     assert!(Open < Standard && Standard < Strict && Strict < Offline);
 }
+
+#[test]
+fn a_rotated_credential_is_checked_and_never_shown_by_debug() {
+    let Body::RotateCredential(rotate) = Envelope::decode(&fixture("worker.rotate-credential"))
+        .unwrap()
+        .body
+    else {
+        unreachable!()
+    };
+    assert!(rotate.validate().is_ok());
+    assert!(!format!("{rotate:?}").contains("crops_wkr_"), "{rotate:?}");
+    let mut bad = rotate.clone();
+    bad.credential = "has space".into();
+    assert_eq!(bad.validate().unwrap_err().field, "credential");
+    bad.credential = String::new();
+    assert!(bad.validate().is_err());
+    bad.credential = "x".repeat(257);
+    assert!(bad.validate().is_err());
+}

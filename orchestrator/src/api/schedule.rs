@@ -1,0 +1,341 @@
+//! `POST /v1/containers` without a `workerId`: admit, then place, then the
+//! ordinary create on the chosen worker.
+//!
+//! The inputs come from the store (the tenant's plan, its containers by
+//! state, every worker with its last heartbeat) and the hub (who is online
+//! now). Both decisions run on the blocking pool (they are CPU work in
+//! wasmtime). Every decision is stored with its explanation, whatever the
+//! outcome, and its id is named in every answer:
+//!
+//! * denied by admission: 403 `plan_limit` with the policy's reason;
+//! * the policy failed (trap, fuel, memory, nonsense, fail-closed): 503
+//!   `policy_failed`;
+//! * no candidate online at all: 503 `no_worker_online`;
+//! * candidates online but none fits: 409 `no_worker_fits`, with every
+//!   worker's reason (the first 20 in the message; all in the decision).
+//!
+//! A local image (`localhost/...`) exists only where it was built: for
+//! one, every online candidate that could serve the tenant is asked for
+//! its images (`images.list`, concurrently, [`IMAGE_QUERY`] each; a worker
+//! that does not answer in time counts as not having it). A worker's
+//! security floor is the agent's local setting, unknown here: it is sent
+//! as `open`, and the agent still enforces it (refusing the create).
+
+use std::sync::Arc;
+
+use hyper::StatusCode;
+use protocol::container::Empty;
+use protocol::container::{ContainerCreate, Profile as WireProfile};
+use protocol::Body;
+use serde::Deserialize;
+
+use crate::authz::{Caller, Need};
+use crate::http::ApiError;
+use crate::policy::{
+    Admission, Decided, PlanInput, Profile, Request, Usage, WorkerInput, WorkerMode,
+};
+use crate::presence::{presence, Presence};
+use crate::store::{
+    ContainerState, DecisionRecord, HeartbeatRecord, Tenant, Worker, WorkerMode as StoredMode,
+};
+use crate::{auth, now_ms, App};
+
+/// Placement wishes a create may carry beside the container itself.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Wishes {
+    pub platform: Option<String>,
+    pub arch: Option<String>,
+    pub region: Option<String>,
+}
+
+impl Wishes {
+    pub fn is_empty(&self) -> bool {
+        self.platform.is_none() && self.arch.is_none() && self.region.is_none()
+    }
+}
+
+/// How long a placement waits for a candidate's image list.
+pub const IMAGE_QUERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Most per-worker reasons quoted in an error message.
+const QUOTED_REASONS: usize = 20;
+
+/// The memory cap and cores of a profile (SPEC's security profile table).
+fn grants(profile: WireProfile) -> (Profile, u64, u32) {
+    match profile {
+        WireProfile::Open => (Profile::Open, 4 << 30, 0),
+        WireProfile::Standard => (Profile::Standard, 4 << 30, 2),
+        WireProfile::Strict => (Profile::Strict, 2 << 30, 1),
+        WireProfile::Offline => (Profile::Offline, 2 << 30, 1),
+    }
+}
+
+fn failed(code: &'static str, status: StatusCode, message: String) -> ApiError {
+    ApiError::Worker {
+        status,
+        code,
+        message,
+    }
+}
+
+/// Run admission and placement for `command`; the chosen worker's id.
+pub(crate) async fn choose(
+    app: &Arc<App>,
+    caller: &Caller,
+    command: &ContainerCreate,
+    wishes: Wishes,
+) -> Result<String, ApiError> {
+    let tenant = caller.tenant(app, &command.tenant_id, Need::Use).await?;
+    // A retry of a create that was placed already goes where it went.
+    let id = command.container_id.clone();
+    if let Some(existing) = app.store.call(move |s| s.get_container(&id)).await? {
+        return Ok(existing.worker_id);
+    }
+    let key = tenant.id.clone();
+    let (records, workers) = app
+        .store
+        .call(move |s| {
+            Ok::<_, crate::store::StoreError>((s.list_containers(&key)?, s.list_workers()?))
+        })
+        .await?;
+    let now = now_ms();
+    let usage = usage_of(&tenant, &records, &workers);
+    let plan = plan_of(&tenant);
+    let (profile, memory_bytes, cpus) = grants(command.profile);
+    let request = Request {
+        tenant_id: tenant.id.clone(),
+        name: command.name.clone(),
+        image: command.image.clone(),
+        profile,
+        pinned_worker: None,
+        platform: wishes.platform,
+        arch: wishes.arch,
+        region: wishes.region,
+        memory_bytes,
+        cpus,
+        labels: command.labels.clone().into_iter().collect(),
+    };
+    let mut candidates: Vec<WorkerInput> = workers
+        .iter()
+        .filter(|(w, _)| !w.revoked && !w.is_deleted())
+        .map(|(w, beat)| candidate(w, beat.as_ref(), presence(app, w, now)))
+        .collect();
+
+    let policies = Arc::clone(&app.policies);
+    let (req, plan_in, usage_in) = (request.clone(), plan.clone(), usage);
+    let admitted = smol::unblock(move || policies.admit(&req, &plan_in, &usage_in)).await;
+    let mut explanation = serde_json::json!({
+        "request": request,
+        "plan": plan,
+        "usage": usage,
+        "admission": decided_json(&admitted),
+    });
+    let id = auth::uuid_v4()?;
+    let record = |outcome: &str, explanation: serde_json::Value| DecisionRecord {
+        id: id.clone(),
+        tenant_id: tenant.id.clone(),
+        at: now,
+        outcome: outcome.to_owned(),
+        container_id: Some(command.container_id.clone()),
+        explanation,
+    };
+    match admitted.value {
+        Err(e) => {
+            store(app, record("failed", explanation)).await?;
+            return Err(failed(
+                "policy_failed",
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "admission policy {} failed (decision {id}): {e}",
+                    admitted.module
+                ),
+            ));
+        }
+        Ok(Admission::Deny(reason)) => {
+            store(app, record("denied", explanation)).await?;
+            return Err(failed(
+                "plan_limit",
+                StatusCode::FORBIDDEN,
+                format!("{reason} (decision {id})"),
+            ));
+        }
+        Ok(Admission::Allow) => {}
+    }
+
+    if request.image.starts_with("localhost/") {
+        local_images(app, &tenant.id, &mut candidates).await;
+    }
+    let policies = Arc::clone(&app.policies);
+    let (req, ws) = (request.clone(), candidates.clone());
+    let placed = smol::unblock(move || policies.place(&req, &ws)).await;
+    explanation["workers"] = serde_json::to_value(&candidates).unwrap_or_default();
+    explanation["placement"] = decided_json(&placed);
+    let placement = match placed.value {
+        Ok(p) => p,
+        Err(e) => {
+            store(app, record("failed", explanation)).await?;
+            return Err(failed(
+                "policy_failed",
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "placement policy {} failed (decision {id}): {e}",
+                    placed.module
+                ),
+            ));
+        }
+    };
+    let chosen = placement
+        .chosen
+        .and_then(|i| candidates.get(i as usize))
+        .map(|w| w.id.clone());
+    let Some(worker_id) = chosen else {
+        let reasons: Vec<String> = candidates
+            .iter()
+            .zip(&placement.verdicts)
+            .take(QUOTED_REASONS)
+            .map(|(w, v)| format!("{}: {}", w.id, v.reason))
+            .collect();
+        // 503 when nothing that could ever serve the tenant is online now.
+        let online = candidates
+            .iter()
+            .any(|w| w.online && (w.mode == WorkerMode::Fleet || w.tenant_id == request.tenant_id));
+        store(app, record("no_fit", explanation)).await?;
+        let (code, status) = if online {
+            ("no_worker_fits", StatusCode::CONFLICT)
+        } else {
+            ("no_worker_online", StatusCode::SERVICE_UNAVAILABLE)
+        };
+        return Err(failed(
+            code,
+            status,
+            format!(
+                "{} (decision {id}){}{}",
+                placement.reason,
+                if reasons.is_empty() { "" } else { ": " },
+                reasons.join("; ")
+            ),
+        ));
+    };
+    explanation["chosenWorkerId"] = serde_json::Value::String(worker_id.clone());
+    store(app, record("placed", explanation)).await?;
+    tracing::info!(decision_id = %id, tenant_id = %tenant.id, %worker_id, module = %placed.module, "container placed");
+    Ok(worker_id)
+}
+
+/// Fill in the local images of every online candidate that could serve
+/// `tenant_id`, asking them all at once.
+async fn local_images(app: &App, tenant_id: &str, candidates: &mut [WorkerInput]) {
+    let asks: Vec<_> = candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.online && (w.mode == WorkerMode::Fleet || w.tenant_id == tenant_id))
+        .map(|(i, w)| {
+            let hub = Arc::clone(&app.hub);
+            let id = w.id.clone();
+            smol::spawn(async move {
+                let reply = hub
+                    .request(&id, Body::ImagesList(Empty {}), IMAGE_QUERY)
+                    .await;
+                (i, id, reply)
+            })
+        })
+        .collect();
+    for ask in asks {
+        let (i, id, reply) = ask.await;
+        match reply {
+            Ok(Body::ImagesListed(listing)) => {
+                candidates[i].images = listing
+                    .images
+                    .into_iter()
+                    .flat_map(|image| image.names)
+                    .filter(|name| name.starts_with("localhost/"))
+                    .collect();
+            }
+            Ok(other) => {
+                tracing::warn!(worker_id = %id, reply = other.type_name(), "images.list answered with another type")
+            }
+            Err(error) => tracing::info!(worker_id = %id, %error, "no image list for placement"),
+        }
+    }
+}
+
+async fn store(app: &App, record: DecisionRecord) -> Result<(), ApiError> {
+    app.store.call(move |s| s.put_decision(&record)).await?;
+    Ok(())
+}
+
+fn decided_json<T: serde::Serialize>(d: &Decided<T>) -> serde_json::Value {
+    let (result, error) = match &d.value {
+        Ok(v) => (serde_json::to_value(v).unwrap_or_default(), None),
+        Err(e) => (serde_json::Value::Null, Some(e.to_string())),
+    };
+    serde_json::json!({ "module": d.module, "fallback": d.fallback, "result": result, "error": error })
+}
+
+fn plan_of(tenant: &Tenant) -> PlanInput {
+    let limits = tenant.plan.limits();
+    PlanInput {
+        name: tenant.plan.name().to_owned(),
+        self_hosted_workers: limits.workers,
+        concurrent_containers: limits.concurrent_containers,
+    }
+}
+
+fn usage_of(
+    tenant: &Tenant,
+    records: &[crate::store::ContainerRecord],
+    workers: &[(Worker, Option<HeartbeatRecord>)],
+) -> Usage {
+    let mut u = Usage::default();
+    for r in records {
+        let slot = match r.state {
+            ContainerState::Creating => &mut u.creating,
+            ContainerState::Created => &mut u.created,
+            ContainerState::Running => &mut u.running,
+            ContainerState::Exited => &mut u.exited,
+            ContainerState::Lost => &mut u.lost,
+            ContainerState::Failed => &mut u.failed,
+            ContainerState::Removed => continue,
+        };
+        *slot = slot.saturating_add(1);
+    }
+    let own = workers.iter().filter(|(w, _)| {
+        w.mode == StoredMode::Byom && w.tenant_id == tenant.id && !w.revoked && !w.is_deleted()
+    });
+    u.self_hosted_workers = u32::try_from(own.count()).unwrap_or(u32::MAX);
+    u
+}
+
+/// A stored worker as a policy candidate.
+pub(crate) fn candidate(w: &Worker, beat: Option<&HeartbeatRecord>, now: Presence) -> WorkerInput {
+    let reg = w.register.as_ref();
+    let memory_total = reg.map_or(0, |r| r.memory_total);
+    WorkerInput {
+        id: w.id.clone(),
+        mode: match w.mode {
+            StoredMode::Byom => WorkerMode::Byom,
+            StoredMode::Fleet => WorkerMode::Fleet,
+        },
+        tenant_id: w.tenant_scope().unwrap_or_default().to_owned(),
+        platform: reg
+            .map(|r| r.platform.clone())
+            .or_else(|| w.enrolled_platform.clone())
+            .unwrap_or_default(),
+        arch: reg.and_then(|r| r.arch.clone()).unwrap_or_default(),
+        region: w.region.clone().unwrap_or_default(),
+        labels: Vec::new(),
+        cpu_count: reg.map_or(0, |r| r.cpu_count),
+        memory_total,
+        memory_free: beat.map_or(memory_total, |b| b.memory_free),
+        disk_free: beat.and_then(|b| b.disk_free),
+        // cpuUsage is 0-100 %; the contract wants per mille, clamped.
+        cpu_load_permille: beat.map_or(0, |b| (b.cpu_usage * 10.0).clamp(0.0, 1000.0) as u32),
+        containers_running: beat.map_or(0, |b| b.containers_running),
+        images: Vec::new(),
+        security_floor: Profile::Open,
+        drained: w.draining,
+        cordoned: w.cordoned,
+        online: now == Presence::Online,
+    }
+}

@@ -1,0 +1,283 @@
+//! Worker administration over HTTP: fleet join tokens, cordon and drain,
+//! deletion, credential rotation over the live connection, and the
+//! admission check every new piece of work passes.
+//!
+//! Definitions (ARCHITECTURE.md repeats them):
+//! * **cordoned**: no *new containers* are created or placed on the worker;
+//!   everything else (setup, exec, background, builds, stop, remove, lists)
+//!   works.
+//! * **draining**: no *new work* of any kind: create, setup, exec,
+//!   background and build are refused with 409 `worker_draining`; running
+//!   containers stay, and start, stop, remove, stats, captures, kills and
+//!   listings work.
+//! * **deleted**: revoked (the credential is refused with 401), the live
+//!   socket closed with 4001 at once, the record kept (flagged `deleted`)
+//!   for audit.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use protocol::worker::RotateCredential;
+use protocol::Body;
+use serde::{Deserialize, Serialize};
+
+use super::relay::{self, bad_reply, detached, worker_error};
+use super::{worker_view, DEFAULT_JOIN_TTL_SECS, MAX_JOIN_TTL_SECS};
+use crate::auth::{self, TokenKind};
+use crate::http::{json, read_json, ApiError, Resp};
+use crate::hub::HubError;
+use crate::store::{FleetEnrolment, JoinToken, Worker, WorkerFlags};
+use crate::{now_ms, App};
+
+/// What a request asks a worker to take on, for [`admits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// A new container placed on the worker.
+    Create,
+    /// Any other new work: setup, exec, background, build.
+    Other,
+}
+
+/// Refuse new work a draining (or, for a create, cordoned) worker must not take.
+pub(crate) fn admits(worker: &Worker, work: Work) -> Result<(), ApiError> {
+    if worker.draining {
+        return Err(ApiError::Worker {
+            status: StatusCode::CONFLICT,
+            code: "worker_draining",
+            message: format!("worker {} is draining: it takes no new work", worker.id),
+        });
+    }
+    if work == Work::Create && worker.cordoned {
+        return Err(ApiError::Worker {
+            status: StatusCode::CONFLICT,
+            code: "worker_cordoned",
+            message: format!(
+                "worker {} is cordoned: no new containers are placed on it",
+                worker.id
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// [`admits`] for the worker with id `worker_id` (404 if unknown).
+pub(crate) async fn check_admits(app: &App, worker_id: &str, work: Work) -> Result<(), ApiError> {
+    admits(&relay::worker(app, worker_id).await?, work)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateFleetToken {
+    region: String,
+    #[serde(default)]
+    platform: Option<String>,
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+}
+
+/// What `POST /v1/fleet/join-tokens` answers.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetTokenView {
+    pub token: String,
+    /// Always `fleet`.
+    pub mode: String,
+    pub region: String,
+    pub platform: Option<String>,
+    pub expires_at: u64,
+}
+
+/// A region is 1 to 64 of `[a-z0-9-]`, starting with a letter or digit.
+fn check_region(region: &str) -> Result<(), ApiError> {
+    let ok = (1..=64).contains(&region.len())
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !region.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "region must be 1 to 64 of a-z, 0-9 and '-', not starting with '-'",
+        ))
+    }
+}
+
+/// `POST /v1/fleet/join-tokens` (operator): a single-use token whose
+/// enrolment makes a fleet worker in `region`.
+pub(crate) async fn create_fleet_join_token(
+    app: &App,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let body: CreateFleetToken = read_json(req).await?;
+    check_region(&body.region)?;
+    if let Some(p) = &body.platform {
+        if !["linux", "darwin", "windows"].contains(&p.as_str()) {
+            return Err(ApiError::bad_request(
+                "platform must be linux, darwin or windows",
+            ));
+        }
+    }
+    let ttl = body.ttl_secs.unwrap_or(DEFAULT_JOIN_TTL_SECS);
+    if !(1..=MAX_JOIN_TTL_SECS).contains(&ttl) {
+        return Err(ApiError::bad_request(format!(
+            "ttlSecs must be between 1 and {MAX_JOIN_TTL_SECS}"
+        )));
+    }
+    let token = auth::mint(TokenKind::Join)?;
+    let now = now_ms();
+    let record = JoinToken {
+        tenant_id: String::new(),
+        created_at: now,
+        expires_at: now + ttl * 1000,
+        used: false,
+        fleet: Some(FleetEnrolment {
+            region: body.region.clone(),
+            platform: body.platform.clone(),
+        }),
+    };
+    let hash = auth::hash_hex(&token);
+    app.store
+        .call(move |s| s.create_fleet_join_token(&hash, &record))
+        .await?;
+    tracing::info!(region = %body.region, platform = ?body.platform, ttl_secs = ttl, "fleet join token created");
+    Ok(json(
+        StatusCode::CREATED,
+        &FleetTokenView {
+            token,
+            mode: "fleet".into(),
+            region: body.region,
+            platform: body.platform,
+            expires_at: now + ttl * 1000,
+        },
+    ))
+}
+
+/// The worker as the API shows it, after a change.
+async fn answer(app: &App, worker: Worker) -> Result<Resp, ApiError> {
+    let id = worker.id.clone();
+    let beat = app.store.call(move |s| s.heartbeat(&id)).await?;
+    Ok(json(
+        StatusCode::OK,
+        &worker_view(app, worker, beat, now_ms()),
+    ))
+}
+
+/// `POST /v1/workers/{id}/cordon|uncordon|drain|undrain`.
+pub(crate) async fn set_flags(
+    app: &App,
+    worker_id: &str,
+    flags: WorkerFlags,
+) -> Result<Resp, ApiError> {
+    let id = worker_id.to_owned();
+    let worker = app
+        .store
+        .call(move |s| s.set_worker_flags(&id, flags))
+        .await?;
+    tracing::info!(
+        worker_id,
+        cordoned = worker.cordoned,
+        draining = worker.draining,
+        "worker scheduling flags changed"
+    );
+    answer(app, worker).await
+}
+
+/// `DELETE /v1/workers/{id}`: revoke, close the live socket with 4001, keep
+/// the record flagged deleted.
+pub(crate) async fn delete(app: &App, worker_id: &str) -> Result<Resp, ApiError> {
+    let id = worker_id.to_owned();
+    let now = now_ms();
+    let worker = app.store.call(move |s| s.delete_worker(&id, now)).await?;
+    let closed = app
+        .hub
+        .close(worker_id, protocol::close::REVOKED, "worker deleted");
+    tracing::info!(worker_id, live_socket_closed = closed, "worker deleted");
+    answer(app, worker).await
+}
+
+/// `POST /v1/workers/{id}/rotate-credential`: send a new credential over
+/// the live connection; once the agent says it stored it, it is the only
+/// one (the old is refused; the current connection stays). Offline: 503,
+/// nothing changed.
+pub(crate) async fn rotate_credential(app: &Arc<App>, worker_id: &str) -> Result<Resp, ApiError> {
+    let worker = relay::worker(app, worker_id).await?;
+    if worker.revoked {
+        return Err(ApiError::conflict(format!("worker {worker_id} is revoked")));
+    }
+    if app.hub.live(worker_id).is_none() {
+        return Err(worker_error(HubError::Offline {
+            worker_id: worker_id.to_owned(),
+        }));
+    }
+    let credential = auth::mint(TokenKind::Worker)?;
+    let hash = auth::hash_hex(&credential);
+    let (id, key) = (worker_id.to_owned(), hash.clone());
+    app.store.call(move |s| s.begin_rotation(&id, &key)).await?;
+    let task_app = Arc::clone(app);
+    let id = worker_id.to_owned();
+    detached(app, async move {
+        rotation_sent(&task_app, &id, credential, hash).await
+    })
+    .await
+}
+
+/// Send the new credential and record the agent's answer. Without an
+/// answer the credential stays pending: the agent may have stored it, and
+/// its next connection with it completes the rotation.
+async fn rotation_sent(
+    app: &App,
+    worker_id: &str,
+    credential: String,
+    hash: String,
+) -> Result<Resp, ApiError> {
+    let command = Body::RotateCredential(RotateCredential { credential });
+    let reply = app
+        .hub
+        .request(worker_id, command, app.timeouts.command)
+        .await;
+    let id = worker_id.to_owned();
+    match reply {
+        Ok(Body::CredentialRotated(_)) => {
+            let swapped = app
+                .store
+                .call(move |s| s.finish_rotation(&id, &hash))
+                .await?;
+            let Some(worker) = swapped else {
+                return Err(ApiError::conflict(format!(
+                    "worker {worker_id}: a newer rotation superseded this one"
+                )));
+            };
+            tracing::info!(worker_id, "worker credential rotated");
+            answer(app, worker).await
+        }
+        Ok(other) => Err(bad_reply(worker_id, "worker.rotate-credential", &other)),
+        Err(error @ HubError::Agent { .. }) => {
+            tracing::warn!(worker_id, %error, "agent refused a credential rotation");
+            app.store
+                .call(move |s| s.abandon_rotation(&id, &hash))
+                .await?;
+            Err(worker_error(error))
+        }
+        Err(error) => {
+            tracing::warn!(worker_id, %error, "credential rotation unanswered; the new credential stays pending");
+            Err(worker_error(error))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_are_plain_names() {
+        for ok in ["eu-west-1", "us1", "a"] {
+            assert!(check_region(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-eu", "EU", "eu west", "eu/../x", &"a".repeat(65)] {
+            assert!(check_region(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Writing the audit log: every mutating API call, every command sent to an
+//! agent, and every terminal session opened (who, what, when, outcome).
+//!
+//! * API calls: the dispatcher appends one entry per mutating request
+//!   (any method but `GET`) that got past authentication, after the handler
+//!   answered and before the client sees the answer, with full durability.
+//!   If the append fails the client gets 500 instead of the handler's
+//!   answer, so an acknowledged write always has its entry.
+//! * Commands: the hub calls the [`CommandHook`] once each command's
+//!   outcome is known (result, agent error, timeout, disconnection or
+//!   offline), before the API call that sent it answers. These entries are
+//!   committed without fsync: they record no write of their own, and the
+//!   durable commit of the API call's entry (or the next one) carries them.
+//! * Terminal sessions: [`terminal_opened`], for the terminal relay to call.
+//!
+//! A refused request's entry names the caller's own organisation, never
+//! the object's: probing another tenant leaves no trace in that tenant's log.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use protocol::Body;
+
+use crate::authz::{Caller, Principal};
+use crate::http::route::RouteDef;
+use crate::hub::HubError;
+use crate::store::{AuditEntry, ContainerRecord, Store, StoreError};
+use crate::{now_ms, App};
+
+/// What the hub calls once a command's outcome is known.
+pub type CommandHook =
+    Box<dyn Fn(CommandDone) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A command as sent: what the audit entry needs of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSent {
+    pub worker_id: String,
+    pub ty: &'static str,
+    pub container_id: Option<String>,
+    pub tenant_id: Option<String>,
+}
+
+/// A command and its outcome: `ok` or the error code the API maps it to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandDone {
+    pub sent: CommandSent,
+    pub outcome: String,
+}
+
+impl CommandSent {
+    /// The facts of `body` sent to `worker_id`.
+    pub fn of(worker_id: &str, body: &Body) -> Self {
+        let (container_id, tenant_id) = match body {
+            Body::ContainerCreate(c) => (Some(&c.container_id), Some(&c.tenant_id)),
+            Body::ContainerSetup(c) => (Some(&c.container_id), None),
+            Body::ContainerStart(c) => (Some(&c.container_id), None),
+            Body::ContainerStop(c) => (Some(&c.container_id), None),
+            Body::ContainerRemove(c) => (Some(&c.container_id), None),
+            Body::ContainerStats(c) => (c.container_id.as_ref(), None),
+            Body::Exec(c) => (Some(&c.container_id), None),
+            Body::ExecBackground(c) => (Some(&c.container_id), None),
+            Body::BackgroundCapture(c) => (Some(&c.container_id), None),
+            Body::BackgroundKill(c) => (Some(&c.container_id), None),
+            Body::ImageBuild(c) => (None, c.tenant_id.as_ref()),
+            _ => (None, None),
+        };
+        Self {
+            worker_id: worker_id.to_owned(),
+            ty: body.type_name(),
+            container_id: container_id.cloned(),
+            tenant_id: tenant_id.cloned(),
+        }
+    }
+
+    /// This command with the outcome of its request.
+    pub fn done(self, result: &Result<Body, HubError>) -> CommandDone {
+        let outcome = match result {
+            Ok(Body::Error(e)) => e.code.as_str(),
+            Ok(_) => "ok",
+            Err(HubError::Offline { .. }) => "worker_offline",
+            Err(HubError::Disconnected { .. }) => "worker_disconnected",
+            Err(HubError::Timeout { .. }) => "timeout",
+            Err(HubError::Agent { error, .. }) => error.code.as_str(),
+            Err(HubError::RequestId(_)) => "internal",
+        };
+        CommandDone {
+            sent: self,
+            outcome: outcome.to_owned(),
+        }
+    }
+}
+
+/// The hook that appends an entry for every command the hub sends. The
+/// tenant is the command's own, else its container record's, else its
+/// worker's enrolment tenant (none for a fleet worker).
+pub fn command_hook(store: Arc<Store>) -> CommandHook {
+    Box::new(move |done: CommandDone| {
+        let store = Arc::clone(&store);
+        Box::pin(async move {
+            let worker_id = done.sent.worker_id.clone();
+            let ty = done.sent.ty;
+            let appended = store.call(move |s| append_command(s, done)).await;
+            if let Err(error) = appended {
+                tracing::error!(%worker_id, ty, %error, "cannot append a command to the audit log");
+            }
+        })
+    })
+}
+
+fn append_command(s: &Store, done: CommandDone) -> Result<(), StoreError> {
+    let sent = done.sent;
+    let mut tenant_id = sent.tenant_id;
+    if tenant_id.is_none() {
+        if let Some(id) = &sent.container_id {
+            tenant_id = s.get_container(id)?.map(|r| r.tenant_id);
+        }
+    }
+    if tenant_id.is_none() {
+        tenant_id = s
+            .get_worker(&sent.worker_id)?
+            .and_then(|w| w.tenant_scope().map(str::to_owned));
+    }
+    let target = match &sent.container_id {
+        Some(c) => format!("worker:{}/container:{c}", sent.worker_id),
+        None => format!("worker:{}", sent.worker_id),
+    };
+    let entry = AuditEntry {
+        seq: 0,
+        at: now_ms(),
+        principal: "orchestrator".into(),
+        kind: "command".into(),
+        action: sent.ty.to_owned(),
+        target,
+        tenant_id: tenant_id.filter(|t| !t.is_empty()),
+        org_id: None,
+        outcome: done.outcome,
+        status: None,
+    };
+    s.append_audit(entry, false).map(drop)
+}
+
+/// Append the entry of a mutating API call (durably). `outcome` is `ok` or
+/// the error code answered.
+pub(crate) async fn api_call(
+    app: &App,
+    def: &RouteDef,
+    caller: &Caller,
+    path: &str,
+    status: u16,
+    outcome: &str,
+) -> Result<(), StoreError> {
+    let note = caller.note();
+    let own_org = caller.member().map(|m| m.org_id.clone());
+    let entry = AuditEntry {
+        seq: 0,
+        at: now_ms(),
+        principal: caller.principal.label(),
+        kind: "api".into(),
+        action: format!("{} {}", def.method, def.path),
+        target: note.target.unwrap_or_else(|| path.to_owned()),
+        org_id: note.org_id.or(if note.tenant_id.is_none() {
+            own_org
+        } else {
+            None
+        }),
+        tenant_id: note.tenant_id,
+        outcome: outcome.to_owned(),
+        status: Some(status),
+    };
+    let entry = app.store.call(move |s| s.append_audit(entry, true)).await?;
+    tracing::debug!(seq = entry.seq, action = %entry.action, outcome, "audited");
+    Ok(())
+}
+
+/// Append the entry of a terminal session opened (or refused) on
+/// `container` by `principal`, durably. The terminal relay calls this
+/// before it relays the first byte; `outcome` is `ok` or the error code.
+pub async fn terminal_opened(
+    store: &Arc<Store>,
+    principal: &Principal,
+    container: &ContainerRecord,
+    session_id: &str,
+    outcome: &str,
+) -> Result<(), StoreError> {
+    let entry = AuditEntry {
+        seq: 0,
+        at: now_ms(),
+        principal: principal.label(),
+        kind: "terminal".into(),
+        action: "terminal.open".into(),
+        target: format!(
+            "worker:{}/container:{}/session:{session_id}",
+            container.worker_id, container.id
+        ),
+        tenant_id: Some(container.tenant_id.clone()),
+        org_id: None,
+        outcome: outcome.to_owned(),
+        status: None,
+    };
+    store
+        .call(move |s| s.append_audit(entry, true))
+        .await
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::container::{ContainerRef, Empty};
+    use protocol::{ErrorCode, ErrorReply};
+
+    #[test]
+    fn commands_name_their_container_and_outcome() {
+        let start = Body::ContainerStart(ContainerRef {
+            container_id: "c1".into(),
+        });
+        let sent = CommandSent::of("w1", &start);
+        assert_eq!(sent.ty, "container.start");
+        assert_eq!(sent.container_id.as_deref(), Some("c1"));
+        let agent = Err(HubError::Agent {
+            worker_id: "w1".into(),
+            ty: "container.start",
+            error: ErrorReply::new(ErrorCode::NotFound, "gone"),
+        });
+        assert_eq!(sent.clone().done(&agent).outcome, "not_found");
+        let ok = Ok(Body::ContainerListAll(Empty {}));
+        assert_eq!(sent.clone().done(&ok).outcome, "ok");
+        let timeout = Err(HubError::Timeout {
+            worker_id: "w1".into(),
+            ty: "container.start",
+            after: std::time::Duration::from_secs(1),
+        });
+        assert_eq!(sent.done(&timeout).outcome, "timeout");
+        let list = CommandSent::of("w1", &Body::ImagesList(Empty {}));
+        assert_eq!((list.container_id, list.tenant_id), (None, None));
+    }
+}

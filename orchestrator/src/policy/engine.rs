@@ -1,0 +1,318 @@
+//! The one wasmtime `Engine` for policies and the run of one decision.
+//!
+//! A module is compiled once ([`Host::compile`]: validated against the
+//! contract and pre-instantiated with a linker that grants nothing but the
+//! type-only `crops:policy/types` instance). Each decision then gets a
+//! fresh `Store` with its own fuel and memory cap (`StoreLimits`) and a
+//! fresh instance from the pooling allocator, and is dropped with it: no
+//! state survives from one decision to the next.
+
+use std::time::Instant;
+
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, Trap,
+};
+
+use super::check;
+use super::types::{raw, Admission, Placement, PlanInput, Request, Usage, WorkerInput};
+use super::{Kind, PolicyError};
+
+/// The only instance a policy may import: the contract's types, no functions.
+pub const TYPES_INSTANCE: &str = "crops:policy/types@0.1.0";
+
+/// Per-module budgets. Every decision starts from these afresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Wasm fuel per call (about one unit per instruction).
+    pub fuel: u64,
+    /// Linear memory cap per instance, bytes.
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            fuel: 200_000_000,
+            memory_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The largest memory cap a module may ask for (also the pool's slot size).
+pub const MAX_MEMORY_BYTES: usize = 256 << 20;
+/// The most fuel a module may ask for per call.
+pub const MAX_FUEL: u64 = 5_000_000_000;
+
+/// What a decision's store holds.
+struct Ctx {
+    limits: StoreLimits,
+}
+
+/// The engine and the linker every policy instance comes from.
+pub struct Host {
+    engine: Engine,
+    linker: Linker<Ctx>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("policy::Host")
+    }
+}
+
+/// A compiled, validated module, ready to instantiate per decision.
+pub struct Compiled {
+    pre: InstancePre<Ctx>,
+    kind: Kind,
+    admit: Option<ComponentExportIndex>,
+    admit_worker: Option<ComponentExportIndex>,
+    place: Option<ComponentExportIndex>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("kind", &self.kind)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl Compiled {
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+}
+
+type AdmitFn<'a> = (&'a Request, &'a PlanInput, &'a Usage);
+type AdmitWorkerFn<'a> = (&'a str, &'a PlanInput, &'a Usage);
+type PlaceFn<'a> = (&'a Request, &'a [WorkerInput]);
+
+impl Host {
+    /// One engine with fuel, the pooling allocator (`slots` concurrent
+    /// instances) and no WASI: nothing is granted.
+    pub fn new(slots: u32) -> Result<Self, PolicyError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(4))
+            .total_memories(slots.saturating_mul(2))
+            .total_tables(slots.saturating_mul(4))
+            .max_memory_size(MAX_MEMORY_BYTES)
+            .max_core_instances_per_component(16)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8);
+        let mut config = Config::new();
+        config
+            .consume_fuel(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .memory_reservation(MAX_MEMORY_BYTES as u64)
+            .memory_guard_size(64 << 10)
+            .max_wasm_stack(1 << 20);
+        // A debug build's Cranelift is slow; its tests need correct code, not fast.
+        #[cfg(debug_assertions)]
+        config.cranelift_opt_level(wasmtime::OptLevel::None);
+        let engine = Engine::new(&config).map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        linker
+            .instance(TYPES_INSTANCE)
+            .map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
+        Ok(Self { engine, linker })
+    }
+
+    /// Compile and validate a component: it must import nothing but the
+    /// contract's types and export `admit` + `admit-worker`, `place`, or
+    /// all three, with the contract's signatures. One trial instance is
+    /// made (within `limits`) to type-check the exports.
+    pub fn compile(&self, bytes: &[u8], limits: Limits) -> Result<Compiled, PolicyError> {
+        if limits.memory_bytes > MAX_MEMORY_BYTES || limits.fuel > MAX_FUEL || limits.fuel == 0 {
+            return Err(PolicyError::Invalid(format!(
+                "limits out of range: fuel 1..={MAX_FUEL}, memory up to {MAX_MEMORY_BYTES} bytes"
+            )));
+        }
+        let started = Instant::now();
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| PolicyError::Invalid(format!("not a valid component: {e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| PolicyError::Invalid(format!("imports something not granted: {e:#}")))?;
+        let admit = component.get_export_index(None, "admit");
+        let admit_worker = component.get_export_index(None, "admit-worker");
+        let place = component.get_export_index(None, "place");
+        let kind = match (admit.is_some() && admit_worker.is_some(), place.is_some()) {
+            (true, true) => Kind::Both,
+            (true, false) => Kind::Admission,
+            (false, true) => Kind::Placement,
+            (false, false) => {
+                return Err(PolicyError::Invalid(
+                    "implements no crops:policy@0.1.0 world: exports neither `admit` and `admit-worker` nor `place`"
+                        .into(),
+                ))
+            }
+        };
+        let compiled = Compiled {
+            pre,
+            kind,
+            admit,
+            admit_worker,
+            place,
+            limits,
+        };
+        // Type-check every export against the contract in a trial instance.
+        let (mut store, instance) = self.instance(&compiled)?;
+        let wrong = |what: &str, e: wasmtime::Error| {
+            PolicyError::Invalid(format!("`{what}` does not match crops:policy@0.1.0: {e:#}"))
+        };
+        if let (Some(a), Some(w)) = (&compiled.admit, &compiled.admit_worker) {
+            instance
+                .get_typed_func::<AdmitFn<'_>, (raw::Admission,)>(&mut store, a)
+                .map_err(|e| wrong("admit", e))?;
+            instance
+                .get_typed_func::<AdmitWorkerFn<'_>, (raw::Admission,)>(&mut store, w)
+                .map_err(|e| wrong("admit-worker", e))?;
+        }
+        if let Some(p) = &compiled.place {
+            instance
+                .get_typed_func::<PlaceFn<'_>, (raw::Placement,)>(&mut store, p)
+                .map_err(|e| wrong("place", e))?;
+        }
+        tracing::debug!(kind = ?kind, bytes = bytes.len(), elapsed = ?started.elapsed(), "policy compiled");
+        Ok(compiled)
+    }
+
+    fn instance(
+        &self,
+        m: &Compiled,
+    ) -> Result<(Store<Ctx>, wasmtime::component::Instance), PolicyError> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(m.limits.memory_bytes)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(&self.engine, Ctx { limits });
+        store.limiter(|ctx| &mut ctx.limits);
+        store
+            .set_fuel(m.limits.fuel)
+            .map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
+        let instance = m
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| failure(&store, m, "instantiate", e))?;
+        Ok((store, instance))
+    }
+
+    /// Run `admit` in a fresh instance.
+    pub fn admit(
+        &self,
+        m: &Compiled,
+        req: &Request,
+        plan: &PlanInput,
+        usage: &Usage,
+    ) -> Result<Admission, PolicyError> {
+        let idx = m.admit.as_ref().ok_or(PolicyError::WrongKind {
+            wanted: "admit",
+            kind: m.kind,
+        })?;
+        let (mut store, instance) = self.instance(m)?;
+        let func = instance
+            .get_typed_func::<AdmitFn<'_>, (raw::Admission,)>(&mut store, idx)
+            .map_err(|e| failure(&store, m, "admit", e))?;
+        let (answer,) = func
+            .call(&mut store, (req, plan, usage))
+            .map_err(|e| failure(&store, m, "admit", e))?;
+        check::admission(answer)
+    }
+
+    /// Run `admit-worker` in a fresh instance.
+    pub fn admit_worker(
+        &self,
+        m: &Compiled,
+        tenant_id: &str,
+        plan: &PlanInput,
+        usage: &Usage,
+    ) -> Result<Admission, PolicyError> {
+        let idx = m.admit_worker.as_ref().ok_or(PolicyError::WrongKind {
+            wanted: "admit-worker",
+            kind: m.kind,
+        })?;
+        let (mut store, instance) = self.instance(m)?;
+        let func = instance
+            .get_typed_func::<AdmitWorkerFn<'_>, (raw::Admission,)>(&mut store, idx)
+            .map_err(|e| failure(&store, m, "admit-worker", e))?;
+        let (answer,) = func
+            .call(&mut store, (tenant_id, plan, usage))
+            .map_err(|e| failure(&store, m, "admit-worker", e))?;
+        check::admission(answer)
+    }
+
+    /// Run `place` over every candidate in one call, in a fresh instance,
+    /// and check the answer against the candidates.
+    pub fn place(
+        &self,
+        m: &Compiled,
+        req: &Request,
+        workers: &[WorkerInput],
+    ) -> Result<Placement, PolicyError> {
+        let idx = m.place.as_ref().ok_or(PolicyError::WrongKind {
+            wanted: "place",
+            kind: m.kind,
+        })?;
+        let (mut store, instance) = self.instance(m)?;
+        let func = instance
+            .get_typed_func::<PlaceFn<'_>, (raw::Placement,)>(&mut store, idx)
+            .map_err(|e| failure(&store, m, "place", e))?;
+        let (answer,) = func
+            .call(&mut store, (req, workers))
+            .map_err(|e| failure(&store, m, "place", e))?;
+        check::placement(answer, req, workers)
+    }
+
+    /// Instantiate only (for the fresh-instance benchmark).
+    pub fn fresh_instance(&self, m: &Compiled) -> Result<(), PolicyError> {
+        self.instance(m).map(drop)
+    }
+}
+
+/// Name what stopped a call: fuel, the memory cap, a trap, or the host.
+fn failure(
+    store: &Store<Ctx>,
+    m: &Compiled,
+    call: &'static str,
+    e: wasmtime::Error,
+) -> PolicyError {
+    let detail = format!("{e:#}");
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => PolicyError::OutOfFuel {
+            call,
+            fuel: m.limits.fuel,
+        },
+        _ if detail.contains("forcing trap when growing memory")
+            || detail.contains("memory allocation") =>
+        {
+            PolicyError::MemoryCap {
+                call,
+                cap: m.limits.memory_bytes,
+            }
+        }
+        Some(trap) => {
+            let used = m.limits.fuel - store.get_fuel().unwrap_or(0);
+            PolicyError::Trap {
+                call,
+                trap: trap.to_string(),
+                detail: format!("{detail} (after {used} fuel)"),
+            }
+        }
+        None => PolicyError::Trap {
+            call,
+            trap: "error".into(),
+            detail,
+        },
+    }
+}

@@ -1,0 +1,143 @@
+//! Whether a worker is online, reconnecting or offline, as the API reports it.
+//!
+//! The hub is in-memory, so right after an orchestrator (re)start no worker
+//! is connected. Reporting them all `offline` would make the orchestrator's
+//! own outage look like the fleet dying; instead, a worker that had
+//! registered before this start is `reconnecting` until the offline grace
+//! ([`DEFAULT_OFFLINE_GRACE`], `ServeConfig::offline_grace`) has passed
+//! since the start without it coming back, and `offline` after that. The
+//! grace covers the agents' reconnect backoff: a cap of 30 s with ±20 %
+//! jitter is at most 36 s, plus one default heartbeat interval (10 s).
+//!
+//! Otherwise: `online` while its socket is registered and its last sign of
+//! life is younger than three heartbeat intervals; `offline` when revoked
+//! or deleted, never registered, silent, or disconnected after the start.
+
+use std::time::Duration;
+
+use crate::store::Worker;
+use crate::App;
+
+/// How long after a start a worker known before it may take to reconnect.
+pub const DEFAULT_OFFLINE_GRACE: Duration = Duration::from_secs(46);
+
+/// A worker's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Online,
+    /// Known before this orchestrator started, not back yet, within the grace.
+    Reconnecting,
+    Offline,
+}
+
+impl Presence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Reconnecting => "reconnecting",
+            Self::Offline => "offline",
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What [`classify`] decides from, all times in Unix ms.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Facts {
+    pub revoked: bool,
+    /// The last sign of life of the live connection, if there is one.
+    pub live_beat_ms: Option<u64>,
+    /// When the worker last registered, if ever.
+    pub connected_at: Option<u64>,
+    pub started_ms: u64,
+    pub offline_grace: Duration,
+    pub offline_after: Duration,
+}
+
+/// The status these facts mean at `now_ms`.
+pub(crate) fn classify(f: Facts, now_ms: u64) -> Presence {
+    if f.revoked {
+        return Presence::Offline;
+    }
+    if let Some(beat) = f.live_beat_ms {
+        return if now_ms.saturating_sub(beat) < ms(f.offline_after) {
+            Presence::Online
+        } else {
+            Presence::Offline
+        };
+    }
+    let known_before_start = f.connected_at.is_some_and(|c| c < f.started_ms);
+    let within_grace = now_ms < f.started_ms.saturating_add(ms(f.offline_grace));
+    if known_before_start && within_grace {
+        Presence::Reconnecting
+    } else {
+        Presence::Offline
+    }
+}
+
+/// The status of `worker` at `now_ms` (Unix ms).
+pub(crate) fn presence(app: &App, worker: &Worker, now_ms: u64) -> Presence {
+    let facts = Facts {
+        revoked: worker.revoked,
+        live_beat_ms: app.hub.live(&worker.id).map(|l| l.last_beat_ms),
+        connected_at: worker.connected_at,
+        started_ms: app.started_ms,
+        offline_grace: app.offline_grace,
+        offline_after: app.offline_after(),
+    };
+    classify(facts, now_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const START: u64 = 1_000_000;
+
+    fn facts() -> Facts {
+        Facts {
+            revoked: false,
+            live_beat_ms: None,
+            connected_at: Some(START - 60_000),
+            started_ms: START,
+            offline_grace: Duration::from_secs(46),
+            offline_after: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn a_worker_known_before_the_start_is_reconnecting_within_the_grace() {
+        assert_eq!(classify(facts(), START), Presence::Reconnecting);
+        assert_eq!(classify(facts(), START + 45_999), Presence::Reconnecting);
+        assert_eq!(classify(facts(), START + 46_000), Presence::Offline);
+    }
+
+    #[test]
+    fn live_revoked_new_and_late_workers() {
+        let live = Facts {
+            live_beat_ms: Some(START + 10_000),
+            ..facts()
+        };
+        assert_eq!(classify(live, START + 39_999), Presence::Online);
+        assert_eq!(classify(live, START + 40_000), Presence::Offline);
+        let revoked = Facts {
+            revoked: true,
+            ..live
+        };
+        assert_eq!(classify(revoked, START + 1), Presence::Offline);
+        let never = Facts {
+            connected_at: None,
+            ..facts()
+        };
+        assert_eq!(classify(never, START + 1), Presence::Offline);
+        // Registered after this start, then gone: nothing to wait for.
+        let since = Facts {
+            connected_at: Some(START + 5),
+            ..facts()
+        };
+        assert_eq!(classify(since, START + 10), Presence::Offline);
+    }
+}

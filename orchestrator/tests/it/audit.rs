@@ -1,0 +1,168 @@
+//! The audit log through the API: mutating calls and the commands they
+//! send are recorded per tenant with who, what, when and outcome; reads
+//! are not; who may read it; paging; entries survive a restart.
+
+use serde_json::{json, Value};
+
+use crate::fake::*;
+use crate::harness::*;
+use crate::people::*;
+
+async fn entries(server: &Server, query: &str) -> Vec<Value> {
+    let (status, body) = server
+        .admin("GET", &format!("/v1/audit?{query}"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["entries"].as_array().unwrap().clone()
+}
+
+fn find<'a>(list: &'a [Value], kind: &str, action: &str) -> Option<&'a Value> {
+    list.iter()
+        .find(|e| e["kind"] == kind && e["action"] == action)
+}
+
+#[test]
+fn calls_and_commands_are_audited_per_tenant_with_their_outcome() {
+    smol::block_on(async {
+        let mut fx = Fixture::start("audit").await;
+        let tenant = fx.tenant_id.clone();
+        let started = now_ms();
+        fx.create("a-1", "job").await;
+        let status = json!({ "containerId": "a-1", "state": "running" });
+        let (code, body, _) = fx
+            .relay(
+                "POST",
+                "/v1/containers/a-1/start",
+                None,
+                "container.start",
+                status,
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+        // An agent error is recorded with its code, on the call and the command.
+        let task = fx.spawn("POST", "/v1/containers/a-1/stop", None);
+        let cmd = next_command(&mut fx.agent).await;
+        answer_error(&mut fx.agent, &cmd, "engine_failed", "podman broke").await;
+        let (code, _) = task.await;
+        assert_eq!(code, 502);
+        // A read is not audited.
+        fx.container("a-1").await;
+
+        let log = entries(&fx.server, &format!("tenantId={tenant}")).await;
+        let create = find(&log, "api", "POST /v1/containers").expect("the create call");
+        assert_eq!(create["principal"], "operator");
+        assert_eq!(create["outcome"], "ok");
+        assert_eq!(create["status"], 201);
+        assert_eq!(create["tenantId"], tenant.as_str());
+        assert!(create["at"].as_u64().unwrap() >= started, "{create}");
+        let sent = find(&log, "command", "container.create").expect("the create command");
+        assert_eq!(sent["outcome"], "ok");
+        assert_eq!(
+            sent["target"],
+            format!("worker:{}/container:a-1", fx.worker_id)
+        );
+        let stop = find(&log, "api", "POST /v1/containers/{containerId}/stop").expect("stop");
+        assert_eq!(
+            (&stop["outcome"], &stop["status"]),
+            (&json!("engine_failed"), &json!(502))
+        );
+        let stop_cmd = find(&log, "command", "container.stop").expect("stop command");
+        assert_eq!(stop_cmd["outcome"], "engine_failed");
+        assert!(
+            find(&log, "command", "container.start").is_some(),
+            "{log:?}"
+        );
+        assert!(
+            log.iter()
+                .all(|e| e["action"].as_str().is_some_and(|a| !a.starts_with("GET"))),
+            "{log:?}"
+        );
+        // Newest first, strictly decreasing sequence numbers.
+        let seqs: Vec<u64> = log.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert!(seqs.windows(2).all(|w| w[0] > w[1]), "{seqs:?}");
+
+        // Pages: limit and before walk the same entries.
+        let path = format!("/v1/audit?tenantId={tenant}&limit=2");
+        let (_, first) = fx.server.admin("GET", &path, None).await;
+        assert_eq!(first["entries"].as_array().unwrap().len(), 2);
+        let before = first["nextBefore"].as_u64().expect("a next page");
+        let rest = entries(&fx.server, &format!("tenantId={tenant}&before={before}")).await;
+        assert_eq!(rest.len(), log.len() - 2);
+        assert_eq!(rest[0]["seq"], log[2]["seq"]);
+
+        // Entries survive a restart.
+        let data = fx.stop().await;
+        let server = Server::start_in(data, Options::default()).await;
+        let again = entries(&server, &format!("tenantId={tenant}")).await;
+        assert_eq!(again.len(), log.len());
+        server.stop().await;
+    });
+}
+
+#[test]
+fn org_admins_read_their_tenants_audit_and_nobody_else_does() {
+    smol::block_on(async {
+        let server = Server::start("audit-readers").await;
+        let addr = server.addr;
+        let acme = org(&server, "acme").await;
+        let tenant = tenant_in(&server, "t1", &acme).await;
+        let ada = person(&server, &acme, "ada", "admin", &[]).await;
+        let mo = person(&server, &acme, "mo", "member", &[&tenant]).await;
+        let other = org(&server, "other").await;
+        let oz = person(&server, &other, "oz", "admin", &[]).await;
+
+        // mo's refused call (a member may not mint join tokens) is audited.
+        let join = format!("/v1/tenants/{tenant}/join-tokens");
+        let (status, _) = mo.call(addr, "POST", &join, Some(json!({}))).await;
+        assert_eq!(status, 403);
+        // oz probing acme's tenant leaves nothing in acme's log.
+        let (status, _) = oz.call(addr, "POST", &join, Some(json!({}))).await;
+        assert_eq!(status, 404);
+        let (status, _) = ada.call(addr, "POST", &join, Some(json!({}))).await;
+        assert_eq!(status, 201);
+
+        let path = format!("/v1/audit?tenantId={tenant}");
+        let (status, page) = ada.call(addr, "GET", &path, None).await;
+        assert_eq!(status, 200, "{page}");
+        let log = page["entries"].as_array().unwrap();
+        let who: Vec<&str> = log.iter().filter_map(|e| e["principal"].as_str()).collect();
+        assert!(
+            who.contains(&format!("member:{}", ada.id).as_str()),
+            "{page}"
+        );
+        assert!(
+            !who.contains(&format!("member:{}", oz.id).as_str()),
+            "{page}"
+        );
+        let refused = log
+            .iter()
+            .find(|e| e["principal"] == format!("member:{}", mo.id))
+            .expect("mo's refused call");
+        assert_eq!(
+            (&refused["outcome"], &refused["status"]),
+            (&json!("forbidden"), &json!(403))
+        );
+        // oz's probe is in oz's own org's log.
+        let (_, theirs) = oz
+            .call(addr, "GET", &format!("/v1/audit?orgId={other}"), None)
+            .await;
+        assert!(theirs["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["outcome"] == "not_found"));
+
+        // A member does not read the log; another org's admin does not see it.
+        let (status, reply) = mo.call(addr, "GET", &path, None).await;
+        assert_eq!(status, 403, "{reply}");
+        let (status, reply) = oz.call(addr, "GET", &path, None).await;
+        assert_eq!(status, 404, "{reply}");
+        // Only the operator reads the whole log.
+        let (status, _) = ada.call(addr, "GET", "/v1/audit", None).await;
+        assert_eq!(status, 400);
+        let (status, all) = server.admin("GET", "/v1/audit", None).await;
+        assert_eq!(status, 200);
+        assert!(all["entries"].as_array().unwrap().len() >= log.len());
+        server.stop().await;
+    });
+}

@@ -1,0 +1,132 @@
+//! `POST /v1/containers` without a `workerId`: the stock plan-limits and
+//! least-loaded policies decide, the create goes to the chosen worker, and
+//! every decision (placed, denied, no fit) is stored with its explanation
+//! and readable per tenant.
+
+use serde_json::{json, Value};
+
+use crate::fake::*;
+
+fn unplaced(fx: &Fixture, id: &str, extra: Value) -> Value {
+    let mut body = json!({ "id": id, "tenantId": fx.tenant_id, "name": id, "image": IMAGE });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    body
+}
+
+async fn decisions(fx: &Fixture) -> Vec<Value> {
+    let path = format!("/v1/tenants/{}/decisions", fx.tenant_id);
+    let (status, body) = fx.server.admin("GET", &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    body["decisions"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_create_without_a_worker_is_placed_and_its_decision_is_explained() {
+    smol::block_on(async {
+        let mut fx = Fixture::start("sched-placed").await;
+        let task = fx.spawn(
+            "POST",
+            "/v1/containers",
+            Some(unplaced(&fx, "p-1", json!({}))),
+        );
+        // A local image: placement asks the worker whether it has it.
+        let cmd = next_command(&mut fx.agent).await;
+        assert_eq!(cmd.ty, "images.list", "{cmd:?}");
+        let image = json!({ "id": "sha", "names": [IMAGE], "sizeBytes": 1 });
+        answer(&mut fx.agent, &cmd, json!({ "images": [image] })).await;
+        let cmd = next_command(&mut fx.agent).await;
+        assert_eq!(cmd.ty, "container.create", "{cmd:?}");
+        let created =
+            json!({ "container": info("p-1", &fx.tenant_id, "p-1", "created"), "created": true });
+        answer(&mut fx.agent, &cmd, created).await;
+        let (status, body) = task.await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["workerId"], fx.worker_id.as_str());
+
+        let list = decisions(&fx).await;
+        assert_eq!(list.len(), 1, "{list:?}");
+        let d = &list[0];
+        assert_eq!(d["outcome"], "placed");
+        assert_eq!(d["containerId"], "p-1");
+        let e = &d["explanation"];
+        assert_eq!(e["admission"]["module"], "stock:plan-limits");
+        assert_eq!(e["admission"]["result"]["decision"], "allow");
+        assert_eq!(e["placement"]["module"], "stock:least-loaded");
+        assert_eq!(e["placement"]["result"]["chosen"], 0);
+        assert_eq!(e["placement"]["result"]["verdicts"][0]["feasible"], true);
+        assert_eq!(e["chosenWorkerId"], fx.worker_id.as_str());
+        assert_eq!(e["workers"][0]["images"], json!([IMAGE]));
+
+        let path = format!(
+            "/v1/tenants/{}/decisions/{}",
+            fx.tenant_id,
+            d["id"].as_str().unwrap()
+        );
+        let (status, one) = fx.server.admin("GET", &path, None).await;
+        assert_eq!((status, &one), (200, d));
+        fx.stop().await;
+    });
+}
+
+#[test]
+fn the_plan_limit_denies_with_the_policy_reason() {
+    smol::block_on(async {
+        let mut fx = Fixture::start("sched-denied").await;
+        for i in 0..3 {
+            fx.create(&format!("c-{i}"), &format!("c-{i}")).await;
+        }
+        let body = unplaced(&fx, "c-3", json!({}));
+        let (status, body) = fx.server.admin("POST", "/v1/containers", Some(body)).await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body["error"]["code"], "plan_limit");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("plan free allows 3 concurrent containers"),
+            "{message}"
+        );
+        let list = decisions(&fx).await;
+        assert_eq!(list[0]["outcome"], "denied");
+        assert_eq!(list[0]["explanation"]["usage"]["created"], 3);
+        fx.stop().await;
+    });
+}
+
+#[test]
+fn no_fit_is_409_with_every_workers_reason_and_no_worker_online_is_503() {
+    smol::block_on(async {
+        let fx = Fixture::start("sched-nofit").await;
+        // A pullable image: nothing to ask the worker.
+        let pulled = "docker.io/library/busybox:1";
+        let body = unplaced(
+            &fx,
+            "w-1",
+            json!({ "platform": "windows", "image": pulled }),
+        );
+        let (status, body) = fx.server.admin("POST", "/v1/containers", Some(body)).await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["error"]["code"], "no_worker_fits");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        let reason = format!("{}: platform linux (needs windows)", fx.worker_id);
+        assert!(message.contains(&reason), "{message}");
+        assert_eq!(decisions(&fx).await[0]["outcome"], "no_fit");
+
+        // A tenant with no worker of its own sees only another tenant's byom worker.
+        let lonely = fx.server.tenant("sched-lonely").await;
+        let body = json!({ "tenantId": lonely, "name": "x", "image": pulled });
+        let (status, body) = fx.server.admin("POST", "/v1/containers", Some(body)).await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "no_worker_online");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("a self-hosted worker of another tenant"),
+            "{message}"
+        );
+
+        let body = json!({ "tenantId": lonely, "workerId": fx.worker_id, "region": "eu", "name": "x", "image": IMAGE });
+        let (status, _) = fx.server.admin("POST", "/v1/containers", Some(body)).await;
+        assert_eq!(status, 400);
+        fx.stop().await;
+    });
+}

@@ -1,0 +1,162 @@
+//! The stock policies as WebAssembly components: exactly one feature per
+//! build picks the policy (`plan-limits` exports the `admission` world;
+//! `least-loaded`, `binpack` and `spread` export the `placement` world).
+//!
+//! This file only moves values between wit-bindgen's generated types and
+//! `crops-policy-core`'s (strings are moved, never copied); the logic and
+//! its tests live in the core crate. Built for wasm32-unknown-unknown the
+//! component imports nothing.
+
+/// Conversions shared by both worlds. Each world's bindings have their own
+/// copy of the `types` interface, so these are macros over field names.
+#[macro_use]
+#[allow(unused_macros)]
+mod convert {
+    macro_rules! profile {
+        ($p:expr) => {
+            match $p {
+                wit::Profile::Open => core::Profile::Open,
+                wit::Profile::Standard => core::Profile::Standard,
+                wit::Profile::Strict => core::Profile::Strict,
+                wit::Profile::Offline => core::Profile::Offline,
+            }
+        };
+    }
+
+    macro_rules! request {
+        ($r:expr) => {{
+            let r = $r;
+            core::Request {
+                tenant_id: r.tenant_id,
+                name: r.name,
+                image: r.image,
+                profile: profile!(r.profile),
+                pinned_worker: r.pinned_worker,
+                platform: r.platform,
+                arch: r.arch,
+                region: r.region,
+                memory_bytes: r.memory_bytes,
+                cpus: r.cpus,
+                labels: r.labels,
+            }
+        }};
+    }
+
+    macro_rules! usage {
+        ($u:expr) => {{
+            let u = $u;
+            core::Usage {
+                creating: u.creating,
+                created: u.created,
+                running: u.running,
+                exited: u.exited,
+                lost: u.lost,
+                failed: u.failed,
+                self_hosted_workers: u.self_hosted_workers,
+            }
+        }};
+    }
+}
+
+#[cfg(feature = "plan-limits")]
+#[allow(clippy::too_many_arguments)] // generated: admit-worker's flattened ABI
+mod admission {
+    wit_bindgen::generate!({ world: "admission", path: "../wit" });
+
+    use crops::policy::types as wit;
+    use crops_policy_core as core;
+
+    fn plan(p: wit::Plan) -> core::Plan {
+        core::Plan {
+            name: p.name,
+            self_hosted_workers: p.self_hosted_workers,
+            concurrent_containers: p.concurrent_containers,
+        }
+    }
+
+    fn answer(a: core::Admission) -> wit::Admission {
+        match a {
+            core::Admission::Allow => wit::Admission::Allow,
+            core::Admission::Deny(reason) => wit::Admission::Deny(reason),
+        }
+    }
+
+    struct PlanLimits;
+
+    impl Guest for PlanLimits {
+        fn admit(req: wit::Request, p: wit::Plan, u: wit::Usage) -> wit::Admission {
+            answer(core::plan::admit(&request!(req), &plan(p), &usage!(u)))
+        }
+
+        fn admit_worker(tenant_id: String, p: wit::Plan, u: wit::Usage) -> wit::Admission {
+            answer(core::plan::admit_worker(&tenant_id, &plan(p), &usage!(u)))
+        }
+    }
+
+    export!(PlanLimits);
+}
+
+#[cfg(any(feature = "least-loaded", feature = "binpack", feature = "spread"))]
+mod placement {
+    wit_bindgen::generate!({ world: "placement", path: "../wit" });
+
+    use crops::policy::types as wit;
+    use crops_policy_core as core;
+
+    #[cfg(feature = "least-loaded")]
+    const STRATEGY: core::place::Strategy = core::place::Strategy::LeastLoaded;
+    #[cfg(feature = "binpack")]
+    const STRATEGY: core::place::Strategy = core::place::Strategy::Binpack;
+    #[cfg(feature = "spread")]
+    const STRATEGY: core::place::Strategy = core::place::Strategy::Spread;
+
+    fn worker(w: wit::Worker) -> core::Worker {
+        core::Worker {
+            id: w.id,
+            mode: match w.mode {
+                wit::WorkerMode::Byom => core::Mode::Byom,
+                wit::WorkerMode::Fleet => core::Mode::Fleet,
+            },
+            tenant_id: w.tenant_id,
+            platform: w.platform,
+            arch: w.arch,
+            region: w.region,
+            labels: w.labels,
+            cpu_count: w.cpu_count,
+            memory_total: w.memory_total,
+            memory_free: w.memory_free,
+            disk_free: w.disk_free,
+            cpu_load_permille: w.cpu_load_permille,
+            containers_running: w.containers_running,
+            images: w.images,
+            security_floor: profile!(w.security_floor),
+            drained: w.drained,
+            cordoned: w.cordoned,
+            online: w.online,
+        }
+    }
+
+    struct Stock;
+
+    impl Guest for Stock {
+        fn place(req: wit::Request, workers: Vec<wit::Worker>) -> wit::Placement {
+            let workers: Vec<core::Worker> = workers.into_iter().map(worker).collect();
+            let p = core::place::place(&request!(req), &workers, STRATEGY);
+            wit::Placement {
+                verdicts: p
+                    .verdicts
+                    .into_iter()
+                    .map(|v| wit::Verdict {
+                        feasible: v.feasible,
+                        reason: v.reason,
+                        score: v.score,
+                    })
+                    .collect(),
+                chosen: p.chosen,
+                reason: p.reason,
+            }
+        }
+    }
+
+    export!(Stock);
+}
