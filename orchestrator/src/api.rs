@@ -15,8 +15,8 @@ pub mod members;
 pub mod ops;
 pub mod orgs;
 pub mod plans;
-pub mod schedule;
 mod relay;
+pub mod schedule;
 pub mod workers;
 
 use hyper::body::Incoming;

@@ -1,11 +1,13 @@
 //! The command line: `serve`, and the admin subcommands that speak the HTTP
-//! API (`tenant`, `join-token`, `worker`).
+//! API (`tenant`, `join-token`, `worker`, `fleet`, `org`, `member`, `token`,
+//! `audit`) and `policy test`.
 //!
 //! `serve` prints to stdout exactly: `admin token: crops_adm_...` (only when
 //! it generated one) and then `listening on http(s)://ADDR`, flushed, once
 //! the listener serves. Everything else goes to the log on stderr.
 
 mod fleet;
+mod identity;
 mod output;
 mod policy;
 
@@ -37,6 +39,10 @@ pub enum Command {
     Worker(WorkerArgs),
     Fleet(fleet::FleetArgs),
     Policy(policy::PolicyArgs),
+    Org(identity::OrgArgs),
+    Member(identity::MemberArgs),
+    Token(identity::TokenArgs),
+    Audit(identity::AuditArgs),
 }
 
 /// Run the orchestrator.
@@ -252,6 +258,10 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     match args.command {
         Command::Serve(a) => serve(a).await,
         Command::Fleet(a) => a.run().await,
+        Command::Org(a) => a.run().await,
+        Command::Member(a) => a.run().await,
+        Command::Token(a) => a.run().await,
+        Command::Audit(a) => a.run().await,
         Command::Policy(policy::PolicyArgs {
             command: policy::PolicyCommand::Test(a),
         }) => Ok(a.run()?),

@@ -365,3 +365,77 @@ fn identity_routes_refuse_bad_input_and_change_nothing() {
         server.stop().await;
     });
 }
+
+#[test]
+fn the_cli_manages_orgs_members_tokens_and_reads_the_audit() {
+    use argh::FromArgs;
+    smol::block_on(async {
+        let server = Server::start("cli-identity").await;
+        let url = format!("http://{}", server.addr);
+        let cli = |args: &[&str]| {
+            let mut all = args.to_vec();
+            all.extend(["--url", &url, "--admin-token", ADMIN]);
+            let args = orchestrator::cli::Args::from_args(&["crops-orchestrator"], &all).unwrap();
+            orchestrator::cli::run(args)
+        };
+        cli(&["org", "create", "--name", "acme"]).await.unwrap();
+        let (_, orgs) = server.admin("GET", "/v1/orgs", None).await;
+        let org = orgs["orgs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == "acme")
+            .expect("the org the CLI created")["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        cli(&["org", "list", "--json"]).await.unwrap();
+        cli(&[
+            "member", "add", "--org", &org, "--name", "ada", "--role", "admin",
+        ])
+        .await
+        .unwrap();
+        let (_, members) = server
+            .admin("GET", &format!("/v1/orgs/{org}/members"), None)
+            .await;
+        let member = &members["members"][0];
+        assert_eq!(
+            (&member["name"], &member["role"]),
+            (&json!("ada"), &json!("admin"))
+        );
+        let member_id = member["id"].as_str().unwrap().to_owned();
+        cli(&[
+            "token", "create", "--member", &member_id, "--name", "laptop",
+        ])
+        .await
+        .unwrap();
+        let (_, tokens) = server
+            .admin("GET", &format!("/v1/members/{member_id}/tokens"), None)
+            .await;
+        let token_id = tokens["tokens"][0]["id"].as_str().unwrap().to_owned();
+        cli(&["token", "list", "--member", &member_id])
+            .await
+            .unwrap();
+        cli(&["token", "revoke", &token_id]).await.unwrap();
+        let (_, tokens) = server
+            .admin("GET", &format!("/v1/members/{member_id}/tokens"), None)
+            .await;
+        assert!(tokens["tokens"][0]["revokedAt"].is_u64(), "{tokens}");
+        cli(&["audit", "--org", &org]).await.unwrap();
+        cli(&["member", "remove", &member_id]).await.unwrap();
+        let (_, members) = server
+            .admin("GET", &format!("/v1/orgs/{org}/members"), None)
+            .await;
+        assert_eq!(members["members"], json!([]));
+        let err = cli(&[
+            "member", "add", "--org", &org, "--name", "bob", "--role", "king",
+        ])
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("king") && err.to_string().contains("admin"),
+            "{err}"
+        );
+        server.stop().await;
+    });
+}
