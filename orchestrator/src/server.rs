@@ -58,14 +58,14 @@ impl Lifecycle {
             .clone();
         let Some(alive) = alive else { return };
         let kill = self.kill.1.clone();
-        smol::spawn(async move {
+        // Combinators, not an `async move` block around `fut`: such a block
+        // stores `fut` twice (the captured value and the awaited one), which
+        // doubled the memory of every agent connection's task.
+        let killed = async move {
             let _alive = alive;
-            fut.or(async {
-                let _ = kill.recv().await;
-            })
-            .await;
-        })
-        .detach();
+            let _ = kill.recv().await;
+        };
+        smol::spawn(fut.or(killed)).detach();
     }
 
     /// Completes when shutdown has begun.

@@ -21,12 +21,18 @@ use crate::App;
 
 /// How long one write to the agent may take before the connection is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// tungstenite's read buffer, allocated and zeroed per connection up front
+/// (128 KiB by default, which was most of an idle agent's memory). A
+/// heartbeat is ~250 bytes; bigger messages grow the buffer as they come.
+const READ_BUFFER: usize = 1024;
 /// How long the close handshake may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Run one upgraded connection to its end.
 pub(super) async fn run(app: Arc<App>, worker_id: String, io: UpgradedIo) {
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
         .max_message_size(Some(protocol::MAX_TEXT_FRAME))
         .max_frame_size(Some(protocol::MAX_TEXT_FRAME));
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
@@ -50,7 +56,9 @@ pub(super) async fn run(app: Arc<App>, worker_id: String, io: UpgradedIo) {
         app,
     };
     let end = conn.serve().await;
-    conn.finish(end).await;
+    // Boxed: the goodbye holds a second `Conn`; inline, every connection's
+    // task would carry room for it its whole life.
+    Box::pin(conn.finish(end)).await;
 }
 
 pub(super) fn heartbeat(app: &App) -> Duration {
@@ -245,8 +253,11 @@ impl Conn {
 
     async fn on_message(&mut self, message: Message) -> Result<(), End> {
         match message {
-            Message::Text(text) => self.on_text(text.as_str()).await,
-            Message::Binary(bytes) => self.on_binary(&bytes).await,
+            // Boxed: handling a message is the biggest state of this
+            // task's future, which every idle connection would otherwise
+            // carry for its whole life.
+            Message::Text(text) => Box::pin(self.on_text(text.as_str())).await,
+            Message::Binary(bytes) => Box::pin(self.on_binary(&bytes)).await,
             // Pings are answered by tungstenite; a peer's close is answered
             // there too, and the next read then ends the stream.
             Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => Ok(()),

@@ -9,6 +9,9 @@
 
 /// Conversions shared by both worlds. Each world's bindings have their own
 /// copy of the `types` interface, so these are macros over field names.
+#[cfg(target_arch = "wasm32")]
+mod bump;
+
 #[macro_use]
 #[allow(unused_macros)]
 mod convert {
