@@ -50,6 +50,7 @@ test: deps image policies agent-static agent-arm64 ## install what is missing, t
 lint: policies ## formatting and clippy, as CI would want them
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cd policies && cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings
 
 up: deps image policies agent-static ## build, start an orchestrator and a local agent, print what next
 	@tests/up.sh
@@ -62,5 +63,6 @@ bench: deps image policies agent-static agent-arm64 ## the benchmarks recorded i
 	cargo build --release -p crops-orchestrator
 	CROPS_AGENT_BIN=$(AGENT_STATIC) CROPS_ORCHESTRATOR_BIN=$(TARGET)/release/crops-orchestrator \
 		cargo bench -p crops-e2e --bench lifecycle_latency
+	CROPS_NO_BUILD=1 CROPS_ORCHESTRATOR_BIN=$(TARGET)/release/crops-orchestrator tests/bench-fleet.sh
 
 .PHONY: help deps image policies build agent-static agent-arm64 test lint up down bench

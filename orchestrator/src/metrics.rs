@@ -4,14 +4,14 @@
 //! One [`Metrics`] per serve, shared through an `Arc`: the hub counts the
 //! commands it relays (by type and outcome, with a latency histogram per
 //! type), each agent connection task holds a [`SocketGuard`], the HTTP layer
-//! counts requests by route template and status class, and the policy engine
-//! (when it exists) counts its decisions. Gauges that are a view of other
-//! state (workers online) are sampled at scrape time and passed to
-//! [`Metrics::render`].
+//! counts requests by route pattern and status class, and the scheduler
+//! (`api::schedule`) counts each policy decision by outcome. Gauges that
+//! are a view of other state (workers online) are sampled at scrape time
+//! and passed to [`Metrics::render`].
 //!
 //! Label values come from small closed sets (command types, route patterns
-//! of the route table, outcomes), never from ids or tenant names, so a series count stays
-//! bounded whatever clients send.
+//! of the route table, outcomes), never from ids or tenant names, so the
+//! series count stays bounded whatever clients send.
 //!
 //! ```text
 //! # TYPE crops_commands_total counter
@@ -65,12 +65,9 @@ impl Outcome {
     }
 }
 
-/// A policy decision, for `crops_policy_decisions_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Allow,
-    Deny,
-}
+/// The outcomes of a scheduling decision (`api::schedule`), the closed set
+/// of `crops_policy_decisions_total`'s label; anything else counts as `other`.
+const POLICY_OUTCOMES: [&str; 5] = ["placed", "denied", "no_fit", "failed", "other"];
 
 /// Counts per bucket (not cumulative), their sum and count.
 #[derive(Debug, Default, Clone)]
@@ -124,9 +121,9 @@ pub struct Metrics {
     /// HTTP requests by (route template, method, status class). Written by
     /// `http::handle`, once per answered request.
     http: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
-    /// Policy decisions: allow, deny. Written by the policy engine; zero
-    /// until policies exist.
-    policy: [AtomicU64; 2],
+    /// Policy decisions by outcome, indexed as [`POLICY_OUTCOMES`]. Written
+    /// by `api::schedule` as it records each decision.
+    policy: [AtomicU64; POLICY_OUTCOMES.len()],
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -158,12 +155,13 @@ impl Metrics {
         *locked(&self.http).entry(key).or_default() += 1;
     }
 
-    /// Count one policy decision.
-    pub fn policy_decision(&self, decision: Decision) {
-        let i = match decision {
-            Decision::Allow => 0,
-            Decision::Deny => 1,
-        };
+    /// Count one policy decision by its recorded outcome.
+    pub fn policy_decision(&self, outcome: &str) {
+        let last = POLICY_OUTCOMES.len() - 1;
+        let i = POLICY_OUTCOMES[..last]
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(last);
         self.policy[i].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -246,11 +244,11 @@ impl Metrics {
         w.family(
             "crops_policy_decisions_total",
             "counter",
-            "Policy decisions, by decision (zero until policies exist).",
+            "Scheduling policy decisions, by outcome (zero until one is made).",
         );
-        for (i, decision) in ["allow", "deny"].into_iter().enumerate() {
-            let n = self.policy[i].load(Ordering::Relaxed);
-            w.sample("crops_policy_decisions_total", &[("decision", decision)], n);
+        for (outcome, n) in POLICY_OUTCOMES.iter().zip(&self.policy) {
+            let n = n.load(Ordering::Relaxed);
+            w.sample("crops_policy_decisions_total", &[("outcome", outcome)], n);
         }
 
         if let Some(rss) = resident_bytes() {
@@ -386,7 +384,12 @@ mod tests {
             "crops_http_requests_total{route=\"/v1/containers/{containerId}\",method=\"GET\",code=\"4xx\"} 1\n"
         ));
         assert!(text.contains("crops_agent_sockets_open 1\n"));
-        assert!(text.contains("crops_policy_decisions_total{decision=\"deny\"} 0\n"));
+        assert!(text.contains("crops_policy_decisions_total{outcome=\"denied\"} 0\n"));
+        m.policy_decision("placed");
+        m.policy_decision("made-up");
+        let text = m.render(Sampled::default());
+        assert!(text.contains("crops_policy_decisions_total{outcome=\"placed\"} 1\n"));
+        assert!(text.contains("crops_policy_decisions_total{outcome=\"other\"} 1\n"));
         drop(guard);
         assert_eq!(m.sockets_open(), 0);
     }

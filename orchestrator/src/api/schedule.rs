@@ -261,6 +261,7 @@ async fn local_images(app: &App, tenant_id: &str, candidates: &mut [WorkerInput]
 }
 
 async fn store(app: &App, record: DecisionRecord) -> Result<(), ApiError> {
+    app.metrics.policy_decision(&record.outcome);
     app.store.call(move |s| s.put_decision(&record)).await?;
     Ok(())
 }

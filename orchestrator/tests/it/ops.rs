@@ -130,8 +130,8 @@ fn metrics_parse_and_count_relayed_commands() {
         assert_eq!(get(&before, "crops_workers_online"), 1.0);
         assert_eq!(get(&before, "crops_workers_connected"), 1.0);
         assert_eq!(get(&before, "crops_agent_sockets_open"), 1.0);
-        for decision in ["allow", "deny"] {
-            let series = format!("crops_policy_decisions_total{{decision=\"{decision}\"}}");
+        for outcome in ["placed", "denied", "no_fit", "failed"] {
+            let series = format!("crops_policy_decisions_total{{outcome=\"{outcome}\"}}");
             assert_eq!(before.get(&series), Some(&0.0), "{series}");
         }
 

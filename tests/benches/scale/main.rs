@@ -210,7 +210,11 @@ async fn run(
     let self_cpu = (cpu_secs(std::process::id()) - self_cpu1) / window;
     let beats = (stats.heartbeats.load(Ordering::Relaxed) - beats1) as f64 / window;
     let rss = rss_kib(pid);
-    let metrics = admin.call_text("/metrics").await.unwrap_or_default();
+    // A fresh connection: the server closes keep-alive connections idle
+    // longer than its header timeout.
+    drop(admin);
+    let mut scraper = Api::connect(orch.addr, &connector, ADMIN).await?;
+    let metrics = scraper.call_text("/metrics").await?;
     let online = metric(&metrics, "crops_workers_online");
     let lost = stats.lost.load(Ordering::Relaxed);
     let gib = rss as f64 / (1024.0 * 1024.0);
