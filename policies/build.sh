@@ -23,7 +23,7 @@ mkdir -p dist
 for name in "${POLICIES[@]}"; do
     cargo build --quiet --release --target wasm32-unknown-unknown \
         -p crops-policy-guest --no-default-features --features "$name"
-    core=target/wasm32-unknown-unknown/release/crops_policy_guest.wasm
+    core="${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/crops_policy_guest.wasm"
     wasm-tools component new "$core" -o "dist/$name.wasm.tmp"
     wasm-tools validate --features component-model "dist/$name.wasm.tmp"
     mv "dist/$name.wasm.tmp" "dist/$name.wasm"
