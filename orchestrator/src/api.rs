@@ -15,6 +15,7 @@ pub mod members;
 pub mod ops;
 pub mod orgs;
 pub mod plans;
+pub mod policies;
 mod relay;
 pub mod schedule;
 pub mod workers;

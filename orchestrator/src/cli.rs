@@ -262,9 +262,14 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         Command::Member(a) => a.run().await,
         Command::Token(a) => a.run().await,
         Command::Audit(a) => a.run().await,
-        Command::Policy(policy::PolicyArgs {
-            command: policy::PolicyCommand::Test(a),
-        }) => Ok(a.run()?),
+        Command::Policy(policy::PolicyArgs { command }) => match command {
+            policy::PolicyCommand::Test(a) => Ok(a.run()?),
+            policy::PolicyCommand::Upload(a) => a.run().await,
+            policy::PolicyCommand::List(a) => a.run().await,
+            policy::PolicyCommand::Activate(a) => a.run().await,
+            policy::PolicyCommand::Rollback(a) => a.run().await,
+            policy::PolicyCommand::Simulate(a) => a.run().await,
+        },
         Command::Tenant(TenantArgs {
             command: TenantCommand::Plan(a),
         }) => a.run().await,

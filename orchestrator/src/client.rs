@@ -109,6 +109,17 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value, ClientError> {
+        let body = body.map(|json| (Bytes::from(json.to_string()), "application/json"));
+        self.call_raw(method, path, body).await
+    }
+
+    /// [`Client::call`] with a raw body of the given content type.
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(Bytes, &'static str)>,
+    ) -> Result<serde_json::Value, ClientError> {
         let tcp = smol::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|source| ClientError::Connect {
@@ -139,7 +150,7 @@ impl Client {
         io: IO,
         method: Method,
         path: &str,
-        body: Option<serde_json::Value>,
+        body: Option<(Bytes, &'static str)>,
     ) -> Result<serde_json::Value, ClientError>
     where
         IO: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send + 'static,
@@ -166,9 +177,9 @@ impl Client {
             builder = builder.header(AUTHORIZATION, value);
         }
         let payload = match body {
-            Some(json) => {
-                builder = builder.header(CONTENT_TYPE, "application/json");
-                Bytes::from(json.to_string())
+            Some((bytes, content_type)) => {
+                builder = builder.header(CONTENT_TYPE, content_type);
+                bytes
             }
             None => Bytes::new(),
         };

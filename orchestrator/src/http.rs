@@ -168,6 +168,18 @@ pub async fn read_json_limited<T: DeserializeOwned>(
     req: Request<Incoming>,
     limit: usize,
 ) -> Result<T, ApiError> {
+    let bytes = read_bytes_limited(req, limit).await?;
+    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &bytes
+    };
+    serde_json::from_slice(text)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// The raw body, at most `limit` bytes (oversize is 413).
+pub async fn read_bytes_limited(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
@@ -188,13 +200,7 @@ pub async fn read_json_limited<T: DeserializeOwned>(
             )))
         }
     };
-    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        &bytes
-    };
-    serde_json::from_slice(text)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    Ok(bytes)
 }
 
 /// The raw value of query parameter `name`, if present. No percent-decoding:
@@ -265,6 +271,7 @@ async fn dispatch(
     let container = params.get("containerId");
     let worker = params.get("workerId");
     let member = params.get("memberId");
+    let policy = params.get("policyId");
     match def.endpoint {
         Endpoint::Healthz => Ok(crate::health::healthz()),
         Endpoint::Readyz => Ok(crate::health::readyz(&app).await),
@@ -337,6 +344,11 @@ async fn dispatch(
         }
         Endpoint::Audit => api::audit::list(&app, req).await,
         Endpoint::ListDecisions => api::decisions::list(&app, req, params.get("tenantId")).await,
+        Endpoint::UploadPolicy => api::policies::upload(&app, req).await,
+        Endpoint::ListPolicies => api::policies::list(&app, req).await,
+        Endpoint::ActivatePolicy => api::policies::activate(&app, req, policy).await,
+        Endpoint::RollbackPolicy => api::policies::rollback(&app, req, policy).await,
+        Endpoint::SimulatePolicy => api::policies::simulate(&app, req, policy).await,
         Endpoint::GetDecision => {
             api::decisions::get(&app, params.get("tenantId"), params.get("decisionId")).await
         }

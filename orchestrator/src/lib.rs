@@ -261,6 +261,8 @@ pub async fn serve(
     });
     tracing::info!(%addr, tls = acceptor.is_some(), data = %config.data_dir.display(), "serving");
     app.hub.set_audit(audit::command_hook(Arc::clone(&store)));
+    // The stored policy activations decide from the first request on.
+    api::policies::restore(&app).await?;
     history::spawn(&app, config.history_interval);
     if let Some(on_ready) = config.on_ready {
         on_ready(&Ready {

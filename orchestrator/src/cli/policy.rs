@@ -22,6 +22,124 @@ pub struct PolicyArgs {
 #[argh(subcommand)]
 pub enum PolicyCommand {
     Test(PolicyTest),
+    Upload(PolicyUpload),
+    List(PolicyList),
+    Activate(PolicyActivate),
+    Rollback(PolicyRollback),
+    Simulate(PolicySimulate),
+}
+
+/// Upload a policy component (a new version of NAME in its scope).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "upload")]
+pub struct PolicyUpload {
+    /// the component (.wasm)
+    #[argh(positional)]
+    pub file: PathBuf,
+    /// admission or placement
+    #[argh(option)]
+    pub kind: String,
+    /// the policy's name
+    #[argh(option)]
+    pub name: String,
+    /// a tenant's policy (default: global)
+    #[argh(option)]
+    pub tenant: Option<String>,
+    #[argh(option, description = "orchestrator URL (default: $CROPS_URL)")]
+    pub url: Option<String>,
+    #[argh(option, description = "admin token (default: $CROPS_ADMIN_TOKEN)")]
+    pub admin_token: Option<String>,
+    #[argh(option, description = "extra CA certificate (PEM) to trust for https")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// List uploaded policies and what is active.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+pub struct PolicyList {
+    /// a tenant's policies (default: all, the operator)
+    #[argh(option)]
+    pub tenant: Option<String>,
+    #[argh(option, description = "orchestrator URL (default: $CROPS_URL)")]
+    pub url: Option<String>,
+    #[argh(option, description = "admin token (default: $CROPS_ADMIN_TOKEN)")]
+    pub admin_token: Option<String>,
+    #[argh(option, description = "extra CA certificate (PEM) to trust for https")]
+    pub ca_file: Option<PathBuf>,
+}
+
+macro_rules! policy_action {
+    ($($name:ident = $cmd:literal, $suffix:literal, $doc:literal;)*) => {$(
+        #[doc = $doc]
+        #[derive(FromArgs, Debug)]
+        #[argh(subcommand, name = $cmd)]
+        pub struct $name {
+            /// policy id
+            #[argh(positional)]
+            pub id: String,
+            /// simulate: the last N decisions (default 20); activate: ignored
+            #[argh(option)]
+            pub last: Option<u32>,
+            /// activate: closed (default) or lastGood
+            #[argh(option)]
+            pub fail_mode: Option<String>,
+            #[argh(option, description = "orchestrator URL (default: $CROPS_URL)")]
+            pub url: Option<String>,
+            #[argh(option, description = "admin token (default: $CROPS_ADMIN_TOKEN)")]
+            pub admin_token: Option<String>,
+            #[argh(option, description = "extra CA certificate (PEM) to trust for https")]
+            pub ca_file: Option<PathBuf>,
+        }
+
+        impl $name {
+            pub async fn run(self) -> Result<(), crate::cli::CliError> {
+                let client = crate::cli::client(self.url, self.admin_token, self.ca_file)?;
+                let mut path = format!("/v1/policies/{}{}", self.id, $suffix);
+                let mut sep = '?';
+                if let Some(n) = self.last {
+                    path.push_str(&format!("{sep}last={n}"));
+                    sep = '&';
+                }
+                if let Some(m) = self.fail_mode {
+                    path.push_str(&format!("{sep}failMode={m}"));
+                }
+                let reply = client.call(hyper::Method::POST, &path, None).await?;
+                crate::cli::print_or_json(true, &reply, String::new)
+            }
+        }
+    )*};
+}
+
+policy_action! {
+    PolicyActivate = "activate", "/activate", "Make a policy version the active one of its scope.";
+    PolicyRollback = "rollback", "/rollback", "Back to the version active before this one.";
+    PolicySimulate = "simulate", "/simulate", "Replay the last N decisions of the policy's scope through it.";
+}
+
+impl PolicyUpload {
+    pub async fn run(self) -> Result<(), crate::cli::CliError> {
+        let bytes = read(&self.file)?;
+        let client = crate::cli::client(self.url, self.admin_token, self.ca_file)?;
+        let mut path = format!("/v1/policies?kind={}&name={}", self.kind, self.name);
+        if let Some(t) = self.tenant {
+            path.push_str(&format!("&tenantId={t}"));
+        }
+        let body = Some((hyper::body::Bytes::from(bytes), "application/wasm"));
+        let reply = client.call_raw(hyper::Method::POST, &path, body).await?;
+        crate::cli::print_or_json(true, &reply, String::new)
+    }
+}
+
+impl PolicyList {
+    pub async fn run(self) -> Result<(), crate::cli::CliError> {
+        let client = crate::cli::client(self.url, self.admin_token, self.ca_file)?;
+        let path = match self.tenant {
+            Some(t) => format!("/v1/policies?tenantId={t}"),
+            None => "/v1/policies".to_owned(),
+        };
+        let reply = client.call(hyper::Method::GET, &path, None).await?;
+        crate::cli::print_or_json(true, &reply, String::new)
+    }
 }
 
 /// Run a policy component (a .wasm file, or stock:NAME) against cases.

@@ -9,7 +9,8 @@
 //! compares them).
 //!
 //! Path parameters are checked here, by name, before any handler runs:
-//! `tenantId`, `workerId`, `orgId`, `memberId` and `tokenId` are the UUIDs
+//! `tenantId`, `workerId`, `orgId`, `memberId`, `tokenId`, `decisionId` and
+//! `policyId` are the UUIDs
 //! we mint; `containerId` and `handle` follow `protocol::validate::id`
 //! (a client may choose a container's id). A pattern naming any other
 //! parameter matches nothing (a unit test keeps the table honest).
@@ -171,6 +172,11 @@ routes! {
     BackgroundKill = POST "/v1/containers/{containerId}/background/{handle}/kill", TenantMember(T::Container), "Kill a background command";
     ListDecisions = GET "/v1/tenants/{tenantId}/decisions", TenantMember(T::Tenant), "A tenant's policy decisions, newest first";
     GetDecision = GET "/v1/tenants/{tenantId}/decisions/{decisionId}", TenantMember(T::Tenant), "One policy decision with its explanation";
+    UploadPolicy = POST "/v1/policies", OrgAdmin(T::Body), "Upload a policy component (application/wasm; query kind, name, tenantId for a tenant's)";
+    ListPolicies = GET "/v1/policies", OrgAdmin(T::Body), "Uploaded policy versions and what is active (query tenantId for a tenant's)";
+    ActivatePolicy = POST "/v1/policies/{policyId}/activate", OrgAdmin(T::Body), "Make a policy version the active one of its scope";
+    RollbackPolicy = POST "/v1/policies/{policyId}/rollback", OrgAdmin(T::Body), "Back to the version active before this one";
+    SimulatePolicy = POST "/v1/policies/{policyId}/simulate", OrgAdmin(T::Body), "Replay the last N decisions of the policy's scope and report where it differs";
     Audit = GET "/v1/audit", OrgAdmin(T::AuditQuery), "The audit log, newest first";
 }
 
@@ -218,7 +224,7 @@ fn matches(pattern: &str, segments: &[&str]) -> Option<usize> {
 /// Check one path parameter by its name. Unknown names are refused.
 pub fn check_param(name: &str, value: &str) -> Result<(), ApiError> {
     match name {
-        "tenantId" | "workerId" | "orgId" | "memberId" | "tokenId" | "decisionId" => {
+        "tenantId" | "workerId" | "orgId" | "memberId" | "tokenId" | "decisionId" | "policyId" => {
             if crate::auth::is_uuid(value) {
                 Ok(())
             } else {
@@ -285,6 +291,7 @@ const ROUTES_PARAM_NAMES: &[&str] = &[
     "containerId",
     "handle",
     "decisionId",
+    "policyId",
 ];
 
 #[cfg(test)]

@@ -284,11 +284,14 @@ pub async fn http_raw(
         let chunked = headers
             .iter()
             .any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"));
+        let typed = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
         if !chunked && (!body.is_empty() || method == "POST") {
-            req.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                body.len()
-            ));
+            if !typed {
+                req.push_str("Content-Type: application/json\r\n");
+            }
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         req.push_str("\r\n");
         stream.write_all(req.as_bytes()).await.unwrap();

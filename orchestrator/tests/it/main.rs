@@ -17,6 +17,7 @@ mod failures;
 mod history;
 mod identity;
 mod ops;
+mod policies;
 mod reconcile;
 mod restart;
 mod scheduling;
