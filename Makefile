@@ -45,7 +45,7 @@ test: deps image policies agent-static agent-arm64 ## install what is missing, t
 	CROPS_AGENT_BIN=$(AGENT_STATIC) CROPS_AGENT_ARM64_BIN=$(AGENT_ARM64) CROPS_ORCHESTRATOR_BIN=$(ORCHESTRATOR) \
 		cargo test --workspace --lib --bins --tests
 	cargo test --workspace --doc
-	cd policies && cargo test -p crops-policy-core
+	cd policies && cargo test -p crops-policy-core --lib
 
 lint: policies ## formatting and clippy, as CI would want them
 	cargo fmt --all --check
