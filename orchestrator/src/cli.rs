@@ -6,6 +6,33 @@
 //! it generated one) and then `listening on http(s)://ADDR`, flushed, once
 //! the listener serves. Everything else goes to the log on stderr.
 
+/// Declares an admin subcommand: its own fields plus the connection options
+/// every admin subcommand takes (`--url`, `--admin-token`, `--ca-file`,
+/// `--json`). Fields stay plain tokens, not `ty` fragments, so argh still
+/// sees `Option<…>` and `Vec<…>` for what they are.
+macro_rules! admin_subcommand {
+    ($(#[doc = $doc:literal])* $name:ident = $cmd:literal { $($fields:tt)* }) => {
+        $(#[doc = $doc])*
+        #[derive(argh::FromArgs, Debug)]
+        #[argh(subcommand, name = $cmd)]
+        pub struct $name {
+            $($fields)*
+            /// orchestrator URL (default: $CROPS_URL)
+            #[argh(option)]
+            pub url: Option<String>,
+            /// admin or member token (default: $CROPS_ADMIN_TOKEN)
+            #[argh(option)]
+            pub admin_token: Option<String>,
+            /// extra CA certificate (PEM) to trust for https
+            #[argh(option)]
+            pub ca_file: Option<std::path::PathBuf>,
+            /// print the API's JSON
+            #[argh(switch)]
+            pub json: bool,
+        }
+    };
+}
+
 mod fleet;
 mod identity;
 mod output;
@@ -88,44 +115,16 @@ pub enum TenantCommand {
     Plan(fleet::TenantPlan),
 }
 
-/// Create a tenant; prints its id.
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "create")]
-pub struct TenantCreate {
+admin_subcommand!(/// Create a tenant; prints its id.
+TenantCreate = "create" {
     /// the tenant's name
     #[argh(option)]
     pub name: String,
-    /// orchestrator URL (default: $CROPS_URL)
-    #[argh(option)]
-    pub url: Option<String>,
-    /// admin token (default: $CROPS_ADMIN_TOKEN)
-    #[argh(option)]
-    pub admin_token: Option<String>,
-    /// extra CA certificate (PEM) to trust for https
-    #[argh(option)]
-    pub ca_file: Option<PathBuf>,
-    /// print the API's JSON
-    #[argh(switch)]
-    pub json: bool,
-}
+});
 
-/// List tenants.
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "list")]
-pub struct TenantList {
-    /// orchestrator URL (default: $CROPS_URL)
-    #[argh(option)]
-    pub url: Option<String>,
-    /// admin token (default: $CROPS_ADMIN_TOKEN)
-    #[argh(option)]
-    pub admin_token: Option<String>,
-    /// extra CA certificate (PEM) to trust for https
-    #[argh(option)]
-    pub ca_file: Option<PathBuf>,
-    /// print the API's JSON
-    #[argh(switch)]
-    pub json: bool,
-}
+admin_subcommand!(/// List tenants.
+TenantList = "list" {
+});
 
 /// Manage join tokens.
 #[derive(FromArgs, Debug)]
@@ -141,29 +140,15 @@ pub enum JoinTokenCommand {
     Create(JoinTokenCreate),
 }
 
-/// Create a single-use join token for a tenant; prints the token.
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "create")]
-pub struct JoinTokenCreate {
+admin_subcommand!(/// Create a single-use join token for a tenant; prints the token.
+JoinTokenCreate = "create" {
     /// tenant id
     #[argh(option)]
     pub tenant: String,
     /// lifetime in seconds (default 3600)
     #[argh(option)]
     pub ttl_secs: Option<u64>,
-    /// orchestrator URL (default: $CROPS_URL)
-    #[argh(option)]
-    pub url: Option<String>,
-    /// admin token (default: $CROPS_ADMIN_TOKEN)
-    #[argh(option)]
-    pub admin_token: Option<String>,
-    /// extra CA certificate (PEM) to trust for https
-    #[argh(option)]
-    pub ca_file: Option<PathBuf>,
-    /// print the API's JSON
-    #[argh(switch)]
-    pub json: bool,
-}
+});
 
 /// Manage workers.
 #[derive(FromArgs, Debug)]
@@ -186,44 +171,16 @@ pub enum WorkerCommand {
     RotateCredential(fleet::WorkerRotate),
 }
 
-/// List workers with their status and last heartbeat.
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "list")]
-pub struct WorkerList {
-    /// orchestrator URL (default: $CROPS_URL)
-    #[argh(option)]
-    pub url: Option<String>,
-    /// admin token (default: $CROPS_ADMIN_TOKEN)
-    #[argh(option)]
-    pub admin_token: Option<String>,
-    /// extra CA certificate (PEM) to trust for https
-    #[argh(option)]
-    pub ca_file: Option<PathBuf>,
-    /// print the API's JSON
-    #[argh(switch)]
-    pub json: bool,
-}
+admin_subcommand!(/// List workers with their status and last heartbeat.
+WorkerList = "list" {
+});
 
-/// Revoke a worker's credential and close its connection.
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "revoke")]
-pub struct WorkerRevoke {
+admin_subcommand!(/// Revoke a worker's credential and close its connection.
+WorkerRevoke = "revoke" {
     /// worker id
     #[argh(positional)]
     pub id: String,
-    /// orchestrator URL (default: $CROPS_URL)
-    #[argh(option)]
-    pub url: Option<String>,
-    /// admin token (default: $CROPS_ADMIN_TOKEN)
-    #[argh(option)]
-    pub admin_token: Option<String>,
-    /// extra CA certificate (PEM) to trust for https
-    #[argh(option)]
-    pub ca_file: Option<PathBuf>,
-    /// print the API's JSON
-    #[argh(switch)]
-    pub json: bool,
-}
+});
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]

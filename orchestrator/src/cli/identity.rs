@@ -4,41 +4,12 @@
 //! `--json` for programs. The token may be the operator's admin token or a
 //! member's API token: the API decides what each may do.
 
-use std::path::PathBuf;
-
 use argh::FromArgs;
 use hyper::Method;
 use serde_json::{json, Value};
 
 use super::output::{table, text};
 use super::{client, print_or_json, CliError};
-
-/// Declares a subcommand struct with its own fields plus the connection
-/// options every admin subcommand takes.
-macro_rules! subcommand {
-    // The fields stay plain tokens (not `ty` fragments) so argh still sees
-    // `Option<…>` and `Vec<…>` for what they are.
-    ($(#[doc = $doc:literal])* $name:ident = $cmd:literal { $($fields:tt)* }) => {
-        $(#[doc = $doc])*
-        #[derive(FromArgs, Debug)]
-        #[argh(subcommand, name = $cmd)]
-        pub struct $name {
-            $($fields)*
-            /// orchestrator URL (default: $CROPS_URL)
-            #[argh(option)]
-            pub url: Option<String>,
-            /// admin or member token (default: $CROPS_ADMIN_TOKEN)
-            #[argh(option)]
-            pub admin_token: Option<String>,
-            /// extra CA certificate (PEM) to trust for https
-            #[argh(option)]
-            pub ca_file: Option<PathBuf>,
-            /// print the API's JSON
-            #[argh(switch)]
-            pub json: bool,
-        }
-    };
-}
 
 /// Manage organisations.
 #[derive(FromArgs, Debug)]
@@ -55,14 +26,14 @@ pub enum OrgCommand {
     List(OrgList),
 }
 
-subcommand!(/// Create an organisation; prints its id.
+admin_subcommand!(/// Create an organisation; prints its id.
 OrgCreate = "create" {
     /// the organisation's name
     #[argh(option)]
     pub name: String,
 });
 
-subcommand!(/// List the organisations you can see.
+admin_subcommand!(/// List the organisations you can see.
 OrgList = "list" {});
 
 /// Manage the members of an organisation.
@@ -82,7 +53,7 @@ pub enum MemberCommand {
     Remove(MemberRemove),
 }
 
-subcommand!(/// Add a member to an organisation; prints the member's id.
+admin_subcommand!(/// Add a member to an organisation; prints the member's id.
 MemberAdd = "add" {
     /// organisation id
     #[argh(option)]
@@ -98,14 +69,14 @@ MemberAdd = "add" {
     pub tenant: Vec<String>,
 });
 
-subcommand!(/// List an organisation's members.
+admin_subcommand!(/// List an organisation's members.
 MemberList = "list" {
     /// organisation id
     #[argh(option)]
     pub org: String,
 });
 
-subcommand!(/// Let a member use a tenant.
+admin_subcommand!(/// Let a member use a tenant.
 MemberAssign = "assign" {
     /// member id
     #[argh(positional)]
@@ -115,7 +86,7 @@ MemberAssign = "assign" {
     pub tenant: String,
 });
 
-subcommand!(/// Remove a member (and revoke their tokens).
+admin_subcommand!(/// Remove a member (and revoke their tokens).
 MemberRemove = "remove" {
     /// member id
     #[argh(positional)]
@@ -138,7 +109,7 @@ pub enum TokenCommand {
     Revoke(TokenRevoke),
 }
 
-subcommand!(/// Mint an API token for a member; prints the secret, shown this once.
+admin_subcommand!(/// Mint an API token for a member; prints the secret, shown this once.
 TokenCreate = "create" {
     /// member id
     #[argh(option)]
@@ -148,21 +119,21 @@ TokenCreate = "create" {
     pub name: Option<String>,
 });
 
-subcommand!(/// List a member's tokens (never their secrets).
+admin_subcommand!(/// List a member's tokens (never their secrets).
 TokenList = "list" {
     /// member id
     #[argh(option)]
     pub member: String,
 });
 
-subcommand!(/// Revoke a token.
+admin_subcommand!(/// Revoke a token.
 TokenRevoke = "revoke" {
     /// token id
     #[argh(positional)]
     pub id: String,
 });
 
-subcommand!(/// Read the audit log of a tenant or an organisation, newest first.
+admin_subcommand!(/// Read the audit log of a tenant or an organisation, newest first.
 AuditArgs = "audit" {
     /// tenant id
     #[argh(option)]
