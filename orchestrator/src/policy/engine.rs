@@ -16,7 +16,7 @@ use wasmtime::{
 };
 
 use super::check;
-use super::types::{raw, Admission, Placement, PlanInput, Request, Usage, WorkerInput};
+use super::types::{raw, wire, Admission, Placement, PlanInput, Request, Usage, WorkerInput};
 use super::{Kind, PolicyError};
 
 /// The only instance a policy may import: the contract's types, no functions.
@@ -94,7 +94,7 @@ impl Compiled {
 
 type AdmitFn<'a> = (&'a Request, &'a PlanInput, &'a Usage);
 type AdmitWorkerFn<'a> = (&'a str, &'a PlanInput, &'a Usage);
-type PlaceFn<'a> = (&'a Request, &'a [WorkerInput]);
+type PlaceFn<'a> = (&'a Request, &'a wire::Candidates);
 
 impl Host {
     /// One engine with fuel, the pooling allocator (`slots` concurrent
@@ -264,12 +264,13 @@ impl Host {
             wanted: "place",
             kind: m.kind,
         })?;
+        let candidates = wire::Candidates::new(workers);
         let (mut store, instance) = self.instance(m)?;
         let func = instance
             .get_typed_func::<PlaceFn<'_>, (raw::Placement,)>(&mut store, idx)
             .map_err(|e| failure(&store, m, "place", e))?;
         let (answer,) = func
-            .call(&mut store, (req, workers))
+            .call(&mut store, (req, &candidates))
             .map_err(|e| failure(&store, m, "place", e))?;
         check::placement(answer, req, workers)
     }

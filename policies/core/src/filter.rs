@@ -15,7 +15,7 @@ pub const LOCAL_IMAGE_PREFIX: &str = "localhost/";
 /// Why `worker` cannot take `req`, or `None` when it can.
 pub fn reject(req: &Request, worker: &Worker) -> Option<String> {
     if let Some(pinned) = &req.pinned_worker {
-        if *pinned != worker.id {
+        if pinned != worker.id {
             return Some(format!("not the pinned worker {pinned}"));
         }
     }
@@ -35,17 +35,17 @@ pub fn reject(req: &Request, worker: &Worker) -> Option<String> {
     if worker.platform != platform {
         return Some(format!(
             "platform {} (needs {platform})",
-            shown(&worker.platform)
+            shown(worker.platform)
         ));
     }
     if let Some(arch) = &req.arch {
-        if worker.arch != *arch {
-            return Some(format!("arch {} (needs {arch})", shown(&worker.arch)));
+        if worker.arch != arch {
+            return Some(format!("arch {} (needs {arch})", shown(worker.arch)));
         }
     }
     if let Some(region) = &req.region {
-        if worker.region != *region {
-            return Some(format!("region {} (needs {region})", shown(&worker.region)));
+        if worker.region != region {
+            return Some(format!("region {} (needs {region})", shown(worker.region)));
         }
     }
     if req.profile < worker.security_floor {
@@ -55,7 +55,7 @@ pub fn reject(req: &Request, worker: &Worker) -> Option<String> {
             req.profile.name()
         ));
     }
-    if req.image.starts_with(LOCAL_IMAGE_PREFIX) && !worker.images.contains(&req.image) {
+    if req.image.starts_with(LOCAL_IMAGE_PREFIX) && !worker.images.contains(&req.image.as_str()) {
         return Some(format!("local image {} is not on this worker", req.image));
     }
     None
@@ -107,7 +107,7 @@ mod tests {
     fn byom_serves_only_its_tenant() {
         let mut w = worker("w");
         w.mode = Mode::Byom;
-        w.tenant_id = "a".into();
+        w.tenant_id = "a";
         check(&request("a"), &w, None);
         check(&request("b"), &w, Some("another tenant"));
     }
@@ -127,7 +127,7 @@ mod tests {
         req.region = Some("us".into());
         check(&req, &worker("w"), Some("needs us"));
         let mut w = worker("w");
-        w.platform = String::new();
+        w.platform = "";
         check(&request("t"), &w, Some("platform unknown"));
     }
 
@@ -148,7 +148,7 @@ mod tests {
         req.image = "localhost/mine:1".into();
         let mut w = worker("w");
         check(&req, &w, Some("not on this worker"));
-        w.images.push("localhost/mine:1".into());
+        w.images = &["localhost/mine:1"];
         check(&req, &w, None);
 
         let mut w = worker("w");

@@ -78,23 +78,24 @@ pub enum Admission {
     Deny(String),
 }
 
-/// One candidate worker.
+/// One candidate worker. It borrows its strings and sets (the guests
+/// resolve them from the call's shared text and sets, copying nothing).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Worker {
-    pub id: String,
+pub struct Worker<'a> {
+    pub id: &'a str,
     pub mode: Mode,
-    pub tenant_id: String,
-    pub platform: String,
-    pub arch: String,
-    pub region: String,
-    pub labels: Vec<(String, String)>,
+    pub tenant_id: &'a str,
+    pub platform: &'a str,
+    pub arch: &'a str,
+    pub region: &'a str,
+    pub labels: &'a [(&'a str, &'a str)],
     pub cpu_count: u32,
     pub memory_total: u64,
     pub memory_free: u64,
     pub disk_free: Option<u64>,
     pub cpu_load_permille: u32,
     pub containers_running: u32,
-    pub images: Vec<String>,
+    pub images: &'a [&'a str],
     pub security_floor: Profile,
     pub drained: bool,
     pub cordoned: bool,
@@ -135,22 +136,22 @@ pub(crate) mod fixture {
         }
     }
 
-    pub fn worker(id: &str) -> Worker {
+    pub fn worker(id: &str) -> Worker<'_> {
         Worker {
-            id: id.into(),
+            id,
             mode: Mode::Fleet,
-            tenant_id: String::new(),
-            platform: "linux".into(),
-            arch: "x86_64".into(),
-            region: "eu".into(),
-            labels: Vec::new(),
+            tenant_id: "",
+            platform: "linux",
+            arch: "x86_64",
+            region: "eu",
+            labels: &[],
             cpu_count: 8,
             memory_total: 16 << 30,
             memory_free: 8 << 30,
             disk_free: None,
             cpu_load_permille: 500,
             containers_running: 2,
-            images: Vec::new(),
+            images: &[],
             security_floor: Profile::Open,
             drained: false,
             cordoned: false,

@@ -107,7 +107,7 @@ mod tests {
     use super::*;
     use crate::fixture::{request, worker};
 
-    fn pool() -> Vec<Worker> {
+    fn pool() -> Vec<Worker<'static>> {
         let mut a = worker("a");
         a.cpu_load_permille = 900;
         a.memory_free = 2 << 30;

@@ -113,25 +113,37 @@ mod placement {
     #[cfg(feature = "spread")]
     const STRATEGY: core::place::Strategy = core::place::Strategy::Spread;
 
-    fn worker(w: wit::Worker) -> core::Worker {
+    /// The string `r` names in the call's text ("" if it names nothing).
+    fn text(text: &str, r: wit::TextRef) -> &str {
+        let start = r.start as usize;
+        text.get(start..start.saturating_add(r.len as usize))
+            .unwrap_or("")
+    }
+
+    fn worker<'a>(
+        t: &'a str,
+        labels: &'a [Vec<(&'a str, &'a str)>],
+        images: &'a [Vec<&'a str>],
+        w: &wit::Worker,
+    ) -> core::Worker<'a> {
         core::Worker {
-            id: w.id,
+            id: text(t, w.id),
             mode: match w.mode {
                 wit::WorkerMode::Byom => core::Mode::Byom,
                 wit::WorkerMode::Fleet => core::Mode::Fleet,
             },
-            tenant_id: w.tenant_id,
-            platform: w.platform,
-            arch: w.arch,
-            region: w.region,
-            labels: w.labels,
+            tenant_id: text(t, w.tenant_id),
+            platform: text(t, w.platform),
+            arch: text(t, w.arch),
+            region: text(t, w.region),
+            labels: labels.get(w.labels as usize).map_or(&[], Vec::as_slice),
             cpu_count: w.cpu_count,
             memory_total: w.memory_total,
             memory_free: w.memory_free,
             disk_free: w.disk_free,
             cpu_load_permille: w.cpu_load_permille,
             containers_running: w.containers_running,
-            images: w.images,
+            images: images.get(w.images as usize).map_or(&[], Vec::as_slice),
             security_floor: profile!(w.security_floor),
             drained: w.drained,
             cordoned: w.cordoned,
@@ -142,8 +154,23 @@ mod placement {
     struct Stock;
 
     impl Guest for Stock {
-        fn place(req: wit::Request, workers: Vec<wit::Worker>) -> wit::Placement {
-            let workers: Vec<core::Worker> = workers.into_iter().map(worker).collect();
+        fn place(req: wit::Request, c: wit::Candidates) -> wit::Placement {
+            let t = c.text.as_str();
+            let labels: Vec<Vec<(&str, &str)>> = c
+                .label_sets
+                .iter()
+                .map(|set| set.iter().map(|&(k, v)| (text(t, k), text(t, v))).collect())
+                .collect();
+            let images: Vec<Vec<&str>> = c
+                .image_sets
+                .iter()
+                .map(|set| set.iter().map(|&r| text(t, r)).collect())
+                .collect();
+            let workers: Vec<core::Worker> = c
+                .workers
+                .iter()
+                .map(|w| worker(t, &labels, &images, w))
+                .collect();
             let p = core::place::place(&request!(req), &workers, STRATEGY);
             wit::Placement {
                 verdicts: p
