@@ -1,0 +1,172 @@
+//! Unit tests of the hub: live connections, request correlation, events,
+//! and what a dropped caller or connection leaves behind.
+
+use super::*;
+use protocol::container::ContainerListing;
+use protocol::ErrorCode;
+
+fn list_all() -> Body {
+    Body::ContainerListAll(protocol::container::Empty {})
+}
+
+#[test]
+fn request_to_offline_worker_fails_fast() {
+    let hub = Hub::default();
+    let err = smol::block_on(hub.request("w", list_all(), Duration::from_secs(1))).unwrap_err();
+    assert!(matches!(err, HubError::Offline { .. }), "{err}");
+}
+
+#[test]
+fn request_is_answered_timed_out_or_failed() {
+    smol::block_on(async {
+        let hub = std::sync::Arc::new(Hub::default());
+        let (tx, rx) = smol::channel::unbounded();
+        hub.register("w", 1, tx, 0);
+
+        // A reply routed by requestId.
+        let agent = {
+            let hub = hub.clone();
+            let rx = rx.clone();
+            smol::spawn(async move {
+                let Ok(Outbound::Text(text)) = rx.recv().await else {
+                    panic!("no request")
+                };
+                let env = Envelope::decode(&text).unwrap();
+                let id = env.request_id.unwrap();
+                assert!(
+                    !hub.resolve("other", &id, list_all()),
+                    "foreign reply accepted"
+                );
+                let reply = Body::ContainerListedAll(ContainerListing { containers: vec![] });
+                assert!(hub.resolve("w", &id, reply));
+            })
+        };
+        let got = hub
+            .request("w", list_all(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(got.type_name(), "container.list-all.result");
+        agent.await;
+
+        // An error reply.
+        let agent = {
+            let hub = hub.clone();
+            let rx = rx.clone();
+            smol::spawn(async move {
+                let Ok(Outbound::Text(text)) = rx.recv().await else {
+                    panic!("no request")
+                };
+                let id = Envelope::decode(&text).unwrap().request_id.unwrap();
+                hub.resolve(
+                    "w",
+                    &id,
+                    Body::Error(ErrorReply::new(ErrorCode::EngineFailed, "boom")),
+                );
+            })
+        };
+        let err = hub
+            .request("w", list_all(), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HubError::Agent { .. }), "{err}");
+        agent.await;
+
+        // No reply.
+        let err = hub
+            .request("w", list_all(), Duration::from_millis(20))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HubError::Timeout { .. }), "{err}");
+        assert!(hub.lock().pending.is_empty());
+
+        // Disconnect while waiting.
+        let waiter = {
+            let hub = hub.clone();
+            smol::spawn(async move { hub.request("w", list_all(), Duration::from_secs(5)).await })
+        };
+        let _ = rx.recv().await; // the timed-out request
+        let _ = rx.recv().await; // the one now waiting
+        hub.unregister("w", 1);
+        assert!(matches!(waiter.await, Err(HubError::Disconnected { .. })));
+        assert!(hub.live("w").is_none());
+    });
+}
+
+#[test]
+fn a_newer_connection_replaces_the_older() {
+    let hub = Hub::default();
+    let (tx1, rx1) = smol::channel::unbounded();
+    let (tx2, _rx2) = smol::channel::unbounded();
+    hub.register("w", 1, tx1, 0);
+    hub.register("w", 2, tx2, 0);
+    assert!(matches!(
+        rx1.try_recv(),
+        Ok(Outbound::Close {
+            code: protocol::close::REPLACED,
+            ..
+        })
+    ));
+    hub.unregister("w", 1); // the old task ending does not remove the new
+    assert!(hub.live("w").is_some());
+}
+
+#[test]
+fn many_requests_in_flight_each_get_their_own_reply_and_events() {
+    smol::block_on(async {
+        let hub = std::sync::Arc::new(Hub::default());
+        let (tx, rx) = smol::channel::unbounded();
+        hub.register("w", 1, tx, 0);
+        let waiters: Vec<_> = (0..50)
+            .map(|_| {
+                let hub = hub.clone();
+                smol::spawn(async move {
+                    let mut events = 0;
+                    let reply = hub
+                        .request_with_events("w", list_all(), Duration::from_secs(5), |_| {
+                            events += 1
+                        })
+                        .await;
+                    (reply, events)
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for _ in 0..50 {
+            let Ok(Outbound::Text(text)) = rx.recv().await else {
+                panic!("no request")
+            };
+            ids.push(Envelope::decode(&text).unwrap().request_id.unwrap());
+        }
+        // Answer in reverse order, each with as many events as its index.
+        for (n, id) in ids.iter().enumerate().rev() {
+            for _ in 0..n {
+                let line = protocol::image::BuildProgress { line: "x".into() };
+                assert!(hub.event("w", id, Body::BuildProgress(line)));
+            }
+            let listing = ContainerListing { containers: vec![] };
+            assert!(hub.resolve("w", id, Body::ContainerListedAll(listing)));
+        }
+        let mut counts = Vec::new();
+        for waiter in waiters {
+            let (reply, events) = waiter.await;
+            assert!(reply.is_ok());
+            counts.push(events);
+        }
+        counts.sort_unstable();
+        assert_eq!(counts, (0..50).collect::<Vec<_>>());
+        assert_eq!(hub.pending_count(), 0);
+    });
+}
+
+#[test]
+fn a_dropped_caller_leaves_no_pending_entry() {
+    smol::block_on(async {
+        let hub = Hub::default();
+        let (tx, _rx) = smol::channel::unbounded();
+        hub.register("w", 1, tx, 0);
+        let fut = hub.request("w", list_all(), Duration::from_secs(5));
+        let polled = futures_lite::future::poll_once(Box::pin(fut)).await;
+        assert!(polled.is_none());
+        assert_eq!(hub.pending_count(), 0);
+    });
+}
