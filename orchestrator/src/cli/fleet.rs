@@ -4,8 +4,6 @@
 //! --history-days N]` and `fleet join-token --region R [--platform P]`.
 //! Each is one API call (see ARCHITECTURE.md); `--json` prints its answer.
 
-use std::path::PathBuf;
-
 use argh::FromArgs;
 use hyper::Method;
 use serde_json::{json, Value};
@@ -16,26 +14,11 @@ use super::{client, print_or_json, CliError};
 /// One subcommand per worker action: a worker id and the connection options.
 macro_rules! worker_action {
     ($($name:ident = $cmd:literal, $method:ident $suffix:literal, $done:literal, $doc:literal;)*) => {$(
-        #[doc = $doc]
-        #[derive(FromArgs, Debug)]
-        #[argh(subcommand, name = $cmd)]
-        pub struct $name {
+        admin_subcommand!(#[doc = $doc] $name = $cmd {
             /// worker id
             #[argh(positional)]
             pub id: String,
-            /// orchestrator URL (default: $CROPS_URL)
-            #[argh(option)]
-            pub url: Option<String>,
-            /// admin token (default: $CROPS_ADMIN_TOKEN)
-            #[argh(option)]
-            pub admin_token: Option<String>,
-            /// extra CA certificate (PEM) to trust for https
-            #[argh(option)]
-            pub ca_file: Option<PathBuf>,
-            /// print the API's JSON
-            #[argh(switch)]
-            pub json: bool,
-        }
+        });
 
         impl $name {
             pub async fn run(self) -> Result<(), CliError> {
@@ -68,10 +51,8 @@ fn summary(done: &str, w: &Value) -> String {
     )
 }
 
-/// Put a tenant on a plan: free, starter, pro, enterprise, or custom numbers.
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "plan")]
-pub struct TenantPlan {
+admin_subcommand!(/// Put a tenant on a plan: free, starter, pro, enterprise, or custom numbers.
+TenantPlan = "plan" {
     /// tenant id
     #[argh(positional)]
     pub id: String,
@@ -87,19 +68,7 @@ pub struct TenantPlan {
     /// custom: days a removed container stays listed
     #[argh(option)]
     pub history_days: Option<u32>,
-    /// orchestrator URL (default: $CROPS_URL)
-    #[argh(option)]
-    pub url: Option<String>,
-    /// admin token (default: $CROPS_ADMIN_TOKEN)
-    #[argh(option)]
-    pub admin_token: Option<String>,
-    /// extra CA certificate (PEM) to trust for https
-    #[argh(option)]
-    pub ca_file: Option<PathBuf>,
-    /// print the API's JSON
-    #[argh(switch)]
-    pub json: bool,
-}
+});
 
 impl TenantPlan {
     pub async fn run(self) -> Result<(), CliError> {
@@ -144,10 +113,8 @@ pub enum FleetCommand {
     JoinToken(FleetJoinToken),
 }
 
-/// Mint a single-use join token that enrols a fleet worker; prints the token.
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "join-token")]
-pub struct FleetJoinToken {
+admin_subcommand!(/// Mint a single-use join token that enrols a fleet worker; prints the token.
+FleetJoinToken = "join-token" {
     /// the worker's region, e.g. eu-west-1
     #[argh(option)]
     pub region: String,
@@ -157,19 +124,7 @@ pub struct FleetJoinToken {
     /// lifetime in seconds (default 3600)
     #[argh(option)]
     pub ttl_secs: Option<u64>,
-    /// orchestrator URL (default: $CROPS_URL)
-    #[argh(option)]
-    pub url: Option<String>,
-    /// admin token (default: $CROPS_ADMIN_TOKEN)
-    #[argh(option)]
-    pub admin_token: Option<String>,
-    /// extra CA certificate (PEM) to trust for https
-    #[argh(option)]
-    pub ca_file: Option<PathBuf>,
-    /// print the API's JSON
-    #[argh(switch)]
-    pub json: bool,
-}
+});
 
 impl FleetArgs {
     pub async fn run(self) -> Result<(), CliError> {
