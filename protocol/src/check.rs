@@ -114,6 +114,15 @@ impl crate::image::ImageBuild {
     }
 }
 
+impl crate::terminal::TerminalResize {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.cols == 0 || self.rows == 0 || self.cols > 1000 || self.rows > 1000 {
+            return Err(Invalid::new("cols/rows", "must be 1 to 1000"));
+        }
+        Ok(())
+    }
+}
+
 impl crate::terminal::TerminalOpen {
     pub fn validate(&self) -> Result<(), Invalid> {
         v::id("containerId", &self.container_id)?;

@@ -174,6 +174,7 @@ messages! {
     TerminalOpen(TerminalOpen) = "terminal.open",
     TerminalResize(TerminalResize) = "terminal.resize",
     TerminalClose(TerminalClose) = "terminal.close",
+    TerminalAttach(TerminalAttach) = "terminal.attach",
 
     // Results (agent -> orchestrator), carrying the command's `requestId`.
     /// The new credential is stored; the next connection presents it.
@@ -195,6 +196,7 @@ messages! {
     TerminalOpened(TerminalOpened) = "terminal.open.result",
     TerminalResized(Empty) = "terminal.resize.result",
     TerminalClosed(Empty) = "terminal.close.result",
+    TerminalAttached(TerminalAttached) = "terminal.attach.result",
 
     // Events (agent -> orchestrator).
     /// One line of build output, with the build's `requestId`.

@@ -6,6 +6,8 @@
 //! offset  size  field
 //! 0       1     kind        1 = terminal output (agent -> orchestrator)
 //!                           2 = terminal input  (orchestrator -> agent)
+//!                           3 = terminal ack    (orchestrator -> agent):
+//!                               output consumed up to `offset`; no payload
 //! 1       8     sessionId   the session from terminal.open
 //! 9       8     offset      position of the payload's first byte in the
 //!                           session's stream (output: bytes produced so far;
@@ -14,7 +16,13 @@
 //! ```
 //!
 //! The offset lets a viewer that reconnects ask for exactly the bytes it
-//! missed, and lets the receiver drop a duplicate after a retry.
+//! missed, and lets the receiver drop a duplicate after a retry. Acks are the
+//! flow control: an agent keeps at most [`OUTPUT_WINDOW`] bytes of a
+//! session's output un-acked and stops reading its PTY until an ack arrives,
+//! so a flood blocks the program that writes it, not the link.
+
+/// Output bytes a session may have in flight (produced, not yet acked).
+pub const OUTPUT_WINDOW: u64 = 256 * 1024;
 
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 17;
@@ -24,6 +32,7 @@ pub const HEADER_LEN: usize = 17;
 pub enum FrameKind {
     TerminalOutput,
     TerminalInput,
+    TerminalAck,
 }
 
 impl FrameKind {
@@ -31,6 +40,7 @@ impl FrameKind {
         match self {
             Self::TerminalOutput => 1,
             Self::TerminalInput => 2,
+            Self::TerminalAck => 3,
         }
     }
 
@@ -38,6 +48,7 @@ impl FrameKind {
         match b {
             1 => Some(Self::TerminalOutput),
             2 => Some(Self::TerminalInput),
+            3 => Some(Self::TerminalAck),
             _ => None,
         }
     }

@@ -156,6 +156,9 @@ impl Heartbeat {
 #[serde(rename_all = "camelCase")]
 pub struct Inventory {
     pub containers: Vec<ContainerInfo>,
+    /// Live terminal sessions; absent from agents that predate terminals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub terminals: Vec<crate::terminal::TerminalInfo>,
 }
 
 /// `worker.rotate-credential` (orchestrator -> agent): replace this worker's
