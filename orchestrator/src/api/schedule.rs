@@ -223,6 +223,67 @@ pub(crate) async fn choose(
     Ok(worker_id)
 }
 
+/// Plan limits at enrolment: may `tenant` enrol one more self-hosted
+/// worker? Runs the tenant's admission policy (`admit-worker`) over its
+/// plan and usage, stores the decision, and answers 403 `plan_limit` with
+/// the policy's reason (503 `policy_failed` if the policy failed). The
+/// caller holds the enrolment lock, so two enrolments cannot both take the
+/// last slot.
+pub(crate) async fn admit_enrolment(app: &Arc<App>, tenant: &Tenant) -> Result<(), ApiError> {
+    let key = tenant.id.clone();
+    let (records, workers) = app
+        .store
+        .call(move |s| {
+            Ok::<_, crate::store::StoreError>((s.list_containers(&key)?, s.list_workers()?))
+        })
+        .await?;
+    let usage = usage_of(tenant, &records, &workers);
+    let plan = plan_of(tenant);
+    let policies = Arc::clone(&app.policies);
+    let (tenant_id, plan_in) = (tenant.id.clone(), plan.clone());
+    let admitted = smol::unblock(move || policies.admit_worker(&tenant_id, &plan_in, &usage)).await;
+    let explanation = serde_json::json!({
+        "enrolment": { "tenantId": tenant.id },
+        "plan": plan,
+        "usage": usage,
+        "admission": decided_json(&admitted),
+    });
+    let id = auth::uuid_v4()?;
+    let (outcome, error) = match admitted.value {
+        Ok(Admission::Allow) => ("admitted", None),
+        Ok(Admission::Deny(reason)) => (
+            "denied",
+            Some(failed(
+                "plan_limit",
+                StatusCode::FORBIDDEN,
+                format!("{reason} (decision {id})"),
+            )),
+        ),
+        Err(e) => (
+            "failed",
+            Some(failed(
+                "policy_failed",
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "admission policy {} failed (decision {id}): {e}",
+                    admitted.module
+                ),
+            )),
+        ),
+    };
+    let record = DecisionRecord {
+        id: id.clone(),
+        tenant_id: tenant.id.clone(),
+        at: now_ms(),
+        outcome: outcome.to_owned(),
+        container_id: None,
+        explanation,
+    };
+    store(app, record).await?;
+    tracing::info!(decision_id = %id, tenant_id = %tenant.id, outcome, "enrolment admission");
+    error.map_or(Ok(()), Err)
+}
+
 /// Fill in the local images of every online candidate that could serve
 /// `tenant_id`, asking them all at once.
 async fn local_images(app: &App, tenant_id: &str, candidates: &mut [WorkerInput]) {

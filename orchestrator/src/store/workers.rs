@@ -52,6 +52,17 @@ pub struct WorkerFlags {
 }
 
 impl Store {
+    /// The join token stored under `hash_hex`, if any (used or not): read
+    /// before an enrolment to find the tenant whose plan admits the worker.
+    pub fn get_join_token(&self, hash_hex: &str) -> Result<Option<JoinToken>, StoreError> {
+        use redb::ReadableDatabase;
+        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let tokens = txn
+            .open_table(JOIN_TOKENS)
+            .map_err(failed("open join tokens"))?;
+        get_json::<JoinToken>(&tokens, "join_tokens", hash_hex)
+    }
+
     /// Store an operator's fleet join token (no tenant: its worker is shared).
     pub fn create_fleet_join_token(
         &self,

@@ -247,6 +247,24 @@ fn a_join_token_works_once() {
         // Exactly one worker exists.
         assert_eq!(server.workers().await.len(), 1);
 
+        // The free plan allows one self-hosted worker: a second token is
+        // refused by the plan policy and stays unused.
+        let second = server.join_token(&tenant, None).await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (status, refused) = server.enroll(&second, "nas2").await;
+        assert_error(status, &refused, 403, "plan_limit");
+        let message = refused["error"]["message"].as_str().unwrap();
+        assert!(message.contains("self-hosted"), "{message}");
+        let path = format!("/v1/tenants/{tenant}/plan");
+        let (status, body) = server
+            .admin("PUT", &path, Some(json!({ "name": "pro" })))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, enrolled) = server.enroll(&second, "nas2").await;
+        assert_eq!(status, 201, "the refused token still works: {enrolled}");
+
         // Under concurrency too: one winner among many.
         let token = server.join_token(&tenant, None).await["token"]
             .as_str()
@@ -269,7 +287,7 @@ fn a_join_token_works_once() {
         }
         statuses.sort_unstable();
         assert_eq!(statuses, [201, 401, 401, 401, 401, 401, 401, 401]);
-        assert_eq!(server.workers().await.len(), 2);
+        assert_eq!(server.workers().await.len(), 3);
         server.stop().await;
     });
 }

@@ -136,6 +136,11 @@ async fn run(
         .call("POST", "/v1/tenants", Some(&json!({ "name": "fleet" })))
         .await?;
     let tenant = tenant["id"].as_str().unwrap_or_default().to_owned();
+    // Thousands of self-hosted workers for one tenant: a plan without a limit.
+    let plan = json!({ "name": "enterprise" });
+    admin
+        .call("PUT", &format!("/v1/tenants/{tenant}/plan"), Some(&plan))
+        .await?;
     let idle_rss = rss_kib(pid);
 
     println!("### API write throughput (durable commits, TLS, keep-alive)\n");
