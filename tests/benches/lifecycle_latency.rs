@@ -3,6 +3,16 @@
 //! create, start, exec of `true`, stop, remove. Iterations interleave the two
 //! paths so drift on the machine falls on both alike. Prints a Markdown table.
 //!
+//! Two comparisons, because Podman's own run-to-run spread (several ms on
+//! create and start) is larger than what Crops adds:
+//! * *interleaved*: the API call's time against a separate direct `podman`
+//!   run of the same operation (two different Podman runs, so their spread
+//!   adds up);
+//! * *paired*: the API call's time minus the time of the very `podman`
+//!   process the agent ran for it (the agent logs each one at debug level,
+//!   `podman done verb=… elapsed_us=…`), i.e. exactly what HTTPS, the
+//!   orchestrator, the WebSocket and the agent add around Podman.
+//!
 //! Run: `make bench` or `cargo bench -p crops-e2e --bench lifecycle_latency`
 //! (with CROPS_AGENT_BIN set; `CROPS_BENCH_N` iterations, default 40).
 
@@ -67,7 +77,9 @@ fn main() {
     // The product's heartbeat interval: a 1-second heartbeat (the tests')
     // would put a `podman ps` beside every measured operation.
     std::env::set_var("CROPS_E2E_HEARTBEAT_SECS", "10");
-    let f = Fleet::start("bench");
+    // The agent times every podman process it runs (debug level).
+    let debug = vec![("RUST_LOG".to_owned(), "info,agent::podman=debug".to_owned())];
+    let f = Fleet::start_with_env("bench", debug);
     let image = test_image();
     let ws = f.dir.path("direct-ws");
     std::fs::create_dir_all(&ws).unwrap();
@@ -167,6 +179,51 @@ fn main() {
         ms(pct(&mut relay, 0.5)),
         ms(pct(&mut relay, 0.99))
     );
+    // The agent's podman time for each crops call, in call order: the
+    // loop above is the only source of these verbs before the relay part.
+    let log = f.agent.as_ref().expect("the agent runs").log_text();
+    let verbs = ["create", "start", "exec", "stop", "rm"];
+    let mut engine: Vec<Vec<Duration>> = vec![Vec::new(); OPS.len()];
+    for line in log.lines().filter(|l| l.contains("podman done")) {
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .map(str::to_owned)
+        };
+        let (Some(verb), Some(us)) = (field("verb="), field("elapsed_us=")) else {
+            continue;
+        };
+        if let (Some(k), Ok(us)) = (verbs.iter().position(|v| *v == verb), us.parse::<u64>()) {
+            engine[k].push(Duration::from_micros(us));
+        }
+    }
+    // Paired before the tables sort `crops` in place.
+    let mut paired = vec![
+        String::new(),
+        "paired: each API call minus the podman process the agent ran for it\n".to_owned(),
+        "| operation | calls | added p50 | added p99 | added mean |".to_owned(),
+        "|---|---|---|---|---|".to_owned(),
+    ];
+    for (k, op) in OPS.iter().enumerate() {
+        // Skip the two warm-up rounds, as above; crops[k] holds the rest.
+        let ran = engine[k].iter().skip(2).take(crops[k].len());
+        let mut added: Vec<f64> = crops[k]
+            .iter()
+            .zip(ran)
+            .map(|(c, e)| ms(*c) - ms(*e))
+            .collect();
+        assert_eq!(added.len(), crops[k].len(), "{op}: agent log lacks podman timings");
+        added.sort_by(f64::total_cmp);
+        let at = |p: f64| added[((added.len() as f64 - 1.0) * p).round() as usize];
+        let mean = added.iter().sum::<f64>() / added.len() as f64;
+        paired.push(format!(
+            "| {op} | {} | {:+.2} | {:+.2} | {:+.2} |",
+            added.len(),
+            at(0.5),
+            at(0.99),
+            mean
+        ));
+    }
     println!("{n} iterations of each operation, interleaved; times in ms\n");
     println!("| operation | podman p50 | podman p99 | crops p50 | crops p99 | added p50 | added p99 | ratio p50 |");
     println!("|---|---|---|---|---|---|---|---|");
@@ -183,5 +240,8 @@ fn main() {
             ms(cp99) - ms(dp99),
             ms(cp50) / ms(dp50)
         );
+    }
+    for row in paired {
+        println!("{row}");
     }
 }
