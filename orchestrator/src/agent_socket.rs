@@ -14,6 +14,7 @@
 //! revocation with 4001, shutdown with 1001. The task never panics on what
 //! the peer sends.
 
+mod frames;
 mod inventory;
 mod limits;
 mod register;
@@ -21,17 +22,13 @@ mod session;
 
 use std::sync::Arc;
 
-use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{
-    HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
-    UPGRADE,
-};
+use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, UPGRADE};
 use hyper::{Request, Response, StatusCode};
 
 use crate::http::{ApiError, Resp};
-use crate::upgrade::UpgradedIo;
+use crate::upgrade::{websocket_accept_key, UpgradedIo};
 use crate::{auth, App};
 
 /// Check the credential and the upgrade headers, answer 101 and start the
@@ -66,31 +63,4 @@ pub(crate) async fn accept(app: Arc<App>, mut req: Request<Incoming>) -> Result<
     headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(SEC_WEBSOCKET_ACCEPT, accept_key);
     Ok(resp)
-}
-
-/// The `Sec-WebSocket-Accept` value, if this is a WebSocket upgrade request.
-fn websocket_accept_key(req: &Request<Incoming>) -> Result<HeaderValue, ApiError> {
-    let h = req.headers();
-    let has = |name, token: &str| {
-        h.get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    if !has(UPGRADE, "websocket") || !has(CONNECTION, "upgrade") {
-        return Err(ApiError::bad_request(
-            "expected a WebSocket upgrade request",
-        ));
-    }
-    if h.get(SEC_WEBSOCKET_VERSION)
-        .is_none_or(|v| v.as_bytes() != b"13")
-    {
-        return Err(ApiError::bad_request("Sec-WebSocket-Version must be 13"));
-    }
-    let key = h
-        .get(SEC_WEBSOCKET_KEY)
-        .ok_or_else(|| ApiError::bad_request("missing Sec-WebSocket-Key"))?;
-    HeaderValue::try_from(derive_accept_key(key.as_bytes()))
-        .map_err(|_| ApiError::bad_request("unusable Sec-WebSocket-Key"))
 }

@@ -11,7 +11,10 @@
 //!   offline), before the API call that sent it answers. These entries are
 //!   committed without fsync: they record no write of their own, and the
 //!   durable commit of the API call's entry (or the next one) carries them.
-//! * Terminal sessions: [`terminal_opened`], for the terminal relay to call.
+//! * Terminal sessions: [`terminal_opened`] (who opened which session on
+//!   which container, or was refused), [`terminal_attached`] (another
+//!   viewer joined) and [`terminal_ended`] (how and after how long it
+//!   ended), all appended by the terminal relay.
 //!
 //! A refused request's entry names the caller's own organisation, never
 //! the object's: probing another tenant leaves no trace in that tenant's log.
@@ -25,7 +28,7 @@ use protocol::Body;
 use crate::authz::{Caller, Principal};
 use crate::http::route::RouteDef;
 use crate::hub::HubError;
-use crate::store::{AuditEntry, ContainerRecord, Store, StoreError};
+use crate::store::{AuditEntry, ContainerRecord, Store, StoreError, TerminalRecord};
 use crate::{now_ms, App};
 
 /// What the hub calls once a command's outcome is known.
@@ -63,6 +66,7 @@ impl CommandSent {
             Body::BackgroundCapture(c) => (Some(&c.container_id), None),
             Body::BackgroundKill(c) => (Some(&c.container_id), None),
             Body::ImageBuild(c) => (None, c.tenant_id.as_ref()),
+            Body::TerminalOpen(c) => (Some(&c.container_id), None),
             _ => (None, None),
         };
         Self {
@@ -202,6 +206,69 @@ pub async fn terminal_opened(
         .call(move |s| s.append_audit(entry, true))
         .await
         .map(drop)
+}
+
+/// Append the entry of a viewer attaching to a live session (durably).
+pub async fn terminal_attached(
+    store: &Arc<Store>,
+    principal: &Principal,
+    session: &TerminalRecord,
+) -> Result<(), StoreError> {
+    let entry = AuditEntry {
+        seq: 0,
+        at: now_ms(),
+        principal: principal.label(),
+        kind: "terminal".into(),
+        action: "terminal.attach".into(),
+        target: terminal_target(session),
+        tenant_id: Some(session.tenant_id.clone()),
+        org_id: None,
+        outcome: "ok".into(),
+        status: None,
+    };
+    store
+        .call(move |s| s.append_audit(entry, true))
+        .await
+        .map(drop)
+}
+
+/// Append the entry of a session's end (durably), in the name of whoever
+/// opened it: `outcome` is how it ended, its exit code and how long it
+/// lived, e.g. `exited, exit code 0, after 5234 ms`.
+pub async fn terminal_ended(
+    store: &Arc<Store>,
+    session: &TerminalRecord,
+) -> Result<(), StoreError> {
+    let code = session
+        .exit_code
+        .map_or_else(|| "none".to_owned(), |c| c.to_string());
+    let entry = AuditEntry {
+        seq: 0,
+        at: session.ended_at.unwrap_or_else(now_ms),
+        principal: session.opened_by.clone(),
+        kind: "terminal".into(),
+        action: "terminal.end".into(),
+        target: terminal_target(session),
+        tenant_id: Some(session.tenant_id.clone()),
+        org_id: None,
+        outcome: format!(
+            "{}, exit code {code}, after {} ms",
+            session.reason.as_deref().unwrap_or("ended"),
+            session.duration_ms().unwrap_or(0)
+        ),
+        status: None,
+    };
+    store
+        .call(move |s| s.append_audit(entry, true))
+        .await
+        .map(drop)
+}
+
+fn terminal_target(session: &TerminalRecord) -> String {
+    format!(
+        "worker:{}/container:{}/session:{}",
+        session.worker_id, session.container_id, session.session_id
+    )
 }
 
 #[cfg(test)]

@@ -97,6 +97,9 @@ pub struct ServeArgs {
     /// after SIGTERM, seconds to keep accepting while /readyz answers 503
     #[argh(option, default = "0")]
     pub drain_secs: u64,
+    /// seconds a terminal session may have no viewer before it is closed
+    #[argh(option, default = "300")]
+    pub terminal_grace_secs: u64,
 }
 
 /// Manage tenants.
@@ -318,6 +321,7 @@ async fn serve(a: ServeArgs) -> Result<(), CliError> {
     config.tls = tls;
     config.heartbeat_secs = a.heartbeat_secs;
     config.drain = std::time::Duration::from_secs(a.drain_secs);
+    config.terminal_grace = std::time::Duration::from_secs(a.terminal_grace_secs);
     config.admin_token = a.admin_token.or_else(|| env("CROPS_ADMIN_TOKEN"));
     config.on_ready = Some(Box::new(|ready| {
         let mut out = std::io::stdout().lock();
@@ -392,6 +396,7 @@ mod tests {
             panic!("not serve")
         };
         assert_eq!(s.heartbeat_secs, 10);
+        assert_eq!(s.terminal_grace_secs, 300);
         let a = Args::from_args(
             &["crops-orchestrator"],
             &["worker", "revoke", "abc", "--json"],

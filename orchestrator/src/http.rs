@@ -254,6 +254,9 @@ async fn dispatch(
 ) -> Result<Resp, ApiError> {
     use crate::api;
     let (def, params) = route::find(method, path)?;
+    if def.endpoint == Endpoint::ContainerTerminal {
+        bearer_from_subprotocol(&mut req);
+    }
     let caller = match def.rule {
         Rule::Public | Rule::Worker => None,
         Rule::JoinToken => Some(Caller::new(Principal::JoinToken)),
@@ -277,6 +280,11 @@ async fn dispatch(
         Endpoint::Readyz => Ok(crate::health::readyz(&app).await),
         Endpoint::Metrics => Ok(crate::health::metrics(&app)),
         Endpoint::OpenApi => Ok(crate::openapi::response()),
+        Endpoint::UiTerminal
+        | Endpoint::UiTerminalJs
+        | Endpoint::UiXtermJs
+        | Endpoint::UiXtermCss
+        | Endpoint::UiAddonFitJs => Ok(crate::web::response(def.endpoint)),
         Endpoint::Me => api::orgs::me(&app, req).await,
         Endpoint::CreateOrg => api::orgs::create(&app, req).await,
         Endpoint::ListOrgs => api::orgs::list(&app, req).await,
@@ -336,6 +344,7 @@ async fn dispatch(
             api::ops::run(&app, req, container, ContainerOp::Background).await
         }
         Endpoint::ContainerStats => api::ops::run(&app, req, container, ContainerOp::Stats).await,
+        Endpoint::ContainerTerminal => crate::terminal::accept(app, req, container).await,
         Endpoint::BackgroundCapture => {
             api::ops::capture(&app, req, container, params.get("handle")).await
         }
@@ -352,6 +361,22 @@ async fn dispatch(
         Endpoint::GetDecision => {
             api::decisions::get(&app, params.get("tenantId"), params.get("decisionId")).await
         }
+    }
+}
+
+/// A browser cannot set headers on a WebSocket: it offers its token as the
+/// subprotocol `bearer.<token>`, which stands in for a missing
+/// `Authorization` header (a header, when present, wins).
+fn bearer_from_subprotocol(req: &mut Request<Incoming>) {
+    if req.headers().contains_key(hyper::header::AUTHORIZATION) {
+        return;
+    }
+    let Some(token) = crate::terminal::subprotocol_bearer(req.headers()) else {
+        return;
+    };
+    if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
+        req.headers_mut()
+            .insert(hyper::header::AUTHORIZATION, value);
     }
 }
 

@@ -33,8 +33,10 @@ pub mod policy;
 pub mod presence;
 pub mod server;
 pub mod store;
+pub mod terminal;
 pub mod tls;
 pub mod upgrade;
+pub mod web;
 pub mod wire;
 
 mod agent_socket;
@@ -76,6 +78,11 @@ pub struct ServeConfig {
     /// while `/readyz` answers 503, so a load balancer can stop routing
     /// here first. Zero (the default) stops accepting at once.
     pub drain: Duration,
+    /// A terminal session with no viewer for this long is closed (5 min).
+    pub terminal_grace: Duration,
+    /// A terminal viewer that stops reading with a full queue for this long
+    /// is disconnected; it may reattach by offset (60 s).
+    pub terminal_stall: Duration,
 }
 
 /// How long an API request waits for the agent's reply before answering
@@ -118,6 +125,8 @@ impl ServeConfig {
             offline_grace: presence::DEFAULT_OFFLINE_GRACE,
             history_interval: history::DEFAULT_INTERVAL,
             drain: Duration::ZERO,
+            terminal_grace: terminal::DEFAULT_GRACE,
+            terminal_stall: terminal::DEFAULT_STALL,
         }
     }
 }
@@ -200,6 +209,9 @@ pub(crate) struct App {
     /// Plan and placement policies (wasmtime); activations are written by
     /// the policy API, decisions read them (see `policy::registry`).
     pub policies: Arc<policy::Policies>,
+    /// Live terminal sessions and the agent links they use; written by the
+    /// agent connections, the terminal sockets and the reaper.
+    pub terminals: Arc<terminal::Terminals>,
 }
 
 impl App {
@@ -258,12 +270,19 @@ pub async fn serve(
         offline_grace: config.offline_grace,
         metrics,
         readiness: health::Readiness::default(),
+        terminals: Arc::new(terminal::Terminals::new(
+            config.terminal_grace,
+            config.terminal_stall,
+        )),
     });
     tracing::info!(%addr, tls = acceptor.is_some(), data = %config.data_dir.display(), "serving");
     app.hub.set_audit(audit::command_hook(Arc::clone(&store)));
     // The stored policy activations decide from the first request on.
     api::policies::restore(&app).await?;
     history::spawn(&app, config.history_interval);
+    // Sessions stored as live come back, offline until their agents return.
+    app.terminals.restore(&store).await?;
+    terminal::spawn_reaper(&app);
     if let Some(on_ready) = config.on_ready {
         on_ready(&Ready {
             addr,

@@ -23,6 +23,7 @@ mod identity;
 mod plans;
 mod policies;
 mod records;
+mod terminals;
 mod tokens;
 mod workers;
 
@@ -43,6 +44,7 @@ pub use identity::{Member, MemberChange, Org, Role, DEFAULT_ORG_NAME};
 pub use plans::{Plan, PlanLimits, MAX_HISTORY_DAYS};
 pub use policies::{ActiveEntry, ActivePolicy, PolicyRecord, Rollback};
 pub use records::*;
+pub use terminals::TerminalRecord;
 pub use tokens::MemberToken;
 pub use workers::{FleetEnrolment, WorkerFlags, WorkerMode};
 

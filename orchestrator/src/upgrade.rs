@@ -6,16 +6,24 @@
 //! adapter below translates one call to the other, without `unsafe`: reads
 //! go through a `ReadBuf` over the caller's initialised slice. It also
 //! offers a bounded [`drain`] used after an oversized message, so the peer
-//! can finish writing and read our close frame instead of meeting a reset.
+//! can finish writing and read our close frame instead of meeting a reset,
+//! and [`websocket_accept_key`], the check of an upgrade request that both
+//! WebSocket endpoints (agents, browser terminals) make.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use futures_lite::{AsyncReadExt, FutureExt};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE};
 use hyper::rt::ReadBuf;
 use hyper::upgrade::Upgraded;
+use hyper::Request;
+
+use crate::http::ApiError;
 
 /// An upgraded HTTP connection speaking futures-io.
 pub struct UpgradedIo(Upgraded);
@@ -91,4 +99,31 @@ pub async fn drain(io: &mut UpgradedIo, max_bytes: usize, deadline: Duration) {
             smol::Timer::after(deadline).await;
         })
         .await;
+}
+
+/// The `Sec-WebSocket-Accept` value, if this is a WebSocket upgrade request.
+pub fn websocket_accept_key(req: &Request<Incoming>) -> Result<HeaderValue, ApiError> {
+    let h = req.headers();
+    let has = |name, token: &str| {
+        h.get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has(UPGRADE, "websocket") || !has(CONNECTION, "upgrade") {
+        return Err(ApiError::bad_request(
+            "expected a WebSocket upgrade request",
+        ));
+    }
+    if h.get(SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(ApiError::bad_request("Sec-WebSocket-Version must be 13"));
+    }
+    let key = h
+        .get(SEC_WEBSOCKET_KEY)
+        .ok_or_else(|| ApiError::bad_request("missing Sec-WebSocket-Key"))?;
+    HeaderValue::try_from(derive_accept_key(key.as_bytes()))
+        .map_err(|_| ApiError::bad_request("unusable Sec-WebSocket-Key"))
 }

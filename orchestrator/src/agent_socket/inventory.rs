@@ -1,9 +1,11 @@
-//! What a registered connection does with `worker.inventory` (reconcile the
-//! worker's container records) and with events (route those carrying a
-//! pending request's id to it).
+//! What a registered connection does with `worker.inventory` (hand its live
+//! terminals to the relay, reconcile the worker's container records) and
+//! with events (route those carrying a pending request's id to it).
 //!
 //! The reconcile only ever writes records: it never sends a command, so a
-//! disconnection never stops, removes or recreates a container. Every state
+//! disconnection never stops, removes or recreates a container. (The
+//! terminal relay answers the inventory's live sessions with
+//! `terminal.attach`, as PROTOCOL.md section 6 asks.) Every state
 //! transition it makes is logged, and so is every entry it leaves alone.
 
 use protocol::worker::Inventory;
@@ -35,13 +37,19 @@ impl Conn {
     /// logged; the connection goes on (the next accept brings a new inventory).
     pub(super) async fn on_inventory(&mut self, inventory: Inventory) -> Result<(), End> {
         let worker_id = self.worker_id.clone();
+        let Inventory {
+            containers,
+            terminals,
+        } = inventory;
+        // Live terminals first: attaching them needs no store write.
+        crate::terminal::on_inventory(&self.app, &worker_id, self.conn_id, terminals);
         let since = self.registered.as_ref().map_or(0, |r| r.accepted_rev);
-        let total = inventory.containers.len();
+        let total = containers.len();
         if total > MAX_INVENTORY {
             tracing::warn!(%worker_id, total, max = MAX_INVENTORY, "inventory truncated");
         }
         let mut items = Vec::with_capacity(total.min(MAX_INVENTORY));
-        for info in inventory.containers.into_iter().take(MAX_INVENTORY) {
+        for info in containers.into_iter().take(MAX_INVENTORY) {
             let container_id = info.container_id.clone();
             match crate::wire::inventory_item(info) {
                 Ok(item) => items.push(item),

@@ -11,11 +11,13 @@ use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
 use futures_lite::{AsyncWriteExt, FutureExt, StreamExt};
 use hyper::body::Bytes;
-use protocol::{close, Body, Envelope, ErrorCode, ErrorReply, Frame, FrameError};
+use protocol::{close, Body, Envelope, ErrorCode, ErrorReply};
 use smol::channel::{Receiver, Sender};
 
+use super::frames::LinkGuard;
 use super::limits::{truncate, TokenBucket};
 use crate::hub::{Hub, Outbound};
+use crate::terminal::{LinkMsg, LinkRx};
 use crate::upgrade::{drain, UpgradedIo};
 use crate::App;
 
@@ -49,6 +51,7 @@ pub(super) async fn run(app: Arc<App>, worker_id: String, io: UpgradedIo) {
         tx,
         rx,
         registered: None,
+        link: None,
         bucket: TokenBucket::new(now),
         opened: now,
         last_message: now,
@@ -86,6 +89,9 @@ enum Event {
     Stop,
     Outbound(Option<Outbound>),
     Incoming(Option<Result<Message, WsError>>),
+    /// Input or an ack notice from the terminal relay; `None` once its
+    /// queues are gone (a newer connection of the worker replaced them).
+    Link(Option<LinkMsg>),
     Tick,
 }
 
@@ -108,6 +114,7 @@ pub(super) struct Registered {
     /// older than any command result of this connection.
     pub(super) accepted_rev: u64,
     pub(super) _guard: HubGuard,
+    pub(super) _link: LinkGuard,
 }
 
 pub(super) struct Conn {
@@ -119,6 +126,8 @@ pub(super) struct Conn {
     pub(super) tx: Sender<Outbound>,
     pub(super) rx: Receiver<Outbound>,
     pub(super) registered: Option<Registered>,
+    /// The terminal relay's queues for this connection, once registered.
+    pub(super) link: Option<LinkRx>,
     pub(super) bucket: TokenBucket,
     pub(super) opened: Instant,
     pub(super) last_message: Instant,
@@ -132,13 +141,21 @@ impl Conn {
         loop {
             let deadline = self.next_deadline();
             let event = {
-                let (ws, rx) = (&mut self.ws, &self.rx);
+                let (ws, rx, link) = (&mut self.ws, &self.rx, &self.link);
+                // The agent's messages and the relay's frames race fairly:
+                // neither a flood of output nor of input starves the other.
+                let traffic = async { Event::Incoming(ws.next().await) }.race(async {
+                    match link {
+                        Some(l) => Event::Link(l.notices.recv().or(l.input.recv()).await.ok()),
+                        None => std::future::pending().await,
+                    }
+                });
                 async {
                     stopping.as_mut().await;
                     Event::Stop
                 }
                 .or(async { Event::Outbound(rx.recv().await.ok()) })
-                .or(async { Event::Incoming(ws.next().await) })
+                .or(traffic)
                 .or(async {
                     smol::Timer::at(deadline).await;
                     Event::Tick
@@ -152,6 +169,11 @@ impl Conn {
                     Err(close_with(code, reason))
                 }
                 Event::Outbound(None) => Ok(()),
+                Event::Link(Some(msg)) => self.on_link(msg).await,
+                Event::Link(None) => {
+                    self.link = None;
+                    Ok(())
+                }
                 Event::Incoming(None) => Err(End::PeerGone),
                 Event::Incoming(Some(Err(error))) => Err(self.read_failed(error)),
                 Event::Incoming(Some(Ok(message))) => {
@@ -218,7 +240,7 @@ impl Conn {
         }
     }
 
-    async fn send(&mut self, message: Message) -> Result<(), End> {
+    pub(super) async fn send(&mut self, message: Message) -> Result<(), End> {
         let sent = async { Some(self.ws.send(message).await) }
             .or(async {
                 smol::Timer::after(WRITE_TIMEOUT).await;
@@ -330,7 +352,11 @@ impl Conn {
             }
             (true, Body::Heartbeat(beat)) => self.on_heartbeat(request_id, beat).await,
             (true, Body::Inventory(inventory)) => self.on_inventory(inventory).await,
-            (true, body @ (Body::BuildProgress(_) | Body::TerminalExited(_))) => {
+            (true, Body::TerminalExited(exited)) => {
+                self.on_terminal_exited(exited);
+                Ok(())
+            }
+            (true, body @ Body::BuildProgress(_)) => {
                 self.on_event(request_id, body);
                 Ok(())
             }
@@ -351,6 +377,7 @@ impl Conn {
     fn on_reply(&self, request_id: Option<String>, body: Body) {
         let worker_id = &self.worker_id;
         let ty = body.type_name();
+        self.terminal_reply(request_id.as_deref(), &body);
         match request_id {
             Some(id) if self.app.hub.resolve(worker_id, &id, body) => {
                 tracing::debug!(%worker_id, request_id = %id, ty, "reply delivered");
@@ -359,36 +386,6 @@ impl Conn {
                 tracing::info!(%worker_id, request_id = %id, ty, "reply to no pending request")
             }
             None => tracing::info!(%worker_id, ty, "reply without requestId"),
-        }
-    }
-
-    async fn on_binary(&mut self, bytes: &[u8]) -> Result<(), End> {
-        if self.registered.is_none() {
-            let error = ErrorReply::new(
-                ErrorCode::NotRegistered,
-                "binary frame before worker.register",
-            );
-            self.reply_error(None, error).await?;
-            return Err(close_with(
-                close::PROTOCOL_ERROR,
-                "message before worker.register",
-            ));
-        }
-        match Frame::decode(bytes) {
-            Ok(frame) => {
-                tracing::debug!(worker_id = %self.worker_id, session_id = frame.session_id, "binary frame for no open session");
-                Ok(())
-            }
-            Err(error) => {
-                let code = match error {
-                    FrameError::TooLarge { .. } => ErrorCode::TooLarge,
-                    FrameError::Short(_) | FrameError::UnknownKind(_) => {
-                        ErrorCode::MalformedMessage
-                    }
-                };
-                self.reply_error(None, ErrorReply::new(code, error.to_string()))
-                    .await
-            }
         }
     }
 

@@ -125,6 +125,11 @@ routes! {
     Readyz = GET "/readyz", Public, "Readiness: the store answers and the listener accepts (503 once shutdown begins)";
     Metrics = GET "/metrics", Public, "Prometheus metrics (text exposition format 0.0.4)";
     OpenApi = GET "/openapi.json", Public, "This API's OpenAPI 3 document";
+    UiTerminal = GET "/ui/terminal", Public, "The live terminal page (query container; the token in the fragment)";
+    UiTerminalJs = GET "/ui/terminal.js", Public, "The terminal page's script";
+    UiXtermJs = GET "/ui/xterm.js", Public, "xterm.js, vendored";
+    UiXtermCss = GET "/ui/xterm.css", Public, "xterm.js's stylesheet, vendored";
+    UiAddonFitJs = GET "/ui/addon-fit.js", Public, "xterm.js's fit addon, vendored";
     Me = GET "/v1/me", SignedIn, "Who the presented token belongs to";
     CreateOrg = POST "/v1/orgs", Operator, "Create an organisation";
     ListOrgs = GET "/v1/orgs", SignedIn, "Organisations the caller may see";
@@ -168,6 +173,7 @@ routes! {
     ContainerExec = POST "/v1/containers/{containerId}/exec", TenantMember(T::Container), "Run a command to completion";
     ContainerBackground = POST "/v1/containers/{containerId}/background", TenantMember(T::Container), "Start a background command";
     ContainerStats = GET "/v1/containers/{containerId}/stats", TenantMember(T::Container), "A container's resource use";
+    ContainerTerminal = GET "/v1/containers/{containerId}/terminal", TenantMember(T::Container), "A live terminal in the container: WebSocket upgrade (PROTOCOL.md section 7)";
     BackgroundCapture = GET "/v1/containers/{containerId}/background/{handle}", TenantMember(T::Container), "Read a background command's output";
     BackgroundKill = POST "/v1/containers/{containerId}/background/{handle}/kill", TenantMember(T::Container), "Kill a background command";
     ListDecisions = GET "/v1/tenants/{tenantId}/decisions", TenantMember(T::Tenant), "A tenant's policy decisions, newest first";

@@ -60,6 +60,8 @@ pub struct Options {
     pub drain: Duration,
     /// How long workers known before a start count as reconnecting.
     pub offline_grace: Duration,
+    /// How long a terminal session may have no viewer.
+    pub terminal_grace: Duration,
 }
 
 impl Default for Options {
@@ -71,6 +73,7 @@ impl Default for Options {
             timeouts: orchestrator::Timeouts::default(),
             drain: Duration::ZERO,
             offline_grace: orchestrator::presence::DEFAULT_OFFLINE_GRACE,
+            terminal_grace: orchestrator::terminal::DEFAULT_GRACE,
         }
     }
 }
@@ -90,6 +93,7 @@ impl Server {
         config.timeouts = opts.timeouts;
         config.drain = opts.drain;
         config.offline_grace = opts.offline_grace;
+        config.terminal_grace = opts.terminal_grace;
         let (ready_tx, ready_rx) = smol::channel::bounded(1);
         config.on_ready = Some(Box::new(move |ready| {
             let _ = ready_tx.try_send(ready.clone());

@@ -4,6 +4,8 @@
 //! real-Podman end-to-end suite lives in the top-level `tests/`.
 
 mod fake;
+mod fake_browser;
+mod fake_terminal;
 mod harness;
 mod people;
 
@@ -21,4 +23,6 @@ mod policies;
 mod reconcile;
 mod restart;
 mod scheduling;
+mod terminals;
+mod terminals_resume;
 mod workers;

@@ -1,0 +1,348 @@
+//! `GET /v1/containers/{id}/terminal` before the upgrade: the dispatcher
+//! has authenticated the caller (a bearer header, or the subprotocol
+//! `bearer.<token>` a browser offers beside `crops.terminal.v1`) and
+//! checked the route's rule (a member of the container's tenant, or an
+//! admin); here come the checks that need the container and the worker, the
+//! open of a new session or the choice of a live one, the viewer's place in
+//! it, and the 101. Every refusal is an HTTP answer with a reason.
+//!
+//! * No `session`: the container must be `running` (409) and its worker
+//!   connected (503 `worker_offline`); `terminal.open` goes to the worker,
+//!   and the session record is stored and audited before the 101, so the
+//!   first byte relayed belongs to an audited session.
+//! * `session`: it must be this container's (else 404, as if unknown). A
+//!   live one is joined from `offset` (audited as an attach), even while
+//!   its worker is offline (the viewer is told, and stays). One that has
+//!   ended is upgraded too and told `exited` at once, so a page that
+//!   retries a reconnect learns the session is over.
+
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{
+    HeaderMap, HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
+};
+use hyper::{Request, Response, StatusCode};
+use protocol::terminal::TerminalOpen;
+use protocol::{Body, ErrorCode};
+
+use super::control::Query;
+use super::session::{Exit, Meta, Session};
+use super::viewer::{self, Start};
+use crate::authz::{Caller, Need};
+use crate::http::{ApiError, Resp};
+use crate::hub::HubError;
+use crate::store::{ContainerRecord, ContainerState, TerminalRecord};
+use crate::upgrade::{websocket_accept_key, UpgradedIo};
+use crate::{now_ms, App};
+
+/// The subprotocol of the browser's terminal socket.
+pub const SUBPROTOCOL: &str = "crops.terminal.v1";
+/// How a browser offers its token as a subprotocol.
+const BEARER_PREFIX: &str = "bearer.";
+
+/// The subprotocols offered on an upgrade request, in order.
+fn offered(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+}
+
+/// The token a browser offered as the subprotocol `bearer.<token>`, if any.
+pub(crate) fn subprotocol_bearer(headers: &HeaderMap) -> Option<String> {
+    offered(headers).find_map(|p| p.strip_prefix(BEARER_PREFIX).map(str::to_owned))
+}
+
+/// Whether to answer with our subprotocol: yes if offered; a client that
+/// offers others but not ours is refused (it would fail the handshake).
+fn choose_subprotocol(headers: &HeaderMap) -> Result<bool, ApiError> {
+    let mut any = false;
+    for p in offered(headers) {
+        if p == SUBPROTOCOL {
+            return Ok(true);
+        }
+        any = true;
+    }
+    if any {
+        return Err(ApiError::bad_request(format!(
+            "offer the WebSocket subprotocol {SUBPROTOCOL}"
+        )));
+    }
+    Ok(false)
+}
+
+/// Check, open or choose the session, join it, answer 101 and start the
+/// viewer's task.
+pub(crate) async fn accept(
+    app: Arc<App>,
+    mut req: Request<Incoming>,
+    container_id: &str,
+) -> Result<Resp, ApiError> {
+    let caller = Caller::of(&req)?;
+    let record = caller.container(&app, container_id, Need::Use).await?;
+    let query = Query::parse(req.uri().query()).map_err(ApiError::bad_request)?;
+    let with_protocol = choose_subprotocol(req.headers())?;
+    let accept_key = websocket_accept_key(&req)?;
+    let start = match query.session {
+        None => {
+            if record.state != ContainerState::Running {
+                return Err(ApiError::conflict(format!(
+                    "container {} is {}, not running",
+                    record.id,
+                    record.state.as_str()
+                )));
+            }
+            if app.hub.live(&record.worker_id).is_none() {
+                return Err(worker_error(HubError::Offline {
+                    worker_id: record.worker_id.clone(),
+                }));
+            }
+            let session = detached(&app, open(Arc::clone(&app), caller, record, query)).await?;
+            join(&app, session, 0)
+        }
+        Some(session_id) => match find(&app, &record, session_id).await? {
+            Found::Live(session, meta) => {
+                let entry = record_of(&session, &meta);
+                crate::audit::terminal_attached(&app.store, &caller.principal, &entry).await?;
+                join(&app, session, query.offset)
+            }
+            Found::Ended(exit) => Start::Ended { session_id, exit },
+        },
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let task_app = Arc::clone(&app);
+    app.life.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => viewer::run(task_app, start, UpgradedIo::new(upgraded)).await,
+            Err(error) => {
+                tracing::info!(%error, "terminal upgrade failed");
+                start.abandon(&task_app);
+            }
+        }
+    });
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = resp.headers_mut();
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(SEC_WEBSOCKET_ACCEPT, accept_key);
+    if with_protocol {
+        headers.insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
+    Ok(resp)
+}
+
+/// Make a viewer of `session` from `offset`; attach the session first if
+/// its worker is connected but it is not attached there.
+fn join(app: &Arc<App>, session: Arc<Session>, offset: u64) -> Start {
+    let (wake, woken) = smol::channel::bounded(1);
+    let link = app.terminals.link_conn(&session.worker_id);
+    let joined = session.join(offset, wake, link);
+    if let Some((conn, from)) = joined.attach {
+        super::link::attach_now(app, &session, conn, from);
+    }
+    Start::Live {
+        session,
+        joined,
+        woken,
+    }
+}
+
+enum Found {
+    Live(Arc<Session>, Meta),
+    Ended(Exit),
+}
+
+/// The session `session_id` of this container: live, or ended; anything
+/// else (unknown, another container's) is 404.
+async fn find(
+    app: &Arc<App>,
+    record: &ContainerRecord,
+    session_id: u64,
+) -> Result<Found, ApiError> {
+    if let Some(session) = app.terminals.find(&record.worker_id, session_id) {
+        if let Some(meta) = session.meta().filter(|m| m.container_id == record.id) {
+            return Ok(match session.exit() {
+                Some(exit) => Found::Ended(exit),
+                None => Found::Live(session, meta),
+            });
+        }
+    }
+    let worker_id = record.worker_id.clone();
+    let stored = app
+        .store
+        .call(move |s| s.get_terminal(&worker_id, session_id))
+        .await?;
+    match stored.filter(|r| r.container_id == record.id) {
+        Some(r) => Ok(Found::Ended(Exit {
+            exit_code: r.exit_code,
+            reason: r.reason.unwrap_or_else(|| "ended".into()),
+        })),
+        None => Err(ApiError::not_found(format!(
+            "session {session_id} not found on container {}",
+            record.id
+        ))),
+    }
+}
+
+/// Open a new session on the container's worker; stored and audited.
+async fn open(
+    app: Arc<App>,
+    caller: Caller,
+    record: ContainerRecord,
+    query: Query,
+) -> Result<Arc<Session>, ApiError> {
+    let worker_id = record.worker_id.clone();
+    let _opening = app.terminals.opening(&worker_id);
+    let request = TerminalOpen {
+        container_id: record.id.clone(),
+        cols: query.cols,
+        rows: query.rows,
+        command: None,
+    };
+    request
+        .validate()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let reply = app
+        .hub
+        .request(
+            &worker_id,
+            Body::TerminalOpen(request),
+            app.timeouts.command,
+        )
+        .await;
+    let session_id = match reply {
+        Ok(Body::TerminalOpened(opened)) => opened.session_id,
+        Ok(other) => return Err(bad_reply(&worker_id, &other)),
+        Err(error) => {
+            let error = worker_error(error);
+            let code = error.status_and_code().1;
+            crate::audit::terminal_opened(&app.store, &caller.principal, &record, "-", code)
+                .await?;
+            return Err(error);
+        }
+    };
+    let session = app
+        .terminals
+        .find(&worker_id, session_id)
+        .unwrap_or_else(|| {
+            let link = app.terminals.link_conn(&worker_id);
+            app.terminals
+                .insert(Arc::new(Session::opened(&worker_id, session_id, link)))
+        });
+    let meta = Meta {
+        container_id: record.id.clone(),
+        tenant_id: record.tenant_id.clone(),
+        opened_by: caller.principal.label(),
+        opened_at: now_ms(),
+    };
+    if !session.claim(meta.clone()) {
+        return Err(ApiError::Worker {
+            status: StatusCode::BAD_GATEWAY,
+            code: "bad_reply",
+            message: format!("worker {worker_id} opened session {session_id} twice"),
+        });
+    }
+    let entry = record_of(&session, &meta);
+    let stored = app.store.call(move |s| s.put_terminal(&entry)).await;
+    let audited = match stored {
+        Ok(()) => {
+            session.mark_persisted();
+            let id = session_id.to_string();
+            crate::audit::terminal_opened(&app.store, &caller.principal, &record, &id, "ok").await
+        }
+        Err(error) => Err(error),
+    };
+    if let Err(error) = audited {
+        super::link::close(&app, &session, "its record could not be stored");
+        return Err(error.into());
+    }
+    tracing::info!(%worker_id, session_id, container_id = %record.id, by = %meta.opened_by, "terminal opened");
+    if session.exit().is_some() {
+        // It ended before it was claimed: its end is recorded now.
+        super::link::record_end(&app, &session);
+    }
+    Ok(session)
+}
+
+/// The stored record of a live session.
+fn record_of(session: &Session, meta: &Meta) -> TerminalRecord {
+    TerminalRecord {
+        worker_id: session.worker_id.clone(),
+        session_id: session.session_id,
+        container_id: meta.container_id.clone(),
+        tenant_id: meta.tenant_id.clone(),
+        opened_by: meta.opened_by.clone(),
+        opened_at: meta.opened_at,
+        ended_at: None,
+        exit_code: None,
+        reason: None,
+    }
+}
+
+/// Run `work` on a tracked task and wait for it, so a client hanging up
+/// mid-open does not cut short the recording of the session it opened.
+async fn detached<T: Send + 'static>(
+    app: &Arc<App>,
+    work: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    let (tx, rx) = smol::channel::bounded(1);
+    app.life.spawn(async move {
+        let _ = tx.send(work.await).await;
+    });
+    rx.recv().await.unwrap_or_else(|_| {
+        Err(ApiError::Worker {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message: "the orchestrator is shutting down".into(),
+        })
+    })
+}
+
+fn bad_reply(worker_id: &str, got: &Body) -> ApiError {
+    ApiError::Worker {
+        status: StatusCode::BAD_GATEWAY,
+        code: "bad_reply",
+        message: format!(
+            "worker {worker_id} answered terminal.open with {}",
+            got.type_name()
+        ),
+    }
+}
+
+/// A failed worker request as the API answers it (`api::relay`'s table).
+pub(crate) fn worker_error(error: HubError) -> ApiError {
+    let (status, code) = match &error {
+        HubError::Offline { .. } => (StatusCode::SERVICE_UNAVAILABLE, "worker_offline"),
+        HubError::Disconnected { .. } => (StatusCode::SERVICE_UNAVAILABLE, "worker_disconnected"),
+        HubError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+        HubError::RequestId(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        HubError::Agent { error: reply, .. } => {
+            let status = match reply.code {
+                ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
+                ErrorCode::NotFound => StatusCode::NOT_FOUND,
+                ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+                ErrorCode::Conflict => StatusCode::CONFLICT,
+                ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::Unsupported => StatusCode::NOT_IMPLEMENTED,
+                ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            (status, reply.code.as_str())
+        }
+    };
+    ApiError::Worker {
+        status,
+        code,
+        message: error.to_string(),
+    }
+}
