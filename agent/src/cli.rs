@@ -112,6 +112,9 @@ pub struct RunArgs {
     /// weakest security profile this worker runs: open, standard, strict or offline (overrides $CROPS_SECURITY_FLOOR; default: open, i.e. any)
     #[argh(option, from_str_fn(parse_floor))]
     pub security_floor: Option<Profile>,
+    /// seconds a terminal session keeps running without a link to the orchestrator before it is hung up (default: 300)
+    #[argh(option)]
+    pub terminal_grace_secs: Option<u64>,
 }
 
 fn parse_floor(s: &str) -> Result<Profile, String> {
@@ -251,6 +254,9 @@ pub fn run_settings(
     let mut settings = RunSettings::new(url, credential, name);
     settings.data_dir = data_dir;
     settings.security_floor = security_floor;
+    if let Some(secs) = args.terminal_grace_secs {
+        settings.terminal_grace = std::time::Duration::from_secs(secs);
+    }
     settings.mode = args
         .mode
         .or_else(|| config.as_ref().and_then(|c| c.mode))

@@ -26,7 +26,8 @@
 //! [`tls`], [`connection`] (protocol messages over the WebSocket),
 //! [`session`] (one connection's life), [`rotate`] (the credential and its
 //! rotation), [`commands`] (every command, one
-//! reply each), [`background`] (background exec jobs), [`workspace`] (host
+//! reply each), [`background`] (background exec jobs), [`terminal`] (live
+//! terminals on PTYs, which outlive connections), [`workspace`] (host
 //! workspace directories), [`git`] (the only module that spawns `git`),
 //! [`status`] (register and heartbeat facts), [`sysinfo`], [`podman`] (the
 //! only module that spawns `podman`), [`backoff`] and [`shutdown`].
@@ -46,6 +47,7 @@ pub mod session;
 pub mod shutdown;
 pub mod status;
 pub mod sysinfo;
+pub mod terminal;
 pub mod tls;
 pub mod workspace;
 
@@ -117,6 +119,9 @@ pub struct RunSettings {
     pub data_dir: PathBuf,
     /// The weakest security profile this worker runs (`Open`: any).
     pub security_floor: Profile,
+    /// How long a terminal session may go without a link to the
+    /// orchestrator before it is hung up.
+    pub terminal_grace: Duration,
     pub backoff: BackoffPolicy,
     pub timing: Timing,
 }
@@ -138,6 +143,7 @@ impl RunSettings {
             podman: PathBuf::from("podman"),
             data_dir: default_data_dir(),
             security_floor: Profile::Open,
+            terminal_grace: terminal::DEFAULT_GRACE,
             backoff: BackoffPolicy::default(),
             timing: Timing::default(),
         }
@@ -156,6 +162,7 @@ impl std::fmt::Debug for RunSettings {
             .field("podman", &self.podman)
             .field("data_dir", &self.data_dir)
             .field("security_floor", &self.security_floor)
+            .field("terminal_grace", &self.terminal_grace)
             .field("backoff", &self.backoff)
             .field("timing", &self.timing)
             .finish()
@@ -185,11 +192,10 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> Result<(), RunErr
     let endpoint = net::Endpoint::parse(&settings.url)?;
     let tls = tls::client_config(settings.ca_file.as_deref())?;
     let podman = podman::Podman::new(&settings.podman);
-    let executor = Arc::new(commands::Executor::new(
-        podman.clone(),
-        &settings.data_dir,
-        settings.security_floor,
-    ));
+    let executor = Arc::new(
+        commands::Executor::new(podman.clone(), &settings.data_dir, settings.security_floor)
+            .with_terminal_grace(settings.terminal_grace),
+    );
     let ctx = session::Context {
         url: settings.url.clone(),
         endpoint,
@@ -201,7 +207,7 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> Result<(), RunErr
         name: settings.name.clone(),
         mode: settings.mode,
         podman,
-        executor,
+        executor: executor.clone(),
         timing: settings.timing,
         shutdown: shutdown.clone(),
     };
@@ -243,6 +249,8 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> Result<(), RunErr
             break;
         }
     }
+    // A terminal cannot outlive the agent holding its PTY: end them all.
+    executor.terminals().hangup_all().await;
     tracing::info!("crops-agent stopped");
     Ok(())
 }

@@ -1,16 +1,26 @@
 //! One connection's life: dial, upgrade with the Bearer credential, register,
-//! then serve — inventory and heartbeats out, commands in, pings both ways —
-//! until the socket fails, the orchestrator closes it, it goes quiet past the
-//! liveness deadline, or shutdown is requested.
+//! then serve — inventory and heartbeats out, commands in, terminal frames
+//! both ways, pings both ways — until the socket fails, the orchestrator
+//! closes it, it goes quiet past the liveness deadline, or shutdown is
+//! requested. What each message leads to is [`serving`]'s.
+//!
+//! One loop owns the socket and writes one message at a time. JSON (replies,
+//! heartbeats, events) waits in its own bounded outbox and always goes
+//! first; terminal output is asked of the [`Link`] only when that outbox is
+//! empty, one frame (at most 64 KiB) at a time, the sessions taking turns.
+//! Every write is bounded by the liveness deadline, so a stuck peer is
+//! dropped rather than waited on forever.
+
+mod serving;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{FutureExt, StreamExt};
-use protocol::worker::{Accepted, Mode};
+use protocol::worker::Mode;
 use protocol::{Body, Envelope, ErrorCode};
-use smol::channel::{Receiver, Sender};
-use smol::{Task, Timer};
+use smol::channel::Receiver;
+use smol::Timer;
 
 use crate::connection::{Connection, ConnectionError, Incoming};
 use crate::net::Endpoint;
@@ -18,7 +28,9 @@ use crate::podman::Podman;
 use crate::shutdown::Shutdown;
 use crate::status::{self, StatusError};
 use crate::sysinfo::CpuSampler;
+use crate::terminal::{Link, Outbound};
 use crate::Timing;
+use serving::{Handled, Serving};
 
 /// Why a connection ended (other than by shutdown).
 #[derive(Debug, thiserror::Error)]
@@ -132,10 +144,20 @@ async fn serve(ctx: &Context, accepted_at: &mut Option<Instant>) -> Result<(), S
         memory_total,
         cpu: Some(cpu),
         heartbeats: None,
+        link: None,
     };
     let mut ping = Timer::interval(ctx.timing.ping_interval);
     loop {
-        let outgoing = match next_event(ctx, &mut conn, &out_rx, &mut ping, last_seen).await {
+        let event = next_event(
+            ctx,
+            &mut conn,
+            &out_rx,
+            serving.link.as_ref(),
+            &mut ping,
+            last_seen,
+        )
+        .await;
+        let outgoing = match event {
             Event::Shutdown => {
                 close(ctx, &mut conn).await;
                 return Ok(());
@@ -147,6 +169,8 @@ async fn serve(ctx: &Context, accepted_at: &mut Option<Instant>) -> Result<(), S
             }
             Event::Ping => Outgoing::Ping,
             Event::Send(envelope) => Outgoing::Text(envelope),
+            Event::Terminal(Outbound::Frame(bytes)) => Outgoing::Binary(bytes),
+            Event::Terminal(Outbound::Event(envelope)) => Outgoing::Text(envelope),
             Event::Read(incoming) => {
                 last_seen = Instant::now();
                 match incoming? {
@@ -156,13 +180,10 @@ async fn serve(ctx: &Context, accepted_at: &mut Option<Instant>) -> Result<(), S
                         conn.finish_close(ctx.timing.close_grace).await;
                         return Err(closed(frame));
                     }
-                    Incoming::Binary(bytes) => {
-                        tracing::debug!(
-                            len = bytes.len(),
-                            "binary frame with no terminal to take it; dropped"
-                        );
-                        continue;
-                    }
+                    Incoming::Binary(bytes) => match serving.on_frame(&bytes) {
+                        Some(error) => Outgoing::Text(error),
+                        None => continue,
+                    },
                     Incoming::Envelope(Err(e)) => {
                         tracing::warn!(error = %e, request_id = ?e.request_id(), "unreadable message from orchestrator");
                         Outgoing::Text(Envelope::error(
@@ -170,12 +191,14 @@ async fn serve(ctx: &Context, accepted_at: &mut Option<Instant>) -> Result<(), S
                             e.to_reply(),
                         ))
                     }
-                    Incoming::Envelope(Ok(envelope)) => {
-                        if serving.on_message(envelope)? {
+                    Incoming::Envelope(Ok(envelope)) => match serving.on_message(envelope)? {
+                        Handled::Accepted => {
                             *accepted_at = Some(Instant::now());
+                            continue;
                         }
-                        continue;
-                    }
+                        Handled::Reply(reply) => Outgoing::Text(reply),
+                        Handled::Nothing => continue,
+                    },
                 }
             }
         };
@@ -188,6 +211,8 @@ async fn serve(ctx: &Context, accepted_at: &mut Option<Instant>) -> Result<(), S
 /// Something to put on the socket.
 enum Outgoing {
     Text(Envelope),
+    /// A terminal output frame, encoded.
+    Binary(Vec<u8>),
     Ping,
 }
 
@@ -209,8 +234,9 @@ async fn write(
     let deadline = last_seen + ctx.timing.liveness;
     let step = {
         let write = async {
-            Step::Written(match &outgoing {
-                Outgoing::Text(envelope) => conn.write_msg(envelope).await,
+            Step::Written(match outgoing {
+                Outgoing::Text(envelope) => conn.write_msg(&envelope).await,
+                Outgoing::Binary(bytes) => conn.write_binary(bytes).await,
                 Outgoing::Ping => conn.ping().await,
             })
         };
@@ -271,16 +297,19 @@ enum Event {
     Shutdown,
     Read(Result<Incoming, ConnectionError>),
     Send(Envelope),
+    Terminal(Outbound),
     Ping,
     Deadline,
 }
 
 /// Wait for the next thing to do. Shutdown wins over everything; reads and
-/// writes are raced fairly so neither starves the other.
+/// writes are raced fairly so neither starves the other; among writes, the
+/// JSON outbox goes before terminal output.
 async fn next_event(
     ctx: &Context,
     conn: &mut Connection,
     out_rx: &Receiver<Envelope>,
+    link: Option<&Link>,
     ping: &mut Timer,
     last_seen: Instant,
 ) -> Event {
@@ -290,13 +319,7 @@ async fn next_event(
         Event::Shutdown
     };
     let read = async { Event::Read(conn.read_msg().await) };
-    let send = async {
-        match out_rx.recv().await {
-            Ok(envelope) => Event::Send(envelope),
-            // Unreachable while the session holds a sender; wait for something else.
-            Err(_) => futures_lite::future::pending().await,
-        }
-    };
+    let send = next_to_send(out_rx, link);
     let ping = async {
         ping.next().await;
         Event::Ping
@@ -312,6 +335,36 @@ async fn next_event(
         .await
 }
 
+/// The next message to write: the JSON outbox first, then a terminal frame.
+/// Cancel-safe: nothing is taken from either source unless it is returned.
+async fn next_to_send(out_rx: &Receiver<Envelope>, link: Option<&Link>) -> Event {
+    loop {
+        if let Ok(envelope) = out_rx.try_recv() {
+            return Event::Send(envelope);
+        }
+        if let Some(item) = link.and_then(Link::pop) {
+            return Event::Terminal(item);
+        }
+        let outbox = async {
+            match out_rx.recv().await {
+                Ok(envelope) => Some(envelope),
+                // Unreachable while the session holds a sender; wait for something else.
+                Err(_) => futures_lite::future::pending().await,
+            }
+        };
+        let terminals = async {
+            match link {
+                Some(link) => link.ready().await,
+                None => futures_lite::future::pending().await,
+            }
+            None
+        };
+        if let Some(envelope) = outbox.or(terminals).await {
+            return Event::Send(envelope);
+        }
+    }
+}
+
 /// Resolve `fut`, or `None` if shutdown comes first.
 async fn until_shutdown<T>(
     shutdown: &Shutdown,
@@ -323,107 +376,6 @@ async fn until_shutdown<T>(
             None
         })
         .await
-}
-
-/// The registered part of a session: the outbox, the heartbeat task and the
-/// command tasks feed it.
-struct Serving<'a> {
-    ctx: &'a Context,
-    /// Every reply, heartbeat and inventory goes through here to the socket.
-    out_tx: Sender<Envelope>,
-    register_id: String,
-    memory_total: u64,
-    /// Handed to the heartbeat task at acceptance.
-    cpu: Option<CpuSampler>,
-    /// Inventory then heartbeats; cancelled when the session drops it.
-    heartbeats: Option<Task<()>>,
-}
-
-impl Serving<'_> {
-    /// Handle one decoded message. Returns `true` when it was the `worker.accepted`.
-    fn on_message(&mut self, envelope: Envelope) -> Result<bool, SessionError> {
-        let registered = self.heartbeats.is_some();
-        match envelope.body {
-            Body::Accepted(accepted) if !registered => {
-                self.accepted(accepted);
-                return Ok(true);
-            }
-            Body::Error(e)
-                if !registered
-                    && envelope.request_id.as_deref() == Some(self.register_id.as_str()) =>
-            {
-                return Err(SessionError::Rejected {
-                    code: e.code,
-                    message: e.message,
-                });
-            }
-            Body::Error(e) => {
-                tracing::warn!(code = %e.code, message = %e.message, request_id = ?envelope.request_id, "orchestrator reported an error");
-            }
-            Body::RotateCredential(rotate) if registered => match envelope.request_id {
-                Some(request_id) => self.rotate(request_id, rotate),
-                None => tracing::warn!("worker.rotate-credential without requestId; ignored"),
-            },
-            body => match envelope.request_id {
-                Some(request_id) => self.command(request_id, body),
-                None => tracing::warn!(
-                    ty = body.type_name(),
-                    "unexpected event from orchestrator; ignored"
-                ),
-            },
-        }
-        Ok(false)
-    }
-
-    fn accepted(&mut self, accepted: Accepted) {
-        let secs = match accepted.heartbeat_interval_secs {
-            0 => protocol::DEFAULT_HEARTBEAT_SECS,
-            s => s,
-        };
-        tracing::info!(
-            worker_id = %accepted.worker_id,
-            protocol_version = accepted.protocol_version,
-            heartbeat_secs = secs,
-            "registered with orchestrator"
-        );
-        let cpu = self.cpu.take().unwrap_or_else(CpuSampler::start);
-        self.heartbeats = Some(status::spawn_reports(
-            self.ctx.podman.clone(),
-            cpu,
-            self.memory_total,
-            Duration::from_secs(u64::from(secs)),
-            self.out_tx.clone(),
-        ));
-    }
-
-    /// Store a rotated credential (off the executor), then answer: the
-    /// reply says the new credential is durable.
-    fn rotate(&self, request_id: String, rotate: protocol::worker::RotateCredential) {
-        let credential = self.ctx.credential.clone();
-        let out = self.out_tx.clone();
-        smol::spawn(async move {
-            let reply = match credential.rotate_async(rotate).await {
-                Ok(()) => Envelope::request(
-                    request_id,
-                    Body::CredentialRotated(protocol::container::Empty {}),
-                ),
-                Err(error) => {
-                    tracing::warn!(%error, "credential rotation refused");
-                    Envelope::error(Some(request_id), error.to_reply())
-                }
-            };
-            let _ = out.send(reply).await;
-        })
-        .detach();
-    }
-
-    /// Run a command in its own task; its one reply goes through the outbox.
-    fn command(&self, request_id: String, body: Body) {
-        tracing::debug!(ty = body.type_name(), %request_id, "command received");
-        self.ctx
-            .executor
-            .spawn(request_id, body, self.out_tx.clone());
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! What the agent tells the orchestrator about its machine: the
-//! `worker.register` facts and each `worker.heartbeat`, gathered from
-//! [`crate::sysinfo`] and [`crate::podman`].
+//! `worker.register` facts, the `worker.inventory` (managed containers and
+//! live terminal sessions) and each `worker.heartbeat`, gathered from
+//! [`crate::sysinfo`], [`crate::podman`] and [`crate::terminal`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use smol::{Task, Timer};
 
 use crate::podman::Podman;
 use crate::sysinfo::{self, CpuSampler};
+use crate::terminal::Terminals;
 
 /// Why the machine's facts could not be gathered.
 #[derive(Debug, thiserror::Error)]
@@ -119,11 +121,13 @@ impl HeartbeatSource {
     }
 }
 
-/// After `worker.accepted`: send `worker.inventory` (the managed containers),
-/// then a heartbeat at once and every `interval` after, into `out`. The
-/// storage path is looked up once, here. Dropping the task stops it.
+/// After `worker.accepted`: send `worker.inventory` (the managed containers
+/// and the terminal sessions held, so the orchestrator can attach them
+/// again), then a heartbeat at once and every `interval` after, into `out`.
+/// The storage path is looked up once, here. Dropping the task stops it.
 pub fn spawn_reports(
     podman: Podman,
+    terminals: Terminals,
     cpu: CpuSampler,
     memory_total: u64,
     interval: Duration,
@@ -133,8 +137,16 @@ pub fn spawn_reports(
         let mut source = HeartbeatSource::new(podman.clone(), cpu, memory_total).await;
         match podman.list_managed(None).await {
             Ok(containers) => {
-                tracing::info!(containers = containers.len(), "sending inventory");
-                let inventory = Envelope::event(Body::Inventory(Inventory { containers }));
+                let terminals = terminals.list();
+                tracing::info!(
+                    containers = containers.len(),
+                    terminals = terminals.len(),
+                    "sending inventory"
+                );
+                let inventory = Envelope::event(Body::Inventory(Inventory {
+                    containers,
+                    terminals,
+                }));
                 if out.send(inventory).await.is_err() {
                     return;
                 }

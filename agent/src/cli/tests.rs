@@ -210,3 +210,15 @@ fn bad_names_are_refused_early() {
     .unwrap_err();
     assert!(matches!(err, CliError::BadName { .. }), "{err}");
 }
+
+#[test]
+fn the_terminal_grace_period_defaults_to_five_minutes_and_has_a_flag() {
+    let env = env_of(&[("CROPS_URL", "wss://o/v1/agent"), ("CROPS_CREDENTIAL", "c")]);
+    let path = ["--config", "/nonexistent/crops/worker.json"];
+    let default = run_settings(run_args(&path), &env).unwrap();
+    assert_eq!(default.terminal_grace, std::time::Duration::from_secs(300));
+    let args = run_args(&[&path[..], &["--terminal-grace-secs", "30"]].concat());
+    let set = run_settings(args, &env).unwrap();
+    assert_eq!(set.terminal_grace, std::time::Duration::from_secs(30));
+    assert!(parse(&["run", "--terminal-grace-secs", "soon"]).is_err());
+}

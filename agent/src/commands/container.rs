@@ -230,10 +230,16 @@ impl Executor {
             });
         }
         let engine_id = self.resolve(TY, &req.container_id).await?;
-        self.podman
+        // Terminals ending from here on end because of this stop.
+        self.terminals.container_stopping(&req.container_id, true);
+        let stopped = self
+            .podman
             .stop(&engine_id, Duration::from_secs(u64::from(secs)))
-            .await
-            .map_err(|e| self.engine_error(TY, &req.container_id, e))?;
+            .await;
+        if stopped.is_err() {
+            self.terminals.container_stopping(&req.container_id, false);
+        }
+        stopped.map_err(|e| self.engine_error(TY, &req.container_id, e))?;
         Ok(Body::ContainerStopped(ContainerStatus {
             container_id: req.container_id,
             state: ContainerState::Exited,
@@ -254,7 +260,12 @@ impl Executor {
             }
             Err(e) => return Err(e),
         };
-        match self.podman.remove(&engine_id, req.force).await {
+        self.terminals.container_stopping(&req.container_id, true);
+        let removed = self.podman.remove(&engine_id, req.force).await;
+        if removed.as_ref().is_err_and(|e| !e.is_no_such_container()) {
+            self.terminals.container_stopping(&req.container_id, false);
+        }
+        match removed {
             Ok(()) => {}
             Err(e) if e.is_no_such_container() => {
                 self.forget(&req.container_id);

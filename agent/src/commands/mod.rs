@@ -6,10 +6,12 @@
 //! background jobs, per-container-id create locks and a cache of engine ids.
 //! Every command's `validate()` (from `protocol::check`) runs before any
 //! process starts. Handlers live in [`container`] (lifecycle, setup, list,
-//! stats) and [`exec`] (exec, background, images).
+//! stats), [`exec`] (exec, background, images) and [`terminal`] (live
+//! terminals, whose sessions the executor's [`Terminals`] holds).
 
 mod container;
 mod exec;
+mod terminal;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,6 +27,7 @@ use crate::background::{Background, BackgroundError};
 use crate::git::{Git, GitError};
 use crate::podman::container::EnvError;
 use crate::podman::{Podman, PodmanError};
+use crate::terminal::{TerminalError, Terminals};
 use crate::workspace::{WorkspaceError, Workspaces};
 
 /// Why a command failed, before it becomes an `error` reply.
@@ -74,6 +77,12 @@ pub enum CommandError {
         #[source]
         source: EnvError,
     },
+    #[error("{ty}: {source}")]
+    Terminal {
+        ty: &'static str,
+        #[source]
+        source: TerminalError,
+    },
 }
 
 impl CommandError {
@@ -115,6 +124,7 @@ impl CommandError {
                 _ => ErrorCode::Internal,
             },
             Self::Env { .. } => ErrorCode::Internal,
+            Self::Terminal { source, .. } => source.code(),
         }
     }
 
@@ -133,6 +143,8 @@ pub struct Executor {
     pub(crate) floor: Profile,
     /// Background jobs; they outlive connections.
     pub(crate) background: Background,
+    /// Terminal sessions; they outlive connections too.
+    pub(crate) terminals: Terminals,
     /// One lock per container id being created, so concurrent deliveries of
     /// the same create are serialised. Entries are dropped after use.
     creating: Mutex<HashMap<String, Arc<smol::lock::Mutex<()>>>>,
@@ -159,15 +171,27 @@ impl Executor {
     /// profile allowed (`Profile::Open` allows all).
     pub fn new(podman: Podman, data_dir: &Path, floor: Profile) -> Self {
         Self {
-            podman,
             git: Git::default(),
             workspaces: Workspaces::new(data_dir),
             floor,
             background: Background::default(),
+            terminals: Terminals::new(podman.clone(), crate::terminal::DEFAULT_GRACE),
             creating: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
             indexed: smol::lock::OnceCell::new(),
+            podman,
         }
+    }
+
+    /// Hang up terminals left without a link for `grace` (default 5 minutes).
+    pub fn with_terminal_grace(mut self, grace: std::time::Duration) -> Self {
+        self.terminals = Terminals::new(self.podman.clone(), grace);
+        self
+    }
+
+    /// The terminal sessions, which connections stream and feed.
+    pub fn terminals(&self) -> &Terminals {
+        &self.terminals
     }
 
     /// Use this git (tests add their own config through its environment).
@@ -183,12 +207,20 @@ impl Executor {
     /// Run one command in its own task and send its one reply into `out`
     /// (events such as build progress go there first). Detached: a command in
     /// flight finishes even if its connection drops (the reply is then lost;
-    /// the orchestrator retries, and create is idempotent).
+    /// the orchestrator retries, and create is idempotent). A terminal opened
+    /// here starts streaming only once its reply is queued, ahead of its output.
     pub fn spawn(self: &Arc<Self>, request_id: String, body: Body, out: Sender<Envelope>) {
         let this = self.clone();
         smol::spawn(async move {
             let reply = this.handle(request_id, body, &out).await;
+            let opened = match &reply.body {
+                Body::TerminalOpened(o) => Some(o.session_id),
+                _ => None,
+            };
             let _ = out.send(reply).await;
+            if let Some(id) = opened {
+                this.terminals.release(id);
+            }
         })
         .detach();
     }
@@ -255,6 +287,10 @@ impl Executor {
             Body::BackgroundKill(req) => self.kill(req).await,
             Body::ImagesList(_) => self.images().await,
             Body::ImageBuild(req) => self.build(request_id, req, events).await,
+            Body::TerminalOpen(req) => self.terminal_open(req, events).await,
+            Body::TerminalResize(req) => self.terminal_resize(req),
+            Body::TerminalClose(req) => self.terminal_close(req),
+            Body::TerminalAttach(req) => self.terminal_attach(req, events),
             other => Err(CommandError::Unsupported {
                 ty: other.type_name(),
             }),

@@ -393,7 +393,11 @@ fn every_command_gets_one_reply_with_its_request_id() {
         let body = Body::TerminalClose(protocol::terminal::TerminalClose { session_id: 1 });
         let reply = ex.handle("r-9".into(), body, &tx).await;
         assert_eq!(reply.request_id.as_deref(), Some("r-9"));
-        assert_eq!(error_of(&reply.body).0, ErrorCode::Unsupported);
+        assert_eq!(
+            error_of(&reply.body).0,
+            ErrorCode::NotFound,
+            "no such session"
+        );
         assert!(rx.try_recv().is_err(), "no stray events");
         let list = ex
             .handle("r-10".into(), Body::ContainerListAll(Empty {}), &tx)

@@ -1,8 +1,9 @@
 //! Real processes: the [`ProcessRunner`] (run to completion with a deadline,
 //! stdout and stderr read concurrently and capped, the excess read and
 //! dropped so the child never blocks on a full pipe), long-lived streaming
-//! children for `exec.background` and `images.build`, and [`kill_marked`],
-//! which kills processes exec'd into a container.
+//! children for `exec.background` and `images.build`, `podman exec -it` on a
+//! terminal ([`Podman::spawn_terminal`]), and [`kill_marked`], which kills
+//! processes exec'd into a container.
 //!
 //! Why [`kill_marked`]: killing a `podman exec` client does not kill the
 //! command it started inside the container (conmon keeps it). Each exec
@@ -186,6 +187,70 @@ impl Podman {
     }
 }
 
+impl Podman {
+    /// Spawn `podman exec -it -e TERM=xterm-256color --env CROPS_EXEC_MARK --
+    /// ENGINE_ID argv…` on a terminal: `slave` becomes the client's stdin,
+    /// stdout and stderr and, in a session of its own (`setsid`), its
+    /// controlling terminal, so a resize of the master reaches it as SIGWINCH
+    /// (which `-t` passes into the container) and hanging up its process group
+    /// reaches it. `mark` travels in the environment, named in argv, like
+    /// every exec's. Holds no lane permit: a terminal may stay open for hours.
+    /// Killed if the returned child is dropped.
+    pub fn spawn_terminal(
+        &self,
+        engine_id: &str,
+        argv: &[String],
+        mark: &str,
+        slave: &std::os::fd::OwnedFd,
+    ) -> Result<Child, PodmanError> {
+        use std::os::unix::process::CommandExt;
+        let spawn_error = |source| PodmanError::Spawn {
+            program: self.program().to_owned(),
+            verb: "exec".into(),
+            source,
+        };
+        let stdio = || slave.try_clone().map(Stdio::from).map_err(spawn_error);
+        let mut cmd = std::process::Command::new(self.program());
+        cmd.args([
+            "exec",
+            "-it",
+            "-e",
+            "TERM=xterm-256color",
+            "--env",
+            EXEC_MARK,
+            "--",
+        ])
+        .arg(engine_id)
+        .args(argv);
+        for key in SECRET_ENV {
+            cmd.env_remove(key);
+        }
+        for (k, v) in self.base_env() {
+            cmd.env(k, v);
+        }
+        cmd.env(EXEC_MARK, mark);
+        // SAFETY: runs in the forked child before exec; setsid and ioctl are
+        // async-signal-safe system calls and nothing here allocates.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()?;
+                if nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        tracing::debug!(program = %self.program().display(), %engine_id, ?argv, "spawning podman exec on a terminal");
+        // Stdio after the conversion, which resets it to inherit.
+        let mut cmd = Command::from(cmd);
+        cmd.stdin(stdio()?)
+            .stdout(stdio()?)
+            .stderr(stdio()?)
+            .kill_on_drop(true);
+        cmd.spawn().map_err(spawn_error)
+    }
+}
+
 /// A fresh random mark for one exec (see the module docs).
 pub fn new_mark() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
@@ -195,6 +260,12 @@ pub fn new_mark() -> String {
 /// Returns how many were signalled. Processes that vanish meanwhile, or whose
 /// environment cannot be read, are skipped.
 pub fn kill_marked(mark: &str) -> usize {
+    signal_marked(mark, nix::sys::signal::Signal::SIGKILL)
+}
+
+/// Send `signal` to every process whose environment holds
+/// `CROPS_EXEC_MARK=<mark>` (see [`kill_marked`]); how many were signalled.
+pub fn signal_marked(mark: &str, signal: nix::sys::signal::Signal) -> usize {
     let needle = format!("{EXEC_MARK}={mark}");
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
@@ -217,11 +288,11 @@ pub fn kill_marked(mark: &str) -> usize {
         };
         if environ.split(|&b| b == 0).any(|e| e == needle.as_bytes()) {
             let pid = nix::unistd::Pid::from_raw(pid);
-            if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).is_ok() {
+            if nix::sys::signal::kill(pid, signal).is_ok() {
                 killed += 1;
             }
         }
     }
-    tracing::debug!(killed, "killed marked exec processes");
+    tracing::debug!(killed, %signal, "signalled marked exec processes");
     killed
 }

@@ -10,6 +10,9 @@ mod profiles;
 mod rotation;
 mod session_containers;
 mod support;
+mod term_peer;
+mod terminal_links;
+mod terminals;
 
 use std::future::Future;
 use std::io::Write;
