@@ -54,6 +54,10 @@ pub struct TerminalAttached {
     pub offset: u64,
     /// Bytes of output produced so far.
     pub end: u64,
+    /// Bytes of input written so far: the next input frame's offset. An
+    /// orchestrator that restarted learns here where to continue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_end: Option<u64>,
 }
 
 /// One live terminal session in `worker.inventory`, so an orchestrator that

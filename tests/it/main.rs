@@ -12,3 +12,5 @@ mod images;
 mod lifecycle;
 mod platforms;
 mod profiles;
+mod terminal_browser;
+mod terminal_socket;

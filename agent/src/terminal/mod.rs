@@ -230,6 +230,7 @@ impl Terminals {
             s.link = link;
             s.held = false;
         }
+        let input_end = s.input.end();
         let io = s.io.clone();
         reg.mark_ready(id);
         drop(reg);
@@ -239,6 +240,7 @@ impl Terminals {
             session_id: id,
             offset,
             end,
+            input_end: Some(input_end),
         })
     }
 

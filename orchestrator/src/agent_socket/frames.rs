@@ -81,14 +81,14 @@ impl Conn {
 
     /// Send what the terminal relay queued for this connection.
     pub(super) async fn on_link(&mut self, msg: LinkMsg) -> Result<(), End> {
-        let frame = self
+        let frames = self
             .app
             .terminals
             .on_link_msg(&self.worker_id, self.conn_id, msg);
-        match frame {
-            Some(bytes) => self.send(Message::Binary(bytes.into())).await,
-            None => Ok(()),
+        for bytes in frames {
+            self.send(Message::Binary(bytes.into())).await?;
         }
+        Ok(())
     }
 
     /// A reply about to be delivered: a `terminal.open.result` registers

@@ -17,7 +17,7 @@ use futures_lite::FutureExt;
 use protocol::terminal::{TerminalAttach, TerminalClose, TerminalExited, TerminalInfo};
 use protocol::{Body, ErrorCode, Frame, FrameKind};
 
-use super::session::{Exit, Session};
+use super::session::{Exit, Input, Session};
 use super::{LinkMsg, Terminals};
 use crate::hub::HubError;
 use crate::store::TerminalRecord;
@@ -65,25 +65,33 @@ impl Terminals {
         frame(FrameKind::TerminalAck, f.session_id, ack, &[])
     }
 
-    /// The frame a queued [`LinkMsg`] becomes on connection `conn`, if any.
-    pub(crate) fn on_link_msg(&self, worker_id: &str, conn: u64, msg: LinkMsg) -> Option<Vec<u8>> {
+    /// The frames a queued [`LinkMsg`] becomes on connection `conn`.
+    pub(crate) fn on_link_msg(&self, worker_id: &str, conn: u64, msg: LinkMsg) -> Vec<Vec<u8>> {
         match msg {
             LinkMsg::Input { session_id, bytes } => {
-                let session = self.find(worker_id, session_id)?;
-                let Some(offset) = session.input(conn, bytes.len()) else {
-                    tracing::debug!(
-                        worker_id,
-                        session_id,
-                        "input dropped: the session is not on this link"
-                    );
-                    return None;
+                let Some(session) = self.find(worker_id, session_id) else {
+                    return Vec::new();
                 };
-                frame(FrameKind::TerminalInput, session_id, offset, &bytes)
+                match session.input(conn, bytes) {
+                    Input::Send(chunks) => chunks
+                        .iter()
+                        .filter_map(|(offset, b)| {
+                            frame(FrameKind::TerminalInput, session_id, *offset, b)
+                        })
+                        .collect(),
+                    Input::Held => Vec::new(),
+                    Input::Dropped(why) => {
+                        tracing::info!(worker_id, session_id, why, "input dropped");
+                        Vec::new()
+                    }
+                }
             }
-            LinkMsg::Ack { session_id } => {
-                let ack = self.find(worker_id, session_id)?.ack_due(conn)?;
-                frame(FrameKind::TerminalAck, session_id, ack, &[])
-            }
+            LinkMsg::Ack { session_id } => self
+                .find(worker_id, session_id)
+                .and_then(|s| s.ack_due(conn))
+                .and_then(|ack| frame(FrameKind::TerminalAck, session_id, ack, &[]))
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -216,9 +224,14 @@ pub(crate) fn attach_now(app: &Arc<App>, session: &Arc<Session>, conn: u64, offs
         let session_id = session.session_id;
         match app.hub.request(&worker_id, body, app.timeouts.command).await {
             Ok(Body::TerminalAttached(a)) => {
-                tracing::info!(%worker_id, session_id, asked = offset, from = a.offset, end = a.end, "terminal attached");
-                if session.attached(conn) {
+                tracing::info!(%worker_id, session_id, asked = offset, from = a.offset, end = a.end, input_end = ?a.input_end, "terminal attached");
+                let (notice, held) = session.attached(conn, a.input_end);
+                if notice {
                     app.terminals.notify_ack(&session);
+                }
+                if held {
+                    // Typed while attaching: send it now, at the agent's position.
+                    app.terminals.flush_input(&session).await;
                 }
             }
             Ok(other) => {

@@ -250,6 +250,13 @@ impl Terminals {
         tx.send(msg).await.map_err(|_| InputRefused::Offline)
     }
 
+    /// Send input held while `session` attached (an empty input flushes it).
+    pub(crate) async fn flush_input(&self, session: &Session) {
+        if let Err(refused) = self.send_input(session, Vec::new()).await {
+            tracing::info!(session_id = session.session_id, ?refused, "held input not sent");
+        }
+    }
+
     /// Count a `terminal.open` in flight on `worker_id` until the guard drops
     /// (an inventory then leaves unknown sessions alone: one may be it).
     pub(crate) fn opening(self: &Arc<Self>, worker_id: &str) -> OpeningGuard {

@@ -56,6 +56,19 @@ enum Link {
     Online(u64),
 }
 
+/// Most input held while a session attaches (a paste's worth).
+const MAX_HELD_INPUT: usize = protocol::MAX_BINARY_PAYLOAD;
+
+/// What becomes of input handed to the link (see [`Session::input`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Frames to send: (offset, bytes), in order.
+    Send(Vec<(u64, Vec<u8>)>),
+    /// Kept until the attach completes.
+    Held,
+    Dropped(&'static str),
+}
+
 /// What a viewer's writer should send next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
@@ -107,6 +120,9 @@ struct State {
     ack_noticed: bool,
     /// The next input frame's offset.
     input_offset: u64,
+    /// Input typed while attaching, sent once the agent said where its
+    /// input stream stands (after a restart this orchestrator cannot know).
+    held_input: Vec<u8>,
     link: Link,
     slots: Vec<Slot>,
     next_viewer: u64,
@@ -160,6 +176,7 @@ impl Session {
                 ack_force: false,
                 ack_noticed: false,
                 input_offset: 0,
+                held_input: Vec::new(),
                 link,
                 slots: Vec::new(),
                 next_viewer: 1,
@@ -248,16 +265,29 @@ impl Session {
         st.take_ack(conn)
     }
 
-    /// The offset of an input frame of `len` bytes sent now on `conn`, or
-    /// `None` if the session is not on that connection (or over).
-    pub fn input(&self, conn: u64, len: usize) -> Option<u64> {
+    /// What becomes of input `bytes` leaving on `conn` now: frames with
+    /// their offsets (any held input first), held while the session is
+    /// attaching, or dropped.
+    pub fn input(&self, conn: u64, bytes: Vec<u8>) -> Input {
         let mut st = self.lock();
         if st.exit.is_some() || !st.on(conn) {
-            return None;
+            return Input::Dropped("the session is not on this link");
         }
-        let offset = st.input_offset;
-        st.input_offset += len as u64;
-        Some(offset)
+        if st.link == Link::Attaching(conn) {
+            if st.held_input.len() + bytes.len() > MAX_HELD_INPUT {
+                return Input::Dropped("too much typed while the session was attaching");
+            }
+            st.held_input.extend_from_slice(&bytes);
+            return Input::Held;
+        }
+        let mut all = std::mem::take(&mut st.held_input);
+        all.extend_from_slice(&bytes);
+        let mut chunks = Vec::new();
+        for chunk in all.chunks(protocol::MAX_BINARY_PAYLOAD) {
+            chunks.push((st.input_offset, chunk.to_vec()));
+            st.input_offset += chunk.len() as u64;
+        }
+        Input::Send(chunks)
     }
 
     /// Whether input can go out on `conn` now.
@@ -281,17 +311,21 @@ impl Session {
         }
     }
 
-    /// `terminal.attach` on `conn` succeeded: online, and the ack is to be
-    /// sent again. True if the link should get an ack notice.
-    pub fn attached(&self, conn: u64) -> bool {
+    /// `terminal.attach` on `conn` succeeded: online, input continues at
+    /// the agent's `input_end` (when it says), and the ack is to be sent
+    /// again. Returns (the link should get an ack notice, input is held).
+    pub fn attached(&self, conn: u64, input_end: Option<u64>) -> (bool, bool) {
         let mut st = self.lock();
         if st.link != Link::Attaching(conn) {
-            return false;
+            return (false, false);
         }
         st.link = Link::Online(conn);
+        if let Some(end) = input_end {
+            st.input_offset = end;
+        }
         st.ack_force = true;
         st.wake_all();
-        st.wants_notice()
+        (st.wants_notice(), !st.held_input.is_empty())
     }
 
     /// The attach on `conn` failed: offline until a viewer or the next

@@ -116,12 +116,17 @@ fn a_restored_session_waits_for_its_first_output_then_starts_there() {
     // The inventory: attach from 0, everything the agent still holds.
     assert_eq!(s.attaching(CONN, 55), 0);
     assert_eq!(
-        s.input(CONN, 3),
-        Some(55),
-        "input continues at the agent's inputEnd"
+        s.input(CONN, b"ab".to_vec()),
+        Input::Held,
+        "typed while attaching: held"
     );
     assert!(!s.accepts_input(CONN + 1));
-    assert!(s.attached(CONN));
+    assert_eq!(s.attached(CONN, Some(55)), (true, true));
+    assert_eq!(
+        s.input(CONN, b"c".to_vec()),
+        Input::Send(vec![(55, b"abc".to_vec())]),
+        "held input first, at the agent's inputEnd"
+    );
     // The agent's scrollback starts at 50: byte 20 is gone.
     s.output(CONN, 50, &[b'x'; 100]);
     assert_eq!(drain(&s, early), vec![(50, vec![b'x'; 100])]);
@@ -141,10 +146,13 @@ fn a_reconnect_attaches_from_the_mirror_end_and_tells_viewers() {
     drain(&s, a);
     s.link_down(CONN);
     assert_eq!(s.next(a), Next::Status { online: false });
-    assert_eq!(s.input(CONN, 1), None, "no input while offline");
+    assert!(
+        matches!(s.input(CONN, vec![1]), Input::Dropped(_)),
+        "no input while offline"
+    );
     assert_eq!(s.attaching(CONN + 1, 9), 3);
     assert_eq!(s.next(a), Next::Idle, "offline until the attach answers");
-    assert!(s.attached(CONN + 1));
+    assert!(s.attached(CONN + 1, None).0);
     assert_eq!(
         s.ack_due(CONN + 1),
         Some(0),
@@ -240,4 +248,24 @@ fn an_announced_session_is_claimed_once() {
     assert!(s.begin_close());
     assert!(!s.begin_close());
     assert!(s.closing());
+}
+
+#[test]
+fn input_held_while_attaching_is_bounded_and_sent_in_frames_in_order() {
+    let s = Session::restored("w", 1, meta());
+    s.attaching(CONN, 7);
+    let big = vec![b'a'; protocol::MAX_BINARY_PAYLOAD];
+    assert_eq!(s.input(CONN, big.clone()), Input::Held);
+    assert!(
+        matches!(s.input(CONN, b"more".to_vec()), Input::Dropped(_)),
+        "beyond a frame's worth is refused, not queued without bound"
+    );
+    s.attached(CONN, Some(10));
+    let Input::Send(frames) = s.input(CONN, b"bc".to_vec()) else {
+        panic!("online input is sent");
+    };
+    let offsets: Vec<(u64, usize)> = frames.iter().map(|(o, b)| (*o, b.len())).collect();
+    let max = protocol::MAX_BINARY_PAYLOAD;
+    assert_eq!(offsets, vec![(10, max), (10 + max as u64, 2)]);
+    assert_eq!(frames[1].1, b"bc");
 }

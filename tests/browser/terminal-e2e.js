@@ -1,0 +1,170 @@
+//! The terminal page in real headless chromium against a real orchestrator,
+//! agent and container (started by tests/it/terminal_browser.rs, which runs
+//! `node terminal-e2e.js CASE` with CROPS_URL, CROPS_CONTAINER, CROPS_TOKEN
+//! and CROPS_SERVER_CERT set). Prints `step: …` lines, then PASS, or FAIL: …
+//!
+//! Cases:
+//! * basics: type `echo hello` and see hello; resize the page and `stty size`
+//!   inside follows; query sequences printed by the container produce no
+//!   input; a reload re-attaches to the same shell; `exit 3` shows code 3,
+//!   and Enter then opens a new session.
+//! * restart: READY_TO_KILL is printed with a background job waiting in the
+//!   container; the Rust side kills -9 the orchestrator, releases the job
+//!   (which prints later-42 while no orchestrator runs), restarts it and
+//!   answers RESTARTED. The page must reconnect by itself to the same shell
+//!   and show later-42 exactly once.
+"use strict";
+
+const L = require("./lib.js");
+
+/** Open the page as a user would: the token in the fragment only. */
+async function openPage() {
+  const url = L.env("CROPS_URL");
+  const container = L.env("CROPS_CONTAINER");
+  const token = L.env("CROPS_TOKEN");
+  const browser = await L.launch({ certPem: L.env("CROPS_SERVER_CERT") });
+  const { page } = browser;
+  const sockets = { opened: 0, closed: 0, urls: [] };
+  page.on("websocket", (ws) => {
+    sockets.opened += 1;
+    sockets.urls.push(ws.url());
+    ws.on("close", () => (sockets.closed += 1));
+  });
+  page.on("request", (req) => {
+    if (req.url().includes(token)) L.fail(`the token went into a URL: ${req.url()}`);
+  });
+  await page.goto(`${url}/ui/terminal?container=${encodeURIComponent(container)}#token=${token}`);
+  if (page.url().includes(token)) L.fail(`the token stayed in the address bar: ${page.url()}`);
+  await L.waitStatus(page, "online");
+  for (const u of sockets.urls) {
+    if (u.includes(token)) L.fail(`the token went into the socket's URL: ${u}`);
+  }
+  await page.click("#terminal");
+  return { ...browser, sockets };
+}
+
+/** The shell's PID, through `echo $$` (the typed line never matches). */
+async function shellPid(page) {
+  const nonce = Math.random().toString(36).slice(2, 8);
+  await L.typeLine(page, `echo pid-${nonce}-$$-pid`);
+  return L.waitLine(page, "the shell's PID", new RegExp(`^pid-${nonce}-(\\d+)-pid\\s*$`));
+}
+
+async function terminalSize(page) {
+  return page.evaluate(() => [window.cropsTerminal.term.rows, window.cropsTerminal.term.cols]);
+}
+
+/**
+ * `stty size` inside says `rows cols`. Asked again until it does: the resize
+ * message and the keystrokes travel separately, so the first ask may race it.
+ */
+async function sttyFollows(page, [rows, cols]) {
+  const want = `${rows} ${cols}`;
+  const seen = [];
+  for (let i = 0; i < 20; i++) {
+    const nonce = Math.random().toString(36).slice(2, 8);
+    await L.typeLine(page, `echo size-${nonce}-$(stty size)-size`);
+    const size = await L.waitLine(page, `stty size (${want})`, new RegExp(`^size-${nonce}-(\\d+ \\d+)-size\\s*$`));
+    if (size === want) return;
+    seen.push(size);
+  }
+  L.fail(`stty size inside never said ${want}, the page's size: ${seen.join(", ")}`);
+}
+
+async function basics() {
+  const { page, close } = await openPage();
+
+  L.step("echo hello");
+  await L.typeLine(page, "echo hello");
+  await L.waitFor(page, "a line reading hello", async () => (await L.countLines(page, "hello")) === 1);
+  const rendered = await page.locator(".xterm-rows").innerText();
+  if (!/^hello\s*$/m.test(rendered)) L.fail(`hello is in the buffer but not on screen:\n${rendered}`);
+  const pid = await shellPid(page);
+  L.step(`shell pid ${pid}`);
+
+  L.step("stty size follows the page");
+  const before = await terminalSize(page);
+  await sttyFollows(page, before);
+  await page.setViewportSize({ width: 620, height: 330 });
+  const after = await L.waitFor(page, "the terminal to refit", async () => {
+    const now = await terminalSize(page);
+    return now[0] !== before[0] && now[1] !== before[1] ? now : undefined;
+  });
+  L.step(`resized ${before.join("x")} -> ${after.join("x")}`);
+  await sttyFollows(page, after);
+
+  L.step("query sequences produce no input");
+  // The container prints DSR, DA1, DA2, an OSC 11 colour query and DECRQSS,
+  // then reads its terminal raw for two seconds: any answer xterm sent would
+  // be read here. A reply leaking into the line editor would also garble the
+  // next command line.
+  await L.typeLine(
+    page,
+    "printf '\\033[6n\\033[c\\033[>c\\033]11;?\\007\\033P$qm\\033\\\\'; " +
+      "stty -icanon -echo min 0 time 20; x=$(dd bs=256 count=1 2>/dev/null | od -An -c | tr -d ' \\n'); " +
+      'stty icanon echo; echo "got$((1+1))[$x]"',
+  );
+  const got = await L.waitLine(page, "the raw read's result", /got2\[(.*)\]\s*$/);
+  if (got !== "") L.fail(`the terminal answered a query as input: got[${got}]`);
+  await L.typeLine(page, "echo clean-$((40+2))");
+  await L.waitFor(page, "a clean next command", async () => (await L.countLines(page, "clean-42")) === 1);
+
+  L.step("a reload re-attaches to the same shell, its screen replayed");
+  await page.reload();
+  await L.waitStatus(page, "online");
+  await L.waitFor(page, "hello replayed", async () => (await L.countLines(page, "hello")) === 1);
+  await page.click("#terminal");
+  const again = await shellPid(page);
+  if (again !== pid) L.fail(`after a reload the shell is ${again}, was ${pid}`);
+
+  L.step("exit 3 ends the session with its code");
+  await L.typeLine(page, "exit 3");
+  await L.waitStatus(page, "exited");
+  const [, text] = await L.status(page);
+  if (!text.includes("code 3")) L.fail(`the status does not show the exit code: ${text}`);
+  const ended = await page.evaluate(() => window.cropsTerminal.state.sessionId);
+  if (ended !== null) L.fail(`the ended session ${ended} is still remembered`);
+
+  L.step("Enter opens a new session");
+  await page.keyboard.press("Enter");
+  await L.waitStatus(page, "online");
+  const fresh = await shellPid(page);
+  L.step(`new shell pid ${fresh}`);
+  await close();
+}
+
+async function restart() {
+  const nextLine = L.stdinLines();
+  const { page, close, sockets } = await openPage();
+  const pid = await shellPid(page);
+  L.step(`shell pid ${pid}`);
+  // Prints only once the Rust side creates /tmp/go, after the kill.
+  await L.typeLine(
+    page,
+    "(while [ ! -e /tmp/go ]; do sleep 0.1; done; echo later-$((6*7)); touch /tmp/later-done) &",
+  );
+  await L.typeLine(page, "echo armed-$((2+3))");
+  await L.waitFor(page, "the job armed", async () => (await L.countLines(page, "armed-5")) === 1);
+
+  await L.handshake(nextLine, "READY_TO_KILL", "RESTARTED");
+  L.step("the orchestrator was killed and restarted");
+  await L.waitFor(page, "the page to notice", async () => sockets.closed >= 1, 60000);
+  await L.waitFor(page, "the page to reconnect", async () => sockets.opened >= 2, 60000);
+  await L.waitStatus(page, "online", 90000);
+  // Printed by a background job, so it may share the prompt's line.
+  const laterLine = /later-42\s*$/;
+  await L.waitFor(page, "later-42, printed while away", async () => (await L.countLines(page, laterLine)) >= 1, 90000);
+  const later = await L.countLines(page, laterLine);
+  if (later !== 1) L.fail(`later-42 is shown ${later} times`);
+  await page.click("#terminal");
+  const again = await shellPid(page);
+  if (again !== pid) L.fail(`after the restart the shell is ${again}, was ${pid}`);
+  await L.typeLine(page, "echo still-$((1+1))");
+  await L.waitFor(page, "the shell still answering", async () => (await L.countLines(page, "still-2")) === 1);
+  await close();
+}
+
+const cases = { basics, restart };
+const which = process.argv[2];
+if (!cases[which]) L.fail(`usage: node terminal-e2e.js ${Object.keys(cases).join("|")}`);
+L.main(cases[which]);
