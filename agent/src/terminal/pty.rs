@@ -98,6 +98,17 @@ pub async fn read(master: &Async<File>, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// Read what the terminal holds now, without waiting: `Ok(0)` when it holds
+/// nothing (or is at its end; the next [`read`] tells which).
+pub fn try_read(master: &Async<File>, buf: &mut [u8]) -> io::Result<usize> {
+    let mut f: &File = master.get_ref();
+    match f.read(buf) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) if e.raw_os_error() == Some(Errno::EIO as i32) => Ok(0),
+        other => other,
+    }
+}
+
 /// Write all of `bytes` as keyboard input, waiting while the terminal's
 /// input queue is full.
 pub async fn write_all(master: &Async<File>, mut bytes: &[u8]) -> io::Result<()> {

@@ -152,7 +152,16 @@ async fn pump(shared: &Shared, id: u64, io: &Io, bell: Receiver<()>) -> Option<i
         let want = usize::try_from(room).unwrap_or(READ_CHUNK).min(READ_CHUNK);
         match pty::read(&io.master, &mut buf[..want]).await {
             Ok(0) => return None,
-            Ok(n) => {
+            Ok(mut n) => {
+                // Take what else is there already: a flood then moves in
+                // frames of up to 64 KiB instead of the tty's 4 KiB steps,
+                // while a keystroke's echo still goes out at once.
+                while n < want {
+                    match pty::try_read(&io.master, &mut buf[n..want]) {
+                        Ok(0) | Err(_) => break,
+                        Ok(m) => n += m,
+                    }
+                }
                 tracing::trace!(session_id = id, bytes = n, "terminal output");
                 let mut reg = shared.lock();
                 reg.sessions.get_mut(&id)?.output.push(&buf[..n]);
