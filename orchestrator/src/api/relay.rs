@@ -32,7 +32,7 @@ use crate::store::{ContainerRecord, ContainerState, Store, Worker};
 use crate::{now_ms, App};
 
 /// The HTTP answer to a failed worker request.
-pub(super) fn worker_error(error: HubError) -> ApiError {
+pub(crate) fn worker_error(error: HubError) -> ApiError {
     let (status, code) = match &error {
         HubError::Offline { .. } => (StatusCode::SERVICE_UNAVAILABLE, "worker_offline"),
         HubError::Disconnected { .. } => (StatusCode::SERVICE_UNAVAILABLE, "worker_disconnected"),

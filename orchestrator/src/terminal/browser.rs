@@ -25,11 +25,12 @@ use hyper::header::{
 };
 use hyper::{Request, Response, StatusCode};
 use protocol::terminal::TerminalOpen;
-use protocol::{Body, ErrorCode};
+use protocol::Body;
 
 use super::control::Query;
 use super::session::{Exit, Meta, Session};
 use super::viewer::{self, Start};
+use crate::api::worker_error;
 use crate::authz::{Caller, Need};
 use crate::http::{ApiError, Resp};
 use crate::hub::HubError;
@@ -318,31 +319,3 @@ fn bad_reply(worker_id: &str, got: &Body) -> ApiError {
     }
 }
 
-/// A failed worker request as the API answers it (`api::relay`'s table).
-pub(crate) fn worker_error(error: HubError) -> ApiError {
-    let (status, code) = match &error {
-        HubError::Offline { .. } => (StatusCode::SERVICE_UNAVAILABLE, "worker_offline"),
-        HubError::Disconnected { .. } => (StatusCode::SERVICE_UNAVAILABLE, "worker_disconnected"),
-        HubError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-        HubError::RequestId(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        HubError::Agent { error: reply, .. } => {
-            let status = match reply.code {
-                ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
-                ErrorCode::NotFound => StatusCode::NOT_FOUND,
-                ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-                ErrorCode::Conflict => StatusCode::CONFLICT,
-                ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-                ErrorCode::Unsupported => StatusCode::NOT_IMPLEMENTED,
-                ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
-                _ => StatusCode::BAD_GATEWAY,
-            };
-            (status, reply.code.as_str())
-        }
-    };
-    ApiError::Worker {
-        status,
-        code,
-        message: error.to_string(),
-    }
-}
