@@ -318,4 +318,3 @@ fn bad_reply(worker_id: &str, got: &Body) -> ApiError {
         ),
     }
 }
-

@@ -253,7 +253,11 @@ impl Terminals {
     /// Send input held while `session` attached (an empty input flushes it).
     pub(crate) async fn flush_input(&self, session: &Session) {
         if let Err(refused) = self.send_input(session, Vec::new()).await {
-            tracing::info!(session_id = session.session_id, ?refused, "held input not sent");
+            tracing::info!(
+                session_id = session.session_id,
+                ?refused,
+                "held input not sent"
+            );
         }
     }
 
