@@ -17,7 +17,7 @@ pub mod orgs;
 pub mod plans;
 pub mod policies;
 mod relay;
-pub(crate) use relay::worker_error;
+pub(crate) use relay::{detached, worker_error};
 pub mod schedule;
 pub mod workers;
 

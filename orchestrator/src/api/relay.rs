@@ -83,7 +83,7 @@ pub(super) fn agent_code(error: &HubError) -> Option<ErrorCode> {
 /// Run `work` on its own tracked task and wait for its outcome, so a client
 /// hanging up mid-request does not cut short the recording of the worker's
 /// answer (hyper drops a request's future when its connection ends).
-pub(super) async fn detached<T: Send + 'static>(
+pub(crate) async fn detached<T: Send + 'static>(
     app: &Arc<App>,
     work: impl Future<Output = Result<T, ApiError>> + Send + 'static,
 ) -> Result<T, ApiError> {

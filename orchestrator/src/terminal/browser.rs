@@ -30,7 +30,7 @@ use protocol::Body;
 use super::control::Query;
 use super::session::{Exit, Meta, Session};
 use super::viewer::{self, Start};
-use crate::api::worker_error;
+use crate::api::{detached, worker_error};
 use crate::authz::{Caller, Need};
 use crate::http::{ApiError, Resp};
 use crate::hub::HubError;
@@ -287,25 +287,6 @@ fn record_of(session: &Session, meta: &Meta) -> TerminalRecord {
         exit_code: None,
         reason: None,
     }
-}
-
-/// Run `work` on a tracked task and wait for it, so a client hanging up
-/// mid-open does not cut short the recording of the session it opened.
-async fn detached<T: Send + 'static>(
-    app: &Arc<App>,
-    work: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
-) -> Result<T, ApiError> {
-    let (tx, rx) = smol::channel::bounded(1);
-    app.life.spawn(async move {
-        let _ = tx.send(work.await).await;
-    });
-    rx.recv().await.unwrap_or_else(|_| {
-        Err(ApiError::Worker {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "unavailable",
-            message: "the orchestrator is shutting down".into(),
-        })
-    })
 }
 
 fn bad_reply(worker_id: &str, got: &Body) -> ApiError {
