@@ -187,25 +187,19 @@ pub async fn terminal_opened(
     session_id: &str,
     outcome: &str,
 ) -> Result<(), StoreError> {
-    let entry = AuditEntry {
-        seq: 0,
-        at: now_ms(),
-        principal: principal.label(),
-        kind: "terminal".into(),
-        action: "terminal.open".into(),
-        target: format!(
-            "worker:{}/container:{}/session:{session_id}",
-            container.worker_id, container.id
-        ),
-        tenant_id: Some(container.tenant_id.clone()),
-        org_id: None,
-        outcome: outcome.to_owned(),
-        status: None,
-    };
-    store
-        .call(move |s| s.append_audit(entry, true))
-        .await
-        .map(drop)
+    let target = format!(
+        "worker:{}/container:{}/session:{session_id}",
+        container.worker_id, container.id
+    );
+    let entry = terminal_entry(
+        now_ms(),
+        principal.label(),
+        "terminal.open",
+        target,
+        &container.tenant_id,
+        outcome.to_owned(),
+    );
+    append_durably(store, entry).await
 }
 
 /// Append the entry of a viewer attaching to a live session (durably).
@@ -214,22 +208,15 @@ pub async fn terminal_attached(
     principal: &Principal,
     session: &TerminalRecord,
 ) -> Result<(), StoreError> {
-    let entry = AuditEntry {
-        seq: 0,
-        at: now_ms(),
-        principal: principal.label(),
-        kind: "terminal".into(),
-        action: "terminal.attach".into(),
-        target: terminal_target(session),
-        tenant_id: Some(session.tenant_id.clone()),
-        org_id: None,
-        outcome: "ok".into(),
-        status: None,
-    };
-    store
-        .call(move |s| s.append_audit(entry, true))
-        .await
-        .map(drop)
+    let entry = terminal_entry(
+        now_ms(),
+        principal.label(),
+        "terminal.attach",
+        terminal_target(session),
+        &session.tenant_id,
+        "ok".into(),
+    );
+    append_durably(store, entry).await
 }
 
 /// Append the entry of a session's end (durably), in the name of whoever
@@ -242,22 +229,46 @@ pub async fn terminal_ended(
     let code = session
         .exit_code
         .map_or_else(|| "none".to_owned(), |c| c.to_string());
-    let entry = AuditEntry {
+    let outcome = format!(
+        "{}, exit code {code}, after {} ms",
+        session.reason.as_deref().unwrap_or("ended"),
+        session.duration_ms().unwrap_or(0)
+    );
+    let entry = terminal_entry(
+        session.ended_at.unwrap_or_else(now_ms),
+        session.opened_by.clone(),
+        "terminal.end",
+        terminal_target(session),
+        &session.tenant_id,
+        outcome,
+    );
+    append_durably(store, entry).await
+}
+
+/// A terminal session's audit entry (in its tenant's log).
+fn terminal_entry(
+    at: u64,
+    principal: String,
+    action: &str,
+    target: String,
+    tenant_id: &str,
+    outcome: String,
+) -> AuditEntry {
+    AuditEntry {
         seq: 0,
-        at: session.ended_at.unwrap_or_else(now_ms),
-        principal: session.opened_by.clone(),
+        at,
+        principal,
         kind: "terminal".into(),
-        action: "terminal.end".into(),
-        target: terminal_target(session),
-        tenant_id: Some(session.tenant_id.clone()),
+        action: action.to_owned(),
+        target,
+        tenant_id: Some(tenant_id.to_owned()),
         org_id: None,
-        outcome: format!(
-            "{}, exit code {code}, after {} ms",
-            session.reason.as_deref().unwrap_or("ended"),
-            session.duration_ms().unwrap_or(0)
-        ),
+        outcome,
         status: None,
-    };
+    }
+}
+
+async fn append_durably(store: &Arc<Store>, entry: AuditEntry) -> Result<(), StoreError> {
     store
         .call(move |s| s.append_audit(entry, true))
         .await
