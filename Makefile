@@ -25,8 +25,9 @@ deps: ## install what is missing (Debian packages, rustup targets); changes noth
 image: ## build the local test image with podman import (no registry)
 	@tests/podman/image.sh
 
-policies: ## the stock policy components (policies/dist/*.wasm) the orchestrator embeds
+policies: ## the stock policy components the orchestrator embeds (policies/dist/*.wasm), and the Python/JS examples (policies/dist/examples/)
 	@policies/build.sh
+	@policies/examples/build.sh
 
 build: policies ## one dev build of every crate and test
 	cargo build --workspace --all-targets
@@ -63,6 +64,8 @@ bench: deps image policies agent-static agent-arm64 ## the benchmarks recorded i
 	cargo build --release -p crops-orchestrator
 	CROPS_AGENT_BIN=$(AGENT_STATIC) CROPS_ORCHESTRATOR_BIN=$(TARGET)/release/crops-orchestrator \
 		cargo bench -p crops-e2e --bench lifecycle_latency
+	CROPS_AGENT_BIN=$(AGENT_STATIC) CROPS_ORCHESTRATOR_BIN=$(TARGET)/release/crops-orchestrator \
+		cargo bench -p crops-e2e --bench terminal
 	CROPS_NO_BUILD=1 CROPS_ORCHESTRATOR_BIN=$(TARGET)/release/crops-orchestrator tests/bench-fleet.sh
 
 .PHONY: help deps image policies build agent-static agent-arm64 test lint up down bench

@@ -1,13 +1,19 @@
 //! Policy decisions per second and the cost of a fresh instance, with the
-//! stock policies over 1,000 simulated workers, on one thread (one core).
+//! stock policies over 1,000 simulated workers, on one thread (one core);
+//! then the same decisions by the Python and JavaScript example policies
+//! (policies/dist/examples, null WASI context) beside the Rust ones.
 //!
 //! Run: `make policies && cargo bench -p crops-orchestrator --bench policy`
 //! (BENCHMARKS.md records the numbers). Not a test: `cargo test` skips it.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use orchestrator::policy::engine::MAX_FUEL;
 use orchestrator::policy::{
-    Admission, PlanInput, Policies, Profile, Request, Usage, WorkerInput, WorkerMode,
+    Admission, Compiled, Limits, PlanInput, Policies, Profile, Request, Usage, WorkerInput,
+    WorkerMode,
 };
 
 const WORKERS: usize = 1000;
@@ -66,10 +72,143 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+/// Decisions per second of `decide`, run for about `secs` seconds after a
+/// warm-up, with its mean and p99 (each decision timed).
+fn rate(secs: u64, mut decide: impl FnMut()) -> (f64, Duration, Duration) {
+    for _ in 0..3 {
+        decide();
+    }
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        let t = Instant::now();
+        decide();
+        samples.push(t.elapsed());
+    }
+    let total = start.elapsed();
+    samples.sort();
+    let n = samples.len() as u32;
+    (
+        f64::from(n) / total.as_secs_f64(),
+        total / n,
+        percentile(&samples, 0.99),
+    )
+}
+
+/// The least fuel with which `place` over `workers` still decides (to 1 %).
+fn fuel_needed(policies: &Policies, m: &Compiled, req: &Request, workers: &[WorkerInput]) -> u64 {
+    let decides = |fuel: u64| {
+        let limits = Limits { fuel, ..m.limits() };
+        let m = m.with_limits(limits).expect("limits");
+        policies.host().place(&m, req, workers).is_ok()
+    };
+    let (mut lo, mut hi) = (1u64, MAX_FUEL);
+    assert!(decides(hi), "does not decide even with {MAX_FUEL} fuel");
+    while hi - lo > hi / 100 {
+        let mid = lo + (hi - lo) / 2;
+        if decides(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
+}
+
+/// The Python and JavaScript examples beside the Rust stock policies:
+/// a fresh instance and the call, per decision. The examples run with the
+/// most fuel a module may have (an interpreter over 1,000 workers needs
+/// more than the default); the least that suffices is printed.
+fn languages(policies: &Policies, req: &Request, workers: &[WorkerInput]) {
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/dist/examples");
+    let plan = PlanInput {
+        name: "pro".into(),
+        self_hosted_workers: Some(10),
+        concurrent_containers: Some(15),
+    };
+    let usage = Usage::default();
+    let few = &workers[..10];
+    println!("\nper decision (fresh instance + call): Rust stock vs the examples");
+    let stock = |name| policies.stock(name).expect("stock");
+    let bytes = orchestrator::policy::stock::bytes("least-loaded").expect("stock bytes");
+    let t = Instant::now();
+    policies
+        .host()
+        .compile(bytes, Limits::default())
+        .expect("stock compiles");
+    println!("  rust compile: {:?} ({} bytes)", t.elapsed(), bytes.len());
+    let mut modules = vec![("rust", stock("least-loaded"), stock("plan-limits"))];
+    for name in ["python", "js"] {
+        let path = dist.join(format!("{name}.wasm"));
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run `make policies`)", path.display()));
+        let t = Instant::now();
+        let m = policies
+            .host()
+            .compile(&bytes, Limits::default())
+            .expect("example compiles");
+        println!(
+            "{name:>6} compile: {:?} ({} bytes)",
+            t.elapsed(),
+            bytes.len()
+        );
+        let limits = Limits {
+            fuel: MAX_FUEL,
+            ..Limits::default()
+        };
+        let m = Arc::new(m.with_limits(limits).expect("limits"));
+        modules.push((name, Arc::clone(&m), m));
+    }
+    let host = policies.host();
+    for (name, place, admit) in &modules {
+        for ws in [few, workers] {
+            let fuel = fuel_needed(policies, place, req, ws);
+            println!(
+                "{name:>6} fuel for place over {:>4} workers: {fuel}",
+                ws.len()
+            );
+        }
+        let (r, mean, p99) = rate(2, || {
+            host.fresh_instance(place).expect("instance");
+        });
+        println!("{name:>6} fresh instance: {r:>9.0}/s, mean {mean:?}, p99 {p99:?}");
+        let (r, mean, p99) = rate(2, || {
+            let a = host.admit(admit, req, &plan, &usage).expect("admitted");
+            assert_eq!(a, Admission::Allow);
+        });
+        println!("{name:>6} admit:          {r:>9.0}/s, mean {mean:?}, p99 {p99:?}");
+        for ws in [few, workers] {
+            let (r, mean, p99) = rate(3, || {
+                let p = host.place(place, req, ws).expect("placed");
+                assert!(p.chosen.is_some());
+            });
+            println!(
+                "{name:>6} place {:>4} workers: {r:>7.0}/s, mean {mean:?}, p99 {p99:?}",
+                ws.len()
+            );
+        }
+    }
+}
+
 fn main() {
     let policies = Policies::new(8).expect("policy engine");
     let workers: Vec<WorkerInput> = (0..WORKERS).map(worker).collect();
     let req = request();
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--languages") {
+        languages(&policies, &req, &workers);
+        return;
+    }
+    // `--place NAME N`: exactly N placements, for `perf stat` (instruction
+    // counts do not depend on what else runs on the machine).
+    if let Some(i) = args.iter().position(|a| a == "--place") {
+        let (name, n) = (&args[i + 1], args[i + 2].parse::<u32>().expect("a count"));
+        let m = policies.stock(name).expect("stock module");
+        for _ in 0..n {
+            policies.host().place(&m, &req, &workers).expect("placed");
+        }
+        return;
+    }
     println!("policy decisions, one thread, {WORKERS} workers per placement");
 
     for name in ["least-loaded", "binpack", "spread"] {
@@ -134,4 +273,5 @@ fn main() {
             samples[samples.len() - 1]
         );
     }
+    languages(&policies, &req, &workers);
 }

@@ -4,7 +4,8 @@
 //!   upload a component (`Content-Type: application/wasm`, at most
 //!   [`MAX_MODULE`] bytes). Global (no `tenantId`): the operator only; for
 //!   a tenant: an admin of its organisation. It is compiled and validated
-//!   first (a valid component, importing nothing but the contract's types,
+//!   first (a valid component, importing nothing but the contract's types
+//!   and WASI, which gets the null context of `policy::wasi`,
 //!   implementing the named world); a refusal is 400 `bad_request` saying
 //!   why. Stored as the next version of that name in that scope (201).
 //! * `GET /v1/policies[?tenantId=T]`: the versions and the active entries
@@ -39,8 +40,9 @@ use crate::policy::{
 use crate::store::{ActivePolicy, PolicyRecord, Rollback, MAX_DECISION_PAGE};
 use crate::{auth, now_ms, App};
 
-/// Largest component accepted on upload.
-pub const MAX_MODULE: usize = 4 << 20;
+/// Largest component accepted on upload (componentize-py's output, which
+/// embeds CPython, is about 18 MB; componentize-js's about 12 MB).
+pub const MAX_MODULE: usize = 32 << 20;
 
 /// Decisions replayed by a simulation when `last` is not given.
 const DEFAULT_LAST: usize = 20;

@@ -152,7 +152,7 @@ pub struct PolicyTest {
     /// a JSON file of cases (see policies/conformance/)
     #[argh(option)]
     pub cases: PathBuf,
-    /// fuel per call (default 200000000)
+    /// fuel per call (default 1000000000)
     #[argh(option)]
     pub fuel: Option<u64>,
     /// memory cap per instance in bytes (default 67108864)

@@ -1,11 +1,23 @@
-//! The one wasmtime `Engine` for policies and the run of one decision.
+//! The wasmtime engines for policies and the run of one decision.
 //!
 //! A module is compiled once ([`Host::compile`]: validated against the
-//! contract and pre-instantiated with a linker that grants nothing but the
-//! type-only `crops:policy/types` instance). Each decision then gets a
-//! fresh `Store` with its own fuel and memory cap (`StoreLimits`) and a
-//! fresh instance from the pooling allocator, and is dropped with it: no
-//! state survives from one decision to the next.
+//! contract and pre-instantiated). Each decision then gets a fresh `Store`
+//! with its own fuel and memory cap (`StoreLimits`) and a fresh instance,
+//! and is dropped with it: no state survives from one decision to the next.
+//!
+//! Two engines, chosen by what a module imports:
+//!
+//! * **fast** (the pooling allocator): modules importing nothing but the
+//!   type-only `crops:policy/types` instance, as the Rust stock policies
+//!   do. Nothing is granted and nothing per decision is set up beyond the
+//!   store.
+//! * **wasi** (on-demand allocation, so a large guest never takes the
+//!   stock policies' pool slots): modules importing `wasi:*` interfaces,
+//!   as componentize-py and componentize-js output does. The linker
+//!   grants WASI 0.2 backed by the null context of `policy::wasi`, made
+//!   fresh per decision; its captured output is logged with the decision.
+//!
+//! Either way a module importing anything else is refused when compiled.
 
 use std::time::Instant;
 
@@ -16,7 +28,9 @@ use wasmtime::{
 };
 
 use super::check;
-use super::types::{raw, wire, Admission, Placement, PlanInput, Request, Usage, WorkerInput};
+use super::types::{raw, Admission, Placement, PlanInput, Request, Usage, WorkerInput};
+use super::wasi::{self, NullWasi};
+use super::wire;
 use super::{Kind, PolicyError};
 
 /// The only instance a policy may import: the contract's types, no functions.
@@ -35,7 +49,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            fuel: 200_000_000,
+            // A JavaScript policy (interpreted, as componentize-js builds
+            // it) placing over 1,000 workers needs about 350 M; a Rust one
+            // 1.5 M. A runaway module stops after about a second of CPU.
+            fuel: 1_000_000_000,
             memory_bytes: 64 << 20,
         }
     }
@@ -45,16 +62,25 @@ impl Default for Limits {
 pub const MAX_MEMORY_BYTES: usize = 256 << 20;
 /// The most fuel a module may ask for per call.
 pub const MAX_FUEL: u64 = 5_000_000_000;
+/// Bytes of a pool slot's linear memory kept resident between decisions
+/// (1, 2 and 4 MiB measured the same over 1,000 workers: BENCHMARKS.md).
+const KEEP_RESIDENT: usize = 2 << 20;
 
 /// What a decision's store holds.
-struct Ctx {
+pub(super) struct Ctx {
     limits: StoreLimits,
+    /// The null WASI context, for a module that imports WASI.
+    pub(super) wasi: Option<Box<NullWasi>>,
 }
 
-/// The engine and the linker every policy instance comes from.
+/// The engines and linkers every policy instance comes from.
 pub struct Host {
+    /// Pooling allocator; grants the contract's types only.
     engine: Engine,
     linker: Linker<Ctx>,
+    /// On-demand allocator; also grants the null WASI context.
+    wasi_engine: Engine,
+    wasi_linker: Linker<Ctx>,
 }
 
 impl std::fmt::Debug for Host {
@@ -67,6 +93,8 @@ impl std::fmt::Debug for Host {
 pub struct Compiled {
     pre: InstancePre<Ctx>,
     kind: Kind,
+    /// Imports WASI: runs on the wasi engine with a null context.
+    wasi: bool,
     admit: Option<ComponentExportIndex>,
     admit_worker: Option<ComponentExportIndex>,
     place: Option<ComponentExportIndex>,
@@ -77,6 +105,7 @@ impl std::fmt::Debug for Compiled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Compiled")
             .field("kind", &self.kind)
+            .field("wasi", &self.wasi)
             .field("limits", &self.limits)
             .finish()
     }
@@ -90,6 +119,30 @@ impl Compiled {
     pub fn limits(&self) -> Limits {
         self.limits
     }
+
+    /// Whether the module imports WASI (and so gets the null context).
+    pub fn wasi(&self) -> bool {
+        self.wasi
+    }
+
+    /// The same module with other budgets, without compiling it again.
+    pub fn with_limits(&self, limits: Limits) -> Result<Compiled, PolicyError> {
+        check_limits(limits)?;
+        Ok(Compiled {
+            pre: self.pre.clone(),
+            limits,
+            ..*self
+        })
+    }
+}
+
+fn check_limits(limits: Limits) -> Result<(), PolicyError> {
+    if limits.memory_bytes > MAX_MEMORY_BYTES || limits.fuel > MAX_FUEL || limits.fuel == 0 {
+        return Err(PolicyError::Invalid(format!(
+            "limits out of range: fuel 1..={MAX_FUEL}, memory up to {MAX_MEMORY_BYTES} bytes"
+        )));
+    }
+    Ok(())
 }
 
 type AdmitFn<'a> = (&'a Request, &'a PlanInput, &'a Usage);
@@ -97,9 +150,11 @@ type AdmitWorkerFn<'a> = (&'a str, &'a PlanInput, &'a Usage);
 type PlaceFn<'a> = (&'a Request, &'a wire::Candidates);
 
 impl Host {
-    /// One engine with fuel, the pooling allocator (`slots` concurrent
-    /// instances) and no WASI: nothing is granted.
+    /// The fast engine (the pooling allocator with `slots` concurrent
+    /// instances, nothing granted) and the wasi one (the null WASI context),
+    /// both with fuel and the same memory and stack settings.
     pub fn new(slots: u32) -> Result<Self, PolicyError> {
+        let engine_err = |e: wasmtime::Error| PolicyError::Engine(format!("{e:#}"));
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(slots)
             .total_core_instances(slots.saturating_mul(4))
@@ -108,23 +163,28 @@ impl Host {
             .max_memory_size(MAX_MEMORY_BYTES)
             .max_core_instances_per_component(16)
             .max_memories_per_component(4)
-            .max_tables_per_component(8);
-        let mut config = Config::new();
-        config
-            .consume_fuel(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .memory_reservation(MAX_MEMORY_BYTES as u64)
-            .memory_guard_size(64 << 10)
-            .max_wasm_stack(1 << 20);
-        // A debug build's Cranelift is slow; its tests need correct code, not fast.
-        #[cfg(debug_assertions)]
-        config.cranelift_opt_level(wasmtime::OptLevel::None);
-        let engine = Engine::new(&config).map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
+            .max_tables_per_component(8)
+            // A slot's dirty pages are reset with memset, found by the
+            // PAGEMAP_SCAN ioctl (Linux 6.7+; else the lowest bytes), and
+            // stay mapped: the next decision takes no page faults for them
+            // and the reset needs no madvise (and its TLB flush).
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .pagemap_scan(wasmtime::Enabled::Auto);
+        let engine =
+            Engine::new(&config(InstanceAllocationStrategy::Pooling(pool))).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
-        linker
-            .instance(TYPES_INSTANCE)
-            .map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
-        Ok(Self { engine, linker })
+        linker.instance(TYPES_INSTANCE).map_err(engine_err)?;
+        let wasi_engine =
+            Engine::new(&config(InstanceAllocationStrategy::OnDemand)).map_err(engine_err)?;
+        let mut wasi_linker = Linker::new(&wasi_engine);
+        wasi_linker.instance(TYPES_INSTANCE).map_err(engine_err)?;
+        wasi::add_to_linker(&mut wasi_linker).map_err(engine_err)?;
+        Ok(Self {
+            engine,
+            linker,
+            wasi_engine,
+            wasi_linker,
+        })
     }
 
     /// Compile and validate a component: it must import nothing but the
@@ -132,16 +192,16 @@ impl Host {
     /// all three, with the contract's signatures. One trial instance is
     /// made (within `limits`) to type-check the exports.
     pub fn compile(&self, bytes: &[u8], limits: Limits) -> Result<Compiled, PolicyError> {
-        if limits.memory_bytes > MAX_MEMORY_BYTES || limits.fuel > MAX_FUEL || limits.fuel == 0 {
-            return Err(PolicyError::Invalid(format!(
-                "limits out of range: fuel 1..={MAX_FUEL}, memory up to {MAX_MEMORY_BYTES} bytes"
-            )));
-        }
+        check_limits(limits)?;
         let started = Instant::now();
-        let component = Component::new(&self.engine, bytes)
+        let wasi = imports_wasi(bytes)?;
+        let (engine, linker) = match wasi {
+            false => (&self.engine, &self.linker),
+            true => (&self.wasi_engine, &self.wasi_linker),
+        };
+        let component = Component::new(engine, bytes)
             .map_err(|e| PolicyError::Invalid(format!("not a valid component: {e:#}")))?;
-        let pre = self
-            .linker
+        let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| PolicyError::Invalid(format!("imports something not granted: {e:#}")))?;
         let admit = component.get_export_index(None, "admit");
@@ -161,6 +221,7 @@ impl Host {
         let compiled = Compiled {
             pre,
             kind,
+            wasi,
             admit,
             admit_worker,
             place,
@@ -184,7 +245,7 @@ impl Host {
                 .get_typed_func::<PlaceFn<'_>, (raw::Placement,)>(&mut store, p)
                 .map_err(|e| wrong("place", e))?;
         }
-        tracing::debug!(kind = ?kind, bytes = bytes.len(), elapsed = ?started.elapsed(), "policy compiled");
+        tracing::debug!(kind = ?kind, wasi, bytes = bytes.len(), elapsed = ?started.elapsed(), "policy compiled");
         Ok(compiled)
     }
 
@@ -196,7 +257,11 @@ impl Host {
             .memory_size(m.limits.memory_bytes)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(&self.engine, Ctx { limits });
+        let ctx = Ctx {
+            limits,
+            wasi: m.wasi.then(|| Box::new(NullWasi::new())),
+        };
+        let mut store = Store::new(m.pre.engine(), ctx);
         store.limiter(|ctx| &mut ctx.limits);
         store
             .set_fuel(m.limits.fuel)
@@ -224,9 +289,9 @@ impl Host {
         let func = instance
             .get_typed_func::<AdmitFn<'_>, (raw::Admission,)>(&mut store, idx)
             .map_err(|e| failure(&store, m, "admit", e))?;
-        let (answer,) = func
-            .call(&mut store, (req, plan, usage))
-            .map_err(|e| failure(&store, m, "admit", e))?;
+        let answer = func.call(&mut store, (req, plan, usage));
+        log_output(&store, "admit");
+        let (answer,) = answer.map_err(|e| failure(&store, m, "admit", e))?;
         check::admission(answer)
     }
 
@@ -246,9 +311,9 @@ impl Host {
         let func = instance
             .get_typed_func::<AdmitWorkerFn<'_>, (raw::Admission,)>(&mut store, idx)
             .map_err(|e| failure(&store, m, "admit-worker", e))?;
-        let (answer,) = func
-            .call(&mut store, (tenant_id, plan, usage))
-            .map_err(|e| failure(&store, m, "admit-worker", e))?;
+        let answer = func.call(&mut store, (tenant_id, plan, usage));
+        log_output(&store, "admit-worker");
+        let (answer,) = answer.map_err(|e| failure(&store, m, "admit-worker", e))?;
         check::admission(answer)
     }
 
@@ -269,15 +334,86 @@ impl Host {
         let func = instance
             .get_typed_func::<PlaceFn<'_>, (raw::Placement,)>(&mut store, idx)
             .map_err(|e| failure(&store, m, "place", e))?;
-        let (answer,) = func
-            .call(&mut store, (req, &candidates))
-            .map_err(|e| failure(&store, m, "place", e))?;
+        let answer = func.call(&mut store, (req, &candidates));
+        log_output(&store, "place");
+        let (answer,) = answer.map_err(|e| failure(&store, m, "place", e))?;
         check::placement(answer, req, workers)
     }
 
     /// Instantiate only (for the fresh-instance benchmark).
     pub fn fresh_instance(&self, m: &Compiled) -> Result<(), PolicyError> {
         self.instance(m).map(drop)
+    }
+}
+
+/// Both engines' settings: fuel, the memory reservation and guard, the
+/// stack; only the allocation strategy differs.
+fn config(allocation: InstanceAllocationStrategy) -> Config {
+    let mut config = Config::new();
+    config
+        .consume_fuel(true)
+        .allocation_strategy(allocation)
+        .memory_reservation(MAX_MEMORY_BYTES as u64)
+        .memory_guard_size(64 << 10)
+        .max_wasm_stack(1 << 20);
+    // A debug build's Cranelift is slow; its tests need correct code, not fast.
+    #[cfg(debug_assertions)]
+    config.cranelift_opt_level(wasmtime::OptLevel::None);
+    config
+}
+
+/// Whether the component (its top level; nested modules and components
+/// are skipped unread) imports any `wasi:*` interface.
+fn imports_wasi(bytes: &[u8]) -> Result<bool, PolicyError> {
+    use wasmparser::{Chunk, Parser, Payload};
+    let invalid = |e: wasmparser::BinaryReaderError| {
+        PolicyError::Invalid(format!("not a valid component: {e}"))
+    };
+    let mut parser = Parser::new(0);
+    let mut rest = bytes;
+    loop {
+        let Chunk::Parsed { consumed, payload } = parser.parse(rest, true).map_err(invalid)? else {
+            return Err(PolicyError::Invalid(
+                "not a valid component: truncated".into(),
+            ));
+        };
+        rest = rest.get(consumed..).unwrap_or_default();
+        match payload {
+            Payload::ComponentImportSection(imports) => {
+                for import in imports {
+                    if wasi::is_wasi(import.map_err(invalid)?.name.name) {
+                        return Ok(true);
+                    }
+                }
+            }
+            Payload::ModuleSection {
+                unchecked_range, ..
+            }
+            | Payload::ComponentSection {
+                unchecked_range, ..
+            } => {
+                rest = rest.get(unchecked_range.len()..).unwrap_or_default();
+            }
+            Payload::End(_) => return Ok(false),
+            _ => {}
+        }
+    }
+}
+
+/// Log what a WASI guest wrote during `call` (capped by `policy::wasi`).
+fn log_output(store: &Store<Ctx>, call: &'static str) {
+    let Some(wasi) = &store.data().wasi else {
+        return;
+    };
+    let out = wasi.output();
+    if !out.is_empty() {
+        tracing::info!(
+            call,
+            stdout = %out.stdout,
+            stderr = %out.stderr,
+            dropped_bytes = out.dropped,
+            "policy output"
+        );
     }
 }
 

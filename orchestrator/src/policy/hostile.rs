@@ -7,22 +7,9 @@ use std::sync::Arc;
 use super::cases::tests_support::{request, workers};
 use super::{FailMode, Limits, Policies, PolicyError, Scope};
 
-/// The contract's types as a component exports them, and `place` lifted
-/// from the core module's `place(ptr) -> ptr` (params and result are
-/// passed through memory: both flatten to more than the ABI's limits).
-fn place_component(core_body: &str) -> Vec<u8> {
-    let text = format!(
-        r#"(component
-  (core module $m
-    (memory (export "memory") 16)
-    (global $heap (mut i32) (i32.const 0xF0000))
-    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
-      (local $p i32)
-      (local.set $p (i32.and (i32.add (global.get $heap) (i32.const 7)) (i32.const -8)))
-      (global.set $heap (i32.add (local.get $p) (local.get 3)))
-      (local.get $p))
-    {core_body})
-  (core instance $i (instantiate $m))
+/// The contract's types as a component exports them (`$request`,
+/// `$candidates`, `$placement`, ...), for a component lifting `place`.
+pub(super) const CONTRACT_TYPES: &str = r#"
   (type $profile' (enum "open" "standard" "strict" "offline"))
   (export $profile "profile" (type $profile'))
   (type $mode' (enum "byom" "fleet"))
@@ -54,6 +41,25 @@ fn place_component(core_body: &str) -> Vec<u8> {
   (type $placement' (record
     (field "verdicts" (list $verdict)) (field "chosen" (option u32)) (field "reason" string)))
   (export $placement "placement" (type $placement'))
+"#;
+
+/// The contract's types and `place` lifted from the core module's
+/// `place(ptr) -> ptr` (params and result are passed through memory: both
+/// flatten to more than the ABI's limits).
+fn place_component(core_body: &str) -> Vec<u8> {
+    let text = format!(
+        r#"(component
+  (core module $m
+    (memory (export "memory") 16)
+    (global $heap (mut i32) (i32.const 0xF0000))
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+      (local $p i32)
+      (local.set $p (i32.and (i32.add (global.get $heap) (i32.const 7)) (i32.const -8)))
+      (global.set $heap (i32.add (local.get $p) (local.get 3)))
+      (local.get $p))
+    {core_body})
+  (core instance $i (instantiate $m))
+  {CONTRACT_TYPES}
   (func $place (param "req" $request) (param "candidates" $candidates) (result $placement)
     (canon lift (core func $i "place") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
   (export "place" (func $place))
@@ -243,7 +249,9 @@ fn the_wrong_world_is_refused_on_compile() {
 #[test]
 fn imports_that_are_not_granted_are_refused_on_compile() {
     for import in [
-        r#"(import "wasi:cli/environment@0.2.0" (instance (export "get-arguments" (func (result (list string))))))"#,
+        // WASI is granted (null), but not wasi:http, nor a function WASI lacks.
+        r#"(import "wasi:http/outgoing-handler@0.2.0" (instance (export "handle" (func (result u32)))))"#,
+        r#"(import "wasi:cli/environment@0.2.0" (instance (export "get-secrets" (func (result (list string))))))"#,
         r#"(import "crops:policy/types@0.1.0" (instance (export "secret" (func (result u32)))))"#,
         r#"(import "clock" (func (result u64)))"#,
     ] {

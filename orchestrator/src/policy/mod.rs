@@ -2,10 +2,16 @@
 //! (`policies/wit`, `crops:policy@0.1.0`), the only module that touches
 //! wasmtime.
 //!
-//! * `engine`: the one `Engine` (fuel, pooling allocator, no WASI), compile
-//!   and validate a module, run one decision in a fresh instance.
+//! * `engine`: the engines (fuel; the pooling one grants nothing, the other
+//!   the null WASI context), compile and validate a module, run one
+//!   decision in a fresh instance.
+//! * `wasi`: the null WASI context for guests whose toolchain imports WASI
+//!   (Python, JavaScript): nothing granted, clocks fixed, random seeded,
+//!   output captured and capped.
 //! * `check`: caps and sanity rules applied to every answer.
 //! * `types`: the contract's values on the host (serde + component derives).
+//! * `wire`: a placement's candidates as lowered into a guest (interned
+//!   strings, the workers list encoded in one pass).
 //! * `stock`: the stock policies, embedded from `policies/dist`.
 //! * `registry`: which module decides for whom, its health, fail-closed or
 //!   last-good, and the decision calls the API makes.
@@ -22,6 +28,8 @@ pub mod engine;
 pub mod registry;
 pub mod stock;
 pub mod types;
+pub mod wasi;
+mod wire;
 
 pub use engine::{Compiled, Host, Limits};
 pub use registry::{Decided, FailMode, Policies, Scope};
@@ -100,6 +108,8 @@ impl PolicyError {
 
 #[cfg(test)]
 mod hostile;
+#[cfg(test)]
+mod wasi_tests;
 
 /// One engine for every test (compiling the stock modules once), each
 /// test with its own activations.

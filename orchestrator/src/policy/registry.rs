@@ -223,7 +223,7 @@ impl Policies {
                 fallback: None,
             };
         };
-        let value = call(&slot.module);
+        let value = labelled(&slot.label, &slot.module, &call);
         let mut health = slot.health.lock().unwrap_or_else(|e| e.into_inner());
         let error = match value {
             Ok(value) => {
@@ -262,7 +262,7 @@ impl Policies {
             },
         };
         Decided {
-            value: call(&module),
+            value: labelled(&label, &module, &call),
             module: label,
             fallback: Some(format!(
                 "{} failed ({error}); its last-good decided",
@@ -305,4 +305,14 @@ impl Policies {
             |m| self.host.place(m, req, workers),
         )
     }
+}
+
+/// Run `call` on `m`; for a WASI module inside a `policy` span naming it,
+/// so the output it writes (logged by the engine) says whose it is.
+fn labelled<T>(label: &str, m: &Compiled, call: impl Fn(&Compiled) -> T) -> T {
+    if !m.wasi() {
+        return call(m);
+    }
+    let _span = tracing::info_span!("policy", module = %label).entered();
+    call(m)
 }
