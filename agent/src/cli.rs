@@ -2,6 +2,7 @@
 //! each setting comes from (flag, then environment, then config file, then
 //! a default).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use argh::FromArgs;
@@ -20,6 +21,8 @@ pub const ENV_CA_FILE: &str = "CROPS_CA_FILE";
 pub const ENV_PODMAN: &str = "CROPS_PODMAN";
 pub const ENV_DATA_DIR: &str = "CROPS_DATA_DIR";
 pub const ENV_SECURITY_FLOOR: &str = "CROPS_SECURITY_FLOOR";
+/// Comma-separated `key=value` labels, used when no `--label` is given.
+pub const ENV_LABELS: &str = "CROPS_LABELS";
 
 /// Why a command could not run.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,8 @@ pub enum CliError {
     BadEnv { env: &'static str, reason: String },
     #[error("invalid worker name {name:?}: {reason}")]
     BadName { name: String, reason: &'static str },
+    #[error("invalid label {label:?}: {reason}")]
+    BadLabel { label: String, reason: String },
     #[error(transparent)]
     Enroll(#[from] EnrollError),
     #[error(transparent)]
@@ -112,6 +117,9 @@ pub struct RunArgs {
     /// weakest security profile this worker runs: open, standard, strict or offline (overrides $CROPS_SECURITY_FLOOR; default: open, i.e. any)
     #[argh(option, from_str_fn(parse_floor))]
     pub security_floor: Option<Profile>,
+    /// a label for placement policies, key=value (repeatable; overrides $CROPS_LABELS, comma-separated)
+    #[argh(option)]
+    pub label: Vec<String>,
     /// seconds a terminal session keeps running without a link to the orchestrator before it is hung up (default: 300)
     #[argh(option)]
     pub terminal_grace_secs: Option<u64>,
@@ -251,9 +259,16 @@ pub fn run_settings(
             None => Profile::Open,
         },
     };
+    let labels = if args.label.is_empty() {
+        let from_env = env(ENV_LABELS).unwrap_or_default();
+        parse_labels(from_env.split(',').filter(|l| !l.trim().is_empty()))?
+    } else {
+        parse_labels(args.label.iter().map(String::as_str))?
+    };
     let mut settings = RunSettings::new(url, credential, name);
     settings.data_dir = data_dir;
     settings.security_floor = security_floor;
+    settings.labels = labels;
     if let Some(secs) = args.terminal_grace_secs {
         settings.terminal_grace = std::time::Duration::from_secs(secs);
     }
@@ -265,6 +280,42 @@ pub fn run_settings(
     settings.ca_file = ca_file;
     settings.podman = podman;
     Ok(settings)
+}
+
+/// `key=value` pairs, checked as the orchestrator checks `worker.register`
+/// (label-key pattern, value up to 256 bytes, no control characters, at
+/// most [`protocol::worker::MAX_WORKER_LABELS`]), so a bad label stops the
+/// agent here instead of every registration failing later.
+fn parse_labels<'a>(
+    pairs: impl Iterator<Item = &'a str>,
+) -> Result<BTreeMap<String, String>, CliError> {
+    let mut labels = BTreeMap::new();
+    for pair in pairs {
+        let bad = |reason: String| CliError::BadLabel {
+            label: pair.to_owned(),
+            reason,
+        };
+        let (key, value) = pair
+            .trim()
+            .split_once('=')
+            .ok_or_else(|| bad("must be key=value".into()))?;
+        protocol::validate::label_key(key).map_err(|e| bad(e.to_string()))?;
+        if value.len() > 256 || value.chars().any(char::is_control) {
+            return Err(bad(
+                "the value must be at most 256 bytes without control characters".into(),
+            ));
+        }
+        if labels.insert(key.to_owned(), value.to_owned()).is_some() {
+            return Err(bad(format!("{key} is given twice")));
+        }
+    }
+    if labels.len() > protocol::worker::MAX_WORKER_LABELS {
+        return Err(CliError::BadLabel {
+            label: format!("{} labels", labels.len()),
+            reason: format!("at most {}", protocol::worker::MAX_WORKER_LABELS),
+        });
+    }
+    Ok(labels)
 }
 
 fn config_path(

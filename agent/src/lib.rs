@@ -51,6 +51,7 @@ pub mod terminal;
 pub mod tls;
 pub mod workspace;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,6 +120,8 @@ pub struct RunSettings {
     pub data_dir: PathBuf,
     /// The weakest security profile this worker runs (`Open`: any).
     pub security_floor: Profile,
+    /// Labels offered to placement policies (`--label key=value`).
+    pub labels: BTreeMap<String, String>,
     /// How long a terminal session may go without a link to the
     /// orchestrator before it is hung up.
     pub terminal_grace: Duration,
@@ -143,6 +146,7 @@ impl RunSettings {
             podman: PathBuf::from("podman"),
             data_dir: default_data_dir(),
             security_floor: Profile::Open,
+            labels: BTreeMap::new(),
             terminal_grace: terminal::DEFAULT_GRACE,
             backoff: BackoffPolicy::default(),
             timing: Timing::default(),
@@ -162,6 +166,7 @@ impl std::fmt::Debug for RunSettings {
             .field("podman", &self.podman)
             .field("data_dir", &self.data_dir)
             .field("security_floor", &self.security_floor)
+            .field("labels", &self.labels)
             .field("terminal_grace", &self.terminal_grace)
             .field("backoff", &self.backoff)
             .field("timing", &self.timing)
@@ -206,6 +211,8 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> Result<(), RunErr
         ),
         name: settings.name.clone(),
         mode: settings.mode,
+        labels: settings.labels.clone(),
+        security_floor: settings.security_floor,
         podman,
         executor: executor.clone(),
         timing: settings.timing,

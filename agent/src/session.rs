@@ -74,6 +74,10 @@ pub struct Context {
     pub credential: crate::rotate::Credential,
     pub name: String,
     pub mode: Mode,
+    /// Sent in `worker.register` for placement policies.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Sent in `worker.register`; the executor enforces it as well.
+    pub security_floor: protocol::container::Profile,
     pub podman: Podman,
     /// Runs commands; shared by every connection of this agent.
     pub executor: Arc<crate::commands::Executor>,
@@ -111,7 +115,9 @@ async fn serve(ctx: &Context, accepted_at: &mut Option<Instant>) -> Result<(), S
     else {
         return Ok(());
     };
-    let register = register?;
+    let mut register = register?;
+    register.labels = ctx.labels.clone();
+    register.security_floor = Some(ctx.security_floor);
     let Some(conn) = until_shutdown(
         &ctx.shutdown,
         Connection::open(

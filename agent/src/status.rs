@@ -52,6 +52,9 @@ pub async fn register(name: &str, mode: Mode, podman: &Podman) -> Result<Registe
         container_engines,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         mode,
+        // Settings, not facts: the session fills them in.
+        labels: Default::default(),
+        security_floor: None,
     })
 }
 

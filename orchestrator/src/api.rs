@@ -21,6 +21,8 @@ pub(crate) use relay::{detached, worker_error};
 pub mod schedule;
 pub mod workers;
 
+use std::collections::BTreeMap;
+
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -120,6 +122,13 @@ pub struct WorkerView {
     pub memory_total: Option<u64>,
     pub container_engines: Option<Vec<String>>,
     pub agent_version: Option<String>,
+    /// The operator's labels for the machine, as its agent registered them.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The weakest security profile the worker runs (`open`: any), as its
+    /// agent registered it; `null` before the first registration.
+    #[serde(default)]
+    pub security_floor: Option<String>,
     /// `byom` or `fleet`, from enrolment.
     pub mode: String,
     pub enrolled_at: u64,
@@ -365,6 +374,10 @@ fn worker_view(app: &App, w: store::Worker, beat: Option<HeartbeatRecord>, now: 
         memory_total: reg.as_ref().map(|r| r.memory_total),
         container_engines: reg.as_ref().map(|r| r.container_engines.clone()),
         agent_version: reg.as_ref().map(|r| r.agent_version.clone()),
+        labels: reg.as_ref().map(|r| r.labels.clone()).unwrap_or_default(),
+        security_floor: reg
+            .as_ref()
+            .map(|r| r.security_floor.clone().unwrap_or_else(|| "open".into())),
         mode: w.mode.as_str().to_owned(),
         enrolled_at: w.enrolled_at,
         connected_at: w.connected_at,

@@ -19,6 +19,18 @@ pub enum Profile {
     Offline,
 }
 
+impl Profile {
+    /// The wire name: `open`, `standard`, `strict` or `offline`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Standard => "standard",
+            Self::Strict => "strict",
+            Self::Offline => "offline",
+        }
+    }
+}
+
 /// The lifecycle state of a container as the engine reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -2,9 +2,11 @@
 //! `worker.heartbeat`, `worker.inventory`, and the credential rotation
 //! command `worker.rotate-credential`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::container::ContainerInfo;
+use crate::container::{ContainerInfo, Profile};
 use crate::error::Invalid;
 
 /// The operating system family of a worker.
@@ -51,7 +53,18 @@ pub struct Register {
     /// The agent's own version, e.g. `0.1.0`.
     pub agent_version: String,
     pub mode: Mode,
+    /// The operator's labels for this machine (`crops-agent run --label
+    /// gpu=a100`), offered to placement policies. Absent means none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The weakest security profile this worker runs (its local setting,
+    /// which it enforces itself). Absent means `open`: any profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_floor: Option<Profile>,
 }
+
+/// A worker has at most this many labels.
+pub const MAX_WORKER_LABELS: usize = 32;
 
 impl Register {
     /// Reject values no real machine reports, before anything is stored.
@@ -76,6 +89,16 @@ impl Register {
         }
         for engine in &self.container_engines {
             check_text("containerEngines", engine, 1, 32)?;
+        }
+        if self.labels.len() > MAX_WORKER_LABELS {
+            return Err(Invalid::new(
+                "labels",
+                format!("at most {MAX_WORKER_LABELS} labels"),
+            ));
+        }
+        for (key, value) in &self.labels {
+            crate::validate::label_key(key)?;
+            check_text("labels", value, 0, 256)?;
         }
         Ok(())
     }

@@ -212,7 +212,11 @@ fn main() {
             .zip(ran)
             .map(|(c, e)| ms(*c) - ms(*e))
             .collect();
-        assert_eq!(added.len(), crops[k].len(), "{op}: agent log lacks podman timings");
+        assert_eq!(
+            added.len(),
+            crops[k].len(),
+            "{op}: agent log lacks podman timings"
+        );
         added.sort_by(f64::total_cmp);
         let at = |p: f64| added[((added.len() as f64 - 1.0) * p).round() as usize];
         let mean = added.iter().sum::<f64>() / added.len() as f64;

@@ -222,3 +222,34 @@ fn the_terminal_grace_period_defaults_to_five_minutes_and_has_a_flag() {
     assert_eq!(set.terminal_grace, std::time::Duration::from_secs(30));
     assert!(parse(&["run", "--terminal-grace-secs", "soon"]).is_err());
 }
+
+#[test]
+fn labels_come_from_flags_then_env_and_bad_ones_stop_the_agent() {
+    let env = env_of(&[
+        (ENV_CONFIG, "/nonexistent/crops/worker.json"),
+        (ENV_LABELS, "gpu=a100, disk=ssd"),
+    ]);
+    let base = ["--url", "ws://h/", "--credential", "c"];
+    let s = run_settings(run_args(&base), &env).unwrap();
+    let want: Vec<(String, String)> =
+        vec![("disk".into(), "ssd".into()), ("gpu".into(), "a100".into())];
+    assert_eq!(s.labels.into_iter().collect::<Vec<_>>(), want);
+    let flags = [&base[..], &["--label", "rack=3", "--label", "zone="]].concat();
+    let s = run_settings(run_args(&flags), &env).unwrap();
+    assert_eq!(s.labels.get("rack").map(String::as_str), Some("3"));
+    assert_eq!(s.labels.get("zone").map(String::as_str), Some(""));
+    assert!(
+        !s.labels.contains_key("gpu"),
+        "flags replace the env's labels"
+    );
+    let none = env_of(&[(ENV_CONFIG, "/nonexistent/crops/worker.json")]);
+    assert!(run_settings(run_args(&base), &none)
+        .unwrap()
+        .labels
+        .is_empty());
+    for bad in ["novalue", "--privileged=1", "a=b\u{7}", "k=1"] {
+        let flags = [&base[..], &["--label", bad, "--label", "k=2"]].concat();
+        let err = run_settings(run_args(&flags), &none).unwrap_err();
+        assert!(matches!(err, CliError::BadLabel { .. }), "{bad}: {err}");
+    }
+}

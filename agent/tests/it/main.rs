@@ -487,6 +487,7 @@ fn sigterm_closes_the_socket_and_exits_zero() {
                 "crops_wkr_test",
             ])
             .args(["--name", "bin-worker", "--mode", "fleet"])
+            .args(["--label", "gpu=a100", "--security-floor", "strict"])
             .env("CROPS_CONFIG", "/nonexistent/crops/worker.json")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
@@ -497,6 +498,12 @@ fn sigterm_closes_the_socket_and_exits_zero() {
         let (mut ws, _) = accept_ws(&listener).await;
         let reg = register_and_accept(&mut ws, 10).await;
         assert_eq!((reg.name.as_str(), reg.mode), ("bin-worker", Mode::Fleet));
+        let labels: Vec<_> = reg.labels.iter().collect();
+        assert_eq!(labels, [(&"gpu".to_owned(), &"a100".to_owned())]);
+        assert_eq!(
+            reg.security_floor,
+            Some(protocol::container::Profile::Strict)
+        );
         wait_for(&mut ws, |e| matches!(e.body, Body::Heartbeat(_))).await;
 
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);

@@ -178,5 +178,7 @@ fn register_info(r: &Register) -> RegisterInfo {
             Mode::Fleet => "fleet",
         }
         .to_owned(),
+        labels: r.labels.clone(),
+        security_floor: r.security_floor.map(|p| p.as_str().to_owned()),
     }
 }

@@ -18,8 +18,8 @@
 //! one, every online candidate that could serve the tenant is asked for
 //! its images (`images.list`, concurrently, [`IMAGE_QUERY`] each; a worker
 //! that does not answer in time counts as not having it). A worker's
-//! security floor is the agent's local setting, unknown here: it is sent
-//! as `open`, and the agent still enforces it (refusing the create).
+//! labels and security floor are what its agent registered (`--label`,
+//! `--security-floor`); the agent still enforces its floor itself.
 
 use std::sync::Arc;
 
@@ -369,6 +369,18 @@ fn usage_of(
     u
 }
 
+/// A worker's stored floor (`RegisterInfo::security_floor`); a name this
+/// build does not know counts as the strongest, so a worker is never offered
+/// work weaker than it may accept.
+fn stored_profile(name: &str) -> Profile {
+    match name {
+        "open" => Profile::Open,
+        "standard" => Profile::Standard,
+        "strict" => Profile::Strict,
+        _ => Profile::Offline,
+    }
+}
+
 /// A stored worker as a policy candidate.
 pub(crate) fn candidate(w: &Worker, beat: Option<&HeartbeatRecord>, now: Presence) -> WorkerInput {
     let reg = w.register.as_ref();
@@ -386,7 +398,9 @@ pub(crate) fn candidate(w: &Worker, beat: Option<&HeartbeatRecord>, now: Presenc
             .unwrap_or_default(),
         arch: reg.and_then(|r| r.arch.clone()).unwrap_or_default(),
         region: w.region.clone().unwrap_or_default(),
-        labels: Vec::new(),
+        labels: reg
+            .map(|r| r.labels.clone().into_iter().collect())
+            .unwrap_or_default(),
         cpu_count: reg.map_or(0, |r| r.cpu_count),
         memory_total,
         memory_free: beat.map_or(memory_total, |b| b.memory_free),
@@ -395,7 +409,9 @@ pub(crate) fn candidate(w: &Worker, beat: Option<&HeartbeatRecord>, now: Presenc
         cpu_load_permille: beat.map_or(0, |b| (b.cpu_usage * 10.0).clamp(0.0, 1000.0) as u32),
         containers_running: beat.map_or(0, |b| b.containers_running),
         images: Vec::new(),
-        security_floor: Profile::Open,
+        security_floor: reg
+            .and_then(|r| r.security_floor.as_deref())
+            .map_or(Profile::Open, stored_profile),
         drained: w.draining,
         cordoned: w.cordoned,
         online: now == Presence::Online,

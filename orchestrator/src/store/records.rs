@@ -2,6 +2,8 @@
 //! heartbeats: plain data, serialized as JSON inside redb. Not the wire
 //! types (`protocol`) nor the HTTP views (`api`): conversion happens there.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +45,13 @@ pub struct RegisterInfo {
     pub container_engines: Vec<String>,
     pub agent_version: String,
     pub mode: String,
+    /// The operator's labels for the machine (agent `--label`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The weakest profile the agent runs (`open` ... `offline`); `None`
+    /// from agents that predate the field, which means `open`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_floor: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

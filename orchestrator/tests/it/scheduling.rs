@@ -134,3 +134,63 @@ fn no_fit_is_409_with_every_workers_reason_and_no_worker_online_is_503() {
         fx.stop().await;
     });
 }
+
+#[test]
+fn a_workers_registered_labels_and_floor_reach_the_api_and_placement() {
+    smol::block_on(async {
+        let server = crate::harness::Server::start_in(
+            crate::harness::temp_dir("sched-floor"),
+            crate::harness::Options::default(),
+        )
+        .await;
+        let (worker_id, credential) = server.enrolled("sched-floor").await;
+        let mut agent = crate::harness::Agent::connect(server.addr, &credential).await;
+        let mut register = crate::harness::register_msg("r-1", 1);
+        register["data"]["labels"] = json!({ "gpu": "a100", "disk": "ssd" });
+        register["data"]["securityFloor"] = json!("strict");
+        agent.send_json(&register).await;
+        let accepted = agent.recv_json().await;
+        assert_eq!(accepted["type"], "worker.accepted", "{accepted}");
+
+        let shown = server.worker(&worker_id).await;
+        assert_eq!(shown["labels"], json!({ "disk": "ssd", "gpu": "a100" }));
+        assert_eq!(shown["securityFloor"], "strict");
+        let tenant = shown["tenantId"].as_str().unwrap().to_owned();
+
+        // Standard is weaker than the worker's floor: nowhere to run it.
+        let pulled = "docker.io/library/busybox:1";
+        let body =
+            json!({ "tenantId": tenant, "name": "s", "image": pulled, "profile": "standard" });
+        let (status, body) = server.admin("POST", "/v1/containers", Some(body)).await;
+        assert_eq!(status, 409, "{body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&worker_id) && message.contains("floor"),
+            "{message}"
+        );
+
+        // Strict meets it: placed there, with the labels in the explanation.
+        let body = json!({ "tenantId": tenant, "name": "t", "image": pulled, "profile": "strict" });
+        let task = spawn_admin(server.addr, "POST", "/v1/containers".into(), Some(body));
+        let cmd = next_command(&mut agent).await;
+        assert_eq!(cmd.ty, "container.create", "{cmd:?}");
+        let id = cmd.data["containerId"].as_str().unwrap().to_owned();
+        let created = json!({ "container": info(&id, &tenant, "t", "created"), "created": true });
+        answer(&mut agent, &cmd, created).await;
+        let (status, body) = task.await;
+        assert_eq!(status, 201, "{body}");
+        let path = format!("/v1/tenants/{tenant}/decisions");
+        let (_, list) = server.admin("GET", &path, None).await;
+        let placed = list["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["outcome"] == "placed")
+            .cloned()
+            .expect("a placed decision");
+        let worker = &placed["explanation"]["workers"][0];
+        assert_eq!(worker["securityFloor"], "strict", "{worker}");
+        assert!(worker["labels"].to_string().contains("a100"), "{worker}");
+        server.stop().await;
+    });
+}

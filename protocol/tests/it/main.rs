@@ -164,9 +164,33 @@ fn register_validation_rejects_impossible_machines() {
     let mut bad = reg.clone();
     bad.name = "evil\nname".into();
     assert_eq!(bad.validate().unwrap_err().field, "name");
-    let mut bad = reg;
+    let mut bad = reg.clone();
     bad.container_engines = vec!["podman".into(); 9];
     assert_eq!(bad.validate().unwrap_err().field, "containerEngines");
+    let mut bad = reg.clone();
+    bad.labels.insert("--privileged".into(), "x".into());
+    assert_eq!(bad.validate().unwrap_err().field, "labels");
+    let mut bad = reg.clone();
+    bad.labels.insert("zone".into(), "a\nb".into());
+    assert_eq!(bad.validate().unwrap_err().field, "labels");
+    let mut bad = reg;
+    bad.labels = (0..33).map(|i| (format!("k{i}"), String::new())).collect();
+    assert_eq!(bad.validate().unwrap_err().field, "labels");
+}
+
+#[test]
+fn a_register_without_labels_or_floor_still_decodes() {
+    // What agents before labels and floors send.
+    let old = fixture("worker.register")
+        .replace(r#","labels":{"disk":"ssd","gpu":"none"}"#, "")
+        .replace(r#","securityFloor":"standard""#, "");
+    assert!(!old.contains("labels") && !old.contains("securityFloor"));
+    let Body::Register(reg) = Envelope::decode(&old).unwrap().body else {
+        unreachable!()
+    };
+    assert!(reg.labels.is_empty());
+    assert_eq!(reg.security_floor, None);
+    assert!(reg.validate().is_ok());
 }
 
 #[test]
