@@ -42,7 +42,7 @@ pub use decisions::{DecisionRecord, MAX_DECISION_PAGE};
 pub use history::Pruned;
 pub use identity::{Member, MemberChange, Org, Role, DEFAULT_ORG_NAME};
 pub use plans::{Plan, PlanLimits, MAX_HISTORY_DAYS};
-pub use policies::{ActiveEntry, ActivePolicy, PolicyRecord, Rollback};
+pub use policies::{ActiveEntry, ActivePolicy, LegacyActive, PolicyRecord, RolledBack};
 pub use records::*;
 pub use terminals::TerminalRecord;
 pub use tokens::MemberToken;

@@ -8,23 +8,33 @@
 //!   and WASI, which gets the null context of `policy::wasi`,
 //!   implementing the named world); a refusal is 400 `bad_request` saying
 //!   why. Stored as the next version of that name in that scope (201).
-//! * `GET /v1/policies[?tenantId=T]`: the versions and the active entries
-//!   of the scopes the caller may manage, with the registry's health.
-//! * `POST /v1/policies/{id}/activate[?failMode=closed|lastGood]`: the
-//!   next decision of its scope uses it; stored, so a restart keeps it.
-//! * `POST /v1/policies/{id}/rollback`: the version active before it is
-//!   active again (or the stock defaults when there was none); 409 when
-//!   it is not the active one.
+//! * `GET /v1/policies[?tenantId=T]`: the versions and the active slots
+//!   (one per scope and role) of the scopes the caller may manage, each
+//!   with the registry's health; with `tenantId`, also who decides each
+//!   role for that tenant now (`effective`).
+//! * `POST /v1/policies/{id}/activate[?failMode=closed|lastGood]`: it
+//!   becomes the current module of every role its world implements in its
+//!   scope (`admission`, `placement`, or both for a `policy`-world module),
+//!   leaving the scope's other role alone. Stored, so a restart keeps it.
+//!   Answers `{scope, policyId, active: [slot]}`.
+//! * `POST /v1/policies/{id}/rollback`: in every role of its scope it is
+//!   the current module of, that role's previous entry is current again
+//!   (or the stock default when there was none; the slot's `current` is
+//!   then null); 409 when it is current in none. Same answer shape.
 //! * `POST /v1/policies/{id}/simulate?last=N`: replays the last N recorded
 //!   decisions of its scope (inputs as stored in each decision's
 //!   explanation) through the candidate, without activating it or marking
 //!   its health, and reports where it would decide differently.
 //!
-//! The registry holds one active module per scope (`policy::registry`):
-//! activating a placement module for a scope replaces an admission module
-//! active there (decisions it does not implement fall to the global scope,
-//! then the stock default).
+//! A slot is `{scope, role, current: {policyId, failMode}, previous,
+//! activatedAt}` (`store::ActivePolicy`). An activation or rollback holds
+//! its scope's activation lock (`Policies::activation_lock`) from the store
+//! write to the registry update, so concurrent ones of one scope leave the
+//! registry as the store has it. At start, [`restore`] first upgrades
+//! entries stored before roles (one module per scope) into slots, then
+//! installs every slot.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -33,27 +43,19 @@ use serde_json::{json, Value};
 
 use crate::authz::{query_id, Caller, Need};
 use crate::http::{json, query, read_bytes_limited, ApiError, Resp};
-use crate::policy::{
-    Compiled, FailMode, Limits, PlanInput, Policies, Request as PolicyRequest, Scope, Usage,
-    WorkerInput,
-};
-use crate::store::{ActivePolicy, PolicyRecord, Rollback, MAX_DECISION_PAGE};
+use crate::policy::{Compiled, FailMode, Installed, Limits, Role, Scope};
+use crate::store::{ActivePolicy, PolicyRecord, StoreError};
 use crate::{auth, now_ms, App};
+
+mod simulate;
+pub(crate) use simulate::simulate;
 
 /// Largest component accepted on upload (componentize-py's output, which
 /// embeds CPython, is about 18 MB; componentize-js's about 12 MB).
 pub const MAX_MODULE: usize = 32 << 20;
 
-/// Decisions replayed by a simulation when `last` is not given.
-const DEFAULT_LAST: usize = 20;
-
-fn scope_of(key: &str) -> Option<Scope> {
-    match key {
-        "global" => Some(Scope::Global),
-        other => other
-            .strip_prefix("tenant:")
-            .map(|t| Scope::Tenant(t.to_owned())),
-    }
+fn scope_of(key: &str) -> Result<Scope, ApiError> {
+    Scope::from_key(key).ok_or_else(|| ApiError::bad_request(format!("unknown scope {key}")))
 }
 
 fn label(p: &PolicyRecord) -> String {
@@ -97,6 +99,43 @@ async fn compiled(app: &App, policy_id: &str) -> Result<Arc<Compiled>, ApiError>
         .map_err(|e| ApiError::bad_request(format!("policy {policy_id} does not compile: {e}")))
 }
 
+/// A stored policy's label and module: the registry's when a slot holds
+/// it already, else compiled.
+async fn module(app: &App, policy_id: &str) -> Result<(String, Arc<Compiled>), ApiError> {
+    let key = policy_id.to_owned();
+    let record = app
+        .store
+        .call(move |s| s.get_policy(&key))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("policy {policy_id} not found")))?;
+    let label = label(&record);
+    let module = match app.policies.loaded(&label) {
+        Some(m) => m,
+        None => compiled(app, policy_id).await?,
+    };
+    Ok((label, module))
+}
+
+/// The modules one activation, rollback or restore loads, by policy id:
+/// each compiled at most once (or taken from the registry).
+#[derive(Default)]
+struct Modules(HashMap<String, (String, Arc<Compiled>)>);
+
+impl Modules {
+    async fn get(
+        &mut self,
+        app: &App,
+        policy_id: &str,
+    ) -> Result<(String, Arc<Compiled>), ApiError> {
+        if let Some(found) = self.0.get(policy_id) {
+            return Ok(found.clone());
+        }
+        let loaded = module(app, policy_id).await?;
+        self.0.insert(policy_id.to_owned(), loaded.clone());
+        Ok(loaded)
+    }
+}
+
 fn fail_mode(s: &str) -> FailMode {
     if s == "lastGood" {
         FailMode::LastGood
@@ -105,40 +144,87 @@ fn fail_mode(s: &str) -> FailMode {
     }
 }
 
-/// Put `active` (and its last-good) into the registry for its scope.
-async fn install(app: &App, active: &ActivePolicy) -> Result<(), ApiError> {
-    let scope = scope_of(&active.scope)
-        .ok_or_else(|| ApiError::bad_request(format!("unknown scope {}", active.scope)))?;
-    let mut chain = Vec::new();
-    for entry in active.previous.last().into_iter().chain([&active.current]) {
-        let key = entry.policy_id.clone();
-        let record = app
-            .store
-            .call(move |s| s.get_policy(&key))
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("policy {} not found", entry.policy_id)))?;
-        chain.push((
-            label(&record),
-            compiled(app, &entry.policy_id).await?,
-            entry,
-        ));
-    }
-    app.policies.deactivate(&scope);
-    for (label, module, entry) in chain {
-        app.policies
-            .activate(scope.clone(), label, module, fail_mode(&entry.fail_mode));
-    }
-    Ok(())
+/// Put one stored slot (and its last-good) into the registry. A last-good
+/// that no longer compiles is left out (the stock default stands in).
+async fn install(app: &App, slot: &ActivePolicy, modules: &mut Modules) -> Result<(), ApiError> {
+    let scope = scope_of(&slot.scope)?;
+    let (label, current) = modules.get(app, &slot.current.policy_id).await?;
+    let previous = match slot.previous.last() {
+        None => None,
+        Some(p) => match modules.get(app, &p.policy_id).await {
+            Ok(m) => Some(m),
+            Err(error) => {
+                tracing::warn!(scope = %slot.scope, role = %slot.role, policy_id = %p.policy_id, %error, "last-good policy not loaded; the stock default stands in");
+                None
+            }
+        },
+    };
+    let installed = Installed {
+        label,
+        module: current,
+        fail_mode: fail_mode(&slot.current.fail_mode),
+        previous,
+    };
+    app.policies
+        .install(scope, slot.role, Some(installed))
+        .map_err(|e| ApiError::bad_request(format!("policy {}: {e}", slot.current.policy_id)))
 }
 
-/// At start: make the stored activations the registry's. A module that no
-/// longer compiles leaves its scope on the stock defaults (logged).
-pub(crate) async fn restore(app: &App) -> Result<(), crate::store::StoreError> {
-    let active = app.store.call(|s| s.active_policies()).await?;
-    for a in active {
-        if let Err(error) = install(app, &a).await {
-            tracing::error!(scope = %a.scope, %error, "stored policy activation not restored; stock defaults decide");
+/// Install `slot`; when that fails, its role of the scope goes back to
+/// the stock default (as a restart would leave it), and the error stands.
+async fn install_or_clear(
+    app: &App,
+    slot: &ActivePolicy,
+    modules: &mut Modules,
+) -> Result<(), ApiError> {
+    let result = install(app, slot, modules).await;
+    if let Err(error) = &result {
+        tracing::error!(scope = %slot.scope, role = %slot.role, %error, "stored policy activation not installed; stock default decides");
+        if let Some(scope) = Scope::from_key(&slot.scope) {
+            // Clearing a slot cannot fail.
+            let _ = app.policies.install(scope, slot.role, None);
         }
+    }
+    result
+}
+
+/// The roles a stored policy's module takes: its compiled world's, or
+/// (when it no longer compiles) the world it was uploaded for.
+async fn roles_of(app: &App, modules: &mut Modules, policy_id: &str) -> Vec<Role> {
+    if let Ok((_, m)) = modules.get(app, policy_id).await {
+        return Role::of(m.kind());
+    }
+    let key = policy_id.to_owned();
+    match app.store.call(move |s| s.get_policy(&key)).await {
+        Ok(Some(record)) => Role::parse(&record.kind).into_iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// At start: turn entries stored before roles into slots, then make every
+/// stored slot the registry's. A module that no longer compiles leaves its
+/// slot on the stock default (logged).
+pub(crate) async fn restore(app: &App) -> Result<(), StoreError> {
+    let mut modules = Modules::default();
+    for old in app.store.call(|s| s.legacy_active()).await? {
+        let mut roles = HashMap::new();
+        for entry in old.previous.iter().chain([&old.current]) {
+            let id = entry.policy_id.clone();
+            let of = roles_of(app, &mut modules, &id).await;
+            roles.insert(id, of);
+        }
+        let scope = old.scope.clone();
+        let slots = app
+            .store
+            .call(move |s| {
+                s.upgrade_active(&scope, |id| roles.get(id).cloned().unwrap_or_default())
+            })
+            .await?;
+        let roles: Vec<Role> = slots.iter().map(|s| s.role).collect();
+        tracing::info!(scope = %old.scope, ?roles, policy_id = %old.current.policy_id, "policy activation stored before roles upgraded");
+    }
+    for slot in app.store.call(|s| s.active_policies()).await? {
+        let _ = install_or_clear(app, &slot, &mut modules).await;
     }
     Ok(())
 }
@@ -231,33 +317,39 @@ pub(crate) async fn list(app: &App, req: Request<Incoming>) -> Result<Resp, ApiE
     }
     let (records, active) = app
         .store
-        .call(|s| Ok::<_, crate::store::StoreError>((s.list_policies()?, s.active_policies()?)))
+        .call(|s| Ok::<_, StoreError>((s.list_policies()?, s.active_policies()?)))
         .await?;
     let wanted = |scope: &str| match &tenant_id {
         Some(t) => scope == Scope::Tenant(t.clone()).key(),
         None => true,
     };
+    let labels: HashMap<&str, String> = records.iter().map(|p| (p.id.as_str(), label(p))).collect();
     let policies: Vec<&PolicyRecord> = records.iter().filter(|p| wanted(&p.scope)).collect();
     let active: Vec<Value> = active
         .iter()
         .filter(|a| wanted(&a.scope))
         .map(|a| {
-            let health = scope_of(&a.scope)
-                .and_then(|s| app.policies.status(&s))
-                .map(|(module, mode, health)| json!({ "module": module, "failMode": mode, "health": health }));
+            let registry = Scope::from_key(&a.scope).and_then(|s| app.policies.slot(&s, a.role));
             json!({
                 "scope": a.scope,
+                "role": a.role,
+                "module": labels.get(a.current.policy_id.as_str()),
                 "current": a.current,
                 "previous": a.previous,
                 "activatedAt": a.activated_at,
-                "registry": health,
+                "registry": registry,
             })
         })
         .collect();
-    Ok(json(
-        StatusCode::OK,
-        &json!({ "policies": policies, "active": active }),
-    ))
+    let mut answer = json!({ "policies": policies, "active": active });
+    if let Some(t) = &tenant_id {
+        let effective: serde_json::Map<String, Value> = Role::ALL
+            .into_iter()
+            .map(|r| (r.to_string(), Value::String(app.policies.effective(t, r))))
+            .collect();
+        answer["effective"] = Value::Object(effective);
+    }
+    Ok(json(StatusCode::OK, &answer))
 }
 
 pub(crate) async fn activate(
@@ -274,15 +366,25 @@ pub(crate) async fn activate(
     };
     // Compile before anything changes: a module that no longer compiles
     // (an engine upgrade) is refused with nothing activated.
-    compiled(app, id).await?;
-    let (key, mode_s) = (id.to_owned(), mode.to_owned());
-    let active = app
+    let mut modules = Modules::default();
+    let (_, module) = modules.get(app, id).await?;
+    let roles = Role::of(module.kind());
+    let scope = scope_of(&record.scope)?;
+    let lock = app.policies.activation_lock(&scope);
+    let _held = lock.lock().await;
+    let (key, mode_s, written) = (id.to_owned(), mode.to_owned(), roles.clone());
+    let slots = app
         .store
-        .call(move |s| s.activate_policy(&key, &mode_s, now_ms()))
+        .call(move |s| s.activate_policy(&key, &written, &mode_s, now_ms()))
         .await?;
-    install(app, &active).await?;
-    tracing::info!(policy_id = %id, module = %label(&record), fail_mode = mode, "policy activated");
-    Ok(json(StatusCode::OK, &active))
+    for slot in &slots {
+        install_or_clear(app, slot, &mut modules).await?;
+    }
+    tracing::info!(policy_id = %id, module = %label(&record), ?roles, fail_mode = mode, "policy activated");
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "scope": record.scope, "policyId": id, "active": slots }),
+    ))
 }
 
 pub(crate) async fn rollback(
@@ -292,145 +394,41 @@ pub(crate) async fn rollback(
 ) -> Result<Resp, ApiError> {
     let caller = Caller::of(&req)?;
     let record = policy_for(app, &caller, id).await?;
+    let scope = scope_of(&record.scope)?;
+    let lock = app.policies.activation_lock(&scope);
+    let _held = lock.lock().await;
     let key = id.to_owned();
-    let outcome = app
+    let now = now_ms();
+    let done = app
         .store
-        .call(move |s| s.rollback_policy(&key, now_ms()))
+        .call(move |s| s.rollback_policy(&key, now))
         .await?;
-    match outcome {
-        Rollback::NotActive => Err(ApiError::conflict(format!(
-            "policy {id} is not the active one of {}",
+    if done.is_empty() {
+        return Err(ApiError::conflict(format!(
+            "policy {id} is not the active one of any role of {}",
             record.scope
-        ))),
-        Rollback::Restored(active) => {
-            install(app, &active).await?;
-            Ok(json(StatusCode::OK, &active))
-        }
-        Rollback::Cleared => {
-            if let Some(scope) = scope_of(&record.scope) {
-                app.policies.deactivate(&scope);
+        )));
+    }
+    let (mut active, mut modules) = (Vec::new(), Modules::default());
+    for r in done {
+        match r.active {
+            Some(slot) => {
+                install_or_clear(app, &slot, &mut modules).await?;
+                active.push(serde_json::to_value(&slot).unwrap_or_default());
             }
-            Ok(json(
-                StatusCode::OK,
-                &json!({ "scope": record.scope, "current": null, "previous": [] }),
-            ))
+            None => {
+                // Clearing a slot cannot fail.
+                let _ = app.policies.install(scope.clone(), r.role, None);
+                active.push(json!({
+                    "scope": record.scope, "role": r.role, "current": null,
+                    "previous": [], "activatedAt": now,
+                }));
+            }
         }
     }
-}
-
-/// One recorded decision replayed through the candidate.
-fn replay(
-    policies: &Policies,
-    module: &Compiled,
-    kind: &str,
-    e: &Value,
-) -> Option<(&'static str, Value, Value)> {
-    let req: PolicyRequest = serde_json::from_value(e["request"].clone()).ok()?;
-    if kind == "admission" {
-        let plan: PlanInput = serde_json::from_value(e["plan"].clone()).ok()?;
-        let usage: Usage = serde_json::from_value(e["usage"].clone()).ok()?;
-        let recorded = e["admission"]["result"].clone();
-        let candidate = match policies.host().admit(module, &req, &plan, &usage) {
-            Ok(a) => serde_json::to_value(a).unwrap_or_default(),
-            Err(err) => json!({ "error": err.to_string() }),
-        };
-        return Some(("admit", recorded, candidate));
-    }
-    let workers: Vec<WorkerInput> = serde_json::from_value(e["workers"].clone()).ok()?;
-    let chosen = |index: Option<u64>| {
-        index
-            .and_then(|i| workers.get(i as usize))
-            .map_or(Value::Null, |w| Value::String(w.id.clone()))
-    };
-    let recorded = if e["placement"]["result"].is_null() {
-        json!({ "error": e["placement"]["error"] })
-    } else {
-        json!({ "chosenWorkerId": chosen(e["placement"]["result"]["chosen"].as_u64()) })
-    };
-    let candidate = match policies.host().place(module, &req, &workers) {
-        Ok(p) => json!({ "chosenWorkerId": chosen(p.chosen.map(u64::from)), "reason": p.reason }),
-        Err(err) => json!({ "error": err.to_string() }),
-    };
-    Some(("place", recorded, candidate))
-}
-
-pub(crate) async fn simulate(
-    app: &App,
-    req: Request<Incoming>,
-    id: &str,
-) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
-    let record = policy_for(app, &caller, id).await?;
-    let last = match query(&req, "last") {
-        None => DEFAULT_LAST,
-        Some(n) => n
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_DECISION_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("last must be 1..={MAX_DECISION_PAGE}"))
-            })?,
-    };
-    let module = compiled(app, id).await?;
-    let tenant = record.tenant_id.clone();
-    let decisions = app
-        .store
-        .call(move |s| {
-            let tenants = match tenant {
-                Some(t) => vec![t],
-                None => s.list_tenants()?.into_iter().map(|t| t.id).collect(),
-            };
-            let mut all = Vec::new();
-            for t in tenants {
-                all.extend(s.list_decisions(&t, last)?);
-            }
-            all.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| b.id.cmp(&a.id)));
-            all.truncate(last);
-            Ok::<_, crate::store::StoreError>(all)
-        })
-        .await?;
-    let policies = Arc::clone(&app.policies);
-    let kind = record.kind.clone();
-    let (evaluated, skipped, differences) = smol::unblock(move || {
-        let (mut evaluated, mut skipped, mut differences) = (0usize, 0usize, Vec::new());
-        for d in &decisions {
-            match replay(&policies, &module, &kind, &d.explanation) {
-                None => skipped += 1,
-                Some((call, recorded, candidate)) => {
-                    evaluated += 1;
-                    let same = match (&recorded, &candidate) {
-                        (r, c) if call == "place" => {
-                            r["chosenWorkerId"] == c["chosenWorkerId"]
-                                && r.get("error").is_none()
-                                && c.get("error").is_none()
-                        }
-                        (r, c) => r == c,
-                    };
-                    if !same {
-                        differences.push(json!({
-                            "decisionId": d.id,
-                            "tenantId": d.tenant_id,
-                            "at": d.at,
-                            "call": call,
-                            "recorded": recorded,
-                            "candidate": candidate,
-                        }));
-                    }
-                }
-            }
-        }
-        (evaluated, skipped, differences)
-    })
-    .await;
+    tracing::info!(policy_id = %id, module = %label(&record), "policy rolled back");
     Ok(json(
         StatusCode::OK,
-        &json!({
-            "policyId": record.id,
-            "module": label(&record),
-            "evaluated": evaluated,
-            "skipped": skipped,
-            "differing": differences.len(),
-            "differences": differences,
-        }),
+        &json!({ "scope": record.scope, "policyId": id, "active": active }),
     ))
 }

@@ -1,11 +1,23 @@
-//! `crops-orchestrator policy test MODULE --cases FILE`: run a policy
-//! component against conformance cases offline (no server, no store), with
-//! the same engine, limits and checks as the orchestrator. Prints one line
-//! per case and fails when any case fails.
+//! `crops-orchestrator policy ...`: the operator's policy commands.
+//!
+//! * `test MODULE --cases FILE`: run a policy component against
+//!   conformance cases offline (no server, no store), with the same
+//!   engine, limits and checks as the orchestrator. Prints one line per
+//!   case and fails when any case fails.
+//! * `upload`, `activate`, `rollback`, `simulate`: the API's policy
+//!   routes; they print its JSON answer (an activation or rollback lists
+//!   each slot it changed, by scope and role).
+//! * `list`: the active slots, one row per scope and role (its module,
+//!   fail mode, health and last-good), who decides each role for the
+//!   tenant with `--tenant`, and the uploaded versions; `--json` prints
+//!   the API's answer instead.
 
 use std::path::PathBuf;
 
 use argh::FromArgs;
+use serde_json::Value;
+
+use super::output::{table, text};
 
 use crate::policy::cases::{self, CaseFile};
 use crate::policy::{Limits, Policies, PolicyError};
@@ -53,13 +65,16 @@ pub struct PolicyUpload {
     pub ca_file: Option<PathBuf>,
 }
 
-/// List uploaded policies and what is active.
+/// List what is active per scope and role, and the uploaded versions.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "list")]
 pub struct PolicyList {
     /// a tenant's policies (default: all, the operator)
     #[argh(option)]
     pub tenant: Option<String>,
+    /// print the API's JSON answer
+    #[argh(switch)]
+    pub json: bool,
     #[argh(option, description = "orchestrator URL (default: $CROPS_URL)")]
     pub url: Option<String>,
     #[argh(option, description = "admin token (default: $CROPS_ADMIN_TOKEN)")]
@@ -111,8 +126,8 @@ macro_rules! policy_action {
 }
 
 policy_action! {
-    PolicyActivate = "activate", "/activate", "Make a policy version the active one of its scope.";
-    PolicyRollback = "rollback", "/rollback", "Back to the version active before this one.";
+    PolicyActivate = "activate", "/activate", "Make a policy version the active one of every role it implements in its scope.";
+    PolicyRollback = "rollback", "/rollback", "Back to the version active before this one, in each role it is active in.";
     PolicySimulate = "simulate", "/simulate", "Replay the last N decisions of the policy's scope through it.";
 }
 
@@ -138,8 +153,71 @@ impl PolicyList {
             None => "/v1/policies".to_owned(),
         };
         let reply = client.call(hyper::Method::GET, &path, None).await?;
-        crate::cli::print_or_json(true, &reply, String::new)
+        crate::cli::print_or_json(self.json, &reply, || list_text(&reply))
     }
+}
+
+/// `policy list` for a human: the active slots, who decides for the
+/// tenant (with `--tenant`), the versions.
+fn list_text(list: &Value) -> String {
+    let rows = |key: &str, row: &dyn Fn(&Value) -> Vec<String>| -> Vec<Vec<String>> {
+        list[key]
+            .as_array()
+            .map(|xs| xs.iter().map(row).collect())
+            .unwrap_or_default()
+    };
+    let active = rows("active", &|a| {
+        let registry = &a["registry"];
+        let health = match (
+            &registry["health"]["healthy"],
+            &registry["health"]["failures"],
+        ) {
+            (Value::Bool(true), _) => "healthy".to_owned(),
+            (Value::Bool(false), n) => format!("unhealthy ({} failures)", text(n)),
+            _ => "not loaded".to_owned(),
+        };
+        let module = a["module"]
+            .as_str()
+            .unwrap_or_else(|| a["current"]["policyId"].as_str().unwrap_or_default());
+        vec![
+            text(&a["scope"]),
+            text(&a["role"]),
+            module.to_owned(),
+            text(&a["current"]["failMode"]),
+            health,
+            text(&registry["lastGood"]),
+            a["previous"].as_array().map_or(0, Vec::len).to_string(),
+        ]
+    });
+    let header = [
+        "SCOPE",
+        "ROLE",
+        "MODULE",
+        "FAIL MODE",
+        "HEALTH",
+        "LAST-GOOD",
+        "HISTORY",
+    ];
+    let mut out = vec![if active.is_empty() {
+        "No module active: the stock defaults decide.".to_owned()
+    } else {
+        table(&header, active)
+    }];
+    if let Some(effective) = list["effective"].as_object() {
+        let lines: Vec<String> = effective
+            .iter()
+            .map(|(role, module)| format!("{role}: {}", text(module)))
+            .collect();
+        out.push(format!("Deciding for the tenant now: {}", lines.join(", ")));
+    }
+    let versions = rows("policies", &|p| {
+        let version = format!("{}@{}", text(&p["name"]), text(&p["version"]));
+        vec![text(&p["id"]), text(&p["scope"]), version, text(&p["kind"])]
+    });
+    if !versions.is_empty() {
+        out.push(table(&["ID", "SCOPE", "VERSION", "KIND"], versions));
+    }
+    out.join("\n\n")
 }
 
 /// Run a policy component (a .wasm file, or stock:NAME) against cases.
@@ -246,5 +324,41 @@ impl PolicyTest {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn list_shows_one_row_per_scope_and_role() {
+        let slot = |role: &str, module: &str, healthy: bool| {
+            json!({
+                "scope": "tenant:t1", "role": role, "module": module,
+                "current": { "policyId": "p", "failMode": "lastGood" },
+                "previous": [{ "policyId": "q", "failMode": "closed" }],
+                "registry": { "health": { "healthy": healthy, "failures": 2 },
+                              "lastGood": "tenant:t1:old@1" },
+            })
+        };
+        let list = json!({
+            "active": [slot("admission", "tenant:t1:limits@2", true),
+                       slot("placement", "tenant:t1:bp@1", false)],
+            "effective": { "admission": "tenant:t1:limits@2", "placement": "tenant:t1:bp@1" },
+            "policies": [{ "id": "p", "scope": "tenant:t1", "name": "bp", "version": 1, "kind": "placement" }],
+        });
+        let text = super::list_text(&list);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("SCOPE"), "{text}");
+        assert!(lines[1].contains("admission") && lines[1].contains("tenant:t1:limits@2"));
+        assert!(lines[1].contains("lastGood") && lines[1].contains("healthy"));
+        assert!(lines[2].contains("placement") && lines[2].contains("unhealthy (2 failures)"));
+        assert!(text.contains(
+            "Deciding for the tenant now: admission: tenant:t1:limits@2, placement: tenant:t1:bp@1"
+        ));
+        assert!(text.contains("bp@1") && text.contains("ID"), "{text}");
+        let empty = super::list_text(&json!({ "active": [], "policies": [] }));
+        assert_eq!(empty, "No module active: the stock defaults decide.");
     }
 }

@@ -13,8 +13,9 @@
 //! * `wire`: a placement's candidates as lowered into a guest (interned
 //!   strings, the workers list encoded in one pass).
 //! * `stock`: the stock policies, embedded from `policies/dist`.
-//! * `registry`: which module decides for whom, its health, fail-closed or
-//!   last-good, and the decision calls the API makes.
+//! * `registry`: which module decides for whom (per scope and role), its
+//!   health, fail-closed or last-good, and the decision calls the API
+//!   makes.
 //! * `cases`: conformance cases (`policies/conformance/*.json`), run by the
 //!   tests and by `crops-orchestrator policy test`.
 //!
@@ -32,7 +33,7 @@ pub mod wasi;
 mod wire;
 
 pub use engine::{Compiled, Host, Limits};
-pub use registry::{Decided, FailMode, Policies, Scope};
+pub use registry::{Decided, FailMode, Installed, Policies, Role, Scope, SlotStatus};
 pub use types::{
     Admission, Placement, PlanInput, Profile, Request, Usage, Verdict, WorkerInput, WorkerMode,
 };

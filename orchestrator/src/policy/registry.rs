@@ -1,56 +1,42 @@
 //! Which module decides for whom, and how a failing one is handled.
 //!
-//! Lookup per decision: the tenant's active module if it implements the
-//! decision, else the global one, else the stock default (`plan-limits`
-//! for admission, `least-loaded` for placement). Stock policies may also be
-//! activated by name (`stock:binpack`).
+//! A decision has a role: `admission` (`admit`, `admit-worker`) or
+//! `placement` (`place`). Each scope (global, or one tenant) has one slot
+//! per role, so a tenant may run its own plan limits and its own placement
+//! side by side. Activating a module fills every slot its world implements
+//! (a `policy`-world module takes both), the one it replaces in each
+//! becoming that slot's last-good.
 //!
-//! A module whose call fails (trap, fuel, memory, nonsense) is marked
-//! unhealthy with the error. Its operator chose per module: `closed` (the
-//! decision fails with the error) or `lastGood` (the module active before
-//! it decides instead, or the stock default when there was none; the stored
-//! decision says so).
+//! Lookup per decision: the tenant's slot for the role, else the global
+//! one, else the stock default (`plan-limits` for admission,
+//! `least-loaded` for placement). Stock policies may also be activated by
+//! name (`stock:binpack`).
+//!
+//! A module whose call fails (trap, fuel, memory, nonsense) marks its slot
+//! unhealthy with the error. Its operator chose per slot: `closed` (the
+//! decision fails with the error) or `lastGood` (the module active in that
+//! slot before it decides instead, or the stock default when there was
+//! none; the stored decision says so).
+//!
+//! The API writes activations to the store first and then here; it holds
+//! the scope's [`Policies::activation_lock`] across both, so two
+//! activations of one scope cannot leave the registry and the store
+//! disagreeing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::engine::{Compiled, Host, Limits};
 use super::stock;
 use super::types::{Admission, Placement, PlanInput, Request, Usage, WorkerInput};
 use super::PolicyError;
 
-/// Who a module decides for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "scope", content = "tenantId")]
-pub enum Scope {
-    Global,
-    Tenant(String),
-}
+mod slot;
+pub use slot::{FailMode, Role, Scope};
 
-impl Scope {
-    /// `global` or `tenant:<id>`: the store's key.
-    pub fn key(&self) -> String {
-        match self {
-            Self::Global => "global".into(),
-            Self::Tenant(id) => format!("tenant:{id}"),
-        }
-    }
-}
-
-/// What happens to a decision when its module fails.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum FailMode {
-    /// The decision fails, with the module's error.
-    #[default]
-    Closed,
-    /// The previously active module (or the stock default) decides.
-    LastGood,
-}
-
-/// A module's health as the last decisions saw it.
+/// A module's health as the last decisions of its slot saw it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
@@ -59,12 +45,36 @@ pub struct Health {
     pub last_error: Option<String>,
 }
 
-/// The module active for one scope.
+/// A labelled module: `global:mine@3`, `stock:binpack`.
+pub type Labelled = (String, Arc<Compiled>);
+
+/// What to put into one slot ([`Policies::install`]).
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub label: String,
+    pub module: Arc<Compiled>,
+    pub fail_mode: FailMode,
+    /// Its last-good: the slot's previous module.
+    pub previous: Option<Labelled>,
+}
+
+/// One slot as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotStatus {
+    pub module: String,
+    pub fail_mode: FailMode,
+    pub health: Health,
+    /// Who stands in under `lastGood` (the stock default when `None`).
+    pub last_good: Option<String>,
+}
+
+/// The module active in one (scope, role) slot.
 struct Slot {
     label: String,
     module: Arc<Compiled>,
     fail_mode: FailMode,
-    previous: Option<(String, Arc<Compiled>)>,
+    previous: Option<Labelled>,
     health: Mutex<Health>,
 }
 
@@ -86,7 +96,8 @@ type StockSet = HashMap<&'static str, OnceLock<Result<Arc<Compiled>, PolicyError
 pub struct Policies {
     host: Arc<Host>,
     stock: Arc<StockSet>,
-    active: RwLock<HashMap<Scope, Arc<Slot>>>,
+    active: RwLock<HashMap<(Scope, Role), Arc<Slot>>>,
+    locks: Mutex<HashMap<Scope, Arc<smol::lock::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Policies {
@@ -103,11 +114,16 @@ impl Policies {
             .iter()
             .map(|(name, _)| (*name, OnceLock::new()))
             .collect();
-        Ok(Self {
-            host: Arc::new(Host::new(slots)?),
-            stock: Arc::new(stock),
+        Ok(Self::with(Arc::new(Host::new(slots)?), Arc::new(stock)))
+    }
+
+    fn with(host: Arc<Host>, stock: Arc<StockSet>) -> Self {
+        Self {
+            host,
+            stock,
             active: RwLock::new(HashMap::new()),
-        })
+            locks: Mutex::new(HashMap::new()),
+        }
     }
 
     /// A fork of one process-wide engine with [`super::DEFAULT_SLOTS`]
@@ -123,11 +139,7 @@ impl Policies {
 
     /// The same engine and stock modules with nothing activated.
     pub fn fork(&self) -> Self {
-        Self {
-            host: Arc::clone(&self.host),
-            stock: Arc::clone(&self.stock),
-            active: RwLock::new(HashMap::new()),
-        }
+        Self::with(Arc::clone(&self.host), Arc::clone(&self.stock))
     }
 
     pub fn host(&self) -> &Host {
@@ -155,8 +167,15 @@ impl Policies {
         .clone()
     }
 
-    /// Make `module` the active one for `scope`; the one it replaces
-    /// becomes its last-good.
+    /// The lock the API holds across an activation's store write and its
+    /// registry update, one per scope.
+    pub fn activation_lock(&self, scope: &Scope) -> Arc<smol::lock::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(locks.entry(scope.clone()).or_default())
+    }
+
+    /// Make `module` the active one of every role it implements in
+    /// `scope`; the module each slot held becomes its last-good.
     pub fn activate(
         &self,
         scope: Scope,
@@ -165,57 +184,128 @@ impl Policies {
         fail_mode: FailMode,
     ) {
         let mut active = self.active.write().unwrap_or_else(|e| e.into_inner());
-        let previous = active
-            .get(&scope)
-            .map(|s| (s.label.clone(), Arc::clone(&s.module)));
-        tracing::info!(scope = %scope.key(), module = %label, ?fail_mode, "policy activated");
-        active.insert(
-            scope,
-            Arc::new(Slot {
-                label,
-                module,
-                fail_mode,
-                previous,
-                health: Mutex::new(Health {
-                    healthy: true,
-                    ..Health::default()
-                }),
-            }),
-        );
+        for role in Role::of(module.kind()) {
+            let key = (scope.clone(), role);
+            let previous = active
+                .get(&key)
+                .map(|s| (s.label.clone(), Arc::clone(&s.module)));
+            tracing::info!(scope = %scope.key(), %role, module = %label, ?fail_mode, "policy activated");
+            active.insert(
+                key,
+                Arc::new(Slot::new(
+                    label.clone(),
+                    Arc::clone(&module),
+                    fail_mode,
+                    previous,
+                )),
+            );
+        }
     }
 
-    /// Back to the stock defaults for `scope`.
+    /// Fill one slot as stored (`None`: back to the stock default). A
+    /// module that does not make `role`'s decision is refused; a last-good
+    /// that does not is dropped (the stock default stands in instead).
+    pub fn install(
+        &self,
+        scope: Scope,
+        role: Role,
+        slot: Option<Installed>,
+    ) -> Result<(), PolicyError> {
+        let slot = match slot {
+            None => None,
+            Some(s) if !role.implemented_by(s.module.kind()) => {
+                return Err(PolicyError::WrongKind {
+                    wanted: match role {
+                        Role::Admission => "admit",
+                        Role::Placement => "place",
+                    },
+                    kind: s.module.kind(),
+                })
+            }
+            Some(s) => {
+                let previous = s.previous.filter(|(_, m)| role.implemented_by(m.kind()));
+                Some(Arc::new(Slot::new(
+                    s.label,
+                    s.module,
+                    s.fail_mode,
+                    previous,
+                )))
+            }
+        };
+        let mut active = self.active.write().unwrap_or_else(|e| e.into_inner());
+        match slot {
+            Some(slot) => active.insert((scope, role), slot),
+            None => active.remove(&(scope, role)),
+        };
+        Ok(())
+    }
+
+    /// Back to the stock defaults for every role of `scope`.
     pub fn deactivate(&self, scope: &Scope) {
         let mut active = self.active.write().unwrap_or_else(|e| e.into_inner());
-        active.remove(scope);
+        active.retain(|(s, _), _| s != scope);
     }
 
-    /// The active module's label and health for `scope`, if any.
-    pub fn status(&self, scope: &Scope) -> Option<(String, FailMode, Health)> {
+    /// One slot's module, fail mode, health and last-good.
+    pub fn slot(&self, scope: &Scope, role: Role) -> Option<SlotStatus> {
         let active = self.active.read().unwrap_or_else(|e| e.into_inner());
-        active.get(scope).map(|s| {
-            let health = s.health.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            (s.label.clone(), s.fail_mode, health)
+        active.get(&(scope.clone(), role)).map(|s| SlotStatus {
+            module: s.label.clone(),
+            fail_mode: s.fail_mode,
+            health: s.health.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            last_good: s.previous.as_ref().map(|(l, _)| l.clone()),
         })
     }
 
-    fn pick(&self, tenant_id: &str, wanted: fn(super::Kind) -> bool) -> Option<Arc<Slot>> {
+    /// The first filled slot of `scope` (placement, then admission): its
+    /// label, fail mode and health. For a scope with one module active.
+    pub fn status(&self, scope: &Scope) -> Option<(String, FailMode, Health)> {
+        [Role::Placement, Role::Admission]
+            .into_iter()
+            .find_map(|role| self.slot(scope, role))
+            .map(|s| (s.module, s.fail_mode, s.health))
+    }
+
+    /// Who decides `role` for `tenant_id` now (a slot's label, or the
+    /// stock default's).
+    pub fn effective(&self, tenant_id: &str, role: Role) -> String {
+        self.pick(tenant_id, role).map_or_else(
+            || format!("stock:{}", role.stock_default()),
+            |s| s.label.clone(),
+        )
+    }
+
+    /// A module some slot holds (as its current one or its last-good), by
+    /// label: what an activation installs need not be compiled again.
+    pub fn loaded(&self, label: &str) -> Option<Arc<Compiled>> {
+        let active = self.active.read().unwrap_or_else(|e| e.into_inner());
+        active.values().find_map(|s| {
+            if s.label == label {
+                return Some(Arc::clone(&s.module));
+            }
+            s.previous
+                .as_ref()
+                .filter(|(l, _)| l == label)
+                .map(|(_, m)| Arc::clone(m))
+        })
+    }
+
+    fn pick(&self, tenant_id: &str, role: Role) -> Option<Arc<Slot>> {
         let active = self.active.read().unwrap_or_else(|e| e.into_inner());
         [Scope::Tenant(tenant_id.to_owned()), Scope::Global]
-            .iter()
-            .filter_map(|scope| active.get(scope))
-            .find(|slot| wanted(slot.module.kind()))
+            .into_iter()
+            .find_map(|scope| active.get(&(scope, role)))
             .cloned()
     }
 
     fn run<T>(
         &self,
         tenant_id: &str,
-        wanted: fn(super::Kind) -> bool,
-        default: &'static str,
+        role: Role,
         call: impl Fn(&Compiled) -> Result<T, PolicyError>,
     ) -> Decided<T> {
-        let Some(slot) = self.pick(tenant_id, wanted) else {
+        let default = role.stock_default();
+        let Some(slot) = self.pick(tenant_id, role) else {
             let value = self.stock_module(default).and_then(|m| call(&m));
             return Decided {
                 value,
@@ -240,7 +330,7 @@ impl Policies {
         health.failures += 1;
         health.last_error = Some(error.to_string());
         drop(health);
-        tracing::warn!(module = %slot.label, code = error.code(), %error, "policy failed; module marked unhealthy");
+        tracing::warn!(module = %slot.label, %role, code = error.code(), %error, "policy failed; module marked unhealthy");
         if slot.fail_mode == FailMode::Closed {
             return Decided {
                 value: Err(error),
@@ -248,9 +338,10 @@ impl Policies {
                 fallback: None,
             };
         }
+        // `install` and `activate` keep only a last-good making this decision.
         let (label, module) = match &slot.previous {
-            Some((label, m)) if wanted(m.kind()) => (label.clone(), Arc::clone(m)),
-            _ => match self.stock_module(default) {
+            Some((label, m)) => (label.clone(), Arc::clone(m)),
+            None => match self.stock_module(default) {
                 Ok(m) => (format!("stock:{default}"), m),
                 Err(_) => {
                     return Decided {
@@ -273,12 +364,9 @@ impl Policies {
 
     /// May `req` start, given the tenant's plan and usage?
     pub fn admit(&self, req: &Request, plan: &PlanInput, usage: &Usage) -> Decided<Admission> {
-        self.run(
-            &req.tenant_id,
-            super::Kind::admits,
-            stock::DEFAULT_ADMISSION,
-            |m| self.host.admit(m, req, plan, usage),
-        )
+        self.run(&req.tenant_id, Role::Admission, |m| {
+            self.host.admit(m, req, plan, usage)
+        })
     }
 
     /// May the tenant enrol one more self-hosted worker?
@@ -288,22 +376,36 @@ impl Policies {
         plan: &PlanInput,
         usage: &Usage,
     ) -> Decided<Admission> {
-        self.run(
-            tenant_id,
-            super::Kind::admits,
-            stock::DEFAULT_ADMISSION,
-            |m| self.host.admit_worker(m, tenant_id, plan, usage),
-        )
+        self.run(tenant_id, Role::Admission, |m| {
+            self.host.admit_worker(m, tenant_id, plan, usage)
+        })
     }
 
     /// Where does `req` run among `workers`?
     pub fn place(&self, req: &Request, workers: &[WorkerInput]) -> Decided<Placement> {
-        self.run(
-            &req.tenant_id,
-            super::Kind::places,
-            stock::DEFAULT_PLACEMENT,
-            |m| self.host.place(m, req, workers),
-        )
+        self.run(&req.tenant_id, Role::Placement, |m| {
+            self.host.place(m, req, workers)
+        })
+    }
+}
+
+impl Slot {
+    fn new(
+        label: String,
+        module: Arc<Compiled>,
+        fail_mode: FailMode,
+        previous: Option<Labelled>,
+    ) -> Self {
+        Self {
+            label,
+            module,
+            fail_mode,
+            previous,
+            health: Mutex::new(Health {
+                healthy: true,
+                ..Health::default()
+            }),
+        }
     }
 }
 
@@ -316,3 +418,6 @@ fn labelled<T>(label: &str, m: &Compiled, call: impl Fn(&Compiled) -> T) -> T {
     let _span = tracing::info_span!("policy", module = %label).entered();
     call(m)
 }
+
+#[cfg(test)]
+mod tests;

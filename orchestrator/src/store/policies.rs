@@ -1,10 +1,19 @@
 //! Uploaded policy components, versioned per scope and name, and which
-//! one is active per scope (with the ones it replaced, for rollback).
+//! one is active per scope and role (with the ones it replaced, for
+//! rollback).
 //!
 //! * `policies`: id -> [`PolicyRecord`] (JSON);
 //! * `policy_modules`: id -> the component's bytes;
 //! * `policy_versions`: `<scope>/<name>` -> the last version number given;
-//! * `policy_active`: scope key (`global`, `tenant:<id>`) -> [`ActivePolicy`].
+//! * `policy_active`: `<scope>/<role>` (`global/placement`,
+//!   `tenant:<id>/admission`) -> [`ActivePolicy`], one slot per scope and
+//!   role, each with its own rollback history.
+//!
+//! Before roles, `policy_active` held one entry per scope under the bare
+//! scope key (`global`, `tenant:<id>`). Such an entry ([`LegacyActive`])
+//! is listed by [`Store::legacy_active`] and turned into one slot per role
+//! its module implements by [`Store::upgrade_active`] (the orchestrator
+//! does it at start); [`Store::active_policies`] lists slots only.
 //!
 //! Every method is one transaction. Tables are created by the first
 //! write; reads before it find nothing.
@@ -13,6 +22,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, failed, get_json, Store, StoreError};
+use crate::policy::Role;
 
 const POLICIES: TableDefinition<&str, &str> = TableDefinition::new("policies");
 const POLICY_MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("policy_modules");
@@ -46,29 +56,6 @@ pub struct ActiveEntry {
     pub policy_id: String,
     /// `closed` or `lastGood`.
     pub fail_mode: String,
-}
-
-/// What is active for one scope.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ActivePolicy {
-    pub scope: String,
-    pub current: ActiveEntry,
-    /// The entries it replaced, oldest first (rollback pops the last).
-    pub previous: Vec<ActiveEntry>,
-    /// Unix ms.
-    pub activated_at: u64,
-}
-
-/// What a rollback did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rollback {
-    /// The policy is not the active one of its scope: nothing changed.
-    NotActive,
-    /// The previous entry is active again.
-    Restored(ActivePolicy),
-    /// Nothing was active before: the scope is back to the stock defaults.
-    Cleared,
 }
 
 impl Store {
@@ -149,9 +136,75 @@ impl Store {
         out.sort_by(|a, b| (&a.scope, &a.name, a.version).cmp(&(&b.scope, &b.name, b.version)));
         Ok(out)
     }
+}
 
-    /// What is active, every scope.
+/// What is active in one slot: a scope's admission or its placement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivePolicy {
+    pub scope: String,
+    pub role: Role,
+    pub current: ActiveEntry,
+    /// The entries it replaced in this slot, oldest first (rollback pops
+    /// the last).
+    pub previous: Vec<ActiveEntry>,
+    /// Unix ms.
+    pub activated_at: u64,
+}
+
+/// An entry stored before roles: one module for the whole scope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LegacyActive {
+    pub scope: String,
+    pub current: ActiveEntry,
+    pub previous: Vec<ActiveEntry>,
+    pub activated_at: u64,
+}
+
+/// What a rollback did to one slot the policy was the current one of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolledBack {
+    pub role: Role,
+    /// The slot with its previous entry active again; `None`: nothing was
+    /// active before, the role is back to the stock default.
+    pub active: Option<ActivePolicy>,
+}
+
+fn slot_key(scope: &str, role: Role) -> String {
+    format!("{scope}/{role}")
+}
+
+fn policy(
+    policies: &impl ReadableTable<&'static str, &'static str>,
+    id: &str,
+) -> Result<PolicyRecord, StoreError> {
+    get_json(policies, "policies", id)?.ok_or_else(|| StoreError::NotFound {
+        what: "policy",
+        id: id.to_owned(),
+    })
+}
+
+impl Store {
+    /// Every filled slot, by scope and role.
     pub fn active_policies(&self) -> Result<Vec<ActivePolicy>, StoreError> {
+        self.active_entries()?
+            .into_iter()
+            .filter(|(k, _)| k.contains('/'))
+            .map(|(k, v)| decode("policy_active", &k, &v))
+            .collect()
+    }
+
+    /// Entries stored before roles (see the module docs).
+    pub fn legacy_active(&self) -> Result<Vec<LegacyActive>, StoreError> {
+        self.active_entries()?
+            .into_iter()
+            .filter(|(k, _)| !k.contains('/'))
+            .map(|(k, v)| decode("policy_active", &k, &v))
+            .collect()
+    }
+
+    fn active_entries(&self) -> Result<Vec<(String, String)>, StoreError> {
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
         let table = match txn.open_table(POLICY_ACTIVE) {
             Ok(t) => t,
@@ -161,100 +214,164 @@ impl Store {
         let mut out = Vec::new();
         for entry in table.iter().map_err(failed("scan active policies"))? {
             let (k, v) = entry.map_err(failed("scan active policies"))?;
-            out.push(decode("policy_active", k.value(), v.value())?);
+            out.push((k.value().to_owned(), v.value().to_owned()));
         }
         Ok(out)
     }
 
-    /// Make policy `id` the active one of its scope; the entry it replaces
-    /// is kept for rollback. Activating the active one again only changes
-    /// its fail mode.
+    /// Turn `scope`'s entry stored before roles into one slot per role its
+    /// current module implements (`roles_of(policy id)`). Each slot keeps,
+    /// as its history, the latest previous entries making that decision
+    /// (up to the first that did not: rolling back past it gave the stock
+    /// default then, and does now). A slot already filled is left alone.
+    /// The old entry is removed. Returns the slots written.
+    pub fn upgrade_active(
+        &self,
+        scope: &str,
+        roles_of: impl Fn(&str) -> Vec<Role>,
+    ) -> Result<Vec<ActivePolicy>, StoreError> {
+        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        let mut written = Vec::new();
+        {
+            let mut table = txn
+                .open_table(POLICY_ACTIVE)
+                .map_err(failed("open active policies"))?;
+            let Some(old) = get_json::<LegacyActive>(&table, "policy_active", scope)? else {
+                return Ok(written);
+            };
+            for role in roles_of(&old.current.policy_id) {
+                let key = slot_key(scope, role);
+                if table
+                    .get(key.as_str())
+                    .map_err(failed("read an activation"))?
+                    .is_some()
+                {
+                    continue;
+                }
+                let kept = old
+                    .previous
+                    .iter()
+                    .rev()
+                    .take_while(|e| roles_of(&e.policy_id).contains(&role))
+                    .count();
+                let slot = ActivePolicy {
+                    scope: scope.to_owned(),
+                    role,
+                    current: old.current.clone(),
+                    previous: old.previous[old.previous.len() - kept..].to_vec(),
+                    activated_at: old.activated_at,
+                };
+                table
+                    .insert(key.as_str(), encode(&slot).as_str())
+                    .map_err(failed("store an activation"))?;
+                written.push(slot);
+            }
+            table
+                .remove(scope)
+                .map_err(failed("remove an old activation"))?;
+        }
+        txn.commit().map_err(failed("commit an upgrade"))?;
+        Ok(written)
+    }
+
+    /// Make policy `id` the current one of each of `roles` in its scope
+    /// (the roles its module implements); each entry it replaces is kept
+    /// for that slot's rollback. Activating the current one again only
+    /// changes its fail mode. Returns the slots, in `roles` order.
     pub fn activate_policy(
         &self,
         id: &str,
+        roles: &[Role],
         fail_mode: &str,
         now: u64,
-    ) -> Result<ActivePolicy, StoreError> {
+    ) -> Result<Vec<ActivePolicy>, StoreError> {
         let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let active = {
-            let policies = txn.open_table(POLICIES).map_err(failed("open policies"))?;
-            let record: PolicyRecord =
-                get_json(&policies, "policies", id)?.ok_or_else(|| StoreError::NotFound {
-                    what: "policy",
-                    id: id.to_owned(),
-                })?;
+        let mut slots = Vec::new();
+        {
+            let record = policy(
+                &txn.open_table(POLICIES).map_err(failed("open policies"))?,
+                id,
+            )?;
             let mut table = txn
                 .open_table(POLICY_ACTIVE)
                 .map_err(failed("open active policies"))?;
-            let before: Option<ActivePolicy> = get_json(&table, "policy_active", &record.scope)?;
-            let entry = ActiveEntry {
-                policy_id: id.to_owned(),
-                fail_mode: fail_mode.to_owned(),
-            };
-            let active = match before {
-                Some(mut a) if a.current.policy_id == id => {
-                    a.current = entry;
-                    a.activated_at = now;
-                    a
-                }
-                Some(mut a) => {
-                    a.previous.push(a.current);
-                    a.current = entry;
-                    a.activated_at = now;
-                    a
-                }
-                None => ActivePolicy {
-                    scope: record.scope.clone(),
-                    current: entry,
-                    previous: Vec::new(),
-                    activated_at: now,
-                },
-            };
-            table
-                .insert(record.scope.as_str(), encode(&active).as_str())
-                .map_err(failed("store an activation"))?;
-            active
-        };
+            for &role in roles {
+                let key = slot_key(&record.scope, role);
+                let before: Option<ActivePolicy> = get_json(&table, "policy_active", &key)?;
+                let entry = ActiveEntry {
+                    policy_id: id.to_owned(),
+                    fail_mode: fail_mode.to_owned(),
+                };
+                let slot = match before {
+                    Some(mut a) => {
+                        if a.current.policy_id != id {
+                            a.previous.push(a.current);
+                        }
+                        a.current = entry;
+                        a.activated_at = now;
+                        a
+                    }
+                    None => ActivePolicy {
+                        scope: record.scope.clone(),
+                        role,
+                        current: entry,
+                        previous: Vec::new(),
+                        activated_at: now,
+                    },
+                };
+                table
+                    .insert(key.as_str(), encode(&slot).as_str())
+                    .map_err(failed("store an activation"))?;
+                slots.push(slot);
+            }
+        }
         txn.commit().map_err(failed("commit an activation"))?;
-        Ok(active)
+        Ok(slots)
     }
 
-    /// Back from policy `id` (the active one of its scope) to the entry
-    /// active before it, or to the stock defaults when there was none.
-    pub fn rollback_policy(&self, id: &str, now: u64) -> Result<Rollback, StoreError> {
+    /// Back from policy `id`, in every slot of its scope it is the current
+    /// one of, to that slot's previous entry (or the stock default when
+    /// there was none). Empty: it is current nowhere, nothing changed.
+    pub fn rollback_policy(&self, id: &str, now: u64) -> Result<Vec<RolledBack>, StoreError> {
         let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let outcome = {
-            let policies = txn.open_table(POLICIES).map_err(failed("open policies"))?;
-            let record: PolicyRecord =
-                get_json(&policies, "policies", id)?.ok_or_else(|| StoreError::NotFound {
-                    what: "policy",
-                    id: id.to_owned(),
-                })?;
+        let mut done = Vec::new();
+        {
+            let record = policy(
+                &txn.open_table(POLICIES).map_err(failed("open policies"))?,
+                id,
+            )?;
             let mut table = txn
                 .open_table(POLICY_ACTIVE)
                 .map_err(failed("open active policies"))?;
-            let before: Option<ActivePolicy> = get_json(&table, "policy_active", &record.scope)?;
-            match before {
-                Some(mut a) if a.current.policy_id == id => match a.previous.pop() {
+            for role in Role::ALL {
+                let key = slot_key(&record.scope, role);
+                let before: Option<ActivePolicy> = get_json(&table, "policy_active", &key)?;
+                let Some(mut a) = before.filter(|a| a.current.policy_id == id) else {
+                    continue;
+                };
+                let active = match a.previous.pop() {
                     Some(prev) => {
                         a.current = prev;
                         a.activated_at = now;
                         table
-                            .insert(record.scope.as_str(), encode(&a).as_str())
+                            .insert(key.as_str(), encode(&a).as_str())
                             .map_err(failed("store a rollback"))?;
-                        Rollback::Restored(a)
+                        Some(a)
                     }
                     None => {
                         table
-                            .remove(record.scope.as_str())
+                            .remove(key.as_str())
                             .map_err(failed("store a rollback"))?;
-                        Rollback::Cleared
+                        None
                     }
-                },
-                _ => Rollback::NotActive,
+                };
+                done.push(RolledBack { role, active });
             }
-        };
+        }
         txn.commit().map_err(failed("commit a rollback"))?;
-        Ok(outcome)
+        Ok(done)
     }
 }
+
+#[cfg(test)]
+mod tests;

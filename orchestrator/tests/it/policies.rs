@@ -1,12 +1,17 @@
 //! The operator side of policies: upload (validated), list, activate,
-//! rollback, simulate, and activations surviving a restart.
+//! rollback, simulate; one active module per scope and role (admission,
+//! placement), each rolled back alone; activations surviving a restart,
+//! also those stored before roles.
 
 use serde_json::{json, Value};
 
 use crate::fake::*;
 use crate::harness::*;
 
+mod roles;
+
 const BINPACK: &[u8] = include_bytes!("../../../policies/dist/binpack.wasm");
+const PLAN_LIMITS: &[u8] = include_bytes!("../../../policies/dist/plan-limits.wasm");
 
 async fn upload(server: &Server, query: &str, bytes: &[u8]) -> (u16, Value) {
     let auth = format!("Bearer {ADMIN}");
@@ -22,8 +27,9 @@ async fn upload(server: &Server, query: &str, bytes: &[u8]) -> (u16, Value) {
     )
 }
 
-/// A scheduled create of `id` on the fixture's only worker; its decision's placement module.
-async fn scheduled(fx: &mut Fixture, id: &str) -> Value {
+/// A scheduled create of `id` on the fixture's only worker; its decision's
+/// admission and placement modules.
+async fn scheduled(fx: &mut Fixture, id: &str) -> (Value, Value) {
     let body = json!({ "id": id, "tenantId": fx.tenant_id, "name": id, "image": IMAGE });
     let task = fx.spawn("POST", "/v1/containers", Some(body));
     let cmd = next_command(&mut fx.agent).await;
@@ -38,7 +44,11 @@ async fn scheduled(fx: &mut Fixture, id: &str) -> Value {
     assert_eq!(status, 201, "{reply}");
     let path = format!("/v1/tenants/{}/decisions?limit=1", fx.tenant_id);
     let (_, list) = fx.server.admin("GET", &path, None).await;
-    list["decisions"][0]["explanation"]["placement"]["module"].clone()
+    let explanation = &list["decisions"][0]["explanation"];
+    (
+        explanation["admission"]["module"].clone(),
+        explanation["placement"]["module"].clone(),
+    )
 }
 
 #[test]
@@ -96,7 +106,7 @@ fn an_activated_policy_places_the_next_create_and_rollback_restores_the_stock_on
             .admin("PUT", &plan, Some(json!({ "name": "enterprise" })))
             .await;
         assert_eq!(status, 200, "{reply}");
-        assert_eq!(scheduled(&mut fx, "a-1").await, "stock:least-loaded");
+        assert_eq!(scheduled(&mut fx, "a-1").await.1, "stock:least-loaded");
 
         let query = format!("kind=placement&name=bp&tenantId={}", fx.tenant_id);
         let (status, p) = upload(&fx.server, &query, BINPACK).await;
@@ -112,17 +122,18 @@ fn an_activated_policy_places_the_next_create_and_rollback_restores_the_stock_on
             .admin("POST", &format!("/v1/policies/{id}/activate"), None)
             .await;
         assert_eq!(status, 200, "{active}");
-        assert_eq!(active["current"]["policyId"], id.as_str());
+        assert_eq!(active["active"][0]["current"]["policyId"], id.as_str());
+        assert_eq!(active["active"][0]["role"], "placement");
         let label = format!("tenant:{}:bp@1", fx.tenant_id);
-        assert_eq!(scheduled(&mut fx, "a-2").await, label.as_str());
+        assert_eq!(scheduled(&mut fx, "a-2").await.1, label.as_str());
 
         let (status, reply) = fx
             .server
             .admin("POST", &format!("/v1/policies/{id}/rollback"), None)
             .await;
         assert_eq!(status, 200, "{reply}");
-        assert_eq!(reply["current"], Value::Null, "{reply}");
-        assert_eq!(scheduled(&mut fx, "a-3").await, "stock:least-loaded");
+        assert_eq!(reply["active"][0]["current"], Value::Null, "{reply}");
+        assert_eq!(scheduled(&mut fx, "a-3").await.1, "stock:least-loaded");
         fx.stop().await;
     });
 }
@@ -141,13 +152,17 @@ fn rollback_returns_to_the_previous_version_and_activation_survives_a_restart() 
         let path = format!("/v1/policies/{}/rollback", two["id"].as_str().unwrap());
         let (status, reply) = server.admin("POST", &path, None).await;
         assert_eq!(status, 200, "{reply}");
-        assert_eq!(reply["current"]["policyId"], one["id"], "{reply}");
+        assert_eq!(
+            reply["active"][0]["current"]["policyId"], one["id"],
+            "{reply}"
+        );
 
         let data = server.stop().await;
         let server = Server::start_in(data, Options::default()).await;
         let (status, list) = server.admin("GET", "/v1/policies", None).await;
         assert_eq!(status, 200, "{list}");
         let active = &list["active"][0];
+        assert_eq!(active["role"], "placement", "{list}");
         assert_eq!(active["current"]["policyId"], one["id"], "{list}");
         assert_eq!(active["registry"]["module"], "global:bp@1", "{list}");
         server.stop().await;
