@@ -8,9 +8,15 @@
 //!   answer, so an acknowledged write always has its entry.
 //! * Commands: the hub calls the [`CommandHook`] once each command's
 //!   outcome is known (result, agent error, timeout, disconnection or
-//!   offline), before the API call that sent it answers. These entries are
-//!   committed without fsync: they record no write of their own, and the
-//!   durable commit of the API call's entry (or the next one) carries them.
+//!   offline), before the API call that sent it answers; the hook queues
+//!   the entry on the [`AuditWriter`] without waiting. These entries are
+//!   committed without fsync of their own: they record no write of their
+//!   own, and the durable commit of the API call's entry (queued after
+//!   them, so in the same batch or a later one) carries them.
+//!
+//! API-call and command entries go through one writer thread that commits
+//! whatever is queued in one transaction (group commit, [`writer`]); the
+//! audit query flushes it first, so a read sees every entry queued before.
 //! * Terminal sessions: [`terminal_opened`] (who opened which session on
 //!   which container, or was refused), [`terminal_attached`] (another
 //!   viewer joined) and [`terminal_ended`] (how and after how long it
@@ -31,6 +37,10 @@ use crate::hub::HubError;
 use crate::store::{AuditEntry, ContainerRecord, Store, StoreError, TerminalRecord};
 use crate::{now_ms, App};
 
+mod writer;
+
+pub use writer::{AuditError, AuditWriter};
+
 /// What the hub calls once a command's outcome is known.
 pub type CommandHook =
     Box<dyn Fn(CommandDone) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
@@ -49,6 +59,8 @@ pub struct CommandSent {
 pub struct CommandDone {
     pub sent: CommandSent,
     pub outcome: String,
+    /// When the outcome was known (Unix ms).
+    pub at: u64,
 }
 
 impl CommandSent {
@@ -91,28 +103,23 @@ impl CommandSent {
         CommandDone {
             sent: self,
             outcome: outcome.to_owned(),
+            at: now_ms(),
         }
     }
 }
 
-/// The hook that appends an entry for every command the hub sends. The
-/// tenant is the command's own, else its container record's, else its
-/// worker's enrolment tenant (none for a fleet worker).
-pub fn command_hook(store: Arc<Store>) -> CommandHook {
+/// The hook that queues an entry for every command the hub sends, on the
+/// audit writer (see [`writer`]: the request does not wait for its commit).
+pub fn command_hook(writer: AuditWriter) -> CommandHook {
     Box::new(move |done: CommandDone| {
-        let store = Arc::clone(&store);
-        Box::pin(async move {
-            let worker_id = done.sent.worker_id.clone();
-            let ty = done.sent.ty;
-            let appended = store.call(move |s| append_command(s, done)).await;
-            if let Err(error) = appended {
-                tracing::error!(%worker_id, ty, %error, "cannot append a command to the audit log");
-            }
-        })
+        let writer = writer.clone();
+        Box::pin(async move { writer.command(done).await })
     })
 }
 
-fn append_command(s: &Store, done: CommandDone) -> Result<(), StoreError> {
+/// A command's entry. The tenant is the command's own, else its container
+/// record's, else its worker's enrolment tenant (none for a fleet worker).
+fn command_entry(s: &Store, done: CommandDone) -> Result<AuditEntry, StoreError> {
     let sent = done.sent;
     let mut tenant_id = sent.tenant_id;
     if tenant_id.is_none() {
@@ -129,9 +136,9 @@ fn append_command(s: &Store, done: CommandDone) -> Result<(), StoreError> {
         Some(c) => format!("worker:{}/container:{c}", sent.worker_id),
         None => format!("worker:{}", sent.worker_id),
     };
-    let entry = AuditEntry {
+    Ok(AuditEntry {
         seq: 0,
-        at: now_ms(),
+        at: done.at,
         principal: "orchestrator".into(),
         kind: "command".into(),
         action: sent.ty.to_owned(),
@@ -140,8 +147,7 @@ fn append_command(s: &Store, done: CommandDone) -> Result<(), StoreError> {
         org_id: None,
         outcome: done.outcome,
         status: None,
-    };
-    s.append_audit(entry, false).map(drop)
+    })
 }
 
 /// Append the entry of a mutating API call (durably). `outcome` is `ok` or
@@ -153,7 +159,7 @@ pub(crate) async fn api_call(
     path: &str,
     status: u16,
     outcome: &str,
-) -> Result<(), StoreError> {
+) -> Result<(), AuditError> {
     let note = caller.note();
     let own_org = caller.member().map(|m| m.org_id.clone());
     let entry = AuditEntry {
@@ -172,7 +178,7 @@ pub(crate) async fn api_call(
         outcome: outcome.to_owned(),
         status: Some(status),
     };
-    let entry = app.store.call(move |s| s.append_audit(entry, true)).await?;
+    let entry = app.audit.append(entry, true).await?;
     tracing::debug!(seq = entry.seq, action = %entry.action, outcome, "audited");
     Ok(())
 }

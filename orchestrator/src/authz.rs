@@ -138,7 +138,7 @@ pub async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Principal, A
         return Err(ApiError::unauthorized("invalid token"));
     }
     let hash = auth::hash_hex(token);
-    match app.store.call(move |s| s.member_by_token(&hash)).await? {
+    match app.store.read_now(move |s| s.member_by_token(&hash))? {
         Some((member, token_id)) => Ok(Principal::Member {
             member: Box::new(member),
             token_id,
@@ -229,8 +229,7 @@ impl Caller {
         let key = id.to_owned();
         let tenant = app
             .store
-            .call(move |s| s.get_tenant(&key))
-            .await?
+            .read_now(move |s| s.get_tenant(&key))?
             .ok_or_else(|| missing("tenant", id))?;
         let v = verdict(&self.principal, &tenant.org_id, Some(&tenant.id), need);
         self.judge(v, ("tenant", id), Some(&tenant.id), Some(&tenant.org_id))?;
@@ -242,8 +241,7 @@ impl Caller {
         let key = id.to_owned();
         let org = app
             .store
-            .call(move |s| s.get_org(&key))
-            .await?
+            .read_now(move |s| s.get_org(&key))?
             .ok_or_else(|| missing("organisation", id))?;
         let v = verdict(&self.principal, &org.id, None, need);
         self.judge(v, ("organisation", id), None, Some(&org.id))?;
@@ -258,16 +256,13 @@ impl Caller {
         need: Need,
     ) -> Result<ContainerRecord, ApiError> {
         let key = id.to_owned();
-        let found = app
-            .store
-            .call(move |s| -> Result<_, StoreError> {
-                let Some(record) = s.get_container(&key)? else {
-                    return Ok(None);
-                };
-                let tenant = s.get_tenant(&record.tenant_id)?;
-                Ok(Some((record, tenant)))
-            })
-            .await?;
+        let found = app.store.read_now(move |s| -> Result<_, StoreError> {
+            let Some(record) = s.get_container(&key)? else {
+                return Ok(None);
+            };
+            let tenant = s.get_tenant(&record.tenant_id)?;
+            Ok(Some((record, tenant)))
+        })?;
         let Some((record, tenant)) = found else {
             return Err(missing("container", id));
         };
@@ -281,19 +276,16 @@ impl Caller {
     /// to no tenant: members see it listed, but only the operator acts on it.
     pub async fn worker(&self, app: &App, id: &str, need: Need) -> Result<Worker, ApiError> {
         let key = id.to_owned();
-        let found = app
-            .store
-            .call(move |s| -> Result<_, StoreError> {
-                let Some(worker) = s.get_worker(&key)? else {
-                    return Ok(None);
-                };
-                let tenant = match worker.tenant_scope() {
-                    Some(t) => s.get_tenant(t)?,
-                    None => None,
-                };
-                Ok(Some((worker, tenant)))
-            })
-            .await?;
+        let found = app.store.read_now(move |s| -> Result<_, StoreError> {
+            let Some(worker) = s.get_worker(&key)? else {
+                return Ok(None);
+            };
+            let tenant = match worker.tenant_scope() {
+                Some(t) => s.get_tenant(t)?,
+                None => None,
+            };
+            Ok(Some((worker, tenant)))
+        })?;
         let Some((worker, tenant)) = found else {
             return Err(missing("worker", id));
         };
@@ -321,8 +313,7 @@ impl Caller {
         let key = id.to_owned();
         let member = app
             .store
-            .call(move |s| s.get_member(&key))
-            .await?
+            .read_now(move |s| s.get_member(&key))?
             .ok_or_else(|| missing("member", id))?;
         let is_self = self.member().is_some_and(|m| m.id == member.id);
         if !(self_ok && is_self) {
@@ -361,8 +352,7 @@ pub async fn check(
             let key = id.clone();
             let token = app
                 .store
-                .call(move |s| s.get_member_token(&key))
-                .await?
+                .read_now(move |s| s.get_member_token(&key))?
                 .ok_or_else(|| missing("token", &id))?;
             let owner = caller.member_record(app, &token.member_id, true).await;
             // Whose token it is stays hidden from those who may not see it.

@@ -231,9 +231,21 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
     if let Some((def, caller)) = audited {
         let status = resp.status().as_u16();
         let appended = crate::audit::api_call(&app, def, &caller, &path, status, outcome).await;
-        if let Err(error) = appended {
+        match appended {
+            Ok(()) => {}
             // Never acknowledge a call whose entry could not be written.
-            resp = ApiError::Store(error).into_response();
+            Err(crate::audit::AuditError::Store(error)) => {
+                resp = ApiError::Store(error).into_response();
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot audit a call; answering 503");
+                resp = ApiError::Worker {
+                    status: hyper::StatusCode::SERVICE_UNAVAILABLE,
+                    code: "unavailable",
+                    message: format!("the audit log cannot be written: {error}"),
+                }
+                .into_response();
+            }
         }
     }
     let route = route::find(&method, &path).ok().map(|(def, _)| def.path);

@@ -176,6 +176,8 @@ pub enum Error {
     LocalAddr(#[source] std::io::Error),
     #[error("cannot start the policy engine: {0}")]
     Policy(#[from] policy::PolicyError),
+    #[error(transparent)]
+    Audit(#[from] audit::AuditError),
 }
 
 /// The state every request handler and connection task shares.
@@ -212,6 +214,8 @@ pub(crate) struct App {
     /// Live terminal sessions and the agent links they use; written by the
     /// agent connections, the terminal sockets and the reaper.
     pub terminals: Arc<terminal::Terminals>,
+    /// The audit log's writer thread (API calls and commands; group commit).
+    pub audit: audit::AuditWriter,
 }
 
 impl App {
@@ -257,6 +261,7 @@ pub async fn serve(
         .await?;
     let metrics = Arc::new(metrics::Metrics::default());
     let policies = Arc::new(policy::Policies::shared()?);
+    let audit = audit::AuditWriter::start(Arc::clone(&store))?;
     let app = Arc::new(App {
         policies,
         store: Arc::clone(&store),
@@ -274,9 +279,10 @@ pub async fn serve(
             config.terminal_grace,
             config.terminal_stall,
         )),
+        audit: audit.clone(),
     });
     tracing::info!(%addr, tls = acceptor.is_some(), data = %config.data_dir.display(), "serving");
-    app.hub.set_audit(audit::command_hook(Arc::clone(&store)));
+    app.hub.set_audit(audit::command_hook(audit));
     // The stored policy activations decide from the first request on.
     api::policies::restore(&app).await?;
     history::spawn(&app, config.history_interval);

@@ -3,7 +3,8 @@
 //! The interface is a [`Store`] with plain synchronous methods taking and
 //! returning the stored record types below (not the wire types), so another
 //! backend could stand behind the same methods later. Async callers go
-//! through [`Store::call`], which runs the work on smol's blocking pool.
+//! through [`Store::call`], which runs the work on smol's blocking pool,
+//! except point reads on a request's path, which use [`Store::read_now`].
 //!
 //! Every method is one redb transaction, committed before it returns;
 //! everything is committed with full durability except heartbeats
@@ -226,6 +227,18 @@ impl Store {
     {
         let store = Arc::clone(self);
         smol::unblock(move || f(&store)).await
+    }
+
+    /// Run the point read `f` right here, on the caller's thread.
+    ///
+    /// For lookups of a handful of keys on a request's path (authorisation,
+    /// a container's or worker's record): a redb reader never waits for a
+    /// writer, not even one in the middle of an fsync (readers see the last
+    /// commit), and a few keys from its cache take microseconds, less than
+    /// the two thread wake-ups of [`Store::call`] (which cost milliseconds
+    /// on a busy machine). Scans and every write go through `call`.
+    pub fn read_now<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
+        f(self)
     }
 
     /// Prove the database answers: one read transaction (for `/readyz`).

@@ -86,6 +86,8 @@ fn main() {
     let volume = format!("{}:/workspace:Z", ws.display());
     let mut direct: Vec<Vec<Duration>> = vec![Vec::new(); OPS.len()];
     let mut crops: Vec<Vec<Duration>> = vec![Vec::new(); OPS.len()];
+    // Every round's API time, warm-ups included, for the breakdown below.
+    let mut every: Vec<Vec<Duration>> = vec![Vec::new(); OPS.len()];
     // One kept-alive HTTPS connection, as a dashboard or CLI session holds.
     let mut api = f.api.conn();
     for i in 0..n + 2 {
@@ -150,6 +152,9 @@ fn main() {
             }),
             timed(|| api.request("DELETE", &format!("/v1/containers/{id}?force=true"), None)),
         ];
+        for k in 0..OPS.len() {
+            every[k].push(c[k]);
+        }
         if i >= 2 {
             // The first two rounds warm caches on both paths and are not counted.
             for k in 0..OPS.len() {
@@ -158,6 +163,10 @@ fn main() {
             }
         }
     }
+    // The hub's own timing of each command (send to reply), from /metrics,
+    // before the relay part adds commands of its own.
+    let metrics = api.request("GET", "/metrics", None);
+    let metrics = metrics.body.as_str().unwrap_or_default().to_owned();
     // The relay alone: a capture of a background job is answered from the
     // agent's memory, so this is HTTPS + orchestrator + WebSocket + agent with
     // no Podman process in the way.
@@ -228,6 +237,36 @@ fn main() {
             mean
         ));
     }
+    // Where the added time goes, as means over every round (warm-ups too,
+    // since the hub's histogram has them): API call = orchestrator around
+    // the hub + hub exchange; hub exchange = WebSocket and agent + podman.
+    let mut breakdown = vec![
+        String::new(),
+        "breakdown, means over all rounds: API call = orchestrator (HTTP, auth, store, audit) + \
+         hub exchange; hub exchange = socket and agent + podman\n"
+            .to_owned(),
+        "| operation | API call | orchestrator | socket + agent | podman |".to_owned(),
+        "|---|---|---|---|---|".to_owned(),
+    ];
+    for (k, ty) in COMMAND_TYPES.iter().enumerate() {
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let api_ms: Vec<f64> = every[k].iter().map(|d| ms(*d)).collect();
+        let podman_ms: Vec<f64> = engine[k].iter().map(|d| ms(*d)).collect();
+        let (Some(sum), Some(count)) = (
+            metric(&metrics, "crops_command_duration_seconds_sum", ty),
+            metric(&metrics, "crops_command_duration_seconds_count", ty),
+        ) else {
+            panic!("/metrics lacks the command histogram of {ty}:\n{metrics}");
+        };
+        let hub = sum * 1000.0 / count.max(1.0);
+        let (api, podman) = (mean(&api_ms), mean(&podman_ms[..api_ms.len()]));
+        breakdown.push(format!(
+            "| {} | {api:.2} | {:+.2} | {:+.2} | {podman:.2} |",
+            OPS[k],
+            api - hub,
+            hub - podman
+        ));
+    }
     println!("{n} iterations of each operation, interleaved; times in ms\n");
     println!("| operation | podman p50 | podman p99 | crops p50 | crops p99 | added p50 | added p99 | ratio p50 |");
     println!("|---|---|---|---|---|---|---|---|");
@@ -245,7 +284,24 @@ fn main() {
             ms(cp50) / ms(dp50)
         );
     }
-    for row in paired {
+    for row in paired.into_iter().chain(breakdown) {
         println!("{row}");
     }
+}
+
+/// The hub's command types, in the order of [`OPS`].
+const COMMAND_TYPES: [&str; 5] = [
+    "container.create",
+    "container.start",
+    "container.exec",
+    "container.stop",
+    "container.remove",
+];
+
+/// The value of `name{type="ty"}` in a Prometheus text answer.
+fn metric(text: &str, name: &str, ty: &str) -> Option<f64> {
+    let key = format!("{name}{{type=\"{ty}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse().ok())
 }

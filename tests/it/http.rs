@@ -169,6 +169,9 @@ fn parse(method: &str, path: &str, raw: &[u8]) -> Answer {
     };
     let body = if body.trim().is_empty() {
         Value::Null
+    } else if path == "/metrics" {
+        // The one text answer: Prometheus exposition format.
+        Value::String(body)
     } else {
         serde_json::from_str(&body)
             .unwrap_or_else(|e| panic!("{method} {path}: answer is not JSON ({e}): {body}"))

@@ -85,6 +85,8 @@ pub(crate) async fn list(app: &App, req: Request<Incoming>) -> Result<Resp, ApiE
     }
     let before = number(&req, "before")?;
     let limit = usize::try_from(limit).unwrap_or(MAX_AUDIT_PAGE);
+    // Entries still queued on the writer (commands) belong in the answer.
+    app.audit.flush().await;
     let entries = app
         .store
         .call(move |s| s.query_audit(&scope, before, limit))

@@ -158,7 +158,7 @@ pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
     }
 
     let id = command.container_id.clone();
-    if let Some(existing) = app.store.call(move |s| s.get_container(&id)).await? {
+    if let Some(existing) = app.store.read_now(move |s| s.get_container(&id))? {
         return retried(app, existing, &worker_id, command).await;
     }
     // A retry above may settle its record; anything new must be admitted.

@@ -104,8 +104,7 @@ pub(crate) async fn detached<T: Send + 'static>(
 pub(super) async fn record(store: &Arc<Store>, id: &str) -> Result<ContainerRecord, ApiError> {
     let key = id.to_owned();
     store
-        .call(move |s| s.get_container(&key))
-        .await?
+        .read_now(move |s| s.get_container(&key))?
         .ok_or_else(|| ApiError::not_found(format!("container {id} not found")))
 }
 
@@ -122,8 +121,7 @@ pub(super) async fn live_record(app: &App, id: &str) -> Result<ContainerRecord, 
 pub(super) async fn worker(app: &App, id: &str) -> Result<Worker, ApiError> {
     let key = id.to_owned();
     app.store
-        .call(move |s| s.get_worker(&key))
-        .await?
+        .read_now(move |s| s.get_worker(&key))?
         .ok_or_else(|| ApiError::not_found(format!("worker {id} not found")))
 }
 

@@ -61,51 +61,65 @@ impl Store {
     /// closing the database, makes it durable): for entries that record no
     /// acknowledged write of their own.
     pub fn append_audit(&self, entry: AuditEntry, durable: bool) -> Result<AuditEntry, StoreError> {
+        match self.append_audit_batch(vec![entry], durable)?.pop() {
+            Some(stored) => Ok(stored),
+            None => unreachable!("a batch stores one entry per entry given"),
+        }
+    }
+
+    /// Append `entries` in order, in one transaction (the audit writer's
+    /// group commit), and return them as stored.
+    pub fn append_audit_batch(
+        &self,
+        entries: Vec<AuditEntry>,
+        durable: bool,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
         let mut txn = self.db.begin_write().map_err(failed("begin a write"))?;
         if !durable {
             txn.set_durability(Durability::None)
                 .map_err(failed("lower an audit entry's durability"))?;
         }
-        let entry = {
+        let stored = {
             let mut log = txn
                 .open_table(AUDIT)
                 .map_err(failed("open the audit log"))?;
+            let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
+            let mut by_tenant = txn
+                .open_table(AUDIT_BY_TENANT)
+                .map_err(failed("open the audit tenant index"))?;
+            let mut by_org = txn
+                .open_table(AUDIT_BY_ORG)
+                .map_err(failed("open the audit org index"))?;
             let last = log
                 .last()
                 .map_err(failed("read the audit log's end"))?
-                .map(|(k, _)| k.value());
-            let mut entry = AuditEntry {
-                seq: last.map_or(1, |n| n + 1),
-                ..entry
-            };
-            if let (Some(tenant_id), None) = (&entry.tenant_id, &entry.org_id) {
-                let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
-                entry.org_id = get_json::<Tenant>(&tenants, "tenants", tenant_id)?
-                    .map(|t| t.org_id)
-                    .filter(|o| !o.is_empty());
+                .map_or(0, |(k, _)| k.value());
+            let mut stored = Vec::with_capacity(entries.len());
+            for (seq, entry) in (last + 1..).zip(entries) {
+                let mut entry = AuditEntry { seq, ..entry };
+                if let (Some(tenant_id), None) = (&entry.tenant_id, &entry.org_id) {
+                    entry.org_id = get_json::<Tenant>(&tenants, "tenants", tenant_id)?
+                        .map(|t| t.org_id)
+                        .filter(|o| !o.is_empty());
+                }
+                log.insert(entry.seq, encode(&entry).as_str())
+                    .map_err(failed("append to the audit log"))?;
+                if let Some(tenant_id) = &entry.tenant_id {
+                    by_tenant
+                        .insert(index_key(tenant_id, entry.seq).as_str(), "")
+                        .map_err(failed("index an audit entry"))?;
+                }
+                if let Some(org_id) = &entry.org_id {
+                    by_org
+                        .insert(index_key(org_id, entry.seq).as_str(), "")
+                        .map_err(failed("index an audit entry"))?;
+                }
+                stored.push(entry);
             }
-            log.insert(entry.seq, encode(&entry).as_str())
-                .map_err(failed("append to the audit log"))?;
-            if let Some(tenant_id) = &entry.tenant_id {
-                let mut by_tenant = txn
-                    .open_table(AUDIT_BY_TENANT)
-                    .map_err(failed("open the audit tenant index"))?;
-                by_tenant
-                    .insert(index_key(tenant_id, entry.seq).as_str(), "")
-                    .map_err(failed("index an audit entry"))?;
-            }
-            if let Some(org_id) = &entry.org_id {
-                let mut by_org = txn
-                    .open_table(AUDIT_BY_ORG)
-                    .map_err(failed("open the audit org index"))?;
-                by_org
-                    .insert(index_key(org_id, entry.seq).as_str(), "")
-                    .map_err(failed("index an audit entry"))?;
-            }
-            entry
+            stored
         };
         txn.commit().map_err(failed("commit an audit entry"))?;
-        Ok(entry)
+        Ok(stored)
     }
 
     /// Up to `limit` entries of `scope` with `seq < before`, newest first.
