@@ -190,6 +190,19 @@ fn languages(policies: &Policies, req: &Request, workers: &[WorkerInput]) {
     }
 }
 
+/// A stock policy by name, or a component read from a `.wasm` file.
+fn module(policies: &Policies, name: &str) -> Arc<Compiled> {
+    if !name.ends_with(".wasm") {
+        return policies.stock(name).expect("stock module");
+    }
+    let bytes = std::fs::read(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let m = policies
+        .host()
+        .compile(&bytes, Limits::default())
+        .expect("module compiles");
+    Arc::new(m)
+}
+
 fn main() {
     let policies = Policies::new(8).expect("policy engine");
     let workers: Vec<WorkerInput> = (0..WORKERS).map(worker).collect();
@@ -200,13 +213,23 @@ fn main() {
         return;
     }
     // `--place NAME N`: exactly N placements, for `perf stat` (instruction
-    // counts do not depend on what else runs on the machine).
+    // counts do not depend on what else runs on the machine). NAME is a
+    // stock policy or a component file (`path/to/x.wasm`), so a rebuilt
+    // guest can be measured against the embedded one without relinking.
     if let Some(i) = args.iter().position(|a| a == "--place") {
         let (name, n) = (&args[i + 1], args[i + 2].parse::<u32>().expect("a count"));
-        let m = policies.stock(name).expect("stock module");
+        let m = module(&policies, name);
         for _ in 0..n {
             policies.host().place(&m, &req, &workers).expect("placed");
         }
+        return;
+    }
+    // `--fuel NAME`: the least fuel a placement over the workers needs (the
+    // guest's instruction count, whatever the machine's load).
+    if let Some(i) = args.iter().position(|a| a == "--fuel") {
+        let m = module(&policies, &args[i + 1]);
+        let fuel = fuel_needed(&policies, &m, &req, &workers);
+        println!("fuel for place over {WORKERS} workers: {fuel}");
         return;
     }
     println!("policy decisions, one thread, {WORKERS} workers per placement");

@@ -27,7 +27,9 @@ use wasmtime::{
     StoreLimitsBuilder, Trap,
 };
 
+use super::answer::Answer;
 use super::check;
+use super::reuse::Reuse;
 use super::types::{raw, Admission, Placement, PlanInput, Request, Usage, WorkerInput};
 use super::wasi::{self, NullWasi};
 use super::wire;
@@ -81,6 +83,9 @@ pub struct Host {
     /// On-demand allocator; also grants the null WASI context.
     wasi_engine: Engine,
     wasi_linker: Linker<Ctx>,
+    /// The last placement's candidates, reused while the fleet's strings
+    /// are unchanged.
+    reuse: Reuse,
 }
 
 impl std::fmt::Debug for Host {
@@ -184,6 +189,7 @@ impl Host {
             linker,
             wasi_engine,
             wasi_linker,
+            reuse: Reuse::default(),
         })
     }
 
@@ -242,7 +248,7 @@ impl Host {
         }
         if let Some(p) = &compiled.place {
             instance
-                .get_typed_func::<PlaceFn<'_>, (raw::Placement,)>(&mut store, p)
+                .get_typed_func::<PlaceFn<'_>, (Answer,)>(&mut store, p)
                 .map_err(|e| wrong("place", e))?;
         }
         tracing::debug!(kind = ?kind, wasi, bytes = bytes.len(), elapsed = ?started.elapsed(), "policy compiled");
@@ -329,15 +335,27 @@ impl Host {
             wanted: "place",
             kind: m.kind,
         })?;
-        let candidates = wire::Candidates::new(workers);
+        let candidates = self.reuse.candidates(workers);
+        let answer = self.call_place(m, idx, req, &candidates);
+        self.reuse.keep(candidates);
+        check::placement(answer?.into_raw(), req, workers)
+    }
+
+    fn call_place(
+        &self,
+        m: &Compiled,
+        idx: &ComponentExportIndex,
+        req: &Request,
+        candidates: &wire::Candidates,
+    ) -> Result<Answer, PolicyError> {
         let (mut store, instance) = self.instance(m)?;
         let func = instance
-            .get_typed_func::<PlaceFn<'_>, (raw::Placement,)>(&mut store, idx)
+            .get_typed_func::<PlaceFn<'_>, (Answer,)>(&mut store, idx)
             .map_err(|e| failure(&store, m, "place", e))?;
-        let answer = func.call(&mut store, (req, &candidates));
+        let answer = func.call(&mut store, (req, candidates));
         log_output(&store, "place");
         let (answer,) = answer.map_err(|e| failure(&store, m, "place", e))?;
-        check::placement(answer, req, workers)
+        Ok(answer)
     }
 
     /// Instantiate only (for the fresh-instance benchmark).

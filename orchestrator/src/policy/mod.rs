@@ -23,10 +23,12 @@
 //! nonsense fails that one decision with a [`PolicyError`] and is marked
 //! unhealthy; every other decision, and the orchestrator, go on.
 
+mod answer;
 pub mod cases;
 pub mod check;
 pub mod engine;
 pub mod registry;
+mod reuse;
 pub mod stock;
 pub mod types;
 pub mod wasi;

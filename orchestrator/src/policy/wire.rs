@@ -19,14 +19,14 @@ use wasmtime::component::{ComponentType, Lower};
 
 use super::types::{Profile, WorkerInput, WorkerMode};
 
-#[derive(Clone, Copy, PartialEq, Eq, ComponentType, Lower)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ComponentType, Lower)]
 #[component(record)]
 pub struct TextRef {
     pub start: u32,
     pub len: u32,
 }
 
-#[derive(Clone, Copy, ComponentType, Lower)]
+#[derive(Debug, Clone, Copy, ComponentType, Lower)]
 #[component(record)]
 pub struct Worker {
     pub id: TextRef,

@@ -15,7 +15,7 @@ pub const LOCAL_IMAGE_PREFIX: &str = "localhost/";
 /// Why `worker` cannot take `req`, or `None` when it can.
 pub fn reject(req: &Request, worker: &Worker) -> Option<String> {
     if let Some(pinned) = &req.pinned_worker {
-        if pinned != worker.id {
+        if !same(pinned, worker.id) {
             return Some(format!("not the pinned worker {pinned}"));
         }
     }
@@ -28,23 +28,23 @@ pub fn reject(req: &Request, worker: &Worker) -> Option<String> {
     if worker.cordoned {
         return Some("cordoned".into());
     }
-    if worker.mode == Mode::Byom && worker.tenant_id != req.tenant_id {
+    if worker.mode == Mode::Byom && !same(worker.tenant_id, &req.tenant_id) {
         return Some("a self-hosted worker of another tenant".into());
     }
     let platform = req.platform.as_deref().unwrap_or("linux");
-    if worker.platform != platform {
+    if !same(worker.platform, platform) {
         return Some(format!(
             "platform {} (needs {platform})",
             shown(worker.platform)
         ));
     }
     if let Some(arch) = &req.arch {
-        if worker.arch != arch {
+        if !same(worker.arch, arch) {
             return Some(format!("arch {} (needs {arch})", shown(worker.arch)));
         }
     }
     if let Some(region) = &req.region {
-        if worker.region != region {
+        if !same(worker.region, region) {
             return Some(format!("region {} (needs {region})", shown(worker.region)));
         }
     }
@@ -59,6 +59,43 @@ pub fn reject(req: &Request, worker: &Worker) -> Option<String> {
         return Some(format!("local image {} is not on this worker", req.image));
     }
     None
+}
+
+/// `a == b`, inline: in WebAssembly `memcmp` is a byte-at-a-time loop
+/// behind a call, and every worker compares a few short strings.
+#[inline(always)]
+fn same(a: &str, b: &str) -> bool {
+    fn word(s: &[u8], at: usize) -> u64 {
+        let mut w = [0; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_ne_bytes(w)
+    }
+    fn half(s: &[u8], at: usize) -> u32 {
+        let mut w = [0; 4];
+        w.copy_from_slice(&s[at..at + 4]);
+        u32::from_ne_bytes(w)
+    }
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        _ => {
+            // Whole words, then the last (overlapping) one.
+            let mut at = 0;
+            while at + 8 < n {
+                if word(a, at) != word(b, at) {
+                    return false;
+                }
+                at += 8;
+            }
+            word(a, n - 8) == word(b, n - 8)
+        }
+    }
 }
 
 fn shown(value: &str) -> &str {
@@ -81,6 +118,33 @@ mod tests {
             (None, None) => {}
             (Some(got), Some(want)) if got.contains(want) => {}
             (got, want) => panic!("worker {}: got {got:?}, want {want:?}", w.id),
+        }
+    }
+
+    #[test]
+    fn same_is_equality() {
+        let words = [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "abcd",
+            "linux",
+            "x86_64",
+            "aarch64",
+            "eu-west-1",
+        ];
+        let long = "0b4f6a0e-3c1d-4e2a-9f00-000000000042";
+        for a in words.iter().chain([&long]) {
+            for b in words.iter().chain([&long]) {
+                assert_eq!(same(a, b), a == b, "{a:?} {b:?}");
+            }
+            for i in 0..a.len() {
+                let mut c = a.as_bytes().to_vec();
+                c[i] ^= 1;
+                let c = String::from_utf8(c).expect("ASCII stays UTF-8");
+                assert!(!same(a, &c), "{a:?} at {i}");
+            }
         }
     }
 

@@ -41,30 +41,50 @@ fn used_permille(w: &Worker, extra: u64) -> i64 {
     if w.memory_total == 0 {
         return 1000;
     }
-    let used = u128::from(w.memory_total.saturating_sub(w.memory_free)) + u128::from(extra);
-    let permille = used * 1000 / u128::from(w.memory_total);
+    let used = w.memory_total.saturating_sub(w.memory_free);
+    // In 64 bits when it fits (below 18 PB): wasm has no 128-bit division,
+    // and the software one was a good share of a placement's instructions.
+    // (`checked_mul` would itself be a 128-bit multiply there.)
+    let permille = match used.checked_add(extra) {
+        Some(sum) if sum <= u64::MAX / 1000 => u128::from(sum * 1000 / w.memory_total),
+        _ => (u128::from(used) + u128::from(extra)) * 1000 / u128::from(w.memory_total),
+    };
     i64::try_from(permille.min(1000)).unwrap_or(1000)
 }
 
 /// Decide where `req` runs among `workers`.
 pub fn place(req: &Request, workers: &[Worker], strategy: Strategy) -> Placement {
-    let mut verdicts = Vec::with_capacity(workers.len());
-    let mut best: Option<(usize, i64)> = None;
-    for (i, w) in workers.iter().enumerate() {
-        let verdict = match filter::reject(req, w) {
+    place_each(req, workers.iter().cloned(), strategy)
+}
+
+/// [`place`] over workers made one at a time (a guest builds each from
+/// its arguments as it goes, instead of a second list of them).
+pub fn place_each<'a>(
+    req: &Request,
+    workers: impl IntoIterator<Item = Worker<'a>>,
+    strategy: Strategy,
+) -> Placement {
+    let workers = workers.into_iter();
+    let mut verdicts = Vec::with_capacity(workers.size_hint().0);
+    // The best so far: its index, score and id (ties go to the smallest id).
+    let mut best: Option<(usize, i64, &'a str)> = None;
+    let mut feasible = 0usize;
+    for (i, w) in workers.enumerate() {
+        let verdict = match filter::reject(req, &w) {
             Some(reason) => Verdict {
                 feasible: false,
                 reason,
                 score: 0,
             },
             None => {
-                let score = strategy.score(req, w);
+                feasible += 1;
+                let score = strategy.score(req, &w);
                 let better = match best {
                     None => true,
-                    Some((b, s)) => score > s || (score == s && w.id < workers[b].id),
+                    Some((_, s, id)) => score > s || (score == s && w.id < id),
                 };
                 if better {
-                    best = Some((i, score));
+                    best = Some((i, score, w.id));
                 }
                 Verdict {
                     feasible: true,
@@ -75,15 +95,13 @@ pub fn place(req: &Request, workers: &[Worker], strategy: Strategy) -> Placement
         };
         verdicts.push(verdict);
     }
-    let feasible = verdicts.iter().filter(|v| v.feasible).count();
     let (chosen, reason) = match best {
-        Some((i, score)) => (
+        Some((i, score, id)) => (
             u32::try_from(i).ok(),
             format!(
-                "{}: {} has the best score {score} of {feasible} feasible among {} candidates",
+                "{}: {id} has the best score {score} of {feasible} feasible among {} candidates",
                 strategy.name(),
-                workers[i].id,
-                workers.len()
+                verdicts.len()
             ),
         ),
         None => (
@@ -91,7 +109,7 @@ pub fn place(req: &Request, workers: &[Worker], strategy: Strategy) -> Placement
             format!(
                 "{}: no worker fits among {} candidates",
                 strategy.name(),
-                workers.len()
+                verdicts.len()
             ),
         ),
     };
@@ -153,6 +171,24 @@ mod tests {
             .verdicts
             .iter()
             .all(|v| !v.feasible && !v.reason.is_empty()));
+    }
+
+    #[test]
+    fn memory_use_is_exact_at_any_size() {
+        let mut w = worker("w");
+        for (total, free, extra, want) in [
+            (16 << 30, 8 << 30, 0, 500),
+            (3, 2, 0, 333),
+            (u64::MAX, 0, 0, 1000),
+            (u64::MAX, u64::MAX / 3, 0, 666),
+            (u64::MAX / 2, u64::MAX / 4, u64::MAX, 1000),
+            (1 << 60, 1 << 59, 1 << 58, 750),
+            (0, 0, 0, 1000),
+        ] {
+            w.memory_total = total;
+            w.memory_free = free;
+            assert_eq!(used_permille(&w, extra), want, "{total} {free} {extra}");
+        }
     }
 
     #[test]

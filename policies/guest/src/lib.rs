@@ -114,12 +114,16 @@ mod placement {
     const STRATEGY: core::place::Strategy = core::place::Strategy::Spread;
 
     /// The string `r` names in the call's text ("" if it names nothing).
+    /// Inlined: out of line, its result went through the shadow stack, and
+    /// it is called for every string of every worker.
+    #[inline(always)]
     fn text(text: &str, r: wit::TextRef) -> &str {
         let start = r.start as usize;
         text.get(start..start.saturating_add(r.len as usize))
             .unwrap_or("")
     }
 
+    #[inline(always)]
     fn worker<'a>(
         t: &'a str,
         labels: &'a [Vec<(&'a str, &'a str)>],
@@ -166,12 +170,9 @@ mod placement {
                 .iter()
                 .map(|set| set.iter().map(|&r| text(t, r)).collect())
                 .collect();
-            let workers: Vec<core::Worker> = c
-                .workers
-                .iter()
-                .map(|w| worker(t, &labels, &images, w))
-                .collect();
-            let p = core::place::place(&request!(req), &workers, STRATEGY);
+            // Each worker is resolved as the policy reaches it: no second list.
+            let workers = c.workers.iter().map(|w| worker(t, &labels, &images, w));
+            let p = core::place::place_each(&request!(req), workers, STRATEGY);
             wit::Placement {
                 verdicts: p
                     .verdicts
