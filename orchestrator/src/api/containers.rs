@@ -120,12 +120,13 @@ pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
         .validate()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     // Authorise the tenant before anything (placement included) looks further.
-    caller.tenant(app, &command.tenant_id, Need::Use).await?;
+    let tenant = caller.tenant(app, &command.tenant_id, Need::Use).await?;
     let wishes = super::schedule::Wishes {
         platform: body.platform,
         arch: body.arch,
         region: body.region,
     };
+    let pinned = body.worker_id.is_some();
     let worker_id = match body.worker_id {
         Some(id) if wishes.is_empty() => id,
         Some(_) => {
@@ -166,6 +167,10 @@ pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
     // Nothing is recorded for a worker that cannot be reached now.
     if app.hub.live(&worker_id).is_none() {
         return Err(worker_error(HubError::Offline { worker_id }));
+    }
+    if pinned {
+        // Placement ran admission already for an unpinned create.
+        super::schedule::admit_pinned(app, &tenant, &command, &worker_id).await?;
     }
     let now = now_ms();
     let record = ContainerRecord {

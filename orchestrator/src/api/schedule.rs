@@ -1,5 +1,6 @@
 //! `POST /v1/containers` without a `workerId`: admit, then place, then the
-//! ordinary create on the chosen worker.
+//! ordinary create on the chosen worker. With a `workerId`: admit only
+//! ([`admit_pinned`]), so plan limits hold however a container is asked for.
 //!
 //! The inputs come from the store (the tenant's plan, its containers by
 //! state, every worker with its last heartbeat) and the hub (who is online
@@ -102,20 +103,7 @@ pub(crate) async fn choose(
     let now = now_ms();
     let usage = usage_of(&tenant, &records, &workers);
     let plan = plan_of(&tenant);
-    let (profile, memory_bytes, cpus) = grants(command.profile);
-    let request = Request {
-        tenant_id: tenant.id.clone(),
-        name: command.name.clone(),
-        image: command.image.clone(),
-        profile,
-        pinned_worker: None,
-        platform: wishes.platform,
-        arch: wishes.arch,
-        region: wishes.region,
-        memory_bytes,
-        cpus,
-        labels: command.labels.clone().into_iter().collect(),
-    };
+    let request = request_of(&tenant, command, wishes, None);
     let mut candidates: Vec<WorkerInput> = workers
         .iter()
         .filter(|(w, _)| !w.revoked && !w.is_deleted())
@@ -223,13 +211,32 @@ pub(crate) async fn choose(
     Ok(worker_id)
 }
 
-/// Plan limits at enrolment: may `tenant` enrol one more self-hosted
-/// worker? Runs the tenant's admission policy (`admit-worker`) over its
-/// plan and usage, stores the decision, and answers 403 `plan_limit` with
-/// the policy's reason (503 `policy_failed` if the policy failed). The
-/// caller holds the enrolment lock, so two enrolments cannot both take the
-/// last slot.
-pub(crate) async fn admit_enrolment(app: &Arc<App>, tenant: &Tenant) -> Result<(), ApiError> {
+/// The policies' view of a create.
+fn request_of(
+    tenant: &Tenant,
+    command: &ContainerCreate,
+    wishes: Wishes,
+    pinned_worker: Option<String>,
+) -> Request {
+    let (profile, memory_bytes, cpus) = grants(command.profile);
+    Request {
+        tenant_id: tenant.id.clone(),
+        name: command.name.clone(),
+        image: command.image.clone(),
+        profile,
+        pinned_worker,
+        platform: wishes.platform,
+        arch: wishes.arch,
+        region: wishes.region,
+        memory_bytes,
+        cpus,
+        labels: command.labels.clone().into_iter().collect(),
+    }
+}
+
+/// The tenant's plan and usage now (its containers by state, its
+/// self-hosted workers).
+async fn plan_and_usage(app: &App, tenant: &Tenant) -> Result<(PlanInput, Usage), ApiError> {
     let key = tenant.id.clone();
     let (records, workers) = app
         .store
@@ -237,19 +244,51 @@ pub(crate) async fn admit_enrolment(app: &Arc<App>, tenant: &Tenant) -> Result<(
             Ok::<_, crate::store::StoreError>((s.list_containers(&key)?, s.list_workers()?))
         })
         .await?;
-    let usage = usage_of(tenant, &records, &workers);
-    let plan = plan_of(tenant);
+    Ok((plan_of(tenant), usage_of(tenant, &records, &workers)))
+}
+
+/// Plan limits for a create that names its worker: the tenant's admission
+/// policy decides as for any create (placement does not run: the caller
+/// chose, and the create path has checked that worker). The decision is
+/// stored (`admitted`, `denied` or `failed`); a denial is 403 `plan_limit`.
+pub(crate) async fn admit_pinned(
+    app: &Arc<App>,
+    tenant: &Tenant,
+    command: &ContainerCreate,
+    worker_id: &str,
+) -> Result<(), ApiError> {
+    let (plan, usage) = plan_and_usage(app, tenant).await?;
+    let request = request_of(tenant, command, Wishes::default(), Some(worker_id.to_owned()));
     let policies = Arc::clone(&app.policies);
-    let (tenant_id, plan_in) = (tenant.id.clone(), plan.clone());
-    let admitted = smol::unblock(move || policies.admit_worker(&tenant_id, &plan_in, &usage)).await;
+    let (req, plan_in) = (request.clone(), plan.clone());
+    let admitted = smol::unblock(move || policies.admit(&req, &plan_in, &usage)).await;
+    let id = auth::uuid_v4()?;
+    let (outcome, error) = admission_outcome(&admitted, &id);
     let explanation = serde_json::json!({
-        "enrolment": { "tenantId": tenant.id },
+        "request": request,
         "plan": plan,
         "usage": usage,
         "admission": decided_json(&admitted),
+        "chosenWorkerId": worker_id,
     });
-    let id = auth::uuid_v4()?;
-    let (outcome, error) = match admitted.value {
+    let record = DecisionRecord {
+        id: id.clone(),
+        tenant_id: tenant.id.clone(),
+        at: now_ms(),
+        outcome: outcome.to_owned(),
+        container_id: Some(command.container_id.clone()),
+        explanation,
+    };
+    store(app, record).await?;
+    error.map_or(Ok(()), Err)
+}
+
+/// `admitted`, or `denied`/`failed` with the API error to answer.
+fn admission_outcome(
+    admitted: &Decided<Admission>,
+    id: &str,
+) -> (&'static str, Option<ApiError>) {
+    match &admitted.value {
         Ok(Admission::Allow) => ("admitted", None),
         Ok(Admission::Deny(reason)) => (
             "denied",
@@ -270,7 +309,28 @@ pub(crate) async fn admit_enrolment(app: &Arc<App>, tenant: &Tenant) -> Result<(
                 ),
             )),
         ),
-    };
+    }
+}
+
+/// Plan limits at enrolment: may `tenant` enrol one more self-hosted
+/// worker? Runs the tenant's admission policy (`admit-worker`) over its
+/// plan and usage, stores the decision, and answers 403 `plan_limit` with
+/// the policy's reason (503 `policy_failed` if the policy failed). The
+/// caller holds the enrolment lock, so two enrolments cannot both take the
+/// last slot.
+pub(crate) async fn admit_enrolment(app: &Arc<App>, tenant: &Tenant) -> Result<(), ApiError> {
+    let (plan, usage) = plan_and_usage(app, tenant).await?;
+    let policies = Arc::clone(&app.policies);
+    let (tenant_id, plan_in) = (tenant.id.clone(), plan.clone());
+    let admitted = smol::unblock(move || policies.admit_worker(&tenant_id, &plan_in, &usage)).await;
+    let explanation = serde_json::json!({
+        "enrolment": { "tenantId": tenant.id },
+        "plan": plan,
+        "usage": usage,
+        "admission": decided_json(&admitted),
+    });
+    let id = auth::uuid_v4()?;
+    let (outcome, error) = admission_outcome(&admitted, &id);
     let record = DecisionRecord {
         id: id.clone(),
         tenant_id: tenant.id.clone(),

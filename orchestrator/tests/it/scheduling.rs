@@ -194,3 +194,42 @@ fn a_workers_registered_labels_and_floor_reach_the_api_and_placement() {
         server.stop().await;
     });
 }
+
+#[test]
+fn a_create_naming_its_worker_is_held_to_the_plan_too() {
+    smol::block_on(async {
+        let mut fx = Fixture::start("sched-pinned").await;
+        for i in 0..3 {
+            fx.create(&format!("p-{i}"), &format!("p-{i}")).await;
+        }
+        // The free plan's fourth container, on the same worker by name.
+        let body = fx.create_body("p-3", "p-3");
+        let (status, body) = fx.server.admin("POST", "/v1/containers", Some(body)).await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body["error"]["code"], "plan_limit");
+        // Nothing reached the agent and nothing was recorded.
+        let (status, _) = fx.server.admin("GET", "/v1/containers/p-3", None).await;
+        assert_eq!(status, 404);
+        let list = decisions(&fx).await;
+        let outcomes: Vec<&str> = list
+            .iter()
+            .map(|d| d["outcome"].as_str().unwrap())
+            .collect();
+        assert_eq!(outcomes, ["denied", "admitted", "admitted", "admitted"]);
+        assert_eq!(
+            list[0]["explanation"]["chosenWorkerId"],
+            fx.worker_id.as_str()
+        );
+        assert_eq!(list[0]["explanation"]["usage"]["created"], 3);
+
+        // Raising the plan lets the same create through.
+        let path = format!("/v1/tenants/{}/plan", fx.tenant_id);
+        let (status, body) = fx
+            .server
+            .admin("PUT", &path, Some(json!({ "name": "enterprise" })))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        fx.create("p-3", "p-3").await;
+        fx.stop().await;
+    });
+}
