@@ -258,7 +258,12 @@ pub(crate) async fn admit_pinned(
     worker_id: &str,
 ) -> Result<(), ApiError> {
     let (plan, usage) = plan_and_usage(app, tenant).await?;
-    let request = request_of(tenant, command, Wishes::default(), Some(worker_id.to_owned()));
+    let request = request_of(
+        tenant,
+        command,
+        Wishes::default(),
+        Some(worker_id.to_owned()),
+    );
     let policies = Arc::clone(&app.policies);
     let (req, plan_in) = (request.clone(), plan.clone());
     let admitted = smol::unblock(move || policies.admit(&req, &plan_in, &usage)).await;
@@ -284,10 +289,7 @@ pub(crate) async fn admit_pinned(
 }
 
 /// `admitted`, or `denied`/`failed` with the API error to answer.
-fn admission_outcome(
-    admitted: &Decided<Admission>,
-    id: &str,
-) -> (&'static str, Option<ApiError>) {
+fn admission_outcome(admitted: &Decided<Admission>, id: &str) -> (&'static str, Option<ApiError>) {
     match &admitted.value {
         Ok(Admission::Allow) => ("admitted", None),
         Ok(Admission::Deny(reason)) => (
