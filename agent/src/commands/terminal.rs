@@ -1,5 +1,6 @@
 //! Terminal handlers: `terminal.open` (a managed, running container; the
-//! command defaults to [`DEFAULT_COMMAND`]), `terminal.resize`,
+//! command defaults to [`DEFAULT_COMMAND`]; the PTY runs inside the
+//! container when it has the helper, see [`crate::terminal`]), `terminal.resize`,
 //! `terminal.close` and, for callers other than a connection (whose session
 //! loop answers it itself, ahead of the replayed output),
 //! `terminal.attach`. The sessions themselves live in [`crate::terminal`].
@@ -10,7 +11,7 @@ use protocol::{Body, Envelope};
 use smol::channel::Sender;
 
 use super::{invalid, not_found, CommandError, Executor};
-use crate::terminal::DEFAULT_COMMAND;
+use crate::terminal::{Way, DEFAULT_COMMAND};
 
 impl Executor {
     /// Open a session whose output streams to the link of `origin` (the
@@ -22,9 +23,9 @@ impl Executor {
     ) -> Result<Body, CommandError> {
         const TY: &str = "terminal.open";
         req.validate().map_err(invalid(TY))?;
-        let info = self
+        let (info, helper) = self
             .podman
-            .find(&req.container_id)
+            .find_with_helper(&req.container_id)
             .await
             .map_err(|source| CommandError::Engine { ty: TY, source })?
             .ok_or_else(|| not_found(TY, &req.container_id))?;
@@ -42,11 +43,16 @@ impl Executor {
             Some(cmd) if !cmd.is_empty() => cmd,
             _ => DEFAULT_COMMAND.iter().map(|s| (*s).to_owned()).collect(),
         };
+        // Containers created with the PTY helper mounted run their PTY
+        // inside; others (older, or made by a dynamically linked agent) get
+        // `podman exec -it` on a host PTY.
+        let way = if helper { Way::Helper } else { Way::HostPty };
         let session_id = self
             .terminals
             .open(
                 &req.container_id,
                 &info.engine_id,
+                way,
                 &argv,
                 (req.cols, req.rows),
                 origin,

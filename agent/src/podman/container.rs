@@ -10,11 +10,22 @@
 //! process itself (`PATH`, `LD_*`, `GO*`, `CONTAINERS_*` …, see
 //! [`host_sensitive`]) must not sit in its environment, so those go into a
 //! 0600 `--env-file` in a private directory, removed when the call ends.
+//!
+//! The PTY helper: when the agent knows a static executable of itself
+//! ([`set_pty_helper`], done at start-up by a static agent), every create
+//! bind-mounts it read-only at [`PTY_HELPER_PATH`] and labels the container
+//! `crops.pty=1`, so a terminal opened later runs its PTY inside the
+//! container ([`crate::terminal`]). A bind mount needs no writable root
+//! filesystem, so this holds under every profile, Strict's `--read-only`
+//! included. The host file must stay at its path for the container's life
+//! (a restart mounts it again); replacing it in place, as an upgrade does,
+//! is fine.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use protocol::container::{ContainerCreate, ContainerInfo, ContainerStats};
@@ -30,6 +41,60 @@ const CREATE: Duration = Duration::from_secs(120);
 const STOP_SLACK: Duration = Duration::from_secs(30);
 /// Where the workspace is mounted in every container.
 pub const WORKSPACE_MOUNT: &str = "/workspace";
+/// Where the PTY helper is mounted in a container that has it.
+pub const PTY_HELPER_PATH: &str = "/.crops/crops-pty";
+/// Label (`1`) of a container created with the PTY helper mounted.
+pub const LABEL_PTY: &str = "crops.pty";
+
+/// The static executable mounted as the PTY helper, once set.
+static PTY_HELPER: OnceLock<PathBuf> = OnceLock::new();
+
+/// Why an executable cannot serve as the PTY helper.
+#[derive(Debug, thiserror::Error)]
+pub enum PtyHelperError {
+    #[error("the PTY helper {0} must be an absolute path without ':' or ','")]
+    BadPath(PathBuf),
+    #[error("the PTY helper {path}: {source}")]
+    Missing {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the PTY helper is already {0}")]
+    AlreadySet(PathBuf),
+}
+
+/// Mount `exe` (a **statically linked** build of this agent: it runs inside
+/// containers whatever their libc) as the PTY helper of every container
+/// created from now on. Process-wide, set once: by `main` for a static
+/// agent, or by whatever embeds the library.
+pub fn set_pty_helper(exe: &Path) -> Result<(), PtyHelperError> {
+    let text = exe.to_string_lossy();
+    if !exe.is_absolute() || text.contains(':') || text.contains(',') {
+        return Err(PtyHelperError::BadPath(exe.to_owned()));
+    }
+    let meta = std::fs::metadata(exe).map_err(|source| PtyHelperError::Missing {
+        path: exe.to_owned(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(PtyHelperError::Missing {
+            path: exe.to_owned(),
+            source: std::io::ErrorKind::InvalidInput.into(),
+        });
+    }
+    let set = PTY_HELPER.get_or_init(|| exe.to_owned());
+    if set == exe {
+        Ok(())
+    } else {
+        Err(PtyHelperError::AlreadySet(set.clone()))
+    }
+}
+
+/// The executable mounted as the PTY helper, if any.
+pub fn pty_helper() -> Option<&'static Path> {
+    PTY_HELPER.get().map(PathBuf::as_path)
+}
 
 /// Env names the host-side podman process (Go runtime, dynamic linker,
 /// containers libraries, helper lookup) would itself obey.
@@ -161,8 +226,19 @@ pub fn plan_env(
 }
 
 /// `podman create` for a validated request. `workspace` is the host
-/// directory to mount at `/workspace` (checked free of `:` and `,`).
+/// directory to mount at `/workspace` (checked free of `:` and `,`); the
+/// PTY helper is mounted if one is set ([`set_pty_helper`]).
 pub fn create_args(req: &ContainerCreate, workspace: Option<&str>, env: &EnvPlan) -> Vec<String> {
+    create_args_with(req, workspace, env, pty_helper())
+}
+
+/// [`create_args`] with the PTY helper (`helper`) named.
+pub fn create_args_with(
+    req: &ContainerCreate,
+    workspace: Option<&str>,
+    env: &EnvPlan,
+    helper: Option<&Path>,
+) -> Vec<String> {
     let mut a: Vec<String> = ["create", "--pull", "never", "--name", &req.name]
         .map(str::to_owned)
         .to_vec();
@@ -174,9 +250,17 @@ pub fn create_args(req: &ContainerCreate, workspace: Option<&str>, env: &EnvPlan
     for (k, v) in &req.labels {
         label(k, v);
     }
+    if helper.is_some() {
+        label(LABEL_PTY, "1");
+    }
     a.extend(env.args.iter().cloned());
     if let Some(ws) = workspace {
         a.extend(["--volume".to_owned(), format!("{ws}:{WORKSPACE_MOUNT}:Z")]);
+    }
+    if let Some(exe) = helper {
+        // Read-only, and never relabelled: it is the agent's own file.
+        let exe = exe.display();
+        a.extend(["--volume".to_owned(), format!("{exe}:{PTY_HELPER_PATH}:ro")]);
     }
     a.extend(profile::flags(req.profile));
     a.push("--".to_owned());
@@ -234,18 +318,27 @@ fn strings(words: &[&str]) -> Vec<String> {
 impl Podman {
     /// The managed container labelled `crops.container-id=<id>`, if any.
     pub async fn find(&self, container_id: &str) -> Result<Option<ContainerInfo>, PodmanError> {
+        Ok(self.find_with_helper(container_id).await?.map(|(c, _)| c))
+    }
+
+    /// [`Self::find`], and whether the container has the PTY helper
+    /// mounted (its `crops.pty` label), from the same `podman ps`.
+    pub async fn find_with_helper(
+        &self,
+        container_id: &str,
+    ) -> Result<Option<(ContainerInfo, bool)>, PodmanError> {
         let by_id = format!("label={LABEL_CONTAINER_ID}={container_id}");
         let managed = format!("label={LABEL_MANAGED}=true");
         let args = [
             "ps", "--all", "--format", "json", "--filter", &managed, "--filter", &by_id,
         ];
         let out = self.checked(Call::new(strings(&args), QUICK)).await?;
-        let entries: Option<Vec<PsEntry>> = super::parse_json("ps", &out)?;
-        Ok(entries
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(PsEntry::into_info)
-            .find(|c| c.container_id == container_id))
+        let entries: Option<Vec<serde_json::Value>> = super::parse_json("ps", &out)?;
+        Ok(entries.unwrap_or_default().into_iter().find_map(|v| {
+            let helper = v["Labels"][LABEL_PTY].as_str() == Some("1");
+            let info = serde_json::from_value::<PsEntry>(v).ok()?.into_info()?;
+            (info.container_id == container_id).then_some((info, helper))
+        }))
     }
 
     /// Run `podman create`; the new engine id.
@@ -352,5 +445,45 @@ impl Podman {
             .into_iter()
             .filter_map(|e| e.size.map(|s| (e.id, s.rw_size)))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::container::Profile;
+
+    #[test]
+    fn the_pty_helper_is_mounted_read_only_and_labelled_only_when_set() {
+        let req = ContainerCreate {
+            container_id: "c-1".into(),
+            tenant_id: "t".into(),
+            name: "c-1".into(),
+            image: "img".into(),
+            env: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            command: None,
+            workspace: false,
+            profile: Profile::Strict,
+        };
+        let env = EnvPlan::default();
+        let with =
+            create_args_with(&req, None, &env, Some(Path::new("/opt/crops-agent"))).join(" ");
+        assert!(with.contains("--label crops.pty=1"), "{with}");
+        assert!(
+            with.contains("--volume /opt/crops-agent:/.crops/crops-pty:ro --network"),
+            "read-only, not relabelled, before the profile's flags: {with}"
+        );
+        let without = create_args_with(&req, None, &env, None).join(" ");
+        assert!(
+            !without.contains("crops.pty") && !without.contains("/.crops/"),
+            "{without}"
+        );
+        for bad in ["relative/agent", "/a:b/agent", "/a,b/agent"] {
+            assert!(matches!(
+                set_pty_helper(Path::new(bad)),
+                Err(PtyHelperError::BadPath(_))
+            ));
+        }
     }
 }

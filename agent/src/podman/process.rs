@@ -1,9 +1,11 @@
 //! Real processes: the [`ProcessRunner`] (run to completion with a deadline,
 //! stdout and stderr read concurrently and capped, the excess read and
 //! dropped so the child never blocks on a full pipe), long-lived streaming
-//! children for `exec.background` and `images.build`, `podman exec -it` on a
-//! terminal ([`Podman::spawn_terminal`]), and [`kill_marked`], which kills
-//! processes exec'd into a container.
+//! children for `exec.background` and `images.build`, the two ways a
+//! terminal starts (`podman exec -it` on a host PTY,
+//! [`Podman::spawn_terminal`]; `podman exec -i` of the in-container PTY
+//! helper on pipes, [`Podman::spawn_terminal_helper`]), and [`kill_marked`],
+//! which kills processes exec'd into a container.
 //!
 //! Why [`kill_marked`]: killing a `podman exec` client does not kill the
 //! command it started inside the container (conmon keeps it). Each exec
@@ -251,6 +253,80 @@ impl Podman {
     }
 }
 
+impl Podman {
+    /// Spawn `podman exec -i --detach-keys= -e TERM=xterm-256color --env
+    /// CROPS_EXEC_MARK -- ENGINE_ID /.crops/crops-pty COLS ROWS -- argv…`:
+    /// the in-container PTY helper ([`crate::terminal::helper`]) on plain
+    /// pipes, `stdin` its stdin (the agent's framed input) and `output` its
+    /// stdout and stderr. The client runs in a session of its own, so
+    /// hanging up its process group reaches it; `mark` travels like every
+    /// exec's. Holds no lane permit. Killed if the returned child is dropped.
+    pub fn spawn_terminal_helper(
+        &self,
+        engine_id: &str,
+        argv: &[String],
+        (cols, rows): (u16, u16),
+        mark: &str,
+        stdin: std::os::fd::OwnedFd,
+        output: std::os::fd::OwnedFd,
+    ) -> Result<Child, PodmanError> {
+        use std::os::unix::process::CommandExt;
+        let spawn_error = |source| PodmanError::Spawn {
+            program: self.program().to_owned(),
+            verb: "exec".into(),
+            source,
+        };
+        let mut cmd = std::process::Command::new(self.program());
+        cmd.args(helper_exec_args(engine_id, argv, (cols, rows)));
+        for key in SECRET_ENV {
+            cmd.env_remove(key);
+        }
+        for (k, v) in self.base_env() {
+            cmd.env(k, v);
+        }
+        cmd.env(EXEC_MARK, mark);
+        // SAFETY: runs in the forked child before exec; setsid is an
+        // async-signal-safe system call and nothing here allocates.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()?;
+                Ok(())
+            });
+        }
+        tracing::debug!(program = %self.program().display(), %engine_id, ?argv, "spawning podman exec of the PTY helper");
+        let err_out = output.try_clone().map_err(spawn_error)?;
+        // Stdio after the conversion, which resets it to inherit.
+        let mut cmd = Command::from(cmd);
+        cmd.stdin(Stdio::from(stdin))
+            .stdout(Stdio::from(output))
+            .stderr(Stdio::from(err_out))
+            .kill_on_drop(true);
+        cmd.spawn().map_err(spawn_error)
+    }
+}
+
+/// The argv (after `podman`) that runs the PTY helper; see
+/// [`Podman::spawn_terminal_helper`].
+pub fn helper_exec_args(engine_id: &str, argv: &[String], (cols, rows): (u16, u16)) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "exec",
+        "-i",
+        "--detach-keys=",
+        "-e",
+        "TERM=xterm-256color",
+        "--env",
+        EXEC_MARK,
+        "--",
+        engine_id,
+        super::container::PTY_HELPER_PATH,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    a.extend([cols.to_string(), rows.to_string(), "--".to_owned()]);
+    a.extend(argv.iter().cloned());
+    a
+}
+
 /// A fresh random mark for one exec (see the module docs).
 pub fn new_mark() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
@@ -295,4 +371,18 @@ pub fn signal_marked(mark: &str, signal: nix::sys::signal::Signal) -> usize {
     }
     tracing::debug!(killed, %signal, "signalled marked exec processes");
     killed
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_helper_runs_on_pipes_with_the_size_and_the_command_after_dashes() {
+        let argv = ["sh".to_owned(), "-c".to_owned(), "echo $TERM".to_owned()];
+        let args = super::helper_exec_args("abc123", &argv, (132, 43));
+        assert_eq!(
+            args.join(" "),
+            "exec -i --detach-keys= -e TERM=xterm-256color --env CROPS_EXEC_MARK -- abc123 \
+             /.crops/crops-pty 132 43 -- sh -c echo $TERM"
+        );
+    }
 }

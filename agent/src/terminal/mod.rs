@@ -1,6 +1,12 @@
-//! Live terminals: `podman exec -it` on a PTY per session, with a bounded
-//! scrollback addressed by byte offsets, so a session outlives the link to
-//! the orchestrator and a reconnect replays exactly what was missed.
+//! Live terminals: one PTY per session, with a bounded scrollback addressed
+//! by byte offsets, so a session outlives the link to the orchestrator and a
+//! reconnect replays exactly what was missed.
+//!
+//! The PTY lives inside the container when the container has the helper
+//! (every container a static agent creates: its own executable, mounted at
+//! `/.crops/crops-pty`, reached over `podman exec -i` on pipes); otherwise
+//! on the host, with `podman exec -it` on its slave. `backend` hides which,
+//! so nothing else here asks.
 //!
 //! [`Terminals`] is the registry, one per agent, shared by every connection.
 //! A session streams to at most one [`Link`] (the live connection it was
@@ -8,7 +14,10 @@
 //! held in the scrollback (the flow-control window stops the reader long
 //! before the ring overflows), until the grace period hangs it up.
 //!
-//! * `pty`: opening, resizing, reading and writing the PTY; signals.
+//! * `backend`: the two ways into a container's terminal, one interface.
+//! * [`helper`]: `crops-pty`, the PTY helper run inside the container.
+//! * [`wire`]: the frames the agent writes to the helper's stdin.
+//! * `pty`: opening, resizing, reading and writing a PTY; signals.
 //! * `scrollback`: the output ring and the window arithmetic.
 //! * `state`: what the registry keeps per session; the input stream.
 //! * `session`: a session's tasks (read, write, reap) and its end.
@@ -17,11 +26,14 @@
 //! The default command is `/bin/sh` ([`DEFAULT_COMMAND`]): every image the
 //! product runs has one, while bash or a login shell may be missing.
 
+mod backend;
+pub mod helper;
 mod link;
 mod pty;
 mod scrollback;
 mod session;
 mod state;
+pub mod wire;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,6 +44,7 @@ use protocol::terminal::{TerminalAttach, TerminalAttached, TerminalInfo};
 use protocol::{Envelope, ErrorCode, ErrorReply};
 use smol::channel::Sender;
 
+pub use backend::Way;
 pub use link::{Link, Outbound};
 pub use pty::PtyError;
 pub use scrollback::{Flow, Scrollback, SCROLLBACK};
@@ -164,7 +177,8 @@ impl Terminals {
         self.shared.grace
     }
 
-    /// Start `argv` in the container `engine_id` on a `cols` x `rows` PTY.
+    /// Start `argv` in the container `engine_id` on a `cols` x `rows` PTY,
+    /// reached the `way` given (the helper if the container has it).
     /// A session opened from the live link's outbox (`origin`) streams there
     /// once [`Self::release`]d, i.e. once its open reply is queued ahead of
     /// its output; from anywhere else it starts detached.
@@ -172,6 +186,7 @@ impl Terminals {
         &self,
         container_id: &str,
         engine_id: &str,
+        way: Way,
         argv: &[String],
         (cols, rows): (u16, u16),
         origin: &Sender<Envelope>,
@@ -180,6 +195,7 @@ impl Terminals {
             &self.shared,
             container_id,
             engine_id,
+            way,
             argv,
             (cols, rows),
             origin,
@@ -197,7 +213,10 @@ impl Terminals {
 
     pub fn resize(&self, id: u64, cols: u16, rows: u16) -> Result<(), TerminalError> {
         let io = self.io(id)?;
-        pty::resize_master(&io.master, cols, rows)?;
+        io.backend.resize(cols, rows)?;
+        if io.backend.resize_pending() {
+            Io::ring(&io.wake_input);
+        }
         Ok(())
     }
 

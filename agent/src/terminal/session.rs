@@ -1,8 +1,9 @@
-//! One session's life: spawned on a fresh PTY, then three concurrent jobs
-//! (read the PTY into the scrollback while the window allows, write queued
-//! input to it, reap the `podman exec` client), then its end, named for
-//! `terminal.exited`. Also the hang-up (SIGHUP, then SIGKILL after a short
-//! grace) and the grace timer that hangs up a session left without a link.
+//! One session's life: started on its backend (a PTY on the host or in the
+//! container), then three concurrent jobs (read its output into the
+//! scrollback while the window allows, write queued input to it, reap the
+//! `podman exec` client), then its end, named for `terminal.exited`. Also
+//! the hang-up (SIGHUP, then SIGKILL after a short grace) and the grace
+//! timer that hangs up a session left without a link.
 
 use std::io;
 use std::process::ExitStatus;
@@ -17,15 +18,20 @@ use smol::channel::{Receiver, Sender};
 use smol::process::Child;
 use smol::Timer;
 
+use super::backend::{self, Way};
 use super::scrollback::{Flow, Scrollback, SCROLLBACK};
 use super::state::{Ending, Input, Io, Session};
-use super::{pty, Shared, TerminalError, MAX_SESSIONS};
+use super::{Shared, TerminalError, MAX_SESSIONS};
 use crate::podman::process::new_mark;
 
 /// Between the hang-up's SIGHUP and the SIGKILL for whatever ignored it.
 const HANGUP_GRACE: Duration = Duration::from_secs(2);
 /// Largest read from the PTY, and so the largest output frame.
 const READ_CHUNK: usize = protocol::MAX_BINARY_PAYLOAD;
+/// A read of at least this much output is a flood's ([`pump`]).
+const FLOOD: usize = 8 * 1024;
+/// How long a flood's partly filled frame waits for more output.
+const FLOOD_WAIT: Duration = Duration::from_micros(500);
 /// Largest write of input to the PTY at once.
 const WRITE_CHUNK: usize = 64 * 1024;
 /// Session ids stay below 2^53, so JavaScript holds them exactly.
@@ -36,6 +42,7 @@ pub(super) fn open(
     shared: &Arc<Shared>,
     container_id: &str,
     engine_id: &str,
+    way: Way,
     argv: &[String],
     (cols, rows): (u16, u16),
     origin: &Sender<Envelope>,
@@ -43,18 +50,13 @@ pub(super) fn open(
     if shared.lock().sessions.len() >= MAX_SESSIONS {
         return Err(TerminalError::TooMany(MAX_SESSIONS));
     }
-    let pty = pty::open(cols, rows)?;
     let mark = new_mark();
-    let child = shared
-        .podman
-        .spawn_terminal(engine_id, argv, &mark, &pty.slave)
-        .map_err(TerminalError::Spawn)?;
-    // Only the client holds the slave now: its end is the master's end.
-    drop(pty.slave);
+    let started = backend::start(&shared.podman, way, engine_id, argv, (cols, rows), &mark)?;
+    let child = started.child;
     let (wake_reader, reader_bell) = smol::channel::bounded(1);
     let (wake_input, input_bell) = smol::channel::bounded(1);
     let io = Arc::new(Io {
-        master: pty.master,
+        backend: started.backend,
         pid: child.id(),
         mark,
         reaped: false.into(),
@@ -89,7 +91,7 @@ pub(super) fn open(
         );
         (id, link)
     };
-    tracing::info!(session_id = id, %container_id, pid = io.pid, ?argv, cols, rows, linked = link.is_some(), "terminal opened");
+    tracing::info!(session_id = id, %container_id, pid = io.pid, way = way.name(), ?argv, cols, rows, linked = link.is_some(), "terminal opened");
     if link.is_none() {
         start_grace(shared, id, 0);
     }
@@ -150,17 +152,27 @@ async fn pump(shared: &Shared, id: u64, io: &Io, bell: Receiver<()>) -> Option<i
             bell.recv().await.ok()?;
         };
         let want = usize::try_from(room).unwrap_or(READ_CHUNK).min(READ_CHUNK);
-        match pty::read(&io.master, &mut buf[..want]).await {
+        match io.backend.read(&mut buf[..want]).await {
             Ok(0) => return None,
             Ok(mut n) => {
                 // Take what else is there already: a flood then moves in
                 // frames of up to 64 KiB instead of the tty's 4 KiB steps,
-                // while a keystroke's echo still goes out at once.
-                while n < want {
-                    match pty::try_read(&io.master, &mut buf[n..want]) {
-                        Ok(0) | Err(_) => break,
-                        Ok(m) => n += m,
+                // while a keystroke's echo still goes out at once. A read
+                // that brought a flood's worth waits a moment for the rest
+                // of its frame: fewer, fuller frames cost every hop less.
+                let mut waited = false;
+                loop {
+                    while n < want {
+                        match io.backend.try_read(&mut buf[n..want]) {
+                            Ok(0) | Err(_) => break,
+                            Ok(m) => n += m,
+                        }
                     }
+                    if waited || n >= want || n < FLOOD {
+                        break;
+                    }
+                    waited = true;
+                    io.backend.readable_within(FLOOD_WAIT).await;
                 }
                 tracing::trace!(session_id = id, bytes = n, "terminal output");
                 let mut reg = shared.lock();
@@ -183,14 +195,14 @@ async fn feed(shared: Arc<Shared>, id: u64, io: Arc<Io>, bell: Receiver<()>) {
             };
             s.input.take(WRITE_CHUNK)
         };
-        if chunk.is_empty() {
+        if chunk.is_empty() && !io.backend.resize_pending() {
             if bell.recv().await.is_err() {
                 return;
             }
             continue;
         }
         tracing::trace!(session_id = id, bytes = chunk.len(), "terminal input");
-        if let Err(e) = pty::write_all(&io.master, &chunk).await {
+        if let Err(e) = io.backend.send(&chunk).await {
             tracing::debug!(session_id = id, error = %e, "writing terminal input");
             return;
         }

@@ -3,13 +3,12 @@
 //! to, how it ended, and the handles its tasks share ([`Io`]).
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::Signal;
 use smol::channel::Sender;
-use smol::Async;
 
+use super::backend::Backend;
 use super::pty;
 use super::scrollback::{Flow, Scrollback};
 
@@ -19,7 +18,8 @@ pub const INPUT_BACKLOG: usize = 1024 * 1024;
 
 /// The handles a session's tasks share with the registry.
 pub struct Io {
-    pub master: Async<File>,
+    /// The terminal: a host PTY, or the pipes to the in-container helper.
+    pub backend: Backend,
     /// The `podman exec` client: a session leader, so also its process group.
     pub pid: u32,
     /// `CROPS_EXEC_MARK` of the session's processes inside the container.
@@ -28,7 +28,7 @@ pub struct Io {
     pub reaped: AtomicBool,
     /// Rung when the window opens or the session is hung up.
     pub wake_reader: Sender<()>,
-    /// Rung when input is queued.
+    /// Rung when input (or, for the helper, a window size) is queued.
     pub wake_input: Sender<()>,
 }
 

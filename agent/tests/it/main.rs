@@ -6,11 +6,13 @@
 
 mod concurrency;
 mod containers;
+mod helper_host;
 mod profiles;
 mod rotation;
 mod session_containers;
 mod support;
 mod term_peer;
+mod terminal_helper;
 mod terminal_links;
 mod terminals;
 

@@ -21,6 +21,9 @@ use agent::{Shutdown, ShutdownTrigger};
 pub const HEARTBEAT_SECS: u32 = 1;
 
 /// Fails loudly (never skips) without the environment the Makefile sets.
+/// Containers created from here on carry the PTY helper (see
+/// [`static_agent`]), as a static agent's do, so terminals run their PTY
+/// inside the container.
 pub fn need_podman() {
     assert!(
         std::env::var_os("CONTAINERS_CONF").is_some(),
@@ -28,6 +31,32 @@ pub fn need_podman() {
         crate::support::containers_conf()
     );
     crate::support::ensure_image();
+    let exe = static_agent();
+    agent::podman::container::set_pty_helper(&exe)
+        .unwrap_or_else(|e| panic!("the static agent as PTY helper: {e}"));
+}
+
+/// The static agent build that containers mount as their PTY helper: the
+/// agent under test runs in this process, which is no static binary.
+/// `CROPS_AGENT_BIN` (as the Makefile sets it), else the musl build in the
+/// default target directory (`make agent-static`).
+pub fn static_agent() -> std::path::PathBuf {
+    let exe = std::env::var_os("CROPS_AGENT_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/x86_64-unknown-linux-musl/agent/crops-agent"
+            )
+            .into()
+        });
+    let exe = exe.canonicalize().unwrap_or_else(|e| {
+        panic!(
+            "no static agent at {} ({e}): run `make agent-static` or set CROPS_AGENT_BIN",
+            exe.display()
+        )
+    });
+    exe
 }
 
 /// The agent under test, its listener, and how to stop it.

@@ -1,0 +1,128 @@
+//! Which way a terminal reaches its container, against the real Podman: a
+//! container created by the agent carries the PTY helper and its sessions
+//! run their PTY inside it (under Strict's read-only root too), with a
+//! large output arriving whole and in order; a container without the helper
+//! (created before it existed) still gets a working terminal over
+//! `podman exec -it` on a host PTY.
+
+use std::time::Duration;
+
+use protocol::container::Profile;
+use protocol::Body;
+
+use crate::support::{self, Rig};
+use crate::term_peer::{need_podman, Agent, Peer};
+use crate::within;
+
+const GRACE: Duration = Duration::from_secs(60);
+
+/// What the shell says about its terminal and its parent, ended by a marker
+/// the typed line cannot contain.
+const WHO: &str = "tty; tr '\\0' ' ' < /proc/$PPID/cmdline; echo; echo who-$((6*7))\r";
+
+async fn who(peer: &mut Peer, sid: u64) -> String {
+    peer.type_text(sid, WHO).await;
+    peer.wait_output(sid, "who-42\r\n").await;
+    peer.text(sid)
+}
+
+/// Open a session on `command`, wait for its end; its output and exit code.
+async fn run(peer: &mut Peer, id: &str, command: &[&str]) -> (String, Option<i32>) {
+    let command = serde_json::to_string(command).unwrap();
+    let data = format!(r#"{{"containerId":"{id}","cols":80,"rows":24,"command":{command}}}"#);
+    let Body::TerminalOpened(o) = peer.request("terminal.open", &data).await else {
+        panic!("open {command}")
+    };
+    let exited = peer.exited(o.session_id).await;
+    assert_eq!(exited.reason, "exited", "{exited:?}");
+    (peer.text(o.session_id), exited.exit_code)
+}
+
+/// Under Open and Strict: the container is labelled and has the helper;
+/// the shell's terminal is a PTY of the container's own, its parent is
+/// `crops-pty`; resizes reach it; several MB arrive whole and in order.
+#[test]
+fn sessions_on_agent_created_containers_run_their_pty_inside() {
+    need_podman();
+    smol::block_on(within(240, "the helper path", async {
+        let rig = Rig::new("term-helper");
+        let (agent, mut peer) = Agent::start(GRACE).await;
+        for profile in [Profile::Strict, Profile::Open] {
+            let id = support::unique("helper");
+            let engine = rig.running(&id, profile).await;
+            let labels = &rig.inspect(&engine)["Config"]["Labels"];
+            assert_eq!(labels["crops.pty"], "1", "{profile:?}");
+
+            let sid = peer.open(&id, 80, 24).await;
+            let text = who(&mut peer, sid).await;
+            assert!(text.contains("\r\n/dev/pts/"), "{profile:?}: {text:?}");
+            assert!(
+                text.contains("/.crops/crops-pty 80 24 -- /bin/sh"),
+                "{profile:?}: the shell's parent is the helper: {text:?}"
+            );
+            let resize = format!(r#"{{"sessionId":{sid},"cols":100,"rows":30}}"#);
+            let reply = peer.request("terminal.resize", &resize).await;
+            assert!(matches!(reply, Body::TerminalResized(_)), "{reply:?}");
+            // The resize frame follows the input already sent, so the next
+            // line typed runs at the new size.
+            peer.type_text(sid, "stty size\r").await;
+            peer.wait_output(sid, "\r\n30 100\r\n").await;
+            peer.type_text(sid, "exit 4\r").await;
+            assert_eq!(peer.exited(sid).await.exit_code, Some(4), "{profile:?}");
+
+            const N: u32 = 600_000;
+            let (text, code) = run(&mut peer, &id, &["seq", "1", &N.to_string()]).await;
+            assert_eq!(code, Some(0));
+            let expected: String = (1..=N).map(|i| format!("{i}\r\n")).collect();
+            assert_eq!(text.len(), expected.len(), "{profile:?}: every byte");
+            assert!(text == expected, "{profile:?}: in order");
+        }
+        agent.stop().await;
+    }));
+}
+
+/// A managed container made without the helper (as before it existed)
+/// still gets a terminal: a host PTY and `podman exec -it`.
+#[test]
+fn a_container_without_the_helper_gets_a_host_pty_terminal() {
+    need_podman();
+    smol::block_on(within(120, "the host PTY path", async {
+        let rig = Rig::new("term-nohelper");
+        let id = support::unique("nohelper");
+        let tenant = format!("crops.tenant={}", rig.tenant);
+        let container_id = format!("crops.container-id={id}");
+        support::podman(
+            &[
+                "run",
+                "-d",
+                "--name",
+                &id,
+                "--label",
+                "crops.managed=true",
+                "--label",
+                &tenant,
+                "--label",
+                &container_id,
+                "--",
+                support::IMAGE,
+                "sleep",
+                "3600",
+            ],
+            true,
+        );
+        let (agent, mut peer) = Agent::start(GRACE).await;
+        let sid = peer.open(&id, 80, 24).await;
+        let text = who(&mut peer, sid).await;
+        assert!(text.contains("\r\n/dev/pts/"), "{text:?}");
+        assert!(!text.contains("crops-pty"), "no helper here: {text:?}");
+        peer.type_text(sid, "stty size\r").await;
+        peer.wait_output(sid, "\r\n24 80\r\n").await;
+        peer.type_text(sid, "exit 3\r").await;
+        let exited = peer.exited(sid).await;
+        assert_eq!(
+            (exited.exit_code, exited.reason.as_str()),
+            (Some(3), "exited")
+        );
+        agent.stop().await;
+    }));
+}
