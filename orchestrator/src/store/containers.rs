@@ -77,7 +77,7 @@ impl Store {
     /// create whose client hung up) becomes durable at the next durable
     /// commit; a crash before that loses only a state the next inventory
     /// re-derives.
-    fn begin_api_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+    pub(super) fn begin_api_write(&self) -> Result<redb::WriteTransaction, StoreError> {
         let mut txn = self.db.begin_write().map_err(failed("begin a write"))?;
         txn.set_durability(redb::Durability::None)
             .map_err(failed("lower a record write's durability"))?;

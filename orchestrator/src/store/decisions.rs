@@ -26,7 +26,7 @@ pub struct DecisionRecord {
     pub tenant_id: String,
     /// Unix ms.
     pub at: u64,
-    /// `placed`, `denied`, `no_fit` or `failed`.
+    /// `placed`, `admitted`, `denied`, `no_fit` or `failed`.
     pub outcome: String,
     /// The container the decision was for.
     pub container_id: Option<String>,
@@ -40,8 +40,12 @@ fn index_key(tenant_id: &str, at: u64, id: &str) -> String {
 
 impl Store {
     /// Record a decision (ids are unique; a second write replaces).
+    /// Decisions are made while answering an API call
+    /// (a create, an enrolment), so this commits without fsync like the
+    /// call's other writes (`begin_api_write`): the call's durable audit
+    /// entry carries it to disk before the answer goes out.
     pub fn put_decision(&self, d: &DecisionRecord) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        let txn = self.begin_api_write()?;
         {
             let mut table = txn
                 .open_table(DECISIONS)
