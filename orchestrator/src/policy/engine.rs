@@ -364,6 +364,17 @@ impl Host {
     }
 }
 
+/// Virtual address space reserved per linear memory: the whole 32-bit
+/// index space, so Cranelift can drop the explicit bounds check (and its
+/// Spectre guard) from every load and store whose static offset fits in
+/// the guard: the access traps on the unmapped reservation instead. Only
+/// address space: nothing beyond a module's own pages is committed, and
+/// growth stays capped by `max_memory_size` and each store's limits. 64
+/// slots of two memories reserve 512 GiB of the 128 TiB a 64-bit process
+/// has. (With the reservation at the 256 MiB cap instead, every access
+/// was bounds-checked: about 10 % of a placement over 1,000 workers.)
+const MEMORY_RESERVATION: u64 = 4 << 30;
+
 /// Both engines' settings: fuel, the memory reservation and guard, the
 /// stack; only the allocation strategy differs.
 fn config(allocation: InstanceAllocationStrategy) -> Config {
@@ -371,7 +382,7 @@ fn config(allocation: InstanceAllocationStrategy) -> Config {
     config
         .consume_fuel(true)
         .allocation_strategy(allocation)
-        .memory_reservation(MAX_MEMORY_BYTES as u64)
+        .memory_reservation(MEMORY_RESERVATION)
         .memory_guard_size(64 << 10)
         .max_wasm_stack(1 << 20);
     // A debug build's Cranelift is slow; its tests need correct code, not fast.
