@@ -190,6 +190,21 @@ impl Podman {
 }
 
 impl Podman {
+    /// The podman client of a terminal, either path: the agent's secrets
+    /// removed from its environment, the base environment set, and `mark`
+    /// in `CROPS_EXEC_MARK` for `kill_marked`.
+    fn terminal_command(&self, mark: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(self.program());
+        for key in SECRET_ENV {
+            cmd.env_remove(key);
+        }
+        for (k, v) in self.base_env() {
+            cmd.env(k, v);
+        }
+        cmd.env(EXEC_MARK, mark);
+        cmd
+    }
+
     /// Spawn `podman exec -it -e TERM=xterm-256color --env CROPS_EXEC_MARK --
     /// ENGINE_ID argv…` on a terminal: `slave` becomes the client's stdin,
     /// stdout and stderr and, in a session of its own (`setsid`), its
@@ -212,7 +227,7 @@ impl Podman {
             source,
         };
         let stdio = || slave.try_clone().map(Stdio::from).map_err(spawn_error);
-        let mut cmd = std::process::Command::new(self.program());
+        let mut cmd = self.terminal_command(mark);
         cmd.args([
             "exec",
             "-it",
@@ -224,13 +239,6 @@ impl Podman {
         ])
         .arg(engine_id)
         .args(argv);
-        for key in SECRET_ENV {
-            cmd.env_remove(key);
-        }
-        for (k, v) in self.base_env() {
-            cmd.env(k, v);
-        }
-        cmd.env(EXEC_MARK, mark);
         // SAFETY: runs in the forked child before exec; setsid and ioctl are
         // async-signal-safe system calls and nothing here allocates.
         unsafe {
@@ -276,15 +284,8 @@ impl Podman {
             verb: "exec".into(),
             source,
         };
-        let mut cmd = std::process::Command::new(self.program());
+        let mut cmd = self.terminal_command(mark);
         cmd.args(helper_exec_args(engine_id, argv, (cols, rows)));
-        for key in SECRET_ENV {
-            cmd.env_remove(key);
-        }
-        for (k, v) in self.base_env() {
-            cmd.env(k, v);
-        }
-        cmd.env(EXEC_MARK, mark);
         // SAFETY: runs in the forked child before exec; setsid is an
         // async-signal-safe system call and nothing here allocates.
         unsafe {
