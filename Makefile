@@ -25,8 +25,10 @@ deps: ## install what is missing (Debian packages, rustup targets); changes noth
 image: ## build the local test image with podman import (no registry)
 	@tests/podman/image.sh
 
-policies: ## the stock policy components the orchestrator embeds (policies/dist/*.wasm), and the Python/JS examples (policies/dist/examples/)
+policies: ## the stock policy components the orchestrator embeds (policies/dist/*.wasm)
 	@policies/build.sh
+
+policy-examples: ## the Python/JS example policies (policies/dist/examples/; downloads componentize-py and componentize-js once)
 	@policies/examples/build.sh
 
 build: policies ## one dev build of every crate and test
@@ -41,7 +43,7 @@ agent-arm64: ## the static aarch64 musl agent, with its size
 	cargo build -p crops-agent --profile agent --target $(ARM64)
 	@echo "$(AGENT_ARM64): $$(stat -c %s $(AGENT_ARM64)) bytes; $$(file -b $(AGENT_ARM64))"
 
-test: deps image policies agent-static agent-arm64 ## install what is missing, then run every test
+test: deps image policies policy-examples agent-static agent-arm64 ## install what is missing, then run every test
 	cargo build --workspace --bins
 	CROPS_AGENT_BIN=$(AGENT_STATIC) CROPS_AGENT_ARM64_BIN=$(AGENT_ARM64) CROPS_ORCHESTRATOR_BIN=$(ORCHESTRATOR) \
 		cargo test --workspace --lib --bins --tests
@@ -59,7 +61,7 @@ up: deps image policies agent-static ## build, start an orchestrator and a local
 down: ## stop what `make up` started
 	@tests/up.sh down
 
-bench: deps image policies agent-static agent-arm64 ## the benchmarks recorded in BENCHMARKS.md
+bench: deps image policies policy-examples agent-static agent-arm64 ## the benchmarks recorded in BENCHMARKS.md
 	@tests/bench.sh
 	cargo build --release -p crops-orchestrator
 	CROPS_AGENT_BIN=$(AGENT_STATIC) CROPS_ORCHESTRATOR_BIN=$(TARGET)/release/crops-orchestrator \
@@ -68,4 +70,4 @@ bench: deps image policies agent-static agent-arm64 ## the benchmarks recorded i
 		cargo bench -p crops-e2e --bench terminal
 	CROPS_NO_BUILD=1 CROPS_ORCHESTRATOR_BIN=$(TARGET)/release/crops-orchestrator tests/bench-fleet.sh
 
-.PHONY: help deps image policies build agent-static agent-arm64 test lint up down bench
+.PHONY: help deps image policies policy-examples build agent-static agent-arm64 test lint up down bench

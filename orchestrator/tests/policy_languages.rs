@@ -1,5 +1,5 @@
 //! Policies in any language: the Python and JavaScript example policies
-//! (policies/examples, built by `make policies` into
+//! (policies/examples, built by `make policy-examples` into
 //! policies/dist/examples/) pass the same conformance cases as the Rust
 //! stock policies, run by the offline runner an operator uses:
 //! `crops-orchestrator policy test MODULE --cases policies/conformance/stock.json`.
@@ -21,7 +21,7 @@ fn example(name: &str) -> PathBuf {
     let path = repo().join("policies/dist/examples").join(name);
     assert!(
         path.is_file(),
-        "{} is missing: build the example policies first with `make policies` \
+        "{} is missing: build the example policies first with `make policy-examples` \
          (policies/examples/build.sh)",
         path.display()
     );

@@ -6,7 +6,7 @@
 # They are not embedded in the orchestrator: an operator uploads such a
 # module, and the orchestrator's tests run them against the same
 # conformance cases as the Rust stock policies (orchestrator/tests/
-# policy_languages.rs). `make policies` runs this after policies/build.sh.
+# policy_languages.rs). `make policy-examples` runs this (a dependency of make test and make bench).
 #
 # The toolchains are pinned and cached under policies/.tools (git-ignored):
 # componentize-py from PyPI (pip --target), componentize-js from npm (`npm
