@@ -46,7 +46,7 @@ pub(super) const CONTRACT_TYPES: &str = r#"
 /// The contract's types and `place` lifted from the core module's
 /// `place(ptr) -> ptr` (params and result are passed through memory: both
 /// flatten to more than the ABI's limits).
-fn place_component(core_body: &str) -> Vec<u8> {
+pub(super) fn place_component(core_body: &str) -> Vec<u8> {
     let text = format!(
         r#"(component
   (core module $m

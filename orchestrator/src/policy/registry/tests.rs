@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::super::cases::tests_support::{request, request_for, workers};
-use super::super::hostile::CONTRACT_TYPES;
+use super::super::hostile::place_component;
 use super::super::{testing, Kind, Limits, PlanInput, Usage};
 use super::*;
 
@@ -22,25 +22,8 @@ fn stock(p: &Policies, name: &str) -> Arc<Compiled> {
 
 /// A placement module whose `place` traps.
 fn trapping(p: &Policies) -> Arc<Compiled> {
-    let text = format!(
-        r#"(component
-  (core module $m
-    (memory (export "memory") 16)
-    (global $heap (mut i32) (i32.const 0xF0000))
-    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
-      (local $p i32)
-      (local.set $p (i32.and (i32.add (global.get $heap) (i32.const 7)) (i32.const -8)))
-      (global.set $heap (i32.add (local.get $p) (local.get 3)))
-      (local.get $p))
-    (func (export "place") (param i32) (result i32) (unreachable)))
-  (core instance $i (instantiate $m))
-  {CONTRACT_TYPES}
-  (func $place (param "req" $request) (param "candidates" $candidates) (result $placement)
-    (canon lift (core func $i "place") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
-  (export "place" (func $place))
-)"#
-    );
-    let bytes = wat::parse_str(text).expect("WAT parses");
+    let bytes =
+        place_component(r#"(func (export "place") (param i32) (result i32) (unreachable))"#);
     Arc::new(
         p.host()
             .compile(&bytes, Limits::default())
