@@ -90,16 +90,10 @@ pub(crate) async fn choose(
     let tenant = caller.tenant(app, &command.tenant_id, Need::Use).await?;
     // A retry of a create that was placed already goes where it went.
     let id = command.container_id.clone();
-    if let Some(existing) = app.store.call(move |s| s.get_container(&id)).await? {
+    if let Some(existing) = app.store.read_now(move |s| s.get_container(&id))? {
         return Ok(existing.worker_id);
     }
-    let key = tenant.id.clone();
-    let (records, workers) = app
-        .store
-        .call(move |s| {
-            Ok::<_, crate::store::StoreError>((s.list_containers(&key)?, s.list_workers()?))
-        })
-        .await?;
+    let (records, workers) = tenant_state(app, &tenant).await?;
     let now = now_ms();
     let usage = usage_of(&tenant, &records, &workers);
     let plan = plan_of(&tenant);
@@ -234,16 +228,28 @@ fn request_of(
     }
 }
 
-/// The tenant's plan and usage now (its containers by state, its
-/// self-hosted workers).
-async fn plan_and_usage(app: &App, tenant: &Tenant) -> Result<(PlanInput, Usage), ApiError> {
+/// What admission and placement read: the tenant's container records and
+/// every worker with its last heartbeat, in one read transaction each.
+async fn tenant_state(app: &App, tenant: &Tenant) -> Result<TenantState, ApiError> {
     let key = tenant.id.clone();
-    let (records, workers) = app
+    let state = app
         .store
         .call(move |s| {
             Ok::<_, crate::store::StoreError>((s.list_containers(&key)?, s.list_workers()?))
         })
         .await?;
+    Ok(state)
+}
+
+type TenantState = (
+    Vec<crate::store::ContainerRecord>,
+    Vec<(Worker, Option<HeartbeatRecord>)>,
+);
+
+/// The tenant's plan and usage now (its containers by state, its
+/// self-hosted workers).
+async fn plan_and_usage(app: &App, tenant: &Tenant) -> Result<(PlanInput, Usage), ApiError> {
+    let (records, workers) = tenant_state(app, tenant).await?;
     Ok((plan_of(tenant), usage_of(tenant, &records, &workers)))
 }
 
