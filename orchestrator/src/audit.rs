@@ -13,21 +13,21 @@
 //!   committed without fsync of their own: they record no write of their
 //!   own, and the durable commit of the API call's entry (queued after
 //!   them, so in the same batch or a later one) carries them.
-//!
-//! API-call and command entries go through one writer thread that commits
-//! whatever is queued in one transaction (group commit, [`writer`]); the
-//! audit query flushes it first, so a read sees every entry queued before.
 //! * Terminal sessions: [`terminal_opened`] (who opened which session on
 //!   which container, or was refused), [`terminal_attached`] (another
 //!   viewer joined) and [`terminal_ended`] (how and after how long it
 //!   ended), all appended by the terminal relay.
+//!
+//! Every entry (API call, command, terminal) goes through one writer
+//! thread that commits whatever is queued in one transaction (group commit,
+//! [`writer`]); the audit query flushes it first, so a read sees every
+//! entry queued before.
 //!
 //! A refused request's entry names the caller's own organisation, never
 //! the object's: probing another tenant leaves no trace in that tenant's log.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use protocol::Body;
 
@@ -187,12 +187,12 @@ pub(crate) async fn api_call(
 /// `container` by `principal`, durably. The terminal relay calls this
 /// before it relays the first byte; `outcome` is `ok` or the error code.
 pub async fn terminal_opened(
-    store: &Arc<Store>,
+    writer: &AuditWriter,
     principal: &Principal,
     container: &ContainerRecord,
     session_id: &str,
     outcome: &str,
-) -> Result<(), StoreError> {
+) -> Result<(), AuditError> {
     let target = format!(
         "worker:{}/container:{}/session:{session_id}",
         container.worker_id, container.id
@@ -205,15 +205,15 @@ pub async fn terminal_opened(
         &container.tenant_id,
         outcome.to_owned(),
     );
-    append_durably(store, entry).await
+    writer.append(entry, true).await.map(drop)
 }
 
 /// Append the entry of a viewer attaching to a live session (durably).
 pub async fn terminal_attached(
-    store: &Arc<Store>,
+    writer: &AuditWriter,
     principal: &Principal,
     session: &TerminalRecord,
-) -> Result<(), StoreError> {
+) -> Result<(), AuditError> {
     let entry = terminal_entry(
         now_ms(),
         principal.label(),
@@ -222,16 +222,16 @@ pub async fn terminal_attached(
         &session.tenant_id,
         "ok".into(),
     );
-    append_durably(store, entry).await
+    writer.append(entry, true).await.map(drop)
 }
 
 /// Append the entry of a session's end (durably), in the name of whoever
 /// opened it: `outcome` is how it ended, its exit code and how long it
 /// lived, e.g. `exited, exit code 0, after 5234 ms`.
 pub async fn terminal_ended(
-    store: &Arc<Store>,
+    writer: &AuditWriter,
     session: &TerminalRecord,
-) -> Result<(), StoreError> {
+) -> Result<(), AuditError> {
     let code = session
         .exit_code
         .map_or_else(|| "none".to_owned(), |c| c.to_string());
@@ -248,7 +248,7 @@ pub async fn terminal_ended(
         &session.tenant_id,
         outcome,
     );
-    append_durably(store, entry).await
+    writer.append(entry, true).await.map(drop)
 }
 
 /// A terminal session's audit entry (in its tenant's log).
@@ -272,13 +272,6 @@ fn terminal_entry(
         outcome,
         status: None,
     }
-}
-
-async fn append_durably(store: &Arc<Store>, entry: AuditEntry) -> Result<(), StoreError> {
-    store
-        .call(move |s| s.append_audit(entry, true))
-        .await
-        .map(drop)
 }
 
 fn terminal_target(session: &TerminalRecord) -> String {

@@ -75,6 +75,22 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// An audit entry that could not be appended: the store's failure as 500,
+/// a stopped writer (shutdown) as 503. Either way the call is not
+/// acknowledged.
+impl From<crate::audit::AuditError> for ApiError {
+    fn from(e: crate::audit::AuditError) -> Self {
+        match e {
+            crate::audit::AuditError::Store(error) => Self::Store(error),
+            other => Self::Worker {
+                status: hyper::StatusCode::SERVICE_UNAVAILABLE,
+                code: "unavailable",
+                message: format!("the audit log cannot be written: {other}"),
+            },
+        }
+    }
+}
+
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::BadRequest {
@@ -231,21 +247,10 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
     if let Some((def, caller)) = audited {
         let status = resp.status().as_u16();
         let appended = crate::audit::api_call(&app, def, &caller, &path, status, outcome).await;
-        match appended {
-            Ok(()) => {}
+        if let Err(error) = appended {
             // Never acknowledge a call whose entry could not be written.
-            Err(crate::audit::AuditError::Store(error)) => {
-                resp = ApiError::Store(error).into_response();
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot audit a call; answering 503");
-                resp = ApiError::Worker {
-                    status: hyper::StatusCode::SERVICE_UNAVAILABLE,
-                    code: "unavailable",
-                    message: format!("the audit log cannot be written: {error}"),
-                }
-                .into_response();
-            }
+            tracing::error!(%error, "cannot audit a call");
+            resp = ApiError::from(error).into_response();
         }
     }
     let route = route::find(&method, &path).ok().map(|(def, _)| def.path);

@@ -1,6 +1,6 @@
 //! `POST /v1/containers` without a `workerId`: admit, then place, then the
 //! ordinary create on the chosen worker. With a `workerId`: admit only
-//! ([`admit_pinned`]), so plan limits hold however a container is asked for.
+//! (`admit_pinned`), so plan limits hold however a container is asked for.
 //!
 //! The inputs come from the store (the tenant's plan, its containers by
 //! state, every worker with its last heartbeat) and the hub (who is online

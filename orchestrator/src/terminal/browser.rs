@@ -109,7 +109,7 @@ pub(crate) async fn accept(
         Some(session_id) => match find(&app, &record, session_id).await? {
             Found::Live(session, meta) => {
                 let entry = record_of(&session, &meta);
-                crate::audit::terminal_attached(&app.store, &caller.principal, &entry).await?;
+                crate::audit::terminal_attached(&app.audit, &caller.principal, &entry).await?;
                 join(&app, session, query.offset)
             }
             Found::Ended(exit) => Start::Ended { session_id, exit },
@@ -226,7 +226,7 @@ async fn open(
         Err(error) => {
             let error = worker_error(error);
             let code = error.status_and_code().1;
-            crate::audit::terminal_opened(&app.store, &caller.principal, &record, "-", code)
+            crate::audit::terminal_opened(&app.audit, &caller.principal, &record, "-", code)
                 .await?;
             return Err(error);
         }
@@ -258,9 +258,9 @@ async fn open(
         Ok(()) => {
             session.mark_persisted();
             let id = session_id.to_string();
-            crate::audit::terminal_opened(&app.store, &caller.principal, &record, &id, "ok").await
+            crate::audit::terminal_opened(&app.audit, &caller.principal, &record, &id, "ok").await
         }
-        Err(error) => Err(error),
+        Err(error) => Err(error.into()),
     };
     if let Err(error) = audited {
         super::link::close(&app, &session, "its record could not be stored");

@@ -302,8 +302,9 @@ pub(crate) fn record_end(app: &Arc<App>, session: &Arc<Session>) {
     if !session.take_end_record() {
         return;
     }
-    let (store, worker_id, session_id) = (
+    let (store, audit, worker_id, session_id) = (
         Arc::clone(&app.store),
+        app.audit.clone(),
         session.worker_id.clone(),
         session.session_id,
     );
@@ -324,7 +325,7 @@ pub(crate) fn record_end(app: &Arc<App>, session: &Arc<Session>) {
                 return;
             }
         };
-        if let Err(error) = crate::audit::terminal_ended(&store, &record).await {
+        if let Err(error) = crate::audit::terminal_ended(&audit, &record).await {
             tracing::error!(%worker_id, session_id, %error, "cannot audit a terminal's end");
         }
     });
