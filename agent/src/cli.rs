@@ -283,9 +283,9 @@ pub fn run_settings(
 }
 
 /// `key=value` pairs, checked as the orchestrator checks `worker.register`
-/// (label-key pattern, value up to 256 bytes, no control characters, at
-/// most [`protocol::worker::MAX_WORKER_LABELS`]), so a bad label stops the
-/// agent here instead of every registration failing later.
+/// ([`protocol::worker::check_label`], at most
+/// [`protocol::worker::MAX_WORKER_LABELS`]), so a bad label stops the agent
+/// here instead of every registration failing later.
 fn parse_labels<'a>(
     pairs: impl Iterator<Item = &'a str>,
 ) -> Result<BTreeMap<String, String>, CliError> {
@@ -299,12 +299,7 @@ fn parse_labels<'a>(
             .trim()
             .split_once('=')
             .ok_or_else(|| bad("must be key=value".into()))?;
-        protocol::validate::label_key(key).map_err(|e| bad(e.to_string()))?;
-        if value.len() > 256 || value.chars().any(char::is_control) {
-            return Err(bad(
-                "the value must be at most 256 bytes without control characters".into(),
-            ));
-        }
+        protocol::worker::check_label(key, value).map_err(|e| bad(e.to_string()))?;
         if labels.insert(key.to_owned(), value.to_owned()).is_some() {
             return Err(bad(format!("{key} is given twice")));
         }

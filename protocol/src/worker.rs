@@ -66,6 +66,14 @@ pub struct Register {
 /// A worker has at most this many labels.
 pub const MAX_WORKER_LABELS: usize = 32;
 
+/// One worker label as `worker.register` accepts it: a label key
+/// (`[a-zA-Z0-9][a-zA-Z0-9_./-]*`, up to 128 bytes) and a value of up to
+/// 256 bytes without control characters.
+pub fn check_label(key: &str, value: &str) -> Result<(), Invalid> {
+    crate::validate::label_key(key)?;
+    check_text("labels", value, 0, 256)
+}
+
 impl Register {
     /// Reject values no real machine reports, before anything is stored.
     pub fn validate(&self) -> Result<(), Invalid> {
@@ -97,8 +105,7 @@ impl Register {
             ));
         }
         for (key, value) in &self.labels {
-            crate::validate::label_key(key)?;
-            check_text("labels", value, 0, 256)?;
+            check_label(key, value)?;
         }
         Ok(())
     }
