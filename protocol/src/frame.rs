@@ -21,8 +21,12 @@
 //! session's output un-acked and stops reading its PTY until an ack arrives,
 //! so a flood blocks the program that writes it, not the link.
 
-/// Output bytes a session may have in flight (produced, not yet acked).
-pub const OUTPUT_WINDOW: u64 = 256 * 1024;
+/// Output bytes a session may have in flight (produced, not yet acked): the
+/// agent's whole scrollback, so un-acked bytes are always still held. It
+/// has to cover the bandwidth-delay product of the longest path (agent,
+/// orchestrator, browser and the ack back): 256 KiB held a local `cat` at
+/// about 45 MB/s; 1 MiB lets it run at 56-58 MB/s (BENCHMARKS.md).
+pub const OUTPUT_WINDOW: u64 = 1024 * 1024;
 
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 17;

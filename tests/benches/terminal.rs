@@ -8,9 +8,9 @@
 //! protocol (subprotocol token, offset frames, an ack per frame) over TLS to
 //! the release orchestrator, the agent's link, then the container's
 //! terminal the way the agent reaches it: for a container the static agent
-//! created, `podman exec -i` of its PTY helper (the PTY inside the
-//! container); otherwise its own PTY and `podman exec -it`. The output says
-//! which. The direct path is `podman exec -it` on a PTY this process opens,
+//! created, its PTY helper makes the PTY inside the container and hands
+//! the master to the agent, which reads it directly; otherwise the agent's
+//! own PTY and `podman exec -it`. The output says which. The direct path is `podman exec -it` on a PTY this process opens,
 //! with the same shell and the same commands.
 //!
 //! Run: `make bench`, or `cargo bench -p crops-e2e --bench terminal` with
@@ -156,8 +156,8 @@ fn crops_way(engine: &str) -> &'static str {
         .env("CONTAINERS_CONF", harness::containers_conf())
         .output()
         .expect("podman inspect");
-    if String::from_utf8_lossy(&out.stdout).trim() == "1" {
-        "`podman exec -i` -> PTY helper in the container"
+    if String::from_utf8_lossy(&out.stdout).trim() == "2" {
+        "PTY made in the container, its master handed to the agent"
     } else {
         "`podman exec -it` on the agent's PTY"
     }

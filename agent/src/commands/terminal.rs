@@ -57,6 +57,7 @@ impl Executor {
                 (req.cols, req.rows),
                 origin,
             )
+            .await
             .map_err(|source| CommandError::Terminal { ty: TY, source })?;
         Ok(Body::TerminalOpened(TerminalOpened { session_id }))
     }

@@ -14,8 +14,13 @@
 //! The PTY helper: when the agent knows a static executable of itself
 //! ([`set_pty_helper`], done at start-up by a static agent), every create
 //! bind-mounts it read-only at [`PTY_HELPER_PATH`] and labels the container
-//! `crops.pty=1`, so a terminal opened later runs its PTY inside the
-//! container ([`crate::terminal`]). A bind mount needs no writable root
+//! `crops.pty=2`, so a terminal opened later runs its PTY inside the
+//! container ([`crate::terminal`]). The label's value is the version of the
+//! helper's contract ([`PTY_HELPER_VERSION`]): 1 was a helper relaying the
+//! terminal over pipes, 2 hands the PTY master to the agent. An agent uses
+//! the helper only in containers labelled with the version it speaks and
+//! gives every other container a host PTY, so an upgrade never breaks a
+//! terminal into a container made before it. A bind mount needs no writable root
 //! filesystem, so this holds under every profile, Strict's `--read-only`
 //! included. The host file must stay at its path for the container's life
 //! (a restart mounts it again); replacing it in place, as an upgrade does,
@@ -43,8 +48,11 @@ const STOP_SLACK: Duration = Duration::from_secs(30);
 pub const WORKSPACE_MOUNT: &str = "/workspace";
 /// Where the PTY helper is mounted in a container that has it.
 pub const PTY_HELPER_PATH: &str = "/.crops/crops-pty";
-/// Label (`1`) of a container created with the PTY helper mounted.
+/// Label of a container created with the PTY helper mounted; its value is
+/// [`PTY_HELPER_VERSION`].
 pub const LABEL_PTY: &str = "crops.pty";
+/// The helper contract this agent speaks (see the module docs).
+pub const PTY_HELPER_VERSION: &str = "2";
 
 /// The static executable mounted as the PTY helper, once set.
 static PTY_HELPER: OnceLock<PathBuf> = OnceLock::new();
@@ -251,7 +259,7 @@ pub fn create_args_with(
         label(k, v);
     }
     if helper.is_some() {
-        label(LABEL_PTY, "1");
+        label(LABEL_PTY, PTY_HELPER_VERSION);
     }
     a.extend(env.args.iter().cloned());
     if let Some(ws) = workspace {
@@ -321,8 +329,8 @@ impl Podman {
         Ok(self.find_with_helper(container_id).await?.map(|(c, _)| c))
     }
 
-    /// [`Self::find`], and whether the container has the PTY helper
-    /// mounted (its `crops.pty` label), from the same `podman ps`.
+    /// [`Self::find`], and whether the container has a PTY helper this
+    /// agent speaks to (its `crops.pty` label), from the same `podman ps`.
     pub async fn find_with_helper(
         &self,
         container_id: &str,
@@ -335,7 +343,7 @@ impl Podman {
         let out = self.checked(Call::new(strings(&args), QUICK)).await?;
         let entries: Option<Vec<serde_json::Value>> = super::parse_json("ps", &out)?;
         Ok(entries.unwrap_or_default().into_iter().find_map(|v| {
-            let helper = v["Labels"][LABEL_PTY].as_str() == Some("1");
+            let helper = v["Labels"][LABEL_PTY].as_str() == Some(PTY_HELPER_VERSION);
             let info = serde_json::from_value::<PsEntry>(v).ok()?.into_info()?;
             (info.container_id == container_id).then_some((info, helper))
         }))
@@ -469,7 +477,7 @@ mod tests {
         let env = EnvPlan::default();
         let with =
             create_args_with(&req, None, &env, Some(Path::new("/opt/crops-agent"))).join(" ");
-        assert!(with.contains("--label crops.pty=1"), "{with}");
+        assert!(with.contains("--label crops.pty=2"), "{with}");
         assert!(
             with.contains("--volume /opt/crops-agent:/.crops/crops-pty:ro --network"),
             "read-only, not relabelled, before the profile's flags: {with}"

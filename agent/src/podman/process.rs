@@ -3,8 +3,8 @@
 //! dropped so the child never blocks on a full pipe), long-lived streaming
 //! children for `exec.background` and `images.build`, the two ways a
 //! terminal starts (`podman exec -it` on a host PTY,
-//! [`Podman::spawn_terminal`]; `podman exec -i` of the in-container PTY
-//! helper on pipes, [`Podman::spawn_terminal_helper`]), and [`kill_marked`],
+//! [`Podman::spawn_terminal`]; `podman exec --preserve-fds=1` of the
+//! in-container PTY helper, [`Podman::spawn_terminal_helper`]), and [`kill_marked`],
 //! which kills processes exec'd into a container.
 //!
 //! Why [`kill_marked`]: killing a `podman exec` client does not kill the
@@ -262,11 +262,12 @@ impl Podman {
 }
 
 impl Podman {
-    /// Spawn `podman exec -i --detach-keys= -e TERM=xterm-256color --env
-    /// CROPS_EXEC_MARK -- ENGINE_ID /.crops/crops-pty COLS ROWS -- argv…`:
-    /// the in-container PTY helper ([`crate::terminal::helper`]) on plain
-    /// pipes, `stdin` its stdin (the agent's framed input) and `output` its
-    /// stdout and stderr. The client runs in a session of its own, so
+    /// Spawn `podman exec --preserve-fds=1 -e TERM=xterm-256color --env CROPS_EXEC_MARK -- ENGINE_ID
+    /// /.crops/crops-pty COLS ROWS -- argv…`: the in-container PTY helper
+    /// ([`crate::terminal::helper`]) with `handoff` as its fd 3 (the socket
+    /// it hands the PTY master over, [`crate::terminal::handoff`]), no
+    /// stdin, and `diag` as the client's stdout and stderr (Podman's own
+    /// messages, the helper's). The client runs in a session of its own, so
     /// hanging up its process group reaches it; `mark` travels like every
     /// exec's. Holds no lane permit. Killed if the returned child is dropped.
     pub fn spawn_terminal_helper(
@@ -275,9 +276,10 @@ impl Podman {
         argv: &[String],
         (cols, rows): (u16, u16),
         mark: &str,
-        stdin: std::os::fd::OwnedFd,
-        output: std::os::fd::OwnedFd,
+        handoff: std::os::fd::OwnedFd,
+        diag: std::os::fd::OwnedFd,
     ) -> Result<Child, PodmanError> {
+        use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
         let spawn_error = |source| PodmanError::Spawn {
             program: self.program().to_owned(),
@@ -286,23 +288,39 @@ impl Podman {
         };
         let mut cmd = self.terminal_command(mark);
         cmd.args(helper_exec_args(engine_id, argv, (cols, rows)));
-        // SAFETY: runs in the forked child before exec; setsid is an
-        // async-signal-safe system call and nothing here allocates.
+        let from = handoff.as_raw_fd();
+        let to = crate::terminal::handoff::HANDOFF_FD;
+        // SAFETY: runs in the forked child before exec (after its stdio is
+        // in place); setsid, dup2 and fcntl are async-signal-safe system
+        // calls and nothing here allocates. `handoff` outlives the spawn.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 nix::unistd::setsid()?;
+                // dup2 leaves the copy without close-on-exec; onto itself
+                // it changes nothing, so there the flag is cleared by hand.
+                let done = if from == to {
+                    nix::libc::fcntl(to, nix::libc::F_SETFD, 0)
+                } else {
+                    nix::libc::dup2(from, to)
+                };
+                if done == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }
         tracing::debug!(program = %self.program().display(), %engine_id, ?argv, "spawning podman exec of the PTY helper");
-        let err_out = output.try_clone().map_err(spawn_error)?;
+        let err_out = diag.try_clone().map_err(spawn_error)?;
         // Stdio after the conversion, which resets it to inherit.
         let mut cmd = Command::from(cmd);
-        cmd.stdin(Stdio::from(stdin))
-            .stdout(Stdio::from(output))
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(diag))
             .stderr(Stdio::from(err_out))
             .kill_on_drop(true);
-        cmd.spawn().map_err(spawn_error)
+        let child = cmd.spawn().map_err(spawn_error);
+        // The client has its copy: the socket's end is then the client's.
+        drop(handoff);
+        child
     }
 }
 
@@ -311,8 +329,7 @@ impl Podman {
 pub fn helper_exec_args(engine_id: &str, argv: &[String], (cols, rows): (u16, u16)) -> Vec<String> {
     let mut a: Vec<String> = [
         "exec",
-        "-i",
-        "--detach-keys=",
+        "--preserve-fds=1",
         "-e",
         "TERM=xterm-256color",
         "--env",
@@ -377,12 +394,12 @@ pub fn signal_marked(mark: &str, signal: nix::sys::signal::Signal) -> usize {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_helper_runs_on_pipes_with_the_size_and_the_command_after_dashes() {
+    fn the_helper_gets_the_hand_off_socket_the_size_and_the_command_after_dashes() {
         let argv = ["sh".to_owned(), "-c".to_owned(), "echo $TERM".to_owned()];
         let args = super::helper_exec_args("abc123", &argv, (132, 43));
         assert_eq!(
             args.join(" "),
-            "exec -i --detach-keys= -e TERM=xterm-256color --env CROPS_EXEC_MARK -- abc123 \
+            "exec --preserve-fds=1 -e TERM=xterm-256color --env CROPS_EXEC_MARK -- abc123 \
              /.crops/crops-pty 132 43 -- sh -c echo $TERM"
         );
     }

@@ -2,11 +2,12 @@
 //! by byte offsets, so a session outlives the link to the orchestrator and a
 //! reconnect replays exactly what was missed.
 //!
-//! The PTY lives inside the container when the container has the helper
+//! The PTY is made inside the container when the container has the helper
 //! (every container a static agent creates: its own executable, mounted at
-//! `/.crops/crops-pty`, reached over `podman exec -i` on pipes); otherwise
-//! on the host, with `podman exec -it` on its slave. `backend` hides which,
-//! so nothing else here asks.
+//! `/.crops/crops-pty`), which hands the master to the agent; otherwise on
+//! the host, with `podman exec -it` on its slave. Either way the agent
+//! holds the master; `backend` hides where it came from, so nothing else
+//! here asks.
 //!
 //! [`Terminals`] is the registry, one per agent, shared by every connection.
 //! A session streams to at most one [`Link`] (the live connection it was
@@ -16,7 +17,7 @@
 //!
 //! * `backend`: the two ways into a container's terminal, one interface.
 //! * [`helper`]: `crops-pty`, the PTY helper run inside the container.
-//! * [`wire`]: the frames the agent writes to the helper's stdin.
+//! * [`handoff`]: the PTY master's way from the helper to the agent.
 //! * `pty`: opening, resizing, reading and writing a PTY; signals.
 //! * `scrollback`: the output ring and the window arithmetic.
 //! * `state`: what the registry keeps per session; the input stream.
@@ -27,13 +28,13 @@
 //! product runs has one, while bash or a login shell may be missing.
 
 mod backend;
+pub mod handoff;
 pub mod helper;
 mod link;
 mod pty;
 mod scrollback;
 mod session;
 mod state;
-pub mod wire;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -70,6 +71,12 @@ pub enum TerminalError {
     Pty(#[from] PtyError),
     #[error("starting the terminal: {0}")]
     Spawn(#[source] PodmanError),
+    #[error(transparent)]
+    Handoff(#[from] handoff::HandoffError),
+    #[error(
+        "podman exec ended (exit code {code:?}) before the terminal was handed over: {output}"
+    )]
+    NoHandoff { code: Option<i32>, output: String },
 }
 
 impl TerminalError {
@@ -79,7 +86,8 @@ impl TerminalError {
             Self::NoSession(_) => ErrorCode::NotFound,
             Self::TooMany(_) => ErrorCode::Unavailable,
             Self::Pty(_) => ErrorCode::Internal,
-            Self::Spawn(_) => ErrorCode::EngineFailed,
+            Self::Spawn(_) | Self::NoHandoff { .. } => ErrorCode::EngineFailed,
+            Self::Handoff(_) => ErrorCode::Internal,
         }
     }
 }
@@ -182,7 +190,7 @@ impl Terminals {
     /// A session opened from the live link's outbox (`origin`) streams there
     /// once [`Self::release`]d, i.e. once its open reply is queued ahead of
     /// its output; from anywhere else it starts detached.
-    pub fn open(
+    pub async fn open(
         &self,
         container_id: &str,
         engine_id: &str,
@@ -200,6 +208,7 @@ impl Terminals {
             (cols, rows),
             origin,
         )
+        .await
     }
 
     /// Let session `id` stream: its `terminal.open.result` is in the outbox.
@@ -213,11 +222,7 @@ impl Terminals {
 
     pub fn resize(&self, id: u64, cols: u16, rows: u16) -> Result<(), TerminalError> {
         let io = self.io(id)?;
-        io.backend.resize(cols, rows)?;
-        if io.backend.resize_pending() {
-            Io::ring(&io.wake_input);
-        }
-        Ok(())
+        io.backend.resize(cols, rows)
     }
 
     /// Hang session `id` up; `terminal.exited` (reason `closed`) follows.

@@ -50,6 +50,14 @@ nix::ioctl_write_ptr_bad!(set_winsize, nix::libc::TIOCSWINSZ, Winsize);
 
 /// Open a PTY whose window is `cols` x `rows`.
 pub fn open(cols: u16, rows: u16) -> Result<Pty, PtyError> {
+    let (master, slave) = open_pair(cols, rows)?;
+    let master = Async::new(master).map_err(PtyError::Register)?;
+    Ok(Pty { master, slave })
+}
+
+/// Open a PTY whose window is `cols` x `rows`, both ends blocking and
+/// close-on-exec: (master, slave). Neither becomes a controlling terminal.
+pub fn open_pair(cols: u16, rows: u16) -> Result<(File, OwnedFd), PtyError> {
     let step = |step| move |source| PtyError::Open { step, source };
     let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
     let master = nix::pty::posix_openpt(flags).map_err(step("posix_openpt"))?;
@@ -59,8 +67,7 @@ pub fn open(cols: u16, rows: u16) -> Result<Pty, PtyError> {
     let slave = nix::fcntl::open(name.as_str(), flags, Mode::empty()).map_err(step("open"))?;
     let master = File::from(OwnedFd::from(master));
     resize(master_fd(&master), cols, rows)?;
-    let master = Async::new(master).map_err(PtyError::Register)?;
-    Ok(Pty { master, slave })
+    Ok((master, slave))
 }
 
 fn master_fd(file: &File) -> BorrowedFd<'_> {
@@ -68,8 +75,9 @@ fn master_fd(file: &File) -> BorrowedFd<'_> {
 }
 
 /// Set the window size of the terminal whose master is `fd`; the kernel
-/// sends SIGWINCH to the terminal's foreground process group (`podman exec
-/// -t`, which passes the new size on to the container).
+/// sends SIGWINCH to the terminal's foreground process group (the program
+/// itself on a PTY made in the container; `podman exec -t` on a host PTY,
+/// which passes the new size on).
 pub fn resize(fd: BorrowedFd<'_>, cols: u16, rows: u16) -> Result<(), PtyError> {
     let size = Winsize {
         ws_row: rows,

@@ -6,8 +6,8 @@
 //! Offsets count every byte the session ever produced, so a viewer that
 //! reconnects names exactly where it stopped. The ring keeps the last
 //! [`SCROLLBACK`] bytes; because the reader never lets more than
-//! [`OUTPUT_WINDOW`] bytes go un-acked and the window is smaller than the
-//! ring, bytes not yet acked are always still held.
+//! [`OUTPUT_WINDOW`] bytes go un-acked and the window is no larger than
+//! the ring, bytes not yet acked are always still held.
 
 use std::collections::VecDeque;
 

@@ -5,6 +5,7 @@
 //! the hang-up (SIGHUP, then SIGKILL after a short grace) and the grace
 //! timer that hangs up a session left without a link.
 
+use std::fs::File;
 use std::io;
 use std::process::ExitStatus;
 use std::sync::atomic::Ordering;
@@ -16,7 +17,7 @@ use protocol::container::ContainerState;
 use protocol::Envelope;
 use smol::channel::{Receiver, Sender};
 use smol::process::Child;
-use smol::Timer;
+use smol::{Async, Timer};
 
 use super::backend::{self, Way};
 use super::scrollback::{Flow, Scrollback, SCROLLBACK};
@@ -38,7 +39,7 @@ const WRITE_CHUNK: usize = 64 * 1024;
 const ID_LIMIT: u64 = 1 << 53;
 
 /// Spawn the session and register it (see [`super::Terminals::open`]).
-pub(super) fn open(
+pub(super) async fn open(
     shared: &Arc<Shared>,
     container_id: &str,
     engine_id: &str,
@@ -51,8 +52,8 @@ pub(super) fn open(
         return Err(TerminalError::TooMany(MAX_SESSIONS));
     }
     let mark = new_mark();
-    let started = backend::start(&shared.podman, way, engine_id, argv, (cols, rows), &mark)?;
-    let child = started.child;
+    let started = backend::start(&shared.podman, way, engine_id, argv, (cols, rows), &mark).await?;
+    let (child, diag) = (started.child, started.diag);
     let (wake_reader, reader_bell) = smol::channel::bounded(1);
     let (wake_input, input_bell) = smol::channel::bounded(1);
     let io = Arc::new(Io {
@@ -99,7 +100,7 @@ pub(super) fn open(
         shared.clone(),
         id,
         io,
-        child,
+        (child, diag),
         reader_bell,
         input_bell,
     ))
@@ -112,7 +113,7 @@ async fn drive(
     shared: Arc<Shared>,
     id: u64,
     io: Arc<Io>,
-    mut child: Child,
+    (mut child, diag): (Child, Option<Async<File>>),
     reader_bell: Receiver<()>,
     input_bell: Receiver<()>,
 ) {
@@ -123,10 +124,19 @@ async fn drive(
         io.reaped.store(true, Ordering::SeqCst);
         status
     };
-    let (read_error, status) =
-        futures_lite::future::zip(pump(&shared, id, &io, reader_bell), reaped).await;
+    let diag_line = async {
+        match diag {
+            Some(mut d) => Some(backend::last_diag_line(&mut d).await),
+            None => None,
+        }
+    };
+    let ((read_error, status), diag_line) = futures_lite::future::zip(
+        futures_lite::future::zip(pump(&shared, id, &io, reader_bell), reaped),
+        diag_line,
+    )
+    .await;
     drop(writer);
-    finish(&shared, id, read_error, status).await;
+    finish(&shared, id, read_error, status, diag_line).await;
 }
 
 /// Read the PTY into the scrollback while the window has room. Ends at the
@@ -195,7 +205,7 @@ async fn feed(shared: Arc<Shared>, id: u64, io: Arc<Io>, bell: Receiver<()>) {
             };
             s.input.take(WRITE_CHUNK)
         };
-        if chunk.is_empty() && !io.backend.resize_pending() {
+        if chunk.is_empty() {
             if bell.recv().await.is_err() {
                 return;
             }
@@ -215,6 +225,7 @@ async fn finish(
     id: u64,
     read_error: Option<io::Error>,
     status: io::Result<ExitStatus>,
+    diag_line: Option<String>,
 ) {
     let Some((hangup, stopping, container_id, last_line)) =
         shared.lock().sessions.get(&id).map(|s| {
@@ -222,7 +233,9 @@ async fn finish(
                 s.hangup,
                 s.stopping,
                 s.container_id.clone(),
-                s.output.last_line(),
+                // Podman's own last words: its diagnostics pipe on the
+                // helper's way, the terminal itself on a host PTY.
+                diag_line.unwrap_or_else(|| s.output.last_line()),
             )
         })
     else {

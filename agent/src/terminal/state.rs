@@ -18,7 +18,7 @@ pub const INPUT_BACKLOG: usize = 1024 * 1024;
 
 /// The handles a session's tasks share with the registry.
 pub struct Io {
-    /// The terminal: a host PTY, or the pipes to the in-container helper.
+    /// The terminal: the PTY master, made on the host or in the container.
     pub backend: Backend,
     /// The `podman exec` client: a session leader, so also its process group.
     pub pid: u32,
@@ -28,7 +28,7 @@ pub struct Io {
     pub reaped: AtomicBool,
     /// Rung when the window opens or the session is hung up.
     pub wake_reader: Sender<()>,
-    /// Rung when input (or, for the helper, a window size) is queued.
+    /// Rung when input is queued.
     pub wake_input: Sender<()>,
 }
 

@@ -1,74 +1,121 @@
 //! The PTY helper (`crops-pty`) run directly on the host, no Podman: the
-//! agent binary started under the helper's name, fed frames on stdin as the
-//! agent writes them. Typing, resizing, `tty`, exit statuses (by code, by
-//! signal, a missing command), a hang-up on stdin's end, and a large output
-//! arriving whole and in order.
+//! agent binary started under the helper's name with fd 3 one end of a
+//! socket pair, as `podman exec --preserve-fds=1` starts it, the test
+//! holding the other end and, once handed over, the PTY master. Typing,
+//! resizing, `tty`, exit statuses (by code, by signal, a missing command),
+//! a hang-up when the master is closed, and a large output arriving whole
+//! and in order.
 
+use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use agent::terminal::wire;
+use agent::terminal::handoff;
 
 /// The helper under test: this build's agent binary, started as `crops-pty`.
 struct Helper {
     child: Child,
-    stdin: Option<ChildStdin>,
+    /// The PTY master, for input and resizes; `None` once hung up.
+    master: Option<File>,
     chunks: Receiver<Vec<u8>>,
-    /// Everything read from stdout so far.
+    /// Everything read from the master so far.
     out: Vec<u8>,
-    /// stdout ended.
+    /// The master's end was read.
     closed: bool,
+}
+
+/// Start the agent binary as `crops-pty ARGS…` with `fd3` (if any) as its
+/// fd 3, as `podman exec --preserve-fds=1` does.
+fn spawn_helper(args: &[String], fd3: Option<OwnedFd>) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_crops-agent"));
+    cmd.arg0("crops-pty")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(fd) = fd3 {
+        let from = fd.as_raw_fd();
+        // SAFETY: dup2 and fcntl are async-signal-safe; nothing allocates.
+        // `fd` lives until after the spawn, in `cmd`'s caller.
+        unsafe {
+            cmd.pre_exec(move || {
+                let r = if from == 3 {
+                    nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
+                } else {
+                    nix::libc::dup2(from, 3)
+                };
+                if r == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("the agent binary as crops-pty");
+        drop(fd);
+        return child;
+    }
+    cmd.spawn().expect("the agent binary as crops-pty")
+}
+
+fn size_args(cols: u16, rows: u16, argv: &[&str]) -> Vec<String> {
+    let mut a = vec![cols.to_string(), rows.to_string(), "--".into()];
+    a.extend(argv.iter().map(|s| (*s).to_owned()));
+    a
+}
+
+/// Start the helper and take the master it hands over.
+fn start_raw(cols: u16, rows: u16, argv: &[&str]) -> (Child, File) {
+    let (ours, theirs) = handoff::pair().unwrap();
+    let child = spawn_helper(&size_args(cols, rows, argv), Some(theirs));
+    let master = handoff::receive_blocking(&ours)
+        .expect("a hand-off")
+        .expect("the helper hands the master over");
+    (child, File::from(master))
 }
 
 impl Helper {
     fn start(cols: u16, rows: u16, argv: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_crops-agent"))
-            .arg0("crops-pty")
-            .args([cols.to_string(), rows.to_string(), "--".into()])
-            .args(argv)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the agent binary as crops-pty");
-        let mut stdout = child.stdout.take().unwrap();
+        let (child, master) = start_raw(cols, rows, argv);
+        let mut reader = master.try_clone().unwrap();
         let (tx, chunks) = mpsc::channel();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 64 * 1024];
-            while let Ok(n) = stdout.read(&mut buf) {
+            // EIO (every slave closed) is the end, as is any error.
+            while let Ok(n) = reader.read(&mut buf) {
                 if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
                     return;
                 }
             }
         });
         Self {
-            stdin: child.stdin.take(),
             child,
+            master: Some(master),
             chunks,
             out: Vec::new(),
             closed: false,
         }
     }
 
-    fn send(&mut self, frames: &[u8]) {
-        let stdin = self.stdin.as_mut().expect("stdin still open");
-        stdin.write_all(frames).unwrap();
-        stdin.flush().unwrap();
-    }
-
     fn type_text(&mut self, text: &str) {
-        let mut f = Vec::new();
-        wire::encode_input(text.as_bytes(), &mut f);
-        self.send(&f);
+        let master = self.master.as_mut().expect("not hung up");
+        master.write_all(text.as_bytes()).unwrap();
     }
 
     fn resize(&mut self, cols: u16, rows: u16) {
-        let mut f = Vec::new();
-        wire::encode_resize(cols, rows, &mut f);
-        self.send(&f);
+        let size = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let fd = self.master.as_ref().expect("not hung up").as_raw_fd();
+        // SAFETY: TIOCSWINSZ reads one winsize through a pointer to a live local.
+        let r = unsafe { nix::libc::ioctl(fd, nix::libc::TIOCSWINSZ, &size) };
+        assert_eq!(r, 0, "TIOCSWINSZ");
     }
 
     fn text(&self) -> String {
@@ -138,30 +185,49 @@ fn a_signal_a_missing_command_and_a_zero_size_give_their_statuses() {
         out.contains("crops-pty: cannot run /no/such/program"),
         "the reason shows in the terminal: {out:?}"
     );
-    let usage = Command::new(env!("CARGO_BIN_EXE_crops-agent"))
-        .arg0("/.crops/crops-pty")
-        .args(["0", "24", "--", "sh"])
-        .output()
+    let (_ours, theirs) = handoff::pair().unwrap();
+    let usage = spawn_helper(&size_args(0, 24, &["sh"]), Some(theirs))
+        .wait_with_output()
         .unwrap();
     assert_eq!(usage.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&usage.stderr).contains("COLS must be"));
 }
 
-/// Closing stdin is the agent hanging up: the command's process group gets
-/// SIGHUP and the helper ends with 129.
+/// Started without the socket (not by the agent), the helper says how it
+/// must be started and runs nothing.
 #[test]
-fn the_end_of_stdin_hangs_the_command_up() {
-    let mut h = Helper::start(80, 24, &["sh", "-c", "echo pid=$$; exec sleep 1000"]);
-    h.wait_output("\r\n");
-    let pid: i32 = h
-        .text()
+fn without_fd_3_the_helper_refuses_and_runs_nothing() {
+    let out = spawn_helper(&size_args(80, 24, &["sh", "-c", "echo ran"]), None)
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--preserve-fds=1"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ran"));
+}
+
+/// Closing the master is the agent hanging up: the kernel hangs the
+/// terminal up, the command gets SIGHUP and the helper ends with 129.
+#[test]
+fn closing_the_master_hangs_the_command_up() {
+    let (mut child, mut master) = start_raw(80, 24, &["sh", "-c", "echo pid=$$; exec sleep 1000"]);
+    // Read on this thread, so that dropping `master` closes its only copy.
+    let mut out = Vec::new();
+    let mut buf = [0u8; 256];
+    while !out.ends_with(b"\r\n") {
+        let n = master.read(&mut buf).expect("the pid line");
+        assert!(n > 0, "output ended early: {out:?}");
+        out.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&out);
+    let pid: i32 = text
         .trim()
         .strip_prefix("pid=")
         .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("a pid: {:?}", h.text()));
-    drop(h.stdin.take());
-    let (code, _) = h.finish();
-    assert_eq!(code, 129);
+        .unwrap_or_else(|| panic!("a pid: {text:?}"));
+    drop(master);
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(129), "128 + SIGHUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -2,8 +2,9 @@
 //! container created by the agent carries the PTY helper and its sessions
 //! run their PTY inside it (under Strict's read-only root too), with a
 //! large output arriving whole and in order; a container without the helper
-//! (created before it existed) still gets a working terminal over
-//! `podman exec -it` on a host PTY.
+//! (created before it existed) or with an older helper still gets a working
+//! terminal over `podman exec -it` on a host PTY; one whose helper is
+//! missing gets a clear error and the agent keeps serving.
 
 use std::time::Duration;
 
@@ -51,7 +52,7 @@ fn sessions_on_agent_created_containers_run_their_pty_inside() {
             let id = support::unique("helper");
             let engine = rig.running(&id, profile).await;
             let labels = &rig.inspect(&engine)["Config"]["Labels"];
-            assert_eq!(labels["crops.pty"], "1", "{profile:?}");
+            assert_eq!(labels["crops.pty"], "2", "{profile:?}");
 
             let sid = peer.open(&id, 80, 24).await;
             let text = who(&mut peer, sid).await;
@@ -63,7 +64,7 @@ fn sessions_on_agent_created_containers_run_their_pty_inside() {
             let resize = format!(r#"{{"sessionId":{sid},"cols":100,"rows":30}}"#);
             let reply = peer.request("terminal.resize", &resize).await;
             assert!(matches!(reply, Body::TerminalResized(_)), "{reply:?}");
-            // The resize frame follows the input already sent, so the next
+            // The size is set on the master before the reply, so the next
             // line typed runs at the new size.
             peer.type_text(sid, "stty size\r").await;
             peer.wait_output(sid, "\r\n30 100\r\n").await;
@@ -81,48 +82,75 @@ fn sessions_on_agent_created_containers_run_their_pty_inside() {
     }));
 }
 
-/// A managed container made without the helper (as before it existed)
-/// still gets a terminal: a host PTY and `podman exec -it`.
+/// Run a managed container of the rig's tenant, labelled `extra`, made
+/// directly with Podman (as an older agent made it).
+fn managed_container(rig: &Rig, id: &str, extra: &[&str]) {
+    let tenant = format!("crops.tenant={}", rig.tenant);
+    let container_id = format!("crops.container-id={id}");
+    let mut args = vec![
+        "run",
+        "-d",
+        "--name",
+        id,
+        "--label",
+        "crops.managed=true",
+        "--label",
+        &tenant,
+        "--label",
+        &container_id,
+    ];
+    for label in extra {
+        args.extend(["--label", label]);
+    }
+    args.extend(["--", support::IMAGE, "sleep", "3600"]);
+    support::podman(&args, true);
+}
+
+/// Managed containers made without the helper (as before it existed) or
+/// with the older pipe-relaying helper (`crops.pty=1`) still get a
+/// terminal: a host PTY and `podman exec -it`. One that claims the helper
+/// without having it gets Podman's own words in an error, and the agent
+/// keeps serving.
 #[test]
 fn a_container_without_the_helper_gets_a_host_pty_terminal() {
     need_podman();
-    smol::block_on(within(120, "the host PTY path", async {
+    smol::block_on(within(180, "the host PTY path", async {
         let rig = Rig::new("term-nohelper");
-        let id = support::unique("nohelper");
-        let tenant = format!("crops.tenant={}", rig.tenant);
-        let container_id = format!("crops.container-id={id}");
-        support::podman(
-            &[
-                "run",
-                "-d",
-                "--name",
-                &id,
-                "--label",
-                "crops.managed=true",
-                "--label",
-                &tenant,
-                "--label",
-                &container_id,
-                "--",
-                support::IMAGE,
-                "sleep",
-                "3600",
-            ],
-            true,
+        let (none, old, broken) = (
+            support::unique("nohelper"),
+            support::unique("oldhelper"),
+            support::unique("nomount"),
         );
+        managed_container(&rig, &none, &[]);
+        managed_container(&rig, &old, &["crops.pty=1"]);
+        managed_container(&rig, &broken, &["crops.pty=2"]);
         let (agent, mut peer) = Agent::start(GRACE).await;
-        let sid = peer.open(&id, 80, 24).await;
-        let text = who(&mut peer, sid).await;
-        assert!(text.contains("\r\n/dev/pts/"), "{text:?}");
-        assert!(!text.contains("crops-pty"), "no helper here: {text:?}");
-        peer.type_text(sid, "stty size\r").await;
-        peer.wait_output(sid, "\r\n24 80\r\n").await;
-        peer.type_text(sid, "exit 3\r").await;
-        let exited = peer.exited(sid).await;
-        assert_eq!(
-            (exited.exit_code, exited.reason.as_str()),
-            (Some(3), "exited")
+
+        let data = format!(r#"{{"containerId":"{broken}","cols":80,"rows":24}}"#);
+        let Body::Error(err) = peer.request("terminal.open", &data).await else {
+            panic!("a container without its helper cannot open a terminal")
+        };
+        assert_eq!(err.code, protocol::ErrorCode::EngineFailed, "{err:?}");
+        assert!(
+            err.message.contains("before the terminal was handed over")
+                && err.message.contains("crops-pty"),
+            "Podman's words about the missing helper: {err:?}"
         );
+
+        for id in [&none, &old] {
+            let sid = peer.open(id, 80, 24).await;
+            let text = who(&mut peer, sid).await;
+            assert!(text.contains("\r\n/dev/pts/"), "{text:?}");
+            assert!(!text.contains("crops-pty"), "no helper here: {text:?}");
+            peer.type_text(sid, "stty size\r").await;
+            peer.wait_output(sid, "\r\n24 80\r\n").await;
+            peer.type_text(sid, "exit 3\r").await;
+            let exited = peer.exited(sid).await;
+            assert_eq!(
+                (exited.exit_code, exited.reason.as_str()),
+                (Some(3), "exited")
+            );
+        }
         agent.stop().await;
     }));
 }

@@ -334,7 +334,7 @@ fn exited_reaches_every_viewer_the_record_and_the_audit() {
 #[test]
 fn a_flood_is_paced_by_the_acks_of_its_slowest_viewer() {
     smol::block_on(async {
-        const WINDOW: u64 = 256 * 1024;
+        const WINDOW: u64 = protocol::frame::OUTPUT_WINDOW;
         const TOTAL: u64 = 4 << 20;
         let mut fx = TermFixture::start("term-flood").await;
         let mut a = fx.open(81).await;
