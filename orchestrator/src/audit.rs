@@ -6,6 +6,21 @@
 //!   answered and before the client sees the answer, with full durability.
 //!   If the append fails the client gets 500 instead of the handler's
 //!   answer, so an acknowledged write always has its entry.
+//! * Calls on a worker's container (create, setup, start, stop, exec,
+//!   background, kill, remove; [`crate::http::route::Endpoint::on_worker`])
+//!   go faster without promising less about the call: once authorised,
+//!   the call's entry is queued as an **intent** (outcome `pending`),
+//!   committed durably while the handler runs, i.e. while the worker runs
+//!   Podman, which takes tens to hundreds of milliseconds against the
+//!   fsync's fraction of one. The answer waits until the intent is durable
+//!   (so an acknowledged call is on disk, as above); the real entry is then
+//!   queued, durable within the writer's next commit, and clears the
+//!   intent. A crash between the two leaves the intent, which the next
+//!   start turns into the entry with outcome `interrupted`. What such a
+//!   call changes in the store (a container's state) may lag the answer
+//!   by that one commit; after a crash the worker's inventory restores it
+//!   (the reconcile adopts, marks and updates container records), which is
+//!   why only these calls take this path.
 //! * Commands: the hub calls the [`CommandHook`] once each command's
 //!   outcome is known (result, agent error, timeout, disconnection or
 //!   offline), before the API call that sent it answers; the hook queues
@@ -39,7 +54,10 @@ use crate::{now_ms, App};
 
 mod writer;
 
-pub use writer::{AuditError, AuditWriter};
+pub use writer::{AuditError, AuditWriter, Intent};
+
+/// The outcome an intent carries until its call has answered.
+pub const PENDING: &str = "pending";
 
 /// What the hub calls once a command's outcome is known.
 pub type CommandHook =
@@ -150,19 +168,17 @@ fn command_entry(s: &Store, done: CommandDone) -> Result<AuditEntry, StoreError>
     })
 }
 
-/// Append the entry of a mutating API call (durably). `outcome` is `ok` or
-/// the error code answered.
-pub(crate) async fn api_call(
-    app: &App,
+/// The entry of a mutating API call, as far as it is known.
+fn call_entry(
     def: &RouteDef,
     caller: &Caller,
     path: &str,
-    status: u16,
+    status: Option<u16>,
     outcome: &str,
-) -> Result<(), AuditError> {
+) -> AuditEntry {
     let note = caller.note();
     let own_org = caller.member().map(|m| m.org_id.clone());
-    let entry = AuditEntry {
+    AuditEntry {
         seq: 0,
         at: now_ms(),
         principal: caller.principal.label(),
@@ -176,11 +192,50 @@ pub(crate) async fn api_call(
         }),
         tenant_id: note.tenant_id,
         outcome: outcome.to_owned(),
-        status: Some(status),
-    };
+        status,
+    }
+}
+
+/// Append the entry of a mutating API call (durably). `outcome` is `ok` or
+/// the error code answered.
+pub(crate) async fn api_call(
+    app: &App,
+    def: &RouteDef,
+    caller: &Caller,
+    path: &str,
+    status: u16,
+    outcome: &str,
+) -> Result<(), AuditError> {
+    let entry = call_entry(def, caller, path, Some(status), outcome);
     let entry = app.audit.append(entry, true).await?;
     tracing::debug!(seq = entry.seq, action = %entry.action, outcome, "audited");
     Ok(())
+}
+
+/// Queue the intent of an authorised call on a worker's container (its
+/// entry with outcome `pending`), to be made durable while the call runs.
+pub(crate) async fn api_intent(
+    app: &App,
+    def: &RouteDef,
+    caller: &Caller,
+    path: &str,
+) -> Result<Intent, AuditError> {
+    app.audit
+        .intend(call_entry(def, caller, path, None, PENDING))
+        .await
+}
+
+/// Queue the entry completing intent `id` (durable soon, not waited for).
+pub(crate) async fn api_outcome(
+    app: &App,
+    id: u64,
+    (def, caller, path): (&RouteDef, &Caller, &str),
+    status: u16,
+    outcome: &str,
+) {
+    let entry = call_entry(def, caller, path, Some(status), outcome);
+    app.audit.complete(id, entry).await;
+    tracing::debug!(intent = id, action = %def.path, outcome, "audited after its intent");
 }
 
 /// Append the entry of a terminal session opened (or refused) on

@@ -229,8 +229,10 @@ pub fn query<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
         .find_map(|(k, v)| (k == name).then_some(v))
 }
 
-/// A mutating request past authentication: appended to the audit log once answered.
-type Audited = Option<(&'static RouteDef, Caller)>;
+/// A mutating request past authentication: appended to the audit log once
+/// answered; with its intent, queued once authorised, when it acts on a
+/// worker's container (`crate::audit`).
+type Audited = Option<(&'static RouteDef, Caller, Option<crate::audit::Intent>)>;
 
 /// Answer one request: route it, authorise it, call the handler, and
 /// append the audit entry of a mutating call before answering.
@@ -244,9 +246,21 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
         Err(e) => e.status_and_code().1,
     };
     let mut resp = result.unwrap_or_else(ApiError::into_response);
-    if let Some((def, caller)) = audited {
+    if let Some((def, caller, intent)) = audited {
         let status = resp.status().as_u16();
-        let appended = crate::audit::api_call(&app, def, &caller, &path, status, outcome).await;
+        let appended = match intent {
+            // Durable by now, most likely: it was committed while the
+            // worker ran Podman. The entry follows without a wait.
+            Some(intent) => match intent.recorded().await {
+                Ok(id) => {
+                    let call = (def, &caller, path.as_str());
+                    crate::audit::api_outcome(&app, id, call, status, outcome).await;
+                    Ok(())
+                }
+                Err(error) => Err(error),
+            },
+            None => crate::audit::api_call(&app, def, &caller, &path, status, outcome).await,
+        };
         if let Err(error) = appended {
             // Never acknowledge a call whose entry could not be written.
             tracing::error!(%error, "cannot audit a call");
@@ -282,10 +296,15 @@ async fn dispatch(
         )),
     };
     if let Some(caller) = caller {
-        if method != Method::GET {
-            *audited = Some((def, caller.clone()));
+        let mutating = method != Method::GET;
+        if mutating {
+            *audited = Some((def, caller.clone(), None));
         }
         crate::authz::check(&app, &caller, def.rule, &params, &req).await?;
+        if mutating && def.endpoint.on_worker() {
+            let intent = crate::audit::api_intent(&app, def, &caller, path).await?;
+            *audited = Some((def, caller.clone(), Some(intent)));
+        }
         req.extensions_mut().insert(caller);
     }
     let container = params.get("containerId");

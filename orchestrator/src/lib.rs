@@ -261,6 +261,14 @@ pub async fn serve(
         .await?;
     let metrics = Arc::new(metrics::Metrics::default());
     let policies = Arc::new(policy::Policies::shared()?);
+    // Calls cut short by the last stop: their intents become entries.
+    let interrupted = store.call(|s| s.recover_audit_intents()).await?;
+    if interrupted > 0 {
+        tracing::warn!(
+            calls = interrupted,
+            "audit: calls interrupted by the last stop are logged as `interrupted`"
+        );
+    }
     let audit = audit::AuditWriter::start(Arc::clone(&store))?;
     let app = Arc::new(App {
         policies,

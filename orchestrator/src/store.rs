@@ -37,7 +37,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use audit::{AuditEntry, AuditScope, MAX_AUDIT_PAGE};
+pub use audit::{AuditEntry, AuditScope, AuditWrite, AuditWritten, INTERRUPTED, MAX_AUDIT_PAGE};
 pub use containers::CreateOutcome;
 pub use decisions::{DecisionRecord, MAX_DECISION_PAGE};
 pub use history::Pruned;

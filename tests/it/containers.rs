@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::fleet::*;
 use crate::harness::*;
+use crate::http::Https;
 
 fn unique(name: &str) -> String {
     format!("e2e-{name}-{}", std::process::id())
@@ -228,6 +229,18 @@ fn containers_keep_running_while_the_orchestrator_is_away() {
     let before = f.orch.worker(&f.worker).unwrap()["connectedAt"]
         .as_u64()
         .unwrap();
+    // A call in flight when the orchestrator dies: its audit intent (durable
+    // while the worker runs it) comes back as an `interrupted` entry.
+    let api = Https::new(&f._tls.ca, f.orch.port, &f.orch.admin_token);
+    let path = format!("/v1/containers/{id}/exec");
+    std::thread::spawn(move || {
+        let argv = json!({"command": ["sh", "-c", "echo started > /tmp/started; exec sleep 300"]});
+        // Cut off by the kill below: no answer to keep.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| api.post(&path, argv)));
+    });
+    wait_until("the exec running", Duration::from_secs(30), || {
+        (f.exec(&id, &["cat", "/tmp/started"]).body["stdout"] == "started\n").then_some(())
+    });
 
     f.orch.kill9();
     assert_eq!(
@@ -245,6 +258,22 @@ fn containers_keep_running_while_the_orchestrator_is_away() {
         f.podman_ids(&id),
         vec![engine.clone()],
         "the same container, not a new one"
+    );
+    let log = f.api.get(&format!("/v1/audit?tenantId={}", f.tenant));
+    let entries = log.body["entries"].as_array().expect("entries").clone();
+    let exec = "POST /v1/containers/{containerId}/exec";
+    let outcomes: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["kind"] == "api" && e["action"] == exec)
+        .map(|e| e["outcome"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        outcomes.contains(&"interrupted") && outcomes.contains(&"ok"),
+        "the cut-off exec is logged as interrupted, the others ok: {outcomes:?}"
+    );
+    assert!(
+        entries.iter().all(|e| e["outcome"] != "pending"),
+        "an intent never shows as an entry: {entries:?}"
     );
 
     // A restarted agent finds its own containers too.

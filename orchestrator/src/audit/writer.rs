@@ -2,7 +2,8 @@
 //! batches, one redb transaction per batch (group commit).
 //!
 //! Why: every mutating API call appends two entries (the command it sent to
-//! an agent, then the call itself, durably). Appended one transaction each
+//! an agent, then the call itself, durably; or, for a call on a worker's
+//! container, an intent before and the entry after, see `crate::audit`). Appended one transaction each
 //! from the request, that is two thread-pool round trips and two commits on
 //! the call's path; on a busy two-core box each round trip costs
 //! milliseconds. Here the command's entry is only queued (the request does
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use smol::channel::{Receiver, Sender};
 
 use super::CommandDone;
-use crate::store::{AuditEntry, Store, StoreError};
+use crate::store::{AuditEntry, AuditWrite, AuditWritten, Store, StoreError};
 
 /// Entries waiting beyond this make queuing callers wait (backpressure
 /// when the disk stalls, instead of unbounded memory).
@@ -47,18 +48,42 @@ pub enum AuditError {
 }
 
 type Reply = Sender<Result<AuditEntry, StoreError>>;
+type IntentReply = Sender<Result<u64, StoreError>>;
 
 enum Job {
-    /// An entry to append; `reply`, if any, gets the stored entry.
+    /// An entry to append (clearing the intent it completes, if any);
+    /// `reply`, if any, gets the stored entry.
     Entry {
         entry: AuditEntry,
+        clears: Option<u64>,
         durable: bool,
         reply: Option<Reply>,
+    },
+    /// An intent to record durably; `reply` gets its id.
+    Intent {
+        entry: AuditEntry,
+        reply: IntentReply,
     },
     /// A command's outcome; its entry's tenant is looked up on the thread.
     Command(CommandDone),
     /// Answered once everything queued before it is committed.
     Flush(Sender<()>),
+}
+
+/// An intent queued by [`AuditWriter::intend`].
+pub struct Intent {
+    answer: Receiver<Result<u64, StoreError>>,
+}
+
+impl Intent {
+    /// Wait until the intent is durable; its id.
+    pub async fn recorded(self) -> Result<u64, AuditError> {
+        Ok(self
+            .answer
+            .recv()
+            .await
+            .map_err(|_| AuditError::Stopped)??)
+    }
 }
 
 /// The handle requests use; cheap to clone.
@@ -92,11 +117,38 @@ impl AuditWriter {
         let (reply, answer) = smol::channel::bounded(1);
         let job = Job::Entry {
             entry,
+            clears: None,
             durable,
             reply: Some(reply),
         };
         self.tx.send(job).await.map_err(|_| AuditError::Stopped)?;
         Ok(answer.recv().await.map_err(|_| AuditError::Stopped)??)
+    }
+
+    /// Queue `entry` as an intent (committed durably, as soon as the writer
+    /// gets to it) without waiting: [`Intent::recorded`] waits.
+    pub async fn intend(&self, entry: AuditEntry) -> Result<Intent, AuditError> {
+        let (reply, answer) = smol::channel::bounded(1);
+        let job = Job::Intent { entry, reply };
+        self.tx.send(job).await.map_err(|_| AuditError::Stopped)?;
+        Ok(Intent { answer })
+    }
+
+    /// Queue the entry completing intent `id` (committed durably, clearing
+    /// the intent) without waiting for it.
+    pub async fn complete(&self, id: u64, entry: AuditEntry) {
+        let job = Job::Entry {
+            entry,
+            clears: Some(id),
+            durable: true,
+            reply: None,
+        };
+        if self.tx.send(job).await.is_err() {
+            tracing::error!(
+                intent = id,
+                "audit writer stopped; a call's entry stays an intent"
+            );
+        }
     }
 
     /// Queue a command's entry without waiting for its commit (it is
@@ -131,11 +183,34 @@ fn run(store: &Store, rx: &Receiver<Job>) {
     tracing::debug!("audit writer stopped");
 }
 
-/// One queued entry, resolved, and who waits for it.
+/// Who waits for a write.
+enum Waiter {
+    None,
+    Entry(Reply),
+    Intent(IntentReply),
+}
+
+impl Waiter {
+    fn answer(self, result: Result<AuditWritten, StoreError>) {
+        match (self, result) {
+            (Self::Entry(r), Ok(AuditWritten::Appended(e))) => drop(r.try_send(Ok(e))),
+            (Self::Intent(r), Ok(AuditWritten::Intent(id))) => drop(r.try_send(Ok(id))),
+            (Self::Entry(r), Err(e)) => drop(r.try_send(Err(e))),
+            (Self::Intent(r), Err(e)) => drop(r.try_send(Err(e))),
+            (Self::None, Err(error)) => {
+                tracing::error!(%error, "cannot append to the audit log")
+            }
+            // A write answers in its own kind; nobody waits otherwise.
+            _ => {}
+        }
+    }
+}
+
+/// One queued write, resolved, and who waits for it.
 struct Pending {
-    entry: AuditEntry,
+    write: AuditWrite,
     durable: bool,
-    reply: Option<Reply>,
+    waiter: Waiter,
 }
 
 fn commit(store: &Store, jobs: Vec<Job>) {
@@ -145,18 +220,27 @@ fn commit(store: &Store, jobs: Vec<Job>) {
         match job {
             Job::Entry {
                 entry,
+                clears,
                 durable,
                 reply,
             } => pending.push(Pending {
-                entry,
+                write: AuditWrite::Append { entry, clears },
                 durable,
-                reply,
+                waiter: reply.map_or(Waiter::None, Waiter::Entry),
+            }),
+            Job::Intent { entry, reply } => pending.push(Pending {
+                write: AuditWrite::Intent(entry),
+                durable: true,
+                waiter: Waiter::Intent(reply),
             }),
             Job::Command(done) => match super::command_entry(store, done) {
                 Ok(entry) => pending.push(Pending {
-                    entry,
+                    write: AuditWrite::Append {
+                        entry,
+                        clears: None,
+                    },
                     durable: false,
-                    reply: None,
+                    waiter: Waiter::None,
                 }),
                 Err(error) => tracing::error!(%error, "cannot resolve a command's audit entry"),
             },
@@ -165,27 +249,25 @@ fn commit(store: &Store, jobs: Vec<Job>) {
     }
     if !pending.is_empty() {
         let durable = pending.iter().any(|p| p.durable);
-        let entries = pending.iter().map(|p| p.entry.clone()).collect();
-        match store.append_audit_batch(entries, durable) {
-            Ok(stored) => {
-                for (p, entry) in pending.into_iter().zip(stored) {
-                    if let Some(reply) = p.reply {
-                        let _ = reply.try_send(Ok(entry));
-                    }
+        let writes = pending.iter().map(|p| p.write.clone()).collect();
+        match store.write_audit_batch(writes, durable) {
+            Ok(written) => {
+                for (p, w) in pending.into_iter().zip(written) {
+                    p.waiter.answer(Ok(w));
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, entries = pending.len(), "audit batch failed; appending one by one");
+                tracing::warn!(%error, entries = pending.len(), "audit batch failed; writing one by one");
                 for p in pending {
-                    let result = store.append_audit(p.entry, p.durable);
-                    match (p.reply, result) {
-                        (Some(reply), result) => {
-                            let _ = reply.try_send(result);
+                    // One write, one result (a missing one drops the
+                    // waiter's channel: it reads as a stopped writer).
+                    match store.write_audit_batch(vec![p.write], p.durable) {
+                        Ok(mut w) => {
+                            if let Some(w) = w.pop() {
+                                p.waiter.answer(Ok(w));
+                            }
                         }
-                        (None, Err(error)) => {
-                            tracing::error!(%error, "cannot append a command to the audit log")
-                        }
-                        (None, Ok(_)) => {}
+                        Err(error) => p.waiter.answer(Err(error)),
                     }
                 }
             }

@@ -120,6 +120,26 @@ macro_rules! routes {
 use Rule::*;
 use Target as T;
 
+impl Endpoint {
+    /// A mutating call on a worker's container: its effects live on the
+    /// worker (whose inventory restores the records after a crash), and it
+    /// waits for Podman, so its audit entry goes ahead as an intent
+    /// (`crate::audit`).
+    pub fn on_worker(self) -> bool {
+        matches!(
+            self,
+            Self::CreateContainer
+                | Self::RemoveContainer
+                | Self::ContainerSetup
+                | Self::ContainerStart
+                | Self::ContainerStop
+                | Self::ContainerExec
+                | Self::ContainerBackground
+                | Self::BackgroundKill
+        )
+    }
+}
+
 routes! {
     Healthz = GET "/healthz", Public, "Liveness: the process answers";
     Readyz = GET "/readyz", Public, "Readiness: the store answers and the listener accepts (503 once shutdown begins)";

@@ -4,6 +4,14 @@
 //!
 //! An entry naming a tenant gets that tenant's organisation from the
 //! tenant record, in the same transaction that appends it.
+//!
+//! Beside the log, a journal of **intents**: a call's entry recorded
+//! (durably) before its outcome is known, so the call can run while the
+//! disk syncs (see `crate::audit`). The call's real entry, appended later,
+//! clears its intent in the same transaction; an intent still there at
+//! start-up (the orchestrator stopped in between) becomes an entry with
+//! outcome `interrupted` ([`Store::recover_audit_intents`]). The journal is
+//! never read by queries: the log alone is the record.
 
 use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -16,6 +24,10 @@ const AUDIT: TableDefinition<u64, &str> = TableDefinition::new("audit");
 const AUDIT_BY_TENANT: TableDefinition<&str, &str> = TableDefinition::new("audit_by_tenant");
 /// `orgId/<seq, 20 digits>` -> `""`.
 const AUDIT_BY_ORG: TableDefinition<&str, &str> = TableDefinition::new("audit_by_org");
+/// Intent id -> the call's [`AuditEntry`] as known before its outcome (JSON).
+const AUDIT_INTENTS: TableDefinition<u64, &str> = TableDefinition::new("audit_intents");
+/// The outcome of an intent whose call never finished.
+pub const INTERRUPTED: &str = "interrupted";
 
 /// The most entries one query returns.
 pub const MAX_AUDIT_PAGE: usize = 1000;
@@ -43,6 +55,25 @@ pub struct AuditEntry {
     pub status: Option<u16>,
 }
 
+/// One write of an audit batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditWrite {
+    /// Append an entry, clearing the intent it completes, if any.
+    Append {
+        entry: AuditEntry,
+        clears: Option<u64>,
+    },
+    /// Record an intent; it gets the next intent id.
+    Intent(AuditEntry),
+}
+
+/// What a write of an audit batch became.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditWritten {
+    Appended(AuditEntry),
+    Intent(u64),
+}
+
 /// Which entries a query reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditScope {
@@ -53,6 +84,66 @@ pub enum AuditScope {
 
 fn index_key(owner: &str, seq: u64) -> String {
     format!("{owner}/{seq:020}")
+}
+
+/// The log's tables, open in one write transaction.
+struct Log<'t> {
+    log: redb::Table<'t, u64, &'static str>,
+    tenants: redb::Table<'t, &'static str, &'static str>,
+    by_tenant: redb::Table<'t, &'static str, &'static str>,
+    by_org: redb::Table<'t, &'static str, &'static str>,
+    last: u64,
+}
+
+impl<'t> Log<'t> {
+    fn open(txn: &'t redb::WriteTransaction) -> Result<Self, StoreError> {
+        let log = txn
+            .open_table(AUDIT)
+            .map_err(failed("open the audit log"))?;
+        let last = log
+            .last()
+            .map_err(failed("read the audit log's end"))?
+            .map_or(0, |(k, _)| k.value());
+        Ok(Self {
+            log,
+            tenants: txn.open_table(TENANTS).map_err(failed("open tenants"))?,
+            by_tenant: txn
+                .open_table(AUDIT_BY_TENANT)
+                .map_err(failed("open the audit tenant index"))?,
+            by_org: txn
+                .open_table(AUDIT_BY_ORG)
+                .map_err(failed("open the audit org index"))?,
+            last,
+        })
+    }
+
+    /// Append `entry` with the next sequence number, indexed; as stored.
+    fn append(&mut self, entry: AuditEntry) -> Result<AuditEntry, StoreError> {
+        self.last += 1;
+        let mut entry = AuditEntry {
+            seq: self.last,
+            ..entry
+        };
+        if let (Some(tenant_id), None) = (&entry.tenant_id, &entry.org_id) {
+            entry.org_id = get_json::<Tenant>(&self.tenants, "tenants", tenant_id)?
+                .map(|t| t.org_id)
+                .filter(|o| !o.is_empty());
+        }
+        self.log
+            .insert(entry.seq, encode(&entry).as_str())
+            .map_err(failed("append to the audit log"))?;
+        if let Some(tenant_id) = &entry.tenant_id {
+            self.by_tenant
+                .insert(index_key(tenant_id, entry.seq).as_str(), "")
+                .map_err(failed("index an audit entry"))?;
+        }
+        if let Some(org_id) = &entry.org_id {
+            self.by_org
+                .insert(index_key(org_id, entry.seq).as_str(), "")
+                .map_err(failed("index an audit entry"))?;
+        }
+        Ok(entry)
+    }
 }
 
 impl Store {
@@ -67,59 +158,109 @@ impl Store {
         }
     }
 
-    /// Append `entries` in order, in one transaction (the audit writer's
-    /// group commit), and return them as stored.
+    /// Append `entries` in order, in one transaction, and return them as
+    /// stored.
     pub fn append_audit_batch(
         &self,
         entries: Vec<AuditEntry>,
         durable: bool,
     ) -> Result<Vec<AuditEntry>, StoreError> {
+        let writes = entries
+            .into_iter()
+            .map(|entry| AuditWrite::Append {
+                entry,
+                clears: None,
+            })
+            .collect();
+        Ok(self
+            .write_audit_batch(writes, durable)?
+            .into_iter()
+            .filter_map(|w| match w {
+                AuditWritten::Appended(e) => Some(e),
+                AuditWritten::Intent(_) => None,
+            })
+            .collect())
+    }
+
+    /// Apply `writes` in order, in one transaction (the audit writer's
+    /// group commit); one result per write.
+    pub fn write_audit_batch(
+        &self,
+        writes: Vec<AuditWrite>,
+        durable: bool,
+    ) -> Result<Vec<AuditWritten>, StoreError> {
         let mut txn = self.db.begin_write().map_err(failed("begin a write"))?;
         if !durable {
             txn.set_durability(Durability::None)
                 .map_err(failed("lower an audit entry's durability"))?;
         }
-        let stored = {
-            let mut log = txn
-                .open_table(AUDIT)
-                .map_err(failed("open the audit log"))?;
-            let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
-            let mut by_tenant = txn
-                .open_table(AUDIT_BY_TENANT)
-                .map_err(failed("open the audit tenant index"))?;
-            let mut by_org = txn
-                .open_table(AUDIT_BY_ORG)
-                .map_err(failed("open the audit org index"))?;
-            let last = log
+        let written = {
+            let mut log = Log::open(&txn)?;
+            let mut intents = txn
+                .open_table(AUDIT_INTENTS)
+                .map_err(failed("open the audit intents"))?;
+            let mut next_intent = intents
                 .last()
-                .map_err(failed("read the audit log's end"))?
-                .map_or(0, |(k, _)| k.value());
-            let mut stored = Vec::with_capacity(entries.len());
-            for (seq, entry) in (last + 1..).zip(entries) {
-                let mut entry = AuditEntry { seq, ..entry };
-                if let (Some(tenant_id), None) = (&entry.tenant_id, &entry.org_id) {
-                    entry.org_id = get_json::<Tenant>(&tenants, "tenants", tenant_id)?
-                        .map(|t| t.org_id)
-                        .filter(|o| !o.is_empty());
+                .map_err(failed("read the audit intents' end"))?
+                .map_or(0, |(k, _)| k.value())
+                + 1;
+            let mut written = Vec::with_capacity(writes.len());
+            for write in writes {
+                match write {
+                    AuditWrite::Append { entry, clears } => {
+                        if let Some(id) = clears {
+                            intents
+                                .remove(id)
+                                .map_err(failed("clear an audit intent"))?;
+                        }
+                        written.push(AuditWritten::Appended(log.append(entry)?));
+                    }
+                    AuditWrite::Intent(entry) => {
+                        let id = next_intent;
+                        next_intent += 1;
+                        intents
+                            .insert(id, encode(&entry).as_str())
+                            .map_err(failed("record an audit intent"))?;
+                        written.push(AuditWritten::Intent(id));
+                    }
                 }
-                log.insert(entry.seq, encode(&entry).as_str())
-                    .map_err(failed("append to the audit log"))?;
-                if let Some(tenant_id) = &entry.tenant_id {
-                    by_tenant
-                        .insert(index_key(tenant_id, entry.seq).as_str(), "")
-                        .map_err(failed("index an audit entry"))?;
-                }
-                if let Some(org_id) = &entry.org_id {
-                    by_org
-                        .insert(index_key(org_id, entry.seq).as_str(), "")
-                        .map_err(failed("index an audit entry"))?;
-                }
-                stored.push(entry);
             }
-            stored
+            written
         };
         txn.commit().map_err(failed("commit an audit entry"))?;
-        Ok(stored)
+        Ok(written)
+    }
+
+    /// Turn every intent left by a stopped orchestrator into an entry with
+    /// outcome [`INTERRUPTED`] (in intent order), durably; how many.
+    pub fn recover_audit_intents(&self) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        let recovered = {
+            let mut log = Log::open(&txn)?;
+            let mut intents = txn
+                .open_table(AUDIT_INTENTS)
+                .map_err(failed("open the audit intents"))?;
+            let mut left = Vec::new();
+            for item in intents.iter().map_err(failed("scan the audit intents"))? {
+                let (id, value) = item.map_err(failed("scan the audit intents"))?;
+                left.push((id.value(), value.value().to_owned()));
+            }
+            for (id, value) in &left {
+                let entry: AuditEntry = decode("audit intent", &id.to_string(), value)?;
+                log.append(AuditEntry {
+                    outcome: INTERRUPTED.into(),
+                    status: None,
+                    ..entry
+                })?;
+                intents
+                    .remove(*id)
+                    .map_err(failed("clear an audit intent"))?;
+            }
+            left.len()
+        };
+        txn.commit()
+            .map_err(failed("commit recovered audit intents"))?;
+        Ok(recovered)
     }
 
     /// Up to `limit` entries of `scope` with `seq < before`, newest first.
@@ -246,5 +387,66 @@ mod tests {
             .query_audit(&AuditScope::Tenant("t".into()), None, 10)
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn an_intent_is_cleared_by_its_entry_or_recovered_as_interrupted() {
+        let dir = std::env::temp_dir().join(format!(
+            "crops-audit-intents-{}-{}",
+            std::process::id(),
+            crate::now_ms()
+        ));
+        let s = Store::open(&dir).unwrap();
+        let pending = |action: &str| AuditEntry {
+            action: action.into(),
+            outcome: "pending".into(),
+            status: None,
+            ..entry(None)
+        };
+        let written = s
+            .write_audit_batch(
+                vec![
+                    AuditWrite::Intent(pending("finished")),
+                    AuditWrite::Intent(pending("cut short")),
+                ],
+                true,
+            )
+            .unwrap();
+        assert_eq!(written, [AuditWritten::Intent(1), AuditWritten::Intent(2)]);
+        // Intents are not entries: the log is still empty.
+        assert!(s
+            .query_audit(&AuditScope::All, None, 10)
+            .unwrap()
+            .is_empty());
+        let done = AuditEntry {
+            action: "finished".into(),
+            ..entry(None)
+        };
+        s.write_audit_batch(
+            vec![AuditWrite::Append {
+                entry: done,
+                clears: Some(1),
+            }],
+            false,
+        )
+        .unwrap();
+        // A restart: the intent that never got its entry becomes one.
+        drop(s);
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(s.recover_audit_intents().unwrap(), 1);
+        assert_eq!(s.recover_audit_intents().unwrap(), 0, "once only");
+        let all = s.query_audit(&AuditScope::All, None, 10).unwrap();
+        let got: Vec<(&str, &str, Option<u16>)> = all
+            .iter()
+            .map(|e| (e.action.as_str(), e.outcome.as_str(), e.status))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("cut short", INTERRUPTED, None),
+                ("finished", "ok", Some(201))
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
