@@ -16,7 +16,11 @@
 //!   (so an acknowledged call is on disk, as above); the real entry is then
 //!   queued, durable within the writer's next commit, and clears the
 //!   intent. A crash between the two leaves the intent, which the next
-//!   start turns into the entry with outcome `interrupted`. What such a
+//!   start turns into the entry with outcome `interrupted`. A create
+//!   queues its intent itself ([`Deferred`]) once admission and its record
+//!   are written: a durable commit holds the store's write lock through
+//!   its fsync, and those writes would wait for it. A call that answers
+//!   before queuing one (refused, invalid) is audited the ordinary way. What such a
 //!   call changes in the store (a container's state) may lag the answer
 //!   by that one commit; after a crash the worker's inventory restores it
 //!   (the reconcile adopts, marks and updates container records), which is
@@ -223,6 +227,64 @@ pub(crate) async fn api_intent(
     app.audit
         .intend(call_entry(def, caller, path, None, PENDING))
         .await
+}
+
+/// A call's intent that its handler queues itself, once its own store
+/// writes are done and just before it contacts the worker (a create:
+/// admission and the new record first, so those commits never wait behind
+/// the intent's fsync, which holds the store's write lock). Shared by the
+/// dispatcher (which answers the call) and the handler (through the
+/// request's extensions).
+#[derive(Clone)]
+pub(crate) struct Deferred {
+    state: std::sync::Arc<std::sync::Mutex<DeferredState>>,
+}
+
+enum DeferredState {
+    Armed {
+        def: &'static RouteDef,
+        caller: Caller,
+        path: String,
+    },
+    Queued(Intent),
+    Taken,
+}
+
+impl Deferred {
+    pub(crate) fn new(def: &'static RouteDef, caller: &Caller, path: &str) -> Self {
+        let state = DeferredState::Armed {
+            def,
+            caller: caller.clone(),
+            path: path.to_owned(),
+        };
+        Self {
+            state: std::sync::Arc::new(std::sync::Mutex::new(state)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DeferredState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue the intent now (once; later calls do nothing).
+    pub(crate) async fn queue(&self, app: &App) -> Result<(), AuditError> {
+        let armed = std::mem::replace(&mut *self.lock(), DeferredState::Taken);
+        let DeferredState::Armed { def, caller, path } = armed else {
+            *self.lock() = armed;
+            return Ok(());
+        };
+        let intent = api_intent(app, def, &caller, &path).await?;
+        *self.lock() = DeferredState::Queued(intent);
+        Ok(())
+    }
+
+    /// The queued intent, if the handler queued one.
+    pub(crate) fn take(&self) -> Option<Intent> {
+        match std::mem::replace(&mut *self.lock(), DeferredState::Taken) {
+            DeferredState::Queued(intent) => Some(intent),
+            _ => None,
+        }
+    }
 }
 
 /// Queue the entry completing intent `id` (durable soon, not waited for).

@@ -232,7 +232,17 @@ pub fn query<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
 /// A mutating request past authentication: appended to the audit log once
 /// answered; with its intent, queued once authorised, when it acts on a
 /// worker's container (`crate::audit`).
-type Audited = Option<(&'static RouteDef, Caller, Option<crate::audit::Intent>)>;
+type Audited = Option<(&'static RouteDef, Caller, Intended)>;
+
+/// How a call on a worker's container announced itself to the audit log.
+enum Intended {
+    /// Not such a call: audited once answered.
+    No,
+    /// Its intent, queued once authorised.
+    Queued(crate::audit::Intent),
+    /// Its intent, for the handler to queue (a create; see `crate::audit`).
+    Deferred(crate::audit::Deferred),
+}
 
 /// Answer one request: route it, authorise it, call the handler, and
 /// append the audit entry of a mutating call before answering.
@@ -248,6 +258,11 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
     let mut resp = result.unwrap_or_else(ApiError::into_response);
     if let Some((def, caller, intent)) = audited {
         let status = resp.status().as_u16();
+        let intent = match intent {
+            Intended::No => None,
+            Intended::Queued(intent) => Some(intent),
+            Intended::Deferred(deferred) => deferred.take(),
+        };
         let appended = match intent {
             // Durable by now, most likely: it was committed while the
             // worker ran Podman. The entry follows without a wait.
@@ -298,12 +313,16 @@ async fn dispatch(
     if let Some(caller) = caller {
         let mutating = method != Method::GET;
         if mutating {
-            *audited = Some((def, caller.clone(), None));
+            *audited = Some((def, caller.clone(), Intended::No));
         }
         crate::authz::check(&app, &caller, def.rule, &params, &req).await?;
-        if mutating && def.endpoint.on_worker() {
+        if mutating && def.endpoint == Endpoint::CreateContainer {
+            let deferred = crate::audit::Deferred::new(def, &caller, path);
+            req.extensions_mut().insert(deferred.clone());
+            *audited = Some((def, caller.clone(), Intended::Deferred(deferred)));
+        } else if mutating && def.endpoint.on_worker() {
             let intent = crate::audit::api_intent(&app, def, &caller, path).await?;
-            *audited = Some((def, caller.clone(), Some(intent)));
+            *audited = Some((def, caller.clone(), Intended::Queued(intent)));
         }
         req.extensions_mut().insert(caller);
     }

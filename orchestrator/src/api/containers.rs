@@ -19,6 +19,7 @@ use protocol::{Body, ErrorCode};
 use serde::{Deserialize, Serialize};
 
 use super::relay::{self, agent_code, bad_reply, fail, settle, worker_error};
+use crate::audit::Deferred;
 use crate::authz::{Caller, Need};
 use crate::http::{json, query, read_json, ApiError, Resp};
 use crate::hub::HubError;
@@ -101,6 +102,7 @@ pub(crate) fn view(status: StatusCode, record: ContainerRecord) -> Resp {
 /// fleet worker).
 pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let caller = Caller::of(&req)?;
+    let intent = req.extensions().get::<Deferred>().cloned();
     let body: CreateContainer = read_json(req).await?;
     let command = ContainerCreate {
         container_id: match body.id {
@@ -160,7 +162,7 @@ pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
 
     let id = command.container_id.clone();
     if let Some(existing) = app.store.read_now(move |s| s.get_container(&id))? {
-        return retried(app, existing, &worker_id, command).await;
+        return retried(app, existing, &worker_id, command, intent).await;
     }
     // A retry above may settle its record; anything new must be admitted.
     super::workers::admits(&worker, super::workers::Work::Create)?;
@@ -168,10 +170,12 @@ pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
     if app.hub.live(&worker_id).is_none() {
         return Err(worker_error(HubError::Offline { worker_id }));
     }
-    if pinned {
-        // Placement ran admission already for an unpinned create.
-        super::schedule::admit_pinned(app, &tenant, &command, &worker_id).await?;
-    }
+    // Placement ran (and stored) admission already for an unpinned create.
+    let admitted = if pinned {
+        Some(super::schedule::admit_pinned(app, &tenant, &command, &worker_id).await?)
+    } else {
+        None
+    };
     let now = now_ms();
     let record = ContainerRecord {
         id: command.container_id.clone(),
@@ -188,11 +192,18 @@ pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
         rev: 0,
     };
     let stored = record.clone();
-    match app.store.call(move |s| s.create_container(&stored)).await? {
+    let task_app = Arc::clone(app);
+    let inserted = app.store.call(move |s| {
+        if let Some(decision) = &admitted {
+            super::schedule::store_admitted(&task_app, s, decision)?;
+        }
+        s.create_container(&stored)
+    });
+    match inserted.await? {
         CreateOutcome::Created => {}
         // A concurrent create of the same id won the insert.
         CreateOutcome::Exists(existing) => {
-            return retried(app, *existing, &worker_id, command).await
+            return retried(app, *existing, &worker_id, command, intent).await
         }
     }
     tracing::info!(
@@ -202,7 +213,7 @@ pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
         state = "creating",
         "container recorded"
     );
-    send_create(app, &worker_id, command, StatusCode::CREATED).await
+    send_create(app, &worker_id, command, StatusCode::CREATED, intent).await
 }
 
 /// A create naming an id that already has a record.
@@ -211,6 +222,7 @@ async fn retried(
     existing: ContainerRecord,
     worker_id: &str,
     command: ContainerCreate,
+    intent: Option<Deferred>,
 ) -> Result<Resp, ApiError> {
     let same = existing.tenant_id == command.tenant_id
         && existing.worker_id == worker_id
@@ -226,16 +238,21 @@ async fn retried(
         return Ok(view(StatusCode::OK, existing));
     }
     tracing::info!(container_id = %existing.id, worker_id, "create retried; sending it again");
-    send_create(app, worker_id, command, StatusCode::OK).await
+    send_create(app, worker_id, command, StatusCode::OK, intent).await
 }
 
-/// [`create_sent`] on its own task (see [`relay::detached`]).
+/// [`create_sent`] on its own task (see [`relay::detached`]), after
+/// queuing the call's audit intent (see [`Deferred`]).
 async fn send_create(
     app: &Arc<App>,
     worker_id: &str,
     command: ContainerCreate,
     status: StatusCode,
+    intent: Option<Deferred>,
 ) -> Result<Resp, ApiError> {
+    if let Some(intent) = intent {
+        intent.queue(app).await?;
+    }
     let task_app = Arc::clone(app);
     let worker_id = worker_id.to_owned();
     relay::detached(app, async move {

@@ -257,12 +257,14 @@ async fn plan_and_usage(app: &App, tenant: &Tenant) -> Result<(PlanInput, Usage)
 /// policy decides as for any create (placement does not run: the caller
 /// chose, and the create path has checked that worker). The decision is
 /// stored (`admitted`, `denied` or `failed`); a denial is 403 `plan_limit`.
+/// An admission is returned for the caller to store with the container's
+/// record, in the same round trip to the store ([`store_admitted`]).
 pub(crate) async fn admit_pinned(
     app: &Arc<App>,
     tenant: &Tenant,
     command: &ContainerCreate,
     worker_id: &str,
-) -> Result<(), ApiError> {
+) -> Result<DecisionRecord, ApiError> {
     let (plan, usage) = plan_and_usage(app, tenant).await?;
     let request = request_of(
         tenant,
@@ -290,8 +292,24 @@ pub(crate) async fn admit_pinned(
         container_id: Some(command.container_id.clone()),
         explanation,
     };
-    store(app, record).await?;
-    error.map_or(Ok(()), Err)
+    match error {
+        None => Ok(record),
+        Some(error) => {
+            store(app, record).await?;
+            Err(error)
+        }
+    }
+}
+
+/// Store an admission from [`admit_pinned`] (counted in the metrics).
+pub(crate) fn store_admitted(
+    app: &App,
+    s: &crate::store::Store,
+    record: &DecisionRecord,
+) -> Result<(), crate::store::StoreError> {
+    s.put_decision(record)?;
+    app.metrics.policy_decision(&record.outcome);
+    Ok(())
 }
 
 /// `admitted`, or `denied`/`failed` with the API error to answer.
