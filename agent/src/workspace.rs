@@ -2,6 +2,13 @@
 //! bind-mounted at `/workspace` in the container. Creates and removes them,
 //! and writes task files into them without ever leaving the directory.
 //!
+//! A removal renames the directory into `<data dir>/workspaces.trash/`
+//! (one system call, so the workspace is gone from its path when the
+//! remove answers) and deletes the contents on a blocking thread
+//! afterwards; a removal of thousands of files never delays the reply, and
+//! whatever an interrupted deletion left in the trash goes at the next
+//! removal.
+//!
 //! The container can write into its workspace, so a task file's path may meet
 //! a symlink planted from inside. Files are therefore written with `openat`
 //! one component at a time from a descriptor of the workspace root, each with
@@ -46,6 +53,7 @@ pub enum WorkspaceError {
 #[derive(Debug, Clone)]
 pub struct Workspaces {
     root: PathBuf,
+    trash: PathBuf,
 }
 
 impl Workspaces {
@@ -53,6 +61,7 @@ impl Workspaces {
     pub fn new(data_dir: &Path) -> Self {
         Self {
             root: data_dir.join("workspaces"),
+            trash: data_dir.join("workspaces.trash"),
         }
     }
 
@@ -68,11 +77,22 @@ impl Workspaces {
         if text.contains([':', ',']) {
             return Err(WorkspaceError::Unmountable { path });
         }
-        std::fs::create_dir_all(&path).map_err(|source| WorkspaceError::Io {
+        // One mkdir in the common case; the parents only the first time.
+        let made = match std::fs::create_dir(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(&path),
+            other => other,
+        };
+        made.map_err(|source| WorkspaceError::Io {
             path: path.clone(),
             source,
         })?;
         Ok(text)
+    }
+
+    /// The trash directory removed workspaces are moved to.
+    pub fn trash(&self) -> &Path {
+        &self.trash
     }
 
     pub fn exists(&self, container_id: &str) -> bool {
@@ -80,14 +100,40 @@ impl Workspaces {
     }
 
     /// Delete the directory and everything in it (symlinks are removed, not
-    /// followed). A missing directory is fine.
+    /// followed). A missing directory is fine. The directory leaves its
+    /// path at once; its contents are deleted in the background (module
+    /// docs), or here if it cannot be moved to the trash.
     pub fn remove(&self, container_id: &str) -> Result<(), WorkspaceError> {
         let path = self.path(container_id);
-        match std::fs::remove_dir_all(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(WorkspaceError::Io { path, source: e })
-            }
+        let gone = |r: std::io::Result<()>| match r {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(WorkspaceError::Io {
+                path: path.clone(),
+                source: e,
+            }),
             _ => Ok(()),
+        };
+        let moved = self
+            .trash
+            .join(format!("{container_id}.{:016x}", fastrand::u64(..)));
+        let mut renamed = std::fs::rename(&path, &moved);
+        if renamed
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            && path.exists()
+        {
+            // The trash itself is missing: make it, then try once more.
+            renamed =
+                std::fs::create_dir_all(&self.trash).and_then(|()| std::fs::rename(&path, &moved));
+        }
+        match renamed {
+            Ok(()) => {
+                let trash = self.trash.clone();
+                smol::unblock(move || empty_trash(&trash)).detach();
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            // Another filesystem, permissions: delete in place.
+            Err(_) => gone(std::fs::remove_dir_all(&path)),
         }
     }
 
@@ -168,6 +214,22 @@ fn escape(path: &str, component: &str) -> WorkspaceError {
     }
 }
 
+/// Delete everything in the trash (removed workspaces), logging what
+/// cannot be deleted; it is tried again at the next removal.
+fn empty_trash(trash: &Path) {
+    let Ok(entries) = std::fs::read_dir(trash) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if let Err(error) = std::fs::remove_dir_all(&path) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), %error, "cannot delete a removed workspace");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +280,40 @@ mod tests {
             ws.write_file("c2", "x", b"", 0o644),
             Err(WorkspaceError::Missing { .. })
         ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_removed_workspace_leaves_its_path_at_once_and_the_trash_empties() {
+        let (ws, dir) = scratch();
+        let kept = dir.join("kept");
+        std::fs::create_dir_all(&kept).unwrap();
+        std::fs::write(kept.join("precious"), b"x").unwrap();
+        for id in ["c3", "c4"] {
+            ws.create(id).unwrap();
+            ws.write_file(id, "deep/er/file", b"data", 0o644).unwrap();
+            std::os::unix::fs::symlink(&kept, ws.path(id).join("link")).unwrap();
+            ws.remove(id).unwrap();
+            assert!(
+                !ws.exists(id),
+                "{id} gone from its path when remove returns"
+            );
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::read_dir(ws.trash()).unwrap().next().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the trash never emptied"
+            );
+            std::thread::yield_now();
+        }
+        assert!(
+            kept.join("precious").is_file(),
+            "links removed, not followed"
+        );
+        // A workspace made again under a removed id starts empty.
+        ws.create("c3").unwrap();
+        assert_eq!(std::fs::read_dir(ws.path("c3")).unwrap().count(), 0);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

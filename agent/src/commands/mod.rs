@@ -234,6 +234,7 @@ impl Executor {
     ) -> Envelope {
         let ty = body.type_name();
         let span = tracing::info_span!("command", %ty, request_id = %request_id);
+        let started = std::time::Instant::now();
         // Boxed: some handlers' futures are large, and a caller may keep
         // this one on a small stack (a test's block_on).
         let result = Box::pin(
@@ -243,7 +244,8 @@ impl Executor {
         .await;
         match result {
             Ok(reply) => {
-                span.in_scope(|| tracing::debug!("command done"));
+                let elapsed_us = started.elapsed().as_micros();
+                span.in_scope(|| tracing::debug!(elapsed_us, "command done"));
                 Envelope::request(request_id, reply)
             }
             Err(e) => {

@@ -170,12 +170,6 @@ pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
     if app.hub.live(&worker_id).is_none() {
         return Err(worker_error(HubError::Offline { worker_id }));
     }
-    // Placement ran (and stored) admission already for an unpinned create.
-    let admitted = if pinned {
-        Some(super::schedule::admit_pinned(app, &tenant, &command, &worker_id).await?)
-    } else {
-        None
-    };
     let now = now_ms();
     let record = ContainerRecord {
         id: command.container_id.clone(),
@@ -192,14 +186,13 @@ pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
         rev: 0,
     };
     let stored = record.clone();
-    let task_app = Arc::clone(app);
-    let inserted = app.store.call(move |s| {
-        if let Some(decision) = &admitted {
-            super::schedule::store_admitted(&task_app, s, decision)?;
-        }
-        s.create_container(&stored)
-    });
-    match inserted.await? {
+    let inserted = if pinned {
+        super::schedule::admit_pinned(app, &tenant, &command, stored).await?
+    } else {
+        // Placement ran (and stored) admission already.
+        app.store.call(move |s| s.create_container(&stored)).await?
+    };
+    match inserted {
         CreateOutcome::Created => {}
         // A concurrent create of the same id won the insert.
         CreateOutcome::Exists(existing) => {

@@ -21,7 +21,9 @@
 //! | any other agent code, or a reply of the wrong type | 502 | the code, or `bad_reply` |
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use hyper::StatusCode;
 use protocol::{Body, ErrorCode};
@@ -80,24 +82,57 @@ pub(super) fn agent_code(error: &HubError) -> Option<ErrorCode> {
     }
 }
 
-/// Run `work` on its own tracked task and wait for its outcome, so a client
-/// hanging up mid-request does not cut short the recording of the worker's
+/// Run `work` to its end even if the request is abandoned: a client
+/// hanging up mid-request must not cut short the recording of the worker's
 /// answer (hyper drops a request's future when its connection ends).
+///
+/// `work` runs right here, in the request's own task (handing it to
+/// another task and waiting for its answer would cost two thread wake-ups
+/// per call); only if the request's future is dropped before `work` ends
+/// does the rest of it move, still boxed and pinned, onto a tracked task of
+/// its own ([`Finish`]). During shutdown nothing new starts: `work` is then
+/// dropped as the orchestrator's other tasks are.
 pub(crate) async fn detached<T: Send + 'static>(
     app: &Arc<App>,
     work: impl Future<Output = Result<T, ApiError>> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let (tx, rx) = smol::channel::bounded(1);
-    app.life.spawn(async move {
-        let _ = tx.send(work.await).await;
-    });
-    rx.recv().await.unwrap_or_else(|_| {
-        Err(ApiError::Worker {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "unavailable",
-            message: "the orchestrator is shutting down".into(),
-        })
-    })
+    Finish {
+        work: Some(Box::pin(work)),
+        app: Arc::clone(app),
+    }
+    .await
+}
+
+/// See [`detached`].
+struct Finish<T: 'static> {
+    work: Option<Pin<Box<dyn Future<Output = T> + Send>>>,
+    app: Arc<App>,
+}
+
+impl<T: 'static> Future for Finish<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let Some(work) = self.work.as_mut() else {
+            return Poll::Pending;
+        };
+        let out = work.as_mut().poll(cx);
+        if out.is_ready() {
+            self.work = None;
+        }
+        out
+    }
+}
+
+impl<T: 'static> Drop for Finish<T> {
+    fn drop(&mut self) {
+        if let Some(work) = self.work.take() {
+            tracing::debug!("request abandoned; its worker's answer is still recorded");
+            self.app.life.spawn(async move {
+                let _ = work.await;
+            });
+        }
+    }
 }
 
 /// A container's record, or 404.

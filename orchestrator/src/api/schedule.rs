@@ -36,6 +36,7 @@ use crate::policy::{
     Admission, Decided, PlanInput, Profile, Request, Usage, WorkerInput, WorkerMode,
 };
 use crate::presence::{presence, Presence};
+use crate::store::{ContainerRecord, CreateOutcome, StoreError};
 use crate::store::{
     ContainerState, DecisionRecord, HeartbeatRecord, Tenant, Worker, WorkerMode as StoredMode,
 };
@@ -95,7 +96,7 @@ pub(crate) async fn choose(
     }
     let (records, workers) = tenant_state(app, &tenant).await?;
     let now = now_ms();
-    let usage = usage_of(&tenant, &records, &workers);
+    let usage = usage_of(&tenant, records.iter().map(|r| r.state), &workers);
     let plan = plan_of(&tenant);
     let request = request_of(&tenant, command, wishes, None);
     let mut candidates: Vec<WorkerInput> = workers
@@ -250,66 +251,65 @@ type TenantState = (
 /// self-hosted workers).
 async fn plan_and_usage(app: &App, tenant: &Tenant) -> Result<(PlanInput, Usage), ApiError> {
     let (records, workers) = tenant_state(app, tenant).await?;
-    Ok((plan_of(tenant), usage_of(tenant, &records, &workers)))
+    Ok((
+        plan_of(tenant),
+        usage_of(tenant, records.iter().map(|r| r.state), &workers),
+    ))
 }
 
 /// Plan limits for a create that names its worker: the tenant's admission
 /// policy decides as for any create (placement does not run: the caller
 /// chose, and the create path has checked that worker). The decision is
 /// stored (`admitted`, `denied` or `failed`); a denial is 403 `plan_limit`.
-/// An admission is returned for the caller to store with the container's
-/// record, in the same round trip to the store ([`store_admitted`]).
+/// Admitted, `record` is inserted ([`crate::store::Store::create_container`]'s outcome is
+/// returned). Reading the tenant's state, the policy call and the writes
+/// make one trip to the blocking pool: each trip costs two thread wake-ups,
+/// which on a small machine are most of what a create adds to Podman.
 pub(crate) async fn admit_pinned(
     app: &Arc<App>,
     tenant: &Tenant,
     command: &ContainerCreate,
-    worker_id: &str,
-) -> Result<DecisionRecord, ApiError> {
-    let (plan, usage) = plan_and_usage(app, tenant).await?;
+    record: ContainerRecord,
+) -> Result<CreateOutcome, ApiError> {
     let request = request_of(
         tenant,
         command,
         Wishes::default(),
-        Some(worker_id.to_owned()),
+        Some(record.worker_id.clone()),
     );
-    let policies = Arc::clone(&app.policies);
-    let (req, plan_in) = (request.clone(), plan.clone());
-    let admitted = smol::unblock(move || policies.admit(&req, &plan_in, &usage)).await;
     let id = auth::uuid_v4()?;
-    let (outcome, error) = admission_outcome(&admitted, &id);
-    let explanation = serde_json::json!({
-        "request": request,
-        "plan": plan,
-        "usage": usage,
-        "admission": decided_json(&admitted),
-        "chosenWorkerId": worker_id,
-    });
-    let record = DecisionRecord {
-        id: id.clone(),
-        tenant_id: tenant.id.clone(),
-        at: now_ms(),
-        outcome: outcome.to_owned(),
-        container_id: Some(command.container_id.clone()),
-        explanation,
-    };
-    match error {
-        None => Ok(record),
-        Some(error) => {
-            store(app, record).await?;
-            Err(error)
-        }
-    }
-}
-
-/// Store an admission from [`admit_pinned`] (counted in the metrics).
-pub(crate) fn store_admitted(
-    app: &App,
-    s: &crate::store::Store,
-    record: &DecisionRecord,
-) -> Result<(), crate::store::StoreError> {
-    s.put_decision(record)?;
-    app.metrics.policy_decision(&record.outcome);
-    Ok(())
+    let task_app = Arc::clone(app);
+    let owner = tenant.clone();
+    let admitted = app
+        .store
+        .call(move |s| {
+            let (states, workers) = (s.container_states(&owner.id)?, s.list_workers()?);
+            let (plan, usage) = (plan_of(&owner), usage_of(&owner, states, &workers));
+            let admitted = task_app.policies.admit(&request, &plan, &usage);
+            let (outcome, error) = admission_outcome(&admitted, &id);
+            let decision = DecisionRecord {
+                id,
+                tenant_id: owner.id.clone(),
+                at: now_ms(),
+                outcome: outcome.to_owned(),
+                container_id: Some(record.id.clone()),
+                explanation: serde_json::json!({
+                    "request": request,
+                    "plan": plan,
+                    "usage": usage,
+                    "admission": decided_json(&admitted),
+                    "chosenWorkerId": record.worker_id,
+                }),
+            };
+            s.put_decision(&decision)?;
+            task_app.metrics.policy_decision(&decision.outcome);
+            Ok::<_, StoreError>(match error {
+                None => Ok(s.create_container(&record)?),
+                Some(error) => Err(error),
+            })
+        })
+        .await?;
+    admitted
 }
 
 /// `admitted`, or `denied`/`failed` with the API error to answer.
@@ -432,12 +432,12 @@ fn plan_of(tenant: &Tenant) -> PlanInput {
 
 fn usage_of(
     tenant: &Tenant,
-    records: &[crate::store::ContainerRecord],
+    states: impl IntoIterator<Item = ContainerState>,
     workers: &[(Worker, Option<HeartbeatRecord>)],
 ) -> Usage {
     let mut u = Usage::default();
-    for r in records {
-        let slot = match r.state {
+    for state in states {
+        let slot = match state {
             ContainerState::Creating => &mut u.creating,
             ContainerState::Created => &mut u.created,
             ContainerState::Running => &mut u.running,

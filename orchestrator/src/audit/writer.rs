@@ -19,6 +19,12 @@
 //!   retried one transaction each, so one bad entry fails only its caller.
 //! * Readers of the log first [`AuditWriter::flush`], so everything queued
 //!   before a read is in it.
+//! * A batch of entries nobody waits for (commands' entries, calls'
+//!   entries completing their intents) is committed at most [`LINGER`]
+//!   after its first entry, at once when a waited-for job joins it.
+//!
+//! The thread runs under SCHED_BATCH ([`batch_scheduling`]) so that its
+//! wake-ups never preempt the request threads that queue its jobs.
 //!
 //! The thread ends when the last [`AuditWriter`] is dropped, after
 //! committing what was queued; it holds the store until then.
@@ -35,6 +41,8 @@ use crate::store::{AuditEntry, AuditWrite, AuditWritten, Store, StoreError};
 const QUEUE: usize = 4096;
 /// At most this many entries per transaction.
 const BATCH: usize = 256;
+/// How long a batch that nobody waits for stays open for more.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Why an entry was not appended.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +114,10 @@ impl AuditWriter {
         let (tx, rx) = smol::channel::bounded(QUEUE);
         std::thread::Builder::new()
             .name("crops-audit".into())
-            .spawn(move || run(&store, &rx))
+            .spawn(move || {
+                batch_scheduling();
+                run(&store, &rx)
+            })
             .map_err(AuditError::Spawn)?;
         Ok(Self { tx })
     }
@@ -169,6 +180,23 @@ impl AuditWriter {
     }
 }
 
+/// Put the calling thread (the writer) under SCHED_BATCH: its wake-up
+/// (a job queued by a request) then never preempts the thread that queued
+/// it, which would otherwise stall that request while the writer prepares
+/// its commit (measured: 250-500 us added to half the calls on a 2-core
+/// box). Durable commits are not delayed by it when a CPU is free; callers
+/// that wait for one wait as before. Failing to set it changes nothing else.
+fn batch_scheduling() {
+    let param = nix::libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a live local that the
+    // call only reads.
+    let r = unsafe { nix::libc::sched_setscheduler(0, nix::libc::SCHED_BATCH, &param) };
+    if r != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::debug!(%error, "audit writer keeps the default scheduling policy");
+    }
+}
+
 fn run(store: &Store, rx: &Receiver<Job>) {
     while let Ok(first) = rx.recv_blocking() {
         let mut jobs = vec![first];
@@ -178,9 +206,51 @@ fn run(store: &Store, rx: &Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        if jobs.iter().all(Job::can_wait) {
+            linger(rx, &mut jobs);
+        }
         commit(store, jobs);
     }
     tracing::debug!("audit writer stopped");
+}
+
+impl Job {
+    /// Nobody waits for this job's commit: a command's entry, or a call's
+    /// entry completing its intent.
+    fn can_wait(&self) -> bool {
+        match self {
+            Self::Entry { reply, .. } => reply.is_none(),
+            Self::Command(_) => true,
+            Self::Intent { .. } | Self::Flush(_) => false,
+        }
+    }
+}
+
+/// Wait up to [`LINGER`] for more jobs before committing a batch nobody
+/// waits for, ending early when one that is waited for arrives (or the
+/// batch is full). The request that queued a command's entry goes on to
+/// write its own record next: committing the entry at once would take the
+/// store's write lock just then and make that write wait. Lingering also
+/// folds a call's command entry and its completing entry into one commit.
+fn linger(rx: &Receiver<Job>, jobs: &mut Vec<Job>) {
+    let deadline = std::time::Instant::now() + LINGER;
+    while jobs.len() < BATCH {
+        let next = smol::block_on(async {
+            futures_lite::FutureExt::or(async { rx.recv().await.ok() }, async {
+                smol::Timer::at(deadline).await;
+                None
+            })
+            .await
+        });
+        let Some(job) = next else {
+            return;
+        };
+        let urgent = !job.can_wait();
+        jobs.push(job);
+        if urgent {
+            return;
+        }
+    }
 }
 
 /// Who waits for a write.

@@ -149,6 +149,32 @@ impl Store {
         Ok(out)
     }
 
+    /// The state of each of `tenant_id`'s containers (removed ones too),
+    /// without decoding whole records: what admission counts.
+    pub fn container_states(&self, tenant_id: &str) -> Result<Vec<ContainerState>, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct StateOnly {
+            state: ContainerState,
+        }
+        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let index = txn
+            .open_table(TENANT_CONTAINERS)
+            .map_err(failed("open the tenant index"))?;
+        let containers = txn
+            .open_table(CONTAINERS)
+            .map_err(failed("open containers"))?;
+        let mut out = Vec::new();
+        for id in ids_under(&index, tenant_id)? {
+            if let Some(v) = containers
+                .get(id.as_str())
+                .map_err(failed("read a container"))?
+            {
+                out.push(decode::<StateOnly>("containers", &id, v.value())?.state);
+            }
+        }
+        Ok(out)
+    }
+
     /// Change one record with `change`, stamp `updated_at = now_ms` and a
     /// fresh `rev`.
     /// Returns the state before the change and the record after it.
