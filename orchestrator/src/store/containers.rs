@@ -128,6 +128,28 @@ impl Store {
 
     /// Every record of a tenant (whatever its state), oldest first.
     pub fn list_containers(&self, tenant_id: &str) -> Result<Vec<ContainerRecord>, StoreError> {
+        let mut out: Vec<ContainerRecord> = self.tenant_records(tenant_id)?;
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
+    }
+
+    /// The state of each of `tenant_id`'s containers (removed ones too),
+    /// without decoding whole records: what admission counts.
+    pub fn container_states(&self, tenant_id: &str) -> Result<Vec<ContainerState>, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct StateOnly {
+            state: ContainerState,
+        }
+        let states: Vec<StateOnly> = self.tenant_records(tenant_id)?;
+        Ok(states.into_iter().map(|s| s.state).collect())
+    }
+
+    /// Each of `tenant_id`'s records decoded as `T` (the whole record or
+    /// the fields `T` names), in index order.
+    fn tenant_records<T: serde::de::DeserializeOwned>(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Vec<T>, StoreError> {
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
         let index = txn
             .open_table(TENANT_CONTAINERS)
@@ -141,35 +163,8 @@ impl Store {
                 .get(id.as_str())
                 .map_err(failed("read a container"))?
             {
-                Some(v) => out.push(decode::<ContainerRecord>("containers", &id, v.value())?),
+                Some(v) => out.push(decode::<T>("containers", &id, v.value())?),
                 None => tracing::warn!(container_id = %id, "tenant index names a missing record"),
-            }
-        }
-        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Ok(out)
-    }
-
-    /// The state of each of `tenant_id`'s containers (removed ones too),
-    /// without decoding whole records: what admission counts.
-    pub fn container_states(&self, tenant_id: &str) -> Result<Vec<ContainerState>, StoreError> {
-        #[derive(serde::Deserialize)]
-        struct StateOnly {
-            state: ContainerState,
-        }
-        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
-        let index = txn
-            .open_table(TENANT_CONTAINERS)
-            .map_err(failed("open the tenant index"))?;
-        let containers = txn
-            .open_table(CONTAINERS)
-            .map_err(failed("open containers"))?;
-        let mut out = Vec::new();
-        for id in ids_under(&index, tenant_id)? {
-            if let Some(v) = containers
-                .get(id.as_str())
-                .map_err(failed("read a container"))?
-            {
-                out.push(decode::<StateOnly>("containers", &id, v.value())?.state);
             }
         }
         Ok(out)
