@@ -7,7 +7,7 @@
 //! remove answers) and deletes the contents on a blocking thread
 //! afterwards; a removal of thousands of files never delays the reply, and
 //! whatever an interrupted deletion left in the trash goes at the next
-//! removal.
+//! removal or start-up.
 //!
 //! The container can write into its workspace, so a task file's path may meet
 //! a symlink planted from inside. Files are therefore written with `openat`
@@ -90,6 +90,13 @@ impl Workspaces {
         Ok(text)
     }
 
+    /// Empty the trash on a blocking thread (after each removal, and at
+    /// start-up for what an agent that died mid-deletion left).
+    pub fn empty_trash_later(&self) {
+        let trash = self.trash.clone();
+        smol::unblock(move || empty_trash(&trash)).detach();
+    }
+
     /// The trash directory removed workspaces are moved to.
     pub fn trash(&self) -> &Path {
         &self.trash
@@ -127,8 +134,7 @@ impl Workspaces {
         }
         match renamed {
             Ok(()) => {
-                let trash = self.trash.clone();
-                smol::unblock(move || empty_trash(&trash)).detach();
+                self.empty_trash_later();
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -170,9 +170,11 @@ impl Executor {
     /// Workspaces live under `data_dir/workspaces`; `floor` is the weakest
     /// profile allowed (`Profile::Open` allows all).
     pub fn new(podman: Podman, data_dir: &Path, floor: Profile) -> Self {
+        let workspaces = Workspaces::new(data_dir);
+        workspaces.empty_trash_later();
         Self {
             git: Git::default(),
-            workspaces: Workspaces::new(data_dir),
+            workspaces,
             floor,
             background: Background::default(),
             terminals: Terminals::new(podman.clone(), crate::terminal::DEFAULT_GRACE),
