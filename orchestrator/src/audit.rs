@@ -15,8 +15,10 @@
 //!   fsync's fraction of one. The answer waits until the intent is durable
 //!   (so an acknowledged call is on disk, as above); the real entry is then
 //!   queued, durable within the writer's next commit, and clears the
-//!   intent. A crash between the two leaves the intent, which the next
-//!   start turns into the entry with outcome `interrupted`. A create
+//!   intent. If the client hangs up before the answer, the entry still
+//!   follows, with outcome `client_closed` (status 499). A crash between
+//!   the two leaves the intent, which the next start turns into the entry
+//!   with outcome `interrupted`. A create
 //!   queues its intent itself ([`Deferred`]) once admission and its record
 //!   are written: a durable commit holds the store's write lock through
 //!   its fsync, and those writes would wait for it. A call that answers

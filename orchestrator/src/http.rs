@@ -244,13 +244,52 @@ enum Intended {
     Deferred(crate::audit::Deferred),
 }
 
+/// A request's audit state, which outlives the request: when hyper drops an
+/// abandoned request (its client hung up) after the call's intent was
+/// queued, the intent still gets its entry, outcome `client_closed` (499),
+/// instead of lying in the journal until a restart calls it `interrupted`.
+/// The handler's own work on the worker goes on ([`crate::api::relay`]).
+struct AuditSlot {
+    app: Arc<App>,
+    path: String,
+    audited: Audited,
+}
+
+impl Drop for AuditSlot {
+    fn drop(&mut self) {
+        let Some((def, caller, intended)) = self.audited.take() else {
+            return;
+        };
+        let intent = match intended {
+            Intended::No => None,
+            Intended::Queued(intent) => Some(intent),
+            Intended::Deferred(deferred) => deferred.take(),
+        };
+        let Some(intent) = intent else {
+            return;
+        };
+        let (app, path) = (Arc::clone(&self.app), std::mem::take(&mut self.path));
+        self.app.life.spawn(async move {
+            if let Ok(id) = intent.recorded().await {
+                let call = (def, &caller, path.as_str());
+                crate::audit::api_outcome(&app, id, call, 499, "client_closed").await;
+            }
+        });
+    }
+}
+
 /// Answer one request: route it, authorise it, call the handler, and
 /// append the audit entry of a mutating call before answering.
 pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let mut audited: Audited = None;
-    let result = dispatch(Arc::clone(&app), req, &method, &path, &mut audited).await;
+    let mut slot = AuditSlot {
+        app: Arc::clone(&app),
+        path: path.clone(),
+        audited: None,
+    };
+    let result = dispatch(Arc::clone(&app), req, &method, &path, &mut slot.audited).await;
+    let audited = slot.audited.take();
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.status_and_code().1,

@@ -116,7 +116,10 @@ pub async fn start(
                     Err(TerminalError::NoHandoff { code, output })
                 }
                 Err(e) => {
+                    // Whatever the exec started in the container goes too.
                     let _ = child.kill();
+                    let mark = mark.to_owned();
+                    smol::unblock(move || crate::podman::process::kill_marked(&mark)).await;
                     Err(e.into())
                 }
             }

@@ -86,8 +86,8 @@ impl TerminalError {
             Self::NoSession(_) => ErrorCode::NotFound,
             Self::TooMany(_) => ErrorCode::Unavailable,
             Self::Pty(_) => ErrorCode::Internal,
-            Self::Spawn(_) | Self::NoHandoff { .. } => ErrorCode::EngineFailed,
-            Self::Handoff(_) => ErrorCode::Internal,
+            // The engine did not bring the helper up (in time).
+            Self::Spawn(_) | Self::NoHandoff { .. } | Self::Handoff(_) => ErrorCode::EngineFailed,
         }
     }
 }

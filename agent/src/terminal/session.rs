@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use futures_lite::FutureExt;
 use nix::sys::signal::Signal;
 use protocol::container::ContainerState;
 use protocol::Envelope;
@@ -35,6 +36,12 @@ const FLOOD: usize = 8 * 1024;
 const FLOOD_WAIT: Duration = Duration::from_micros(500);
 /// Largest write of input to the PTY at once.
 const WRITE_CHUNK: usize = 64 * 1024;
+/// Once the `podman exec` client has ended: output still taken, at most,
+/// and how long the terminal may stay silent before the session ends. A
+/// background job that kept the terminal open (`server &` then `exit`)
+/// never ends the PTY's stream; the session ends with its command.
+const DRAIN_BYTES: usize = 4 * 1024 * 1024;
+const DRAIN_IDLE: Duration = Duration::from_millis(250);
 /// Session ids stay below 2^53, so JavaScript holds them exactly.
 const ID_LIMIT: u64 = 1 << 53;
 
@@ -118,10 +125,12 @@ async fn drive(
     input_bell: Receiver<()>,
 ) {
     let writer = smol::spawn(feed(shared.clone(), id, io.clone(), input_bell));
+    let (client_ended, ended_bell) = smol::channel::bounded::<()>(1);
     let reaped = async {
         let status = child.status().await;
         // From here on its pid may be another process's: never signal it.
         io.reaped.store(true, Ordering::SeqCst);
+        drop(client_ended);
         status
     };
     let diag_line = async {
@@ -131,7 +140,7 @@ async fn drive(
         }
     };
     let ((read_error, status), diag_line) = futures_lite::future::zip(
-        futures_lite::future::zip(pump(&shared, id, &io, reader_bell), reaped),
+        futures_lite::future::zip(pump(&shared, id, &io, reader_bell, ended_bell), reaped),
         diag_line,
     )
     .await;
@@ -140,11 +149,23 @@ async fn drive(
 }
 
 /// Read the PTY into the scrollback while the window has room. Ends at the
-/// PTY's end, on a read error (returned), or when the session was hung up
-/// with the window shut (nobody will take that output).
-async fn pump(shared: &Shared, id: u64, io: &Io, bell: Receiver<()>) -> Option<io::Error> {
+/// PTY's end, on a read error (returned), when the session was hung up
+/// with the window shut (nobody will take that output), or once the
+/// client has ended (`client_ended` closes) and the terminal has been
+/// silent for [`DRAIN_IDLE`] or given [`DRAIN_BYTES`] more.
+async fn pump(
+    shared: &Shared,
+    id: u64,
+    io: &Io,
+    bell: Receiver<()>,
+    client_ended: Receiver<()>,
+) -> Option<io::Error> {
     let mut buf = vec![0u8; READ_CHUNK];
+    let mut drain_left: Option<usize> = None;
     loop {
+        if drain_left == Some(0) {
+            return None;
+        }
         let room = loop {
             let room = {
                 let reg = shared.lock();
@@ -162,7 +183,29 @@ async fn pump(shared: &Shared, id: u64, io: &Io, bell: Receiver<()>) -> Option<i
             bell.recv().await.ok()?;
         };
         let want = usize::try_from(room).unwrap_or(READ_CHUNK).min(READ_CHUNK);
-        match io.backend.read(&mut buf[..want]).await {
+        let read = async { Some(io.backend.read(&mut buf[..want]).await) };
+        let got = match drain_left {
+            None => {
+                read.or(async {
+                    let _ = client_ended.recv().await;
+                    None
+                })
+                .await
+            }
+            Some(_) => {
+                read.or(async {
+                    Timer::after(DRAIN_IDLE).await;
+                    Some(Ok(0))
+                })
+                .await
+            }
+        };
+        let Some(got) = got else {
+            // The client ended: from here on, a bounded drain.
+            drain_left = Some(DRAIN_BYTES);
+            continue;
+        };
+        match got {
             Ok(0) => return None,
             Ok(mut n) => {
                 // Take what else is there already: a flood then moves in
@@ -185,6 +228,7 @@ async fn pump(shared: &Shared, id: u64, io: &Io, bell: Receiver<()>) -> Option<i
                     io.backend.readable_within(FLOOD_WAIT).await;
                 }
                 tracing::trace!(session_id = id, bytes = n, "terminal output");
+                drain_left = drain_left.map(|left| left.saturating_sub(n));
                 let mut reg = shared.lock();
                 reg.sessions.get_mut(&id)?.output.push(&buf[..n]);
                 reg.mark_ready(id);

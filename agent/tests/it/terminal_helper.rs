@@ -77,6 +77,13 @@ fn sessions_on_agent_created_containers_run_their_pty_inside() {
             let expected: String = (1..=N).map(|i| format!("{i}\r\n")).collect();
             assert_eq!(text.len(), expected.len(), "{profile:?}: every byte");
             assert!(text == expected, "{profile:?}: in order");
+
+            // A background job holding the terminal does not hold the
+            // session: it ends with its command.
+            let bg = ["sh", "-c", "sleep 600 & echo bg-started; exit 7"];
+            let (text, code) = run(&mut peer, &id, &bg).await;
+            assert_eq!(code, Some(7), "{profile:?}: {text:?}");
+            assert!(text.contains("bg-started"), "{profile:?}: {text:?}");
         }
         agent.stop().await;
     }));

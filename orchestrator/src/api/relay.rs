@@ -126,6 +126,10 @@ impl<T: 'static> Future for Finish<T> {
 
 impl<T: 'static> Drop for Finish<T> {
     fn drop(&mut self) {
+        // A `work` that panicked is not run again.
+        if std::thread::panicking() {
+            return;
+        }
         if let Some(work) = self.work.take() {
             tracing::debug!("request abandoned; its worker's answer is still recorded");
             self.app.life.spawn(async move {

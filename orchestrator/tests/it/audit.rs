@@ -166,3 +166,46 @@ fn org_admins_read_their_tenants_audit_and_nobody_else_does() {
         server.stop().await;
     });
 }
+
+/// A client that hangs up while its worker works: the worker's answer is
+/// still recorded, and the call's entry (its intent, durable before) gets
+/// outcome `client_closed` instead of waiting for a restart.
+#[test]
+fn a_call_whose_client_hangs_up_is_still_audited_and_recorded() {
+    smol::block_on(async {
+        let mut fx = Fixture::start("audit-hangup").await;
+        let tenant = fx.tenant_id.clone();
+        fx.create("h-1", "job").await;
+        let call = fx.spawn("POST", "/v1/containers/h-1/start", None);
+        let cmd = next_command(&mut fx.agent).await;
+        assert_eq!(cmd.ty, "container.start");
+        // Cancelling the task closes the client's connection.
+        drop(call);
+        let running = json!({ "containerId": "h-1", "state": "running" });
+        answer(&mut fx.agent, &cmd, running).await;
+        let action = "POST /v1/containers/{containerId}/start";
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let entry = loop {
+            let log = entries(&fx.server, &format!("tenantId={tenant}")).await;
+            if let Some(e) = find(&log, "api", action) {
+                break e.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no entry for the abandoned call: {log:?}"
+            );
+            smol::Timer::after(std::time::Duration::from_millis(20)).await;
+        };
+        assert_eq!(
+            (&entry["outcome"], &entry["status"]),
+            (&json!("client_closed"), &json!(499)),
+            "{entry}"
+        );
+        assert_eq!(
+            fx.container("h-1").await["state"],
+            "running",
+            "the worker's answer is recorded"
+        );
+        fx.stop().await;
+    });
+}
