@@ -18,7 +18,9 @@
 //!   intent. If the client hangs up before the answer, the entry still
 //!   follows, with outcome `client_closed` (status 499). A crash between
 //!   the two leaves the intent, which the next start turns into the entry
-//!   with outcome `interrupted`. A create
+//!   with outcome `interrupted`: the orchestrator stopped before the call's
+//!   outcome was written, so the call may or may not have taken effect (a
+//!   call answered in the last ~2 ms before the crash reads so too). A create
 //!   queues its intent itself ([`Deferred`]) once admission and its record
 //!   are written: a durable commit holds the store's write lock through
 //!   its fsync, and those writes would wait for it. A call that answers

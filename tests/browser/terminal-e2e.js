@@ -20,13 +20,17 @@ const L = require("./lib.js");
 /** Open the page as a user would: the token in the fragment only. */
 // Chromium aborts a navigation when the host's network interfaces change,
 // which Podman does whenever another test starts or removes a container on
-// a bridge network: that one error is the machine's, so navigate again.
+// a bridge network (`net::ERR_NETWORK_CHANGED`, or the navigation replaced
+// by Chromium's error page): that failure is the machine's, so navigate
+// again.
+const NETWORK_CHANGED = ["ERR_NETWORK_CHANGED", "chrome-error://chromewebdata"];
 async function navigating(go) {
   for (let attempt = 1; ; attempt += 1) {
     try {
       return await go();
     } catch (e) {
-      if (attempt >= 5 || !String(e.message).includes("ERR_NETWORK_CHANGED")) throw e;
+      const why = String(e.message);
+      if (attempt >= 5 || !NETWORK_CHANGED.some((s) => why.includes(s))) throw e;
     }
   }
 }

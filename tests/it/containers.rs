@@ -241,6 +241,9 @@ fn containers_keep_running_while_the_orchestrator_is_away() {
     wait_until("the exec running", Duration::from_secs(30), || {
         (f.exec(&id, &["cat", "/tmp/started"]).body["stdout"] == "started\n").then_some(())
     });
+    // Reading the log commits what is queued: the answered calls' entries
+    // are on disk before the kill; only the one in flight has an intent.
+    f.api.get(&format!("/v1/audit?tenantId={}", f.tenant));
 
     f.orch.kill9();
     assert_eq!(
