@@ -69,7 +69,10 @@ pub fn send(socket: BorrowedFd<'_>, master: BorrowedFd<'_>) -> Result<(), Handof
 fn receive_once(socket: RawFd) -> io::Result<Option<OwnedFd>> {
     let mut byte = [0u8; 1];
     let mut iov = [IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([RawFd; 4]);
+    // Room for the most descriptors one message can carry (SCM_MAX_FD):
+    // the control data is never truncated, so every descriptor the kernel
+    // installs here is owned below and closed unless it is the master.
+    let mut space = nix::cmsg_space!([RawFd; 253]);
     let msg = socket::recvmsg::<()>(
         socket,
         &mut iov,
@@ -149,5 +152,17 @@ mod tests {
         UnixStream::from(theirs).write_all(&[TAG]).unwrap();
         let err = receive_blocking(&ours).unwrap_err();
         assert!(err.to_string().contains("0 descriptors"), "{err}");
+    }
+
+    #[test]
+    fn several_descriptors_are_refused_not_taken() {
+        let (ours, theirs) = pair().unwrap();
+        let files: Vec<UnixStream> = (0..8).map(|_| UnixStream::pair().unwrap().0).collect();
+        let fds: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let iov = [IoSlice::new(&[TAG])];
+        socket::sendmsg::<()>(theirs.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).unwrap();
+        let err = receive_blocking(&ours).unwrap_err();
+        assert!(err.to_string().contains("8 descriptors"), "{err}");
     }
 }
