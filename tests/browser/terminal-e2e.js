@@ -18,20 +18,30 @@
 const L = require("./lib.js");
 
 /** Open the page as a user would: the token in the fragment only. */
-// Chromium aborts a navigation when the host's network interfaces change,
-// which Podman does whenever another test starts or removes a container on
-// a bridge network (`net::ERR_NETWORK_CHANGED`, or the navigation replaced
-// by Chromium's error page): that failure is the machine's, so navigate
-// again.
+// Chromium fails a navigation, or a resource it loads, when the host's
+// network interfaces change (`net::ERR_NETWORK_CHANGED`, or the navigation
+// replaced by its error page), which Podman does whenever another test
+// starts or removes a container on a bridge network. Such a failure is the
+// machine's, not the page's: navigate again.
 const NETWORK_CHANGED = ["ERR_NETWORK_CHANGED", "chrome-error://chromewebdata"];
-async function navigating(go) {
+async function navigating(page, go) {
   for (let attempt = 1; ; attempt += 1) {
+    let changed = false;
+    const onFailed = (req) => {
+      const why = (req.failure() && req.failure().errorText) || "";
+      if (NETWORK_CHANGED.some((s) => why.includes(s))) changed = true;
+    };
+    page.on("requestfailed", onFailed);
     try {
-      return await go();
+      await go();
     } catch (e) {
-      const why = String(e.message);
-      if (attempt >= 5 || !NETWORK_CHANGED.some((s) => why.includes(s))) throw e;
+      if (!NETWORK_CHANGED.some((s) => String(e.message).includes(s))) throw e;
+      changed = true;
+    } finally {
+      page.off("requestfailed", onFailed);
     }
+    if (!changed) return;
+    if (attempt >= 5) L.fail("the host's network kept changing under every page load");
   }
 }
 
@@ -51,7 +61,7 @@ async function openPage() {
     if (req.url().includes(token)) L.fail(`the token went into a URL: ${req.url()}`);
   });
   const address = `${url}/ui/terminal?container=${encodeURIComponent(container)}#token=${token}`;
-  await navigating(() => page.goto(address));
+  await navigating(page, () => page.goto(address));
   if (page.url().includes(token)) L.fail(`the token stayed in the address bar: ${page.url()}`);
   await L.waitStatus(page, "online");
   for (const u of sockets.urls) {
@@ -128,7 +138,7 @@ async function basics() {
   await L.waitFor(page, "a clean next command", async () => (await L.countLines(page, "clean-42")) === 1);
 
   L.step("a reload re-attaches to the same shell, its screen replayed");
-  await navigating(() => page.reload());
+  await navigating(page, () => page.reload());
   await L.waitStatus(page, "online");
   await L.waitFor(page, "hello replayed", async () => (await L.countLines(page, "hello")) === 1);
   await page.click("#terminal");
