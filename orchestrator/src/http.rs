@@ -260,12 +260,7 @@ impl Drop for AuditSlot {
         let Some((def, caller, intended)) = self.audited.take() else {
             return;
         };
-        let intent = match intended {
-            Intended::No => None,
-            Intended::Queued(intent) => Some(intent),
-            Intended::Deferred(deferred) => deferred.take(),
-        };
-        let Some(intent) = intent else {
+        let Some(intent) = intended.into_intent() else {
             return;
         };
         let (app, path) = (Arc::clone(&self.app), std::mem::take(&mut self.path));
@@ -275,6 +270,17 @@ impl Drop for AuditSlot {
                 crate::audit::api_outcome(&app, id, call, 499, "client_closed").await;
             }
         });
+    }
+}
+
+impl Intended {
+    /// The queued intent, if there is one.
+    fn into_intent(self) -> Option<crate::audit::Intent> {
+        match self {
+            Self::No => None,
+            Self::Queued(intent) => Some(intent),
+            Self::Deferred(deferred) => deferred.take(),
+        }
     }
 }
 
@@ -297,12 +303,7 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
     let mut resp = result.unwrap_or_else(ApiError::into_response);
     if let Some((def, caller, intent)) = audited {
         let status = resp.status().as_u16();
-        let intent = match intent {
-            Intended::No => None,
-            Intended::Queued(intent) => Some(intent),
-            Intended::Deferred(deferred) => deferred.take(),
-        };
-        let appended = match intent {
+        let appended = match intent.into_intent() {
             // Durable by now, most likely: it was committed while the
             // worker ran Podman. The entry follows without a wait.
             Some(intent) => match intent.recorded().await {

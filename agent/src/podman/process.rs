@@ -289,24 +289,14 @@ impl Podman {
         let mut cmd = self.terminal_command(mark);
         cmd.args(helper_exec_args(engine_id, argv, (cols, rows)));
         let from = handoff.as_raw_fd();
-        let to = crate::terminal::handoff::HANDOFF_FD;
         // SAFETY: runs in the forked child before exec (after its stdio is
-        // in place); setsid, dup2 and fcntl are async-signal-safe system
-        // calls and nothing here allocates. `handoff` outlives the spawn.
+        // in place); setsid and `place_for_exec` are async-signal-safe
+        // system calls and nothing here allocates. `handoff` outlives the
+        // spawn.
         unsafe {
             cmd.pre_exec(move || {
                 nix::unistd::setsid()?;
-                // dup2 leaves the copy without close-on-exec; onto itself
-                // it changes nothing, so there the flag is cleared by hand.
-                let done = if from == to {
-                    nix::libc::fcntl(to, nix::libc::F_SETFD, 0)
-                } else {
-                    nix::libc::dup2(from, to)
-                };
-                if done == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
+                crate::terminal::handoff::place_for_exec(from)
             });
         }
         tracing::debug!(program = %self.program().display(), %engine_id, ?argv, "spawning podman exec of the PTY helper");

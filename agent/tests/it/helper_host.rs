@@ -39,20 +39,10 @@ fn spawn_helper(args: &[String], fd3: Option<OwnedFd>) -> Child {
         .stderr(Stdio::piped());
     if let Some(fd) = fd3 {
         let from = fd.as_raw_fd();
-        // SAFETY: dup2 and fcntl are async-signal-safe; nothing allocates.
-        // `fd` lives until after the spawn, in `cmd`'s caller.
+        // SAFETY: `place_for_exec` makes async-signal-safe system calls
+        // only. `fd` lives until after the spawn.
         unsafe {
-            cmd.pre_exec(move || {
-                let r = if from == 3 {
-                    nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
-                } else {
-                    nix::libc::dup2(from, 3)
-                };
-                if r == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            cmd.pre_exec(move || handoff::place_for_exec(from));
         }
         let child = cmd.spawn().expect("the agent binary as crops-pty");
         drop(fd);
