@@ -70,9 +70,8 @@ fn values(ex: &Example) -> Vec<(usize, String, Value)> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            let v = serde_json::from_str(l).unwrap_or_else(|e| {
-                panic!("PROTOCOL.md line {}: not JSON: {e}\n{l}", ex.line + i)
-            });
+            let v = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("PROTOCOL.md line {}: not JSON: {e}\n{l}", ex.line + i));
             (ex.line + i, l.to_owned(), v)
         })
         .collect()
