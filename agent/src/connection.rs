@@ -13,7 +13,7 @@ use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::{self, Message};
 use async_tungstenite::WebSocketStream;
-use futures_lite::{FutureExt, StreamExt};
+use futures_lite::{AsyncReadExt, FutureExt, StreamExt};
 use protocol::{DecodeError, Envelope};
 
 use crate::net::{Endpoint, NetError, Stream};
@@ -60,6 +60,10 @@ pub enum Incoming {
     Binary(Vec<u8>),
     /// A ping or pong: proof of life, nothing to do (pongs are automatic).
     Control,
+    /// The orchestrator sent a message over [`protocol::MAX_TEXT_FRAME`]:
+    /// the reader stopped inside it, so the socket is good only for
+    /// [`Connection::refuse_too_big`] now.
+    TooBig(String),
     /// The orchestrator closed: its code and reason, if it gave them.
     Close(Option<(u16, String)>),
     /// The socket ended without a close frame.
@@ -124,6 +128,9 @@ impl Connection {
             Ok(m) => m,
             Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                 return Ok(Incoming::Ended)
+            }
+            Err(tungstenite::Error::Capacity(detail)) => {
+                return Ok(Incoming::TooBig(detail.to_string()))
             }
             Err(e) => return Err(ConnectionError::Read(e)),
         };
@@ -199,6 +206,39 @@ impl Connection {
         if !done {
             tracing::debug!("orchestrator did not complete the close handshake in time");
         }
+    }
+
+    /// A message over the size limit arrived (PROTOCOL.md section 2): close
+    /// with 1009, as the orchestrator does, then read and discard the raw
+    /// bytes it is still writing (at most twice the limit, at most `grace`)
+    /// so that it can finish the write and read the close frame rather than
+    /// meet a reset.
+    pub async fn refuse_too_big(&mut self, grace: Duration) {
+        let frame = CloseFrame {
+            code: CloseCode::Size,
+            reason: "message too big".into(),
+        };
+        let refuse = async {
+            if let Err(e) = self.ws.close(Some(frame)).await {
+                tracing::debug!(error = %e, "sending close frame");
+                return;
+            }
+            // The frame reader is stuck inside the big message: read bytes.
+            let io = self.ws.get_mut();
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut seen = 0usize;
+            while seen < 2 * protocol::MAX_TEXT_FRAME {
+                match io.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen += n,
+                }
+            }
+        };
+        refuse
+            .or(async {
+                smol::Timer::after(grace).await;
+            })
+            .await;
     }
 
     /// After a close frame arrived: let the library answer it, at most `grace`.

@@ -1,8 +1,10 @@
 //! One connection's life: dial, upgrade with the Bearer credential, register,
 //! then serve — inventory and heartbeats out, commands in, terminal frames
 //! both ways, pings both ways — until the socket fails, the orchestrator
-//! closes it, it goes quiet past the liveness deadline, or shutdown is
-//! requested. What each message leads to is [`serving`]'s.
+//! closes it, it goes quiet past the liveness deadline, it sends a message
+//! over the size limit (answered with a close 1009, as the orchestrator
+//! answers one), or shutdown is requested. What each message leads to is
+//! [`serving`]'s.
 //!
 //! One loop owns the socket and writes one message at a time. JSON (replies,
 //! heartbeats, events) waits in its own bounded outbox and always goes
@@ -45,6 +47,11 @@ pub enum SessionError {
     ClosedWithoutCode,
     #[error("the connection to the orchestrator dropped")]
     Dropped,
+    #[error(
+        "the orchestrator sent a message over the {} byte limit ({detail}); closed with 1009",
+        protocol::MAX_TEXT_FRAME
+    )]
+    TooBig { detail: String },
     #[error("nothing heard from the orchestrator for {}s; presuming the connection half-open", .after.as_secs_f64())]
     HalfOpen { after: Duration },
     #[error(transparent)]
@@ -182,6 +189,10 @@ async fn serve(ctx: &Context, accepted_at: &mut Option<Instant>) -> Result<(), S
                 match incoming? {
                     Incoming::Control => continue,
                     Incoming::Ended => return Err(SessionError::Dropped),
+                    Incoming::TooBig(detail) => {
+                        conn.refuse_too_big(ctx.timing.close_grace).await;
+                        return Err(SessionError::TooBig { detail });
+                    }
                     Incoming::Close(frame) => {
                         conn.finish_close(ctx.timing.close_grace).await;
                         return Err(closed(frame));
@@ -285,6 +296,7 @@ fn closed(frame: Option<(u16, String)>) -> SessionError {
     let meaning = match code {
         1000 => "normal closure",
         1001 => "orchestrator going away",
+        1009 => "a message of ours was over the size limit",
         close::PROTOCOL_ERROR => "protocol error",
         close::REVOKED => "credential revoked",
         close::UNSUPPORTED_VERSION => "unsupported protocol version",

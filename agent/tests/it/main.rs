@@ -7,6 +7,7 @@
 mod concurrency;
 mod containers;
 mod helper_host;
+mod oversized;
 mod profiles;
 mod rotation;
 mod session_containers;

@@ -245,6 +245,33 @@ fn an_oversized_message_closes_with_1009() {
     });
 }
 
+/// PROTOCOL.md section 2's size rule for binary messages: a payload over
+/// 64 KiB is an error only; over 4 MiB, the connection closes with 1009.
+#[test]
+fn oversized_binary_messages_get_too_large_then_1009() {
+    smol::block_on(async {
+        let server = Server::start("oversized-binary").await;
+        let (mut agent, _, _) = server.registered("nas").await;
+        let mut frame = vec![0u8; 17 + protocol::MAX_BINARY_PAYLOAD + 1];
+        frame[0] = 1;
+        agent.send(Message::binary(frame)).await;
+        let reply = agent.recv_json().await;
+        assert_eq!(reply["data"]["code"], "too_large", "{reply}");
+        assert!(reply.get("requestId").is_none(), "{reply}");
+        agent
+            .send_json(&json!({ "type": "worker.dance", "requestId": "still" }))
+            .await;
+        assert_eq!(agent.recv_json().await["requestId"], "still");
+        let mut big = vec![0u8; protocol::MAX_TEXT_FRAME + 1];
+        big[0] = 1;
+        agent.send(Message::binary(big)).await;
+        let (code, reason) = agent.expect_close(Duration::from_secs(5)).await;
+        assert_eq!(code, 1009, "{reason}");
+        server.assert_still_serves().await;
+        server.stop().await;
+    });
+}
+
 #[test]
 fn a_message_before_register_is_refused_with_4000() {
     smol::block_on(async {

@@ -1,5 +1,8 @@
 //! Golden tests: the fixtures under `tests/fixtures/` pin the wire format of
 //! every message, and hostile input decodes to typed errors, never a panic.
+//! [`document`] holds PROTOCOL.md to the same code.
+
+mod document;
 
 use std::path::PathBuf;
 
