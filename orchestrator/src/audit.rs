@@ -24,11 +24,16 @@
 //!   queues its intent itself ([`Deferred`]) once admission and its record
 //!   are written: a durable commit holds the store's write lock through
 //!   its fsync, and those writes would wait for it. A call that answers
-//!   before queuing one (refused, invalid) is audited the ordinary way. What such a
-//!   call changes in the store (a container's state) may lag the answer
-//!   by that one commit; after a crash the worker's inventory restores it
-//!   (the reconcile adopts, marks and updates container records), which is
-//!   why only these calls take this path.
+//!   before queuing one (refused, invalid) is audited the ordinary way.
+//!   Create, start, stop and remove write the state they answer to the
+//!   container's record ([`crate::http::route::Endpoint::settles_record`];
+//!   the write itself commits without fsync): their answer also waits for
+//!   the real entry's durable commit, which carries that write (and every
+//!   earlier one) to disk, so the state an answer reports survives kill -9
+//!   and the call's entry is never `interrupted`. That is one fsync after
+//!   the worker's answer (shared with concurrent calls by the group
+//!   commit); the others (setup, exec, background, kill) write no state
+//!   and answer without it.
 //! * Commands: the hub calls the [`CommandHook`] once each command's
 //!   outcome is known (result, agent error, timeout, disconnection or
 //!   offline), before the API call that sent it answers; the hook queues
@@ -291,17 +296,26 @@ impl Deferred {
     }
 }
 
-/// Queue the entry completing intent `id` (durable soon, not waited for).
+/// Queue the entry completing intent `id`: durable soon, not waited for,
+/// unless the call's answer reports a state it wrote to a container record
+/// ([`crate::http::route::Endpoint::settles_record`]; `settled`): then it
+/// returns once the entry's durable commit, which carries that record
+/// write, is done.
 pub(crate) async fn api_outcome(
     app: &App,
     id: u64,
     (def, caller, path): (&RouteDef, &Caller, &str),
-    status: u16,
-    outcome: &str,
-) {
+    (status, outcome): (u16, &str),
+    settled: bool,
+) -> Result<(), AuditError> {
     let entry = call_entry(def, caller, path, Some(status), outcome);
-    app.audit.complete(id, entry).await;
-    tracing::debug!(intent = id, action = %def.path, outcome, "audited after its intent");
+    if settled {
+        app.audit.complete_durably(id, entry).await?;
+    } else {
+        app.audit.complete(id, entry).await;
+    }
+    tracing::debug!(intent = id, action = %def.path, outcome, settled, "audited after its intent");
+    Ok(())
 }
 
 /// Append the entry of a terminal session opened (or refused) on

@@ -267,7 +267,8 @@ impl Drop for AuditSlot {
         self.app.life.spawn(async move {
             if let Ok(id) = intent.recorded().await {
                 let call = (def, &caller, path.as_str());
-                crate::audit::api_outcome(&app, id, call, 499, "client_closed").await;
+                let closed = (499, "client_closed");
+                let _ = crate::audit::api_outcome(&app, id, call, closed, false).await;
             }
         });
     }
@@ -305,12 +306,16 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
         let status = resp.status().as_u16();
         let appended = match intent.into_intent() {
             // Durable by now, most likely: it was committed while the
-            // worker ran Podman. The entry follows without a wait.
+            // worker ran Podman. The entry follows without a wait, unless
+            // the answer reports a container state the call wrote: then
+            // the answer waits for the entry's durable commit, which
+            // carries that record write to disk (an answer's state
+            // survives kill -9).
             Some(intent) => match intent.recorded().await {
                 Ok(id) => {
                     let call = (def, &caller, path.as_str());
-                    crate::audit::api_outcome(&app, id, call, status, outcome).await;
-                    Ok(())
+                    let settled = def.endpoint.settles_record();
+                    crate::audit::api_outcome(&app, id, call, (status, outcome), settled).await
                 }
                 Err(error) => Err(error),
             },

@@ -6,8 +6,9 @@
 //!
 //! Create is idempotent on a client-chosen `id`: a retry of the same
 //! container (same tenant, worker, name and image) answers 200 with the
-//! record; if that record is still `creating` (an earlier attempt got no
-//! answer) the create is sent again, which the agent answers idempotently.
+//! record; if that record never reached the engine (still `creating`, an
+//! earlier attempt got no answer; or `lost` or `failed` without an engine
+//! id) the create is sent again, which the agent answers idempotently.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -227,11 +228,24 @@ async fn retried(
             existing.id
         )));
     }
-    if existing.state != ContainerState::Creating {
+    if !never_created(&existing) {
         return Ok(view(StatusCode::OK, existing));
     }
-    tracing::info!(container_id = %existing.id, worker_id, "create retried; sending it again");
+    tracing::info!(container_id = %existing.id, worker_id, state = %existing.state, "create retried; sending it again");
     send_create(app, worker_id, command, StatusCode::OK, intent).await
+}
+
+/// A record whose create may never have reached the engine, so that a
+/// retry sends it again (the agent answers a create of an id it has
+/// idempotently): `creating` (no answer yet), or `lost` or `failed` with
+/// no engine id (the engine never reported the container). A `removed`
+/// record is final.
+fn never_created(record: &ContainerRecord) -> bool {
+    match record.state {
+        ContainerState::Creating => true,
+        ContainerState::Lost | ContainerState::Failed => record.engine_id.is_none(),
+        _ => false,
+    }
 }
 
 /// [`create_sent`] on its own task (see [`relay::detached`]), after

@@ -162,6 +162,25 @@ impl AuditWriter {
         }
     }
 
+    /// Append the entry completing intent `id` (clearing the intent) and
+    /// wait for its durable commit, which also makes durable every store
+    /// write committed before it (a call's settled container record).
+    pub async fn complete_durably(
+        &self,
+        id: u64,
+        entry: AuditEntry,
+    ) -> Result<AuditEntry, AuditError> {
+        let (reply, answer) = smol::channel::bounded(1);
+        let job = Job::Entry {
+            entry,
+            clears: Some(id),
+            durable: true,
+            reply: Some(reply),
+        };
+        self.tx.send(job).await.map_err(|_| AuditError::Stopped)?;
+        Ok(answer.recv().await.map_err(|_| AuditError::Stopped)??)
+    }
+
     /// Queue a command's entry without waiting for its commit (it is
     /// committed before anything queued after it).
     pub async fn command(&self, done: CommandDone) {

@@ -138,6 +138,20 @@ impl Endpoint {
                 | Self::BackgroundKill
         )
     }
+
+    /// A call on a worker's container whose answer reports the state it
+    /// wrote to the container's record (create, start, stop, remove): its
+    /// answer waits until its audit entry's durable commit, which carries
+    /// that record write to disk with it (`crate::audit`).
+    pub fn settles_record(self) -> bool {
+        matches!(
+            self,
+            Self::CreateContainer
+                | Self::RemoveContainer
+                | Self::ContainerStart
+                | Self::ContainerStop
+        )
+    }
 }
 
 routes! {

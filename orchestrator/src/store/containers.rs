@@ -14,6 +14,10 @@ use super::{
     Store, StoreError, Tenant, CONTAINERS, TENANTS, TENANT_CONTAINERS, WORKER_CONTAINERS,
 };
 
+/// The note on a `creating` record that its worker's inventory lacks.
+const NEVER_CREATED: &str = "the worker does not have this container: its create never \
+     reached the engine; retry the create with the same id to send it again";
+
 /// What [`Store::create_container`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CreateOutcome {
@@ -71,8 +75,10 @@ fn insert_record(
 impl Store {
     /// A write made while answering an API call: committed without fsync,
     /// because the call's audit entry is appended durably before the answer
-    /// goes out (see `http::handle`), and a durable commit makes every
-    /// earlier commit durable with it. One fsync per call instead of three.
+    /// goes out (see `http::handle`; for create, start, stop and remove the
+    /// entry completing the call's intent, committed after this write), and
+    /// a durable commit makes every earlier commit durable with it. One
+    /// fsync per answer instead of three.
     /// A write whose caller went away before its audit entry (a tracked
     /// create whose client hung up) becomes durable at the next durable
     /// commit; a crash before that loses only a state the next inventory
@@ -214,7 +220,10 @@ impl Store {
     ///
     /// * Records present in the inventory take its state and engine id
     ///   (this adopts what runs, including records left `creating`).
-    /// * Records absent from it become `lost`, unless `removed` or `failed`.
+    /// * Records absent from it become `lost`, unless `removed`, `failed`
+    ///   or `creating` without an engine id (a create that never reached
+    ///   the engine: it stays `creating`, noted, for a retry to send).
+    /// * A `removed` record is final: an entry naming it is skipped.
     /// * Entries without a record are adopted when their tenant exists and
     ///   is `allowed_tenant` (when that is `Some`: a byom worker serves only
     ///   its own tenant); otherwise skipped.
@@ -296,6 +305,12 @@ impl Store {
                     report.push(skip(id, "changed since this connection began".into()));
                     continue;
                 }
+                if record.state == ContainerState::Removed {
+                    // An acknowledged remove is final: an engine container
+                    // still listed under this id is not brought back.
+                    report.push(skip(id, "the record is removed".into()));
+                    continue;
+                }
                 let from = record.state;
                 let to = item.state.unwrap_or(from);
                 if from == to && record.engine_id.as_deref() == Some(item.engine_id.as_str()) {
@@ -330,6 +345,20 @@ impl Store {
                     ContainerState::Removed | ContainerState::Failed | ContainerState::Lost
                 );
                 if settled || record.rev > since_rev {
+                    continue;
+                }
+                if from == ContainerState::Creating && record.engine_id.is_none() {
+                    // Its create never reached the engine (or is still on
+                    // its way): nothing was lost. It stays `creating`, so
+                    // a retry of the create sends it again.
+                    if record.last_error.as_deref() != Some(NEVER_CREATED) {
+                        record.last_error = Some(NEVER_CREATED.to_owned());
+                        containers
+                            .insert(id.as_str(), encode(&record).as_str())
+                            .map_err(failed("note a create not on the engine"))?;
+                    }
+                    let reason = "its create never reached the engine; kept creating".into();
+                    report.push(Reconciled::Skipped { id, reason });
                     continue;
                 }
                 record.state = ContainerState::Lost;

@@ -44,14 +44,14 @@ impl Rng {
 }
 
 /// The real binary on `data`, and where it listens.
-struct Orchestrator {
+pub(crate) struct Orchestrator {
     child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
+    pub(crate) addr: SocketAddr,
+    pub(crate) log: PathBuf,
 }
 
 impl Orchestrator {
-    fn start(data: &Path, round: u32) -> Self {
+    pub(crate) fn start(data: &Path, round: u32) -> Self {
         let log = data.with_extension(format!("round{round}.log"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_crops-orchestrator"))
             .args(["serve", "--listen", "127.0.0.1:0", "--admin-token", ADMIN])
@@ -77,13 +77,13 @@ impl Orchestrator {
     }
 
     /// `kill -9`: no flush, no goodbye.
-    fn kill9(mut self) {
+    pub(crate) fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
 }
 
-fn read(path: &Path) -> String {
+pub(crate) fn read(path: &Path) -> String {
     let mut text = String::new();
     if let Ok(mut f) = std::fs::File::open(path) {
         let _ = f.read_to_string(&mut text);
@@ -93,7 +93,7 @@ fn read(path: &Path) -> String {
 
 /// One HTTP exchange that may fail (the server may die mid-way): the
 /// status and JSON body of a complete answer, or `None`.
-async fn try_http(
+pub(crate) async fn try_http(
     addr: SocketAddr,
     method: &str,
     path: &str,

@@ -9,6 +9,7 @@ mod fake_terminal;
 mod harness;
 mod people;
 
+mod acknowledged;
 mod agent;
 mod api;
 mod audit;

@@ -170,3 +170,82 @@ fn an_inventory_cannot_claim_another_workers_containers() {
         second.stop().await;
     });
 }
+
+#[test]
+fn a_create_that_never_reached_the_engine_is_sent_again_when_retried() {
+    smol::block_on(async {
+        let mut fx = Fixture::start("reconcile-unsent").await;
+        let tenant = fx.tenant_id.clone();
+        let created = |id: &str, name: &str| json!({ "container": info(id, &tenant, name, "created"), "created": true });
+        // The agent dies holding the create, and comes back without it.
+        let body = fx.create_body("job-unsent", "unsent");
+        let task = fx.spawn("POST", "/v1/containers", Some(body.clone()));
+        let cmd = next_command(&mut fx.agent).await;
+        assert_eq!(cmd.ty, "container.create");
+        fx.reconnect().await;
+        let (code, reply) = task.await;
+        assert_error(code, &reply, 503, "worker_disconnected");
+        fx.agent.send_json(&inventory(vec![])).await;
+        fx.assert_nothing_sent().await;
+        // Nothing was lost: the record still waits for its create.
+        let record = fx.container("job-unsent").await;
+        assert_eq!(record["state"], "creating", "{record}");
+        assert!(
+            record["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains("retry the create")),
+            "{record}"
+        );
+        // The retry sends the create again and answers the container.
+        let (code, reply, cmd) = fx
+            .relay(
+                "POST",
+                "/v1/containers",
+                Some(body),
+                "container.create",
+                created("job-unsent", "unsent"),
+            )
+            .await;
+        assert_eq!(cmd.data["containerId"], "job-unsent");
+        assert_eq!(
+            (code, reply["state"].as_str()),
+            (200, Some("created")),
+            "{reply}"
+        );
+        assert_eq!(reply["engineId"], "eng-job-unsent");
+
+        // A record marked `lost` without an engine id (a start of it found
+        // nothing on the worker) never existed there either: a retried
+        // create sends it too.
+        let body = fx.create_body("job-lost", "lost");
+        let task = fx.spawn("POST", "/v1/containers", Some(body.clone()));
+        let _held = next_command(&mut fx.agent).await;
+        fx.reconnect().await;
+        let (code, reply) = task.await;
+        assert_error(code, &reply, 503, "worker_disconnected");
+        let task = fx.spawn("POST", "/v1/containers/job-lost/start", None);
+        let cmd = next_command(&mut fx.agent).await;
+        answer_error(&mut fx.agent, &cmd, "not_found", "no such container").await;
+        assert_eq!(task.await.0, 404);
+        let record = fx.container("job-lost").await;
+        assert_eq!(
+            (record["state"].as_str(), &record["engineId"]),
+            (Some("lost"), &Value::Null)
+        );
+        let (code, reply, _) = fx
+            .relay(
+                "POST",
+                "/v1/containers",
+                Some(body),
+                "container.create",
+                created("job-lost", "lost"),
+            )
+            .await;
+        assert_eq!(
+            (code, reply["state"].as_str()),
+            (200, Some("created")),
+            "{reply}"
+        );
+        fx.stop().await;
+    });
+}
