@@ -7,6 +7,7 @@
 mod concurrency;
 mod containers;
 mod helper_host;
+mod liveness;
 mod profiles;
 mod rotation;
 mod session_containers;
@@ -24,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent::{BackoffPolicy, RunSettings, Shutdown, Timing};
+use agent::{BackoffPolicy, RunSettings, Shutdown};
 use async_tungstenite::tungstenite::handshake::server::{Request, Response};
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
@@ -438,92 +439,6 @@ fn a_refused_upgrade_is_logged_and_retried_with_backoff() {
         assert!(logs.contains(&line), "no {line:?} in logs:\n{logs}");
     }
     assert!(all.contains("retrying in 0.0"), "logs:\n{all}");
-}
-
-/// Half-open detection follows the heartbeat interval `worker.accepted`
-/// dictates (1 s here; the agent's own clocks are the product's defaults):
-/// an orchestrator that falls silent (no reads, so no pongs; no pings) is
-/// dropped after two intervals and dialled again; one that only answers
-/// pings keeps the connection; a close frame is survived too.
-#[test]
-fn a_silent_orchestrator_is_dropped_within_two_heartbeats_and_a_close_frame_is_survived() {
-    let capture = captured_logs();
-    smol::block_on(within(90, "reconnections", async {
-        let (listener, port) = listen().await;
-        let (trigger, shutdown) = Shutdown::new();
-        let settings = fast_settings(port);
-        assert_eq!(settings.timing, Timing::default());
-        let agent = smol::spawn(agent::run(settings, shutdown));
-
-        // First connection: accept with a 1 s heartbeat, then fall silent.
-        let (mut first, _) = accept_ws(&listener).await;
-        register_and_accept(&mut first, 1).await;
-        let silent_since = std::time::Instant::now();
-        // The agent gives up on it and dials again: within two intervals,
-        // plus its backoff and the Podman facts it gathers before dialling
-        // (a generous bound: 45 s before the liveness followed the interval).
-        let (mut second, _) = accept_ws(&listener).await;
-        let took = silent_since.elapsed();
-        assert!(
-            took < Duration::from_secs(15),
-            "a silent connection was dropped only after {took:?}"
-        );
-        let url = format!("url=ws://127.0.0.1:{port}/v1/agent");
-        let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-        assert!(
-            logs.lines()
-                .any(|l| l.contains(&url)
-                    && l.contains("nothing heard from the orchestrator for 2s")),
-            "the half-open reason names two intervals:\n{logs}"
-        );
-        drop(first);
-
-        // Second connection: live but quiet. Reading answers the agent's
-        // pings; nothing else is sent for five intervals, and the agent stays.
-        register_and_accept(&mut second, 1).await;
-        enum Seen {
-            Redial,
-            Quiet,
-            Broke(String),
-        }
-        let seen = {
-            let read = async {
-                loop {
-                    match second.next().await {
-                        Some(Ok(_)) => continue,
-                        other => return Seen::Broke(format!("{other:?}")),
-                    }
-                }
-            };
-            let redial = async {
-                let _ = listener.accept().await;
-                Seen::Redial
-            };
-            let quiet = async {
-                smol::Timer::after(Duration::from_secs(5)).await;
-                Seen::Quiet
-            };
-            read.or(redial).or(quiet).await
-        };
-        match seen {
-            Seen::Quiet => {}
-            Seen::Redial => panic!("the agent dropped an orchestrator that answered its pings"),
-            Seen::Broke(what) => panic!("the connection broke: {what}"),
-        }
-
-        // Then close it as revoked; the agent dials a third time.
-        let frame = async_tungstenite::tungstenite::protocol::CloseFrame {
-            code: protocol::close::REVOKED.into(),
-            reason: "credential revoked".into(),
-        };
-        second.close(Some(frame)).await.unwrap();
-        let (mut third, _) = accept_ws(&listener).await;
-        let env = next_envelope(&mut third).await;
-        assert!(matches!(env.body, Body::Register(_)), "{env:?}");
-
-        trigger.trigger();
-        agent.await.unwrap();
-    }));
 }
 
 /// The binary, end to end: SIGTERM closes the socket with 1000 and exits 0.
