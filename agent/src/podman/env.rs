@@ -16,7 +16,9 @@
 //! exec mark (`CROPS_EXEC_MARK`, passed as `--env NAME`, see
 //! [`super::process`]) and [`super::Podman::with_env`]'s. The type of
 //! [`plan_env`]'s `agent` argument (`&'static str` names) keeps tenant names
-//! out of that list.
+//! out of that list. The agent's environment is kept rather than cleared: it
+//! is the operator's, and may hold what Podman needs on that host (`HOME`,
+//! `XDG_RUNTIME_DIR` for rootless Podman, `CONTAINERS_CONF`).
 //!
 //! Podman reads an env file line by line (Go's `bufio.Scanner`): a value
 //! cannot hold a line feed, and a carriage return at its end would be
