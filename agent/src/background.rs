@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use futures_lite::{AsyncRead, AsyncReadExt};
 use protocol::exec::{BackgroundOutput, ExecBackground};
 
-use crate::podman::container::{exec_args, plan_env, EnvError, ExecSpec};
+use crate::podman::container::{exec_args, ExecSpec};
+use crate::podman::env::{plan_env, EnvError};
 use crate::podman::process::{kill_marked, new_mark, EXEC_MARK};
 use crate::podman::{Podman, PodmanError};
 
@@ -111,14 +112,14 @@ impl Background {
     ) -> Result<String, BackgroundError> {
         self.make_room()?;
         let mark = new_mark();
-        let env = plan_env(&req.env, &[(EXEC_MARK.to_owned(), mark.clone())])?;
+        let env = plan_env(&req.env, &[(EXEC_MARK, mark.clone())])?;
         let spec = ExecSpec {
             engine_id,
             command: &req.command,
             workdir: req.workdir.as_deref(),
         };
         let mut streaming = podman
-            .spawn_streaming(exec_args(&spec, &env), env.child_env.clone(), false)
+            .spawn_streaming(exec_args(&spec, &env), env.agent_env.clone(), false)
             .await?;
         let handle = format!("bg-{}", &mark[..16]);
         let job = Arc::new(Job {

@@ -93,7 +93,7 @@ pub struct RunArgs {
     /// config file (default: $CROPS_CONFIG, then $HOME/.cropscode/worker.json)
     #[argh(option)]
     pub config: Option<PathBuf>,
-    /// agent socket URL, wss://host:port/v1/agent (overrides $CROPS_URL and the config)
+    /// orchestrator URL: the API's base URL https://host:port, or the agent socket wss://host:port/v1/agent (overrides $CROPS_URL and the config)
     #[argh(option)]
     pub url: Option<String>,
     /// worker credential (overrides $CROPS_CREDENTIAL and the config)

@@ -133,7 +133,7 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<Config, EnrollError> {
         tenant_id: answer.tenant_id.unwrap_or_default(),
         tenant_name: answer.tenant_name.unwrap_or_default(),
         mode: answer.mode,
-        url: endpoint.ws_url(protocol::AGENT_PATH),
+        url: endpoint.agent_url(),
         credential: answer.credential,
         name: Some(name),
         // Absolute, so `run` finds it from any working directory.

@@ -76,10 +76,13 @@ pub enum RunError {
 /// The session clocks. [`Timing::default`] is the product's; tests shorten them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
-    /// How often the agent pings the orchestrator.
+    /// How often the agent pings the orchestrator until `worker.accepted`;
+    /// from then on, every half of the heartbeat interval it dictates
+    /// ([`session::clocks`]).
     pub ping_interval: Duration,
-    /// With nothing at all heard for this long, the connection is presumed
-    /// half-open and dropped.
+    /// With nothing at all heard for this long before `worker.accepted`,
+    /// the connection is presumed half-open and dropped; from then on, after
+    /// two of the dictated heartbeat intervals ([`session::clocks`]).
     pub liveness: Duration,
     /// Bound on dial plus TLS, and separately on the WebSocket upgrade.
     pub connect_timeout: Duration,
@@ -90,8 +93,9 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Self {
-            ping_interval: Duration::from_secs(15),
-            liveness: Duration::from_secs(45),
+            // Two of the default heartbeat intervals, as after acceptance.
+            ping_interval: Duration::from_secs(5),
+            liveness: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(20),
             close_grace: Duration::from_secs(2),
         }
@@ -102,7 +106,10 @@ impl Default for Timing {
 /// environment by [`cli`]. `Debug` redacts the credential.
 #[derive(Clone)]
 pub struct RunSettings {
-    /// The agent socket, `wss://host:port/v1/agent` (`ws://` for loopback development).
+    /// The orchestrator: its agent socket, `wss://host:port/v1/agent`
+    /// (`ws://` for loopback development), or the API's base URL
+    /// `https://host:port`, from which [`run`] derives the socket as
+    /// `enroll` does ([`net::socket_url`]).
     pub url: String,
     /// The worker credential, sent as `Authorization: Bearer …`.
     pub credential: String,
@@ -194,7 +201,10 @@ fn mode_name(mode: Mode) -> &'static str {
 /// answer commands; after any failure wait out the backoff and reconnect.
 /// Returns `Ok(())` on shutdown; errors only for settings that can never work.
 pub async fn run(settings: RunSettings, shutdown: Shutdown) -> Result<(), RunError> {
-    let endpoint = net::Endpoint::parse(&settings.url)?;
+    // An https base URL becomes its socket URL; a URL that can never work
+    // stops the agent here instead of failing every attempt.
+    let url = net::socket_url(&settings.url)?;
+    let endpoint = net::Endpoint::parse(&url)?;
     let tls = tls::client_config(settings.ca_file.as_deref())?;
     let podman = podman::Podman::new(&settings.podman);
     let executor = Arc::new(
@@ -202,7 +212,7 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> Result<(), RunErr
             .with_terminal_grace(settings.terminal_grace),
     );
     let ctx = session::Context {
-        url: settings.url.clone(),
+        url: url.clone(),
         endpoint,
         tls,
         credential: rotate::Credential::new(
@@ -230,14 +240,14 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> Result<(), RunErr
     let mut attempt: u32 = 0;
     while !shutdown.is_requested() {
         attempt = attempt.saturating_add(1);
-        tracing::info!(attempt, url = %settings.url, "connecting to orchestrator");
+        tracing::info!(attempt, %url, "connecting to orchestrator");
         match session::run(&ctx).await {
             session::End::Shutdown => break,
             session::End::Failed {
                 error,
                 accepted_for,
             } => {
-                tracing::warn!(attempt, url = %settings.url, "{error}");
+                tracing::warn!(attempt, %url, "{error}");
                 backoff.connection_ended(accepted_for);
             }
         }

@@ -35,6 +35,31 @@ pub enum NetError {
     },
 }
 
+/// The socket URL `run` dials, from the URL the operator gave (flag,
+/// `CROPS_URL` or the config): the API's base URL `https://host[:port]`
+/// (with or without a trailing `/`; `http://` for loopback development)
+/// becomes its [`Endpoint::agent_url`], `wss://host:port/v1/agent`, as
+/// `enroll` derives it; a `wss://`/`ws://` URL is the socket itself (with
+/// no path, `/v1/agent` is added). Anything else is refused here, at
+/// start, rather than retried: an unknown scheme, or an `https://` URL with
+/// a path or query other than `/v1/agent` (the agent would not know which
+/// part is the base).
+pub fn socket_url(url: &str) -> Result<String, NetError> {
+    let endpoint = Endpoint::parse(url)?;
+    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+    let is_http = scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http");
+    match endpoint.path.as_str() {
+        "/" => Ok(endpoint.agent_url()),
+        path if path == protocol::AGENT_PATH => Ok(endpoint.agent_url()),
+        _ if is_http => Err(NetError::BadUrl {
+            url: url.to_owned(),
+            reason: "an https:// URL must be the orchestrator's base URL, https://host:port \
+                     (the agent then dials wss://host:port/v1/agent)",
+        }),
+        _ => Ok(url.to_owned()),
+    }
+}
+
 /// A parsed orchestrator URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -125,6 +150,13 @@ impl Endpoint {
     pub fn ws_url(&self, path: &str) -> String {
         let scheme = if self.secure { "wss" } else { "ws" };
         format!("{scheme}://{}{path}", self.authority())
+    }
+
+    /// The agent socket of the orchestrator at this address:
+    /// `wss://host:port/v1/agent` (`ws://` for a plain endpoint). What
+    /// `enroll` writes in the config, and what `run` derives from a base URL.
+    pub fn agent_url(&self) -> String {
+        self.ws_url(protocol::AGENT_PATH)
     }
 
     /// Whether the host is loopback (where plain http/ws is reasonable).
@@ -285,6 +317,47 @@ mod tests {
         ] {
             assert!(Endpoint::parse(url).is_err(), "{url} parsed");
         }
+    }
+
+    #[test]
+    fn the_socket_url_comes_from_a_base_url_as_enroll_derives_it() {
+        for (given, socket) in [
+            ("https://orch:8443", "wss://orch:8443/v1/agent"),
+            ("https://orch:8443/", "wss://orch:8443/v1/agent"),
+            ("HTTPS://orch", "wss://orch:443/v1/agent"),
+            ("https://orch:8443/v1/agent", "wss://orch:8443/v1/agent"),
+            ("http://127.0.0.1:8080/", "ws://127.0.0.1:8080/v1/agent"),
+            ("https://[::1]:9000", "wss://[::1]:9000/v1/agent"),
+            ("wss://orch:8443", "wss://orch:8443/v1/agent"),
+            ("wss://orch:8443/v1/agent", "wss://orch:8443/v1/agent"),
+            ("ws://127.0.0.1:1/v1/agent", "ws://127.0.0.1:1/v1/agent"),
+            (
+                "wss://proxy.example/crops/v1/agent",
+                "wss://proxy.example/crops/v1/agent",
+            ),
+        ] {
+            assert_eq!(socket_url(given).unwrap(), socket, "{given}");
+        }
+        // The very code enroll writes into the config.
+        assert_eq!(
+            ep("https://orch:8443/").agent_url(),
+            "wss://orch:8443/v1/agent"
+        );
+    }
+
+    #[test]
+    fn a_url_the_agent_cannot_use_is_refused_with_the_reason() {
+        for url in [
+            "https://orch:8443/api",
+            "https://orch:8443/?x=1",
+            "ftp://orch",
+            "orch:8443",
+        ] {
+            let err = socket_url(url).unwrap_err().to_string();
+            assert!(err.contains(url), "{err}");
+        }
+        let err = socket_url("https://orch:8443/api").unwrap_err().to_string();
+        assert!(err.contains("base URL, https://host:port"), "{err}");
     }
 
     #[test]

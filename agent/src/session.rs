@@ -6,6 +6,13 @@
 //! answers one), or shutdown is requested. What each message leads to is
 //! [`serving`]'s.
 //!
+//! Liveness follows the heartbeat interval the orchestrator dictates in
+//! `worker.accepted` ([`clocks`]): the agent pings every half interval and
+//! presumes the connection half-open once nothing at all (a message, a
+//! ping, a pong) has arrived for two intervals. The orchestrator pings
+//! every interval and pongs every ping, so a live one is never that quiet.
+//! Before `worker.accepted`, [`Timing`]'s clocks apply.
+//!
 //! One loop owns the socket and writes one message at a time. JSON (replies,
 //! heartbeats, events) waits in its own bounded outbox and always goes
 //! first; terminal output is asked of the [`Link`] only when that outbox is
@@ -92,6 +99,27 @@ pub struct Context {
     pub shutdown: Shutdown,
 }
 
+/// Heartbeat intervals of silence after which a registered connection is
+/// presumed half-open.
+pub const LIVENESS_HEARTBEATS: u32 = 2;
+
+/// The ping interval and liveness deadline of a connection registered with
+/// heartbeat interval `heartbeat`: a ping every half interval, dropped after
+/// [`LIVENESS_HEARTBEATS`] intervals of silence.
+pub fn clocks(heartbeat: Duration) -> Clocks {
+    Clocks {
+        ping_interval: heartbeat / 2,
+        liveness: heartbeat * LIVENESS_HEARTBEATS,
+    }
+}
+
+/// A connection's ping interval and liveness deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clocks {
+    pub ping_interval: Duration,
+    pub liveness: Duration,
+}
+
 /// Close code and reason the agent sends when it stops.
 const SHUTDOWN_CLOSE: (u16, &str) = (1000, "agent shutting down");
 /// Replies and events waiting to be written; senders wait when it is full.
@@ -145,7 +173,16 @@ async fn serve(ctx: &Context, accepted_at: &mut Option<Instant>) -> Result<(), S
     let register_id = format!("register-{:016x}", fastrand::u64(..));
     let mut last_seen = Instant::now();
     let register = Envelope::request(register_id.clone(), Body::Register(register));
-    if !write(ctx, &mut conn, Outgoing::Text(register), last_seen).await? {
+    let registering = ctx.timing.liveness;
+    if !write(
+        ctx,
+        &mut conn,
+        Outgoing::Text(register),
+        last_seen,
+        registering,
+    )
+    .await?
+    {
         return Ok(());
     }
 
@@ -159,7 +196,11 @@ async fn serve(ctx: &Context, accepted_at: &mut Option<Instant>) -> Result<(), S
         heartbeats: None,
         link: None,
     };
-    let mut ping = Timer::interval(ctx.timing.ping_interval);
+    let mut clocks = Clocks {
+        ping_interval: ctx.timing.ping_interval,
+        liveness: ctx.timing.liveness,
+    };
+    let mut ping = Timer::interval(clocks.ping_interval);
     loop {
         let event = next_event(
             ctx,
@@ -167,7 +208,7 @@ async fn serve(ctx: &Context, accepted_at: &mut Option<Instant>) -> Result<(), S
             &out_rx,
             serving.link.as_ref(),
             &mut ping,
-            last_seen,
+            last_seen + clocks.liveness,
         )
         .await;
         let outgoing = match event {
@@ -177,7 +218,7 @@ async fn serve(ctx: &Context, accepted_at: &mut Option<Instant>) -> Result<(), S
             }
             Event::Deadline => {
                 return Err(SessionError::HalfOpen {
-                    after: ctx.timing.liveness,
+                    after: clocks.liveness,
                 })
             }
             Event::Ping => Outgoing::Ping,
@@ -209,8 +250,11 @@ async fn serve(ctx: &Context, accepted_at: &mut Option<Instant>) -> Result<(), S
                         ))
                     }
                     Incoming::Envelope(Ok(envelope)) => match serving.on_message(envelope)? {
-                        Handled::Accepted => {
+                        Handled::Accepted(heartbeat) => {
                             *accepted_at = Some(Instant::now());
+                            clocks = self::clocks(heartbeat);
+                            tracing::debug!(?clocks, "liveness follows the heartbeat interval");
+                            ping = Timer::interval(clocks.ping_interval);
                             continue;
                         }
                         Handled::Reply(reply) => Outgoing::Text(reply),
@@ -219,7 +263,7 @@ async fn serve(ctx: &Context, accepted_at: &mut Option<Instant>) -> Result<(), S
                 }
             }
         };
-        if !write(ctx, &mut conn, outgoing, last_seen).await? {
+        if !write(ctx, &mut conn, outgoing, last_seen, clocks.liveness).await? {
             return Ok(());
         }
     }
@@ -233,22 +277,23 @@ enum Outgoing {
     Ping,
 }
 
-/// Write `outgoing`, bounded like a read: a peer that stops reading until the
-/// liveness deadline is as dead as one that stops writing, and shutdown does
-/// not wait for a stuck write. `Ok(false)` means shutdown came first (and the
-/// socket was closed).
+/// Write `outgoing`, bounded like a read: a peer that stops reading until
+/// `liveness` after `last_seen` is as dead as one that stops writing, and
+/// shutdown does not wait for a stuck write. `Ok(false)` means shutdown came
+/// first (and the socket was closed).
 async fn write(
     ctx: &Context,
     conn: &mut Connection,
     outgoing: Outgoing,
     last_seen: Instant,
+    liveness: Duration,
 ) -> Result<bool, SessionError> {
     enum Step {
         Written(Result<(), ConnectionError>),
         Shutdown,
         Deadline,
     }
-    let deadline = last_seen + ctx.timing.liveness;
+    let deadline = last_seen + liveness;
     let step = {
         let write = async {
             Step::Written(match outgoing {
@@ -273,9 +318,7 @@ async fn write(
             close(ctx, conn).await;
             Ok(false)
         }
-        Step::Deadline => Err(SessionError::HalfOpen {
-            after: ctx.timing.liveness,
-        }),
+        Step::Deadline => Err(SessionError::HalfOpen { after: liveness }),
     }
 }
 
@@ -329,9 +372,8 @@ async fn next_event(
     out_rx: &Receiver<Envelope>,
     link: Option<&Link>,
     ping: &mut Timer,
-    last_seen: Instant,
+    deadline: Instant,
 ) -> Event {
-    let deadline = last_seen + ctx.timing.liveness;
     let shutdown = async {
         ctx.shutdown.wait().await;
         Event::Shutdown
@@ -399,6 +441,16 @@ async fn until_shutdown<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn liveness_is_two_dictated_heartbeats_with_a_ping_every_half() {
+        for secs in [1, 10, 60] {
+            let heartbeat = Duration::from_secs(secs);
+            let c = clocks(heartbeat);
+            assert_eq!(c.liveness, heartbeat * 2);
+            assert_eq!(c.ping_interval, heartbeat / 2);
+        }
+    }
 
     #[test]
     fn close_codes_are_kept() {

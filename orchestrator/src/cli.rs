@@ -23,7 +23,7 @@ macro_rules! admin_subcommand {
             /// admin or member token (default: $CROPS_ADMIN_TOKEN)
             #[argh(option)]
             pub admin_token: Option<String>,
-            /// extra CA certificate (PEM) to trust for https
+            /// extra CA certificate (PEM) to trust for https (default: $CROPS_CA_FILE)
             #[argh(option)]
             pub ca_file: Option<std::path::PathBuf>,
             /// print the API's JSON
@@ -362,6 +362,7 @@ fn client(
             flag: "--admin-token",
             env: "CROPS_ADMIN_TOKEN",
         })?;
+    let ca_file = ca_file.or_else(|| env("CROPS_CA_FILE").map(PathBuf::from));
     Ok(Client::new(&url, Some(token), ca_file.as_deref())?)
 }
 

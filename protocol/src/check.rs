@@ -14,6 +14,13 @@ fn check_env(env: &BTreeMap<String, String>) -> Result<(), Invalid> {
     for (k, val) in env {
         v::env_key(k)?;
         v::argv_value("env", val, 32 * 1024)?;
+        // The agent hands env to Podman in an env file, one variable a line.
+        if val.contains(['\n', '\r']) {
+            return Err(Invalid::new(
+                "env",
+                format!("{k}: a value cannot contain a line break (\\n or \\r)"),
+            ));
+        }
     }
     Ok(())
 }
@@ -133,5 +140,67 @@ impl crate::terminal::TerminalOpen {
             v::command("command", cmd)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::container::ContainerCreate;
+    use crate::exec::{Exec, ExecBackground};
+
+    fn env(value: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("OK".to_owned(), "a=b c$(d)".to_owned()),
+            ("PEM".to_owned(), value.to_owned()),
+        ])
+    }
+
+    /// Every command that takes env refuses a value with a line break,
+    /// naming the variable, and keeps taking `=`, spaces and shell syntax.
+    #[test]
+    fn env_values_with_a_line_break_are_refused_by_every_command() {
+        let create = |v: &str| ContainerCreate {
+            container_id: "c-1".into(),
+            tenant_id: "t-1".into(),
+            name: "box".into(),
+            image: "localhost/img:1".into(),
+            env: env(v),
+            labels: BTreeMap::new(),
+            command: None,
+            workspace: false,
+            profile: Default::default(),
+        };
+        let exec = |v: &str| Exec {
+            container_id: "c-1".into(),
+            command: vec!["env".into()],
+            env: env(v),
+            workdir: None,
+            timeout_secs: None,
+        };
+        let background = |v: &str| ExecBackground {
+            container_id: "c-1".into(),
+            command: vec!["env".into()],
+            env: env(v),
+            workdir: None,
+        };
+        for bad in ["-----BEGIN\nKEY-----", "crlf\r\n", "cr\r"] {
+            for err in [
+                create(bad).validate().unwrap_err(),
+                exec(bad).validate().unwrap_err(),
+                background(bad).validate().unwrap_err(),
+            ] {
+                let text = err.to_string();
+                assert!(
+                    text.contains("PEM") && text.contains("line break"),
+                    "{text}"
+                );
+            }
+        }
+        let fine = " leading, trailing \t and = signs ";
+        create(fine).validate().unwrap();
+        exec(fine).validate().unwrap();
+        background(fine).validate().unwrap();
     }
 }

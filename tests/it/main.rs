@@ -14,3 +14,4 @@ mod platforms;
 mod profiles;
 mod terminal_browser;
 mod terminal_socket;
+mod urls;

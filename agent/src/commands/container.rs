@@ -9,7 +9,8 @@ use protocol::validate as v;
 use protocol::Body;
 
 use super::{check_reserved_env, invalid, not_found, CommandError, Executor};
-use crate::podman::container::{create_args, plan_env};
+use crate::podman::container::create_args;
+use crate::podman::env::plan_env;
 use crate::podman::profile;
 
 /// Longest grace period a stop may ask for.
@@ -66,7 +67,7 @@ impl Executor {
         };
         let env = plan_env(&req.env, &[]).map_err(|source| CommandError::Env { ty: TY, source })?;
         let args = create_args(req, workspace.as_deref(), &env);
-        let engine_id = match self.podman.create(args, env.child_env.clone()).await {
+        let engine_id = match self.podman.create(args).await {
             Ok(id) => id,
             Err(e) => {
                 if workspace.is_some() {

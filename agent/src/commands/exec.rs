@@ -14,7 +14,8 @@ use protocol::{Body, Envelope};
 use smol::channel::Sender;
 
 use super::{check_reserved_env, invalid, CommandError, Executor};
-use crate::podman::container::{build_args, exec_args, plan_env, ExecSpec};
+use crate::podman::container::{build_args, exec_args, ExecSpec};
+use crate::podman::env::plan_env;
 use crate::podman::process::{kill_marked, new_mark, EXEC_MARK};
 use crate::podman::{Call, PodmanError};
 
@@ -38,7 +39,7 @@ impl Executor {
         check_reserved_env(TY, &req.env)?;
         let engine_id = self.resolve(TY, &req.container_id).await?;
         let mark = new_mark();
-        let env = plan_env(&req.env, &[(EXEC_MARK.to_owned(), mark.clone())])
+        let env = plan_env(&req.env, &[(EXEC_MARK, mark.clone())])
             .map_err(|source| CommandError::Env { ty: TY, source })?;
         let spec = ExecSpec {
             engine_id: &engine_id,
@@ -47,7 +48,7 @@ impl Executor {
         };
         let timeout = Duration::from_secs(u64::from(req.timeout_secs.unwrap_or(DEFAULT_EXEC_SECS)));
         let mut call = Call::new(exec_args(&spec, &env), timeout);
-        call.env = env.child_env.clone();
+        call.env = env.agent_env.clone();
         call.cap = EXEC_OUTPUT_CAP;
         let out = self
             .podman

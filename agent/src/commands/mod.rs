@@ -25,7 +25,7 @@ use tracing::Instrument;
 
 use crate::background::{Background, BackgroundError};
 use crate::git::{Git, GitError};
-use crate::podman::container::EnvError;
+use crate::podman::env::EnvError;
 use crate::podman::{Podman, PodmanError};
 use crate::terminal::{TerminalError, Terminals};
 use crate::workspace::{WorkspaceError, Workspaces};
@@ -121,6 +121,7 @@ impl CommandError {
             Self::Background { source, .. } => match source {
                 BackgroundError::NotFound { .. } => ErrorCode::NotFound,
                 BackgroundError::TooMany => ErrorCode::Unavailable,
+                BackgroundError::Env(EnvError::Newline { .. }) => ErrorCode::InvalidArgument,
                 _ => ErrorCode::Internal,
             },
             Self::Env { .. } => ErrorCode::Internal,

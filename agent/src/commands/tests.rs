@@ -88,7 +88,7 @@ fn create_builds_a_labelled_argv_without_env_values() {
             argv.starts_with(
                 "create --pull never --name box --label crops.managed=true \
              --label crops.tenant=t-1 --label crops.container-id=c-1 --label crops.profile=strict \
-             --label team=blue --env API_KEY --env-file "
+             --label team=blue --env-file "
             ),
             "{argv}"
         );
@@ -113,12 +113,15 @@ fn create_builds_a_labelled_argv_without_env_values() {
             !argv.contains("s3cret") && !argv.contains("/opt/bin"),
             "env values never in argv: {argv}"
         );
-        assert!(create
-            .env
-            .contains(&("API_KEY".into(), "s3cret value".into())));
         assert!(
-            !create.env.iter().any(|(k, _)| k == "PATH"),
-            "PATH must not steer the host's podman"
+            create.env.is_empty(),
+            "no tenant variable in the podman process's environment: {:?}",
+            create.env
+        );
+        assert_eq!(
+            runner.env_files(),
+            ["API_KEY=s3cret value\nPATH=/opt/bin:/bin\n"],
+            "the values travel in the env file"
         );
         assert!(ws.is_dir(), "the workspace exists");
         let _ = std::fs::remove_dir_all(dir);
@@ -222,7 +225,7 @@ fn unknown_containers_and_images_are_not_found() {
 }
 
 #[test]
-fn exec_passes_argv_env_by_name_and_workdir() {
+fn exec_passes_argv_env_in_a_file_and_workdir() {
     smol::block_on(async {
         let (ex, runner, _) = executor(
             vec![
@@ -255,8 +258,8 @@ fn exec_passes_argv_env_by_name_and_workdir() {
             call.args,
             [
                 "exec",
-                "--env",
-                "FOO",
+                "--env-file",
+                call.args[2].as_str(),
                 "--env",
                 "CROPS_EXEC_MARK",
                 "--workdir",
@@ -267,7 +270,12 @@ fn exec_passes_argv_env_by_name_and_workdir() {
                 "$(id); rm -rf /"
             ]
         );
-        assert!(call.env.contains(&("FOO".into(), "a;b".into())));
+        assert_eq!(
+            call.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["CROPS_EXEC_MARK"],
+            "only the agent's own mark in the podman process's environment"
+        );
+        assert_eq!(runner.env_files(), ["FOO=a;b\n"]);
         assert_eq!(call.cap, protocol::exec::EXEC_OUTPUT_CAP);
         assert_eq!(call.timeout, std::time::Duration::from_secs(5));
         assert_eq!(call.lane, Lane::Work);

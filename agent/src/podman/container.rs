@@ -4,12 +4,9 @@
 //!
 //! Rules every builder follows: user values come after `--` where Podman
 //! takes positionals (image, container, command); every value was validated
-//! by `protocol::check` first; an env **value** never enters argv: the name
-//! goes in `--env NAME` and the value into the podman child's environment,
-//! from which Podman copies it. Names that would change the host-side podman
-//! process itself (`PATH`, `LD_*`, `GO*`, `CONTAINERS_*` …, see
-//! [`host_sensitive`]) must not sit in its environment, so those go into a
-//! 0600 `--env-file` in a private directory, removed when the call ends.
+//! by `protocol::check` first; a request's env reaches the container only
+//! through a private `--env-file` ([`super::env`]): never argv, never the
+//! podman process's own environment.
 //!
 //! The PTY helper: when the agent knows a static executable of itself
 //! ([`set_pty_helper`], done at start-up by a static agent), every create
@@ -27,14 +24,13 @@
 //! is fine.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use protocol::container::{ContainerCreate, ContainerInfo, ContainerStats};
 
+use super::env::EnvPlan;
 use super::parse::{PsEntry, StatsEntry};
 use super::{profile, Call, Podman, PodmanError, LABEL_CONTAINER_ID, LABEL_MANAGED};
 use super::{LABEL_PROFILE, LABEL_TENANT};
@@ -102,135 +98,6 @@ pub fn set_pty_helper(exe: &Path) -> Result<(), PtyHelperError> {
 /// The executable mounted as the PTY helper, if any.
 pub fn pty_helper() -> Option<&'static Path> {
     PTY_HELPER.get().map(PathBuf::as_path)
-}
-
-/// Env names the host-side podman process (Go runtime, dynamic linker,
-/// containers libraries, helper lookup) would itself obey.
-pub fn host_sensitive(key: &str) -> bool {
-    const EXACT: &[&str] = &[
-        "PATH",
-        "HOME",
-        "TMPDIR",
-        "SHELL",
-        "USER",
-        "LOGNAME",
-        "TZ",
-        "NOTIFY_SOCKET",
-        "GLIBC_TUNABLES",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-        "IFS",
-        "ENV",
-        "BASH_ENV",
-    ];
-    const PREFIXES: &[&str] = &[
-        "LD_",
-        "GO",
-        "CONTAINERS_",
-        "PODMAN_",
-        "BUILDAH_",
-        "STORAGE_",
-        "XDG_",
-        "CNI_",
-        "NETAVARK_",
-        "DBUS_",
-        "REGISTRY_",
-        "DOCKER_",
-        "MALLOC_",
-        "LISTEN_",
-        "RUNC_",
-        "CRUN_",
-        "CONMON_",
-    ];
-    let upper = key.to_ascii_uppercase();
-    EXACT.contains(&upper.as_str())
-        || PREFIXES.iter().any(|p| upper.starts_with(p))
-        || upper.ends_with("_PROXY")
-}
-
-/// How a set of env variables reaches a container without entering argv.
-#[derive(Debug, Default)]
-pub struct EnvPlan {
-    /// `--env NAME` / `--env-file PATH` arguments.
-    pub args: Vec<String>,
-    /// NAME=VALUE pairs for the podman child's environment.
-    pub child_env: Vec<(String, String)>,
-    /// The env file, if any; removed on drop.
-    pub file: Option<EnvFile>,
-}
-
-/// Why an env plan could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum EnvError {
-    #[error("env {key}: a value for this name cannot contain a newline")]
-    Newline { key: String },
-    #[error("env: writing the env file {path}: {source}")]
-    File {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// A private env file, deleted with its directory on drop.
-#[derive(Debug)]
-pub struct EnvFile {
-    dir: PathBuf,
-    pub path: PathBuf,
-}
-
-impl Drop for EnvFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Plan `env` (validated names) plus extra agent-owned pairs (`extra`, always
-/// passed by name).
-pub fn plan_env(
-    env: &BTreeMap<String, String>,
-    extra: &[(String, String)],
-) -> Result<EnvPlan, EnvError> {
-    let mut plan = EnvPlan::default();
-    let mut file_lines = Vec::new();
-    for (k, v) in env.iter().chain(extra.iter().map(|(k, v)| (k, v))) {
-        if host_sensitive(k) {
-            if v.contains('\n') || v.contains('\r') {
-                return Err(EnvError::Newline { key: k.clone() });
-            }
-            file_lines.push(format!("{k}={v}\n"));
-        } else {
-            plan.args.extend(["--env".to_owned(), k.clone()]);
-            plan.child_env.push((k.clone(), v.clone()));
-        }
-    }
-    if !file_lines.is_empty() {
-        let dir = std::env::temp_dir().join(format!("crops-env-{}", super::process::new_mark()));
-        let path = dir.join("env");
-        let err = |source| EnvError::File {
-            path: path.clone(),
-            source,
-        };
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(err)?;
-        let file = EnvFile {
-            dir,
-            path: path.clone(),
-        };
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(err)?;
-        f.write_all(file_lines.concat().as_bytes()).map_err(err)?;
-        plan.args
-            .extend(["--env-file".to_owned(), path.display().to_string()]);
-        plan.file = Some(file);
-    }
-    Ok(plan)
 }
 
 /// `podman create` for a validated request. `workspace` is the host
@@ -349,15 +216,10 @@ impl Podman {
         }))
     }
 
-    /// Run `podman create`; the new engine id.
-    pub async fn create(
-        &self,
-        args: Vec<String>,
-        env: Vec<(String, String)>,
-    ) -> Result<String, PodmanError> {
-        let mut call = Call::new(args, CREATE);
-        call.env = env;
-        let out = self.checked(call).await?;
+    /// Run `podman create` (its env is in the plan's `--env-file`); the new
+    /// engine id.
+    pub async fn create(&self, args: Vec<String>) -> Result<String, PodmanError> {
+        let out = self.checked(Call::new(args, CREATE)).await?;
         let id = String::from_utf8_lossy(&out).trim().to_owned();
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(PodmanError::Unexpected {

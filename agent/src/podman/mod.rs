@@ -5,7 +5,9 @@
 //!
 //! Submodules: [`process`] (the real runner, streaming children, killing
 //! exec'd processes by marker), [`container`] (argv builders and the container
-//! verbs), [`profile`] (security profile -> flags), `parse` (Podman's JSON).
+//! verbs), [`env`] (a request's env, through a private env file: never the
+//! podman process's environment), [`profile`] (security profile -> flags),
+//! `parse` (Podman's JSON).
 //!
 //! Concurrency: every call waits for a permit of one of two lanes
 //! ([`Lane::Work`] for exec, build, create, queries; [`Lane::Lifecycle`] for
@@ -13,6 +15,7 @@
 //! container at once. Calls beyond the allowance queue on the semaphore.
 
 pub mod container;
+pub mod env;
 mod parse;
 pub mod process;
 pub mod profile;
@@ -106,7 +109,8 @@ pub enum Lane {
 }
 
 /// One process to run: argv (without the program), extra environment for the
-/// child (values that must never reach argv go here), deadline and output cap.
+/// child (the agent's own pairs, e.g. the exec mark; never a tenant's, which
+/// travel in an env file, see [`env`]), deadline and output cap.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
     pub args: Vec<String>,
@@ -172,6 +176,8 @@ pub trait Runner: Send + Sync + 'static {
 pub struct RecordingRunner {
     calls: Mutex<Vec<Call>>,
     answers: Mutex<VecDeque<RunOutput>>,
+    /// The text of each call's `--env-file`, read while the call ran.
+    env_files: Mutex<Vec<String>>,
 }
 
 impl RecordingRunner {
@@ -180,6 +186,7 @@ impl RecordingRunner {
         Self {
             calls: Mutex::new(Vec::new()),
             answers: Mutex::new(answers.into_iter().collect()),
+            env_files: Mutex::new(Vec::new()),
         }
     }
 
@@ -214,12 +221,25 @@ impl RecordingRunner {
     pub fn full_calls(&self) -> Vec<Call> {
         self.calls.lock().map(|c| c.clone()).unwrap_or_default()
     }
+
+    /// The contents of every `--env-file` passed so far, in call order
+    /// (the agent removes the files once the call ends).
+    pub fn env_files(&self) -> Vec<String> {
+        self.env_files.lock().map(|f| f.clone()).unwrap_or_default()
+    }
 }
 
 impl Runner for RecordingRunner {
     fn run<'a>(&'a self, _program: &'a Path, call: &'a Call) -> RunFuture<'a> {
         if let Ok(mut calls) = self.calls.lock() {
             calls.push(call.clone());
+        }
+        let file = call.args.iter().position(|a| a == "--env-file");
+        if let Some(path) = file.and_then(|i| call.args.get(i + 1)) {
+            let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("<{e}>"));
+            if let Ok(mut files) = self.env_files.lock() {
+                files.push(text);
+            }
         }
         let answer = self
             .answers

@@ -20,8 +20,9 @@ use crate::terminal::Link;
 
 /// What a message from the orchestrator asks of the connection's loop.
 pub(super) enum Handled {
-    /// It was the `worker.accepted`: the connection is registered.
-    Accepted,
+    /// It was the `worker.accepted`: the connection is registered, with
+    /// this heartbeat interval (the orchestrator's, or the default).
+    Accepted(Duration),
     /// Write this reply before anything else.
     Reply(Envelope),
     /// Nothing more (a command's reply will come through the outbox).
@@ -51,8 +52,7 @@ impl Serving<'_> {
         let registered = self.heartbeats.is_some();
         match envelope.body {
             Body::Accepted(accepted) if !registered => {
-                self.accepted(accepted);
-                return Ok(Handled::Accepted);
+                return Ok(Handled::Accepted(self.accepted(accepted)));
             }
             Body::Error(e)
                 if !registered
@@ -100,7 +100,8 @@ impl Serving<'_> {
         Some(Envelope::error(None, error))
     }
 
-    fn accepted(&mut self, accepted: Accepted) {
+    /// Start the heartbeats at the dictated interval, which it returns.
+    fn accepted(&mut self, accepted: Accepted) -> Duration {
         let secs = match accepted.heartbeat_interval_secs {
             0 => protocol::DEFAULT_HEARTBEAT_SECS,
             s => s,
@@ -114,14 +115,16 @@ impl Serving<'_> {
         let terminals = self.ctx.executor.terminals().clone();
         self.link = Some(terminals.connect(self.out_tx.clone()));
         let cpu = self.cpu.take().unwrap_or_else(CpuSampler::start);
+        let interval = Duration::from_secs(u64::from(secs));
         self.heartbeats = Some(status::spawn_reports(
             self.ctx.podman.clone(),
             terminals,
             cpu,
             self.memory_total,
-            Duration::from_secs(u64::from(secs)),
+            interval,
             self.out_tx.clone(),
         ));
+        interval
     }
 
     /// `terminal.attach`: answered here and written at once, so the reply

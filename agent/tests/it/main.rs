@@ -7,11 +7,13 @@
 mod concurrency;
 mod containers;
 mod helper_host;
+mod liveness;
 mod oversized;
 mod profiles;
 mod rotation;
 mod session_containers;
 mod support;
+mod tenant_env;
 mod term_peer;
 mod terminal_helper;
 mod terminal_links;
@@ -24,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent::{BackoffPolicy, RunSettings, Shutdown, Timing};
+use agent::{BackoffPolicy, RunSettings, Shutdown};
 use async_tungstenite::tungstenite::handshake::server::{Request, Response};
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
@@ -438,42 +440,6 @@ fn a_refused_upgrade_is_logged_and_retried_with_backoff() {
         assert!(logs.contains(&line), "no {line:?} in logs:\n{logs}");
     }
     assert!(all.contains("retrying in 0.0"), "logs:\n{all}");
-}
-
-#[test]
-fn a_silent_orchestrator_is_dropped_as_half_open_and_a_close_frame_is_survived() {
-    smol::block_on(within(30, "reconnections", async {
-        let (listener, port) = listen().await;
-        let (trigger, shutdown) = Shutdown::new();
-        let mut settings = fast_settings(port);
-        settings.timing = Timing {
-            ping_interval: Duration::from_millis(100),
-            liveness: Duration::from_millis(400),
-            ..Timing::default()
-        };
-        let agent = smol::spawn(agent::run(settings, shutdown));
-
-        // First connection: accept, then fall silent (no reads, so no pongs).
-        let (mut first, _) = accept_ws(&listener).await;
-        register_and_accept(&mut first, 10).await;
-        // The agent gives up on it and dials again.
-        let (mut second, _) = accept_ws(&listener).await;
-        drop(first);
-
-        // Second connection: close it as revoked; the agent dials a third time.
-        register_and_accept(&mut second, 10).await;
-        let frame = async_tungstenite::tungstenite::protocol::CloseFrame {
-            code: protocol::close::REVOKED.into(),
-            reason: "credential revoked".into(),
-        };
-        second.close(Some(frame)).await.unwrap();
-        let (mut third, _) = accept_ws(&listener).await;
-        let env = next_envelope(&mut third).await;
-        assert!(matches!(env.body, Body::Register(_)), "{env:?}");
-
-        trigger.trigger();
-        agent.await.unwrap();
-    }));
 }
 
 /// The binary, end to end: SIGTERM closes the socket with 1000 and exits 0.

@@ -61,7 +61,10 @@ pub struct PolicyUpload {
     pub url: Option<String>,
     #[argh(option, description = "admin token (default: $CROPS_ADMIN_TOKEN)")]
     pub admin_token: Option<String>,
-    #[argh(option, description = "extra CA certificate (PEM) to trust for https")]
+    #[argh(
+        option,
+        description = "extra CA certificate (PEM) to trust for https (default: $CROPS_CA_FILE)"
+    )]
     pub ca_file: Option<PathBuf>,
 }
 
@@ -79,7 +82,10 @@ pub struct PolicyList {
     pub url: Option<String>,
     #[argh(option, description = "admin token (default: $CROPS_ADMIN_TOKEN)")]
     pub admin_token: Option<String>,
-    #[argh(option, description = "extra CA certificate (PEM) to trust for https")]
+    #[argh(
+        option,
+        description = "extra CA certificate (PEM) to trust for https (default: $CROPS_CA_FILE)"
+    )]
     pub ca_file: Option<PathBuf>,
 }
 
@@ -102,7 +108,7 @@ macro_rules! policy_action {
             pub url: Option<String>,
             #[argh(option, description = "admin token (default: $CROPS_ADMIN_TOKEN)")]
             pub admin_token: Option<String>,
-            #[argh(option, description = "extra CA certificate (PEM) to trust for https")]
+            #[argh(option, description = "extra CA certificate (PEM) to trust for https (default: $CROPS_CA_FILE)")]
             pub ca_file: Option<PathBuf>,
         }
 
