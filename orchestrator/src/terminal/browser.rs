@@ -237,7 +237,9 @@ async fn open(
         .unwrap_or_else(|| {
             let link = app.terminals.link_conn(&worker_id);
             app.terminals
-                .insert(Arc::new(Session::opened(&worker_id, session_id, link)))
+                .insert(Arc::new(
+                    Session::opened(&worker_id, session_id, link).with_rejoin(app.terminals.rejoin),
+                ))
         });
     let meta = Meta {
         container_id: record.id.clone(),
