@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use futures_lite::{FutureExt, StreamExt};
@@ -228,6 +229,10 @@ async fn read(
                 return close(1009, format!("messages are at most {MAX_MESSAGE} bytes"));
             }
             Some(Err(WsError::Utf8(_))) => return close(1007, "text message is not UTF-8"),
+            // The connection went without a close: a blip, not a goodbye.
+            Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                return End::PeerGone
+            }
             Some(Err(WsError::Protocol(detail))) => {
                 tracing::info!(%detail, "terminal socket protocol violation");
                 return close(1002, "WebSocket protocol violation");

@@ -24,5 +24,6 @@ mod reconcile;
 mod restart;
 mod scheduling;
 mod terminals;
+mod terminals_away;
 mod terminals_resume;
 mod workers;
