@@ -83,8 +83,26 @@
     return { token: savedToken(), fromLink: false };
   }
 
+  /** The container's name, for the status line (its id until known). */
+  async function learnName() {
+    try {
+      const res = await fetch("/v1/containers/" + encodeURIComponent(container), {
+        headers: { Authorization: "Bearer " + state.token },
+        cache: "no-store",
+      });
+      const body = await res.json();
+      if (res.ok && typeof body.name === "string" && body.name) {
+        state.containerName = body.name;
+        if (statusEl.dataset.state === "online") showOnline();
+      }
+    } catch (_) {
+      // The id serves as well.
+    }
+  }
+
   /** The server accepted the token in use: keep it for later visits. */
   function tokenAccepted() {
+    if (state.containerName === container) learnName();
     if (!state.tokenFromLink) return;
     state.tokenFromLink = false;
     try {
@@ -155,6 +173,7 @@
     token: given.token,
     tokenFromLink: given.fromLink,
     viewers: 1,
+    containerName: container,
     container,
     sessionId: null,
     received: 0,
@@ -286,7 +305,7 @@
         "worker offline: the shell keeps running, and what you type is sent when it returns; " + company(),
       );
     } else {
-      setStatus("online", "connected to the shell in " + container + "; " + company());
+      setStatus("online", "connected to the shell in " + state.containerName + "; " + company());
     }
   }
 
