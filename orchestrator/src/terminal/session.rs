@@ -90,12 +90,17 @@ pub enum Input {
 /// What a viewer's writer should send next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
-    Status { online: bool },
+    Status {
+        online: bool,
+    },
     /// How many viewers the session has now.
     Viewers(usize),
     /// Something the viewer must be told (an `error` message).
     Note(String),
-    Data { offset: u64, bytes: Vec<u8> },
+    Data {
+        offset: u64,
+        bytes: Vec<u8>,
+    },
     Exited(Exit),
     Kicked(&'static str),
     Idle,

@@ -76,7 +76,11 @@ impl State {
 /// Printable, short: what the user typed, quoted back.
 fn excerpt(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
-    let mut out: String = text.chars().take(EXCERPT).flat_map(char::escape_debug).collect();
+    let mut out: String = text
+        .chars()
+        .take(EXCERPT)
+        .flat_map(char::escape_debug)
+        .collect();
     if text.chars().count() > EXCERPT {
         out.push('…');
     }
@@ -111,7 +115,10 @@ mod tests {
         assert!(note.contains("7 bytes dropped: \"ls -la\\r\""), "{note}");
         let long = vec![b'x'; 100];
         let note = ended_with(&long);
-        assert!(note.contains(&format!("\"{}…\"", "x".repeat(EXCERPT))), "{note}");
+        assert!(
+            note.contains(&format!("\"{}…\"", "x".repeat(EXCERPT))),
+            "{note}"
+        );
         assert!(note.contains("session ended"), "{note}");
     }
 }

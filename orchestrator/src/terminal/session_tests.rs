@@ -313,7 +313,11 @@ fn a_viewer_expected_back_that_never_comes_lets_go_after_the_grace() {
     assert_eq!(s.output(CONN, 4, b"ef"), None);
     assert!(!s.expire_holds(Instant::now()), "not yet");
     assert!(s.expire_holds(Instant::now() + Duration::from_secs(21)));
-    assert_eq!(s.ack_due(CONN), Some(6), "with nobody expected, what arrived");
+    assert_eq!(
+        s.ack_due(CONN),
+        Some(6),
+        "with nobody expected, what arrived"
+    );
 }
 
 #[test]
@@ -367,7 +371,11 @@ fn typing_held_when_the_session_ends_is_reported_not_lost_silently() {
     let a = s.join(0, tx, None).viewer_id;
     assert_eq!(s.hold_input(b"make\r".to_vec()), Ok(()));
     let big = vec![b'y'; protocol::MAX_BINARY_PAYLOAD];
-    assert_eq!(s.hold_input(big.clone()), Err(big), "beyond the bound: given back");
+    assert_eq!(
+        s.hold_input(big.clone()),
+        Err(big),
+        "beyond the bound: given back"
+    );
     s.end_with(Exit {
         exit_code: None,
         reason: "lost".into(),
@@ -380,5 +388,8 @@ fn typing_held_when_the_session_ends_is_reported_not_lost_silently() {
     .flatten()
     .collect();
     assert_eq!(notes.len(), 1, "{notes:?}");
-    assert!(notes[0].contains("5 bytes dropped: \"make\\r\""), "{notes:?}");
+    assert!(
+        notes[0].contains("5 bytes dropped: \"make\\r\""),
+        "{notes:?}"
+    );
 }

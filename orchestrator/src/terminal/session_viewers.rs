@@ -210,8 +210,7 @@ impl State {
     /// come back).
     pub(super) fn attach_from(&self) -> u64 {
         if self.placed {
-            self.ack_sent
-                .clamp(self.mirror.start(), self.mirror.end())
+            self.ack_sent.clamp(self.mirror.start(), self.mirror.end())
         } else {
             0
         }

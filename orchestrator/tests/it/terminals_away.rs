@@ -105,7 +105,10 @@ fn typing_beyond_what_waits_for_the_worker_is_reported_quoted() {
         let text = error["message"].as_str().unwrap();
         assert!(text.contains("session ended"), "{text}");
         assert!(text.contains("65536 bytes dropped"), "{text}");
-        assert_eq!(a.expect_json("exited").await["reason"], "lost: agent restarted");
+        assert_eq!(
+            a.expect_json("exited").await["reason"],
+            "lost: agent restarted"
+        );
         fx.stop().await;
     });
 }
