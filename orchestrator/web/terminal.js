@@ -451,6 +451,11 @@
     state.refused = 0;
     state.viewers = 1;
     remember();
+    if (params.has("session")) {
+      // The invitation is used up: a reload must not try that shell again.
+      params.delete("session");
+      history.replaceState(null, "", location.pathname + "?" + params);
+    }
   }
 
   function newSession() {
