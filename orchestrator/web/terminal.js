@@ -95,9 +95,7 @@
         state.containerName = body.name;
         if (statusEl.dataset.state === "online") showOnline();
       }
-    } catch (_) {
-      // The id serves as well.
-    }
+    } catch (_) {} // The id serves as well.
   }
 
   /** The server accepted the token in use: keep it for later visits. */
@@ -294,8 +292,7 @@
   /** Who is in this shell, in words. */
   function company() {
     const others = state.viewers - 1;
-    if (others <= 0) return "only you are here";
-    return "you and " + others + (others === 1 ? " other person are" : " other people are") + " here";
+    return others <= 0 ? "only you are here" : "you and " + others + (others === 1 ? " other person" : " other people") + " are here";
   }
 
   function showOnline() {
