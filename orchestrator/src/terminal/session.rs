@@ -161,8 +161,9 @@ struct State {
     ack_noticed: bool,
     /// The next input frame's offset.
     input_offset: u64,
-    /// Input typed while attaching, sent once the agent said where its
-    /// input stream stands (after a restart this orchestrator cannot know).
+    /// Input typed while the link is away or attaching (and input a link
+    /// lost in flight), sent once the agent said where its input stream
+    /// stands (after a restart this orchestrator cannot know).
     held_input: Vec<u8>,
     /// The newest input sent (at most [`MAX_HELD_INPUT`], ending at
     /// `input_offset`): sent again if a link lost it in flight.
