@@ -2,10 +2,15 @@
 //! the browser terminal socket (PROTOCOL.md section 7), re-attached with its
 //! byte offset whenever the socket drops, and deaf to terminal queries.
 //!
-//! * The API token comes from the URL fragment (`#token=…`, then kept in
-//!   localStorage and wiped from the address bar) or from localStorage. It
-//!   travels only as the WebSocket subprotocol `bearer.<token>` and as an
-//!   Authorization header, never in a URL.
+//! * The API token comes from the URL fragment (`#token=…`, wiped from the
+//!   address bar at once) or from localStorage. A fragment's token is saved
+//!   only once the server has accepted it, and if it is refused while a saved
+//!   one exists, the saved one is used: a link with a wrong token never
+//!   replaces a working one. It travels only as the WebSocket subprotocol
+//!   `bearer.<token>` and as an Authorization header, never in a URL.
+//! * Several people in one shell: `?container=ID&session=N` joins session N
+//!   (the "invite" link on the status line is that address, without a
+//!   token); the status line says how many are in it, in words.
 //! * Output frames are an 8-byte big-endian offset and bytes. The page keeps
 //!   `received` (the next byte it expects: what a re-attach asks for, and what
 //!   drops a replayed duplicate) and `consumed` (what xterm has parsed, from
@@ -16,6 +21,12 @@
 //!   id is kept in sessionStorage, so a reload re-attaches too. A reload asks
 //!   from offset 0, not from where the old page was: its screen is gone, and
 //!   the agent's scrollback (1 MiB) redraws it, as re-attaching tmux would.
+//! * Nothing lost silently: output that arrives past the next byte expected
+//!   (it left the scrollback before anyone read it) is marked in the
+//!   terminal with `… N bytes skipped …`; keys typed while the socket is away
+//!   are queued (64 KiB) and sent when it is back, the server holds them while
+//!   the worker is away; whatever is not delivered (more than the bound, or
+//!   the session ended first) is shown on the notice line, quoted.
 //! * Safety: see `guardQueries`. Replies a terminal emulator would generate to
 //!   queries in the output are swallowed, so the program in the container can
 //!   never make the page type something the user did not.
@@ -30,31 +41,72 @@
   const SESSION_GONE_AFTER = 3; // refused attaches before a new session
 
   const statusEl = document.getElementById("status");
+  const statusText = document.getElementById("status-text");
+  const shareEl = document.getElementById("share");
+  const noticeEl = document.getElementById("notice");
   const params = new URLSearchParams(location.search);
   const container = params.get("container") || "";
   const sessionKey = "crops.terminal." + container;
 
   function setStatus(state, text) {
     statusEl.dataset.state = state;
-    statusEl.textContent = text;
+    statusText.textContent = text;
   }
 
-  /** The API token: the fragment's (remembered, then wiped from the URL) or the stored one. */
-  function readToken() {
-    const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
-    if (fromHash) {
-      try {
-        localStorage.setItem(TOKEN_KEY, fromHash);
-      } catch (_) {
-        // Storage may be disabled: the token still works for this page.
-      }
-      history.replaceState(null, "", location.pathname + location.search);
-      return fromHash;
-    }
+  /** Show what the user must know (input not delivered, a refusal); click to dismiss. */
+  function notify(text) {
+    noticeEl.textContent = text;
+    noticeEl.hidden = false;
+  }
+  noticeEl.addEventListener("click", () => {
+    noticeEl.hidden = true;
+  });
+
+  function savedToken() {
     try {
       return localStorage.getItem(TOKEN_KEY) || "";
     } catch (_) {
       return "";
+    }
+  }
+
+  /**
+   * The API token: the fragment's (wiped from the URL at once, saved only
+   * once accepted: see `tokenAccepted`) or the saved one.
+   */
+  function readToken() {
+    const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
+    if (fromHash) {
+      history.replaceState(null, "", location.pathname + location.search);
+      return { token: fromHash, fromLink: true };
+    }
+    return { token: savedToken(), fromLink: false };
+  }
+
+  /** The container's name, for the status line (its id until known). */
+  async function learnName() {
+    try {
+      const res = await fetch("/v1/containers/" + encodeURIComponent(container), {
+        headers: { Authorization: "Bearer " + state.token },
+        cache: "no-store",
+      });
+      const body = await res.json();
+      if (res.ok && typeof body.name === "string" && body.name) {
+        state.containerName = body.name;
+        if (statusEl.dataset.state === "online") showOnline();
+      }
+    } catch (_) {} // The id serves as well.
+  }
+
+  /** The server accepted the token in use: keep it for later visits. */
+  function tokenAccepted() {
+    if (state.containerName === container) learnName();
+    if (!state.tokenFromLink) return;
+    state.tokenFromLink = false;
+    try {
+      localStorage.setItem(TOKEN_KEY, state.token);
+    } catch (_) {
+      // Storage may be disabled: the token still works for this page.
     }
   }
 
@@ -113,9 +165,13 @@
   fit.fit();
   term.focus();
 
-  const token = readToken();
+  const given = readToken();
   const encoder = new TextEncoder();
   const state = {
+    token: given.token,
+    tokenFromLink: given.fromLink,
+    viewers: 1,
+    containerName: container,
     container,
     sessionId: null,
     received: 0,
@@ -127,6 +183,7 @@
     stopped: false,
     worker: "online",
     refused: 0,
+    skipped: 0,
     queued: [],
     queuedBytes: 0,
   };
@@ -136,9 +193,27 @@
   } catch (_) {
     // Nothing usable stored: open a new session.
   }
+  // An invitation (`&session=N`) names the shell to join.
+  const invited = Number(params.get("session"));
+  if (params.has("session") && Number.isSafeInteger(invited) && invited >= 0) {
+    if (invited !== state.sessionId) state.received = 0;
+    state.sessionId = invited;
+  }
   window.cropsTerminal = { term, state };
 
+  /** The address that joins this shell (no token in it: each person uses their own). */
+  function inviteLink() {
+    const q = new URLSearchParams({ container, session: String(state.sessionId) });
+    return location.origin + location.pathname + "?" + q;
+  }
+
   function remember() {
+    if (state.sessionId === null) {
+      shareEl.hidden = true;
+    } else {
+      shareEl.href = inviteLink();
+      shareEl.hidden = false;
+    }
     try {
       if (state.sessionId === null) sessionStorage.removeItem(sessionKey);
       else sessionStorage.setItem(sessionKey, JSON.stringify({ sessionId: state.sessionId }));
@@ -162,6 +237,11 @@
       if (state.queuedBytes + bytes.length <= MAX_QUEUED_INPUT) {
         state.queued.push(bytes);
         state.queuedBytes += bytes.length;
+      } else {
+        notify(
+          "input not delivered: " + MAX_QUEUED_INPUT + " bytes already wait for the connection; " +
+            bytes.length + " bytes dropped: " + JSON.stringify(new TextDecoder().decode(bytes).slice(0, 40)),
+        );
       }
       return;
     }
@@ -184,6 +264,15 @@
     });
   }
 
+  /** Output from `state.received` to `to` is gone for good: say so in the terminal. */
+  function markSkipped(to) {
+    const n = to - state.received;
+    if (n <= 0) return;
+    state.received = to;
+    state.skipped += n;
+    term.write("\r\n\x1b[7m… " + n + " bytes skipped …\x1b[0m\r\n");
+  }
+
   function onOutput(buf) {
     if (buf.byteLength < 8) return;
     const view = new DataView(buf);
@@ -192,6 +281,7 @@
     const end = start + bytes.length;
     if (end <= state.received) return; // already shown: a replay overlap
     if (start < state.received) bytes = bytes.subarray(state.received - start);
+    else markSkipped(start);
     state.received = end;
     term.write(bytes, () => {
       if (end > state.consumed) state.consumed = end;
@@ -199,11 +289,20 @@
     });
   }
 
+  /** Who is in this shell, in words. */
+  function company() {
+    const others = state.viewers - 1;
+    return others <= 0 ? "only you are here" : "you and " + others + (others === 1 ? " other person" : " other people") + " are here";
+  }
+
   function showOnline() {
     if (state.worker === "offline") {
-      setStatus("offline", "worker offline: the shell keeps running; waiting for it to return");
+      setStatus(
+        "offline",
+        "worker offline: the shell keeps running, and what you type is sent when it returns; " + company(),
+      );
     } else {
-      setStatus("online", "online: session " + state.sessionId);
+      setStatus("online", "connected to the shell in " + state.containerName + "; " + company());
     }
   }
 
@@ -220,11 +319,10 @@
         state.received = 0;
         state.consumed = 0;
       }
-      if (msg.offset > state.received) {
-        // Those bytes left the agent's scrollback while no one was reading.
-        state.received = msg.offset;
-      }
+      // Bytes below its offset left the agent's scrollback while no one read them.
+      markSkipped(msg.offset);
       state.consumed = Math.max(state.consumed, msg.offset);
+      tokenAccepted();
       state.acked = -1;
       state.attempt = 0;
       state.refused = 0;
@@ -239,9 +337,19 @@
     } else if (msg.type === "status") {
       state.worker = msg.worker === "offline" ? "offline" : "online";
       showOnline();
+    } else if (msg.type === "viewers") {
+      if (Number.isSafeInteger(msg.count)) state.viewers = msg.count;
+      showOnline();
+    } else if (msg.type === "error") {
+      notify(String(msg.message));
     } else if (msg.type === "exited") {
       state.exited = true;
       state.sessionId = null;
+      if (state.queuedBytes > 0) {
+        notify("input not delivered: the session ended; " + state.queuedBytes + " bytes typed were dropped");
+      }
+      state.queued = [];
+      state.queuedBytes = 0;
       remember();
       const code = msg.exitCode === null || msg.exitCode === undefined ? "none" : msg.exitCode;
       setStatus("exited", "exited with code " + code + " (" + msg.reason + "); press Enter for a new session");
@@ -252,13 +360,13 @@
   async function diagnose() {
     try {
       const res = await fetch("/v1/containers/" + encodeURIComponent(container), {
-        headers: { Authorization: "Bearer " + token },
+        headers: { Authorization: "Bearer " + state.token },
         cache: "no-store",
       });
       if (res.status === 401 || res.status === 403 || res.status === 404) {
         const body = await res.json().catch(() => ({}));
         const why = (body.error && body.error.message) || res.statusText;
-        return { fatal: true, text: "refused (" + res.status + "): " + why };
+        return { fatal: true, status: res.status, text: "refused (" + res.status + "): " + why };
       }
       const body = await res.json().catch(() => ({}));
       if (res.ok && body.state && body.state !== "running") {
@@ -289,7 +397,7 @@
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const path = "/v1/containers/" + encodeURIComponent(container) + "/terminal?" + q;
     setStatus("connecting", "connecting");
-    const ws = new WebSocket(scheme + "//" + location.host + path, ["crops.terminal.v1", "bearer." + token]);
+    const ws = new WebSocket(scheme + "//" + location.host + path, ["crops.terminal.v1", "bearer." + state.token]);
     ws.binaryType = "arraybuffer";
     state.socket = ws;
     let opened = false;
@@ -307,6 +415,16 @@
       if (state.exited) return;
       if (opened) return scheduleReconnect("connection lost");
       const why = await diagnose();
+      if (why.fatal && why.status === 401 && state.tokenFromLink) {
+        // The link's token is refused: keep using (and keep) the saved one.
+        const saved = savedToken();
+        state.tokenFromLink = false;
+        if (saved && saved !== state.token) {
+          state.token = saved;
+          notify("the token in the link was refused; your saved token is used instead");
+          return scheduleReconnect("the link's token was refused");
+        }
+      }
       if (why.fatal) {
         state.stopped = true;
         setStatus("error", why.text);
@@ -328,7 +446,13 @@
     state.received = 0;
     state.consumed = 0;
     state.refused = 0;
+    state.viewers = 1;
     remember();
+    if (params.has("session")) {
+      // The invitation is used up: a reload must not try that shell again.
+      params.delete("session");
+      history.replaceState(null, "", location.pathname + "?" + params);
+    }
   }
 
   function newSession() {
@@ -366,7 +490,7 @@
 
   if (!container) {
     setStatus("error", "no container: open /ui/terminal?container=<id>#token=<API token>");
-  } else if (!token) {
+  } else if (!state.token) {
     setStatus("error", "no API token: open this page once with #token=<API token> in its address");
   } else {
     connect();

@@ -10,9 +10,16 @@
 //!   and Enter then opens a new session.
 //! * restart: READY_TO_KILL is printed with a background job waiting in the
 //!   container; the Rust side kills -9 the orchestrator, releases the job
-//!   (which prints later-42 while no orchestrator runs), restarts it and
-//!   answers RESTARTED. The page must reconnect by itself to the same shell
-//!   and show later-42 exactly once.
+//!   (which prints later-42 while no orchestrator runs) and answers KILLED;
+//!   the page is typed a command while nothing serves it, then TYPED; the
+//!   Rust side restarts the orchestrator and answers RESTARTED. The page must
+//!   reconnect by itself to the same shell, show later-42 exactly once, and
+//!   the command typed meanwhile must have run exactly once.
+//! * share: a page's invite link (no token in it) opens the same shell in a
+//!   second browser; each sees what the other types; the status lines say
+//!   how many are here in words, never a session number; output the
+//!   scrollback no longer holds is marked `… N bytes skipped …`; opening the
+//!   link with a wrong token keeps (and uses) the saved working one.
 "use strict";
 
 const L = require("./lib.js");
@@ -174,9 +181,12 @@ async function restart() {
   await L.typeLine(page, "echo armed-$((2+3))");
   await L.waitFor(page, "the job armed", async () => (await L.countLines(page, "armed-5")) === 1);
 
-  await L.handshake(nextLine, "READY_TO_KILL", "RESTARTED");
-  L.step("the orchestrator was killed and restarted");
+  await L.handshake(nextLine, "READY_TO_KILL", "KILLED");
+  L.step("the orchestrator was killed");
   await L.waitFor(page, "the page to notice", async () => sockets.closed >= 1, 60000);
+  await L.typeLine(page, "echo typed-$((4+5))");
+  await L.handshake(nextLine, "TYPED", "RESTARTED");
+  L.step("the orchestrator was restarted");
   await L.waitFor(page, "the page to reconnect", async () => sockets.opened >= 2, 60000);
   await L.waitStatus(page, "online", 90000);
   // Printed by a background job, so it may share the prompt's line.
@@ -184,15 +194,74 @@ async function restart() {
   await L.waitFor(page, "later-42, printed while away", async () => (await L.countLines(page, laterLine)) >= 1, 90000);
   const later = await L.countLines(page, laterLine);
   if (later !== 1) L.fail(`later-42 is shown ${later} times`);
+  // Typed while nothing served the page: run once the shell is back.
+  const typedLine = /^typed-9\s*$/;
+  await L.waitFor(page, "typed-9, typed while away", async () => (await L.countLines(page, typedLine)) >= 1, 90000);
   await page.click("#terminal");
   const again = await shellPid(page);
   if (again !== pid) L.fail(`after the restart the shell is ${again}, was ${pid}`);
   await L.typeLine(page, "echo still-$((1+1))");
   await L.waitFor(page, "the shell still answering", async () => (await L.countLines(page, "still-2")) === 1);
+  const typed = await L.countLines(page, typedLine);
+  if (typed !== 1) L.fail(`the command typed while away ran ${typed} times`);
   await close();
 }
 
-const cases = { basics, restart };
+/** The status line speaks in words: no long number (a session id) in it. */
+async function statusInWords(page, want) {
+  const [, text] = await L.status(page);
+  const id = await page.evaluate(() => window.cropsTerminal.state.sessionId);
+  if (/\d{10,}/.test(text) || text.includes(String(id))) L.fail(`the status line shows a number, not words: ${text}`);
+  if (!text.includes("e2e-term-share")) L.fail(`the status line does not name the container: ${text}`);
+  if (want && !text.includes(want)) L.fail(`the status line does not say "${want}": ${text}`);
+}
+
+async function share() {
+  const url = L.env("CROPS_URL");
+  const token = L.env("CROPS_TOKEN");
+  const a = await openPage();
+  await L.waitFor(a.page, "the status to say who is here", async () => (await L.status(a.page))[1].includes("only you"));
+  await statusInWords(a.page, "only you");
+  const pid = await shellPid(a.page);
+
+  L.step("more output than the scrollback holds");
+  // 1.5 MB of NUL bytes: more than the 1 MiB scrollback, yet no rows on
+  // screen, so a marker at the top stays in view of xterm's own scrollback.
+  await L.typeLine(a.page, "head -c 1500000 /dev/zero; echo first-$((2*3))");
+  await L.waitFor(a.page, "first-6", async () => (await L.countLines(a.page, "first-6")) === 1, 120000);
+  const skippedLine = /… \d+ bytes skipped …/;
+  if ((await L.countLines(a.page, skippedLine)) !== 0) L.fail("a page that read everything shows a skip");
+
+  L.step("the invite link joins the same shell from another browser");
+  const link = await a.page.getAttribute("#share", "href");
+  if (!link || link.includes(token) || !/[?&]session=\d+/.test(link)) L.fail(`no usable invite link: ${link}`);
+  const b = await L.launch({ certPem: L.env("CROPS_SERVER_CERT") });
+  await navigating(b.page, () => b.page.goto(`${link}#token=${token}`));
+  await L.waitStatus(b.page, "online");
+  await L.waitFor(b.page, "first-6 replayed", async () => (await L.countLines(b.page, "first-6")) === 1);
+  const skipped = await L.waitLine(b.page, "the skipped bytes marked", /… (\d+) bytes skipped …/);
+  L.step(`${skipped} bytes marked as skipped`);
+  await L.waitFor(a.page, "a to see two people", async () => (await L.status(a.page))[1].includes("1 other"));
+  await statusInWords(a.page, "you and 1 other person");
+  await statusInWords(b.page, "you and 1 other person");
+  await b.page.click("#terminal");
+  if ((await shellPid(b.page)) !== pid) L.fail("the invite link opened another shell");
+  await L.typeLine(b.page, "echo from-b-$((3*3))");
+  await L.waitFor(a.page, "b's command in a", async () => (await L.countLines(a.page, "from-b-9")) === 1);
+
+  L.step("a link with a wrong token keeps the saved one");
+  await navigating(b.page, () => b.page.goto(`${link}#token=not-a-token`));
+  await L.waitStatus(b.page, "online", 60000);
+  const saved = await b.page.evaluate(() => localStorage.getItem("crops.token"));
+  if (saved !== token) L.fail(`the saved token was replaced: ${saved}`);
+  await b.page.click("#terminal");
+  if ((await shellPid(b.page)) !== pid) L.fail("after the wrong link b is in another shell");
+  await b.close();
+  await L.waitFor(a.page, "a to be alone again", async () => (await L.status(a.page))[1].includes("only you"), 60000);
+  await a.close();
+}
+
+const cases = { basics, restart, share };
 const which = process.argv[2];
 if (!cases[which]) L.fail(`usage: node terminal-e2e.js ${Object.keys(cases).join("|")}`);
 L.main(cases[which]);

@@ -5,7 +5,7 @@
 //!
 //! The node script and this test talk in lines: node prints `step: …`,
 //! a signal such as `READY_TO_KILL` that this side acts on (then answers
-//! `RESTARTED` on node's stdin), and finally `PASS` or `FAIL: …`.
+//! `KILLED` on node's stdin), and finally `PASS` or `FAIL: …`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -159,6 +159,12 @@ fn the_page_types_resizes_reloads_and_never_answers_queries() {
 }
 
 #[test]
+fn an_invite_link_joins_the_same_shell_and_a_wrong_token_keeps_the_saved_one() {
+    let (f, id, token) = running_container("term-share");
+    Browser::start("share", &f, &id, &token).run(|_| None);
+}
+
+#[test]
 fn the_page_reconnects_to_the_same_shell_after_the_orchestrator_is_killed() {
     let (mut f, id, token) = running_container("term-restart");
     let engine = f.podman_ids(&id).remove(0);
@@ -172,6 +178,10 @@ fn the_page_reconnects_to_the_same_shell_after_the_orchestrator_is_killed() {
                 Duration::from_secs(30),
                 || podman_exec(&engine, &["test", "-e", "/tmp/later-done"]).then_some(()),
             );
+            Some("KILLED")
+        }
+        // The page was typed a command while nothing served it.
+        "TYPED" => {
             f.orch.spawn();
             Some("RESTARTED")
         }

@@ -236,8 +236,9 @@ async fn open(
         .find(&worker_id, session_id)
         .unwrap_or_else(|| {
             let link = app.terminals.link_conn(&worker_id);
-            app.terminals
-                .insert(Arc::new(Session::opened(&worker_id, session_id, link)))
+            app.terminals.insert(Arc::new(
+                Session::opened(&worker_id, session_id, link).with_rejoin(app.terminals.rejoin),
+            ))
         });
     let meta = Meta {
         container_id: record.id.clone(),

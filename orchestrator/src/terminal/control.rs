@@ -129,6 +129,11 @@ pub fn status(online: bool) -> String {
     json!({ "type": "status", "worker": worker }).to_string()
 }
 
+/// `{"type":"viewers","count":N}`: how many viewers the session has now.
+pub fn viewers(count: usize) -> String {
+    json!({ "type": "viewers", "count": count }).to_string()
+}
+
 /// `{"type":"exited",…}`, the last message before the close.
 pub fn exited(exit: &Exit) -> String {
     json!({ "type": "exited", "exitCode": exit.exit_code, "reason": exit.reason }).to_string()
@@ -212,6 +217,8 @@ mod tests {
         );
         let v: Value = serde_json::from_str(&status(false)).unwrap();
         assert_eq!(v, json!({"type":"status","worker":"offline"}));
+        let v: Value = serde_json::from_str(&viewers(2)).unwrap();
+        assert_eq!(v, json!({"type":"viewers","count":2}));
         let exit = Exit {
             exit_code: None,
             reason: "closed".into(),

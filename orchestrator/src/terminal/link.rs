@@ -81,7 +81,7 @@ impl Terminals {
                         .collect(),
                     Input::Held => Vec::new(),
                     Input::Dropped(why) => {
-                        tracing::info!(worker_id, session_id, why, "input dropped");
+                        tracing::info!(worker_id, session_id, why, "input not delivered");
                         Vec::new()
                     }
                 }
@@ -99,7 +99,8 @@ impl Terminals {
     /// the result reaches its caller, so the output right behind it is kept.
     pub(crate) fn on_opened(&self, worker_id: &str, conn: u64, session_id: u64) {
         if self.find(worker_id, session_id).is_none() {
-            self.insert(Arc::new(Session::opened(worker_id, session_id, Some(conn))));
+            let session = Session::opened(worker_id, session_id, Some(conn));
+            self.insert(Arc::new(session.with_rejoin(self.rejoin)));
         }
     }
 }
@@ -346,7 +347,8 @@ impl Drop for Forget {
 /// Close sessions nobody has watched for the grace period, and announced
 /// ones nobody claimed, until shutdown.
 pub(crate) fn spawn_reaper(app: &Arc<App>) {
-    let tick = (app.terminals.grace / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let shortest = app.terminals.grace.min(app.terminals.rejoin);
+    let tick = (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
     let stopping = app.life.stopping();
     let task_app = Arc::clone(app);
     app.life.spawn(async move {
@@ -363,6 +365,10 @@ pub(crate) fn spawn_reaper(app: &Arc<App>) {
 
 fn reap(app: &Arc<App>, now: Instant) {
     for session in app.terminals.all() {
+        if session.expire_holds(now) {
+            // Viewers expected back did not come: the ack may move on.
+            app.terminals.notify_ack(&session);
+        }
         if session.meta().is_none() {
             if now.saturating_duration_since(session.created) < UNCLAIMED_LIMIT {
                 continue;

@@ -64,16 +64,19 @@ struct LinkTx {
     conn_id: u64,
     /// Bounded: a viewer typing faster than the link sends waits.
     input: Sender<LinkMsg>,
+    /// The same queue's reading end: what is left in it when the link
+    /// goes is held for the next one, not lost.
+    input_left: Receiver<LinkMsg>,
     /// Unbounded, but at most one notice per session is queued.
     notices: Sender<LinkMsg>,
 }
 
-/// Why input was not handed to the agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// Why input was not handed to the agent (nor held for it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum InputRefused {
-    #[error("the worker is offline: input dropped")]
-    Offline,
-    #[error("the session has ended: input dropped")]
+    #[error("{0}")]
+    NotDelivered(String),
+    #[error("the session has ended: input not delivered")]
     Ended,
 }
 
@@ -94,6 +97,9 @@ pub struct Terminals {
     pub grace: Duration,
     /// A viewer stalled this long is disconnected.
     pub stall: Duration,
+    /// How long viewers expected back hold a session's ack (at most the
+    /// grace period).
+    pub rejoin: Duration,
 }
 
 impl Terminals {
@@ -102,6 +108,7 @@ impl Terminals {
             inner: Mutex::default(),
             grace,
             stall,
+            rejoin: session::REJOIN_GRACE.min(grace),
         }
     }
 
@@ -171,6 +178,7 @@ impl Terminals {
             LinkTx {
                 conn_id,
                 input,
+                input_left: input_rx.clone(),
                 notices,
             },
         );
@@ -180,6 +188,7 @@ impl Terminals {
             for session in self.of_worker(worker_id) {
                 session.link_down(old.conn_id);
             }
+            self.hold_left(worker_id, &old);
         }
         LinkRx {
             input: input_rx,
@@ -190,18 +199,36 @@ impl Terminals {
     /// Connection `conn_id` of `worker_id` is gone: its sessions go offline
     /// (their viewers are told and stay).
     pub(crate) fn link_down(&self, worker_id: &str, conn_id: u64) {
-        {
+        let gone = {
             let mut reg = self.lock();
             if reg
                 .links
                 .get(worker_id)
                 .is_some_and(|l| l.conn_id == conn_id)
             {
-                reg.links.remove(worker_id);
+                reg.links.remove(worker_id)
+            } else {
+                None
             }
-        }
+        };
         for session in self.of_worker(worker_id) {
             session.link_down(conn_id);
+        }
+        if let Some(gone) = gone {
+            self.hold_left(worker_id, &gone);
+        }
+    }
+
+    /// Input still queued on a link that went: held for the next one.
+    fn hold_left(&self, worker_id: &str, link: &LinkTx) {
+        while let Ok(msg) = link.input_left.try_recv() {
+            let LinkMsg::Input { session_id, bytes } = msg else {
+                continue;
+            };
+            if let Some(session) = self.find(worker_id, session_id) {
+                // Offline now, so this holds it (or tells the viewers).
+                session.input(link.conn_id, bytes);
+            }
         }
     }
 
@@ -223,7 +250,8 @@ impl Terminals {
         }
     }
 
-    /// Hand input to the session's agent link, waiting while its queue is full.
+    /// Hand input to the session's agent link, waiting while its queue is
+    /// full; while the worker is away, hold it (bounded) for its return.
     pub(crate) async fn send_input(
         &self,
         session: &Session,
@@ -236,18 +264,30 @@ impl Terminals {
             .lock()
             .links
             .get(&session.worker_id)
-            .map(|l| (l.conn_id, l.input.clone()));
-        let Some((conn_id, tx)) = link else {
-            return Err(InputRefused::Offline);
+            .map(|l| (l.conn_id, l.input.clone()))
+            .filter(|(conn_id, _)| session.accepts_input(*conn_id));
+        let bytes = match link {
+            Some((_, tx)) => {
+                let msg = LinkMsg::Input {
+                    session_id: session.session_id,
+                    bytes,
+                };
+                match tx.send(msg).await {
+                    Ok(()) => return Ok(()),
+                    // The link went meanwhile: hold them instead.
+                    Err(smol::channel::SendError(LinkMsg::Input { bytes, .. })) => bytes,
+                    Err(_) => return Ok(()),
+                }
+            }
+            None => bytes,
         };
-        if !session.accepts_input(conn_id) {
-            return Err(InputRefused::Offline);
-        }
-        let msg = LinkMsg::Input {
-            session_id: session.session_id,
-            bytes,
-        };
-        tx.send(msg).await.map_err(|_| InputRefused::Offline)
+        session.hold_input(bytes).map_err(|lost| {
+            if session.exit().is_some() {
+                InputRefused::Ended
+            } else {
+                InputRefused::NotDelivered(session::not_delivered(&lost))
+            }
+        })
     }
 
     /// Send input held while `session` attached (an empty input flushes it).
@@ -310,11 +350,8 @@ impl Terminals {
                 opened_by: r.opened_by,
                 opened_at: r.opened_at,
             };
-            self.insert(Arc::new(Session::restored(
-                &r.worker_id,
-                r.session_id,
-                meta,
-            )));
+            let session = Session::restored(&r.worker_id, r.session_id, meta);
+            self.insert(Arc::new(session.with_rejoin(self.rejoin)));
         }
         if count > 0 {
             tracing::info!(

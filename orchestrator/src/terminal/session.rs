@@ -13,9 +13,22 @@
 //! writing. A viewer whose queue stays full without progress is kicked
 //! (it may reattach by offset).
 //!
+//! Viewers expected back hold the ack too (see [`Hold`]): one whose socket
+//! dropped (no close frame) until it rejoins or [`REJOIN_GRACE`] passes;
+//! and, after an orchestrator restart, every viewer it had (their
+//! positions died with it, and the agent's last ack was the slowest's),
+//! so no ack at all leaves for [`REJOIN_GRACE`] after the session is
+//! attached again. A flood then waits (the program blocks), never skips.
+//!
+//! Input typed while the worker is away or the session attaches is held
+//! here (bounded) and sent once the agent says where its input stream
+//! stands; the last input sent is kept too, so what a dropped link lost in
+//! flight is sent again from the agent's `inputEnd` (see `session_input`).
+//!
 //! Everything here is synchronous, under one mutex per session, and never
 //! held across an await.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -29,6 +42,8 @@ pub const CHUNK: usize = 64 * 1024;
 /// A viewer this far behind the output it has acknowledged, with no
 /// progress for the stall limit, is disconnected.
 pub const STALL_BYTES: u64 = protocol::frame::OUTPUT_WINDOW / 2;
+/// How long the ack waits for viewers expected back.
+pub const REJOIN_GRACE: Duration = Duration::from_secs(20);
 
 /// Who opened a session, on what, and when; `None` on a session the agent
 /// announced whose opener has not claimed it yet.
@@ -56,24 +71,36 @@ enum Link {
     Online(u64),
 }
 
-/// Most input held while a session attaches (a paste's worth).
-const MAX_HELD_INPUT: usize = protocol::MAX_BINARY_PAYLOAD;
+/// Most input held while a session is away or attaches (a paste's worth);
+/// also how much input already sent is kept to send again.
+pub(super) const MAX_HELD_INPUT: usize = protocol::MAX_BINARY_PAYLOAD;
 
 /// What becomes of input handed to the link (see [`Session::input`]).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Input {
     /// Frames to send: (offset, bytes), in order.
     Send(Vec<(u64, Vec<u8>)>),
-    /// Kept until the attach completes.
+    /// Kept until the session is attached (again).
     Held,
+    /// Not delivered (the session ended, or too much is held already);
+    /// the viewers were told.
     Dropped(&'static str),
 }
 
 /// What a viewer's writer should send next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
-    Status { online: bool },
-    Data { offset: u64, bytes: Vec<u8> },
+    Status {
+        online: bool,
+    },
+    /// How many viewers the session has now.
+    Viewers(usize),
+    /// Something the viewer must be told (an `error` message).
+    Note(String),
+    Data {
+        offset: u64,
+        bytes: Vec<u8>,
+    },
     Exited(Exit),
     Kicked(&'static str),
     Idle,
@@ -104,6 +131,20 @@ struct Slot {
     /// When its acked offset last moved, or it was last not behind.
     progress_at: Instant,
     kicked: Option<&'static str>,
+    /// The viewer count it was last told.
+    told_viewers: usize,
+    /// Notes waiting to be sent to it.
+    notes: Vec<String>,
+}
+
+/// A viewer expected back: the ack stays at or below `acked` until it
+/// rejoins (a viewer joining at or below `pos`) or `until` passes. `pos`
+/// is `None` after a restart, where nothing says who is coming back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Hold {
+    pub pos: Option<u64>,
+    pub acked: u64,
+    pub until: Instant,
 }
 
 struct State {
@@ -120,9 +161,17 @@ struct State {
     ack_noticed: bool,
     /// The next input frame's offset.
     input_offset: u64,
-    /// Input typed while attaching, sent once the agent said where its
-    /// input stream stands (after a restart this orchestrator cannot know).
+    /// Input typed while the link is away or attaching (and input a link
+    /// lost in flight), sent once the agent said where its input stream
+    /// stands (after a restart this orchestrator cannot know).
     held_input: Vec<u8>,
+    /// The newest input sent (at most [`MAX_HELD_INPUT`], ending at
+    /// `input_offset`): sent again if a link lost it in flight.
+    sent_input: VecDeque<u8>,
+    /// Restored after a restart and not attached since.
+    restored: bool,
+    /// Viewers expected back.
+    holds: Vec<Hold>,
     link: Link,
     slots: Vec<Slot>,
     next_viewer: u64,
@@ -145,6 +194,8 @@ pub struct Session {
     persisted: AtomicBool,
     /// Its end was recorded (or is being): once only.
     end_recorded: AtomicBool,
+    /// How long viewers expected back hold the ack.
+    rejoin: Duration,
     state: Mutex<State>,
 }
 
@@ -168,6 +219,7 @@ impl Session {
             opened_on,
             persisted: AtomicBool::new(meta.is_some()),
             end_recorded: AtomicBool::new(false),
+            rejoin: REJOIN_GRACE,
             state: Mutex::new(State {
                 meta,
                 mirror: Mirror::new(0),
@@ -177,6 +229,9 @@ impl Session {
                 ack_noticed: false,
                 input_offset: 0,
                 held_input: Vec::new(),
+                sent_input: VecDeque::new(),
+                restored: !placed,
+                holds: Vec::new(),
                 link,
                 slots: Vec::new(),
                 next_viewer: 1,
@@ -196,6 +251,12 @@ impl Session {
     /// A session restored from its record after a restart: no output yet.
     pub fn restored(worker_id: &str, session_id: u64, meta: Meta) -> Self {
         Self::with(worker_id, session_id, Some(meta), false, Link::Offline)
+    }
+
+    /// The same session, its viewers expected back for `rejoin`.
+    pub fn with_rejoin(mut self, rejoin: Duration) -> Self {
+        self.rejoin = rejoin;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -267,27 +328,32 @@ impl Session {
 
     /// What becomes of input `bytes` leaving on `conn` now: frames with
     /// their offsets (any held input first), held while the session is
-    /// attaching, or dropped.
+    /// away or attaching, or dropped (the viewers told).
     pub fn input(&self, conn: u64, bytes: Vec<u8>) -> Input {
         let mut st = self.lock();
-        if st.exit.is_some() || !st.on(conn) {
-            return Input::Dropped("the session is not on this link");
+        if st.exit.is_some() {
+            return Input::Dropped("the session has ended");
         }
-        if st.link == Link::Attaching(conn) {
-            if st.held_input.len() + bytes.len() > MAX_HELD_INPUT {
-                return Input::Dropped("too much typed while the session was attaching");
-            }
-            st.held_input.extend_from_slice(&bytes);
-            return Input::Held;
+        if !matches!(st.link, Link::Online(c) if c == conn) {
+            return match st.hold_input(bytes) {
+                Ok(()) => Input::Held,
+                Err(lost) => {
+                    st.note_all(input::not_delivered(&lost));
+                    Input::Dropped("too much typed while the session was away")
+                }
+            };
         }
-        let mut all = std::mem::take(&mut st.held_input);
-        all.extend_from_slice(&bytes);
-        let mut chunks = Vec::new();
-        for chunk in all.chunks(protocol::MAX_BINARY_PAYLOAD) {
-            chunks.push((st.input_offset, chunk.to_vec()));
-            st.input_offset += chunk.len() as u64;
+        Input::Send(st.send_input(bytes))
+    }
+
+    /// Keep input typed while the link is away; `Err` gives back the bytes
+    /// not kept (beyond [`MAX_HELD_INPUT`], or the session is over).
+    pub fn hold_input(&self, bytes: Vec<u8>) -> Result<(), Vec<u8>> {
+        let mut st = self.lock();
+        if st.exit.is_some() {
+            return Err(bytes);
         }
-        Input::Send(chunks)
+        st.hold_input(bytes)
     }
 
     /// Whether input can go out on `conn` now.
@@ -297,18 +363,12 @@ impl Session {
     }
 
     /// A connection is up and its inventory lists this session: attach on
-    /// it. Returns the offset to attach from: the end of the mirror (the
-    /// lowest byte no viewer can be served from here), or 0 after a restart
-    /// (everything the agent still holds, so every viewer's bytes come back).
+    /// it. Returns the offset to attach from (see `State::attach_from`).
     pub fn attaching(&self, conn: u64, input_end: u64) -> u64 {
         let mut st = self.lock();
         st.link = Link::Attaching(conn);
-        st.input_offset = input_end;
-        if st.placed {
-            st.mirror.end()
-        } else {
-            0
-        }
+        st.resume_input(input_end);
+        st.attach_from()
     }
 
     /// `terminal.attach` on `conn` succeeded: online, input continues at
@@ -321,7 +381,17 @@ impl Session {
         }
         st.link = Link::Online(conn);
         if let Some(end) = input_end {
-            st.input_offset = end;
+            st.resume_input(end);
+        }
+        if std::mem::take(&mut st.restored) {
+            // Who watched before the restart, and from where, died with
+            // the old process: wait for them before acking anything.
+            let until = Instant::now() + self.rejoin;
+            st.holds.push(Hold {
+                pos: None,
+                acked: 0,
+                until,
+            });
         }
         st.ack_force = true;
         st.wake_all();
@@ -355,6 +425,11 @@ impl Session {
         }
         st.exit = Some(exit);
         st.link = Link::Offline;
+        st.holds.clear();
+        let held = std::mem::take(&mut st.held_input);
+        if !held.is_empty() {
+            st.note_all(input::ended_with(&held));
+        }
         st.wake_all();
         true
     }
@@ -387,6 +462,10 @@ impl Session {
 
 #[path = "session_viewers.rs"]
 mod viewers;
+
+#[path = "session_input.rs"]
+mod input;
+pub(crate) use input::not_delivered;
 
 #[cfg(test)]
 #[path = "session_tests.rs"]

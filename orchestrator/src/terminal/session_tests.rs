@@ -20,7 +20,7 @@ fn drain(s: &Session, id: u64) -> Vec<(u64, Vec<u8>)> {
     loop {
         match s.next(id) {
             Next::Data { offset, bytes } => out.push((offset, bytes)),
-            Next::Status { .. } => {}
+            Next::Status { .. } | Next::Viewers(_) | Next::Note(_) => {}
             Next::Idle | Next::Exited(_) | Next::Kicked(_) => return out,
         }
     }
@@ -112,6 +112,7 @@ fn a_restored_session_waits_for_its_first_output_then_starts_there() {
     assert_eq!((joined.offset, joined.end, joined.attach), (100, 0, None));
     let (early, _rx2) = viewer_offline(&s, 20);
     assert_eq!(s.next(joined.viewer_id), Next::Status { online: false });
+    assert_eq!(s.next(joined.viewer_id), Next::Viewers(2));
     assert_eq!(s.next(joined.viewer_id), Next::Idle);
     // The inventory: attach from 0, everything the agent still holds.
     assert_eq!(s.attaching(CONN, 55), 0);
@@ -139,20 +140,30 @@ fn viewer_offline(s: &Session, offset: u64) -> (u64, Receiver<()>) {
 }
 
 #[test]
-fn a_reconnect_attaches_from_the_mirror_end_and_tells_viewers() {
+fn a_reconnect_attaches_from_what_viewers_consumed_and_tells_them() {
     let s = Session::opened("w", 1, Some(CONN));
     let (a, _w) = viewer(&s, 0);
     s.output(CONN, 0, b"abc");
     drain(&s, a);
     s.link_down(CONN);
     assert_eq!(s.next(a), Next::Status { online: false });
-    assert!(
-        matches!(s.input(CONN, vec![1]), Input::Dropped(_)),
-        "no input while offline"
+    assert_eq!(
+        s.input(CONN, b"ls".to_vec()),
+        Input::Held,
+        "typed while offline: held for the agent's return"
     );
-    assert_eq!(s.attaching(CONN + 1, 9), 3);
+    assert_eq!(
+        s.attaching(CONN + 1, 9),
+        0,
+        "from what the viewer consumed, not the mirror's end: the agent must not run ahead"
+    );
     assert_eq!(s.next(a), Next::Idle, "offline until the attach answers");
-    assert!(s.attached(CONN + 1, None).0);
+    assert_eq!(s.attached(CONN + 1, None), (true, true), "input is held");
+    assert_eq!(
+        s.input(CONN + 1, b"\r".to_vec()),
+        Input::Send(vec![(9, b"ls\r".to_vec())]),
+        "held input goes first, at the agent's inputEnd"
+    );
     assert_eq!(
         s.ack_due(CONN + 1),
         Some(0),
@@ -268,4 +279,117 @@ fn input_held_while_attaching_is_bounded_and_sent_in_frames_in_order() {
     let max = protocol::MAX_BINARY_PAYLOAD;
     assert_eq!(offsets, vec![(10, max), (10 + max as u64, 2)]);
     assert_eq!(frames[1].1, b"bc");
+}
+
+#[test]
+fn a_viewer_whose_socket_dropped_holds_the_ack_until_it_rejoins() {
+    let s = Session::opened("w", 1, Some(CONN));
+    let (a, _w) = viewer(&s, 0);
+    s.output(CONN, 0, b"abcd");
+    drain(&s, a);
+    assert!(s.ack(a, 2));
+    assert_eq!(s.ack_due(CONN), Some(2));
+    // Its socket drops (no close frame): it is expected back.
+    s.leave_expecting(a, true);
+    assert_eq!(s.output(CONN, 4, b"efgh"), None, "no ack past what it had");
+    // A viewer closing its tab is not waited for.
+    let (b, _wb) = viewer(&s, 8);
+    assert!(!s.leave_expecting(b, false), "a still holds the ack at 2");
+    assert_eq!(s.ack_due(CONN), None);
+    // It comes back from the byte after the last it had: the hold is its.
+    let (a2, _w2) = viewer(&s, 4);
+    assert_eq!(drain(&s, a2), vec![(4, b"efgh".to_vec())]);
+    assert!(s.ack(a2, 8));
+    assert_eq!(s.ack_due(CONN), Some(8));
+}
+
+#[test]
+fn a_viewer_expected_back_that_never_comes_lets_go_after_the_grace() {
+    let s = Session::opened("w", 1, Some(CONN)).with_rejoin(Duration::from_secs(20));
+    let (a, _w) = viewer(&s, 0);
+    s.output(CONN, 0, b"abcd");
+    drain(&s, a);
+    s.leave_expecting(a, true);
+    assert_eq!(s.output(CONN, 4, b"ef"), None);
+    assert!(!s.expire_holds(Instant::now()), "not yet");
+    assert!(s.expire_holds(Instant::now() + Duration::from_secs(21)));
+    assert_eq!(
+        s.ack_due(CONN),
+        Some(6),
+        "with nobody expected, what arrived"
+    );
+}
+
+#[test]
+fn after_a_restart_nothing_is_acked_until_the_viewers_had_time_to_return() {
+    let s = Session::restored("w", 1, meta()).with_rejoin(Duration::from_secs(20));
+    assert_eq!(s.attaching(CONN, 0), 0);
+    assert_eq!(s.output(CONN, 0, b"replay"), None, "not while attaching");
+    s.attached(CONN, Some(0));
+    assert_eq!(s.ack_due(CONN), Some(0), "the forced ack moves nothing");
+    assert_eq!(
+        s.output(CONN, 6, b"more"),
+        None,
+        "no viewer yet: the ones that were here may be on their way"
+    );
+    // One is back and reads everything: the others may not be.
+    let (a, _w) = viewer(&s, 3);
+    assert_eq!(drain(&s, a), vec![(3, b"laymore".to_vec())]);
+    assert!(!s.ack(a, 10), "held for those expected back");
+    assert!(s.expire_holds(Instant::now() + Duration::from_secs(21)));
+    assert_eq!(s.ack_due(CONN), Some(10));
+}
+
+#[test]
+fn input_a_dropped_link_lost_in_flight_is_sent_again_once() {
+    let s = Session::opened("w", 1, Some(CONN));
+    let (a, _w) = viewer(&s, 0);
+    assert_eq!(
+        s.input(CONN, b"echo 1\r".to_vec()),
+        Input::Send(vec![(0, b"echo 1\r".to_vec())])
+    );
+    assert_eq!(
+        s.input(CONN, b"echo 2\r".to_vec()),
+        Input::Send(vec![(7, b"echo 2\r".to_vec())])
+    );
+    s.link_down(CONN);
+    assert_eq!(s.input(CONN, b"x".to_vec()), Input::Held);
+    // The agent wrote only the first line: the second goes again, then x.
+    s.attaching(CONN + 1, 7);
+    assert_eq!(s.attached(CONN + 1, Some(7)), (true, true));
+    assert_eq!(
+        s.input(CONN + 1, Vec::new()),
+        Input::Send(vec![(7, b"echo 2\rx".to_vec())])
+    );
+    assert!(drain(&s, a).is_empty());
+}
+
+#[test]
+fn typing_held_when_the_session_ends_is_reported_not_lost_silently() {
+    let s = Session::restored("w", 1, meta());
+    let (tx, _rx) = bounded(1);
+    let a = s.join(0, tx, None).viewer_id;
+    assert_eq!(s.hold_input(b"make\r".to_vec()), Ok(()));
+    let big = vec![b'y'; protocol::MAX_BINARY_PAYLOAD];
+    assert_eq!(
+        s.hold_input(big.clone()),
+        Err(big),
+        "beyond the bound: given back"
+    );
+    s.end_with(Exit {
+        exit_code: None,
+        reason: "lost".into(),
+    });
+    let notes: Vec<String> = std::iter::from_fn(|| match s.next(a) {
+        Next::Note(text) => Some(Some(text)),
+        Next::Exited(_) | Next::Idle | Next::Kicked(_) => None,
+        _ => Some(None),
+    })
+    .flatten()
+    .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains("5 bytes dropped: \"make\\r\""),
+        "{notes:?}"
+    );
 }

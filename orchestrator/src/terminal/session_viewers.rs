@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use smol::channel::Sender;
 
-use super::{Joined, Link, Next, Session, Slot, State, CHUNK, STALL_BYTES};
+use super::{Hold, Joined, Link, Next, Session, Slot, State, CHUNK, STALL_BYTES};
 
 impl Session {
     /// Add a viewer wanting output from `offset`; `link_conn` is the
@@ -20,6 +20,7 @@ impl Session {
             // Gone from the mirror, hence from the agent's scrollback too.
             pos = st.mirror.start();
         }
+        st.claim_hold(offset);
         st.slots.push(Slot {
             id,
             pos,
@@ -28,12 +29,15 @@ impl Session {
             told_online: true,
             progress_at: Instant::now(),
             kicked: None,
+            told_viewers: 0,
+            notes: Vec::new(),
         });
         st.idle_since = None;
+        st.wake_all();
         let attach = match (link_conn, st.link) {
             (Some(conn), Link::Offline) if st.exit.is_none() && !st.closing => {
                 st.link = Link::Attaching(conn);
-                Some((conn, if st.placed { st.mirror.end() } else { 0 }))
+                Some((conn, st.attach_from()))
             }
             _ => None,
         };
@@ -48,12 +52,40 @@ impl Session {
     /// A viewer left. True if the link should get an ack notice (it may
     /// have been the slowest).
     pub fn leave(&self, viewer_id: u64) -> bool {
+        self.leave_expecting(viewer_id, false)
+    }
+
+    /// A viewer left; if `back` (its socket dropped without a close), it
+    /// is expected back for the rejoin grace: until then the ack stays at
+    /// or below what it had consumed. True if the link should get an ack
+    /// notice.
+    pub fn leave_expecting(&self, viewer_id: u64, back: bool) -> bool {
         let mut st = self.lock();
-        st.slots.retain(|s| s.id != viewer_id);
+        let Some(i) = st.slots.iter().position(|s| s.id == viewer_id) else {
+            return false;
+        };
+        let slot = st.slots.remove(i);
+        if back && slot.kicked.is_none() && st.exit.is_none() {
+            st.holds.push(Hold {
+                pos: Some(slot.pos),
+                acked: slot.acked,
+                until: Instant::now() + self.rejoin,
+            });
+        }
         if st.slots.is_empty() {
             st.idle_since = Some(Instant::now());
         }
+        st.wake_all();
         st.wants_notice()
+    }
+
+    /// Forget viewers expected back whose time is up. True if the link
+    /// should get an ack notice.
+    pub fn expire_holds(&self, now: Instant) -> bool {
+        let mut st = self.lock();
+        let before = st.holds.len();
+        st.holds.retain(|h| h.until > now);
+        before != st.holds.len() && st.wants_notice()
     }
 
     /// A viewer consumed output up to `offset`. True if the link should get
@@ -115,6 +147,14 @@ impl Session {
             st.slots[i].told_online = online;
             return Next::Status { online };
         }
+        let viewers = st.slots.iter().filter(|s| s.kicked.is_none()).count();
+        if st.exit.is_none() && st.slots[i].told_viewers != viewers {
+            st.slots[i].told_viewers = viewers;
+            return Next::Viewers(viewers);
+        }
+        if !st.slots[i].notes.is_empty() {
+            return Next::Note(st.slots[i].notes.remove(0));
+        }
         if placed && st.slots[i].pos < start {
             st.slots[i].pos = start;
         }
@@ -149,21 +189,51 @@ impl State {
         }
     }
 
-    /// The lowest offset every viewer still reading has consumed, or what
-    /// arrived when none is: never above what arrived.
+    /// The lowest offset every viewer still reading, or expected back, has
+    /// consumed, or what arrived when there is none: never above what
+    /// arrived.
     pub(super) fn ack_target(&self) -> u64 {
         let received = self.received();
-        self.slots
-            .iter()
-            .filter(|s| s.kicked.is_none())
+        let reading = self.slots.iter().filter(|s| s.kicked.is_none());
+        reading
             .map(|s| s.acked)
+            .chain(self.holds.iter().map(|h| h.acked))
             .min()
             .unwrap_or(received)
             .min(received)
     }
 
+    /// Where `terminal.attach` starts: what the agent was last told is
+    /// consumed (so its window stays where the viewers are; bytes already
+    /// here come again and are dropped), within the mirror; 0 after a
+    /// restart (everything the agent still holds, so every viewer's bytes
+    /// come back).
+    pub(super) fn attach_from(&self) -> u64 {
+        if self.placed {
+            self.ack_sent.clamp(self.mirror.start(), self.mirror.end())
+        } else {
+            0
+        }
+    }
+
+    /// A viewer joins wanting output from `offset`: the one expected back
+    /// nearest above it (it is likely that one) no longer holds the ack.
+    fn claim_hold(&mut self, offset: u64) {
+        let claimed = self
+            .holds
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| h.pos.filter(|p| offset <= *p).map(|p| (p, i)))
+            .min()
+            .map(|(_, i)| i);
+        if let Some(i) = claimed {
+            self.holds.remove(i);
+        }
+    }
+
     pub(super) fn take_ack(&mut self, conn: u64) -> Option<u64> {
-        if !self.on(conn) || !self.placed {
+        // Not while attaching: the attach result may start a hold.
+        if self.link != Link::Online(conn) || !self.placed {
             return None;
         }
         let target = self.ack_target().max(self.ack_sent);

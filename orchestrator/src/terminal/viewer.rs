@@ -8,11 +8,14 @@
 //! reading with its queue full for the stall limit (it may reattach by
 //! offset), 4010 after [`SILENCE`] without a word (pongs included).
 //! A malformed message gets `{"type":"error","message":…}` and the socket stays.
+//! A viewer whose socket drops without a close frame (a network blip, not a
+//! tab closed) is expected back: the session's ack waits for it a while.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
@@ -76,7 +79,21 @@ impl Start {
 /// How a viewer's socket ends.
 enum End {
     Close(u16, String),
+    /// The browser closed it (a close frame): it is not coming back.
+    PeerClosed,
+    /// It dropped without a word: it may come back.
     PeerGone,
+}
+
+impl End {
+    /// Whether the viewer is likely to reattach soon.
+    fn expected_back(&self) -> bool {
+        match self {
+            Self::PeerGone => true,
+            Self::Close(code, _) => *code == 4010,
+            Self::PeerClosed => false,
+        }
+    }
 }
 
 fn close(code: u16, reason: impl Into<String>) -> End {
@@ -110,7 +127,7 @@ pub(crate) async fn run(app: Arc<App>, start: Start, io: UpgradedIo) {
             let id = joined.viewer_id;
             tracing::info!(worker_id = %session.worker_id, session_id = session.session_id, viewer = id, offset = joined.offset, "viewer attached");
             let end = serve(&app, &session, joined, woken, &mut sink, &mut source).await;
-            if session.leave(id) {
+            if session.leave_expecting(id, end.expected_back()) {
                 app.terminals.notify_ack(&session);
             }
             end
@@ -196,14 +213,15 @@ async fn read(
         let _ = notes.try_send(control::error(&text));
     };
     let mut strikes = 0u32;
-    let mut refused_input = false;
     let mut burst = 0u32;
+    let mut peer_closed = false;
     loop {
         burst += 1;
         if burst % BURST == 0 {
             futures_lite::future::yield_now().await;
         }
         let message = match source.next().await {
+            None if peer_closed => return End::PeerClosed,
             None => return End::PeerGone,
             Some(Ok(message)) => message,
             Some(Err(WsError::Capacity(detail))) => {
@@ -211,6 +229,10 @@ async fn read(
                 return close(1009, format!("messages are at most {MAX_MESSAGE} bytes"));
             }
             Some(Err(WsError::Utf8(_))) => return close(1007, "text message is not UTF-8"),
+            // The connection went without a close: a blip, not a goodbye.
+            Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                return End::PeerGone
+            }
             Some(Err(WsError::Protocol(detail))) => {
                 tracing::info!(%detail, "terminal socket protocol violation");
                 return close(1002, "WebSocket protocol violation");
@@ -223,21 +245,22 @@ async fn read(
                 if bytes.is_empty() {
                     continue;
                 }
-                match app.terminals.send_input(session, bytes.to_vec()).await {
-                    Ok(()) => refused_input = false,
-                    // Said once per refusal streak, not once per keystroke.
-                    Err(refused) if !refused_input => {
-                        refused_input = true;
-                        note(refused.to_string());
-                    }
-                    Err(_) => {}
+                // Sent, or held while the worker is away; else the viewer
+                // is told what was not delivered.
+                if let Err(refused) = app.terminals.send_input(session, bytes.to_vec()).await {
+                    note(refused.to_string());
                 }
                 continue;
             }
             Message::Text(text) => text,
-            // Pings are answered by tungstenite; a close too, after which
-            // the next read ends the stream.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => continue,
+            // tungstenite answers a close, after which the next read ends
+            // the stream.
+            Message::Close(_) => {
+                peer_closed = true;
+                continue;
+            }
+            // Pings are answered by tungstenite.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
         };
         match Control::parse(text.as_str()) {
             Ok(control) => {
@@ -388,6 +411,8 @@ async fn flush(
             Next::Idle => return Ok(()),
             Next::Data { offset, bytes } => Message::binary(control::output(offset, &bytes)),
             Next::Status { online } => Message::text(control::status(online)),
+            Next::Viewers(count) => Message::text(control::viewers(count)),
+            Next::Note(text) => Message::text(control::error(&text)),
             Next::Exited(exit) => {
                 send(sink, Message::text(control::exited(&exit)), limit).await?;
                 return Err(close(1000, "session ended"));

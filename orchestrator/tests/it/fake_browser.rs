@@ -11,7 +11,7 @@ use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::http::HeaderName;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
-use futures_lite::StreamExt;
+use futures_lite::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 use smol::net::TcpStream;
 
@@ -30,6 +30,9 @@ pub struct Browser {
     ws: WebSocketStream<TcpStream>,
     /// The subprotocol the server selected, if any.
     pub protocol: Option<String>,
+    /// The last `{"type":"viewers","count":N}` seen (`recv` takes those
+    /// messages aside: they come whenever someone joins or leaves).
+    pub viewers: Option<u64>,
 }
 
 impl Browser {
@@ -55,7 +58,11 @@ impl Browser {
                     .headers()
                     .get("Sec-WebSocket-Protocol")
                     .map(|v| v.to_str().unwrap().to_owned());
-                Ok(Self { ws, protocol })
+                Ok(Self {
+                    ws,
+                    protocol,
+                    viewers: None,
+                })
             }
             Err(WsError::Http(resp)) => {
                 let body = resp.body().as_deref().unwrap_or_default();
@@ -74,13 +81,20 @@ impl Browser {
             .unwrap_or_else(|(status, body)| panic!("refused {status}: {body}"))
     }
 
-    /// The next message (pings skipped), within 5 s.
+    /// The next message (pings and viewer counts skipped), within 5 s.
     pub async fn recv(&mut self) -> ToBrowser {
+        let viewers = &mut self.viewers;
+        let ws = &mut self.ws;
         within(Duration::from_secs(5), "a message to the browser", async {
             loop {
-                match self.ws.next().await {
+                match ws.next().await {
                     Some(Ok(Message::Text(t))) => {
-                        return ToBrowser::Json(serde_json::from_str(t.as_str()).unwrap())
+                        let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                        if v["type"] == "viewers" {
+                            *viewers = v["count"].as_u64();
+                            continue;
+                        }
+                        return ToBrowser::Json(v);
                     }
                     Some(Ok(Message::Binary(b))) => {
                         let offset = u64::from_be_bytes(b[..8].try_into().unwrap());
@@ -155,6 +169,45 @@ impl Browser {
             .send(Message::binary(bytes.to_vec()))
             .await
             .expect("send");
+    }
+
+    /// Wait (bounded) until the server says the session has `n` viewers.
+    pub async fn expect_viewers(&mut self, n: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.viewers != Some(n) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "viewers {:?}, not {n}",
+                self.viewers
+            );
+            let viewers = &mut self.viewers;
+            let ws = &mut self.ws;
+            let next = async { ws.next().await };
+            let got = next
+                .or(async {
+                    smol::Timer::after(Duration::from_millis(100)).await;
+                    None
+                })
+                .await;
+            match got {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                    assert_eq!(v["type"], "viewers", "while waiting for a count: {v}");
+                    *viewers = v["count"].as_u64();
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) | None => {}
+                other => panic!("while waiting for a viewer count: {other:?}"),
+            }
+        }
+    }
+
+    /// Close the socket as a browser closing its tab would (a close frame).
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        within(Duration::from_secs(5), "the browser socket to end", async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
     }
 
     pub async fn ack(&mut self, offset: u64) {

@@ -25,5 +25,6 @@ mod reconcile;
 mod restart;
 mod scheduling;
 mod terminals;
+mod terminals_away;
 mod terminals_resume;
 mod workers;

@@ -170,8 +170,8 @@ fn every_viewer_gets_every_byte_and_the_agent_is_acked_as_the_slowest() {
         assert_eq!(fx.agent.expect_frame(2).await, (7, 0, b"x".to_vec()));
         b.input(b"yz").await;
         assert_eq!(fx.agent.expect_frame(2).await, (7, 1, b"yz".to_vec()));
-        // Without b, a alone is the floor.
-        drop(b);
+        // Without b (its tab closed), a alone is the floor.
+        b.close().await;
         fx.agent.output(7, 13, b" four").await;
         assert_eq!(a.expect_output(13, 5).await, b" four");
         a.ack(18).await;
