@@ -13,6 +13,8 @@ mod agent;
 mod api;
 mod audit;
 mod authz;
+mod bodies;
+mod connections;
 mod containers;
 mod durability;
 mod failures;
