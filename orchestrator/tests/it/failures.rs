@@ -349,31 +349,29 @@ fn an_undecodable_reply_fails_its_request_at_once() {
         };
         let mut fx = Fixture::start_with("undecodable", opts).await;
         fx.create("job-1", "dev").await;
-        let broken: [(&str, fn(&Cmd) -> serde_json::Value, &str); 3] = [
+        // Each broken reply (its requestId filled in) and what the error names.
+        let broken = [
             (
-                "/v1/containers/job-1/exec",
-                |cmd| {
-                    json!({ "type": "container.exec.result", "requestId": cmd.id,
-                    "data": { "exitCode": 0, "stderr": "" } })
-                },
+                json!({ "type": "container.exec.result",
+                    "data": { "exitCode": 0, "stderr": "" } }),
                 "stdout",
             ),
             (
-                "/v1/containers/job-1/exec",
-                |cmd| json!({ "requestId": cmd.id, "data": { "stdout": "" } }),
+                json!({ "data": { "stdout": "" } }),
                 "not a protocol envelope",
             ),
             (
-                "/v1/containers/job-1/exec",
-                |cmd| json!({ "type": "container.exec.outcome", "requestId": cmd.id, "data": {} }),
+                json!({ "type": "container.exec.outcome", "data": {} }),
                 "container.exec.outcome",
             ),
         ];
-        for (path, reply, named) in broken {
-            let task = fx.spawn("POST", path, Some(json!({ "command": ["true"] })));
+        for (mut reply, named) in broken {
+            let exec = Some(json!({ "command": ["true"] }));
+            let task = fx.spawn("POST", "/v1/containers/job-1/exec", exec);
             let cmd = next_command(&mut fx.agent).await;
             assert_eq!(cmd.ty, "container.exec");
-            fx.agent.send_json(&reply(&cmd)).await;
+            reply["requestId"] = json!(cmd.id);
+            fx.agent.send_json(&reply).await;
             let (code, body) = task.await;
             assert_error(code, &body, 502, "bad_reply");
             let message = body["error"]["message"].as_str().unwrap();
