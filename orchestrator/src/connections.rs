@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
 use smol::channel::{Receiver, Sender};
@@ -222,6 +222,7 @@ impl Gate {
             gate: Arc::clone(self),
             id,
             closed,
+            first_request_by: Instant::now() + self.limits.first_request,
             seen: AtomicBool::new(false),
         })
     }
@@ -247,6 +248,9 @@ pub(crate) struct Ticket {
     gate: Arc<Gate>,
     id: u64,
     closed: Receiver<Closed>,
+    /// Admission plus the first-request deadline: TLS and the first
+    /// request's headers must be done by then.
+    first_request_by: Instant,
     /// Whether a request's headers have arrived.
     seen: AtomicBool,
 }
@@ -274,7 +278,7 @@ impl Ticket {
             }
         };
         let deadline = async {
-            smol::Timer::after(self.gate.limits.first_request).await;
+            smol::Timer::at(self.first_request_by).await;
             if self.seen.load(Ordering::Relaxed) || self.closed.is_closed() {
                 std::future::pending::<()>().await;
             }
