@@ -46,6 +46,7 @@ pub(crate) async fn accept(app: Arc<App>, mut req: Request<Incoming>) -> Result<
     if worker.revoked {
         return Err(ApiError::unauthorized("credential revoked"));
     }
+    crate::connections::authenticated(&req);
     let accept_key = websocket_accept_key(&req)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_app = Arc::clone(&app);

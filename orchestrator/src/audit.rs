@@ -130,6 +130,7 @@ impl CommandSent {
             Err(HubError::Timeout { .. }) => "timeout",
             Err(HubError::Agent { error, .. }) => error.code.as_str(),
             Err(HubError::RequestId(_)) => "internal",
+            Err(HubError::BadReply { .. }) => "bad_reply",
         };
         CommandDone {
             sent: self,

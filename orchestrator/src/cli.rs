@@ -100,6 +100,17 @@ pub struct ServeArgs {
     /// seconds a terminal session may have no viewer before it is closed
     #[argh(option, default = "300")]
     pub terminal_grace_secs: u64,
+    /// connections kept before one authenticates, in all; beyond, the oldest
+    /// is closed (default: a quarter of the open-files limit, at most 4096)
+    #[argh(option)]
+    pub max_unauthenticated: Option<usize>,
+    /// the same, per source address (IPv6: per /64; default: a quarter of
+    /// --max-unauthenticated's default)
+    #[argh(option)]
+    pub max_unauthenticated_per_source: Option<usize>,
+    /// seconds a new connection has to finish TLS and send a request (10)
+    #[argh(option)]
+    pub first_request_secs: Option<u64>,
 }
 
 /// Manage tenants.
@@ -322,6 +333,14 @@ async fn serve(a: ServeArgs) -> Result<(), CliError> {
     config.heartbeat_secs = a.heartbeat_secs;
     config.drain = std::time::Duration::from_secs(a.drain_secs);
     config.terminal_grace = std::time::Duration::from_secs(a.terminal_grace_secs);
+    let limits = &mut config.connections;
+    limits.unauthenticated = a.max_unauthenticated.unwrap_or(limits.unauthenticated);
+    limits.unauthenticated_per_source = a
+        .max_unauthenticated_per_source
+        .unwrap_or(limits.unauthenticated_per_source);
+    if let Some(secs) = a.first_request_secs {
+        limits.first_request = std::time::Duration::from_secs(secs);
+    }
     config.admin_token = a.admin_token.or_else(|| env("CROPS_ADMIN_TOKEN"));
     config.on_ready = Some(Box::new(|ready| {
         let mut out = std::io::stdout().lock();

@@ -173,8 +173,10 @@ pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Resp {
     resp
 }
 
-/// Read a JSON body of at most [`MAX_BODY`] bytes. An empty body reads as
-/// `{}`; unknown fields and wrong types are 400, oversize is 413.
+/// Read a JSON body of at most [`MAX_BODY`] bytes. Every route that takes
+/// a body takes a JSON object: an absent or empty body, or any other JSON
+/// value (`[]`, `null`, a string), is 400 (`{}` asks for every default);
+/// so are unknown fields and wrong types; oversize is 413.
 pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
     read_json_limited(req, MAX_BODY).await
 }
@@ -185,12 +187,27 @@ pub async fn read_json_limited<T: DeserializeOwned>(
     limit: usize,
 ) -> Result<T, ApiError> {
     let bytes = read_bytes_limited(req, limit).await?;
-    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        &bytes
-    };
-    serde_json::from_slice(text)
+    parse_object(&bytes)
+}
+
+/// `bytes` as a JSON object of type `T`. Checked before serde sees it:
+/// serde's derived structs also accept an array of their fields in order,
+/// which would read `[]` as every default.
+fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(ApiError::bad_request(
+                "a JSON object body is required (send {} for the defaults)",
+            ))
+        }
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid JSON body: expected a JSON object",
+            ))
+        }
+    }
+    serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
@@ -351,9 +368,11 @@ async fn dispatch(
     let caller = match def.rule {
         Rule::Public | Rule::Worker => None,
         Rule::JoinToken => Some(Caller::new(Principal::JoinToken)),
-        _ => Some(Caller::new(
-            crate::authz::authenticate(&app, req.headers()).await?,
-        )),
+        _ => {
+            let principal = crate::authz::authenticate(&app, req.headers()).await?;
+            crate::connections::authenticated(&req);
+            Some(Caller::new(principal))
+        }
     };
     if let Some(caller) = caller {
         let mutating = method != Method::GET;

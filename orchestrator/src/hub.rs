@@ -55,6 +55,14 @@ pub enum HubError {
         #[source]
         error: ErrorReply,
     },
+    /// A message naming the request arrived but did not decode (e.g. a
+    /// result missing a field): the request fails at once.
+    #[error("worker {worker_id} answered {ty} with a message that does not decode: {detail}")]
+    BadReply {
+        worker_id: String,
+        ty: &'static str,
+        detail: String,
+    },
     #[error("cannot make a request id: {0}")]
     RequestId(#[source] crate::auth::AuthError),
 }
@@ -89,6 +97,9 @@ enum Delivery {
     Event(Body),
     /// The `*.result` or `error` that ends the request.
     Reply(Body),
+    /// A message naming the request that did not decode (why): it ends
+    /// the request too.
+    Undecodable(String),
 }
 
 /// Removes a request's pending entry however the caller ends: answered,
@@ -260,6 +271,7 @@ impl Hub {
             Err(HubError::Offline { .. }) => Outcome::Offline,
             Err(HubError::Disconnected { .. }) => Outcome::Disconnected,
             Err(HubError::RequestId(_)) => Outcome::Internal,
+            Err(HubError::BadReply { .. }) => Outcome::BadReply,
         };
         self.metrics.command(ty, outcome, started.elapsed());
         if let (Some(hook), Some(sent)) = (self.audit.get(), audited) {
@@ -314,7 +326,8 @@ impl Hub {
                 match reply_rx.recv().await {
                     Ok(Delivery::Event(event)) => on_event(event),
                     Ok(Delivery::Reply(body)) => return Some(Ok(body)),
-                    Err(closed) => return Some(Err(closed)),
+                    Ok(Delivery::Undecodable(detail)) => return Some(Err(Some(detail))),
+                    Err(_closed) => return Some(Err(None)),
                 }
             }
         };
@@ -331,7 +344,12 @@ impl Hub {
                 error,
             }),
             Some(Ok(body)) => Ok(body),
-            Some(Err(_closed)) => Err(HubError::Disconnected {
+            Some(Err(Some(detail))) => Err(HubError::BadReply {
+                worker_id: worker_id.to_owned(),
+                ty,
+                detail,
+            }),
+            Some(Err(None)) => Err(HubError::Disconnected {
                 worker_id: worker_id.to_owned(),
                 ty,
             }),
@@ -352,6 +370,21 @@ impl Hub {
                 let pending = inner.pending.remove(request_id);
                 drop(inner);
                 pending.is_some_and(|p| p.reply.try_send(Delivery::Reply(body)).is_ok())
+            }
+            _ => false,
+        }
+    }
+
+    /// End the pending request `request_id` of `worker_id` at once: a
+    /// message naming it arrived but did not decode (`detail` says why).
+    /// False for an unknown, late or foreign `requestId`.
+    pub fn fail_undecodable(&self, worker_id: &str, request_id: &str, detail: String) -> bool {
+        let mut inner = self.lock();
+        match inner.pending.get(request_id) {
+            Some(p) if p.worker_id == worker_id => {
+                let pending = inner.pending.remove(request_id);
+                drop(inner);
+                pending.is_some_and(|p| p.reply.try_send(Delivery::Undecodable(detail)).is_ok())
             }
             _ => false,
         }

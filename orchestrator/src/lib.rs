@@ -24,6 +24,7 @@ pub mod auth;
 pub(crate) mod authz;
 pub mod cli;
 pub mod client;
+pub mod connections;
 pub mod history;
 pub mod http;
 pub mod hub;
@@ -48,6 +49,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use crate::connections::ConnectionLimits;
 use crate::hub::Hub;
 use crate::server::Lifecycle;
 use crate::store::Store;
@@ -83,6 +85,10 @@ pub struct ServeConfig {
     /// A terminal viewer that stops reading with a full queue for this long
     /// is disconnected; it may reattach by offset (60 s).
     pub terminal_stall: Duration,
+    /// Caps on connections that have not authenticated, and the deadline
+    /// of a new connection's first request (`connections`); by default
+    /// derived from the process's open-files limit.
+    pub connections: ConnectionLimits,
 }
 
 /// How long an API request waits for the agent's reply before answering
@@ -127,6 +133,7 @@ impl ServeConfig {
             drain: Duration::ZERO,
             terminal_grace: terminal::DEFAULT_GRACE,
             terminal_stall: terminal::DEFAULT_STALL,
+            connections: ConnectionLimits::from_open_files_limit(),
         }
     }
 }
@@ -166,6 +173,8 @@ impl Ready {
 pub enum Error {
     #[error("heartbeat interval must be at least 1 second")]
     HeartbeatInterval,
+    #[error("connection limits must be at least 1, the first-request deadline at least 1 second")]
+    ConnectionLimits,
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error(transparent)]
@@ -216,6 +225,9 @@ pub(crate) struct App {
     pub terminals: Arc<terminal::Terminals>,
     /// The audit log's writer thread (API calls and commands; group commit).
     pub audit: audit::AuditWriter,
+    /// The unauthenticated connections: written by the accept loop, the
+    /// connection tasks and whatever authenticates a request.
+    pub gate: Arc<connections::Gate>,
 }
 
 impl App {
@@ -245,6 +257,9 @@ pub async fn serve(
     if config.heartbeat_secs == 0 {
         return Err(Error::HeartbeatInterval);
     }
+    if !config.connections.is_valid() {
+        return Err(Error::ConnectionLimits);
+    }
     let acceptor = match &config.tls {
         Some(files) => Some(tls::acceptor(&files.cert, &files.key)?),
         None => None,
@@ -270,6 +285,7 @@ pub async fn serve(
         );
     }
     let audit = audit::AuditWriter::start(Arc::clone(&store))?;
+    let gate = connections::Gate::new(config.connections, Arc::clone(&metrics));
     let app = Arc::new(App {
         policies,
         store: Arc::clone(&store),
@@ -288,6 +304,7 @@ pub async fn serve(
             config.terminal_stall,
         )),
         audit: audit.clone(),
+        gate: Arc::new(gate),
     });
     tracing::info!(%addr, tls = acceptor.is_some(), data = %config.data_dir.display(), "serving");
     app.hub.set_audit(audit::command_hook(audit));

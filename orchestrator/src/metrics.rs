@@ -45,6 +45,8 @@ pub enum Outcome {
     Disconnected,
     /// The orchestrator failed before sending.
     Internal,
+    /// The agent's reply named the request but did not decode.
+    BadReply,
 }
 
 impl Outcome {
@@ -56,6 +58,7 @@ impl Outcome {
             Self::Offline => "offline",
             Self::Disconnected => "disconnected",
             Self::Internal => "internal",
+            Self::BadReply => "bad_reply",
         }
     }
 
@@ -64,6 +67,21 @@ impl Outcome {
         !matches!(self, Self::Offline | Self::Internal)
     }
 }
+
+/// Why the listener closed a connection that had not authenticated
+/// (`crate::connections`), the closed set of
+/// `crops_connections_shed_total`'s label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// Its source's cap was reached and it was that source's oldest.
+    PerSource = 0,
+    /// The total cap was reached and it was the oldest.
+    Total = 1,
+    /// No first request within the deadline.
+    FirstRequest = 2,
+}
+
+const SHED_REASONS: [&str; 3] = ["per_source", "total", "first_request"];
 
 /// The outcomes of a scheduling decision (`api::schedule`), the closed set
 /// of `crops_policy_decisions_total`'s label; anything else counts as `other`.
@@ -124,6 +142,11 @@ pub struct Metrics {
     /// Policy decisions by outcome, indexed as [`POLICY_OUTCOMES`]. Written
     /// by `api::schedule` as it records each decision.
     policy: [AtomicU64; POLICY_OUTCOMES.len()],
+    /// Connections not yet authenticated. Set by `connections::Gate`.
+    unauthenticated: AtomicI64,
+    /// Unauthenticated connections closed, indexed as [`SHED_REASONS`].
+    /// Written by `connections`.
+    shed: [AtomicU64; SHED_REASONS.len()],
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -165,6 +188,17 @@ impl Metrics {
         self.policy[i].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// How many connections have not authenticated now.
+    pub fn set_unauthenticated(&self, n: usize) {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.unauthenticated.store(n, Ordering::Relaxed);
+    }
+
+    /// Count one unauthenticated connection closed by the listener.
+    pub fn connection_shed(&self, why: Shed) {
+        self.shed[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A guard counting one open agent socket until it is dropped.
     pub fn socket_opened(self: &Arc<Self>) -> SocketGuard {
         self.sockets_open.fetch_add(1, Ordering::Relaxed);
@@ -203,6 +237,22 @@ impl Metrics {
             "Agent WebSocket connections open now, registered or not.",
         );
         w.sample("crops_agent_sockets_open", &[], self.sockets_open().max(0));
+        w.family(
+            "crops_connections_unauthenticated",
+            "gauge",
+            "Connections accepted that no request has authenticated yet.",
+        );
+        let unauthenticated = self.unauthenticated.load(Ordering::Relaxed).max(0);
+        w.sample("crops_connections_unauthenticated", &[], unauthenticated);
+        w.family(
+            "crops_connections_shed_total",
+            "counter",
+            "Unauthenticated connections closed: evicted by a full cap (per_source, total) or silent past the first-request deadline.",
+        );
+        for (reason, n) in SHED_REASONS.iter().zip(&self.shed) {
+            let n = n.load(Ordering::Relaxed);
+            w.sample("crops_connections_shed_total", &[("reason", reason)], n);
+        }
         w.family(
             "crops_commands_in_flight",
             "gauge",

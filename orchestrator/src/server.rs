@@ -19,10 +19,13 @@ use hyper::service::service_fn;
 use smol::channel::{Receiver, Sender};
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
+use crate::connections::Ticket;
 use crate::store::Store;
 use crate::App;
 
-/// How long a client may take to send its request headers or finish TLS.
+/// How long a client may take to send a request's headers, idle time of a
+/// keep-alive connection included (a new connection's first request has
+/// `ConnectionLimits::first_request`, TLS included).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The tasks serve spawns, and how shutdown reaches them.
@@ -109,7 +112,9 @@ async fn wait(alive: &Receiver<()>, limit: Duration) -> bool {
     .await
 }
 
-/// Accept connections until `shutdown` completes.
+/// Accept connections until `shutdown` completes. Each one takes its place
+/// among the unauthenticated connections first (`crate::connections`),
+/// which may close the oldest of them.
 pub(crate) async fn accept_loop(
     app: &Arc<App>,
     listener: &smol::net::TcpListener,
@@ -135,14 +140,17 @@ pub(crate) async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        let ticket = app.gate.admit(peer);
         let conn_app = Arc::clone(app);
         match acceptor.clone() {
-            None => app.life.spawn(serve_http(conn_app, stream, peer)),
+            None => app.life.spawn(serve_http(conn_app, stream, peer, ticket)),
             Some(acceptor) => app.life.spawn(async move {
                 let stopping = conn_app.life.stopping();
+                // The first-request deadline covers the handshake too.
                 let handshake = async { Some(acceptor.accept(stream).await) }
                     .or(async {
-                        smol::Timer::after(HANDSHAKE_TIMEOUT).await;
+                        let why = ticket.closed().await;
+                        tracing::debug!(%peer, ?why, "connection closed during TLS");
                         None
                     })
                     .or(async {
@@ -150,25 +158,29 @@ pub(crate) async fn accept_loop(
                         None
                     });
                 match handshake.await {
-                    Some(Ok(tls)) => serve_http(conn_app, tls, peer).await,
+                    Some(Ok(tls)) => serve_http(conn_app, tls, peer, ticket).await,
                     Some(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                    None => tracing::debug!(%peer, "TLS handshake timed out or shutdown began"),
+                    None => {}
                 }
             }),
         }
     }
 }
 
-/// Serve HTTP/1.1 (with upgrades) on one connection until it ends or
-/// shutdown asks it to finish its current request.
-async fn serve_http<IO>(app: Arc<App>, io: IO, peer: std::net::SocketAddr)
+/// Serve HTTP/1.1 (with upgrades) on one connection until it ends, shutdown
+/// asks it to finish its current request, or `ticket` says to close it.
+async fn serve_http<IO>(app: Arc<App>, io: IO, peer: std::net::SocketAddr, ticket: Arc<Ticket>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let stopping = app.life.stopping();
     let service_app = Arc::clone(&app);
-    let service = service_fn(move |req| {
+    let service_ticket = Arc::clone(&ticket);
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let app = Arc::clone(&service_app);
+        service_ticket.request_seen();
+        // So that whatever authenticates the request can say so.
+        req.extensions_mut().insert(Arc::clone(&service_ticket));
         async move { Ok::<_, Infallible>(crate::http::handle(app, req).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -179,15 +191,22 @@ where
         .serve_connection(FuturesIo::new(io), service)
         .with_upgrades();
     let mut conn = pin!(conn);
-    let first = async { Some(conn.as_mut().await) }
+    let first = async { Some(Some(conn.as_mut().await)) }
+        .or(async {
+            let why = ticket.closed().await;
+            tracing::debug!(%peer, ?why, "unauthenticated connection closed");
+            None
+        })
         .or(async {
             stopping.await;
-            None
+            Some(None)
         })
         .await;
     let result = match first {
-        Some(result) => result,
-        None => {
+        Some(Some(result)) => result,
+        // Closed at once: dropping the connection closes the socket.
+        None => return,
+        Some(None) => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }

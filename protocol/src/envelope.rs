@@ -30,8 +30,15 @@ pub struct Envelope {
 pub enum DecodeError {
     #[error("message of {len} bytes exceeds the {max}-byte limit")]
     TooLarge { len: usize, max: usize },
-    #[error("not a protocol envelope: {0}")]
-    NotAnEnvelope(#[source] serde_json::Error),
+    /// Not `{"type": string, "requestId"?: string, "data"?: ...}`; the
+    /// `requestId` is still recovered when the text is a JSON object
+    /// whose `requestId` is a valid one.
+    #[error("not a protocol envelope: {source}")]
+    NotAnEnvelope {
+        request_id: Option<String>,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("unknown message type {ty:?}")]
     UnknownType {
         ty: String,
@@ -52,9 +59,9 @@ impl DecodeError {
     /// The `requestId` of the offending message, when it could be read.
     pub fn request_id(&self) -> Option<&str> {
         match self {
-            Self::UnknownType { request_id, .. } | Self::BadData { request_id, .. } => {
-                request_id.as_deref()
-            }
+            Self::UnknownType { request_id, .. }
+            | Self::BadData { request_id, .. }
+            | Self::NotAnEnvelope { request_id, .. } => request_id.as_deref(),
             _ => None,
         }
     }
@@ -64,7 +71,7 @@ impl DecodeError {
         let code = match self {
             Self::TooLarge { .. } => ErrorCode::TooLarge,
             Self::UnknownType { .. } => ErrorCode::UnknownType,
-            Self::NotAnEnvelope(_) | Self::BadData { .. } | Self::BadRequestId => {
+            Self::NotAnEnvelope { .. } | Self::BadData { .. } | Self::BadRequestId => {
                 ErrorCode::MalformedMessage
             }
         };
@@ -242,7 +249,10 @@ impl Envelope {
             });
         }
         let raw: RawEnvelope<'_> =
-            serde_json::from_str(text).map_err(DecodeError::NotAnEnvelope)?;
+            serde_json::from_str(text).map_err(|source| DecodeError::NotAnEnvelope {
+                request_id: request_id_only(text),
+                source,
+            })?;
         if let Some(id) = &raw.request_id {
             if !valid_request_id(id) {
                 return Err(DecodeError::BadRequestId);
@@ -261,6 +271,20 @@ impl Envelope {
     pub fn encode(&self) -> String {
         self.body.encode_with(self.request_id.as_deref())
     }
+}
+
+/// The valid `requestId` of a JSON object that is not an envelope (e.g.
+/// no `type`, or a `type` that is not a string), if it has one.
+fn request_id_only(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        #[serde(rename = "requestId", default)]
+        request_id: Option<String>,
+    }
+    serde_json::from_str::<IdOnly>(text)
+        .ok()?
+        .request_id
+        .filter(|id| valid_request_id(id))
 }
 
 /// A `requestId` is 1 to 64 printable ASCII characters.

@@ -317,6 +317,13 @@ impl Conn {
             Ok(envelope) => envelope,
             Err(error) => {
                 tracing::info!(worker_id = %self.worker_id, %error, "undecodable message");
+                // A broken reply to a request still waiting ends it now,
+                // instead of leaving its caller to the deadline.
+                if let Some(id) = error.request_id().filter(|_| self.registered.is_some()) {
+                    self.app
+                        .hub
+                        .fail_undecodable(&self.worker_id, id, error.to_string());
+                }
                 self.reply_error(error.request_id().map(str::to_owned), error.to_reply())
                     .await?;
                 if self.registered.is_none() {

@@ -122,6 +122,10 @@ pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
     command
         .validate()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // The audit entry names the container (placed or not) by its path,
+    // as the entries of every later call on it do.
+    let target = format!("/v1/containers/{}", command.container_id);
+    caller.noted(None, None, Some(&target));
     // Authorise the tenant before anything (placement included) looks further.
     let tenant = caller.tenant(app, &command.tenant_id, Need::Use).await?;
     let wishes = super::schedule::Wishes {

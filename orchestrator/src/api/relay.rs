@@ -19,6 +19,7 @@
 //! | agent `unavailable` | 503 | `unavailable` |
 //! | agent `timeout` | 504 | `timeout` |
 //! | any other agent code, or a reply of the wrong type | 502 | the code, or `bad_reply` |
+//! | a message naming the request that does not decode | 502 | `bad_reply` |
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,6 +41,7 @@ pub(crate) fn worker_error(error: HubError) -> ApiError {
         HubError::Disconnected { .. } => (StatusCode::SERVICE_UNAVAILABLE, "worker_disconnected"),
         HubError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
         HubError::RequestId(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        HubError::BadReply { .. } => (StatusCode::BAD_GATEWAY, "bad_reply"),
         HubError::Agent { error: reply, .. } => {
             let status = match reply.code {
                 ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,

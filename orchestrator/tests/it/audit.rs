@@ -40,7 +40,7 @@ fn calls_and_commands_are_audited_per_tenant_with_their_outcome() {
             .await;
         assert_eq!(code, 200, "{body}");
         // An agent error is recorded with its code, on the call and the command.
-        let task = fx.spawn("POST", "/v1/containers/a-1/stop", None);
+        let task = fx.spawn("POST", "/v1/containers/a-1/stop", Some(json!({})));
         let cmd = next_command(&mut fx.agent).await;
         answer_error(&mut fx.agent, &cmd, "engine_failed", "podman broke").await;
         let (code, _) = task.await;
@@ -205,6 +205,53 @@ fn a_call_whose_client_hangs_up_is_still_audited_and_recorded() {
             fx.container("h-1").await["state"],
             "running",
             "the worker's answer is recorded"
+        );
+        fx.stop().await;
+    });
+}
+
+/// The entry of a create names the container it made by its path, as the
+/// entries of later calls on it do, whether the caller named the worker or
+/// placement chose one.
+#[test]
+fn a_create_is_audited_under_the_container_it_made() {
+    smol::block_on(async {
+        let mut fx = Fixture::start("audit-create").await;
+        fx.create("pinned-1", "pinned").await;
+        let placed = json!({
+            "id": "placed-1", "tenantId": fx.tenant_id, "name": "placed", "image": IMAGE
+        });
+        let task = fx.spawn("POST", "/v1/containers", Some(placed));
+        // A local image: placement asks the worker whether it has it.
+        let cmd = next_command(&mut fx.agent).await;
+        assert_eq!(cmd.ty, "images.list", "{cmd:?}");
+        let image = json!({ "id": "sha", "names": [IMAGE], "sizeBytes": 1 });
+        answer(&mut fx.agent, &cmd, json!({ "images": [image] })).await;
+        let cmd = next_command(&mut fx.agent).await;
+        assert_eq!(cmd.ty, "container.create", "{cmd:?}");
+        let info = info("placed-1", &fx.tenant_id, "placed", "created");
+        answer(
+            &mut fx.agent,
+            &cmd,
+            json!({ "container": info, "created": true }),
+        )
+        .await;
+        let (status, body) = task.await;
+        assert_eq!(status, 201, "{body}");
+
+        let log = entries(&fx.server, &format!("tenantId={}", fx.tenant_id)).await;
+        let creates: Vec<_> = log
+            .iter()
+            .filter(|e| e["kind"] == "api" && e["action"] == "POST /v1/containers")
+            .map(|e| (e["target"].clone(), e["outcome"].clone()))
+            .collect();
+        assert_eq!(
+            creates,
+            [
+                (json!("/v1/containers/placed-1"), json!("ok")),
+                (json!("/v1/containers/pinned-1"), json!("ok")),
+            ],
+            "{log:?}"
         );
         fx.stop().await;
     });

@@ -464,7 +464,7 @@ fn container_records_survive_a_restart() {
         assert_eq!(before[0]["state"], "running");
         // The worker is offline after the restart: commands answer 503 at once.
         let (code, body) = server
-            .admin("POST", "/v1/containers/job-1/stop", None)
+            .admin("POST", "/v1/containers/job-1/stop", Some(json!({})))
             .await;
         assert_error(code, &body, 503, "worker_offline");
         server.stop().await;

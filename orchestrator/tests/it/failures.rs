@@ -251,7 +251,7 @@ fn a_slow_exec_does_not_block_a_stop_on_the_same_worker() {
             .relay(
                 "POST",
                 "/v1/containers/job-1/stop",
-                None,
+                Some(json!({})),
                 "container.stop",
                 stopped,
             )
@@ -324,6 +324,80 @@ fn solicited_replies_never_trip_the_rate_limit() {
                 json!({ "stats": [{ "containerId": "job-1", "cpuPercent": 1.0, "memoryUsed": 1, "pids": 1 }] }))
             .await;
         assert_eq!(code, 200, "{body}");
+        fx.stop().await;
+    });
+}
+
+/// A reply naming a pending request that does not decode (a field missing,
+/// no `type`, an unknown `type`) fails that request at once with 502
+/// `bad_reply` naming what was wrong, instead of leaving it to its
+/// deadline; the agent is told too, and the connection stays.
+#[test]
+fn an_undecodable_reply_fails_its_request_at_once() {
+    smol::block_on(async {
+        // Deadlines of an hour: an answer within the HTTP helper's 10 s
+        // can only be the broken reply's doing.
+        let hour = Duration::from_secs(3600);
+        let opts = Options {
+            timeouts: orchestrator::Timeouts {
+                create: hour,
+                exec_grace: hour,
+                build: hour,
+                command: hour,
+            },
+            ..Options::default()
+        };
+        let mut fx = Fixture::start_with("undecodable", opts).await;
+        fx.create("job-1", "dev").await;
+        // Each broken reply (its requestId filled in) and what the error names.
+        let broken = [
+            (
+                json!({ "type": "container.exec.result",
+                    "data": { "exitCode": 0, "stderr": "" } }),
+                "stdout",
+            ),
+            (
+                json!({ "data": { "stdout": "" } }),
+                "not a protocol envelope",
+            ),
+            (
+                json!({ "type": "container.exec.outcome", "data": {} }),
+                "container.exec.outcome",
+            ),
+        ];
+        for (mut reply, named) in broken {
+            let exec = Some(json!({ "command": ["true"] }));
+            let task = fx.spawn("POST", "/v1/containers/job-1/exec", exec);
+            let cmd = next_command(&mut fx.agent).await;
+            assert_eq!(cmd.ty, "container.exec");
+            reply["requestId"] = json!(cmd.id);
+            fx.agent.send_json(&reply).await;
+            let (code, body) = task.await;
+            assert_error(code, &body, 502, "bad_reply");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains(named), "{message}");
+            assert!(message.contains("container.exec"), "{message}");
+            // The agent hears why its message was refused.
+            let told = fx.agent.recv_json().await;
+            assert_eq!(
+                (&told["type"], &told["requestId"]),
+                (&json!("error"), &json!(cmd.id)),
+                "{told}"
+            );
+        }
+        // The same connection still carries commands.
+        let result = json!({ "exitCode": 0, "stdout": "ok\n", "stderr": "" });
+        let exec = Some(json!({ "command": ["echo", "ok"] }));
+        let (code, body, _) = fx
+            .relay(
+                "POST",
+                "/v1/containers/job-1/exec",
+                exec,
+                "container.exec",
+                result,
+            )
+            .await;
+        assert_eq!((code, &body["stdout"]), (200, &json!("ok\n")), "{body}");
         fx.stop().await;
     });
 }

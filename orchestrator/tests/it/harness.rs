@@ -62,6 +62,8 @@ pub struct Options {
     pub offline_grace: Duration,
     /// How long a terminal session may have no viewer.
     pub terminal_grace: Duration,
+    /// Caps on unauthenticated connections (`None`: serve's defaults).
+    pub connections: Option<orchestrator::ConnectionLimits>,
 }
 
 impl Default for Options {
@@ -74,6 +76,7 @@ impl Default for Options {
             drain: Duration::ZERO,
             offline_grace: orchestrator::presence::DEFAULT_OFFLINE_GRACE,
             terminal_grace: orchestrator::terminal::DEFAULT_GRACE,
+            connections: None,
         }
     }
 }
@@ -94,6 +97,9 @@ impl Server {
         config.drain = opts.drain;
         config.offline_grace = opts.offline_grace;
         config.terminal_grace = opts.terminal_grace;
+        if let Some(limits) = opts.connections {
+            config.connections = limits;
+        }
         let (ready_tx, ready_rx) = smol::channel::bounded(1);
         config.on_ready = Some(Box::new(move |ready| {
             let _ = ready_tx.try_send(ready.clone());

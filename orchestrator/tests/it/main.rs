@@ -14,6 +14,8 @@ mod agent;
 mod api;
 mod audit;
 mod authz;
+mod bodies;
+mod connections;
 mod containers;
 mod durability;
 mod failures;

@@ -106,7 +106,7 @@ fn an_inventory_never_overrides_what_this_connection_has_since_done() {
         fx.relay(
             "POST",
             "/v1/containers/job-1/stop",
-            None,
+            Some(json!({})),
             "container.stop",
             exited,
         )

@@ -232,7 +232,7 @@ fn cordon_refuses_new_containers_and_drain_refuses_all_new_work() {
             .relay(
                 "POST",
                 "/v1/containers/c1/stop",
-                None,
+                Some(json!({})),
                 "container.stop",
                 stopped,
             )

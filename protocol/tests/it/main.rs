@@ -86,6 +86,22 @@ fn bad_data_names_the_type_and_keeps_the_request_id() {
 }
 
 #[test]
+fn a_broken_envelope_keeps_its_request_id_when_it_has_a_valid_one() {
+    for text in [
+        r#"{"requestId":"r-2","data":{}}"#,
+        r#"{"type":7,"requestId":"r-2"}"#,
+        r#"{"type":"container.exec.result","requestId":"r-2","data":{"exitCode":0}}"#,
+    ] {
+        let err = Envelope::decode(text).unwrap_err();
+        assert_eq!(err.request_id(), Some("r-2"), "{text}: {err}");
+        assert_eq!(err.to_reply().code, ErrorCode::MalformedMessage);
+    }
+    for text in [r#"{"type":7,"requestId":"has space"}"#, "[1]", "{"] {
+        assert_eq!(Envelope::decode(text).unwrap_err().request_id(), None);
+    }
+}
+
+#[test]
 fn garbage_never_panics() {
     let inputs = [
         "",
