@@ -9,6 +9,7 @@ mod fake_terminal;
 mod harness;
 mod people;
 
+mod admission;
 mod agent;
 mod api;
 mod audit;
