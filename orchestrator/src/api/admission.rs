@@ -228,7 +228,7 @@ pub(crate) async fn enrol(
                     decision: Some(decision),
                 });
                 match s.enroll(&join_hash, now, &new, admitted)? {
-                    Enrolment::Enrolled(worker, tenant) => return Ok(Ok((worker, tenant))),
+                    Enrolment::Enrolled(worker, tenant) => return Ok(Ok((*worker, tenant))),
                     Enrolment::Refused(refusal) => return Ok(Err(refusal)),
                     Enrolment::Decide { tenant, usage } => {
                         last_tenant.clone_from(&tenant.id);

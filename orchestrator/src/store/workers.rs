@@ -49,7 +49,7 @@ pub struct FleetEnrolment {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Enrolment {
     /// The worker (with its tenant, for a tenant's token) was created.
-    Enrolled(Worker, Option<Tenant>),
+    Enrolled(Box<Worker>, Option<Tenant>),
     /// The token was refused; nothing changed.
     Refused(JoinRefusal),
     /// A tenant's token, without an admission decided on the tenant's usage
@@ -173,7 +173,7 @@ impl Store {
             (worker, tenant)
         };
         txn.commit().map_err(failed("commit an enrolment"))?;
-        Ok(Enrolment::Enrolled(enrolled.0, enrolled.1))
+        Ok(Enrolment::Enrolled(Box::new(enrolled.0), enrolled.1))
     }
 
     /// The join token stored under `hash_hex`, if any (used or not): read
