@@ -7,6 +7,7 @@
 //! stored records live in `store`, and conversion happens in these modules
 //! only. Every write is committed by the store before the handler answers.
 
+mod admission;
 pub mod audit;
 pub mod containers;
 pub mod decisions;
@@ -242,13 +243,9 @@ pub(crate) async fn create_join_token(
     ))
 }
 
-/// Serialises enrolments, so a tenant's self-hosted worker limit is checked
-/// and taken in one step (enrolment is rare).
-static ENROLMENT: smol::lock::Mutex<()> = smol::lock::Mutex::new(());
-
 /// `POST /v1/enroll`: a join token becomes a worker credential, once. A
 /// byom token's tenant must have room in its plan for one more self-hosted
-/// worker ([`schedule::admit_enrolment`]); a refusal leaves the token unused.
+/// worker ([`admission::enrol`]); a refusal leaves the token unused.
 pub(crate) async fn enroll(
     app: &std::sync::Arc<App>,
     req: Request<Incoming>,
@@ -270,20 +267,7 @@ pub(crate) async fn enroll(
         credential_hash: auth::hash_hex(&credential),
     };
     let join_hash = auth::hash_hex(&body.join_token);
-    let _enrolling = ENROLMENT.lock().await;
-    let key = join_hash.clone();
-    let token = app.store.call(move |s| s.get_join_token(&key)).await?;
-    if let Some(token) = token.filter(|t| t.fleet.is_none() && !t.used) {
-        let id = token.tenant_id.clone();
-        if let Some(tenant) = app.store.call(move |s| s.get_tenant(&id)).await? {
-            schedule::admit_enrolment(app, &tenant).await?;
-        }
-    }
-    let now = now_ms();
-    let outcome = app
-        .store
-        .call(move |s| s.enroll(&join_hash, now, new))
-        .await?;
+    let outcome = admission::enrol(app, join_hash, new).await?;
     let (worker, tenant) = match outcome {
         Ok(pair) => pair,
         Err(refusal) => {

@@ -26,6 +26,7 @@ mod policies;
 mod records;
 mod terminals;
 mod tokens;
+mod usage;
 mod workers;
 
 use std::path::{Path, PathBuf};
@@ -38,7 +39,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use audit::{AuditEntry, AuditScope, AuditWrite, AuditWritten, INTERRUPTED, MAX_AUDIT_PAGE};
-pub use containers::CreateOutcome;
+pub use containers::{AdmittedCreate, CreateOutcome};
 pub use decisions::{DecisionRecord, MAX_DECISION_PAGE};
 pub use history::Pruned;
 pub use identity::{Member, MemberChange, Org, Role, DEFAULT_ORG_NAME};
@@ -47,7 +48,8 @@ pub use policies::{ActiveEntry, ActivePolicy, LegacyActive, PolicyRecord, Rolled
 pub use records::*;
 pub use terminals::TerminalRecord;
 pub use tokens::MemberToken;
-pub use workers::{FleetEnrolment, WorkerFlags, WorkerMode};
+pub use usage::TenantUsage;
+pub use workers::{Admitted, Enrolment, FleetEnrolment, WorkerFlags, WorkerMode};
 
 /// Tenant id -> [`Tenant`] (JSON).
 const TENANTS: TableDefinition<&str, &str> = TableDefinition::new("tenants");
@@ -214,6 +216,7 @@ impl Store {
         ] {
             txn.open_table(table).map_err(failed("create the tables"))?;
         }
+        usage::recount(&txn)?;
         txn.commit().map_err(failed("commit the tables"))?;
         tracing::debug!(path = %path.display(), "store opened");
         Ok(Self { db })
@@ -333,88 +336,6 @@ impl Store {
         txn.commit().map_err(failed("commit a join token"))
     }
 
-    /// Exchange a join token for a new worker, atomically: the token is
-    /// checked and marked used in the same write transaction that creates
-    /// the worker, and redb serializes write transactions, so a token is
-    /// used at most once even under concurrent enrolments. A tenant's token
-    /// makes a byom worker of that tenant; a fleet token makes a fleet
-    /// worker (no tenant) in its region.
-    pub fn enroll(
-        &self,
-        join_hash_hex: &str,
-        now_ms: u64,
-        new: NewWorker,
-    ) -> Result<Result<(Worker, Option<Tenant>), JoinRefusal>, StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let enrolled = {
-            let mut tokens = txn
-                .open_table(JOIN_TOKENS)
-                .map_err(failed("open join tokens"))?;
-            let Some(mut token) = get_json::<JoinToken>(&tokens, "join_tokens", join_hash_hex)?
-            else {
-                return Ok(Err(JoinRefusal::Unknown));
-            };
-            if token.used {
-                return Ok(Err(JoinRefusal::Used));
-            }
-            if now_ms >= token.expires_at {
-                return Ok(Err(JoinRefusal::Expired));
-            }
-            let tenant = match token.fleet {
-                Some(_) => None,
-                None => {
-                    let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
-                    let tenant = get_json::<Tenant>(&tenants, "tenants", &token.tenant_id)?
-                        .ok_or_else(|| StoreError::NotFound {
-                            what: "tenant",
-                            id: token.tenant_id.clone(),
-                        })?;
-                    Some(tenant)
-                }
-            };
-            token.used = true;
-            tokens
-                .insert(join_hash_hex, encode(&token).as_str())
-                .map_err(failed("mark a join token used"))?;
-            let fleet = token.fleet.clone();
-            let worker = Worker {
-                id: new.id,
-                tenant_id: tenant.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
-                name: new.name,
-                hostname: new.hostname,
-                credential_hash: new.credential_hash,
-                revoked: false,
-                enrolled_at: now_ms,
-                connected_at: None,
-                register: None,
-                mode: if fleet.is_some() {
-                    WorkerMode::Fleet
-                } else {
-                    WorkerMode::Byom
-                },
-                region: fleet.as_ref().map(|f| f.region.clone()),
-                enrolled_platform: fleet.and_then(|f| f.platform),
-                cordoned: false,
-                draining: false,
-                deleted_at: None,
-                pending_credential_hash: None,
-            };
-            let mut workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
-            workers
-                .insert(worker.id.as_str(), encode(&worker).as_str())
-                .map_err(failed("insert a worker"))?;
-            let mut creds = txn
-                .open_table(CREDENTIALS)
-                .map_err(failed("open credentials"))?;
-            creds
-                .insert(worker.credential_hash.as_str(), worker.id.as_str())
-                .map_err(failed("insert a credential"))?;
-            (worker, tenant)
-        };
-        txn.commit().map_err(failed("commit an enrolment"))?;
-        Ok(Ok(enrolled))
-    }
-
     /// The worker a credential (by hash) belongs to, revoked or not.
     pub fn worker_by_credential(&self, hash_hex: &str) -> Result<Option<Worker>, StoreError> {
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
@@ -513,10 +434,12 @@ impl Store {
                     id: id.to_owned(),
                 }
             })?;
+            let before = worker.clone();
             change(&mut worker)?;
             workers
                 .insert(id, encode(&worker).as_str())
                 .map_err(failed(op))?;
+            usage::Counts::open(&txn)?.worker(Some(&before), Some(&worker))?;
             worker
         };
         txn.commit().map_err(failed(op))?;

@@ -133,15 +133,17 @@ pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
         arch: body.arch,
         region: body.region,
     };
-    let pinned = body.worker_id.is_some();
-    let worker_id = match body.worker_id {
-        Some(id) if wishes.is_empty() => id,
+    let (worker_id, placed) = match body.worker_id {
+        Some(id) if wishes.is_empty() => (id, None),
         Some(_) => {
             return Err(ApiError::bad_request(
                 "platform, arch and region are placement wishes: give them without workerId",
             ))
         }
-        None => super::schedule::choose(app, &caller, &command, wishes).await?,
+        None => {
+            let placed = super::schedule::choose(app, &caller, &command, wishes).await?;
+            (placed.worker_id.clone(), Some(placed))
+        }
     };
     if !auth::is_uuid(&worker_id) {
         return Err(ApiError::bad_request(
@@ -191,12 +193,9 @@ pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
         rev: 0,
     };
     let stored = record.clone();
-    let inserted = if pinned {
-        super::schedule::admit_pinned(app, &tenant, &command, stored).await?
-    } else {
-        // Placement ran (and stored) admission already.
-        app.store.call(move |s| s.create_container(&stored)).await?
-    };
+    // Admission and the insert it allows, one step (placement's admission
+    // is re-checked there).
+    let inserted = super::admission::insert(app, &tenant, &command, stored, placed).await?;
     match inserted {
         CreateOutcome::Created => {}
         // A concurrent create of the same id won the insert.

@@ -1,10 +1,10 @@
 //! `POST /v1/containers` without a `workerId`: admit, then place, then the
-//! ordinary create on the chosen worker. With a `workerId`: admit only
-//! (`admit_pinned`), so plan limits hold however a container is asked for.
+//! ordinary create on the chosen worker, whose insert re-checks admission
+//! (`api::admission`). With a `workerId`: admission only, at the insert, so
+//! plan limits hold however a container is asked for.
 //!
-//! The inputs come from the store (the tenant's plan, its containers by
-//! state, every worker with its last heartbeat) and the hub (who is online
-//! now). Both decisions run on the blocking pool (they are CPU work in
+//! The inputs come from the store (the tenant's plan, its usage counters,
+//! every worker with its last heartbeat) and the hub (who is online now). Both decisions run on the blocking pool (they are CPU work in
 //! wasmtime). Every decision is stored with its explanation, whatever the
 //! outcome, and its id is named in every answer:
 //!
@@ -30,15 +30,16 @@ use protocol::container::{ContainerCreate, Profile as WireProfile};
 use protocol::Body;
 use serde::Deserialize;
 
+use super::admission::Placed;
 use crate::authz::{Caller, Need};
 use crate::http::ApiError;
 use crate::policy::{
     Admission, Decided, PlanInput, Profile, Request, Usage, WorkerInput, WorkerMode,
 };
 use crate::presence::{presence, Presence};
-use crate::store::{ContainerRecord, CreateOutcome, StoreError};
 use crate::store::{
-    ContainerState, DecisionRecord, HeartbeatRecord, Tenant, Worker, WorkerMode as StoredMode,
+    DecisionRecord, HeartbeatRecord, StoreError, Tenant, TenantUsage, Worker,
+    WorkerMode as StoredMode,
 };
 use crate::{auth, now_ms, App};
 
@@ -81,22 +82,31 @@ fn failed(code: &'static str, status: StatusCode, message: String) -> ApiError {
     }
 }
 
-/// Run admission and placement for `command`; the chosen worker's id.
+/// Run admission and placement for `command`: the chosen worker, and the
+/// usage admission allowed the create on (the insert checks it is still
+/// the tenant's: `api::admission::insert`).
 pub(crate) async fn choose(
     app: &Arc<App>,
     caller: &Caller,
     command: &ContainerCreate,
     wishes: Wishes,
-) -> Result<String, ApiError> {
+) -> Result<Placed, ApiError> {
     let tenant = caller.tenant(app, &command.tenant_id, Need::Use).await?;
     // A retry of a create that was placed already goes where it went.
     let id = command.container_id.clone();
     if let Some(existing) = app.store.read_now(move |s| s.get_container(&id))? {
-        return Ok(existing.worker_id);
+        return Ok(Placed {
+            worker_id: existing.worker_id,
+            decided: None,
+        });
     }
-    let (records, workers) = tenant_state(app, &tenant).await?;
+    let key = tenant.id.clone();
+    let (counted, workers) = app
+        .store
+        .call(move |s| Ok::<_, StoreError>((s.tenant_usage(&key)?, s.list_workers()?)))
+        .await?;
     let now = now_ms();
-    let usage = usage_of(&tenant, records.iter().map(|r| r.state), &workers);
+    let usage = usage_of(&counted);
     let plan = plan_of(&tenant);
     let request = request_of(&tenant, command, wishes, None);
     let mut candidates: Vec<WorkerInput> = workers
@@ -203,11 +213,14 @@ pub(crate) async fn choose(
     explanation["chosenWorkerId"] = serde_json::Value::String(worker_id.clone());
     store(app, record("placed", explanation)).await?;
     tracing::info!(decision_id = %id, tenant_id = %tenant.id, %worker_id, module = %placed.module, "container placed");
-    Ok(worker_id)
+    Ok(Placed {
+        worker_id,
+        decided: Some((request, counted)),
+    })
 }
 
 /// The policies' view of a create.
-fn request_of(
+pub(super) fn request_of(
     tenant: &Tenant,
     command: &ContainerCreate,
     wishes: Wishes,
@@ -229,91 +242,11 @@ fn request_of(
     }
 }
 
-/// What admission and placement read: the tenant's container records and
-/// every worker with its last heartbeat, in one read transaction each.
-async fn tenant_state(app: &App, tenant: &Tenant) -> Result<TenantState, ApiError> {
-    let key = tenant.id.clone();
-    let state = app
-        .store
-        .call(move |s| {
-            Ok::<_, crate::store::StoreError>((s.list_containers(&key)?, s.list_workers()?))
-        })
-        .await?;
-    Ok(state)
-}
-
-type TenantState = (
-    Vec<crate::store::ContainerRecord>,
-    Vec<(Worker, Option<HeartbeatRecord>)>,
-);
-
-/// The tenant's plan and usage now (its containers by state, its
-/// self-hosted workers).
-async fn plan_and_usage(app: &App, tenant: &Tenant) -> Result<(PlanInput, Usage), ApiError> {
-    let (records, workers) = tenant_state(app, tenant).await?;
-    Ok((
-        plan_of(tenant),
-        usage_of(tenant, records.iter().map(|r| r.state), &workers),
-    ))
-}
-
-/// Plan limits for a create that names its worker: the tenant's admission
-/// policy decides as for any create (placement does not run: the caller
-/// chose, and the create path has checked that worker). The decision is
-/// stored (`admitted`, `denied` or `failed`); a denial is 403 `plan_limit`.
-/// Admitted, `record` is inserted ([`crate::store::Store::create_container`]'s outcome is
-/// returned). Reading the tenant's state, the policy call and the writes
-/// make one trip to the blocking pool: each trip costs two thread wake-ups,
-/// which on a small machine are most of what a create adds to Podman.
-pub(crate) async fn admit_pinned(
-    app: &Arc<App>,
-    tenant: &Tenant,
-    command: &ContainerCreate,
-    record: ContainerRecord,
-) -> Result<CreateOutcome, ApiError> {
-    let request = request_of(
-        tenant,
-        command,
-        Wishes::default(),
-        Some(record.worker_id.clone()),
-    );
-    let id = auth::uuid_v4()?;
-    let task_app = Arc::clone(app);
-    let owner = tenant.clone();
-    let admitted = app
-        .store
-        .call(move |s| {
-            let (states, workers) = (s.container_states(&owner.id)?, s.list_workers()?);
-            let (plan, usage) = (plan_of(&owner), usage_of(&owner, states, &workers));
-            let admitted = task_app.policies.admit(&request, &plan, &usage);
-            let (outcome, error) = admission_outcome(&admitted, &id);
-            let decision = DecisionRecord {
-                id,
-                tenant_id: owner.id.clone(),
-                at: now_ms(),
-                outcome: outcome.to_owned(),
-                container_id: Some(record.id.clone()),
-                explanation: serde_json::json!({
-                    "request": request,
-                    "plan": plan,
-                    "usage": usage,
-                    "admission": decided_json(&admitted),
-                    "chosenWorkerId": record.worker_id,
-                }),
-            };
-            s.put_decision(&decision)?;
-            task_app.metrics.policy_decision(&decision.outcome);
-            Ok::<_, StoreError>(match error {
-                None => Ok(s.create_container(&record)?),
-                Some(error) => Err(error),
-            })
-        })
-        .await?;
-    admitted
-}
-
 /// `admitted`, or `denied`/`failed` with the API error to answer.
-fn admission_outcome(admitted: &Decided<Admission>, id: &str) -> (&'static str, Option<ApiError>) {
+pub(super) fn admission_outcome(
+    admitted: &Decided<Admission>,
+    id: &str,
+) -> (&'static str, Option<ApiError>) {
     match &admitted.value {
         Ok(Admission::Allow) => ("admitted", None),
         Ok(Admission::Deny(reason)) => (
@@ -336,38 +269,6 @@ fn admission_outcome(admitted: &Decided<Admission>, id: &str) -> (&'static str, 
             )),
         ),
     }
-}
-
-/// Plan limits at enrolment: may `tenant` enrol one more self-hosted
-/// worker? Runs the tenant's admission policy (`admit-worker`) over its
-/// plan and usage, stores the decision, and answers 403 `plan_limit` with
-/// the policy's reason (503 `policy_failed` if the policy failed). The
-/// caller holds the enrolment lock, so two enrolments cannot both take the
-/// last slot.
-pub(crate) async fn admit_enrolment(app: &Arc<App>, tenant: &Tenant) -> Result<(), ApiError> {
-    let (plan, usage) = plan_and_usage(app, tenant).await?;
-    let policies = Arc::clone(&app.policies);
-    let (tenant_id, plan_in) = (tenant.id.clone(), plan.clone());
-    let admitted = smol::unblock(move || policies.admit_worker(&tenant_id, &plan_in, &usage)).await;
-    let explanation = serde_json::json!({
-        "enrolment": { "tenantId": tenant.id },
-        "plan": plan,
-        "usage": usage,
-        "admission": decided_json(&admitted),
-    });
-    let id = auth::uuid_v4()?;
-    let (outcome, error) = admission_outcome(&admitted, &id);
-    let record = DecisionRecord {
-        id: id.clone(),
-        tenant_id: tenant.id.clone(),
-        at: now_ms(),
-        outcome: outcome.to_owned(),
-        container_id: None,
-        explanation,
-    };
-    store(app, record).await?;
-    tracing::info!(decision_id = %id, tenant_id = %tenant.id, outcome, "enrolment admission");
-    error.map_or(Ok(()), Err)
 }
 
 /// Fill in the local images of every online candidate that could serve
@@ -413,7 +314,7 @@ async fn store(app: &App, record: DecisionRecord) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn decided_json<T: serde::Serialize>(d: &Decided<T>) -> serde_json::Value {
+pub(super) fn decided_json<T: serde::Serialize>(d: &Decided<T>) -> serde_json::Value {
     let (result, error) = match &d.value {
         Ok(v) => (serde_json::to_value(v).unwrap_or_default(), None),
         Err(e) => (serde_json::Value::Null, Some(e.to_string())),
@@ -421,7 +322,7 @@ fn decided_json<T: serde::Serialize>(d: &Decided<T>) -> serde_json::Value {
     serde_json::json!({ "module": d.module, "fallback": d.fallback, "result": result, "error": error })
 }
 
-fn plan_of(tenant: &Tenant) -> PlanInput {
+pub(super) fn plan_of(tenant: &Tenant) -> PlanInput {
     let limits = tenant.plan.limits();
     PlanInput {
         name: tenant.plan.name().to_owned(),
@@ -430,29 +331,17 @@ fn plan_of(tenant: &Tenant) -> PlanInput {
     }
 }
 
-fn usage_of(
-    tenant: &Tenant,
-    states: impl IntoIterator<Item = ContainerState>,
-    workers: &[(Worker, Option<HeartbeatRecord>)],
-) -> Usage {
-    let mut u = Usage::default();
-    for state in states {
-        let slot = match state {
-            ContainerState::Creating => &mut u.creating,
-            ContainerState::Created => &mut u.created,
-            ContainerState::Running => &mut u.running,
-            ContainerState::Exited => &mut u.exited,
-            ContainerState::Lost => &mut u.lost,
-            ContainerState::Failed => &mut u.failed,
-            ContainerState::Removed => continue,
-        };
-        *slot = slot.saturating_add(1);
+/// The policies' view of a tenant's usage counters.
+pub(super) fn usage_of(u: &TenantUsage) -> Usage {
+    Usage {
+        creating: u.creating,
+        created: u.created,
+        running: u.running,
+        exited: u.exited,
+        lost: u.lost,
+        failed: u.failed,
+        self_hosted_workers: u.workers,
     }
-    let own = workers.iter().filter(|(w, _)| {
-        w.mode == StoredMode::Byom && w.tenant_id == tenant.id && !w.revoked && !w.is_deleted()
-    });
-    u.self_hosted_workers = u32::try_from(own.count()).unwrap_or(u32::MAX);
-    u
 }
 
 /// A worker's stored floor (`RegisterInfo::security_floor`); a name this

@@ -1,5 +1,7 @@
-//! Container records: create-if-absent, read, list per tenant, update, and
-//! the reconcile of a worker's inventory, each one redb write transaction.
+//! Container records: create-if-absent (held to the plan's admission when
+//! asked), read, list per tenant, update, and the reconcile of a worker's
+//! inventory, each one redb write transaction that also keeps the tenant's
+//! usage counters (`store::usage`).
 //!
 //! Two index tables keep listings cheap: `tenantId/containerId` and
 //! `workerId/containerId` keys, scanned by prefix. A record's tenant and
@@ -9,9 +11,11 @@ use std::collections::HashSet;
 
 use redb::{ReadableDatabase, ReadableTable, Table};
 
+use super::usage::Counts;
 use super::{
-    decode, encode, failed, get_json, ContainerRecord, ContainerState, InventoryItem, Reconciled,
-    Store, StoreError, Tenant, CONTAINERS, TENANTS, TENANT_CONTAINERS, WORKER_CONTAINERS,
+    decisions, decode, encode, failed, get_json, Admitted, ContainerRecord, ContainerState,
+    InventoryItem, Reconciled, Store, StoreError, Tenant, TenantUsage, CONTAINERS, TENANTS,
+    TENANT_CONTAINERS, WORKER_CONTAINERS,
 };
 
 /// The note on a `creating` record that its worker's inventory lacks.
@@ -25,6 +29,16 @@ pub enum CreateOutcome {
     Created,
     /// A record with that id already existed; it is returned unchanged.
     Exists(Box<ContainerRecord>),
+}
+
+/// What [`Store::create_admitted`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdmittedCreate {
+    /// Inserted, or found (see [`CreateOutcome`]).
+    Done(CreateOutcome),
+    /// Nothing changed: the tenant's usage is no longer the one admission
+    /// decided on; this is it now.
+    Changed(TenantUsage),
 }
 
 /// The `[from, to)` key range of every index key starting with `prefix/`.
@@ -56,8 +70,10 @@ fn insert_record(
     containers: &mut Table<&str, &str>,
     by_tenant: &mut Table<&str, &str>,
     by_worker: &mut Table<&str, &str>,
+    counts: &mut Counts<'_>,
     record: &ContainerRecord,
 ) -> Result<(), StoreError> {
+    counts.container(&record.tenant_id, None, Some(record.state))?;
     containers
         .insert(record.id.as_str(), encode(record).as_str())
         .map_err(failed("insert a container"))?;
@@ -92,15 +108,52 @@ impl Store {
 
     /// Insert `record` unless a record with its id exists (then return that
     /// one, untouched): one transaction, so concurrent creates of one id
-    /// insert at most once.
+    /// insert at most once. Not held to the tenant's plan: API creates go
+    /// through [`Store::create_admitted`].
     pub fn create_container(&self, record: &ContainerRecord) -> Result<CreateOutcome, StoreError> {
+        match self.insert_container(record, None)? {
+            AdmittedCreate::Done(outcome) => Ok(outcome),
+            AdmittedCreate::Changed(_) => unreachable!("no usage to compare without admission"),
+        }
+    }
+
+    /// [`Store::create_container`] for a create admission allowed: inserted
+    /// only if the tenant's usage in this transaction is `admitted.usage`
+    /// (else [`AdmittedCreate::Changed`], nothing written), with the
+    /// decision stored beside it. The count admission checked and the
+    /// insert it allowed are one serialisable step, whoever else inserts.
+    pub fn create_admitted(
+        &self,
+        record: &ContainerRecord,
+        admitted: Admitted<'_>,
+    ) -> Result<AdmittedCreate, StoreError> {
+        self.insert_container(record, Some(admitted))
+    }
+
+    fn insert_container(
+        &self,
+        record: &ContainerRecord,
+        admitted: Option<Admitted<'_>>,
+    ) -> Result<AdmittedCreate, StoreError> {
         let txn = self.begin_api_write()?;
         {
             let mut containers = txn
                 .open_table(CONTAINERS)
                 .map_err(failed("open containers"))?;
             if let Some(existing) = get_json(&containers, "containers", &record.id)? {
-                return Ok(CreateOutcome::Exists(Box::new(existing)));
+                return Ok(AdmittedCreate::Done(CreateOutcome::Exists(Box::new(
+                    existing,
+                ))));
+            }
+            let mut counts = Counts::open(&txn)?;
+            if let Some(admitted) = admitted {
+                let now = counts.get(&record.tenant_id)?;
+                if now != *admitted.usage {
+                    return Ok(AdmittedCreate::Changed(now));
+                }
+                if let Some(decision) = admitted.decision {
+                    decisions::insert(&txn, decision)?;
+                }
             }
             let record = &ContainerRecord {
                 rev: super::stamp(),
@@ -112,10 +165,16 @@ impl Store {
             let mut by_worker = txn
                 .open_table(WORKER_CONTAINERS)
                 .map_err(failed("open the worker index"))?;
-            insert_record(&mut containers, &mut by_tenant, &mut by_worker, record)?;
+            insert_record(
+                &mut containers,
+                &mut by_tenant,
+                &mut by_worker,
+                &mut counts,
+                record,
+            )?;
         }
         txn.commit().map_err(failed("commit a container"))?;
-        Ok(CreateOutcome::Created)
+        Ok(AdmittedCreate::Done(CreateOutcome::Created))
     }
 
     pub fn get_container(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
@@ -137,17 +196,6 @@ impl Store {
         let mut out: Vec<ContainerRecord> = self.tenant_records(tenant_id)?;
         out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(out)
-    }
-
-    /// The state of each of `tenant_id`'s containers (removed ones too),
-    /// without decoding whole records: what admission counts.
-    pub fn container_states(&self, tenant_id: &str) -> Result<Vec<ContainerState>, StoreError> {
-        #[derive(serde::Deserialize)]
-        struct StateOnly {
-            state: ContainerState,
-        }
-        let states: Vec<StateOnly> = self.tenant_records(tenant_id)?;
-        Ok(states.into_iter().map(|s| s.state).collect())
     }
 
     /// Each of `tenant_id`'s records decoded as `T` (the whole record or
@@ -209,6 +257,7 @@ impl Store {
             containers
                 .insert(id, encode(&record).as_str())
                 .map_err(failed("update a container"))?;
+            Counts::open(&txn)?.container(&record.tenant_id, Some(before), Some(record.state))?;
             (before, record)
         };
         txn.commit().map_err(failed("commit a container update"))?;
@@ -252,6 +301,7 @@ impl Store {
                 .open_table(WORKER_CONTAINERS)
                 .map_err(failed("open the worker index"))?;
             let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
+            let mut counts = Counts::open(&txn)?;
             let known = ids_under(&by_worker, worker_id)?;
             let skip = |id: &str, reason: String| Reconciled::Skipped {
                 id: id.to_owned(),
@@ -286,7 +336,13 @@ impl Store {
                         last_error: None,
                         rev: super::stamp(),
                     };
-                    insert_record(&mut containers, &mut by_tenant, &mut by_worker, &record)?;
+                    insert_record(
+                        &mut containers,
+                        &mut by_tenant,
+                        &mut by_worker,
+                        &mut counts,
+                        &record,
+                    )?;
                     report.push(Reconciled::Adopted {
                         id: record.id,
                         state,
@@ -323,6 +379,7 @@ impl Store {
                 containers
                     .insert(id, encode(&record).as_str())
                     .map_err(failed("update a container"))?;
+                counts.container(&record.tenant_id, Some(from), Some(to))?;
                 report.push(Reconciled::Updated {
                     id: id.to_owned(),
                     from,
@@ -367,6 +424,7 @@ impl Store {
                 containers
                     .insert(id.as_str(), encode(&record).as_str())
                     .map_err(failed("mark a container lost"))?;
+                counts.container(&record.tenant_id, Some(from), Some(ContainerState::Lost))?;
                 report.push(Reconciled::Lost { id, from });
             }
         }

@@ -38,6 +38,23 @@ fn index_key(tenant_id: &str, at: u64, id: &str) -> String {
     format!("{tenant_id}/{at:020}/{id}")
 }
 
+/// Record `d` in `txn` (with the write its decision allowed).
+pub(super) fn insert(txn: &redb::WriteTransaction, d: &DecisionRecord) -> Result<(), StoreError> {
+    let mut table = txn
+        .open_table(DECISIONS)
+        .map_err(failed("open decisions"))?;
+    table
+        .insert(d.id.as_str(), encode(d).as_str())
+        .map_err(failed("store a decision"))?;
+    let mut index = txn
+        .open_table(TENANT_DECISIONS)
+        .map_err(failed("open tenant decisions"))?;
+    index
+        .insert(index_key(&d.tenant_id, d.at, &d.id).as_str(), "")
+        .map_err(failed("index a decision"))?;
+    Ok(())
+}
+
 impl Store {
     /// Record a decision (ids are unique; a second write replaces).
     /// Decisions are made while answering an API call
@@ -46,20 +63,7 @@ impl Store {
     /// entry carries it to disk before the answer goes out.
     pub fn put_decision(&self, d: &DecisionRecord) -> Result<(), StoreError> {
         let txn = self.begin_api_write()?;
-        {
-            let mut table = txn
-                .open_table(DECISIONS)
-                .map_err(failed("open decisions"))?;
-            table
-                .insert(d.id.as_str(), encode(d).as_str())
-                .map_err(failed("store a decision"))?;
-            let mut index = txn
-                .open_table(TENANT_DECISIONS)
-                .map_err(failed("open tenant decisions"))?;
-            index
-                .insert(index_key(&d.tenant_id, d.at, &d.id).as_str(), "")
-                .map_err(failed("index a decision"))?;
-        }
+        insert(&txn, d)?;
         txn.commit().map_err(failed("commit a decision"))
     }
 

@@ -1,6 +1,7 @@
-//! Worker administration in the store: fleet join tokens, cordon and drain
-//! flags, deletion, and the two-step credential rotation, each one redb
-//! write transaction committed before the method returns.
+//! Worker administration in the store: enrolment (a join token exchanged
+//! for a worker, held to the tenant's plan), fleet join tokens, cordon and
+//! drain flags, deletion, and the two-step credential rotation, each one
+//! redb write transaction committed before the method returns.
 //!
 //! Rotation keeps a worker reachable whatever fails: [`Store::begin_rotation`]
 //! commits the new credential as *pending* (accepted beside the current one)
@@ -12,8 +13,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    encode, failed, get_json, JoinToken, Store, StoreError, Worker, CREDENTIALS, JOIN_TOKENS,
-    WORKERS,
+    decisions, encode, failed, get_json, usage, DecisionRecord, JoinRefusal, JoinToken, NewWorker,
+    Store, StoreError, Tenant, TenantUsage, Worker, CREDENTIALS, JOIN_TOKENS, TENANTS, WORKERS,
 };
 
 /// What enrolment made a worker.
@@ -44,6 +45,28 @@ pub struct FleetEnrolment {
     pub platform: Option<String>,
 }
 
+/// What [`Store::enroll`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Enrolment {
+    /// The worker (with its tenant, for a tenant's token) was created.
+    Enrolled(Box<Worker>, Option<Tenant>),
+    /// The token was refused; nothing changed.
+    Refused(JoinRefusal),
+    /// A tenant's token, without an admission decided on the tenant's usage
+    /// now: nothing changed; decide on `usage` and enrol again.
+    Decide { tenant: Tenant, usage: TenantUsage },
+}
+
+/// An admission's verdict to apply in a write transaction: the usage it
+/// was decided on (the transaction goes ahead only if it is still the
+/// tenant's usage) and the decision, stored in the same transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Admitted<'a> {
+    pub usage: &'a TenantUsage,
+    /// `None` when the decision was stored already (placement's).
+    pub decision: Option<&'a DecisionRecord>,
+}
+
 /// A change to a worker's scheduling flags; `None` leaves a flag alone.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WorkerFlags {
@@ -52,6 +75,107 @@ pub struct WorkerFlags {
 }
 
 impl Store {
+    /// Exchange a join token for a new worker, atomically: the token is
+    /// checked and marked used in the same write transaction that creates
+    /// the worker, and redb serializes write transactions, so a token is
+    /// used at most once even under concurrent enrolments. A tenant's token
+    /// makes a byom worker of that tenant; a fleet token makes a fleet
+    /// worker (no tenant) in its region.
+    ///
+    /// A tenant's token enrols only with `admitted`: the usage its
+    /// admission decided on, which must be the tenant's usage in this
+    /// transaction, and that decision, stored with the worker. Otherwise
+    /// nothing changes and [`Enrolment::Decide`] names the usage to decide
+    /// on: the plan's worker limit is checked and taken in one step, however
+    /// many enrolments (or orchestrators) race for the last slot.
+    pub fn enroll(
+        &self,
+        join_hash_hex: &str,
+        now_ms: u64,
+        new: &NewWorker,
+        admitted: Option<Admitted<'_>>,
+    ) -> Result<Enrolment, StoreError> {
+        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        let enrolled = {
+            let mut tokens = txn
+                .open_table(JOIN_TOKENS)
+                .map_err(failed("open join tokens"))?;
+            let Some(mut token) = get_json::<JoinToken>(&tokens, "join_tokens", join_hash_hex)?
+            else {
+                return Ok(Enrolment::Refused(JoinRefusal::Unknown));
+            };
+            if token.used {
+                return Ok(Enrolment::Refused(JoinRefusal::Used));
+            }
+            if now_ms >= token.expires_at {
+                return Ok(Enrolment::Refused(JoinRefusal::Expired));
+            }
+            let mut counts = usage::Counts::open(&txn)?;
+            let tenant = match token.fleet {
+                Some(_) => None,
+                None => {
+                    let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
+                    let tenant = get_json::<Tenant>(&tenants, "tenants", &token.tenant_id)?
+                        .ok_or_else(|| StoreError::NotFound {
+                            what: "tenant",
+                            id: token.tenant_id.clone(),
+                        })?;
+                    let usage = counts.get(&tenant.id)?;
+                    match &admitted {
+                        Some(a) if *a.usage == usage => {
+                            if let Some(decision) = a.decision {
+                                decisions::insert(&txn, decision)?;
+                            }
+                        }
+                        _ => return Ok(Enrolment::Decide { tenant, usage }),
+                    }
+                    Some(tenant)
+                }
+            };
+            token.used = true;
+            tokens
+                .insert(join_hash_hex, encode(&token).as_str())
+                .map_err(failed("mark a join token used"))?;
+            let fleet = token.fleet.clone();
+            let worker = Worker {
+                id: new.id.clone(),
+                tenant_id: tenant.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
+                name: new.name.clone(),
+                hostname: new.hostname.clone(),
+                credential_hash: new.credential_hash.clone(),
+                revoked: false,
+                enrolled_at: now_ms,
+                connected_at: None,
+                register: None,
+                mode: if fleet.is_some() {
+                    WorkerMode::Fleet
+                } else {
+                    WorkerMode::Byom
+                },
+                region: fleet.as_ref().map(|f| f.region.clone()),
+                enrolled_platform: fleet.and_then(|f| f.platform),
+                cordoned: false,
+                draining: false,
+                deleted_at: None,
+                pending_credential_hash: None,
+            };
+            let mut workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
+            workers
+                .insert(worker.id.as_str(), encode(&worker).as_str())
+                .map_err(failed("insert a worker"))?;
+            counts.worker(None, Some(&worker))?;
+            let mut creds = txn
+                .open_table(CREDENTIALS)
+                .map_err(failed("open credentials"))?;
+            creds
+                .insert(worker.credential_hash.as_str(), worker.id.as_str())
+                .map_err(failed("insert a credential"))?;
+            (worker, tenant)
+        };
+        txn.commit().map_err(failed("commit an enrolment"))?;
+        Ok(Enrolment::Enrolled(Box::new(enrolled.0), enrolled.1))
+    }
+
     /// The join token stored under `hash_hex`, if any (used or not): read
     /// before an enrolment to find the tenant whose plan admits the worker.
     pub fn get_join_token(&self, hash_hex: &str) -> Result<Option<JoinToken>, StoreError> {

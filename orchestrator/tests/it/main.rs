@@ -10,6 +10,7 @@ mod harness;
 mod people;
 
 mod acknowledged;
+mod admission;
 mod agent;
 mod api;
 mod audit;

@@ -1,0 +1,243 @@
+//! Plan admission and the write it allows, as one serialisable step per
+//! tenant: a create's insert ([`insert`]) and an enrolment ([`enrol`]).
+//!
+//! The tenant's admission policy decides on a snapshot of the tenant's
+//! usage (the store's counters, one key: `store::usage`), outside any write
+//! transaction, so a slow policy never holds the store's writer. The write
+//! then goes through a store method given the usage the policy saw
+//! ([`crate::store::Admitted`]): in its own transaction it compares that
+//! usage with the tenant's usage now and writes only if they are equal,
+//! storing the decision beside the record. If the usage changed meanwhile
+//! (another create or enrolment of the tenant, a container changing state)
+//! nothing is written and the policy decides again on the new usage, up to
+//! [`ROUNDS`] times; then the call is refused with 503
+//! `admission_contended` (nothing recorded; a retry is safe). A denial
+//! needs no check: refusing on a usage the tenant held a moment ago is
+//! what a call ordered just before the change would have got.
+//!
+//! The check lives in the transaction, so it holds however many processes
+//! share the database. Within one process, calls for one tenant also take
+//! turns ([`turn`]): without that, N simultaneous creates of a tenant would
+//! decide N times on the same usage and all but one decide again, N² policy
+//! calls for a burst. The turn is only about wasted work, never about
+//! correctness.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use hyper::StatusCode;
+use protocol::container::ContainerCreate;
+
+use super::schedule::{admission_outcome, decided_json, plan_of, request_of, usage_of, Wishes};
+use crate::http::ApiError;
+use crate::policy::Request;
+use crate::store::{
+    Admitted, AdmittedCreate, ContainerRecord, CreateOutcome, DecisionRecord, Enrolment,
+    JoinRefusal, NewWorker, Store, Tenant, TenantUsage, Worker,
+};
+use crate::{auth, now_ms, App};
+
+/// Decisions per call before a tenant whose usage keeps changing is told
+/// to retry.
+pub const ROUNDS: usize = 16;
+
+/// Stripes of per-tenant turns (tenants sharing a stripe take turns too).
+const STRIPES: usize = 64;
+static TURNS: [smol::lock::Mutex<()>; STRIPES] = [const { smol::lock::Mutex::new(()) }; STRIPES];
+
+/// This process's turn to admit for `tenant_id`.
+async fn turn(tenant_id: &str) -> smol::lock::MutexGuard<'static, ()> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    tenant_id.hash(&mut h);
+    TURNS[(h.finish() % STRIPES as u64) as usize].lock().await
+}
+
+fn contended(tenant_id: &str) -> ApiError {
+    ApiError::Worker {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "admission_contended",
+        message: format!(
+            "tenant {tenant_id}'s usage changed under each of {ROUNDS} admission decisions; nothing was recorded: retry"
+        ),
+    }
+}
+
+/// What placement decided for a create without a `workerId`: the request
+/// admission allowed and the usage it allowed it on (`None` when the id
+/// was placed by an earlier call, whose record the insert finds).
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub worker_id: String,
+    pub(super) decided: Option<(Request, TenantUsage)>,
+}
+
+/// The admission policy's decision on `usage`: `Ok` an allowing decision
+/// (to store with the write), or the API error of a denial or failure,
+/// whose decision is stored here.
+fn decide(
+    app: &App,
+    s: &Store,
+    tenant: &Tenant,
+    usage: &TenantUsage,
+    ask: &Ask<'_>,
+) -> Result<Result<DecisionRecord, ApiError>, ApiError> {
+    let (plan, used) = (plan_of(tenant), usage_of(usage));
+    let (admitted, mut explanation) = match ask {
+        Ask::Create { request, .. } => {
+            let admitted = app.policies.admit(request, &plan, &used);
+            let e = serde_json::json!({ "request": request });
+            (admitted, e)
+        }
+        Ask::Enrolment => {
+            let admitted = app.policies.admit_worker(&tenant.id, &plan, &used);
+            let e = serde_json::json!({ "enrolment": { "tenantId": tenant.id } });
+            (admitted, e)
+        }
+    };
+    explanation["plan"] = serde_json::to_value(&plan).unwrap_or_default();
+    explanation["usage"] = serde_json::to_value(used).unwrap_or_default();
+    explanation["admission"] = decided_json(&admitted);
+    let id = auth::uuid_v4()?;
+    let (outcome, error) = admission_outcome(&admitted, &id);
+    let container_id = match ask {
+        Ask::Create { record, .. } => {
+            explanation["chosenWorkerId"] = serde_json::Value::String(record.worker_id.clone());
+            Some(record.id.clone())
+        }
+        Ask::Enrolment => None,
+    };
+    let decision = DecisionRecord {
+        id,
+        tenant_id: tenant.id.clone(),
+        at: now_ms(),
+        outcome: outcome.to_owned(),
+        container_id,
+        explanation,
+    };
+    app.metrics.policy_decision(&decision.outcome);
+    tracing::debug!(decision_id = %decision.id, tenant_id = %tenant.id, outcome, "admission");
+    Ok(match error {
+        None => Ok(decision),
+        Some(error) => {
+            s.put_decision(&decision)?;
+            Err(error)
+        }
+    })
+}
+
+/// What is being admitted.
+enum Ask<'a> {
+    Create {
+        request: &'a Request,
+        record: &'a ContainerRecord,
+    },
+    Enrolment,
+}
+
+/// Insert `record` (state `creating`) as admission allows: for a create
+/// that named its worker, the tenant's admission policy decides here; for
+/// one placement chose (`placed`), it decided already and decides again
+/// only if the tenant's usage changed since. Denied: 403 `plan_limit`
+/// with the policy's reason; the policy failed: 503 `policy_failed`.
+/// Every decision is stored (`admitted`, `denied` or `failed`; placement's
+/// own is `placed`).
+pub(crate) async fn insert(
+    app: &Arc<App>,
+    tenant: &Tenant,
+    command: &ContainerCreate,
+    record: ContainerRecord,
+    placed: Option<Placed>,
+) -> Result<CreateOutcome, ApiError> {
+    let _turn = turn(&tenant.id).await;
+    let decided = placed.and_then(|p| p.decided);
+    let pinned = || {
+        request_of(
+            tenant,
+            command,
+            Wishes::default(),
+            Some(record.worker_id.clone()),
+        )
+    };
+    let request = decided.as_ref().map_or_else(pinned, |(r, _)| r.clone());
+    let (task_app, tenant) = (Arc::clone(app), tenant.clone());
+    app.store
+        .call(move |s| {
+            let ask = Ask::Create {
+                request: &request,
+                record: &record,
+            };
+            let (mut usage, mut decision) = match decided {
+                Some((_, usage)) => (usage, None),
+                None => {
+                    let usage = s.tenant_usage(&tenant.id)?;
+                    (usage, Some(decide(&task_app, s, &tenant, &usage, &ask)??))
+                }
+            };
+            for _ in 0..ROUNDS {
+                let admitted = Admitted {
+                    usage: &usage,
+                    decision: decision.as_ref(),
+                };
+                match s.create_admitted(&record, admitted)? {
+                    AdmittedCreate::Done(outcome) => return Ok(outcome),
+                    AdmittedCreate::Changed(now) => {
+                        usage = now;
+                        decision = Some(decide(&task_app, s, &tenant, &usage, &ask)??);
+                    }
+                }
+            }
+            Err(contended(&tenant.id))
+        })
+        .await
+}
+
+/// `POST /v1/enroll`'s write: the join token (`join_hash`) exchanged for
+/// `new`, held to the tenant's self-hosted worker limit for a tenant's
+/// token (the `admit-worker` policy; 403 `plan_limit` with its reason, the
+/// token left unused). A fleet token has no tenant and no plan.
+pub(crate) async fn enrol(
+    app: &Arc<App>,
+    join_hash: String,
+    new: NewWorker,
+) -> Result<Result<(Worker, Option<Tenant>), JoinRefusal>, ApiError> {
+    let key = join_hash.clone();
+    let token = app.store.read_now(move |s| s.get_join_token(&key))?;
+    let tenant_id = token
+        .filter(|t| t.fleet.is_none() && !t.used)
+        .map(|t| t.tenant_id);
+    let _turn = match &tenant_id {
+        Some(id) => Some(turn(id).await),
+        None => None,
+    };
+    let task_app = Arc::clone(app);
+    app.store
+        .call(move |s| {
+            let now = now_ms();
+            // Decide on a snapshot first, so the enrolment's transaction
+            // normally finds the usage unchanged and writes at once.
+            let mut decided = None;
+            let mut last_tenant = tenant_id.clone().unwrap_or_default();
+            if let Some(tenant) = tenant_id.map(|id| s.get_tenant(&id)).transpose()?.flatten() {
+                let usage = s.tenant_usage(&tenant.id)?;
+                let decision = decide(&task_app, s, &tenant, &usage, &Ask::Enrolment)??;
+                decided = Some((usage, decision));
+            }
+            for _ in 0..ROUNDS {
+                let admitted = decided.as_ref().map(|(usage, decision)| Admitted {
+                    usage,
+                    decision: Some(decision),
+                });
+                match s.enroll(&join_hash, now, &new, admitted)? {
+                    Enrolment::Enrolled(worker, tenant) => return Ok(Ok((*worker, tenant))),
+                    Enrolment::Refused(refusal) => return Ok(Err(refusal)),
+                    Enrolment::Decide { tenant, usage } => {
+                        last_tenant.clone_from(&tenant.id);
+                        let decision = decide(&task_app, s, &tenant, &usage, &Ask::Enrolment)??;
+                        decided = Some((usage, decision));
+                    }
+                }
+            }
+            Err(contended(&last_tenant))
+        })
+        .await
+}
