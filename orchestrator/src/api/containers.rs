@@ -169,7 +169,16 @@ pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
 
     let id = command.container_id.clone();
     if let Some(existing) = app.store.read_now(move |s| s.get_container(&id))? {
-        return retried(app, existing, &worker_id, command, intent).await;
+        // A record that never reached the engine and counts against no
+        // plan is admitted again like a new one (the insert below revives
+        // it); every other one is answered or sent again as it stands.
+        if !matches!(
+            existing.state,
+            ContainerState::Lost | ContainerState::Failed
+        ) || existing.engine_id.is_some()
+        {
+            return retried(app, existing, &worker_id, command, intent).await;
+        }
     }
     // A retry above may settle its record; anything new must be admitted.
     super::workers::admits(&worker, super::workers::Work::Create)?;
@@ -196,13 +205,16 @@ pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
     // Admission and the insert it allows, one step (placement's admission
     // is re-checked there).
     let inserted = super::admission::insert(app, &tenant, &command, stored, placed).await?;
-    match inserted {
-        CreateOutcome::Created => {}
-        // A concurrent create of the same id won the insert.
+    let status = match inserted {
+        CreateOutcome::Created => StatusCode::CREATED,
+        // A retry of a create that never reached the engine, admitted again.
+        CreateOutcome::Revived => StatusCode::OK,
+        // A concurrent create of the same id won the insert, or the id
+        // names another container.
         CreateOutcome::Exists(existing) => {
             return retried(app, *existing, &worker_id, command, intent).await
         }
-    }
+    };
     tracing::info!(
         container_id = %record.id,
         tenant_id = %record.tenant_id,
@@ -210,7 +222,7 @@ pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
         state = "creating",
         "container recorded"
     );
-    send_create(app, &worker_id, command, StatusCode::CREATED, intent).await
+    send_create(app, &worker_id, command, status, intent).await
 }
 
 /// A create naming an id that already has a record.
@@ -240,15 +252,12 @@ async fn retried(
 
 /// A record whose create may never have reached the engine, so that a
 /// retry sends it again (the agent answers a create of an id it has
-/// idempotently): `creating` (no answer yet), or `lost` or `failed` with
-/// no engine id (the engine never reported the container). A `removed`
-/// record is final.
+/// idempotently): `creating` (no answer yet). A `lost` or `failed` record
+/// without an engine id never reached it either, but counts against no
+/// plan: the create path admits it again before it is sent
+/// ([`CreateOutcome::Revived`]). A `removed` record is final.
 fn never_created(record: &ContainerRecord) -> bool {
-    match record.state {
-        ContainerState::Creating => true,
-        ContainerState::Lost | ContainerState::Failed => record.engine_id.is_none(),
-        _ => false,
-    }
+    record.state == ContainerState::Creating
 }
 
 /// [`create_sent`] on its own task (see [`relay::detached`]), after

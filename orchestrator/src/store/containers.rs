@@ -29,6 +29,24 @@ pub enum CreateOutcome {
     Created,
     /// A record with that id already existed; it is returned unchanged.
     Exists(Box<ContainerRecord>),
+    /// A record with that id, of the same tenant, worker, name and image,
+    /// that never reached the engine and counts against no plan (`lost` or
+    /// `failed` without an engine id) was made `creating` again, admitted
+    /// like a new one: a retried create sends it again.
+    Revived,
+}
+
+/// Whether `existing` may be made `creating` again by a create of
+/// `record` (see [`CreateOutcome::Revived`]).
+fn revivable(existing: &ContainerRecord, record: &ContainerRecord) -> bool {
+    matches!(
+        existing.state,
+        ContainerState::Lost | ContainerState::Failed
+    ) && existing.engine_id.is_none()
+        && existing.tenant_id == record.tenant_id
+        && existing.worker_id == record.worker_id
+        && existing.name == record.name
+        && existing.image == record.image
 }
 
 /// What [`Store::create_admitted`] did.
@@ -140,9 +158,10 @@ impl Store {
             let mut containers = txn
                 .open_table(CONTAINERS)
                 .map_err(failed("open containers"))?;
-            if let Some(existing) = get_json(&containers, "containers", &record.id)? {
+            let existing = get_json::<ContainerRecord>(&containers, "containers", &record.id)?;
+            if let Some(existing) = existing.as_ref().filter(|e| !revivable(e, record)) {
                 return Ok(AdmittedCreate::Done(CreateOutcome::Exists(Box::new(
-                    existing,
+                    existing.clone(),
                 ))));
             }
             let mut counts = Counts::open(&txn)?;
@@ -154,6 +173,24 @@ impl Store {
                 if let Some(decision) = admitted.decision {
                     decisions::insert(&txn, decision)?;
                 }
+            }
+            if let Some(existing) = existing {
+                let before = existing.state;
+                let revived = ContainerRecord {
+                    state: ContainerState::Creating,
+                    last_error: None,
+                    updated_at: record.updated_at,
+                    rev: super::stamp(),
+                    ..existing
+                };
+                containers
+                    .insert(revived.id.as_str(), encode(&revived).as_str())
+                    .map_err(failed("revive a container"))?;
+                counts.container(&revived.tenant_id, Some(before), Some(revived.state))?;
+                drop(containers);
+                drop(counts);
+                txn.commit().map_err(failed("commit a container"))?;
+                return Ok(AdmittedCreate::Done(CreateOutcome::Revived));
             }
             let record = &ContainerRecord {
                 rev: super::stamp(),

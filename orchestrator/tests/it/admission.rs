@@ -143,3 +143,61 @@ fn simultaneous_enrolments_stop_at_the_plan_limit() {
         server.stop().await;
     });
 }
+
+/// A retried create of a record that never reached the engine (the agent
+/// refused it: `failed`, no engine id) counts against the plan again only
+/// once admitted: with the tenant at its limit, the retry is 403
+/// `plan_limit` and nothing reaches the worker; with room, it is sent.
+#[test]
+fn a_retried_create_that_never_reached_the_engine_is_admitted_again() {
+    smol::block_on(async {
+        let mut fx = Fixture::start("admission-retry").await;
+        let body = fx.create_body("job-refused", "refused");
+        let task = fx.spawn("POST", "/v1/containers", Some(body.clone()));
+        let cmd = next_command(&mut fx.agent).await;
+        answer_error(&mut fx.agent, &cmd, "engine_failed", "no space left").await;
+        let (code, reply) = task.await;
+        assert_eq!(code, 502, "{reply}");
+        assert_eq!(fx.container("job-refused").await["state"], "failed");
+        for i in 0..3 {
+            fx.create(&format!("job-{i}"), &format!("full-{i}")).await;
+        }
+        // At the limit: refused by the plan, nothing sent, still `failed`.
+        let (code, reply) = fx
+            .server
+            .admin("POST", "/v1/containers", Some(body.clone()))
+            .await;
+        assert_error(code, &reply, 403, "plan_limit");
+        fx.assert_nothing_sent().await;
+        assert_eq!(fx.container("job-refused").await["state"], "failed");
+        // With room again, the retry is admitted and sent.
+        let removed = json!({ "containerId": "job-0", "state": "removed" });
+        let (code, _, _) = fx
+            .relay(
+                "DELETE",
+                "/v1/containers/job-0",
+                None,
+                "container.remove",
+                removed,
+            )
+            .await;
+        assert_eq!(code, 200);
+        let tenant = fx.tenant_id.clone();
+        let created = json!({ "container": info("job-refused", &tenant, "refused", "created"), "created": true });
+        let (code, reply, _) = fx
+            .relay(
+                "POST",
+                "/v1/containers",
+                Some(body),
+                "container.create",
+                created,
+            )
+            .await;
+        assert_eq!(
+            (code, reply["state"].as_str()),
+            (200, Some("created")),
+            "{reply}"
+        );
+        fx.stop().await;
+    });
+}
