@@ -89,6 +89,7 @@ pub(crate) async fn choose(
     wishes: Wishes,
 ) -> Result<String, ApiError> {
     let tenant = caller.tenant(app, &command.tenant_id, Need::Use).await?;
+    super::policies::loaded(app).await?;
     // A retry of a create that was placed already goes where it went.
     let id = command.container_id.clone();
     if let Some(existing) = app.store.read_now(move |s| s.get_container(&id))? {
@@ -271,6 +272,7 @@ pub(crate) async fn admit_pinned(
     command: &ContainerCreate,
     record: ContainerRecord,
 ) -> Result<CreateOutcome, ApiError> {
+    super::policies::loaded(app).await?;
     let request = request_of(
         tenant,
         command,
@@ -345,6 +347,7 @@ fn admission_outcome(admitted: &Decided<Admission>, id: &str) -> (&'static str, 
 /// caller holds the enrolment lock, so two enrolments cannot both take the
 /// last slot.
 pub(crate) async fn admit_enrolment(app: &Arc<App>, tenant: &Tenant) -> Result<(), ApiError> {
+    super::policies::loaded(app).await?;
     let (plan, usage) = plan_and_usage(app, tenant).await?;
     let policies = Arc::clone(&app.policies);
     let (tenant_id, plan_in) = (tenant.id.clone(), plan.clone());

@@ -28,7 +28,9 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use serde::Serialize;
 
+use super::cache::Cache;
 use super::engine::{Compiled, Host, Limits};
+use super::load::Load;
 use super::stock;
 use super::types::{Admission, Placement, PlanInput, Request, Usage, WorkerInput};
 use super::PolicyError;
@@ -98,6 +100,10 @@ pub struct Policies {
     stock: Arc<StockSet>,
     active: RwLock<HashMap<(Scope, Role), Arc<Slot>>>,
     locks: Mutex<HashMap<Scope, Arc<smol::lock::Mutex<()>>>>,
+    /// Compiled uploaded modules on disk (none: every load compiles).
+    cache: Option<Arc<Cache>>,
+    /// Whether the stored activations are in `active` yet.
+    load: Load,
 }
 
 impl std::fmt::Debug for Policies {
@@ -123,7 +129,49 @@ impl Policies {
             stock,
             active: RwLock::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
+            cache: None,
+            load: Load::default(),
         }
+    }
+
+    /// The same, loading uploaded modules through `cache`.
+    pub fn with_cache(mut self, cache: Cache) -> Self {
+        self.cache = Some(Arc::new(cache));
+        self
+    }
+
+    /// The same, making no decision until [`Policies::loaded`] (see
+    /// `policy::load`).
+    pub fn loading(mut self) -> Self {
+        self.load = Load::loading();
+        self
+    }
+
+    /// The stored activations are installed (`Ok`), or could not be
+    /// (`Err`: every decision fails closed with that reason).
+    pub fn loaded(&self, result: Result<(), String>) {
+        if let Err(error) = &result {
+            tracing::error!(%error, "stored policy activations not loaded; decisions fail closed");
+        }
+        self.load.finish(result);
+    }
+
+    /// `Ok` once the stored activations are loaded, waiting up to `bound`;
+    /// else why no decision can be made.
+    pub async fn until_loaded(&self, bound: std::time::Duration) -> Result<(), PolicyError> {
+        self.load.wait(bound).await
+    }
+
+    /// Whether the stored activations are loaded (for `/readyz`).
+    pub fn load_state(&self) -> Result<(), PolicyError> {
+        self.load.check()
+    }
+
+    /// Compile an uploaded module with the default limits, through the
+    /// cache when there is one.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Compiled, PolicyError> {
+        self.host
+            .compile_cached(bytes, Limits::default(), self.cache.as_deref())
     }
 
     /// A fork of one process-wide engine with [`super::DEFAULT_SLOTS`]
@@ -277,7 +325,7 @@ impl Policies {
 
     /// A module some slot holds (as its current one or its last-good), by
     /// label: what an activation installs need not be compiled again.
-    pub fn loaded(&self, label: &str) -> Option<Arc<Compiled>> {
+    pub fn holding(&self, label: &str) -> Option<Arc<Compiled>> {
         let active = self.active.read().unwrap_or_else(|e| e.into_inner());
         active.values().find_map(|s| {
             if s.label == label {
@@ -305,6 +353,13 @@ impl Policies {
         call: impl Fn(&Compiled) -> Result<T, PolicyError>,
     ) -> Decided<T> {
         let default = role.stock_default();
+        if let Err(error) = self.load.check() {
+            return Decided {
+                value: Err(error),
+                module: "(not loaded)".into(),
+                fallback: None,
+            };
+        }
         let Some(slot) = self.pick(tenant_id, role) else {
             let value = self.stock_module(default).and_then(|m| call(&m));
             return Decided {
