@@ -347,7 +347,13 @@ pub(crate) async fn upload(app: &App, req: Request<Incoming>) -> Result<Resp, Ap
     caller.noted(tenant_id.as_deref(), None, Some(&record.id));
     let stored = app
         .store
-        .call(move |s| s.put_policy(record, &bytes))
+        .call(move |s| {
+            let stored = s.put_policy(record, &bytes);
+            // The body's copies, freed: back to the system, not the heap.
+            drop(bytes);
+            crate::policy::engine::trim_heap();
+            stored
+        })
         .await?;
     tracing::info!(policy_id = %stored.id, module = %label(&stored), "policy uploaded");
     Ok(json(StatusCode::CREATED, &stored))

@@ -224,23 +224,25 @@ impl Host {
             .and_then(|(c, n)| cache::component(c, engine, n));
         let from_cache = hit.is_some();
         let component = match hit {
-            Some(c) => c,
-            None => {
-                let component = Component::new(engine, bytes)
-                    .map_err(|e| PolicyError::Invalid(format!("not a valid component: {e:#}")));
-                // Cranelift's working memory, freed, stays in the heap
-                // unless handed back: about 300 MB for a Python guest.
-                trim_heap();
-                component?
-            }
+            Some(c) => Ok(c),
+            None => Component::new(engine, bytes)
+                .map_err(|e| PolicyError::Invalid(format!("not a valid component: {e:#}"))),
         };
-        let compiled = self.validate(&component, wasi, limits)?;
-        if let (Some(c), Some(n), false) = (cache, &name, from_cache) {
-            match component.serialize() {
-                Ok(artefact) => c.store(n, &artefact),
-                Err(error) => tracing::warn!(%error, "policy not cached: cannot serialise it"),
+        let compiled = component.and_then(|component| {
+            let compiled = self.validate(&component, wasi, limits)?;
+            if let (Some(c), Some(n), false) = (cache, &name, from_cache) {
+                match component.serialize() {
+                    Ok(artefact) => c.store(n, &artefact),
+                    Err(error) => tracing::warn!(%error, "policy not cached: cannot serialise it"),
+                }
             }
-        }
+            Ok(compiled)
+        });
+        // Cranelift's working memory, the artefact read or written and the
+        // trial instance, all freed, stay in glibc's arenas unless handed
+        // back (tens of MB per Python module loaded: BENCHMARKS.md).
+        trim_heap();
+        let compiled = compiled?;
         tracing::debug!(kind = ?compiled.kind, wasi, bytes = bytes.len(), from_cache, elapsed = ?started.elapsed(), "policy compiled");
         Ok(compiled)
     }
@@ -440,8 +442,8 @@ fn config(allocation: InstanceAllocationStrategy) -> Config {
 }
 
 /// Hand the heap's free memory back to the system (glibc keeps what a
-/// compile freed in its arenas otherwise).
-fn trim_heap() {
+/// compile, or an upload's body, freed in its arenas otherwise).
+pub fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `malloc_trim` only releases free memory of glibc's heap.
     unsafe {
