@@ -237,8 +237,14 @@ fn cached_load() {
     println!("  restart (new engine):      {:?}", t.elapsed());
     const COPIES: u64 = 3;
     let before = rss_kib();
+    // Through the host: `Policies::compile` would share one copy.
+    let cached = cache();
     let kept: Vec<_> = (0..COPIES)
-        .map(|_| restarted.compile(&bytes).expect("loads"))
+        .map(|_| {
+            let host = restarted.host();
+            host.compile_cached(&bytes, Limits::default(), Some(&cached))
+                .expect("loads")
+        })
         .collect();
     let per = rss_kib().saturating_sub(before) / COPIES;
     println!(

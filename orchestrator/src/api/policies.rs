@@ -38,7 +38,7 @@
 //! registry as the store has it. At start, [`spawn_restore`] (once the
 //! listener accepts: see `policy::load`) first upgrades entries stored
 //! before roles (one module per scope) into slots, then installs every
-//! slot. Until it has, activations, rollbacks, listings, simulations and
+//! slot. Until it has, activations, rollbacks, listings and
 //! decisions wait for it (up to `policy::load::WAIT`, then 503
 //! `not_ready`).
 
@@ -103,7 +103,6 @@ async fn compiled(app: &App, policy_id: &str) -> Result<Arc<Compiled>, ApiError>
     let policies = Arc::clone(&app.policies);
     smol::unblock(move || policies.compile(&bytes))
         .await
-        .map(Arc::new)
         .map_err(|e| ApiError::bad_request(format!("policy {policy_id} does not compile: {e}")))
 }
 

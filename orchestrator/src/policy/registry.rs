@@ -24,7 +24,7 @@
 //! disagreeing.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use serde::Serialize;
 
@@ -104,6 +104,8 @@ pub struct Policies {
     cache: Option<Arc<Cache>>,
     /// Whether the stored activations are in `active` yet.
     load: Load,
+    /// Uploaded modules compiled and still held somewhere, by SHA-256.
+    held: Mutex<HashMap<[u8; 32], Weak<Compiled>>>,
 }
 
 impl std::fmt::Debug for Policies {
@@ -131,6 +133,7 @@ impl Policies {
             locks: Mutex::new(HashMap::new()),
             cache: None,
             load: Load::default(),
+            held: Mutex::new(HashMap::new()),
         }
     }
 
@@ -168,10 +171,26 @@ impl Policies {
     }
 
     /// Compile an uploaded module with the default limits, through the
-    /// cache when there is one.
-    pub fn compile(&self, bytes: &[u8]) -> Result<Compiled, PolicyError> {
-        self.host
+    /// cache when there is one. A module of the same bytes still held
+    /// (by a slot, or a call under way) is that one: its code is in
+    /// memory once however many policies or tenants upload it.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Arc<Compiled>, PolicyError> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+        let key: [u8; 32] = digest.as_ref().try_into().unwrap_or_default();
+        let held = |m: &HashMap<[u8; 32], Weak<Compiled>>| m.get(&key).and_then(Weak::upgrade);
+        if let Some(m) = held(&self.held.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(m);
+        }
+        let compiled = self
+            .host
             .compile_cached(bytes, Limits::default(), self.cache.as_deref())
+            .map(Arc::new)?;
+        let mut all = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|_, m| m.strong_count() > 0);
+        Ok(held(&all).unwrap_or_else(|| {
+            all.insert(key, Arc::downgrade(&compiled));
+            compiled
+        }))
     }
 
     /// A fork of one process-wide engine with [`super::DEFAULT_SLOTS`]

@@ -216,3 +216,16 @@ fn no_decision_is_made_while_the_stored_activations_load() {
     let error = placed.value.expect_err("decided after a failed load");
     assert!(error.to_string().contains("cannot be read"), "{error}");
 }
+
+#[test]
+fn a_module_uploaded_twice_is_in_memory_once_while_held() {
+    let p = testing::policies();
+    let bytes = crate::policy::stock::bytes("spread").expect("stock bytes");
+    let one = p.compile(bytes).expect("compiles");
+    let two = p.compile(bytes).expect("compiles");
+    assert!(Arc::ptr_eq(&one, &two));
+    let weak = Arc::downgrade(&one);
+    drop((one, two));
+    assert_eq!(weak.strong_count(), 0, "kept alive by the registry");
+    assert_eq!(p.compile(bytes).expect("compiles").kind(), Kind::Placement);
+}
