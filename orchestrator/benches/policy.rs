@@ -3,6 +3,10 @@
 //! then the same decisions by the Python and JavaScript example policies
 //! (policies/dist/examples, null WASI context) beside the Rust ones.
 //!
+//! Last, an uploaded Python policy loaded again as an activation and a
+//! restart load it (from the compiled-module cache, `policy::cache`), and
+//! what each loaded copy keeps resident; `--load` runs only that.
+//!
 //! Run: `make policies && cargo bench -p crops-orchestrator --bench policy`
 //! (BENCHMARKS.md records the numbers). Not a test: `cargo test` skips it.
 
@@ -10,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use orchestrator::policy::cache::Cache;
 use orchestrator::policy::engine::MAX_FUEL;
 use orchestrator::policy::{
     Admission, Compiled, Limits, PlanInput, Policies, Profile, Request, Usage, WorkerInput,
@@ -190,6 +195,66 @@ fn languages(policies: &Policies, req: &Request, workers: &[WorkerInput]) {
     }
 }
 
+/// This process's resident set, KiB (`VmRSS`).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The Python example uploaded (compiled, cached), then loaded again as an
+/// activation does (same engine) and as a restart does (a new engine):
+/// both from the cache. Then the resident memory each loaded copy adds.
+fn cached_load() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/dist/examples/python.wasm");
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `make policy-examples`)", path.display()));
+    let dir = std::env::temp_dir().join(format!("crops-bench-policy-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cache = || Cache::new(dir.clone(), b"bench secret");
+    println!(
+        "\nthe Python example ({} bytes) loaded again from the cache",
+        bytes.len()
+    );
+    let rss = rss_kib();
+    let policies = Policies::new(8).expect("policy engine").with_cache(cache());
+    let t = Instant::now();
+    drop(policies.compile(&bytes).expect("compiles"));
+    println!(
+        "  upload (compile + cache):  {:?}, resident after: +{} MiB",
+        t.elapsed(),
+        rss_kib().saturating_sub(rss) >> 10
+    );
+    let t = Instant::now();
+    drop(policies.compile(&bytes).expect("loads"));
+    println!("  activation (cached):       {:?}", t.elapsed());
+    let t = Instant::now();
+    let restarted = Policies::new(8).expect("policy engine").with_cache(cache());
+    drop(restarted.compile(&bytes).expect("loads"));
+    println!("  restart (new engine):      {:?}", t.elapsed());
+    const COPIES: u64 = 3;
+    let before = rss_kib();
+    // Through the host: `Policies::compile` would share one copy.
+    let cached = cache();
+    let kept: Vec<_> = (0..COPIES)
+        .map(|_| {
+            let host = restarted.host();
+            host.compile_cached(&bytes, Limits::default(), Some(&cached))
+                .expect("loads")
+        })
+        .collect();
+    let per = rss_kib().saturating_sub(before) / COPIES;
+    println!(
+        "  resident per loaded copy:  {} MiB ({COPIES} loaded)",
+        per >> 10
+    );
+    drop(kept);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A stock policy by name, or a component read from a `.wasm` file.
 fn module(policies: &Policies, name: &str) -> Arc<Compiled> {
     if !name.ends_with(".wasm") {
@@ -210,6 +275,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--languages") {
         languages(&policies, &req, &workers);
+        return;
+    }
+    if args.iter().any(|a| a == "--load") {
+        cached_load();
         return;
     }
     // `--place NAME N`: exactly N placements, for `perf stat` (instruction
@@ -297,4 +366,5 @@ fn main() {
         );
     }
     languages(&policies, &req, &workers);
+    cached_load();
 }

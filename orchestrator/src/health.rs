@@ -1,9 +1,11 @@
 //! The operations endpoints, open to anyone (they carry no ids or names):
 //!
 //! * `GET /healthz`: 200 `{"status":"ok"}` whenever the process answers.
-//! * `GET /readyz`: 200 `{"status":"ready"}` while the listener accepts and
-//!   the store answers a read within [`STORE_CHECK_TIMEOUT`]; otherwise 503
-//!   with the error shape and code `not_ready`. It turns 503 the moment
+//! * `GET /readyz`: 200 `{"status":"ready"}` while the listener accepts,
+//!   the stored policy activations are loaded (the listener accepts while
+//!   they load: `policy::load`) and the store answers a read within
+//!   [`STORE_CHECK_TIMEOUT`]; otherwise 503 with the error shape and code
+//!   `not_ready`. It turns 503 the moment
 //!   shutdown begins, and stays so through the drain period
 //!   ([`crate::ServeConfig::drain`]) in which the listener still accepts,
 //!   so a load balancer stops sending traffic before connections are refused.
@@ -39,6 +41,8 @@ pub enum NotReady {
     StoreSlow(Duration),
     #[error("the store cannot be read: {0}")]
     Store(#[source] StoreError),
+    #[error("{0}")]
+    Policies(#[source] crate::policy::PolicyError),
 }
 
 /// Whether the listener is accepting and shutdown has not begun.
@@ -86,6 +90,7 @@ async fn check(app: &Arc<App>) -> Result<(), NotReady> {
     if !app.readiness.accepting() {
         return Err(NotReady::NotAccepting);
     }
+    app.policies.load_state().map_err(NotReady::Policies)?;
     let read = async { Some(app.store.call(|s| s.check()).await) }
         .or(async {
             smol::Timer::after(STORE_CHECK_TIMEOUT).await;
@@ -108,7 +113,7 @@ pub(crate) fn metrics(app: &App) -> Resp {
         workers_online,
         workers_connected,
         commands_in_flight: app.hub.pending_count(),
-        ready: app.readiness.accepting(),
+        ready: app.readiness.accepting() && app.policies.load_state().is_ok(),
     };
     let mut resp = Response::new(Full::new(Bytes::from(app.metrics.render(sampled))));
     resp.headers_mut()

@@ -1,4 +1,9 @@
 //! `crops-orchestrator`: parse the arguments, install the log subscriber, run.
+//!
+//! Logs go to stderr, coloured only when stderr is a terminal: a log file
+//! or a journal gets plain text, without ANSI escape codes.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -21,6 +26,7 @@ fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     smol::block_on(orchestrator::cli::run(args))?;
     Ok(())

@@ -148,6 +148,7 @@ pub(crate) async fn insert(
     record: ContainerRecord,
     placed: Option<Placed>,
 ) -> Result<CreateOutcome, ApiError> {
+    super::policies::loaded(app).await?;
     let _turn = turn(&tenant.id).await;
     let decided = placed.and_then(|p| p.decided);
     let pinned = || {
@@ -205,6 +206,10 @@ pub(crate) async fn enrol(
     let tenant_id = token
         .filter(|t| t.fleet.is_none() && !t.used)
         .map(|t| t.tenant_id);
+    if tenant_id.is_some() {
+        // A tenant's enrolment is decided by its admission policy.
+        super::policies::loaded(app).await?;
+    }
     let _turn = match &tenant_id {
         Some(id) => Some(turn(id).await),
         None => None,

@@ -1,13 +1,17 @@
 //! Policy modules for operators (issue 5, point 5):
 //!
-//! * `POST /v1/policies?kind=admission|placement&name=N[&tenantId=T]`:
+//! * `POST /v1/policies?kind=admission|placement|policy&name=N[&tenantId=T]`:
 //!   upload a component (`Content-Type: application/wasm`, at most
 //!   [`MAX_MODULE`] bytes). Global (no `tenantId`): the operator only; for
 //!   a tenant: an admin of its organisation. It is compiled and validated
 //!   first (a valid component, importing nothing but the contract's types
 //!   and WASI, which gets the null context of `policy::wasi`,
-//!   implementing the named world); a refusal is 400 `bad_request` saying
-//!   why. Stored as the next version of that name in that scope (201).
+//!   implementing at least the named world); a refusal is 400
+//!   `bad_request` saying why. Stored as the next version of that name in
+//!   that scope (201), with the world it truly implements as its `kind`
+//!   (`policy` for a module making both decisions, whatever was named).
+//!   Its compiled code goes to the cache (`policy::cache`), so activating
+//!   or simulating it later does not compile it again.
 //! * `GET /v1/policies[?tenantId=T]`: the versions and the active slots
 //!   (one per scope and role) of the scopes the caller may manage, each
 //!   with the registry's health; with `tenantId`, also who decides each
@@ -23,16 +27,20 @@
 //!   then null); 409 when it is current in none. Same answer shape.
 //! * `POST /v1/policies/{id}/simulate?last=N`: replays the last N recorded
 //!   decisions of its scope (inputs as stored in each decision's
-//!   explanation) through the candidate, without activating it or marking
-//!   its health, and reports where it would decide differently.
+//!   explanation) through the candidate, in every role it implements,
+//!   without activating it or marking its health, and reports where it
+//!   would decide differently.
 //!
 //! A slot is `{scope, role, current: {policyId, failMode}, previous,
 //! activatedAt}` (`store::ActivePolicy`). An activation or rollback holds
 //! its scope's activation lock (`Policies::activation_lock`) from the store
 //! write to the registry update, so concurrent ones of one scope leave the
-//! registry as the store has it. At start, [`restore`] first upgrades
-//! entries stored before roles (one module per scope) into slots, then
-//! installs every slot.
+//! registry as the store has it. At start, [`spawn_restore`] (once the
+//! listener accepts: see `policy::load`) first upgrades entries stored
+//! before roles (one module per scope) into slots, then installs every
+//! slot. Until it has, activations, rollbacks, listings and
+//! decisions wait for it (up to `policy::load::WAIT`, then 503
+//! `not_ready`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,7 +51,7 @@ use serde_json::{json, Value};
 
 use crate::authz::{query_id, Caller, Need};
 use crate::http::{json, query, read_bytes_limited, ApiError, Resp};
-use crate::policy::{Compiled, FailMode, Installed, Limits, Role, Scope};
+use crate::policy::{Compiled, FailMode, Installed, Kind, Role, Scope};
 use crate::store::{ActivePolicy, PolicyRecord, StoreError};
 use crate::{auth, now_ms, App};
 
@@ -93,9 +101,8 @@ async fn compiled(app: &App, policy_id: &str) -> Result<Arc<Compiled>, ApiError>
         .await?
         .ok_or_else(|| ApiError::not_found(format!("policy {policy_id} has no module")))?;
     let policies = Arc::clone(&app.policies);
-    smol::unblock(move || policies.host().compile(&bytes, Limits::default()))
+    smol::unblock(move || policies.compile(&bytes))
         .await
-        .map(Arc::new)
         .map_err(|e| ApiError::bad_request(format!("policy {policy_id} does not compile: {e}")))
 }
 
@@ -109,7 +116,7 @@ async fn module(app: &App, policy_id: &str) -> Result<(String, Arc<Compiled>), A
         .await?
         .ok_or_else(|| ApiError::not_found(format!("policy {policy_id} not found")))?;
     let label = label(&record);
-    let module = match app.policies.loaded(&label) {
+    let module = match app.policies.holding(&label) {
         Some(m) => m,
         None => compiled(app, policy_id).await?,
     };
@@ -196,15 +203,59 @@ async fn roles_of(app: &App, modules: &mut Modules, policy_id: &str) -> Vec<Role
     }
     let key = policy_id.to_owned();
     match app.store.call(move |s| s.get_policy(&key)).await {
-        Ok(Some(record)) => Role::parse(&record.kind).into_iter().collect(),
+        Ok(Some(record)) => Kind::parse(&record.kind).map(Role::of).unwrap_or_default(),
         _ => Vec::new(),
     }
+}
+
+/// The policy registry, caching compiled modules under the data directory
+/// and making no decision until the stored activations are loaded.
+pub(crate) async fn registry(
+    store: &Arc<crate::store::Store>,
+    data_dir: &std::path::Path,
+) -> Result<crate::policy::Policies, crate::Error> {
+    let mut fresh = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut fresh)
+        .map_err(|_| crate::auth::AuthError::Random)?;
+    let secret = store.call(move |s| s.policy_cache_secret(&fresh)).await?;
+    let cache = crate::policy::cache::Cache::in_data_dir(data_dir, &secret);
+    Ok(crate::policy::Policies::shared()?
+        .with_cache(cache)
+        .loading())
+}
+
+/// Wait (up to `policy::load::WAIT`) until the stored activations are
+/// loaded; 503 `not_ready` past that, or when they could not be.
+pub(crate) async fn loaded(app: &App) -> Result<(), ApiError> {
+    app.policies
+        .until_loaded(crate::policy::load::WAIT)
+        .await
+        .map_err(|e| ApiError::Worker {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "not_ready",
+            message: e.to_string(),
+        })
+}
+
+/// Restore the stored activations in a task of its own (the listener
+/// accepts meanwhile), then mark the registry loaded, or failed with the
+/// store's error (decisions then fail closed; `/readyz` says why).
+pub(crate) fn spawn_restore(app: &Arc<App>) {
+    let task_app = Arc::clone(app);
+    app.life.spawn(async move {
+        let started = std::time::Instant::now();
+        let result = restore(&task_app).await.map_err(|e| e.to_string());
+        if result.is_ok() {
+            tracing::info!(elapsed = ?started.elapsed(), "stored policy activations loaded");
+        }
+        task_app.policies.loaded(result);
+    });
 }
 
 /// At start: turn entries stored before roles into slots, then make every
 /// stored slot the registry's. A module that no longer compiles leaves its
 /// slot on the stock default (logged).
-pub(crate) async fn restore(app: &App) -> Result<(), StoreError> {
+async fn restore(app: &App) -> Result<(), StoreError> {
     let mut modules = Modules::default();
     for old in app.store.call(|s| s.legacy_active()).await? {
         let mut roles = HashMap::new();
@@ -233,13 +284,10 @@ pub(crate) async fn upload(app: &App, req: Request<Incoming>) -> Result<Resp, Ap
     let caller = Caller::of(&req)?;
     let tenant_id = query_id(&req, "tenantId")?;
     may_manage(app, &caller, tenant_id.as_deref()).await?;
-    let kind = match query(&req, "kind") {
-        Some(k @ ("admission" | "placement")) => k.to_owned(),
-        _ => {
-            return Err(ApiError::bad_request(
-                "the kind query parameter must be admission or placement",
-            ))
-        }
+    let Some(wanted) = query(&req, "kind").and_then(Kind::parse) else {
+        return Err(ApiError::bad_request(
+            "the kind query parameter must be admission, placement or policy",
+        ));
     };
     let name = query(&req, "name").unwrap_or_default().to_owned();
     let name_ok = (1..=64).contains(&name.len())
@@ -269,18 +317,15 @@ pub(crate) async fn upload(app: &App, req: Request<Incoming>) -> Result<Resp, Ap
     }
     let policies = Arc::clone(&app.policies);
     let module = bytes.clone();
-    let compiled = smol::unblock(move || policies.host().compile(&module, Limits::default()))
+    let compiled = smol::unblock(move || policies.compile(&module))
         .await
         .map_err(|e| ApiError::bad_request(format!("policy module refused: {e}")))?;
     let implements = compiled.kind();
-    let fits = if kind == "admission" {
-        implements.admits()
-    } else {
-        implements.places()
-    };
-    if !fits {
+    if !implements.covers(wanted) {
         return Err(ApiError::bad_request(format!(
-            "policy module refused: it implements {implements:?}, not the {kind} world"
+            "policy module refused: it implements the {} world, not the {} world",
+            implements.world(),
+            wanted.world()
         )));
     }
     let scope = match &tenant_id {
@@ -292,7 +337,7 @@ pub(crate) async fn upload(app: &App, req: Request<Incoming>) -> Result<Resp, Ap
         scope: scope.key(),
         tenant_id: tenant_id.clone(),
         name,
-        kind,
+        kind: implements.world().to_owned(),
         version: 0,
         size_bytes: bytes.len() as u64,
         sha256: auth::hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref()),
@@ -301,7 +346,13 @@ pub(crate) async fn upload(app: &App, req: Request<Incoming>) -> Result<Resp, Ap
     caller.noted(tenant_id.as_deref(), None, Some(&record.id));
     let stored = app
         .store
-        .call(move |s| s.put_policy(record, &bytes))
+        .call(move |s| {
+            let stored = s.put_policy(record, &bytes);
+            // The body's copies, freed: back to the system, not the heap.
+            drop(bytes);
+            crate::policy::engine::trim_heap();
+            stored
+        })
         .await?;
     tracing::info!(policy_id = %stored.id, module = %label(&stored), "policy uploaded");
     Ok(json(StatusCode::CREATED, &stored))
@@ -315,6 +366,8 @@ pub(crate) async fn list(app: &App, req: Request<Incoming>) -> Result<Resp, ApiE
     } else {
         caller.operator_only()?;
     }
+    // The registry's health and who decides: as loaded, not half-way.
+    loaded(app).await?;
     let (records, active) = app
         .store
         .call(|s| Ok::<_, StoreError>((s.list_policies()?, s.active_policies()?)))
@@ -364,6 +417,8 @@ pub(crate) async fn activate(
         Some("lastGood") => "lastGood",
         Some(_) => return Err(ApiError::bad_request("failMode must be closed or lastGood")),
     };
+    // A restore still under way would install the slots as it read them.
+    loaded(app).await?;
     // Compile before anything changes: a module that no longer compiles
     // (an engine upgrade) is refused with nothing activated.
     let mut modules = Modules::default();
@@ -394,6 +449,7 @@ pub(crate) async fn rollback(
 ) -> Result<Resp, ApiError> {
     let caller = Caller::of(&req)?;
     let record = policy_for(app, &caller, id).await?;
+    loaded(app).await?;
     let scope = scope_of(&record.scope)?;
     let lock = app.policies.activation_lock(&scope);
     let _held = lock.lock().await;

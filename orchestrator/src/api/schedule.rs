@@ -92,6 +92,7 @@ pub(crate) async fn choose(
     wishes: Wishes,
 ) -> Result<Placed, ApiError> {
     let tenant = caller.tenant(app, &command.tenant_id, Need::Use).await?;
+    super::policies::loaded(app).await?;
     // A retry of a create that was placed already goes where it went.
     let id = command.container_id.clone();
     if let Some(existing) = app.store.read_now(move |s| s.get_container(&id))? {

@@ -48,7 +48,7 @@ pub struct PolicyUpload {
     /// the component (.wasm)
     #[argh(positional)]
     pub file: PathBuf,
-    /// admission or placement
+    /// the world it must implement at least: admission, placement or policy (both)
     #[argh(option)]
     pub kind: String,
     /// the policy's name

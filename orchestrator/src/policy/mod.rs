@@ -16,6 +16,10 @@
 //! * `registry`: which module decides for whom (per scope and role), its
 //!   health, fail-closed or last-good, and the decision calls the API
 //!   makes.
+//! * `cache`: compiled modules kept on disk (HMAC-tagged), so loading an
+//!   uploaded module again does not compile it again.
+//! * `load`: whether the stored activations are loaded yet (the
+//!   orchestrator listens first; no decision is made before).
 //! * `cases`: conformance cases (`policies/conformance/*.json`), run by the
 //!   tests and by `crops-orchestrator policy test`.
 //!
@@ -24,9 +28,11 @@
 //! unhealthy; every other decision, and the orchestrator, go on.
 
 mod answer;
+pub mod cache;
 pub mod cases;
 pub mod check;
 pub mod engine;
+pub mod load;
 pub mod registry;
 mod reuse;
 pub mod stock;
@@ -63,6 +69,31 @@ impl Kind {
     pub fn places(self) -> bool {
         matches!(self, Self::Placement | Self::Both)
     }
+
+    /// The WIT world's name: `admission`, `placement` or `policy` (both),
+    /// as the API stores and names it.
+    pub fn world(self) -> &'static str {
+        match self {
+            Self::Admission => "admission",
+            Self::Placement => "placement",
+            Self::Both => "policy",
+        }
+    }
+
+    /// The kind a world's name (or `both`) stands for.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admission" => Some(Self::Admission),
+            "placement" => Some(Self::Placement),
+            "policy" | "both" => Some(Self::Both),
+            _ => None,
+        }
+    }
+
+    /// Whether a module of this kind makes every decision `other` makes.
+    pub fn covers(self, other: Kind) -> bool {
+        (self.admits() || !other.admits()) && (self.places() || !other.places())
+    }
 }
 
 /// Why a module was refused or a decision could not be made.
@@ -90,6 +121,8 @@ pub enum PolicyError {
     NotFound(String),
     #[error("the stock policies are missing or broken: {0}")]
     Stock(String),
+    #[error("{0}")]
+    NotLoaded(String),
 }
 
 impl PolicyError {
@@ -105,6 +138,7 @@ impl PolicyError {
             Self::Nonsense(_) => "nonsense",
             Self::NotFound(_) => "not_found",
             Self::Stock(_) => "stock",
+            Self::NotLoaded(_) => "not_loaded",
         }
     }
 }

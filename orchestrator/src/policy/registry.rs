@@ -24,11 +24,13 @@
 //! disagreeing.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use serde::Serialize;
 
+use super::cache::Cache;
 use super::engine::{Compiled, Host, Limits};
+use super::load::Load;
 use super::stock;
 use super::types::{Admission, Placement, PlanInput, Request, Usage, WorkerInput};
 use super::PolicyError;
@@ -98,6 +100,12 @@ pub struct Policies {
     stock: Arc<StockSet>,
     active: RwLock<HashMap<(Scope, Role), Arc<Slot>>>,
     locks: Mutex<HashMap<Scope, Arc<smol::lock::Mutex<()>>>>,
+    /// Compiled uploaded modules on disk (none: every load compiles).
+    cache: Option<Arc<Cache>>,
+    /// Whether the stored activations are in `active` yet.
+    load: Load,
+    /// Uploaded modules compiled and still held somewhere, by SHA-256.
+    held: Mutex<HashMap<[u8; 32], Weak<Compiled>>>,
 }
 
 impl std::fmt::Debug for Policies {
@@ -123,7 +131,66 @@ impl Policies {
             stock,
             active: RwLock::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
+            cache: None,
+            load: Load::default(),
+            held: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same, loading uploaded modules through `cache`.
+    pub fn with_cache(mut self, cache: Cache) -> Self {
+        self.cache = Some(Arc::new(cache));
+        self
+    }
+
+    /// The same, making no decision until [`Policies::loaded`] (see
+    /// `policy::load`).
+    pub fn loading(mut self) -> Self {
+        self.load = Load::loading();
+        self
+    }
+
+    /// The stored activations are installed (`Ok`), or could not be
+    /// (`Err`: every decision fails closed with that reason).
+    pub fn loaded(&self, result: Result<(), String>) {
+        if let Err(error) = &result {
+            tracing::error!(%error, "stored policy activations not loaded; decisions fail closed");
+        }
+        self.load.finish(result);
+    }
+
+    /// `Ok` once the stored activations are loaded, waiting up to `bound`;
+    /// else why no decision can be made.
+    pub async fn until_loaded(&self, bound: std::time::Duration) -> Result<(), PolicyError> {
+        self.load.wait(bound).await
+    }
+
+    /// Whether the stored activations are loaded (for `/readyz`).
+    pub fn load_state(&self) -> Result<(), PolicyError> {
+        self.load.check()
+    }
+
+    /// Compile an uploaded module with the default limits, through the
+    /// cache when there is one. A module of the same bytes still held
+    /// (by a slot, or a call under way) is that one: its code is in
+    /// memory once however many policies or tenants upload it.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Arc<Compiled>, PolicyError> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+        let key: [u8; 32] = digest.as_ref().try_into().unwrap_or_default();
+        let held = |m: &HashMap<[u8; 32], Weak<Compiled>>| m.get(&key).and_then(Weak::upgrade);
+        if let Some(m) = held(&self.held.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(m);
+        }
+        let compiled = self
+            .host
+            .compile_cached(bytes, Limits::default(), self.cache.as_deref())
+            .map(Arc::new)?;
+        let mut all = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|_, m| m.strong_count() > 0);
+        Ok(held(&all).unwrap_or_else(|| {
+            all.insert(key, Arc::downgrade(&compiled));
+            compiled
+        }))
     }
 
     /// A fork of one process-wide engine with [`super::DEFAULT_SLOTS`]
@@ -277,7 +344,7 @@ impl Policies {
 
     /// A module some slot holds (as its current one or its last-good), by
     /// label: what an activation installs need not be compiled again.
-    pub fn loaded(&self, label: &str) -> Option<Arc<Compiled>> {
+    pub fn holding(&self, label: &str) -> Option<Arc<Compiled>> {
         let active = self.active.read().unwrap_or_else(|e| e.into_inner());
         active.values().find_map(|s| {
             if s.label == label {
@@ -305,6 +372,13 @@ impl Policies {
         call: impl Fn(&Compiled) -> Result<T, PolicyError>,
     ) -> Decided<T> {
         let default = role.stock_default();
+        if let Err(error) = self.load.check() {
+            return Decided {
+                value: Err(error),
+                module: "(not loaded)".into(),
+                fallback: None,
+            };
+        }
         let Some(slot) = self.pick(tenant_id, role) else {
             let value = self.stock_module(default).and_then(|m| call(&m));
             return Decided {

@@ -28,6 +28,7 @@ use wasmtime_wasi::{
 };
 
 use super::engine::Ctx;
+use super::PolicyError;
 
 /// Bytes of stdout, and of stderr, kept per decision.
 pub const OUTPUT_CAP: usize = 16 << 10;
@@ -280,6 +281,61 @@ impl OutputStream for Capture {
 #[wasmtime_wasi::async_trait]
 impl Pollable for Capture {
     async fn ready(&mut self) {}
+}
+
+/// Whether the component (its top level; nested modules and components
+/// are skipped unread) imports any `wasi:*` interface.
+pub(super) fn imports_wasi(bytes: &[u8]) -> Result<bool, PolicyError> {
+    use wasmparser::{Chunk, Parser, Payload};
+    let invalid = |e: wasmparser::BinaryReaderError| {
+        PolicyError::Invalid(format!("not a valid component: {e}"))
+    };
+    let mut parser = Parser::new(0);
+    let mut rest = bytes;
+    loop {
+        let Chunk::Parsed { consumed, payload } = parser.parse(rest, true).map_err(invalid)? else {
+            return Err(PolicyError::Invalid(
+                "not a valid component: truncated".into(),
+            ));
+        };
+        rest = rest.get(consumed..).unwrap_or_default();
+        match payload {
+            Payload::ComponentImportSection(imports) => {
+                for import in imports {
+                    if is_wasi(import.map_err(invalid)?.name.name) {
+                        return Ok(true);
+                    }
+                }
+            }
+            Payload::ModuleSection {
+                unchecked_range, ..
+            }
+            | Payload::ComponentSection {
+                unchecked_range, ..
+            } => {
+                rest = rest.get(unchecked_range.len()..).unwrap_or_default();
+            }
+            Payload::End(_) => return Ok(false),
+            _ => {}
+        }
+    }
+}
+
+/// Log what a WASI guest wrote during `call` (capped by `policy::wasi`).
+pub(super) fn log_output(store: &wasmtime::Store<Ctx>, call: &'static str) {
+    let Some(wasi) = &store.data().wasi else {
+        return;
+    };
+    let out = wasi.output();
+    if !out.is_empty() {
+        tracing::info!(
+            call,
+            stdout = %out.stdout,
+            stderr = %out.stderr,
+            dropped_bytes = out.dropped,
+            "policy output"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@
 //! * `policy_versions`: `<scope>/<name>` -> the last version number given;
 //! * `policy_active`: `<scope>/<role>` (`global/placement`,
 //!   `tenant:<id>/admission`) -> [`ActivePolicy`], one slot per scope and
-//!   role, each with its own rollback history.
+//!   role, each with its own rollback history;
+//! * `policy_cache_secret`: `secret` -> the key tagging the compiled
+//!   modules cached on disk (`policy::cache`), made once per database.
 //!
 //! Before roles, `policy_active` held one entry per scope under the bare
 //! scope key (`global`, `tenant:<id>`). Such an entry ([`LegacyActive`])
@@ -28,6 +30,8 @@ const POLICIES: TableDefinition<&str, &str> = TableDefinition::new("policies");
 const POLICY_MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("policy_modules");
 const POLICY_VERSIONS: TableDefinition<&str, &str> = TableDefinition::new("policy_versions");
 const POLICY_ACTIVE: TableDefinition<&str, &str> = TableDefinition::new("policy_active");
+const POLICY_CACHE_SECRET: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("policy_cache_secret");
 
 /// One uploaded version of a policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +42,9 @@ pub struct PolicyRecord {
     pub scope: String,
     pub tenant_id: Option<String>,
     pub name: String,
-    /// The world it was uploaded for: `admission` or `placement`.
+    /// The world it implements: `admission`, `placement` or `policy`
+    /// (both). Records stored before the true world was kept say the
+    /// world named at upload (`admission` or `placement`).
     pub kind: String,
     /// 1, 2, ... per scope and name; set by [`Store::put_policy`].
     pub version: u64,
@@ -94,6 +100,33 @@ impl Store {
         }
         txn.commit().map_err(failed("commit a policy"))?;
         Ok(record)
+    }
+
+    /// The key tagging the policy cache's files: the stored one, else
+    /// `fresh`, stored now (one transaction: two starts agree on one).
+    pub fn policy_cache_secret(&self, fresh: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        let secret = {
+            let mut table = txn
+                .open_table(POLICY_CACHE_SECRET)
+                .map_err(failed("open the policy cache secret"))?;
+            let stored = table
+                .get("secret")
+                .map_err(failed("read the policy cache secret"))?
+                .map(|v| v.value().to_vec());
+            match stored {
+                Some(s) => s,
+                None => {
+                    table
+                        .insert("secret", fresh)
+                        .map_err(failed("store the policy cache secret"))?;
+                    fresh.to_vec()
+                }
+            }
+        };
+        txn.commit()
+            .map_err(failed("commit the policy cache secret"))?;
+        Ok(secret)
     }
 
     pub fn get_policy(&self, id: &str) -> Result<Option<PolicyRecord>, StoreError> {

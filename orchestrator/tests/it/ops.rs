@@ -225,3 +225,39 @@ fn readyz_turns_503_as_shutdown_begins_while_still_accepting() {
         server.stop().await;
     });
 }
+
+/// The real binary's log written to a file (stderr not a terminal) is
+/// plain text: no ANSI colour codes.
+#[test]
+fn the_log_written_to_a_file_carries_no_colour_codes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let data = temp_dir("ops-log-colour");
+    let log = data.with_extension("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crops-orchestrator"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-token", ADMIN])
+        .arg("--data")
+        .arg(&data)
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("the log file"))
+        .spawn()
+        .expect("start the orchestrator");
+    let stdout = child.stdout.take().expect("stdout");
+    let listening = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("listening on"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).expect("the log");
+    assert!(listening, "the orchestrator did not start:\n{text}");
+    assert!(text.contains("serving"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a log file:\n{text}"
+    );
+}

@@ -9,6 +9,8 @@ use crate::fake::*;
 use crate::harness::*;
 
 mod roles;
+mod startup;
+mod worlds;
 
 const BINPACK: &[u8] = include_bytes!("../../../policies/dist/binpack.wasm");
 const PLAN_LIMITS: &[u8] = include_bytes!("../../../policies/dist/plan-limits.wasm");

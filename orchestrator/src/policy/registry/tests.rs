@@ -92,8 +92,8 @@ fn a_tenant_runs_its_own_admission_and_placement_side_by_side() {
         p.status(&t1).map(|s| s.0).as_deref(),
         Some("tenant:t1:limits@1")
     );
-    assert!(p.loaded("tenant:t1:bp@1").is_none());
-    assert!(p.loaded("global:limits@1").is_some());
+    assert!(p.holding("tenant:t1:bp@1").is_none());
+    assert!(p.holding("global:limits@1").is_some());
 
     // A module is refused for a role it does not implement.
     let wrong = Installed {
@@ -187,4 +187,45 @@ fn one_activation_lock_per_scope() {
     assert_eq!(Scope::from_key("tenant:"), None);
     assert_eq!(Role::of(Kind::Both), Role::ALL);
     assert_eq!(Role::parse("placement"), Some(Role::Placement));
+}
+
+#[test]
+fn no_decision_is_made_while_the_stored_activations_load() {
+    let p = testing::policies().loading();
+    // Not the stock default: the operator's module may still be loading.
+    let placed = p.place(&request(), &workers());
+    let error = placed.value.expect_err("decided while loading");
+    assert_eq!(error.code(), "not_loaded", "{error}");
+    let admitted = p.admit(&request(), &plan(), &Usage::default());
+    assert!(admitted.value.is_err(), "{admitted:?}");
+    assert!(p.load_state().is_err());
+
+    p.activate(
+        Scope::Global,
+        "stock:binpack".into(),
+        stock(&p, "binpack"),
+        FailMode::Closed,
+    );
+    p.loaded(Ok(()));
+    assert!(p.load_state().is_ok());
+    assert_eq!(p.place(&request(), &workers()).module, "stock:binpack");
+
+    let failed = testing::policies().loading();
+    failed.loaded(Err("the store cannot be read".into()));
+    let placed = failed.place(&request(), &workers());
+    let error = placed.value.expect_err("decided after a failed load");
+    assert!(error.to_string().contains("cannot be read"), "{error}");
+}
+
+#[test]
+fn a_module_uploaded_twice_is_in_memory_once_while_held() {
+    let p = testing::policies();
+    let bytes = crate::policy::stock::bytes("spread").expect("stock bytes");
+    let one = p.compile(bytes).expect("compiles");
+    let two = p.compile(bytes).expect("compiles");
+    assert!(Arc::ptr_eq(&one, &two));
+    let weak = Arc::downgrade(&one);
+    drop((one, two));
+    assert_eq!(weak.strong_count(), 0, "kept alive by the registry");
+    assert_eq!(p.compile(bytes).expect("compiles").kind(), Kind::Placement);
 }

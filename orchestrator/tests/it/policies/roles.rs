@@ -11,7 +11,7 @@ use crate::harness::*;
 
 /// A `policy`-world component (admit, admit-worker and place): allows
 /// everything and places on the first of exactly one candidate.
-fn both_module() -> Vec<u8> {
+pub(super) fn both_module() -> Vec<u8> {
     wat::parse_str(include_str!("both.wat")).expect("the both-worlds WAT parses")
 }
 
