@@ -194,18 +194,13 @@ pub async fn read_json_limited<T: DeserializeOwned>(
 /// serde's derived structs also accept an array of their fields in order,
 /// which would read `[]` as every default.
 fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        None => {
-            return Err(ApiError::bad_request(
-                "a JSON object body is required (send {} for the defaults)",
-            ))
-        }
-        Some(b'{') => {}
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid JSON body: expected a JSON object",
-            ))
-        }
+    let refused = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => None,
+        None => Some("a JSON object body is required (send {} for the defaults)"),
+        Some(_) => Some("invalid JSON body: expected a JSON object"),
+    };
+    if let Some(message) = refused {
+        return Err(ApiError::bad_request(message));
     }
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
