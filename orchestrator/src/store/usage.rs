@@ -362,7 +362,8 @@ mod tests {
             .expect("create");
         s.update_container("a", 3, |r| r.state = ContainerState::Running)
             .expect("update");
-        // The inventory: `a` exited, `b` absent (lost), `x` adopted running.
+        // The inventory: `a` exited, `b` absent (still `creating`: it never
+        // reached the engine, so nothing was lost), `x` adopted running.
         let item = |id: &str, state| InventoryItem {
             container_id: id.into(),
             tenant_id: "t".into(),
@@ -380,8 +381,8 @@ mod tests {
         s.reconcile("w", Some("t"), &items, stamp(), 4)
             .expect("reconcile");
         let want = TenantUsage {
+            creating: 1,
             exited: 1,
-            lost: 1,
             running: 1,
             workers: 1,
             ..zero
