@@ -37,9 +37,11 @@ pub enum ErrorCode {
     EngineFailed,
     /// The operation did not finish within its deadline.
     Timeout,
-    /// The peer is sending faster than its allowance.
+    /// Reserved: neither side sends it today (the orchestrator closes the link
+    /// with 4008 instead; PROTOCOL.md section 2).
     RateLimited,
-    /// The agent is shutting down or otherwise cannot take work now.
+    /// The agent cannot take this work now: it already runs its limit of
+    /// terminal sessions or background commands.
     Unavailable,
     /// A bug or an unexpected condition on the replying side.
     Internal,
