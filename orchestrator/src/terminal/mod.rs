@@ -43,7 +43,11 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(5 * 60);
 /// disconnected (it may reattach by offset).
 pub const DEFAULT_STALL: Duration = Duration::from_secs(60);
 /// Input messages a link queues before viewers wait to hand over more.
-const INPUT_QUEUE: usize = 32;
+/// Every registered agent connection has this queue, terminal or not, and
+/// a bounded channel allocates all its slots up front (40 bytes each): 32
+/// cost 1.3 KiB per idle agent. The connection task takes each message as
+/// it comes, so a few are enough to keep a paste flowing.
+const INPUT_QUEUE: usize = 4;
 
 /// What a viewer asks the agent connection task to send.
 #[derive(Debug)]
@@ -360,5 +364,21 @@ impl Terminals {
             );
         }
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_link_preallocates_only_a_few_input_slots() {
+        let terminals = Terminals::new(DEFAULT_GRACE, DEFAULT_STALL);
+        let link = terminals.link_up("w1", 1);
+        let slots = link.input.capacity();
+        assert!(
+            slots.is_some_and(|n| (1..=4).contains(&n)),
+            "every agent connection allocates its input queue's slots up front: {slots:?}"
+        );
     }
 }
