@@ -32,6 +32,8 @@ use std::time::Duration;
 
 use smol::channel::{Receiver, Sender};
 
+use crate::hub::Outbound;
+
 pub(crate) use browser::{accept, subprotocol_bearer};
 pub(crate) use link::{on_exited, on_inventory, spawn_reaper};
 pub use mirror::MIRROR_CAPACITY;
@@ -58,10 +60,10 @@ pub(crate) enum LinkMsg {
     Ack { session_id: u64 },
 }
 
-/// The receiving ends an agent connection task reads.
+/// The receiving end an agent connection task reads (ack notices come
+/// through the connection's hub queue, as [`Outbound::TerminalAck`]).
 pub(crate) struct LinkRx {
     pub input: Receiver<LinkMsg>,
-    pub notices: Receiver<LinkMsg>,
 }
 
 struct LinkTx {
@@ -71,8 +73,10 @@ struct LinkTx {
     /// The same queue's reading end: what is left in it when the link
     /// goes is held for the next one, not lost.
     input_left: Receiver<LinkMsg>,
-    /// Unbounded, but at most one notice per session is queued.
-    notices: Sender<LinkMsg>,
+    /// The connection's own hub queue, for ack notices: unbounded, but at
+    /// most one notice per session is queued. A channel of their own would
+    /// cost every agent connection ~0.7 KiB (each channel is cache-padded).
+    notices: Sender<Outbound>,
 }
 
 /// Why input was not handed to the agent (nor held for it).
@@ -174,9 +178,14 @@ impl Terminals {
     }
 
     /// Connection `conn_id` of `worker_id` is registered: the queues it reads.
-    pub(crate) fn link_up(&self, worker_id: &str, conn_id: u64) -> LinkRx {
+    /// `notices` is the connection's hub queue.
+    pub(crate) fn link_up(
+        &self,
+        worker_id: &str,
+        conn_id: u64,
+        notices: Sender<Outbound>,
+    ) -> LinkRx {
         let (input, input_rx) = smol::channel::bounded(INPUT_QUEUE);
-        let (notices, notices_rx) = smol::channel::unbounded();
         let old = self.lock().links.insert(
             worker_id.to_owned(),
             LinkTx {
@@ -194,10 +203,7 @@ impl Terminals {
             }
             self.hold_left(worker_id, &old);
         }
-        LinkRx {
-            input: input_rx,
-            notices: notices_rx,
-        }
+        LinkRx { input: input_rx }
     }
 
     /// Connection `conn_id` of `worker_id` is gone: its sessions go offline
@@ -244,7 +250,7 @@ impl Terminals {
             .get(&session.worker_id)
             .map(|l| l.notices.clone());
         let sent = tx.is_some_and(|tx| {
-            tx.try_send(LinkMsg::Ack {
+            tx.try_send(Outbound::TerminalAck {
                 session_id: session.session_id,
             })
             .is_ok()
@@ -374,7 +380,8 @@ mod tests {
     #[test]
     fn an_idle_link_preallocates_only_a_few_input_slots() {
         let terminals = Terminals::new(DEFAULT_GRACE, DEFAULT_STALL);
-        let link = terminals.link_up("w1", 1);
+        let (hub_tx, _hub_rx) = smol::channel::unbounded();
+        let link = terminals.link_up("w1", 1, hub_tx);
         let slots = link.input.capacity();
         assert!(
             slots.is_some_and(|n| (1..=4).contains(&n)),
