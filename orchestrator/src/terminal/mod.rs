@@ -47,9 +47,10 @@ pub const DEFAULT_STALL: Duration = Duration::from_secs(60);
 /// Input messages a link queues before viewers wait to hand over more.
 /// Every registered agent connection has this queue, terminal or not, and
 /// a bounded channel allocates all its slots up front (40 bytes each): 32
-/// cost 1.3 KiB per idle agent. The connection task takes each message as
-/// it comes, so a few are enough to keep a paste flowing.
-const INPUT_QUEUE: usize = 4;
+/// cost 1.3 KiB per idle agent. A queue of one is a single inline slot
+/// (nothing allocated); the connection task takes each message as it
+/// comes, so a viewer waits only while the previous one is handed over.
+const INPUT_QUEUE: usize = 1;
 
 /// What a viewer asks the agent connection task to send.
 #[derive(Debug)]
