@@ -33,6 +33,10 @@ pub enum Outbound {
     Text(String),
     /// Close the socket with this code and reason, then end.
     Close { code: u16, reason: String },
+    /// A terminal session's ack may have moved: send it if so. Queued
+    /// here by the terminal relay (at most one per session), so that an
+    /// agent connection needs no second notice queue of its own.
+    TerminalAck { session_id: u64 },
 }
 
 /// Why a [`Hub::request`] got no result.

@@ -85,7 +85,11 @@ impl Conn {
         self.app
             .hub
             .register(&self.worker_id, self.conn_id, self.tx.clone(), now);
-        self.link = Some(self.app.terminals.link_up(&self.worker_id, self.conn_id));
+        self.link = Some(self.app.terminals.link_up(
+            &self.worker_id,
+            self.conn_id,
+            self.tx.clone(),
+        ));
         self.registered = Some(Registered {
             memory_total,
             accepted_rev,

@@ -89,8 +89,9 @@ enum Event {
     Stop,
     Outbound(Option<Outbound>),
     Incoming(Option<Result<Message, WsError>>),
-    /// Input or an ack notice from the terminal relay; `None` once its
-    /// queues are gone (a newer connection of the worker replaced them).
+    /// Input from the terminal relay (its ack notices come as
+    /// `Outbound::TerminalAck`); `None` once its queue is gone (a newer
+    /// connection of the worker replaced it).
     Link(Option<LinkMsg>),
     Tick,
 }
@@ -146,7 +147,7 @@ impl Conn {
                 // neither a flood of output nor of input starves the other.
                 let traffic = async { Event::Incoming(ws.next().await) }.race(async {
                     match link {
-                        Some(l) => Event::Link(l.notices.recv().or(l.input.recv()).await.ok()),
+                        Some(l) => Event::Link(l.input.recv().await.ok()),
                         None => std::future::pending().await,
                     }
                 });
@@ -167,6 +168,9 @@ impl Conn {
                 Event::Outbound(Some(Outbound::Text(text))) => self.send_text(text).await,
                 Event::Outbound(Some(Outbound::Close { code, reason })) => {
                     Err(close_with(code, reason))
+                }
+                Event::Outbound(Some(Outbound::TerminalAck { session_id })) => {
+                    self.on_link(LinkMsg::Ack { session_id }).await
                 }
                 Event::Outbound(None) => Ok(()),
                 Event::Link(Some(msg)) => self.on_link(msg).await,

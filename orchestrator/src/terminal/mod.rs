@@ -32,6 +32,8 @@ use std::time::Duration;
 
 use smol::channel::{Receiver, Sender};
 
+use crate::hub::Outbound;
+
 pub(crate) use browser::{accept, subprotocol_bearer};
 pub(crate) use link::{on_exited, on_inventory, spawn_reaper};
 pub use mirror::MIRROR_CAPACITY;
@@ -43,7 +45,12 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(5 * 60);
 /// disconnected (it may reattach by offset).
 pub const DEFAULT_STALL: Duration = Duration::from_secs(60);
 /// Input messages a link queues before viewers wait to hand over more.
-const INPUT_QUEUE: usize = 32;
+/// Every registered agent connection has this queue, terminal or not, and
+/// a bounded channel allocates all its slots up front (40 bytes each): 32
+/// cost 1.3 KiB per idle agent. A queue of one is a single inline slot
+/// (nothing allocated); the connection task takes each message as it
+/// comes, so a viewer waits only while the previous one is handed over.
+const INPUT_QUEUE: usize = 1;
 
 /// What a viewer asks the agent connection task to send.
 #[derive(Debug)]
@@ -54,10 +61,10 @@ pub(crate) enum LinkMsg {
     Ack { session_id: u64 },
 }
 
-/// The receiving ends an agent connection task reads.
+/// The receiving end an agent connection task reads (ack notices come
+/// through the connection's hub queue, as [`Outbound::TerminalAck`]).
 pub(crate) struct LinkRx {
     pub input: Receiver<LinkMsg>,
-    pub notices: Receiver<LinkMsg>,
 }
 
 struct LinkTx {
@@ -67,8 +74,10 @@ struct LinkTx {
     /// The same queue's reading end: what is left in it when the link
     /// goes is held for the next one, not lost.
     input_left: Receiver<LinkMsg>,
-    /// Unbounded, but at most one notice per session is queued.
-    notices: Sender<LinkMsg>,
+    /// The connection's own hub queue, for ack notices: unbounded, but at
+    /// most one notice per session is queued. A channel of their own would
+    /// cost every agent connection ~0.7 KiB (each channel is cache-padded).
+    notices: Sender<Outbound>,
 }
 
 /// Why input was not handed to the agent (nor held for it).
@@ -170,9 +179,14 @@ impl Terminals {
     }
 
     /// Connection `conn_id` of `worker_id` is registered: the queues it reads.
-    pub(crate) fn link_up(&self, worker_id: &str, conn_id: u64) -> LinkRx {
+    /// `notices` is the connection's hub queue.
+    pub(crate) fn link_up(
+        &self,
+        worker_id: &str,
+        conn_id: u64,
+        notices: Sender<Outbound>,
+    ) -> LinkRx {
         let (input, input_rx) = smol::channel::bounded(INPUT_QUEUE);
-        let (notices, notices_rx) = smol::channel::unbounded();
         let old = self.lock().links.insert(
             worker_id.to_owned(),
             LinkTx {
@@ -190,10 +204,7 @@ impl Terminals {
             }
             self.hold_left(worker_id, &old);
         }
-        LinkRx {
-            input: input_rx,
-            notices: notices_rx,
-        }
+        LinkRx { input: input_rx }
     }
 
     /// Connection `conn_id` of `worker_id` is gone: its sessions go offline
@@ -240,7 +251,7 @@ impl Terminals {
             .get(&session.worker_id)
             .map(|l| l.notices.clone());
         let sent = tx.is_some_and(|tx| {
-            tx.try_send(LinkMsg::Ack {
+            tx.try_send(Outbound::TerminalAck {
                 session_id: session.session_id,
             })
             .is_ok()
@@ -360,5 +371,22 @@ impl Terminals {
             );
         }
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_link_preallocates_only_a_few_input_slots() {
+        let terminals = Terminals::new(DEFAULT_GRACE, DEFAULT_STALL);
+        let (hub_tx, _hub_rx) = smol::channel::unbounded();
+        let link = terminals.link_up("w1", 1, hub_tx);
+        let slots = link.input.capacity();
+        assert!(
+            slots.is_some_and(|n| (1..=4).contains(&n)),
+            "every agent connection allocates its input queue's slots up front: {slots:?}"
+        );
     }
 }
