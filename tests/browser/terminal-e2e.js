@@ -35,7 +35,9 @@ const L = require("./lib.js");
 const NETWORK_CHANGED = ["ERR_NETWORK_CHANGED", "chrome-error://chromewebdata"];
 async function navigating(page, go, again = go) {
   for (let attempt = 1; ; attempt += 1) {
-    if (attempt > 1) await page.goto("about:blank");
+    // Leaving the page may itself be cut short by Chromium's error page:
+    // what matters is that the next load is a whole one.
+    if (attempt > 1) await page.goto("about:blank").catch(() => {});
     let changed = false;
     const onFailed = (req) => {
       const why = (req.failure() && req.failure().errorText) || "";
