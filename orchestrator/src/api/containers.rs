@@ -172,11 +172,7 @@ pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
         // A record that never reached the engine and counts against no
         // plan is admitted again like a new one (the insert below revives
         // it); every other one is answered or sent again as it stands.
-        if !matches!(
-            existing.state,
-            ContainerState::Lost | ContainerState::Failed
-        ) || existing.engine_id.is_some()
-        {
+        if !existing.revivable() {
             return retried(app, existing, &worker_id, command, intent).await;
         }
     }
@@ -243,21 +239,15 @@ async fn retried(
             existing.id
         )));
     }
-    if !never_created(&existing) {
+    // Only a `creating` record may never have reached the engine here (a
+    // revivable one was admitted again on the create path): its create is
+    // sent again, the agent answering a create of an id it has
+    // idempotently. Every other record, `removed` included, is final.
+    if existing.state != ContainerState::Creating {
         return Ok(view(StatusCode::OK, existing));
     }
     tracing::info!(container_id = %existing.id, worker_id, state = %existing.state, "create retried; sending it again");
     send_create(app, worker_id, command, StatusCode::OK, intent).await
-}
-
-/// A record whose create may never have reached the engine, so that a
-/// retry sends it again (the agent answers a create of an id it has
-/// idempotently): `creating` (no answer yet). A `lost` or `failed` record
-/// without an engine id never reached it either, but counts against no
-/// plan: the create path admits it again before it is sent
-/// ([`CreateOutcome::Revived`]). A `removed` record is final.
-fn never_created(record: &ContainerRecord) -> bool {
-    record.state == ContainerState::Creating
 }
 
 /// [`create_sent`] on its own task (see [`relay::detached`]), after

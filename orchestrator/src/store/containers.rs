@@ -39,10 +39,7 @@ pub enum CreateOutcome {
 /// Whether `existing` may be made `creating` again by a create of
 /// `record` (see [`CreateOutcome::Revived`]).
 fn revivable(existing: &ContainerRecord, record: &ContainerRecord) -> bool {
-    matches!(
-        existing.state,
-        ContainerState::Lost | ContainerState::Failed
-    ) && existing.engine_id.is_none()
+    existing.revivable()
         && existing.tenant_id == record.tenant_id
         && existing.worker_id == record.worker_id
         && existing.name == record.name

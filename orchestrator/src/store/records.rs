@@ -191,6 +191,17 @@ pub struct ContainerRecord {
     pub rev: u64,
 }
 
+impl ContainerRecord {
+    /// Never reached the engine and counts against no plan: `lost` or
+    /// `failed` without an engine id. A create of the same id makes it
+    /// `creating` again, admitted like a new one
+    /// ([`super::CreateOutcome::Revived`]).
+    pub fn revivable(&self) -> bool {
+        matches!(self.state, ContainerState::Lost | ContainerState::Failed)
+            && self.engine_id.is_none()
+    }
+}
+
 /// One managed container as a worker's inventory reports it, already
 /// checked and converted from the wire by the agent socket.
 #[derive(Debug, Clone, PartialEq)]
