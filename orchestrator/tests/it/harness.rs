@@ -135,6 +135,22 @@ impl Server {
         self.data
     }
 
+    /// Poll `/readyz` until it answers 200 (a server listens before its
+    /// stored policies are loaded, and answers 503 meanwhile), within
+    /// `limit`; its body.
+    pub async fn until_ready(&self, limit: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let (status, body) = http(self.addr, "GET", "/readyz", &[], None).await;
+            if status == 200 {
+                return body;
+            }
+            assert_eq!(status, 503, "{body}");
+            assert!(start.elapsed() < limit, "never ready: {body}");
+            smol::Timer::after(Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         http(
             self.addr,

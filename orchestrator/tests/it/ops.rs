@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::fake::*;
 use crate::harness::*;
@@ -191,23 +191,12 @@ fn healthz_and_readyz_answer_without_credentials() {
         let server = Server::start("readyz").await;
         let (status, body) = http(server.addr, "GET", "/healthz", &[], None).await;
         assert_eq!((status, body), (200, json!({ "status": "ok" })));
-        assert_eq!(until_ready(&server).await, json!({ "status": "ready" }));
+        assert_eq!(
+            server.until_ready(Duration::from_secs(5)).await,
+            json!({ "status": "ready" })
+        );
         server.stop().await;
     });
-}
-
-/// `/readyz`'s body once it answers 200: a server listens before its
-/// stored policies are loaded, and is ready only then (bounded).
-async fn until_ready(server: &Server) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (status, body) = http(server.addr, "GET", "/readyz", &[], None).await;
-        if status == 200 {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "never ready: {status} {body}");
-        smol::Timer::after(Duration::from_millis(10)).await;
-    }
 }
 
 #[test]
@@ -218,7 +207,7 @@ fn readyz_turns_503_as_shutdown_begins_while_still_accepting() {
             ..Options::default()
         };
         let server = Server::start_in(temp_dir("readyz-drain"), opts).await;
-        until_ready(&server).await;
+        server.until_ready(Duration::from_secs(5)).await;
         server.begin_stop();
         let deadline = Instant::now() + Duration::from_secs(2);
         let body = loop {

@@ -9,7 +9,7 @@
 //! `make policy-examples`): a missing example fails with what to run.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -47,20 +47,6 @@ fn cached(data: &Path) -> Vec<PathBuf> {
 
 async fn readyz(server: &Server) -> (u16, Value) {
     http(server.addr, "GET", "/readyz", &[], None).await
-}
-
-/// Poll `/readyz` until it answers 200.
-async fn until_ready(server: &Server) {
-    let start = Instant::now();
-    loop {
-        let (status, body) = readyz(server).await;
-        if status == 200 {
-            return;
-        }
-        assert_eq!(status, 503, "{body}");
-        assert!(start.elapsed() < LOAD_DEADLINE, "never ready: {body}");
-        smol::Timer::after(Duration::from_millis(100)).await;
-    }
 }
 
 /// Both slots of the global scope as the registry has them.
@@ -121,7 +107,7 @@ fn a_restart_listens_first_and_loads_the_python_policy_from_its_cache() {
         // Nothing cached: the orchestrator listens while it compiles.
         let server = Server::start_in(data, Options::default()).await;
         loading(&server).await;
-        until_ready(&server).await;
+        server.until_ready(LOAD_DEADLINE).await;
         assert_eq!(registry(&server).await, both);
         let files = cached(&server.data);
         assert_eq!(
@@ -142,7 +128,7 @@ fn a_restart_listens_first_and_loads_the_python_policy_from_its_cache() {
         let (_, list) = server.admin("GET", &path, None).await;
         let admission = &list["decisions"][0]["explanation"]["admission"];
         assert_eq!(admission["module"], "global:py@1", "{list}");
-        until_ready(&server).await;
+        server.until_ready(LOAD_DEADLINE).await;
         assert_eq!(cached(&server.data), files);
         assert_eq!(std::fs::read(&files[0]).expect("the cache file"), good);
         let data = server.stop().await;
@@ -155,7 +141,7 @@ fn a_restart_listens_first_and_loads_the_python_policy_from_its_cache() {
         std::fs::write(&files[0], &bad).expect("tamper with the cache");
         let server = Server::start_in(data, Options::default()).await;
         loading(&server).await;
-        until_ready(&server).await;
+        server.until_ready(LOAD_DEADLINE).await;
         assert_eq!(registry(&server).await, both);
         assert_eq!(std::fs::read(&files[0]).expect("the cache file"), good);
         server.stop().await;
