@@ -37,6 +37,8 @@ async function navigating(page, go, again = go) {
   for (let attempt = 1; ; attempt += 1) {
     // Leaving the page may itself be cut short by Chromium's error page:
     // what matters is that the next load is a whole one.
+    // A blank page whose navigation was cut short may still commit after
+    // the promise failed and interrupt the next load: that is retried too.
     if (attempt > 1) await page.goto("about:blank").catch(() => {});
     let changed = false;
     const onFailed = (req) => {
@@ -47,7 +49,9 @@ async function navigating(page, go, again = go) {
     try {
       await (attempt > 1 ? again : go)();
     } catch (e) {
-      if (!NETWORK_CHANGED.some((s) => String(e.message).includes(s))) throw e;
+      const why = String(e.message);
+      const blanked = attempt > 1 && why.includes('another navigation to "about:blank"');
+      if (!blanked && !NETWORK_CHANGED.some((s) => why.includes(s))) throw e;
       changed = true;
     } finally {
       page.off("requestfailed", onFailed);
