@@ -26,14 +26,19 @@
 //!   its fsync, and those writes would wait for it. A call that answers
 //!   before queuing one (refused, invalid) is audited the ordinary way.
 //!   Create, start, stop and remove write the state they answer to the
-//!   container's record ([`crate::http::route::Endpoint::settles_record`];
-//!   the write itself commits without fsync): their answer also waits for
-//!   the real entry's durable commit, which carries that write (and every
-//!   earlier one) to disk, so the state an answer reports survives kill -9
-//!   and the call's entry is never `interrupted`. That is one fsync after
-//!   the worker's answer (shared with concurrent calls by the group
-//!   commit); the others (setup, exec, background, kill) write no state
-//!   and answer without it.
+//!   container's record ([`crate::http::route::Endpoint::settles_record`]).
+//!   That record update commits durably on the request's own store call
+//!   (`Store::update_container`), carrying the call's earlier writes with
+//!   it (a create's record and decision commit without fsync), so the
+//!   state an answer reports survives kill -9: one fsync after the
+//!   worker's answer and no hop to the writer thread. The entry then
+//!   follows without a wait, as for the other calls. Only when an API write
+//!   is still not durable at answer time (`Store::api_writes_durable`: a
+//!   call that settled nothing, such as a retried create answering the
+//!   record another request wrote, or a concurrent call's write) does the
+//!   answer wait for the entry's durable commit, which carries it. The
+//!   others (setup, exec, background, kill) write no state and answer
+//!   without it.
 //! * Commands: the hub calls the [`CommandHook`] once each command's
 //!   outcome is known (result, agent error, timeout, disconnection or
 //!   offline), before the API call that sent it answers; the hook queues
@@ -298,10 +303,10 @@ impl Deferred {
 }
 
 /// Queue the entry completing intent `id`: durable soon, not waited for,
-/// unless the call's answer reports a state it wrote to a container record
-/// ([`crate::http::route::Endpoint::settles_record`]; `settled`): then it
-/// returns once the entry's durable commit, which carries that record
-/// write, is done.
+/// unless the call's answer reports a state written to a container record
+/// that is not durable yet ([`crate::http::route::Endpoint::settles_record`];
+/// `settled`): then it returns once the entry's durable commit, which
+/// carries that record write, is done.
 pub(crate) async fn api_outcome(
     app: &App,
     id: u64,

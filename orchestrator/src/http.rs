@@ -319,14 +319,17 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
         let appended = match intent.into_intent() {
             // Durable by now, most likely: it was committed while the
             // worker ran Podman. The entry follows without a wait, unless
-            // the answer reports a container state the call wrote: then
-            // the answer waits for the entry's durable commit, which
-            // carries that record write to disk (an answer's state
+            // the answer reports a container state the call wrote and that
+            // write is not durable yet (the durable record update that
+            // settles a call carries it; a call that settled nothing, such
+            // as a retried create answering the record another request
+            // wrote, may not): then the answer waits for the entry's
+            // durable commit, which carries it to disk (an answer's state
             // survives kill -9).
             Some(intent) => match intent.recorded().await {
                 Ok(id) => {
                     let call = (def, &caller, path.as_str());
-                    let settled = def.endpoint.settles_record();
+                    let settled = def.endpoint.settles_record() && !app.store.api_writes_durable();
                     crate::audit::api_outcome(&app, id, call, (status, outcome), settled).await
                 }
                 Err(error) => Err(error),

@@ -19,6 +19,7 @@
 mod audit;
 mod containers;
 mod decisions;
+mod durable;
 mod history;
 mod identity;
 mod plans;
@@ -151,6 +152,7 @@ pub fn stamp() -> u64 {
 #[derive(Debug)]
 pub struct Store {
     db: Database,
+    api_writes: durable::ApiWrites,
 }
 
 fn failed<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> StoreError {
@@ -219,7 +221,10 @@ impl Store {
         usage::recount(&txn)?;
         txn.commit().map_err(failed("commit the tables"))?;
         tracing::debug!(path = %path.display(), "store opened");
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            api_writes: durable::ApiWrites::default(),
+        })
     }
 
     /// Run `f` against the store on the blocking thread pool.

@@ -141,8 +141,7 @@ impl Endpoint {
 
     /// A call on a worker's container whose answer reports the state it
     /// wrote to the container's record (create, start, stop, remove): its
-    /// answer waits until its audit entry's durable commit, which carries
-    /// that record write to disk with it (`crate::audit`).
+    /// answer goes out only once that write is durable (`crate::audit`).
     pub fn settles_record(self) -> bool {
         matches!(
             self,

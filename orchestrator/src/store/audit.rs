@@ -194,6 +194,7 @@ impl Store {
             txn.set_durability(Durability::None)
                 .map_err(failed("lower an audit entry's durability"))?;
         }
+        let covered = self.api_writes.covered();
         let written = {
             let mut log = Log::open(&txn)?;
             let mut intents = txn
@@ -228,6 +229,9 @@ impl Store {
             written
         };
         txn.commit().map_err(failed("commit an audit entry"))?;
+        if durable {
+            self.api_writes.synced(covered);
+        }
         Ok(written)
     }
 

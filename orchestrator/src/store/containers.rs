@@ -104,23 +104,6 @@ fn insert_record(
 }
 
 impl Store {
-    /// A write made while answering an API call: committed without fsync,
-    /// because the call's audit entry is appended durably before the answer
-    /// goes out (see `http::handle`; for create, start, stop and remove the
-    /// entry completing the call's intent, committed after this write), and
-    /// a durable commit makes every earlier commit durable with it. One
-    /// fsync per answer instead of three.
-    /// A write whose caller went away before its audit entry (a tracked
-    /// create whose client hung up) becomes durable at the next durable
-    /// commit; a crash before that loses only a state the next inventory
-    /// re-derives.
-    pub(super) fn begin_api_write(&self) -> Result<redb::WriteTransaction, StoreError> {
-        let mut txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        txn.set_durability(redb::Durability::None)
-            .map_err(failed("lower a record write's durability"))?;
-        Ok(txn)
-    }
-
     /// Insert `record` unless a record with its id exists (then return that
     /// one, untouched): one transaction, so concurrent creates of one id
     /// insert at most once. Not held to the tenant's plan: API creates go
@@ -259,7 +242,9 @@ impl Store {
     }
 
     /// Change one record with `change`, stamp `updated_at = now_ms` and a
-    /// fresh `rev`.
+    /// fresh `rev`, durably: this write settles a call on a worker's
+    /// container, whose answer reports it (and must survive kill -9), and
+    /// its commit carries the call's earlier API writes to disk with it.
     /// Returns the state before the change and the record after it.
     pub fn update_container(
         &self,
@@ -267,7 +252,8 @@ impl Store {
         now_ms: u64,
         change: impl FnOnce(&mut ContainerRecord),
     ) -> Result<(ContainerState, ContainerRecord), StoreError> {
-        let txn = self.begin_api_write()?;
+        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        let covered = self.api_writes.covered();
         let out = {
             let mut containers = txn
                 .open_table(CONTAINERS)
@@ -295,6 +281,7 @@ impl Store {
             (before, record)
         };
         txn.commit().map_err(failed("commit a container update"))?;
+        self.api_writes.synced(covered);
         Ok(out)
     }
 
