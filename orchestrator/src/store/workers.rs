@@ -95,7 +95,10 @@ impl Store {
         new: &NewWorker,
         admitted: Option<Admitted<'_>>,
     ) -> Result<Enrolment, StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        // Without fsync: the call's audit entry, appended durably before
+        // the answer, carries it to disk, and concurrent enrolments share
+        // that fsync in the audit writer's group commit.
+        let txn = self.begin_api_write()?;
         let enrolled = {
             let mut tokens = txn
                 .open_table(JOIN_TOKENS)
