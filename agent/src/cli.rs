@@ -52,6 +52,10 @@ pub enum CliError {
 /// The Crops worker agent: dials out to a Crops orchestrator and runs
 /// development containers on this machine with Podman.
 #[derive(FromArgs, Debug)]
+#[argh(
+    note = "Logs go to stderr at info and above; RUST_LOG picks others: a level \
+(debug), target=level pairs and a default (agent=debug,warn), comma-separated."
+)]
 pub struct Cli {
     #[argh(subcommand)]
     pub command: Command,

@@ -145,6 +145,47 @@ fn enroll_posts_the_join_token_and_writes_a_private_config() {
     }));
 }
 
+/// An answer written in small pieces, chunked, with header names in odd case
+/// and a byte that is not UTF-8 in an unrelated header, enrols all the same.
+#[test]
+fn enroll_reads_an_answer_in_pieces_chunked_and_oddly_cased() {
+    smol::block_on(within(20, "enrolment", async {
+        let (listener, port) = listen().await;
+        let server = smol::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            read_request(&mut stream).await;
+            let mut reply = b"HTTP/1.1 201 Created\r\nserver: caf\xe9\r\n\
+                CONTENT-TYPE: application/json\r\ntransfer-encoding: Chunked\r\n\
+                connection: close\r\n\r\n"
+                .to_vec();
+            let (a, b) = ENROLLED.split_at(40);
+            for part in [a, b] {
+                reply.extend_from_slice(format!("{:X}\r\n{part}\r\n", part.len()).as_bytes());
+            }
+            reply.extend_from_slice(b"0\r\n\r\n");
+            for piece in reply.chunks(7) {
+                stream.write_all(piece).await.unwrap();
+                stream.flush().await.unwrap();
+            }
+        });
+        let dir = scratch_dir("enroll-pieces");
+        let opts = agent::EnrollOptions {
+            url: format!("http://127.0.0.1:{port}"),
+            join_token: "crops_join_abc".into(),
+            name: Some("nas-2".into()),
+            config_path: dir.join("worker.json"),
+            ca_file: None,
+        };
+        let config = agent::enroll(&opts).await.unwrap();
+        server.await;
+        assert_eq!(config.worker_id, "8e0c6a8e-0000-4000-8000-000000000001");
+        assert_eq!(config.credential, "crops_wkr_test");
+        assert_eq!(config.tenant_name, "acme");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }));
+}
+
 /// The binary, end to end: a refused enrolment prints the server's message
 /// and exits non-zero.
 #[test]
