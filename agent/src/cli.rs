@@ -53,8 +53,9 @@ pub enum CliError {
 /// development containers on this machine with Podman.
 #[derive(FromArgs, Debug)]
 #[argh(
-    note = "Logs go to stderr at info and above; RUST_LOG picks others: a level \
-(debug), target=level pairs and a default (agent=debug,warn), comma-separated."
+    note = "Logs go to stderr at info and above. RUST_LOG picks others: a level
+(RUST_LOG=debug), or target=level pairs and a default, comma-separated
+(RUST_LOG=agent=debug,warn)."
 )]
 pub struct Cli {
     #[argh(subcommand)]

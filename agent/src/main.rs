@@ -37,7 +37,8 @@ fn main() -> ExitCode {
         )
         .init();
     if let Some(e) = refused {
-        tracing::warn!(rust_log = ?rust_log, error = %e, "RUST_LOG not understood; logging at info");
+        let rust_log = rust_log.unwrap_or_default();
+        tracing::warn!(%rust_log, error = %e, "RUST_LOG not understood; logging at info");
     }
     offer_pty_helper();
     match agent::cli::main(cli) {
