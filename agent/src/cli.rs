@@ -52,6 +52,11 @@ pub enum CliError {
 /// The Crops worker agent: dials out to a Crops orchestrator and runs
 /// development containers on this machine with Podman.
 #[derive(FromArgs, Debug)]
+#[argh(
+    note = "Logs go to stderr at info and above. RUST_LOG picks others: a level
+(RUST_LOG=debug), or target=level pairs and a default, comma-separated
+(RUST_LOG=agent=debug,warn)."
+)]
 pub struct Cli {
     #[argh(subcommand)]
     pub command: Command,

@@ -256,38 +256,46 @@ async fn read_capped(stream: &mut crate::net::Stream) -> Result<Vec<u8>, ReadErr
     }
 }
 
-/// Parse a complete HTTP/1.x response: status line, headers, then a body
-/// bounded by `Content-Length`, decoded from `chunked`, or up to the end.
+/// Most header lines a response may carry: the orchestrator sends a handful,
+/// a proxy in front of it may add a few dozen.
+const MAX_HEADERS: usize = 64;
+
+/// Parse a complete HTTP/1.x response: status line and headers by
+/// `httparse` (the parser tungstenite already links), then a body bounded by
+/// `Content-Length`, decoded from `chunked`, or up to the end.
 pub fn parse_response(raw: &[u8]) -> Result<Response, &'static str> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of headers")?;
-    let head = std::str::from_utf8(&raw[..split]).map_err(|_| "headers are not UTF-8")?;
-    let rest = &raw[split + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().ok_or("empty response")?;
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    if !version.starts_with("HTTP/1.") {
-        return Err("status line is not HTTP/1.x");
-    }
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Response::new(&mut headers);
+    let head_len = match head.parse(raw) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Err("no end of headers"),
+        Err(httparse::Error::Version) => return Err("status line is not HTTP/1.x"),
+        Err(httparse::Error::Status) => return Err("bad status code"),
+        Err(httparse::Error::TooManyHeaders) => return Err("too many headers"),
+        Err(_) => return Err("malformed header line"),
+    };
+    let status = head
+        .code
         .filter(|s| (100..=999).contains(s))
         .ok_or("bad status code")?;
     let mut content_length = None;
     let mut chunked = false;
-    for line in lines {
-        let (name, value) = line.split_once(':').ok_or("malformed header line")?;
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            content_length = Some(value.parse::<usize>().map_err(|_| "bad Content-Length")?);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.to_ascii_lowercase().contains("chunked");
+    for h in head.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let len = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or("bad Content-Length")?;
+            content_length = Some(len);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = h
+                .value
+                .to_ascii_lowercase()
+                .windows(7)
+                .any(|w| w == b"chunked");
         }
     }
+    let rest = &raw[head_len..];
     let body = if chunked {
         decode_chunked(rest)?
     } else if let Some(len) = content_length {
@@ -300,20 +308,20 @@ pub fn parse_response(raw: &[u8]) -> Result<Response, &'static str> {
     Ok(Response { status, body })
 }
 
+/// A `chunked` body, its chunk-size lines read by `httparse`; trailers ignored.
 fn decode_chunked(mut data: &[u8]) -> Result<Vec<u8>, &'static str> {
     let mut body = Vec::new();
     loop {
-        let eol = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("truncated chunk size")?;
-        let size_text = std::str::from_utf8(&data[..eol]).map_err(|_| "bad chunk size")?;
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| "bad chunk size")?;
-        data = &data[eol + 2..];
+        let (line, size) = match httparse::parse_chunk_size(data) {
+            Ok(httparse::Status::Complete(found)) => found,
+            Ok(httparse::Status::Partial) => return Err("truncated chunk size"),
+            Err(httparse::InvalidChunkSize) => return Err("bad chunk size"),
+        };
+        data = &data[line..];
         if size == 0 {
             return Ok(body);
         }
+        let size = usize::try_from(size).map_err(|_| "truncated chunk")?;
         let chunk = data.get(..size).ok_or("truncated chunk")?;
         body.extend_from_slice(chunk);
         data = data
@@ -349,6 +357,16 @@ mod tests {
     }
 
     #[test]
+    fn header_names_in_any_case_and_values_in_any_bytes() {
+        // A Latin-1 byte in an unrelated header (obs-text) spoils nothing.
+        let raw = b"HTTP/1.1 201 Created\r\nServer: caf\xe9\r\nCONTENT-length:7\r\n\r\n{\"a\":1}";
+        let r = parse_response(raw).unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (201, &b"{\"a\":1}"[..]));
+        let raw = b"HTTP/1.1 200 OK\r\ntransfer-ENCODING: Chunked\r\n\r\nA\r\n{\"a\":1234}\r\n0\r\nX-Trailer: t\r\n\r\n";
+        assert_eq!(parse_response(raw).unwrap().body, b"{\"a\":1234}");
+    }
+
+    #[test]
     fn rejects_what_is_not_http() {
         for raw in [
             &b"garbage"[..],
@@ -357,6 +375,18 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
             b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+            b"HTTP/1.1 099 Early\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/2 200\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n",
+            [
+                b"HTTP/1.1 200 OK\r\n".as_slice(),
+                &b"X: y\r\n".repeat(MAX_HEADERS + 1),
+                b"\r\n",
+            ]
+            .concat()
+            .as_slice(),
         ] {
             assert!(
                 parse_response(raw).is_err(),

@@ -1,5 +1,6 @@
 //! `crops-agent`: parse arguments, install the tracing subscriber (stderr,
-//! `RUST_LOG`-style filter, default `info`) and hand over to the library.
+//! `RUST_LOG` filter, default `info`; see [`log_filter`]) and hand over to
+//! the library.
 //!
 //! The executable is multi-call: started under the name `crops-pty` (as it
 //! is inside containers, bind-mounted at `/.crops/crops-pty`) it is the
@@ -10,7 +11,9 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, ParseError, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os();
@@ -20,14 +23,25 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX));
     }
     let cli: agent::cli::Cli = argh::from_env();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let (filter, refused) = match log_filter(rust_log.as_deref()) {
+        Ok(filter) => (filter, None),
+        Err(e) => (default_filter(), Some(e)),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .init();
+    if let Some(e) = refused {
+        let rust_log = rust_log.unwrap_or_default();
+        tracing::warn!(%rust_log, error = %e, "RUST_LOG not understood; logging at info");
+    }
     offer_pty_helper();
-    match agent::cli::main(cli).map_err(anyhow::Error::from) {
+    match agent::cli::main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The library's messages already name their causes; print just the top.
@@ -56,6 +70,112 @@ fn offer_pty_helper() {
         Ok(exe) => tracing::debug!(exe = %exe.display(), "PTY helper for new containers"),
         Err(e) => {
             tracing::warn!(error = %e, "no PTY helper: terminals of new containers use a host PTY")
+        }
+    }
+}
+
+/// What is logged without a usable `RUST_LOG`: `info` and above.
+fn default_filter() -> Targets {
+    Targets::new().with_default(LevelFilter::INFO)
+}
+
+/// The filter `RUST_LOG` asks for: comma-separated directives, each a level
+/// (`debug`), a `target=level` pair (`agent::podman=debug`) or a bare target
+/// (all its levels); e.g. `agent=debug,warn`. A target covers every target
+/// it begins (`agent` covers `agent::podman`); the longest match wins.
+/// Unset or empty: [`default_filter`]; an unreadable directive refuses the
+/// whole value. These are `EnvFilter`'s common forms; its span filters
+/// (`[span]=debug`) and regular expressions are not understood (tracing's
+/// `Targets`, for the agent's size: see `agent/Cargo.toml`).
+fn log_filter(var: Option<&str>) -> Result<Targets, ParseError> {
+    let directives: Vec<&str> = var
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    if directives.is_empty() {
+        return Ok(default_filter());
+    }
+    directives.join(",").parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::log_filter;
+
+    const TRACE: Level = Level::TRACE;
+    const DEBUG: Level = Level::DEBUG;
+    const INFO: Level = Level::INFO;
+    const WARN: Level = Level::WARN;
+
+    /// `(target, level, logged?)` under the filter `RUST_LOG` gives.
+    fn check(rust_log: Option<&str>, cases: &[(&str, Level, bool)]) {
+        let filter = log_filter(rust_log).unwrap();
+        for &(target, level, want) in cases {
+            assert_eq!(
+                filter.would_enable(target, &level),
+                want,
+                "RUST_LOG={rust_log:?}: {target} at {level}"
+            );
+        }
+    }
+
+    #[test]
+    fn log_filter_reads_the_common_rust_log_forms() {
+        for unset in [None, Some(""), Some(" , ")] {
+            check(
+                unset,
+                &[
+                    ("agent", INFO, true),
+                    ("agent", DEBUG, false),
+                    ("rustls", INFO, true),
+                ],
+            );
+        }
+        check(
+            Some("info"),
+            &[("agent::session", INFO, true), ("agent", DEBUG, false)],
+        );
+        check(
+            Some("DEBUG"),
+            &[
+                ("agent::podman", DEBUG, true),
+                ("async_io", DEBUG, true),
+                ("agent", TRACE, false),
+            ],
+        );
+        check(
+            Some("agent=debug,warn"),
+            &[
+                ("agent", DEBUG, true),
+                ("agent::podman::container", DEBUG, true),
+                ("agent", TRACE, false),
+                ("rustls", INFO, false),
+                ("rustls", WARN, true),
+            ],
+        );
+        check(
+            Some("info, agent::podman=debug"),
+            &[
+                ("agent::podman", DEBUG, true),
+                ("agent::session", DEBUG, false),
+                ("x", INFO, true),
+            ],
+        );
+        check(Some("off"), &[("agent", Level::ERROR, false)]);
+        check(
+            Some("agent"),
+            &[("agent", TRACE, true), ("rustls", Level::ERROR, false)],
+        );
+    }
+
+    #[test]
+    fn log_filter_refuses_what_it_cannot_read() {
+        for bad in ["agent=loud", "a=b=c", "info,agent=verbose"] {
+            assert!(log_filter(Some(bad)).is_err(), "{bad}");
         }
     }
 }

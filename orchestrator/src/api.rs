@@ -38,6 +38,18 @@ use crate::{now_ms, App};
 const DEFAULT_JOIN_TTL_SECS: u64 = 3600;
 const MAX_JOIN_TTL_SECS: u64 = 30 * 24 * 3600;
 
+/// The lifetime in seconds of a join token asked for with `ttlSecs`: the one
+/// rule for tenant and fleet join tokens alike.
+fn join_ttl(ttl_secs: Option<u64>) -> Result<u64, ApiError> {
+    let ttl = ttl_secs.unwrap_or(DEFAULT_JOIN_TTL_SECS);
+    if !(1..=MAX_JOIN_TTL_SECS).contains(&ttl) {
+        return Err(ApiError::bad_request(format!(
+            "ttlSecs must be between 1 and {MAX_JOIN_TTL_SECS}"
+        )));
+    }
+    Ok(ttl)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateTenant {
@@ -212,12 +224,7 @@ pub(crate) async fn create_join_token(
     tenant_id: &str,
 ) -> Result<Resp, ApiError> {
     let body: CreateJoinToken = read_json(req).await?;
-    let ttl = body.ttl_secs.unwrap_or(DEFAULT_JOIN_TTL_SECS);
-    if !(1..=MAX_JOIN_TTL_SECS).contains(&ttl) {
-        return Err(ApiError::bad_request(format!(
-            "ttlSecs must be between 1 and {MAX_JOIN_TTL_SECS}"
-        )));
-    }
+    let ttl = join_ttl(body.ttl_secs)?;
     let token = auth::mint(TokenKind::Join)?;
     let now = now_ms();
     let record = JoinToken {

@@ -81,9 +81,13 @@ impl ConnectionLimits {
     /// The defaults for this process's soft open-files limit
     /// (`RLIMIT_NOFILE`; 1,024 when it cannot be read).
     pub fn from_open_files_limit() -> Self {
-        let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .map_or(1024, |(soft, _hard)| soft);
-        Self::for_open_files(soft)
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `limit` is a live local that getrlimit only writes.
+        let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+        Self::for_open_files(if read { limit.rlim_cur } else { 1024 })
     }
 }
 
@@ -322,6 +326,21 @@ mod tests {
 
     fn evicted(ticket: &Ticket) -> Option<Closed> {
         ticket.closed.try_recv().ok()
+    }
+
+    #[test]
+    fn the_defaults_follow_this_processs_soft_open_files_limit() {
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let soft: u64 = limits
+            .lines()
+            .find_map(|l| l.strip_prefix("Max open files"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|soft| soft.parse().ok())
+            .unwrap_or(u64::MAX); // "unlimited"
+        assert_eq!(
+            ConnectionLimits::from_open_files_limit(),
+            ConnectionLimits::for_open_files(soft)
+        );
     }
 
     #[test]

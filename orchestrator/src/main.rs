@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
         // SAFETY: mallopt only sets a tunable of glibc's allocator, here
         // while the process is still single-threaded.
         unsafe {
-            nix::libc::mallopt(nix::libc::M_ARENA_MAX, MALLOC_ARENAS);
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
         }
     }
     if std::env::var_os("BLOCKING_MAX_THREADS").is_none() {

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -74,7 +76,7 @@ impl GitServer {
         let root = dir.join("www");
         let want = format!(
             "Basic {}",
-            base64(format!("x-access-token:{token}").as_bytes())
+            STANDARD.encode(format!("x-access-token:{token}"))
         );
         let seen_auth = Arc::new(Mutex::new(Vec::new()));
         let seen = seen_auth.clone();
@@ -142,25 +144,4 @@ fn serve_one<S: std::io::Read + Write>(
     )?;
     stream.write_all(&body)?;
     stream.flush()
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }

@@ -253,3 +253,10 @@ fn labels_come_from_flags_then_env_and_bad_ones_stop_the_agent() {
         assert!(matches!(err, CliError::BadLabel { .. }), "{bad}: {err}");
     }
 }
+
+#[test]
+fn help_says_how_rust_log_picks_what_is_logged() {
+    let help = parse(&["--help"]).unwrap_err().output;
+    assert!(help.contains("RUST_LOG"), "{help}");
+    assert!(help.contains("agent=debug,warn"), "{help}");
+}

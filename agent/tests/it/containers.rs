@@ -483,11 +483,10 @@ fn a_repository_token_travels_only_in_gits_environment() {
         let env = std::fs::read_to_string(tmp.join("env")).unwrap();
         assert!(env.contains("GIT_TERMINAL_PROMPT=0\n"));
         assert!(env.contains("GIT_CONFIG_KEY_0=http.extraHeader\n"));
-        let header = format!(
-            "GIT_CONFIG_VALUE_0=Authorization: Basic {}\n",
-            agent::git::base64(b"x-access-token:tok-s3cret")
-        );
-        assert!(env.contains(&header), "{env}");
+        // base64("x-access-token:tok-s3cret")
+        let header =
+            "GIT_CONFIG_VALUE_0=Authorization: Basic eC1hY2Nlc3MtdG9rZW46dG9rLXMzY3JldA==\n";
+        assert!(env.contains(header), "{env}");
 
         // Offline containers get no secrets.
         let off = unique("off");

@@ -23,7 +23,7 @@ use protocol::Body;
 use serde::{Deserialize, Serialize};
 
 use super::relay::{self, bad_reply, detached, worker_error};
-use super::{worker_view, DEFAULT_JOIN_TTL_SECS, MAX_JOIN_TTL_SECS};
+use super::{join_ttl, worker_view};
 use crate::auth::{self, TokenKind};
 use crate::http::{json, read_json, ApiError, Resp};
 use crate::hub::HubError;
@@ -119,12 +119,7 @@ pub(crate) async fn create_fleet_join_token(
             ));
         }
     }
-    let ttl = body.ttl_secs.unwrap_or(DEFAULT_JOIN_TTL_SECS);
-    if !(1..=MAX_JOIN_TTL_SECS).contains(&ttl) {
-        return Err(ApiError::bad_request(format!(
-            "ttlSecs must be between 1 and {MAX_JOIN_TTL_SECS}"
-        )));
-    }
+    let ttl = join_ttl(body.ttl_secs)?;
     let token = auth::mint(TokenKind::Join)?;
     let now = now_ms();
     let record = JoinToken {

@@ -206,10 +206,10 @@ impl AuditWriter {
 /// box). Durable commits are not delayed by it when a CPU is free; callers
 /// that wait for one wait as before. Failing to set it changes nothing else.
 fn batch_scheduling() {
-    let param = nix::libc::sched_param { sched_priority: 0 };
+    let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: pid 0 is the calling thread; `param` is a live local that the
     // call only reads.
-    let r = unsafe { nix::libc::sched_setscheduler(0, nix::libc::SCHED_BATCH, &param) };
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
     if r != 0 {
         let error = std::io::Error::last_os_error();
         tracing::debug!(%error, "audit writer keeps the default scheduling policy");

@@ -449,7 +449,7 @@ pub fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `malloc_trim` only releases free memory of glibc's heap.
     unsafe {
-        nix::libc::malloc_trim(0);
+        libc::malloc_trim(0);
     }
 }
 

@@ -378,3 +378,48 @@ fn a_generated_admin_token_is_reported_once_and_kept() {
         server.stop().await;
     });
 }
+
+/// Tenant and fleet join tokens live by one rule: an hour unless `ttlSecs`
+/// says otherwise, 1 second to 30 days, anything else refused with the same
+/// message.
+#[test]
+fn join_tokens_of_both_kinds_follow_one_lifetime_rule() {
+    smol::block_on(async {
+        let server = Server::start("join-ttl").await;
+        let tenant = server.tenant("ttl").await;
+        let tenant_path = format!("/v1/tenants/{tenant}/join-tokens");
+        const MAX: u64 = 30 * 24 * 3600;
+        for (path, base) in [
+            (tenant_path.as_str(), json!({})),
+            ("/v1/fleet/join-tokens", json!({ "region": "eu-west" })),
+        ] {
+            let ask = |ttl: Option<u64>| {
+                let mut body = base.clone();
+                if let Some(t) = ttl {
+                    body["ttlSecs"] = json!(t);
+                }
+                server.admin("POST", path, Some(body))
+            };
+            for bad in [0, MAX + 1] {
+                let (status, body) = ask(Some(bad)).await;
+                assert_error(status, &body, 400, "bad_request");
+                assert_eq!(
+                    body["error"]["message"],
+                    format!("ttlSecs must be between 1 and {MAX}"),
+                    "{path}"
+                );
+            }
+            for (ttl, lives) in [(None, 3600), (Some(1), 1), (Some(MAX), MAX)] {
+                let before = now_ms();
+                let (status, token) = ask(ttl).await;
+                let after = now_ms();
+                assert_eq!(status, 201, "{path}: {token}");
+                let expires = token["expiresAt"].as_u64().unwrap();
+                assert!(
+                    (before + lives * 1000..=after + lives * 1000).contains(&expires),
+                    "{path} {ttl:?}: {expires} not {lives} s after {before}..{after}"
+                );
+            }
+        }
+    });
+}
