@@ -42,11 +42,26 @@ pub use admission::crops::policy::types;
 pub use admission::{AdmissionHost, AdmissionHostIndices as AdmissionIndices};
 pub use placement::{PlacementHost, PlacementHostIndices as PlacementIndices};
 
+/// Refuse a component built for another version of the contract, naming
+/// both: every toolchain (wit-bindgen, componentize-py, componentize-js)
+/// imports the contract's `types` instance under its versioned name,
+/// e.g. `crops:policy/types@0.1.0`.
+pub fn check_version(
+    component: &wasmtime::component::Component,
+    engine: &wasmtime::Engine,
+) -> Result<(), super::PolicyError> {
+    match other_version(component, engine) {
+        None => Ok(()),
+        Some(theirs) => Err(super::PolicyError::Invalid(format!(
+            "the module is built for crops:policy@{theirs}; this orchestrator speaks \
+             {CONTRACT} only: rebuild it against policies/wit ({CONTRACT})"
+        ))),
+    }
+}
+
 /// The contract version a component was built for, if it names another
-/// than [`VERSION`]: every toolchain (wit-bindgen, componentize-py,
-/// componentize-js) imports the contract's `types` instance under its
-/// versioned name, e.g. `crops:policy/types@0.1.0`.
-pub fn other_version(
+/// than [`VERSION`].
+fn other_version(
     component: &wasmtime::component::Component,
     engine: &wasmtime::Engine,
 ) -> Option<String> {

@@ -9,8 +9,8 @@
 //!
 //! * **fast** (the pooling allocator): modules importing nothing but the
 //!   type-only `crops:policy/types@0.2.0` instance, as the Rust stock
-//!   policies do. Nothing is granted and nothing per decision is set up beyond the
-//!   store.
+//!   policies do. Nothing is granted and nothing per decision is set up
+//!   beyond the store.
 //! * **wasi** (on-demand allocation, so a large guest never takes the
 //!   stock policies' pool slots): modules importing `wasi:*` interfaces,
 //!   as componentize-py and componentize-js output does. The linker
@@ -263,12 +263,7 @@ impl Host {
             false => (&self.engine, &self.linker),
             true => (&self.wasi_engine, &self.wasi_linker),
         };
-        if let Some(theirs) = bindings::other_version(component, engine) {
-            return Err(PolicyError::Invalid(format!(
-                "the module is built for crops:policy@{theirs}; this orchestrator speaks \
-                 {CONTRACT} only: rebuild it against policies/wit ({CONTRACT})"
-            )));
-        }
+        bindings::check_version(component, engine)?;
         let pre = linker
             .instantiate_pre(component)
             .map_err(|e| PolicyError::Invalid(format!("imports something not granted: {e:#}")))?;
@@ -303,10 +298,12 @@ impl Host {
         // A trial instance: it must instantiate within its limits.
         let (mut store, instance) = self.instance(&compiled)?;
         if let Some(a) = &compiled.admission {
-            a.load(&mut store, &instance).map_err(|e| wrong("admit", e))?;
+            a.load(&mut store, &instance)
+                .map_err(|e| wrong("admit", e))?;
         }
         if let Some(p) = &compiled.placement {
-            p.load(&mut store, &instance).map_err(|e| wrong("place", e))?;
+            p.load(&mut store, &instance)
+                .map_err(|e| wrong("place", e))?;
         }
         Ok(compiled)
     }
@@ -370,10 +367,7 @@ impl Host {
         &self,
         m: &Compiled,
         call: &'static str,
-        run: impl FnOnce(
-            &bindings::AdmissionHost,
-            &mut Store<Ctx>,
-        ) -> wasmtime::Result<wit::Admission>,
+        run: impl FnOnce(&bindings::AdmissionHost, &mut Store<Ctx>) -> wasmtime::Result<wit::Admission>,
     ) -> Result<wit::Admission, PolicyError> {
         let indices = m.admission.as_ref().ok_or(PolicyError::WrongKind {
             wanted: call,

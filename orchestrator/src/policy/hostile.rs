@@ -243,8 +243,7 @@ fn a_module_for_another_contract_version_is_refused_naming_both() {
     let error = compile(&policies(), old).expect_err("compiled");
     let text = error.to_string();
     assert!(
-        text.contains("built for crops:policy@0.1.0")
-            && text.contains("speaks crops:policy@0.2.0"),
+        text.contains("built for crops:policy@0.1.0") && text.contains("speaks crops:policy@0.2.0"),
         "{text}"
     );
     let new = super::stock::bytes("least-loaded").expect("stock");

@@ -324,7 +324,10 @@ mod tests {
             let labels: Vec<_> = (0..n)
                 .map(|k| {
                     let at = at + 16 * k;
-                    (str_at(w, t, at).to_string(), str_at(w, t, at + 8).to_string())
+                    (
+                        str_at(w, t, at).to_string(),
+                        str_at(w, t, at + 8).to_string(),
+                    )
                 })
                 .collect();
             assert_eq!(labels, input.labels);

@@ -100,9 +100,9 @@ impl<'a> Strs<'a> {
             StrsRepr::Plain(s) => (s, None),
             StrsRepr::Packed(t, refs) => (&[][..], Some((t, refs))),
         };
-        let packed = packed.into_iter().flat_map(|(t, refs)| {
-            (0..refs.len() / 8).map(move |i| t.get(refs, i * 8))
-        });
+        let packed = packed
+            .into_iter()
+            .flat_map(|(t, refs)| (0..refs.len() / 8).map(move |i| t.get(refs, i * 8)));
         plain.iter().copied().chain(packed)
     }
 
@@ -274,7 +274,10 @@ mod tests {
         assert_eq!(a.disk_free, Some(u64::MAX));
         assert_eq!(b.disk_free, None);
         assert_eq!((a.memory_total, a.memory_free), (16 << 30, 8 << 30));
-        assert_eq!((a.cpu_count, a.cpu_load_permille, a.containers_running), (8, 500, 2));
+        assert_eq!(
+            (a.cpu_count, a.cpu_load_permille, a.containers_running),
+            (8, 500, 2)
+        );
         assert_eq!(a.security_floor, Profile::Strict);
         assert!(a.online && !a.drained && !a.cordoned);
         assert!(!b.online && b.drained && b.cordoned);
@@ -288,7 +291,10 @@ mod tests {
         e[4..8].copy_from_slice(&9u32.to_le_bytes());
         e[48..52].copy_from_slice(&1000u32.to_le_bytes());
         e[52..56].copy_from_slice(&3u32.to_le_bytes());
-        let w = workers(1, "short", &e).expect("one").next().expect("worker");
+        let w = workers(1, "short", &e)
+            .expect("one")
+            .next()
+            .expect("worker");
         assert_eq!(w.id, "");
         assert!(w.images.is_empty());
     }
