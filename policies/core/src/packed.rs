@@ -27,6 +27,8 @@ impl std::fmt::Display for Malformed {
     }
 }
 
+impl std::error::Error for Malformed {}
+
 /// The call's strings: text refs resolved against `text`.
 #[derive(Clone, Copy)]
 struct Text<'a> {
