@@ -28,7 +28,7 @@ impl Reuse {
         match last {
             Some(mut c) => match refresh(&mut c, workers) {
                 true => {
-                    c.pack();
+                    c.pack_numbers();
                     c
                 }
                 false => Candidates::new(workers),
@@ -47,7 +47,7 @@ impl Reuse {
 
 /// Copy the numbers of `workers` into `c`'s entries if all their strings
 /// are those `c` was built from; false (and `c` half updated) otherwise.
-/// The caller packs the table again.
+/// The caller packs the numbers again (`Candidates::pack_numbers`).
 fn refresh(c: &mut Candidates, workers: &[WorkerInput]) -> bool {
     if c.entries.len() != workers.len() {
         return false;
@@ -195,7 +195,7 @@ mod tests {
         let mut last = reuse.last.lock().expect("lock").take().expect("kept");
         let text = last.wit.text.as_ptr();
         assert!(refresh(&mut last, &ws), "same strings");
-        last.pack();
+        last.pack_numbers();
         assert_eq!(last.wit.text.as_ptr(), text, "the text was reused");
         assert_eq!(lowered(&last), lowered(&Candidates::new(&ws)));
     }

@@ -193,6 +193,15 @@ impl Candidates {
         c
     }
 
+    /// Write the entries' numbers and flags again, for entries whose
+    /// strings and sets are those the table was packed with.
+    pub fn pack_numbers(&mut self) {
+        let entries = self.wit.table.chunks_exact_mut(ENTRY);
+        for (e, out) in self.entries.iter().zip(entries) {
+            encode_numbers(e, out);
+        }
+    }
+
     /// Write `wit.table` (and `count`) from the entries and sets.
     pub fn pack(&mut self) {
         let table = &mut self.wit.table;
@@ -244,11 +253,12 @@ impl Candidates {
     }
 }
 
+fn put<const N: usize>(out: &mut [u8], at: usize, bytes: [u8; N]) {
+    out[at..at + N].copy_from_slice(&bytes);
+}
+
 /// `e` as the 96-byte entry of the documented layout, into `out`.
 fn encode(e: &Entry, labels: (u32, usize), images: (u32, usize), out: &mut [u8]) {
-    fn put<const N: usize>(out: &mut [u8], at: usize, bytes: [u8; N]) {
-        out[at..at + N].copy_from_slice(&bytes);
-    }
     let text = |out: &mut [u8], at: usize, r: TextRef| {
         put(out, at, r.start.to_le_bytes());
         put(out, at + 4, r.len.to_le_bytes());
@@ -262,6 +272,11 @@ fn encode(e: &Entry, labels: (u32, usize), images: (u32, usize), out: &mut [u8])
     put(out, 44, (labels.1 as u32).to_le_bytes());
     put(out, 48, images.0.to_le_bytes());
     put(out, 52, (images.1 as u32).to_le_bytes());
+    encode_numbers(e, out);
+}
+
+/// The numbers and flags of `e` (bytes 56-95 of its entry), into `out`.
+fn encode_numbers(e: &Entry, out: &mut [u8]) {
     put(out, 56, e.memory_total.to_le_bytes());
     put(out, 64, e.memory_free.to_le_bytes());
     put(out, 72, e.disk_free.unwrap_or(0).to_le_bytes());
