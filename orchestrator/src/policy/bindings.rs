@@ -2,7 +2,7 @@
 //! `bindgen!` generates it: the types of `crops:policy/types` and, per
 //! world, the typed exports (`admission`: `admit` and `admit-worker`;
 //! `placement`: `place`). A module of the `policy` world is checked and
-//! called through both. Nothing here is written by hand: a change to the
+//! called through both. No type here is written by hand: a change to the
 //! WIT changes these types, and the host stops compiling until it follows.
 //!
 //! The host's own serde types (`policy::types`, what the API and the store
@@ -73,4 +73,16 @@ fn other_version(
         .find(|v| *v != VERSION)
         .map(str::to_owned);
     found
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_constants_name_the_wit_package() {
+        let wit = include_str!("../../../policies/wit/policy.wit");
+        assert!(wit.contains(&format!("package {};", super::CONTRACT)));
+        assert_eq!(super::CONTRACT, format!("crops:policy@{}", super::VERSION));
+        let types = format!("crops:policy/types@{}", super::VERSION);
+        assert_eq!(super::TYPES_INSTANCE, types);
+    }
 }
