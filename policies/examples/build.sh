@@ -2,6 +2,8 @@
 # Build the example policies in other languages into components:
 #   policies/dist/examples/python.wasm  (python/app.py, componentize-py)
 #   policies/dist/examples/js.wasm      (js/policy.js, componentize-js)
+# each with its language's SDK (policies/sdk), which decodes a placement's
+# packed candidates into plain worker records.
 #
 # They are not embedded in the orchestrator: an operator uploads such a
 # module, and the orchestrator's tests run them against the same
@@ -21,6 +23,7 @@ POLICIES="$(cd .. && pwd)"
 TOOLS="$POLICIES/.tools"
 OUT="$POLICIES/dist/examples"
 WIT="$POLICIES/wit"
+SDK="$POLICIES/sdk"
 
 COMPONENTIZE_PY_VERSION=0.25.1
 
@@ -64,17 +67,20 @@ componentize_js() {
 
 mkdir -p "$OUT"
 
-if stale "$OUT/python.wasm" python "$WIT" "$SELF"; then
+# The SDK (sdk/python/crops_policy.py) decodes the packed candidates.
+if stale "$OUT/python.wasm" python "$SDK/python" "$WIT" "$SELF"; then
     PYTHONDONTWRITEBYTECODE=1 componentize_py -d "$WIT" -w policy componentize \
-        -p python app -o "$OUT/python.wasm.tmp" >/dev/null
+        -p python -p "$SDK/python" app -o "$OUT/python.wasm.tmp" >/dev/null
     mv "$OUT/python.wasm.tmp" "$OUT/python.wasm"
 fi
 echo "policies/dist/examples/python.wasm: $(stat -c %s "$OUT/python.wasm") bytes"
 
 # `-d http fetch-event`: no wasi:http imports, which the host does not grant.
-if stale "$OUT/js.wasm" js/policy.js js/package-lock.json "$WIT" "$SELF"; then
-    componentize_js js/policy.js --wit "$WIT" --world-name policy \
-        --disable http fetch-event --out "$OUT/js.wasm.tmp" >/dev/null
+# Run from policies/, so the example's import of the SDK
+# (sdk/js/crops-policy.js) lies inside the directory componentize-js maps.
+if stale "$OUT/js.wasm" js/policy.js js/package-lock.json "$SDK/js" "$WIT" "$SELF"; then
+    (cd "$POLICIES" && componentize_js examples/js/policy.js --wit "$WIT" --world-name policy \
+        --disable http fetch-event --out "$OUT/js.wasm.tmp" >/dev/null)
     mv "$OUT/js.wasm.tmp" "$OUT/js.wasm"
 fi
 echo "policies/dist/examples/js.wasm: $(stat -c %s "$OUT/js.wasm") bytes"

@@ -5,7 +5,8 @@
 //! cordoned, the pinned worker if any, a self-hosted worker only for its
 //! own tenant). Anything else is nonsense and fails the decision closed.
 
-use super::types::{raw, Admission, Placement, Request, Verdict, WorkerInput, WorkerMode};
+use super::bindings::types as wit;
+use super::types::{Admission, Placement, Request, Verdict, WorkerInput, WorkerMode};
 use super::PolicyError;
 
 /// Longest reason a verdict or an admission may give, bytes.
@@ -27,10 +28,10 @@ fn capped(s: String, cap: usize, what: &str) -> Result<String, PolicyError> {
     Ok(s)
 }
 
-pub(super) fn admission(answer: raw::Admission) -> Result<Admission, PolicyError> {
+pub(super) fn admission(answer: wit::Admission) -> Result<Admission, PolicyError> {
     match answer {
-        raw::Admission::Allow => Ok(Admission::Allow),
-        raw::Admission::Deny(reason) => {
+        wit::Admission::Allow => Ok(Admission::Allow),
+        wit::Admission::Deny(reason) => {
             let reason = capped(reason, MAX_REASON_BYTES, "the denial's reason")?;
             if reason.trim().is_empty() {
                 return Err(nonsense("a denial without a reason"));
@@ -41,7 +42,7 @@ pub(super) fn admission(answer: raw::Admission) -> Result<Admission, PolicyError
 }
 
 pub(super) fn placement(
-    answer: raw::Placement,
+    answer: wit::Placement,
     req: &Request,
     workers: &[WorkerInput],
 ) -> Result<Placement, PolicyError> {

@@ -8,36 +8,39 @@
 //! Two engines, chosen by what a module imports:
 //!
 //! * **fast** (the pooling allocator): modules importing nothing but the
-//!   type-only `crops:policy/types` instance, as the Rust stock policies
-//!   do. Nothing is granted and nothing per decision is set up beyond the
-//!   store.
+//!   type-only `crops:policy/types@0.2.0` instance, as the Rust stock
+//!   policies do. Nothing is granted and nothing per decision is set up
+//!   beyond the store.
 //! * **wasi** (on-demand allocation, so a large guest never takes the
 //!   stock policies' pool slots): modules importing `wasi:*` interfaces,
 //!   as componentize-py and componentize-js output does. The linker
 //!   grants WASI 0.2 backed by the null context of `policy::wasi`, made
 //!   fresh per decision; its captured output is logged with the decision.
 //!
-//! Either way a module importing anything else is refused when compiled.
+//! Either way a module importing anything else is refused when compiled,
+//! and one built for another version of the contract is refused naming
+//! both versions. Modules are checked and called through the types and
+//! exports wasmtime's `bindgen!` generated from the WIT (`policy::bindings`):
+//! only wasmtime's public API.
 
 use std::time::Instant;
 
-use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
     StoreLimitsBuilder, Trap,
 };
 
-use super::answer::Answer;
+use super::bindings::{self, types as wit, AdmissionIndices, PlacementIndices, CONTRACT};
 use super::cache::{self, Cache};
 use super::check;
 use super::reuse::Reuse;
-use super::types::{raw, Admission, Placement, PlanInput, Request, Usage, WorkerInput};
+use super::types::{Admission, Placement, PlanInput, Request, Usage, WorkerInput};
 use super::wasi::{self, NullWasi};
 use super::wire;
 use super::{Kind, PolicyError};
 
-/// The only instance a policy may import: the contract's types, no functions.
-pub const TYPES_INSTANCE: &str = "crops:policy/types@0.1.0";
+pub use super::bindings::TYPES_INSTANCE;
 
 /// Per-module budgets. Every decision starts from these afresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -101,9 +104,10 @@ pub struct Compiled {
     kind: Kind,
     /// Imports WASI: runs on the wasi engine with a null context.
     wasi: bool,
-    admit: Option<ComponentExportIndex>,
-    admit_worker: Option<ComponentExportIndex>,
-    place: Option<ComponentExportIndex>,
+    /// `admit` and `admit-worker`, type-checked.
+    admission: Option<AdmissionIndices>,
+    /// `place`, type-checked.
+    placement: Option<PlacementIndices>,
     limits: Limits,
 }
 
@@ -136,8 +140,11 @@ impl Compiled {
         check_limits(limits)?;
         Ok(Compiled {
             pre: self.pre.clone(),
+            kind: self.kind,
+            wasi: self.wasi,
+            admission: self.admission.clone(),
+            placement: self.placement.clone(),
             limits,
-            ..*self
         })
     }
 }
@@ -150,10 +157,6 @@ fn check_limits(limits: Limits) -> Result<(), PolicyError> {
     }
     Ok(())
 }
-
-type AdmitFn<'a> = (&'a Request, &'a PlanInput, &'a Usage);
-type AdmitWorkerFn<'a> = (&'a str, &'a PlanInput, &'a Usage);
-type PlaceFn<'a> = (&'a Request, &'a wire::Candidates);
 
 impl Host {
     /// The fast engine (the pooling allocator with `slots` concurrent
@@ -195,9 +198,9 @@ impl Host {
     }
 
     /// Compile and validate a component: it must import nothing but the
-    /// contract's types and export `admit` + `admit-worker`, `place`, or
-    /// all three, with the contract's signatures. One trial instance is
-    /// made (within `limits`) to type-check the exports.
+    /// contract's types (of this version) and export `admit` +
+    /// `admit-worker`, `place`, or all three, with the contract's
+    /// signatures. One trial instance is made (within `limits`).
     pub fn compile(&self, bytes: &[u8], limits: Limits) -> Result<Compiled, PolicyError> {
         self.compile_cached(bytes, limits, None)
     }
@@ -256,52 +259,50 @@ impl Host {
         wasi: bool,
         limits: Limits,
     ) -> Result<Compiled, PolicyError> {
-        let linker = match wasi {
-            false => &self.linker,
-            true => &self.wasi_linker,
+        let (engine, linker) = match wasi {
+            false => (&self.engine, &self.linker),
+            true => (&self.wasi_engine, &self.wasi_linker),
         };
+        bindings::check_version(component, engine)?;
         let pre = linker
             .instantiate_pre(component)
             .map_err(|e| PolicyError::Invalid(format!("imports something not granted: {e:#}")))?;
-        let admit = component.get_export_index(None, "admit");
-        let admit_worker = component.get_export_index(None, "admit-worker");
-        let place = component.get_export_index(None, "place");
-        let kind = match (admit.is_some() && admit_worker.is_some(), place.is_some()) {
+        let has = |name| component.get_export_index(None, name).is_some();
+        let wrong = |what: &str, e: wasmtime::Error| {
+            PolicyError::Invalid(format!("`{what}` does not match {CONTRACT}: {e:#}"))
+        };
+        let admission = (has("admit") && has("admit-worker"))
+            .then(|| AdmissionIndices::new(&pre).map_err(|e| wrong("admit", e)))
+            .transpose()?;
+        let placement = has("place")
+            .then(|| PlacementIndices::new(&pre).map_err(|e| wrong("place", e)))
+            .transpose()?;
+        let kind = match (admission.is_some(), placement.is_some()) {
             (true, true) => Kind::Both,
             (true, false) => Kind::Admission,
             (false, true) => Kind::Placement,
             (false, false) => {
-                return Err(PolicyError::Invalid(
-                    "implements no crops:policy@0.1.0 world: exports neither `admit` and `admit-worker` nor `place`"
-                        .into(),
-                ))
+                return Err(PolicyError::Invalid(format!(
+                    "implements no {CONTRACT} world: exports neither `admit` and `admit-worker` nor `place`"
+                )))
             }
         };
         let compiled = Compiled {
             pre,
             kind,
             wasi,
-            admit,
-            admit_worker,
-            place,
+            admission,
+            placement,
             limits,
         };
-        // Type-check every export against the contract in a trial instance.
+        // A trial instance: it must instantiate within its limits.
         let (mut store, instance) = self.instance(&compiled)?;
-        let wrong = |what: &str, e: wasmtime::Error| {
-            PolicyError::Invalid(format!("`{what}` does not match crops:policy@0.1.0: {e:#}"))
-        };
-        if let (Some(a), Some(w)) = (&compiled.admit, &compiled.admit_worker) {
-            instance
-                .get_typed_func::<AdmitFn<'_>, (raw::Admission,)>(&mut store, a)
+        if let Some(a) = &compiled.admission {
+            a.load(&mut store, &instance)
                 .map_err(|e| wrong("admit", e))?;
-            instance
-                .get_typed_func::<AdmitWorkerFn<'_>, (raw::Admission,)>(&mut store, w)
-                .map_err(|e| wrong("admit-worker", e))?;
         }
-        if let Some(p) = &compiled.place {
-            instance
-                .get_typed_func::<PlaceFn<'_>, (Answer,)>(&mut store, p)
+        if let Some(p) = &compiled.placement {
+            p.load(&mut store, &instance)
                 .map_err(|e| wrong("place", e))?;
         }
         Ok(compiled)
@@ -339,17 +340,10 @@ impl Host {
         plan: &PlanInput,
         usage: &Usage,
     ) -> Result<Admission, PolicyError> {
-        let idx = m.admit.as_ref().ok_or(PolicyError::WrongKind {
-            wanted: "admit",
-            kind: m.kind,
+        let (req, plan, usage) = (req.into(), plan.into(), usage.into());
+        let answer = self.admission(m, "admit", |world, store| {
+            world.call_admit(store, &req, &plan, usage)
         })?;
-        let (mut store, instance) = self.instance(m)?;
-        let func = instance
-            .get_typed_func::<AdmitFn<'_>, (raw::Admission,)>(&mut store, idx)
-            .map_err(|e| failure(&store, m, "admit", e))?;
-        let answer = func.call(&mut store, (req, plan, usage));
-        wasi::log_output(&store, "admit");
-        let (answer,) = answer.map_err(|e| failure(&store, m, "admit", e))?;
         check::admission(answer)
     }
 
@@ -361,18 +355,31 @@ impl Host {
         plan: &PlanInput,
         usage: &Usage,
     ) -> Result<Admission, PolicyError> {
-        let idx = m.admit_worker.as_ref().ok_or(PolicyError::WrongKind {
-            wanted: "admit-worker",
+        let (plan, usage) = (plan.into(), usage.into());
+        let answer = self.admission(m, "admit-worker", |world, store| {
+            world.call_admit_worker(store, tenant_id, &plan, usage)
+        })?;
+        check::admission(answer)
+    }
+
+    /// One call of the `admission` world in a fresh instance.
+    fn admission(
+        &self,
+        m: &Compiled,
+        call: &'static str,
+        run: impl FnOnce(&bindings::AdmissionHost, &mut Store<Ctx>) -> wasmtime::Result<wit::Admission>,
+    ) -> Result<wit::Admission, PolicyError> {
+        let indices = m.admission.as_ref().ok_or(PolicyError::WrongKind {
+            wanted: call,
             kind: m.kind,
         })?;
         let (mut store, instance) = self.instance(m)?;
-        let func = instance
-            .get_typed_func::<AdmitWorkerFn<'_>, (raw::Admission,)>(&mut store, idx)
-            .map_err(|e| failure(&store, m, "admit-worker", e))?;
-        let answer = func.call(&mut store, (tenant_id, plan, usage));
-        wasi::log_output(&store, "admit-worker");
-        let (answer,) = answer.map_err(|e| failure(&store, m, "admit-worker", e))?;
-        check::admission(answer)
+        let world = indices
+            .load(&mut store, &instance)
+            .map_err(|e| failure(&store, m, call, e))?;
+        let answer = run(&world, &mut store);
+        wasi::log_output(&store, call);
+        answer.map_err(|e| failure(&store, m, call, e))
     }
 
     /// Run `place` over every candidate in one call, in a fresh instance,
@@ -383,31 +390,30 @@ impl Host {
         req: &Request,
         workers: &[WorkerInput],
     ) -> Result<Placement, PolicyError> {
-        let idx = m.place.as_ref().ok_or(PolicyError::WrongKind {
+        let indices = m.placement.as_ref().ok_or(PolicyError::WrongKind {
             wanted: "place",
             kind: m.kind,
         })?;
         let candidates = self.reuse.candidates(workers);
-        let answer = self.call_place(m, idx, req, &candidates);
+        let answer = self.call_place(m, indices, &req.into(), &candidates);
         self.reuse.keep(candidates);
-        check::placement(answer?.into_raw(), req, workers)
+        check::placement(answer?, req, workers)
     }
 
     fn call_place(
         &self,
         m: &Compiled,
-        idx: &ComponentExportIndex,
-        req: &Request,
+        indices: &PlacementIndices,
+        req: &wit::Request,
         candidates: &wire::Candidates,
-    ) -> Result<Answer, PolicyError> {
+    ) -> Result<wit::Placement, PolicyError> {
         let (mut store, instance) = self.instance(m)?;
-        let func = instance
-            .get_typed_func::<PlaceFn<'_>, (Answer,)>(&mut store, idx)
+        let world = indices
+            .load(&mut store, &instance)
             .map_err(|e| failure(&store, m, "place", e))?;
-        let answer = func.call(&mut store, (req, candidates));
+        let answer = world.call_place(&mut store, req, &candidates.wit);
         wasi::log_output(&store, "place");
-        let (answer,) = answer.map_err(|e| failure(&store, m, "place", e))?;
-        Ok(answer)
+        answer.map_err(|e| failure(&store, m, "place", e))
     }
 
     /// Instantiate only (for the fresh-instance benchmark).

@@ -21,20 +21,8 @@ pub(super) const CONTRACT_TYPES: &str = r#"
     (field "region" (option string)) (field "memory-bytes" u64) (field "cpus" u32)
     (field "labels" (list (tuple string string)))))
   (export $request "request" (type $request'))
-  (type $ref' (record (field "start" u32) (field "len" u32)))
-  (export $ref "text-ref" (type $ref'))
-  (type $worker' (record
-    (field "id" $ref) (field "mode" $mode) (field "tenant-id" $ref)
-    (field "platform" $ref) (field "arch" $ref) (field "region" $ref)
-    (field "labels" u32) (field "cpu-count" u32)
-    (field "memory-total" u64) (field "memory-free" u64) (field "disk-free" (option u64))
-    (field "cpu-load-permille" u32) (field "containers-running" u32)
-    (field "images" u32) (field "security-floor" $profile)
-    (field "drained" bool) (field "cordoned" bool) (field "online" bool)))
-  (export $worker "worker" (type $worker'))
   (type $candidates' (record
-    (field "text" string) (field "label-sets" (list (list (tuple $ref $ref))))
-    (field "image-sets" (list (list $ref))) (field "workers" (list $worker))))
+    (field "count" u32) (field "text" string) (field "table" (list u8))))
   (export $candidates "candidates" (type $candidates'))
   (type $verdict' (record (field "feasible" bool) (field "reason" string) (field "score" s64)))
   (export $verdict "verdict" (type $verdict'))
@@ -226,7 +214,7 @@ fn the_wrong_world_is_refused_on_compile() {
     assert!(
         error
             .to_string()
-            .contains("`place` does not match crops:policy@0.1.0"),
+            .contains("`place` does not match crops:policy@0.2.0"),
         "{error}"
     );
 
@@ -235,7 +223,7 @@ fn the_wrong_world_is_refused_on_compile() {
     assert!(
         error
             .to_string()
-            .contains("implements no crops:policy@0.1.0 world"),
+            .contains("implements no crops:policy@0.2.0 world"),
         "{error}"
     );
 
@@ -246,13 +234,29 @@ fn the_wrong_world_is_refused_on_compile() {
     );
 }
 
+/// A module built for `crops:policy@0.1.0` (that contract's stock
+/// least-loaded, kept as a fixture) is refused, naming the version it
+/// targets and the one the host speaks; today's stock module compiles.
+#[test]
+fn a_module_for_another_contract_version_is_refused_naming_both() {
+    let old = include_bytes!("../../tests/fixtures/least-loaded-0.1.0.wasm");
+    let error = compile(&policies(), old).expect_err("compiled");
+    let text = error.to_string();
+    assert!(
+        text.contains("built for crops:policy@0.1.0") && text.contains("speaks crops:policy@0.2.0"),
+        "{text}"
+    );
+    let new = super::stock::bytes("least-loaded").expect("stock");
+    compile(&policies(), new).expect("the 0.2.0 module compiles");
+}
+
 #[test]
 fn imports_that_are_not_granted_are_refused_on_compile() {
     for import in [
         // WASI is granted (null), but not wasi:http, nor a function WASI lacks.
         r#"(import "wasi:http/outgoing-handler@0.2.0" (instance (export "handle" (func (result u32)))))"#,
         r#"(import "wasi:cli/environment@0.2.0" (instance (export "get-secrets" (func (result (list string))))))"#,
-        r#"(import "crops:policy/types@0.1.0" (instance (export "secret" (func (result u32)))))"#,
+        r#"(import "crops:policy/types@0.2.0" (instance (export "secret" (func (result u32)))))"#,
         r#"(import "clock" (func (result u64)))"#,
     ] {
         let bytes = wat::parse_str(format!("(component {import})")).expect("parses");

@@ -1,7 +1,9 @@
 //! Policies: plan and placement decisions made by WebAssembly components
-//! (`policies/wit`, `crops:policy@0.1.0`), the only module that touches
-//! wasmtime.
+//! (`policies/wit`, `crops:policy@0.2.0`), the only module that touches
+//! wasmtime, and through its public API only.
 //!
+//! * `bindings`: the contract's types and worlds, generated from the WIT
+//!   by wasmtime's `bindgen!`, and the version check.
 //! * `engine`: the engines (fuel; the pooling one grants nothing, the other
 //!   the null WASI context), compile and validate a module, run one
 //!   decision in a fresh instance.
@@ -9,9 +11,10 @@
 //!   (Python, JavaScript): nothing granted, clocks fixed, random seeded,
 //!   output captured and capped.
 //! * `check`: caps and sanity rules applied to every answer.
-//! * `types`: the contract's values on the host (serde + component derives).
-//! * `wire`: a placement's candidates as lowered into a guest (interned
-//!   strings, the workers list encoded in one pass).
+//! * `types`: a decision's values as the API and the store speak them
+//!   (serde), converted into the generated ones at the call.
+//! * `wire`: a placement's candidates packed for a guest (interned
+//!   strings, one byte table; the SDKs in policies/sdk decode it).
 //! * `stock`: the stock policies, embedded from `policies/dist`.
 //! * `registry`: which module decides for whom (per scope and role), its
 //!   health, fail-closed or last-good, and the decision calls the API
@@ -27,7 +30,7 @@
 //! nonsense fails that one decision with a [`PolicyError`] and is marked
 //! unhealthy; every other decision, and the orchestrator, go on.
 
-mod answer;
+pub mod bindings;
 pub mod cache;
 pub mod cases;
 pub mod check;

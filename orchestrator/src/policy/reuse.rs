@@ -12,7 +12,7 @@
 use std::sync::Mutex;
 
 use super::types::WorkerInput;
-use super::wire::{Candidates, Packed, TextRef};
+use super::wire::{Candidates, TextRef};
 
 /// The last candidates lowered, if no other decision holds them.
 #[derive(Default)]
@@ -27,7 +27,10 @@ impl Reuse {
         let last = self.last.try_lock().ok().and_then(|mut last| last.take());
         match last {
             Some(mut c) => match refresh(&mut c, workers) {
-                true => c,
+                true => {
+                    c.pack_numbers();
+                    c
+                }
                 false => Candidates::new(workers),
             },
             None => Candidates::new(workers),
@@ -42,19 +45,20 @@ impl Reuse {
     }
 }
 
-/// Copy the numbers of `workers` into `c` if all their strings are those
-/// `c` was built from; false (and `c` half updated) otherwise.
+/// Copy the numbers of `workers` into `c`'s entries if all their strings
+/// are those `c` was built from; false (and `c` half updated) otherwise.
+/// The caller packs the numbers again (`Candidates::pack_numbers`).
 fn refresh(c: &mut Candidates, workers: &[WorkerInput]) -> bool {
-    if c.workers.len() != workers.len() {
+    if c.entries.len() != workers.len() {
         return false;
     }
-    let text = c.text.as_bytes();
+    let text = c.wit.text.as_bytes();
     let is = |r: TextRef, s: &str| {
         let start = r.start as usize;
         text.get(start..start + r.len as usize)
             .is_some_and(|t| same(t, s.as_bytes()))
     };
-    for (Packed(p), w) in c.workers.iter_mut().zip(workers) {
+    for (p, w) in c.entries.iter_mut().zip(workers) {
         let labels = c.label_sets.get(p.labels as usize).is_some_and(|set| {
             set.len() == w.labels.len()
                 && set
@@ -145,11 +149,7 @@ mod tests {
 
     /// What the guest would be given: everything `Candidates` lowers.
     fn lowered(c: &Candidates) -> String {
-        let workers: Vec<_> = c.workers.iter().map(|Packed(w)| *w).collect();
-        format!(
-            "{:?} {:?} {:?} {workers:?}",
-            c.text, c.label_sets, c.image_sets
-        )
+        format!("{} {} {:?}", c.wit.count, c.wit.text, c.wit.table)
     }
 
     #[test]
@@ -193,9 +193,10 @@ mod tests {
             w.disk_free = None;
         }
         let mut last = reuse.last.lock().expect("lock").take().expect("kept");
-        let text = last.text.as_ptr();
+        let text = last.wit.text.as_ptr();
         assert!(refresh(&mut last, &ws), "same strings");
-        assert_eq!(last.text.as_ptr(), text, "the text was reused");
+        last.pack_numbers();
+        assert_eq!(last.wit.text.as_ptr(), text, "the text was reused");
         assert_eq!(lowered(&last), lowered(&Candidates::new(&ws)));
     }
 

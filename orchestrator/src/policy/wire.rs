@@ -1,237 +1,63 @@
-//! A placement's candidates as they are lowered into a guest (WIT
-//! `candidates`): every distinct string once in one `text`, label and
-//! image sets shared, so each worker record is mostly scalars and the whole
-//! call costs a handful of guest allocations instead of ten per worker.
+//! A placement's candidates packed for a guest (WIT `candidates`; the
+//! layout is policies/sdk/README.md, which the SDKs decode): every
+//! distinct string once in one `text`, label and image sets shared, and
+//! every worker a fixed 96-byte entry of one byte `table`. Lowering them is
+//! two copies, where 1,000 plain `worker` records cost about ten guest
+//! allocations each (measured: 430 us per call, more than twice a whole
+//! decision).
 //!
-//! The workers list is lowered in one pass ([`Packed`]): every record is
-//! encoded straight into the guest's memory at the canonical ABI offsets,
-//! instead of wasmtime's field-by-field stores (each looking up the memory
-//! again), which were a quarter of a placement's host time.
+//! [`Candidates`] keeps the interned form ([`Entry`]s of text refs and set
+//! numbers) beside the packed value, so `policy::reuse` can check a new
+//! fleet against it string by string and copy only the numbers in.
 
 use std::collections::HashMap;
-use std::mem::MaybeUninit;
-use std::sync::LazyLock;
 
-use wasmtime::component::__internal::{
-    CanonicalAbiInfo, InstanceType, InterfaceType, LowerContext,
-};
-use wasmtime::component::{ComponentType, Lower};
-
+use super::bindings::types;
 use super::types::{Profile, WorkerInput, WorkerMode};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ComponentType, Lower)]
-#[component(record)]
+/// Bytes of one worker entry.
+pub const ENTRY: usize = 96;
+
+/// A string of `text`: bytes `start .. start + len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TextRef {
     pub start: u32,
     pub len: u32,
 }
 
-#[derive(Debug, Clone, Copy, ComponentType, Lower)]
-#[component(record)]
-pub struct Worker {
+/// One worker, interned: its strings as refs, its sets by number.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Entry {
     pub id: TextRef,
     pub mode: WorkerMode,
-    #[component(name = "tenant-id")]
     pub tenant_id: TextRef,
     pub platform: TextRef,
     pub arch: TextRef,
     pub region: TextRef,
+    /// Index into [`Candidates::label_sets`].
     pub labels: u32,
-    #[component(name = "cpu-count")]
     pub cpu_count: u32,
-    #[component(name = "memory-total")]
     pub memory_total: u64,
-    #[component(name = "memory-free")]
     pub memory_free: u64,
-    #[component(name = "disk-free")]
     pub disk_free: Option<u64>,
-    #[component(name = "cpu-load-permille")]
     pub cpu_load_permille: u32,
-    #[component(name = "containers-running")]
     pub containers_running: u32,
+    /// Index into [`Candidates::image_sets`].
     pub images: u32,
-    #[component(name = "security-floor")]
     pub security_floor: Profile,
     pub drained: bool,
     pub cordoned: bool,
     pub online: bool,
 }
 
-#[derive(ComponentType, Lower)]
-#[component(record)]
+/// A placement's candidates: interned, and packed as the guest gets them.
 pub struct Candidates {
-    pub text: String,
-    #[component(name = "label-sets")]
+    /// The WIT value (`count`, `text`, `table`); `table` is written by
+    /// [`Candidates::pack`].
+    pub wit: types::Candidates,
     pub label_sets: Vec<Vec<(TextRef, TextRef)>>,
-    #[component(name = "image-sets")]
     pub image_sets: Vec<Vec<TextRef>>,
-    pub workers: Vec<Packed>,
-}
-
-/// A [`Worker`] whose list is lowered in one pass. Its type and its flat
-/// lowering are `Worker`'s (derived); only storing a list differs.
-#[repr(transparent)]
-pub struct Packed(pub Worker);
-
-// SAFETY: every item is `Worker`'s, which the derive made consistent.
-unsafe impl ComponentType for Packed {
-    type Lower = <Worker as ComponentType>::Lower;
-    const ABI: CanonicalAbiInfo = <Worker as ComponentType>::ABI;
-
-    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
-        <Worker as ComponentType>::typecheck(ty, types)
-    }
-}
-
-// SAFETY: writes only within `items.len() * SIZE32` bytes at `offset`,
-// which wasmtime allocated for this list (and bounds-checks the slice).
-unsafe impl Lower for Packed {
-    fn linear_lower_to_flat<T>(
-        &self,
-        cx: &mut LowerContext<'_, T>,
-        ty: InterfaceType,
-        dst: &mut MaybeUninit<Self::Lower>,
-    ) -> wasmtime::Result<()> {
-        self.0.linear_lower_to_flat(cx, ty, dst)
-    }
-
-    fn linear_lower_to_memory<T>(
-        &self,
-        cx: &mut LowerContext<'_, T>,
-        ty: InterfaceType,
-        offset: usize,
-    ) -> wasmtime::Result<()> {
-        self.0.linear_lower_to_memory(cx, ty, offset)
-    }
-
-    fn linear_store_list_to_memory<T>(
-        cx: &mut LowerContext<'_, T>,
-        _ty: InterfaceType,
-        offset: usize,
-        items: &[Self],
-    ) -> wasmtime::Result<()> {
-        let size = Self::SIZE32;
-        let len = items.len().checked_mul(size).ok_or_else(|| {
-            wasmtime::format_err!("{} workers do not fit in guest memory", items.len())
-        })?;
-        let memory = cx.as_slice_mut();
-        let out = offset
-            .checked_add(len)
-            .and_then(|end| memory.get_mut(offset..end))
-            .ok_or_else(|| wasmtime::format_err!("the workers list is out of guest memory"))?;
-        let at = &*OFFSETS;
-        for (item, out) in items.iter().zip(out.chunks_exact_mut(size)) {
-            at.encode(&item.0, out);
-        }
-        Ok(())
-    }
-}
-
-/// Where each field of a `worker` record lies, per the canonical ABI.
-struct Offsets {
-    id: usize,
-    mode: usize,
-    tenant_id: usize,
-    platform: usize,
-    arch: usize,
-    region: usize,
-    labels: usize,
-    cpu_count: usize,
-    memory_total: usize,
-    memory_free: usize,
-    disk_free: usize,
-    /// Of `disk_free`'s payload, from the option's start.
-    disk_free_payload: usize,
-    cpu_load_permille: usize,
-    containers_running: usize,
-    images: usize,
-    security_floor: usize,
-    drained: usize,
-    cordoned: usize,
-    online: usize,
-}
-
-static OFFSETS: LazyLock<Offsets> = LazyLock::new(|| {
-    let mut at = 0;
-    let mut next = |abi: &CanonicalAbiInfo| abi.next_field32_size(&mut at);
-    let text = &<TextRef as ComponentType>::ABI;
-    let flag = &<bool as ComponentType>::ABI;
-    let (byte, word, long) = (
-        &<u8 as ComponentType>::ABI,
-        &<u32 as ComponentType>::ABI,
-        &<u64 as ComponentType>::ABI,
-    );
-    Offsets {
-        id: next(text),
-        mode: next(&<WorkerMode as ComponentType>::ABI),
-        tenant_id: next(text),
-        platform: next(text),
-        arch: next(text),
-        region: next(text),
-        labels: next(word),
-        cpu_count: next(word),
-        memory_total: next(long),
-        memory_free: next(long),
-        disk_free: next(&<Option<u64> as ComponentType>::ABI),
-        // An option is a one-byte discriminant, then its payload aligned.
-        disk_free_payload: {
-            let mut o = 0;
-            byte.next_field32_size(&mut o);
-            long.next_field32_size(&mut o)
-        },
-        cpu_load_permille: next(word),
-        containers_running: next(word),
-        images: next(word),
-        security_floor: next(&<Profile as ComponentType>::ABI),
-        drained: next(flag),
-        cordoned: next(flag),
-        online: next(flag),
-    }
-});
-
-impl Offsets {
-    /// `w` as the canonical ABI lays out a `worker` record, into `out`
-    /// (exactly `Worker::SIZE32` bytes).
-    fn encode(&self, w: &Worker, out: &mut [u8]) {
-        fn put<const N: usize>(out: &mut [u8], at: usize, bytes: [u8; N]) {
-            out[at..at + N].copy_from_slice(&bytes);
-        }
-        let text = |out: &mut [u8], at: usize, r: TextRef| {
-            put(out, at, r.start.to_le_bytes());
-            put(out, at + 4, r.len.to_le_bytes());
-        };
-        text(out, self.id, w.id);
-        put(out, self.mode, [w.mode as u8]);
-        text(out, self.tenant_id, w.tenant_id);
-        text(out, self.platform, w.platform);
-        text(out, self.arch, w.arch);
-        text(out, self.region, w.region);
-        put(out, self.labels, w.labels.to_le_bytes());
-        put(out, self.cpu_count, w.cpu_count.to_le_bytes());
-        put(out, self.memory_total, w.memory_total.to_le_bytes());
-        put(out, self.memory_free, w.memory_free.to_le_bytes());
-        put(out, self.disk_free, [u8::from(w.disk_free.is_some())]);
-        put(
-            out,
-            self.disk_free + self.disk_free_payload,
-            w.disk_free.unwrap_or(0).to_le_bytes(),
-        );
-        put(
-            out,
-            self.cpu_load_permille,
-            w.cpu_load_permille.to_le_bytes(),
-        );
-        put(
-            out,
-            self.containers_running,
-            w.containers_running.to_le_bytes(),
-        );
-        put(out, self.images, w.images.to_le_bytes());
-        put(out, self.security_floor, [w.security_floor as u8]);
-        put(out, self.drained, [u8::from(w.drained)]);
-        put(out, self.cordoned, [u8::from(w.cordoned)]);
-        put(out, self.online, [u8::from(w.online)]);
-    }
+    pub entries: Vec<Entry>,
 }
 
 /// How many distinct values are compared one by one before hashing.
@@ -269,10 +95,6 @@ impl<'a, K: ?Sized + Eq + std::hash::Hash> Interner<'a, K> {
     }
 }
 
-struct Text {
-    text: String,
-}
-
 /// One field's distinct values (each field has few, so its own list
 /// finds them in a comparison or two).
 struct Field<'a> {
@@ -289,32 +111,28 @@ impl<'a> Field<'a> {
     }
 
     /// `s`, sent once however many workers use it.
-    fn get(&mut self, t: &mut Text, s: &'a str) -> TextRef {
+    fn get(&mut self, t: &mut String, s: &'a str) -> TextRef {
         let (i, new) = self.ids.get(s);
         if new {
-            self.refs.push(t.push(s));
+            self.refs.push(push(t, s));
         }
         self.refs[i as usize]
     }
 }
 
-impl Text {
-    /// Append `s` without looking for it (worker ids are unique).
-    fn push(&mut self, s: &str) -> TextRef {
-        let r = TextRef {
-            start: self.text.len() as u32,
-            len: s.len() as u32,
-        };
-        self.text.push_str(s);
-        r
-    }
+/// Append `s` without looking for it (worker ids are unique).
+fn push(text: &mut String, s: &str) -> TextRef {
+    let r = TextRef {
+        start: text.len() as u32,
+        len: s.len() as u32,
+    };
+    text.push_str(s);
+    r
 }
 
 impl Candidates {
     pub fn new(workers: &[WorkerInput]) -> Self {
-        let mut t = Text {
-            text: String::with_capacity(workers.len() * 40),
-        };
+        let mut t = String::with_capacity(workers.len() * 40);
         let (mut tenants, mut platforms, mut arches, mut regions, mut other) = (
             Field::new(),
             Field::new(),
@@ -326,7 +144,7 @@ impl Candidates {
         let mut label_sets = Vec::new();
         let mut images = Interner::<[String]>::new();
         let mut image_sets = Vec::new();
-        let mut out = Vec::with_capacity(workers.len());
+        let mut entries = Vec::with_capacity(workers.len());
         for w in workers {
             let (l, new) = labels.get(&w.labels);
             if new {
@@ -340,8 +158,8 @@ impl Candidates {
             if new {
                 image_sets.push(w.images.iter().map(|s| other.get(&mut t, s)).collect());
             }
-            out.push(Packed(Worker {
-                id: t.push(&w.id),
+            entries.push(Entry {
+                id: push(&mut t, &w.id),
                 mode: w.mode,
                 tenant_id: tenants.get(&mut t, &w.tenant_id),
                 platform: platforms.get(&mut t, &w.platform),
@@ -359,86 +177,193 @@ impl Candidates {
                 drained: w.drained,
                 cordoned: w.cordoned,
                 online: w.online,
-            }));
+            });
         }
-        Self {
-            text: t.text,
+        let mut c = Self {
+            wit: types::Candidates {
+                count: 0,
+                text: t,
+                table: Vec::new(),
+            },
             label_sets,
             image_sets,
-            workers: out,
+            entries,
+        };
+        c.pack();
+        c
+    }
+
+    /// Write the entries' numbers and flags again, for entries whose
+    /// strings and sets are those the table was packed with.
+    pub fn pack_numbers(&mut self) {
+        let entries = self.wit.table.chunks_exact_mut(ENTRY);
+        for (e, out) in self.entries.iter().zip(entries) {
+            encode_numbers(e, out);
         }
     }
+
+    /// Write `wit.table` (and `count`) from the entries and sets.
+    pub fn pack(&mut self) {
+        let table = &mut self.wit.table;
+        table.clear();
+        let sets_at = self.entries.len() * ENTRY;
+        // Where each set starts: label pairs first, then image refs.
+        let mut at = sets_at;
+        let label_at: Vec<u32> = (self.label_sets.iter())
+            .map(|s| {
+                let here = at as u32;
+                at += s.len() * 16;
+                here
+            })
+            .collect();
+        let image_at: Vec<u32> = (self.image_sets.iter())
+            .map(|s| {
+                let here = at as u32;
+                at += s.len() * 8;
+                here
+            })
+            .collect();
+        table.resize(at, 0);
+        let (entries, sets) = table.split_at_mut(sets_at);
+        for (e, out) in self.entries.iter().zip(entries.chunks_exact_mut(ENTRY)) {
+            let labels = self.label_sets.get(e.labels as usize);
+            let images = self.image_sets.get(e.images as usize);
+            encode(
+                e,
+                (label_at[e.labels as usize], labels.map_or(0, Vec::len)),
+                (image_at[e.images as usize], images.map_or(0, Vec::len)),
+                out,
+            );
+        }
+        let mut out = sets;
+        let mut put = |r: TextRef| {
+            let (head, rest) = std::mem::take(&mut out).split_at_mut(8);
+            head[..4].copy_from_slice(&r.start.to_le_bytes());
+            head[4..].copy_from_slice(&r.len.to_le_bytes());
+            out = rest;
+        };
+        for &(k, v) in self.label_sets.iter().flatten() {
+            put(k);
+            put(v);
+        }
+        for &r in self.image_sets.iter().flatten() {
+            put(r);
+        }
+        self.wit.count = self.entries.len() as u32;
+    }
+}
+
+fn put<const N: usize>(out: &mut [u8], at: usize, bytes: [u8; N]) {
+    out[at..at + N].copy_from_slice(&bytes);
+}
+
+/// `e` as the 96-byte entry of the documented layout, into `out`.
+fn encode(e: &Entry, labels: (u32, usize), images: (u32, usize), out: &mut [u8]) {
+    let text = |out: &mut [u8], at: usize, r: TextRef| {
+        put(out, at, r.start.to_le_bytes());
+        put(out, at + 4, r.len.to_le_bytes());
+    };
+    text(out, 0, e.id);
+    text(out, 8, e.tenant_id);
+    text(out, 16, e.platform);
+    text(out, 24, e.arch);
+    text(out, 32, e.region);
+    put(out, 40, labels.0.to_le_bytes());
+    put(out, 44, (labels.1 as u32).to_le_bytes());
+    put(out, 48, images.0.to_le_bytes());
+    put(out, 52, (images.1 as u32).to_le_bytes());
+    encode_numbers(e, out);
+}
+
+/// The numbers and flags of `e` (bytes 56-95 of its entry), into `out`.
+fn encode_numbers(e: &Entry, out: &mut [u8]) {
+    put(out, 56, e.memory_total.to_le_bytes());
+    put(out, 64, e.memory_free.to_le_bytes());
+    put(out, 72, e.disk_free.unwrap_or(0).to_le_bytes());
+    put(out, 80, e.cpu_count.to_le_bytes());
+    put(out, 84, e.cpu_load_permille.to_le_bytes());
+    put(out, 88, e.containers_running.to_le_bytes());
+    out[92] = match e.mode {
+        WorkerMode::Byom => 0,
+        WorkerMode::Fleet => 1,
+    };
+    out[93] = e.security_floor as u8;
+    out[94] = u8::from(e.drained)
+        | u8::from(e.cordoned) << 1
+        | u8::from(e.online) << 2
+        | u8::from(e.disk_free.is_some()) << 3;
+    out[95] = 0;
 }
 
 #[cfg(test)]
 mod tests {
-    use wasmtime::component::{Component, Linker};
-    use wasmtime::{Engine, Store};
-
     use super::*;
     use crate::policy::cases::tests_support::worker;
 
-    /// `echo(workers) -> list<u8>`: the bytes the host lowered, as they are.
-    fn echo() -> Vec<u8> {
-        let size = <Worker as ComponentType>::SIZE32;
-        let types = crate::policy::hostile::CONTRACT_TYPES;
-        wat::parse_str(format!(
-            r#"(component
-  (core module $m
-    (memory (export "memory") 4)
-    (global $heap (mut i32) (i32.const 1024))
-    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
-      (local $p i32)
-      (local.set $p (i32.and (i32.add (global.get $heap) (i32.const 7)) (i32.const -8)))
-      (global.set $heap (i32.add (local.get $p) (local.get 3)))
-      (local.get $p))
-    (func (export "echo") (param i32 i32) (result i32)
-      (i32.store (i32.const 0) (local.get 0))
-      (i32.store (i32.const 4) (i32.mul (local.get 1) (i32.const {size})))
-      (i32.const 0)))
-  (core instance $i (instantiate $m))
-  {types}
-  (func $echo (param "workers" (list $worker)) (result (list u8))
-    (canon lift (core func $i "echo") (memory (core memory $i "memory"))
-      (realloc (core func $i "realloc"))))
-  (export "echo" (func $echo)))"#
-        ))
-        .expect("echo WAT parses")
+    fn u32_at(b: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
     }
 
+    fn str_at<'a>(c: &'a types::Candidates, b: &[u8], at: usize) -> &'a str {
+        let (start, len) = (u32_at(b, at) as usize, u32_at(b, at + 4) as usize);
+        &c.text[start..start + len]
+    }
+
+    /// The table as policies/sdk/README.md lays it out.
     #[test]
-    fn packed_workers_lower_to_the_bytes_the_derived_records_do() {
-        let mut inputs: Vec<WorkerInput> = (0..40).map(worker).collect();
-        for (i, w) in inputs.iter_mut().enumerate() {
-            w.mode = [WorkerMode::Byom, WorkerMode::Fleet][i % 2];
-            w.tenant_id = format!("t{}", i % 3);
-            w.security_floor = [Profile::Open, Profile::Strict, Profile::Offline][i % 3];
-            w.disk_free = (i % 4 != 0).then_some(u64::MAX - i as u64);
-            w.memory_total = u64::MAX - 7 * i as u64;
+    fn workers_pack_as_documented() {
+        let mut ws: Vec<WorkerInput> = (0..3).map(worker).collect();
+        ws[1].mode = WorkerMode::Byom;
+        ws[1].tenant_id = "t\u{e9}".into();
+        ws[1].platform = "windows".into();
+        ws[1].labels = vec![("tier".into(), "gold".into())];
+        ws[1].images = vec!["localhost/a:1".into(), "localhost/b:2".into()];
+        ws[1].disk_free = None;
+        ws[1].security_floor = Profile::Strict;
+        (ws[1].drained, ws[1].cordoned, ws[1].online) = (true, true, false);
+        ws[2].images = ws[0].images.clone();
+        ws[2].disk_free = Some(u64::MAX);
+        ws[2].memory_total = u64::MAX - 1;
+        let c = Candidates::new(&ws);
+        let (w, t) = (&c.wit, &c.wit.table);
+        assert_eq!(w.count, 3);
+        let e = |i: usize| &t[i * ENTRY..(i + 1) * ENTRY];
+        for (i, input) in ws.iter().enumerate() {
+            let e = e(i);
+            assert_eq!(str_at(w, e, 0), input.id);
+            assert_eq!(str_at(w, e, 8), input.tenant_id);
+            assert_eq!(str_at(w, e, 16), input.platform);
+            assert_eq!(str_at(w, e, 24), input.arch);
+            assert_eq!(str_at(w, e, 32), input.region);
+            let (at, n) = (u32_at(e, 40) as usize, u32_at(e, 44) as usize);
+            let labels: Vec<_> = (0..n)
+                .map(|k| {
+                    let at = at + 16 * k;
+                    (
+                        str_at(w, t, at).to_string(),
+                        str_at(w, t, at + 8).to_string(),
+                    )
+                })
+                .collect();
+            assert_eq!(labels, input.labels);
+            let (at, n) = (u32_at(e, 48) as usize, u32_at(e, 52) as usize);
+            let images: Vec<_> = (0..n).map(|k| str_at(w, t, at + 8 * k)).collect();
+            assert_eq!(images, input.images);
+            let u64_at = |at| u64::from_le_bytes(e[at..at + 8].try_into().expect("8"));
+            assert_eq!(u64_at(56), input.memory_total);
+            assert_eq!(u64_at(64), input.memory_free);
+            assert_eq!((e[94] & 8 != 0).then(|| u64_at(72)), input.disk_free);
+            assert_eq!(u32_at(e, 80), input.cpu_count);
+            assert_eq!(u32_at(e, 84), input.cpu_load_permille);
+            assert_eq!(u32_at(e, 88), input.containers_running);
+            assert_eq!(e[92], (input.mode == WorkerMode::Fleet) as u8);
+            assert_eq!(e[93], input.security_floor as u8);
+            let flags = [input.drained, input.cordoned, input.online];
+            assert_eq!([e[94] & 1 != 0, e[94] & 2 != 0, e[94] & 4 != 0], flags);
         }
-        let candidates = Candidates::new(&inputs);
-        let derived: Vec<Worker> = candidates.workers.iter().map(|Packed(w)| *w).collect();
-        let engine = Engine::default();
-        let component = Component::new(&engine, echo()).expect("compiles");
-        let mut store = Store::new(&engine, ());
-        let instance = Linker::new(&engine)
-            .instantiate(&mut store, &component)
-            .expect("instantiates");
-        let slow = instance
-            .get_typed_func::<(&[Worker],), (Vec<u8>,)>(&mut store, "echo")
-            .expect("derived types check");
-        let (expected,) = slow.call(&mut store, (&derived,)).expect("derived");
-        let fast = instance
-            .get_typed_func::<(&[Packed],), (Vec<u8>,)>(&mut store, "echo")
-            .expect("packed types check");
-        let (got,) = fast
-            .call(&mut store, (&candidates.workers,))
-            .expect("packed");
-        assert_eq!(got.len(), 40 * <Worker as ComponentType>::SIZE32);
-        // Each list is in fresh (zeroed) guest memory, so padding agrees too.
-        let size = <Worker as ComponentType>::SIZE32;
-        for (i, (a, b)) in got.chunks(size).zip(expected.chunks(size)).enumerate() {
-            assert_eq!(a, b, "worker {i}");
-        }
+        // Workers with equal sets share them.
+        assert_eq!(u32_at(e(0), 48), u32_at(e(2), 48));
+        assert_eq!(u32_at(e(0), 40), u32_at(e(2), 40));
+        assert_eq!(t.len(), 3 * ENTRY + 2 * 16 + 3 * 8);
     }
 }

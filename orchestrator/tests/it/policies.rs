@@ -76,6 +76,16 @@ fn a_bad_module_is_refused_with_400_and_a_stock_one_is_stored_versioned() {
                 .unwrap();
         let (status, reply) = upload(&server, "kind=placement&name=imp", &importing).await;
         assert_error(status, &reply, 400, "bad_request");
+        // A module built for the previous contract: refused, naming both
+        // versions.
+        let old = include_bytes!("../fixtures/least-loaded-0.1.0.wasm");
+        let (status, reply) = upload(&server, "kind=placement&name=old", old).await;
+        assert_error(status, &reply, 400, "bad_request");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("crops:policy@0.1.0") && message.contains("crops:policy@0.2.0"),
+            "{reply}"
+        );
         // binpack implements placement, not admission.
         let (status, reply) = upload(&server, "kind=admission&name=bp", BINPACK).await;
         assert_error(status, &reply, 400, "bad_request");

@@ -55,7 +55,7 @@ pub fn reject(req: &Request, worker: &Worker) -> Option<String> {
             req.profile.name()
         ));
     }
-    if req.image.starts_with(LOCAL_IMAGE_PREFIX) && !worker.images.contains(&req.image.as_str()) {
+    if req.image.starts_with(LOCAL_IMAGE_PREFIX) && !worker.images.contains(&req.image) {
         return Some(format!("local image {} is not on this worker", req.image));
     }
     None
@@ -212,7 +212,7 @@ mod tests {
         req.image = "localhost/mine:1".into();
         let mut w = worker("w");
         check(&req, &w, Some("not on this worker"));
-        w.images = &["localhost/mine:1"];
+        w.images = crate::packed::Strs::plain(&["localhost/mine:1"]);
         check(&req, &w, None);
 
         let mut w = worker("w");

@@ -1,12 +1,14 @@
 //! The stock Crops policies as plain Rust, independent of WebAssembly.
 //!
-//! The types mirror `policies/wit/policy.wit` (`crops:policy@0.1.0`) field
+//! The types mirror `policies/wit/policy.wit` (`crops:policy@0.2.0`) field
 //! for field; each guest crate moves the generated bindings' values into
-//! these (strings are moved, not copied) and back. Everything here is a
+//! these (strings are moved, not copied) and back. [`packed`] is the Rust
+//! SDK for a placement's packed candidates: plain [`Worker`]s from them. Everything here is a
 //! pure function of its arguments, so it unit-tests on the host and every
 //! decision can be replayed.
 
 pub mod filter;
+pub mod packed;
 pub mod place;
 pub mod plan;
 
@@ -78,8 +80,8 @@ pub enum Admission {
     Deny(String),
 }
 
-/// One candidate worker. It borrows its strings and sets (the guests
-/// resolve them from the call's shared text and sets, copying nothing).
+/// One candidate worker (WIT `worker`). It borrows its strings and sets
+/// (from the call's packed candidates: [`packed::workers`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Worker<'a> {
     pub id: &'a str,
@@ -88,14 +90,14 @@ pub struct Worker<'a> {
     pub platform: &'a str,
     pub arch: &'a str,
     pub region: &'a str,
-    pub labels: &'a [(&'a str, &'a str)],
+    pub labels: packed::Pairs<'a>,
     pub cpu_count: u32,
     pub memory_total: u64,
     pub memory_free: u64,
     pub disk_free: Option<u64>,
     pub cpu_load_permille: u32,
     pub containers_running: u32,
-    pub images: &'a [&'a str],
+    pub images: packed::Strs<'a>,
     pub security_floor: Profile,
     pub drained: bool,
     pub cordoned: bool,
@@ -144,14 +146,14 @@ pub(crate) mod fixture {
             platform: "linux",
             arch: "x86_64",
             region: "eu",
-            labels: &[],
+            labels: packed::Pairs::plain(&[]),
             cpu_count: 8,
             memory_total: 16 << 30,
             memory_free: 8 << 30,
             disk_free: None,
             cpu_load_permille: 500,
             containers_running: 2,
-            images: &[],
+            images: packed::Strs::plain(&[]),
             security_floor: Profile::Open,
             drained: false,
             cordoned: false,

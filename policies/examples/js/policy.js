@@ -1,5 +1,7 @@
-// An example Crops policy in JavaScript: the `crops:policy@0.1.0` `policy`
-// world, built into a component by componentize-js (../build.sh).
+// An example Crops policy in JavaScript: the `crops:policy@0.2.0` `policy`
+// world, built into a component by componentize-js (../build.sh). The
+// candidates come packed; the SDK (policies/sdk/js/crops-policy.js) gives
+// them as plain worker records.
 //
 // Admission is the SPEC plan table's limits (concurrent = creating + created
 // + running; self-hosted workers), placement is least-loaded with every
@@ -17,6 +19,8 @@
 // camelCase fields, enums are their WIT names ('byom', 'standard'), u64s
 // are BigInts, an option is the value or undefined, and a variant is
 // {tag, val}.
+
+import { workers as decode } from '../../sdk/js/crops-policy.js';
 
 const LOCAL_IMAGE_PREFIX = 'localhost/';
 const STRATEGY = 'least-loaded';
@@ -48,9 +52,7 @@ export function admitWorker(tenantId, plan, usage) {
 }
 
 export function place(req, candidates) {
-  const text = textOf(candidates.text);
-  const imageSets = candidates.imageSets.map((set) => set.map(text));
-  const workers = candidates.workers;
+  const workers = decode(candidates);
   const verdicts = new Array(workers.length);
   let best;
   let bestScore = 0;
@@ -58,8 +60,7 @@ export function place(req, candidates) {
   let feasible = 0;
   for (let i = 0; i < workers.length; i++) {
     const w = workers[i];
-    const id = text(w.id);
-    const why = reject(req, w, id, text, imageSets);
+    const why = reject(req, w);
     if (why !== undefined) {
       verdicts[i] = { feasible: false, reason: why, score: 0n };
       continue;
@@ -67,10 +68,10 @@ export function place(req, candidates) {
     feasible += 1;
     const score = leastLoaded(w);
     // The best score wins; ties go to the smallest id.
-    if (best === undefined || score > bestScore || (score === bestScore && id < bestId)) {
+    if (best === undefined || score > bestScore || (score === bestScore && w.id < bestId)) {
       best = i;
       bestScore = score;
-      bestId = id;
+      bestId = w.id;
     }
     verdicts[i] = { feasible: true, reason: '', score: BigInt(score) };
   }
@@ -81,42 +82,29 @@ export function place(req, candidates) {
   return { verdicts, chosen: best, reason };
 }
 
-// A text-ref names UTF-8 bytes start..start+len of the call's text.
-function textOf(all) {
-  const bytes = new TextEncoder().encode(all);
-  if (bytes.length === all.length) {
-    return (r) => all.slice(r.start, r.start + r.len);
-  }
-  const decoder = new TextDecoder();
-  return (r) => decoder.decode(bytes.subarray(r.start, r.start + r.len));
-}
-
 // Why `w` cannot take `req`, or undefined: the stock constraint filters.
-function reject(req, w, id, text, imageSets) {
-  if (req.pinnedWorker !== undefined && req.pinnedWorker !== null && req.pinnedWorker !== id) {
+function reject(req, w) {
+  if (req.pinnedWorker !== undefined && req.pinnedWorker !== null && req.pinnedWorker !== w.id) {
     return `not the pinned worker ${req.pinnedWorker}`;
   }
   if (!w.online) return 'offline';
   if (w.drained) return 'drained';
   if (w.cordoned) return 'cordoned';
-  if (w.mode === 'byom' && text(w.tenantId) !== req.tenantId) {
+  if (w.mode === 'byom' && w.tenantId !== req.tenantId) {
     return 'a self-hosted worker of another tenant';
   }
   const platform = req.platform ?? 'linux';
-  const havePlatform = text(w.platform);
-  if (havePlatform !== platform) return `platform ${shown(havePlatform)} (needs ${platform})`;
-  if (req.arch !== undefined && req.arch !== null) {
-    const have = text(w.arch);
-    if (have !== req.arch) return `arch ${shown(have)} (needs ${req.arch})`;
+  if (w.platform !== platform) return `platform ${shown(w.platform)} (needs ${platform})`;
+  if (req.arch !== undefined && req.arch !== null && w.arch !== req.arch) {
+    return `arch ${shown(w.arch)} (needs ${req.arch})`;
   }
-  if (req.region !== undefined && req.region !== null) {
-    const have = text(w.region);
-    if (have !== req.region) return `region ${shown(have)} (needs ${req.region})`;
+  if (req.region !== undefined && req.region !== null && w.region !== req.region) {
+    return `region ${shown(w.region)} (needs ${req.region})`;
   }
   if (PROFILES.indexOf(req.profile) < PROFILES.indexOf(w.securityFloor)) {
     return `security floor ${w.securityFloor} rejects profile ${req.profile}`;
   }
-  if (req.image.startsWith(LOCAL_IMAGE_PREFIX) && !(imageSets[w.images] ?? []).includes(req.image)) {
+  if (req.image.startsWith(LOCAL_IMAGE_PREFIX) && !w.images.includes(req.image)) {
     return `local image ${req.image} is not on this worker`;
   }
   return undefined;

@@ -1,10 +1,11 @@
-"""An example Crops policy in Python: the `crops:policy@0.1.0` `policy` world.
+"""An example Crops policy in Python: the `crops:policy@0.2.0` `policy` world.
 
 Admission is the SPEC plan table's limits (concurrent = creating + created +
 running; self-hosted workers), placement is least-loaded with every stock
 constraint filter, so this module passes policies/conformance/stock.json
-exactly as the Rust stock policies do. Build it with ../build.sh
-(componentize-py); test it with
+exactly as the Rust stock policies do. The candidates come packed; the SDK
+(policies/sdk/python/crops_policy.py) gives them as plain `Worker` records.
+Build it with ../build.sh (componentize-py); test it with
 
     crops-orchestrator policy test policies/dist/examples/python.wasm \
         --cases policies/conformance/stock.json
@@ -16,6 +17,7 @@ random is seeded); `print` goes to the decision's log, capped at 16 KiB.
 
 from typing import List, Optional
 
+import crops_policy
 import wit_world
 from wit_world.imports.types import (
     Admission,
@@ -26,7 +28,6 @@ from wit_world.imports.types import (
     Plan,
     Profile,
     Request,
-    TextRef,
     Usage,
     Verdict,
     Worker,
@@ -68,23 +69,20 @@ class WitWorld(wit_world.WitWorld):
         return Admission_Allow()
 
     def place(self, req: Request, candidates: Candidates) -> Placement:
-        text = Text(candidates.text)
-        image_sets = [[text.get(r) for r in s] for s in candidates.image_sets]
-        workers = candidates.workers
+        workers = crops_policy.workers(candidates)
         verdicts: List[Verdict] = []
         best: Optional[int] = None
         best_score = 0
         best_id = ""
         for i, w in enumerate(workers):
-            wid = text.get(w.id)
-            why = reject(req, w, wid, text, image_sets)
+            why = reject(req, w)
             if why is not None:
                 verdicts.append(Verdict(False, why, 0))
                 continue
             score = least_loaded(w)
             # The best score wins; ties go to the smallest id.
-            if best is None or score > best_score or (score == best_score and wid < best_id):
-                best, best_score, best_id = i, score, wid
+            if best is None or score > best_score or (score == best_score and w.id < best_id):
+                best, best_score, best_id = i, score, w.id
             verdicts.append(Verdict(True, "", score))
         if best is None:
             reason = f"{STRATEGY}: no worker fits among {len(workers)} candidates"
@@ -97,21 +95,9 @@ class WitWorld(wit_world.WitWorld):
         return Placement(verdicts, best, reason)
 
 
-class Text:
-    """The call's interned strings: a text-ref is UTF-8 bytes start..start+len."""
-
-    def __init__(self, text: str):
-        self.ascii = text.isascii()
-        self.text = text if self.ascii else text.encode()
-
-    def get(self, r: TextRef) -> str:
-        piece = self.text[r.start : r.start + r.len]
-        return piece if self.ascii else piece.decode()
-
-
-def reject(req: Request, w: Worker, wid: str, text: Text, image_sets) -> Optional[str]:
+def reject(req: Request, w: Worker) -> Optional[str]:
     """Why `w` cannot take `req`, or None: the stock constraint filters."""
-    if req.pinned_worker is not None and req.pinned_worker != wid:
+    if req.pinned_worker is not None and req.pinned_worker != w.id:
         return f"not the pinned worker {req.pinned_worker}"
     if not w.online:
         return "offline"
@@ -119,27 +105,21 @@ def reject(req: Request, w: Worker, wid: str, text: Text, image_sets) -> Optiona
         return "drained"
     if w.cordoned:
         return "cordoned"
-    if w.mode == WorkerMode.BYOM and text.get(w.tenant_id) != req.tenant_id:
+    if w.mode == WorkerMode.BYOM and w.tenant_id != req.tenant_id:
         return "a self-hosted worker of another tenant"
     platform = req.platform if req.platform is not None else "linux"
-    have = text.get(w.platform)
-    if have != platform:
-        return f"platform {shown(have)} (needs {platform})"
-    if req.arch is not None:
-        have = text.get(w.arch)
-        if have != req.arch:
-            return f"arch {shown(have)} (needs {req.arch})"
-    if req.region is not None:
-        have = text.get(w.region)
-        if have != req.region:
-            return f"region {shown(have)} (needs {req.region})"
+    if w.platform != platform:
+        return f"platform {shown(w.platform)} (needs {platform})"
+    if req.arch is not None and w.arch != req.arch:
+        return f"arch {shown(w.arch)} (needs {req.arch})"
+    if req.region is not None and w.region != req.region:
+        return f"region {shown(w.region)} (needs {req.region})"
     if req.profile.value < w.security_floor.value:
         return (
             f"security floor {PROFILE_NAMES[w.security_floor]} rejects profile "
             f"{PROFILE_NAMES[req.profile]}"
         )
-    images = image_sets[w.images] if w.images < len(image_sets) else []
-    if req.image.startswith(LOCAL_IMAGE_PREFIX) and req.image not in images:
+    if req.image.startswith(LOCAL_IMAGE_PREFIX) and req.image not in w.images:
         return f"local image {req.image} is not on this worker"
     return None
 

@@ -3,8 +3,9 @@
 //! `least-loaded`, `binpack` and `spread` export the `placement` world).
 //!
 //! This file only moves values between wit-bindgen's generated types and
-//! `crops-policy-core`'s (strings are moved, never copied); the logic and
-//! its tests live in the core crate. Built for wasm32-unknown-unknown the
+//! `crops-policy-core`'s (strings are moved, never copied; the candidates
+//! are decoded by the core crate's SDK, `packed`); the logic and its tests
+//! live in the core crate. Built for wasm32-unknown-unknown the
 //! component imports nothing.
 
 /// Conversions shared by both worlds. Each world's bindings have their own
@@ -113,66 +114,21 @@ mod placement {
     #[cfg(feature = "spread")]
     const STRATEGY: core::place::Strategy = core::place::Strategy::Spread;
 
-    /// The string `r` names in the call's text ("" if it names nothing).
-    /// Inlined: out of line, its result went through the shadow stack, and
-    /// it is called for every string of every worker.
-    #[inline(always)]
-    fn text(text: &str, r: wit::TextRef) -> &str {
-        let start = r.start as usize;
-        text.get(start..start.saturating_add(r.len as usize))
-            .unwrap_or("")
-    }
-
-    #[inline(always)]
-    fn worker<'a>(
-        t: &'a str,
-        labels: &'a [Vec<(&'a str, &'a str)>],
-        images: &'a [Vec<&'a str>],
-        w: &wit::Worker,
-    ) -> core::Worker<'a> {
-        core::Worker {
-            id: text(t, w.id),
-            mode: match w.mode {
-                wit::WorkerMode::Byom => core::Mode::Byom,
-                wit::WorkerMode::Fleet => core::Mode::Fleet,
-            },
-            tenant_id: text(t, w.tenant_id),
-            platform: text(t, w.platform),
-            arch: text(t, w.arch),
-            region: text(t, w.region),
-            labels: labels.get(w.labels as usize).map_or(&[], Vec::as_slice),
-            cpu_count: w.cpu_count,
-            memory_total: w.memory_total,
-            memory_free: w.memory_free,
-            disk_free: w.disk_free,
-            cpu_load_permille: w.cpu_load_permille,
-            containers_running: w.containers_running,
-            images: images.get(w.images as usize).map_or(&[], Vec::as_slice),
-            security_floor: profile!(w.security_floor),
-            drained: w.drained,
-            cordoned: w.cordoned,
-            online: w.online,
-        }
-    }
-
     struct Stock;
 
     impl Guest for Stock {
         fn place(req: wit::Request, c: wit::Candidates) -> wit::Placement {
-            let t = c.text.as_str();
-            let labels: Vec<Vec<(&str, &str)>> = c
-                .label_sets
-                .iter()
-                .map(|set| set.iter().map(|&(k, v)| (text(t, k), text(t, v))).collect())
-                .collect();
-            let images: Vec<Vec<&str>> = c
-                .image_sets
-                .iter()
-                .map(|set| set.iter().map(|&r| text(t, r)).collect())
-                .collect();
-            // Each worker is resolved as the policy reaches it: no second list.
-            let workers = c.workers.iter().map(|w| worker(t, &labels, &images, w));
-            let p = core::place::place_each(&request!(req), workers, STRATEGY);
+            // The SDK decodes each worker as the policy reaches it: no list.
+            let p = match core::packed::workers(c.count, &c.text, &c.table) {
+                Ok(workers) => core::place::place_each(&request!(req), workers, STRATEGY),
+                // The host never sends this; answering no verdicts fails
+                // the decision with the host's own check.
+                Err(e) => core::Placement {
+                    verdicts: Vec::new(),
+                    chosen: None,
+                    reason: e.to_string(),
+                },
+            };
             wit::Placement {
                 verdicts: p
                     .verdicts
