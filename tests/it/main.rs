@@ -9,6 +9,7 @@ mod gitserve;
 mod harness;
 mod http;
 mod images;
+mod layers;
 mod lifecycle;
 mod platforms;
 mod profiles;

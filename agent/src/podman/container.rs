@@ -12,7 +12,7 @@
 //! ([`set_pty_helper`], done at start-up by a static agent), every create
 //! bind-mounts it read-only at [`PTY_HELPER_PATH`] and labels the container
 //! `crops.pty=2`, so a terminal opened later runs its PTY inside the
-//! container ([`crate::terminal`]). The label's value is the version of the
+//! container (the agent's `terminal` module). The label's value is the version of the
 //! helper's contract ([`PTY_HELPER_VERSION`]): 1 was a helper relaying the
 //! terminal over pipes, 2 hands the PTY master to the agent. An agent uses
 //! the helper only in containers labelled with the version it speaks and

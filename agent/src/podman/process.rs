@@ -264,8 +264,8 @@ impl Podman {
 impl Podman {
     /// Spawn `podman exec --preserve-fds=1 -e TERM=xterm-256color --env CROPS_EXEC_MARK -- ENGINE_ID
     /// /.crops/crops-pty COLS ROWS -- argv…`: the in-container PTY helper
-    /// ([`crate::terminal::helper`]) with `handoff` as its fd 3 (the socket
-    /// it hands the PTY master over, [`crate::terminal::handoff`]), no
+    /// (the agent's `terminal::helper`) with `handoff` as its fd
+    /// [`PRESERVED_FD`] (the socket it hands the PTY master over), no
     /// stdin, and `diag` as the client's stdout and stderr (Podman's own
     /// messages, the helper's). The client runs in a session of its own, so
     /// hanging up its process group reaches it; `mark` travels like every
@@ -296,7 +296,7 @@ impl Podman {
         unsafe {
             cmd.pre_exec(move || {
                 nix::unistd::setsid()?;
-                crate::terminal::handoff::place_for_exec(from)
+                place_for_exec(from)
             });
         }
         tracing::debug!(program = %self.program().display(), %engine_id, ?argv, "spawning podman exec of the PTY helper");
@@ -312,6 +312,31 @@ impl Podman {
         drop(handoff);
         child
     }
+}
+
+/// The descriptor `podman exec --preserve-fds=1` passes on to the command
+/// it runs (Podman passes fds 3 onwards).
+pub const PRESERVED_FD: std::os::fd::RawFd = 3;
+
+/// In a forked child before exec (`pre_exec`): put `from` at
+/// [`PRESERVED_FD`] without close-on-exec, for `podman exec
+/// --preserve-fds=1` to pass on. Only system calls, no allocation, so it
+/// is safe between fork and exec.
+pub fn place_for_exec(from: std::os::fd::RawFd) -> std::io::Result<()> {
+    // dup2 leaves the copy without close-on-exec; onto itself it changes
+    // nothing, so there the flag is cleared by hand.
+    // SAFETY: fcntl and dup2 on descriptor numbers; no memory is touched.
+    let done = unsafe {
+        if from == PRESERVED_FD {
+            nix::libc::fcntl(PRESERVED_FD, nix::libc::F_SETFD, 0)
+        } else {
+            nix::libc::dup2(from, PRESERVED_FD)
+        }
+    };
+    if done == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The argv (after `podman`) that runs the PTY helper; see

@@ -25,7 +25,7 @@ use smol::Async;
 
 /// The helper's descriptor for the socket: the first one
 /// `podman exec --preserve-fds` passes.
-pub const HANDOFF_FD: RawFd = 3;
+pub const HANDOFF_FD: RawFd = crate::podman::process::PRESERVED_FD;
 /// The one byte the master travels with.
 pub const TAG: u8 = b'M';
 
@@ -40,27 +40,6 @@ pub enum HandoffError {
     Receive(#[source] io::Error),
     #[error("the hand-off carried {0} descriptors and tag {1:?}, not one master")]
     Malformed(usize, Option<u8>),
-}
-
-/// In a forked child before exec (`pre_exec`): put `from` at
-/// [`HANDOFF_FD`] without close-on-exec, for the helper (through `podman
-/// exec --preserve-fds=1`) to find. Only system calls, no allocation, so
-/// it is safe between fork and exec.
-pub fn place_for_exec(from: RawFd) -> io::Result<()> {
-    // dup2 leaves the copy without close-on-exec; onto itself it changes
-    // nothing, so there the flag is cleared by hand.
-    // SAFETY: fcntl and dup2 on descriptor numbers; no memory is touched.
-    let done = unsafe {
-        if from == HANDOFF_FD {
-            nix::libc::fcntl(HANDOFF_FD, nix::libc::F_SETFD, 0)
-        } else {
-            nix::libc::dup2(from, HANDOFF_FD)
-        }
-    };
-    if done == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// A close-on-exec socket pair: (the agent's end, the helper's end).

@@ -42,7 +42,7 @@ fn spawn_helper(args: &[String], fd3: Option<OwnedFd>) -> Child {
         // SAFETY: `place_for_exec` makes async-signal-safe system calls
         // only. `fd` lives until after the spawn.
         unsafe {
-            cmd.pre_exec(move || handoff::place_for_exec(from));
+            cmd.pre_exec(move || agent::podman::process::place_for_exec(from));
         }
         let child = cmd.spawn().expect("the agent binary as crops-pty");
         drop(fd);
