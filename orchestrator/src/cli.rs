@@ -48,7 +48,7 @@ use serde_json::{json, Value};
 
 use self::output::{tenant_table, text, worker_table};
 use crate::client::{Client, ClientError};
-use crate::{ServeConfig, TlsFiles};
+use orchestrator::{ServeConfig, TlsFiles};
 
 /// Crops orchestrator: HTTP API, agent WebSocket hub and state in redb.
 #[derive(FromArgs, Debug)]
@@ -215,7 +215,7 @@ pub enum CliError {
     #[error("cannot watch for signals: {0}")]
     Signals(#[source] std::io::Error),
     #[error(transparent)]
-    Serve(#[from] crate::Error),
+    Serve(#[from] orchestrator::Error),
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error("cannot write the output: {0}")]
@@ -300,7 +300,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             }
             let tenants = client.call(Method::GET, "/v1/tenants", None).await?;
             print_or_json(false, &workers, || {
-                worker_table(&workers, &tenants, crate::now_ms())
+                worker_table(&workers, &tenants, now_ms())
             })
         }
         Command::Worker(WorkerArgs {
@@ -358,7 +358,7 @@ async fn serve(a: ServeArgs) -> Result<(), CliError> {
             tracing::info!(?signal, "signal received");
         }
     };
-    crate::serve(config, listener, shutdown).await?;
+    orchestrator::serve(config, listener, shutdown).await?;
     Ok(())
 }
 
@@ -399,6 +399,13 @@ fn print_or_json(
     writeln!(stdout, "{out}")
         .and_then(|()| stdout.flush())
         .map_err(CliError::Output)
+}
+
+/// Milliseconds since the Unix epoch, for ages in tables.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use hyper::{Method, Request, StatusCode};
 use rustls_pki_types::ServerName;
 use smol_hyper::rt::FuturesIo;
 
-use crate::tls::{self, TlsError};
+use orchestrator::tls::{self, TlsError};
 
 /// Why an API call failed.
 #[derive(Debug, thiserror::Error)]

@@ -22,8 +22,6 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub(crate) mod authz;
-pub mod cli;
-pub mod client;
 pub mod connections;
 pub mod history;
 pub mod http;

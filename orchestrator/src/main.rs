@@ -3,6 +3,9 @@
 //! Logs go to stderr, coloured only when stderr is a terminal: a log file
 //! or a journal gets plain text, without ANSI escape codes.
 
+mod cli;
+mod client;
+
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
@@ -40,7 +43,7 @@ fn main() -> anyhow::Result<()> {
         // Still single-threaded here; the pool reads it once, on first use.
         std::env::set_var("BLOCKING_MAX_THREADS", BLOCKING_MAX_THREADS);
     }
-    let args: orchestrator::cli::Args = argh::from_env();
+    let args: cli::Args = argh::from_env();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -48,6 +51,6 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    smol::block_on(orchestrator::cli::run(args))?;
+    smol::block_on(cli::run(args))?;
     Ok(())
 }

@@ -19,8 +19,8 @@ use serde_json::Value;
 
 use super::output::{table, text};
 
-use crate::policy::cases::{self, CaseFile};
-use crate::policy::{Limits, Policies, PolicyError};
+use orchestrator::policy::cases::{self, CaseFile};
+use orchestrator::policy::{Limits, Policies, PolicyError};
 
 /// Policy modules.
 #[derive(FromArgs, Debug)]

@@ -368,15 +368,13 @@ fn identity_routes_refuse_bad_input_and_change_nothing() {
 
 #[test]
 fn the_cli_manages_orgs_members_tokens_and_reads_the_audit() {
-    use argh::FromArgs;
     smol::block_on(async {
         let server = Server::start("cli-identity").await;
         let url = format!("http://{}", server.addr);
         let cli = |args: &[&str]| {
             let mut all = args.to_vec();
             all.extend(["--url", &url, "--admin-token", ADMIN]);
-            let args = orchestrator::cli::Args::from_args(&["crops-orchestrator"], &all).unwrap();
-            orchestrator::cli::run(args)
+            crate::harness::cli(all.iter().map(|a| (*a).to_owned()).collect())
         };
         cli(&["org", "create", "--name", "acme"]).await.unwrap();
         let (_, orgs) = server.admin("GET", "/v1/orgs", None).await;

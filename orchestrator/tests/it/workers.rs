@@ -422,7 +422,6 @@ fn an_unanswered_rotation_completes_when_the_agent_presents_the_new_credential()
 
 #[test]
 fn the_cli_drains_cordons_plans_and_mints_fleet_tokens() {
-    use argh::FromArgs;
     smol::block_on(async {
         let server = Server::start("cli-workers").await;
         let (id, _) = server.enrolled("nas").await;
@@ -434,8 +433,7 @@ fn the_cli_drains_cordons_plans_and_mints_fleet_tokens() {
         let cli = |args: &[&str]| {
             let mut all = args.to_vec();
             all.extend(["--url", &url, "--admin-token", ADMIN]);
-            let args = orchestrator::cli::Args::from_args(&["crops-orchestrator"], &all).unwrap();
-            orchestrator::cli::run(args)
+            crate::harness::cli(all.iter().map(|a| (*a).to_owned()).collect())
         };
         cli(&["worker", "drain", &id]).await.unwrap();
         cli(&["worker", "cordon", &id, "--json"]).await.unwrap();
