@@ -1,5 +1,6 @@
-//! The null WASI context as a guest sees it, with components written as
-//! WAT text that import WASI the way componentize-py's output does: time
+//! The null WASI context: nothing is granted through it, and as a guest
+//! sees it, with components written as WAT text that import WASI the way
+//! componentize-py's output does: time
 //! does not pass (a sleep forever returns at once), randomness is the same
 //! in every decision, and stdout is captured into the log and capped.
 
@@ -7,10 +8,19 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::cases::tests_support::request;
-use super::hostile::CONTRACT_TYPES;
-use super::wasi::OUTPUT_CAP;
-use super::{Compiled, Limits, Placement, Policies, PolicyError};
+use crate::policy::cases::tests_support::request;
+use crate::policy::hostile::CONTRACT_TYPES;
+use crate::policy::{Compiled, Limits, Placement, Policies, PolicyError};
+use wasmtime_wasi::cli::WasiCliCtxView;
+use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
+use wasmtime_wasi::p2::bindings::cli::environment::Host as _;
+use wasmtime_wasi::p2::bindings::clocks::wall_clock::Host as _;
+use wasmtime_wasi::p2::bindings::filesystem::preopens::Host as _;
+use wasmtime_wasi::p2::bindings::sockets::network::IpAddressFamily;
+use wasmtime_wasi::p2::bindings::sockets::tcp_create_socket::Host as _;
+use wasmtime_wasi::sockets::WasiSocketsCtxView;
+
+use super::*;
 
 /// WASI imports (0.2.0, as older toolchains ask: the host's 0.2.x serves
 /// them) and the core functions lowered from them, module "wasi".
@@ -134,7 +144,7 @@ fn place(p: &Policies, m: &Arc<Compiled>) -> Result<Placement, PolicyError> {
 
 #[test]
 fn a_sleep_forever_returns_and_clocks_and_random_are_the_same_every_decision() {
-    let p = super::testing::policies();
+    let p = crate::policy::testing::policies();
     let m = compile(
         &p,
         &wasi_component(
@@ -176,7 +186,7 @@ impl std::io::Write for Log {
 #[test]
 fn stdout_goes_to_the_decision_log_capped() {
     // Five writes of 4 KiB of 'x': 20 KiB, of which the first 16 KiB are kept.
-    let p = super::testing::policies();
+    let p = crate::policy::testing::policies();
     let m = compile(
         &p,
         &wasi_component(
@@ -213,9 +223,49 @@ fn stdout_goes_to_the_decision_log_capped() {
 
 #[test]
 fn the_rust_stock_policies_import_nothing_and_skip_wasi() {
-    let p = super::testing::policies();
+    let p = crate::policy::testing::policies();
     for name in ["plan-limits", "least-loaded", "binpack", "spread"] {
         let m = p.stock(name).expect("stock");
         assert!(!m.wasi(), "{name} runs on the fast engine");
     }
+}
+
+#[test]
+fn nothing_is_granted() {
+    let mut w = NullWasi::new();
+    let NullWasi { ctx, table, .. } = &mut w;
+    let mut cli = WasiCliCtxView {
+        ctx: ctx.cli(),
+        table,
+    };
+    assert!(cli.get_environment().expect("env").is_empty());
+    assert!(cli.get_arguments().expect("args").is_empty());
+    assert_eq!(cli.initial_cwd().expect("cwd"), None);
+    let mut fs = WasiFilesystemCtxView {
+        ctx: ctx.filesystem(),
+        table,
+    };
+    assert!(fs.get_directories().expect("preopens").is_empty());
+    let mut net = WasiSocketsCtxView {
+        ctx: ctx.sockets(),
+        table,
+    };
+    assert!(net.create_tcp_socket(IpAddressFamily::Ipv4).is_err());
+    let mut clocks = wasmtime_wasi::clocks::WasiClocksCtxView {
+        ctx: ctx.clocks(),
+        table,
+    };
+    assert_eq!(clocks.now().expect("now").seconds, WALL_CLOCK.as_secs());
+}
+
+#[test]
+fn output_is_kept_up_to_the_cap_and_the_rest_counted() {
+    let w = NullWasi::new();
+    w.stdout.write(b"hello ");
+    w.stderr.write(&vec![b'e'; OUTPUT_CAP + 10]);
+    w.stdout.write(b"world");
+    let out = w.output();
+    assert_eq!(out.stdout, "hello world");
+    assert_eq!(out.stderr.len(), OUTPUT_CAP);
+    assert_eq!(out.dropped, 10);
 }

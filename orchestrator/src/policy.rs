@@ -148,8 +148,6 @@ impl PolicyError {
 
 #[cfg(test)]
 mod hostile;
-#[cfg(test)]
-mod wasi_tests;
 
 /// One engine for every test (compiling the stock modules once), each
 /// test with its own activations.
