@@ -16,22 +16,13 @@
 //! Run: `make bench` or `cargo bench -p crops-e2e --bench lifecycle_latency`
 //! (with CROPS_AGENT_BIN set; `CROPS_BENCH_N` iterations, default 40).
 
-#[path = "../it/fleet.rs"]
-#[allow(dead_code)]
-mod fleet;
-#[path = "../it/harness.rs"]
-#[allow(dead_code)]
-mod harness;
-#[path = "../it/http.rs"]
-#[allow(dead_code)]
-mod http;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use fleet::{test_image, Fleet};
+use crops_e2e::fleet::{test_image, Fleet};
+use crops_e2e::{harness, http};
 
 const OPS: [&str; 5] = ["create", "start", "exec true", "stop", "remove"];
 

@@ -17,19 +17,6 @@
 //! CROPS_AGENT_BIN and CROPS_ORCHESTRATOR_BIN set. CROPS_BENCH_KEYS keystrokes
 //! per path (default 2000), CROPS_BENCH_CAT_MB the size of each output (default 200).
 
-#[path = "../it/fleet.rs"]
-#[allow(dead_code)]
-mod fleet;
-#[path = "../it/harness.rs"]
-#[allow(dead_code)]
-mod harness;
-#[path = "../it/http.rs"]
-#[allow(dead_code)]
-mod http;
-#[path = "../it/terminal_socket.rs"]
-#[allow(dead_code)]
-mod terminal_socket;
-
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -39,8 +26,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use fleet::Fleet;
-use terminal_socket::{member_token, TermSocket};
+use crops_e2e::fleet::Fleet;
+use crops_e2e::harness;
+use crops_e2e::term::{member_token, TermSocket};
 
 /// Puts the shell's terminal in raw mode without echo, says so with a
 /// marker the typed line cannot contain, and becomes `cat`.

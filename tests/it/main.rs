@@ -4,10 +4,7 @@
 
 mod containers;
 mod credentials;
-mod fleet;
 mod gitserve;
-mod harness;
-mod http;
 mod images;
 mod layers;
 mod lifecycle;
@@ -16,3 +13,5 @@ mod profiles;
 mod terminal_browser;
 mod terminal_socket;
 mod urls;
+
+use crops_e2e::{fleet, harness, http, term};

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::fleet::*;
 use crate::harness::*;
-use crate::terminal_socket::member_token;
+use crate::term::member_token;
 
 /// The whole of one browser case, restarts included.
 const CASE_DEADLINE: Duration = Duration::from_secs(300);
