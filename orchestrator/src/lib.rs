@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod policy;
 pub mod presence;
+pub mod router;
 pub mod server;
 pub mod store;
 pub mod terminal;

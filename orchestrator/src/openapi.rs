@@ -1,7 +1,7 @@
 //! `GET /openapi.json`: the API's OpenAPI 3 document, hand-written in
 //! `openapi.json` next to this file and served as it is.
 //!
-//! The document must match the route table (`http::route::ROUTES`): the
+//! The document must match the route table (`router::ROUTES`): the
 //! tests below fail on a route without an operation, an operation without
 //! a route, an operation whose `x-crops-rule` is not its route's rule or
 //! whose `security` disagrees with it, a path parameter left undocumented,
@@ -38,7 +38,8 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::http::{Rule, ROUTES};
+    use crate::http::Rule;
+    use crate::router::ROUTES;
 
     fn doc() -> Value {
         serde_json::from_str(DOCUMENT).expect("openapi.json is JSON")
