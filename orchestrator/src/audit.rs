@@ -1,8 +1,9 @@
 //! Writing the audit log: every mutating API call, every command sent to an
 //! agent, and every terminal session opened (who, what, when, outcome).
 //!
-//! * API calls: the dispatcher appends one entry per mutating request
-//!   (any method but `GET`) that got past authentication, after the handler
+//! * API calls: the audit middleware (`crate::router`) appends one entry
+//!   per mutating request (any method but `GET`) that got past
+//!   authentication, after the handler
 //!   answered and before the client sees the answer, with full durability.
 //!   If the append fails the client gets 500 instead of the handler's
 //!   answer, so an acknowledged write always has its entry.
