@@ -1,13 +1,14 @@
 //! Writing the audit log: every mutating API call, every command sent to an
 //! agent, and every terminal session opened (who, what, when, outcome).
 //!
-//! * API calls: the dispatcher appends one entry per mutating request
-//!   (any method but `GET`) that got past authentication, after the handler
+//! * API calls: the audit middleware (`crate::router`) appends one entry
+//!   per mutating request (any method but `GET`) that got past
+//!   authentication, after the handler
 //!   answered and before the client sees the answer, with full durability.
 //!   If the append fails the client gets 500 instead of the handler's
 //!   answer, so an acknowledged write always has its entry.
 //! * Calls on a worker's container (create, setup, start, stop, exec,
-//!   background, kill, remove; [`crate::http::route::Endpoint::on_worker`])
+//!   background, kill, remove; [`crate::router::Endpoint::on_worker`])
 //!   go faster without promising less about the call: once authorised,
 //!   the call's entry is queued as an **intent** (outcome `pending`),
 //!   committed durably while the handler runs, i.e. while the worker runs
@@ -26,7 +27,7 @@
 //!   its fsync, and those writes would wait for it. A call that answers
 //!   before queuing one (refused, invalid) is audited the ordinary way.
 //!   Create, start, stop and remove write the state they answer to the
-//!   container's record ([`crate::http::route::Endpoint::settles_record`]).
+//!   container's record ([`crate::router::Endpoint::settles_record`]).
 //!   That record update commits durably on the request's own store call
 //!   (`Store::update_container`), carrying the call's earlier writes with
 //!   it (a create's record and decision commit without fsync), so the
@@ -65,7 +66,6 @@ use std::pin::Pin;
 use protocol::Body;
 
 use crate::authz::{Caller, Principal};
-use crate::http::route::RouteDef;
 use crate::hub::HubError;
 use crate::store::{AuditEntry, ContainerRecord, Store, StoreError, TerminalRecord};
 use crate::{now_ms, App};
@@ -73,6 +73,13 @@ use crate::{now_ms, App};
 mod writer;
 
 pub use writer::{AuditError, AuditWriter, Intent};
+
+/// The route of an API call, as its entry names it (`POST /v1/containers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+}
 
 /// The outcome an intent carries until its call has answered.
 pub const PENDING: &str = "pending";
@@ -189,7 +196,7 @@ fn command_entry(s: &Store, done: CommandDone) -> Result<AuditEntry, StoreError>
 
 /// The entry of a mutating API call, as far as it is known.
 fn call_entry(
-    def: &RouteDef,
+    def: Route,
     caller: &Caller,
     path: &str,
     status: Option<u16>,
@@ -219,7 +226,7 @@ fn call_entry(
 /// the error code answered.
 pub(crate) async fn api_call(
     app: &App,
-    def: &RouteDef,
+    def: Route,
     caller: &Caller,
     path: &str,
     status: u16,
@@ -235,7 +242,7 @@ pub(crate) async fn api_call(
 /// entry with outcome `pending`), to be made durable while the call runs.
 pub(crate) async fn api_intent(
     app: &App,
-    def: &RouteDef,
+    def: Route,
     caller: &Caller,
     path: &str,
 ) -> Result<Intent, AuditError> {
@@ -248,8 +255,8 @@ pub(crate) async fn api_intent(
 /// writes are done and just before it contacts the worker (a create:
 /// admission and the new record first, so those commits never wait behind
 /// the intent's fsync, which holds the store's write lock). Shared by the
-/// dispatcher (which answers the call) and the handler (through the
-/// request's extensions).
+/// audit middleware (`crate::router`, which answers the call) and the
+/// handler, which gets it as an argument (`crate::router::Call::intent`).
 #[derive(Clone)]
 pub(crate) struct Deferred {
     state: std::sync::Arc<std::sync::Mutex<DeferredState>>,
@@ -257,7 +264,7 @@ pub(crate) struct Deferred {
 
 enum DeferredState {
     Armed {
-        def: &'static RouteDef,
+        def: Route,
         caller: Caller,
         path: String,
     },
@@ -266,7 +273,7 @@ enum DeferredState {
 }
 
 impl Deferred {
-    pub(crate) fn new(def: &'static RouteDef, caller: &Caller, path: &str) -> Self {
+    pub(crate) fn new(def: Route, caller: &Caller, path: &str) -> Self {
         let state = DeferredState::Armed {
             def,
             caller: caller.clone(),
@@ -304,13 +311,13 @@ impl Deferred {
 
 /// Queue the entry completing intent `id`: durable soon, not waited for,
 /// unless the call's answer reports a state written to a container record
-/// that is not durable yet ([`crate::http::route::Endpoint::settles_record`];
+/// that is not durable yet ([`crate::router::Endpoint::settles_record`];
 /// `settled`): then it returns once the entry's durable commit, which
 /// carries that record write, is done.
 pub(crate) async fn api_outcome(
     app: &App,
     id: u64,
-    (def, caller, path): (&RouteDef, &Caller, &str),
+    (def, caller, path): (Route, &Caller, &str),
     (status, outcome): (u16, &str),
     settled: bool,
 ) -> Result<(), AuditError> {

@@ -333,7 +333,7 @@ pub async fn check(
     app: &App,
     caller: &Caller,
     rule: Rule,
-    params: &Params<'_>,
+    params: &Params,
     req: &Request<Incoming>,
 ) -> Result<(), ApiError> {
     let (target, need) = match rule {

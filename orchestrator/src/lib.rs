@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod policy;
 pub mod presence;
+pub mod router;
 pub mod server;
 pub mod store;
 pub mod terminal;

@@ -137,7 +137,7 @@ pub struct Metrics {
     /// Relayed commands by type. Written by `Hub::request_with_events`.
     commands: Mutex<BTreeMap<&'static str, CommandStats>>,
     /// HTTP requests by (route template, method, status class). Written by
-    /// `http::handle`, once per answered request.
+    /// `router::handle`, once per answered request.
     http: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
     /// Policy decisions by outcome, indexed as [`POLICY_OUTCOMES`]. Written
     /// by `api::schedule` as it records each decision.

@@ -1,11 +1,12 @@
 //! `GET /openapi.json`: the API's OpenAPI 3 document, hand-written in
 //! `openapi.json` next to this file and served as it is.
 //!
-//! The document must match the route table (`http::route::ROUTES`): the
+//! The document must match the route table (`router::ROUTES`): the
 //! tests below fail on a route without an operation, an operation without
 //! a route, an operation whose `x-crops-rule` is not its route's rule or
 //! whose `security` disagrees with it, a path parameter left undocumented,
-//! or a `$ref` to nothing. Adding a route means adding its line there.
+//! or a `$ref` to nothing. Adding a route means adding its line there,
+//! and its row to ARCHITECTURE.md's HTTP table (checked here too).
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -38,7 +39,8 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::http::{Rule, ROUTES};
+    use crate::http::Rule;
+    use crate::router::ROUTES;
 
     fn doc() -> Value {
         serde_json::from_str(DOCUMENT).expect("openapi.json is JSON")
@@ -111,6 +113,76 @@ mod tests {
                 .collect();
             assert_eq!(in_path, documented, "{at}: path parameters");
         }
+    }
+
+    /// The routes ARCHITECTURE.md's HTTP table lists, as `(METHOD, path
+    /// with every parameter written {}, rule)`. A row may list several
+    /// methods (`PUT, DELETE`) and paths (`/v1/workers/{id}/cordon`,
+    /// `/uncordon`: a path without `/v1` or `/ui` continues its row's
+    /// first); queries (`?limit=N`) and notes after the rule are dropped.
+    fn architecture_table() -> BTreeSet<(String, String, String)> {
+        let doc = include_str!("../../ARCHITECTURE.md");
+        let section = doc
+            .split("\n## HTTP API (v1)\n")
+            .nth(1)
+            .expect("ARCHITECTURE.md has its HTTP API section");
+        let mut out = BTreeSet::new();
+        let rows = section.lines().skip_while(|l| !l.starts_with('|'));
+        for row in rows.take_while(|l| l.starts_with('|')).skip(2) {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let (methods, paths, who) = (cells[0].trim_start_matches("| "), cells[1], cells[2]);
+            let rule = who.split(" (").next().unwrap_or(who).to_owned();
+            let mut first: Option<String> = None;
+            for path in paths.split('`').skip(1).step_by(2) {
+                let path = path.split('?').next().unwrap_or(path);
+                if !path.starts_with('/') {
+                    continue;
+                }
+                let path = match &first {
+                    Some(base) if !path.starts_with("/v1/") && !path.starts_with("/ui/") => {
+                        let parent = &base[..base.rfind('/').unwrap_or(0)];
+                        format!("{parent}{path}")
+                    }
+                    _ => path.to_owned(),
+                };
+                first.get_or_insert_with(|| path.clone());
+                for method in methods.split(", ") {
+                    out.insert((method.to_owned(), any_params(&path), rule.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// `path` with every `{parameter}` written `{}`.
+    fn any_params(path: &str) -> String {
+        let parts = path.split('/').map(|part| {
+            if part.starts_with('{') && part.ends_with('}') {
+                "{}"
+            } else {
+                part
+            }
+        });
+        parts.collect::<Vec<_>>().join("/")
+    }
+
+    /// ARCHITECTURE.md's table for readers lists every route with its
+    /// rule, and nothing else (README points to it; openapi.json is
+    /// checked above).
+    #[test]
+    fn the_architecture_table_lists_exactly_the_routes_and_their_rules() {
+        let routed: BTreeSet<(String, String, String)> = ROUTES
+            .iter()
+            .map(|d| (d.method.to_owned(), any_params(d.path), rule_name(d.rule)))
+            .collect();
+        let listed = architecture_table();
+        let missing: Vec<_> = routed.difference(&listed).collect();
+        let extra: Vec<_> = listed.difference(&routed).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "ARCHITECTURE.md's HTTP table disagrees with the route table: \
+             missing (or another rule) {missing:?}; not routed {extra:?}"
+        );
     }
 
     fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {

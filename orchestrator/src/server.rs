@@ -181,7 +181,7 @@ where
         service_ticket.request_seen();
         // So that whatever authenticates the request can say so.
         req.extensions_mut().insert(Arc::clone(&service_ticket));
-        async move { Ok::<_, Infallible>(crate::http::handle(app, req).await) }
+        async move { Ok::<_, Infallible>(crate::router::handle(app, req).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

@@ -13,7 +13,7 @@ use hyper::header::{
 };
 use hyper::{Response, StatusCode};
 
-use crate::http::{Endpoint, Resp};
+use crate::http::Resp;
 
 /// One compiled-in file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,22 +26,22 @@ const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
-/// The file a static endpoint serves, if it is one.
-pub fn asset(endpoint: Endpoint) -> Option<Asset> {
-    let (content_type, body): (&'static str, &'static [u8]) = match endpoint {
-        Endpoint::UiTerminal => (HTML, include_bytes!("../web/terminal.html")),
-        Endpoint::UiTerminalJs => (JS, include_bytes!("../web/terminal.js")),
-        Endpoint::UiXtermJs => (JS, include_bytes!("../web/vendor/xterm.js")),
-        Endpoint::UiXtermCss => (CSS, include_bytes!("../web/vendor/xterm.css")),
-        Endpoint::UiAddonFitJs => (JS, include_bytes!("../web/vendor/addon-fit.js")),
+/// The file served at `path`, if it is one.
+pub fn asset(path: &str) -> Option<Asset> {
+    let (content_type, body): (&'static str, &'static [u8]) = match path {
+        "/ui/terminal" => (HTML, include_bytes!("../web/terminal.html")),
+        "/ui/terminal.js" => (JS, include_bytes!("../web/terminal.js")),
+        "/ui/xterm.js" => (JS, include_bytes!("../web/vendor/xterm.js")),
+        "/ui/xterm.css" => (CSS, include_bytes!("../web/vendor/xterm.css")),
+        "/ui/addon-fit.js" => (JS, include_bytes!("../web/vendor/addon-fit.js")),
         _ => return None,
     };
     Some(Asset { content_type, body })
 }
 
-/// The response of a static endpoint (404 for any other).
-pub fn response(endpoint: Endpoint) -> Resp {
-    let Some(asset) = asset(endpoint) else {
+/// The response for the file at `path` (404 for any other).
+pub fn response(path: &str) -> Resp {
+    let Some(asset) = asset(path) else {
         return crate::http::ApiError::not_found("no such file").into_response();
     };
     let mut resp = Response::new(Full::new(Bytes::from_static(asset.body)));
@@ -63,11 +63,11 @@ mod tests {
     #[test]
     fn every_static_endpoint_serves_its_file_with_its_type() {
         for (endpoint, ty) in [
-            (Endpoint::UiTerminal, HTML),
-            (Endpoint::UiTerminalJs, JS),
-            (Endpoint::UiXtermJs, JS),
-            (Endpoint::UiXtermCss, CSS),
-            (Endpoint::UiAddonFitJs, JS),
+            ("/ui/terminal", HTML),
+            ("/ui/terminal.js", JS),
+            ("/ui/xterm.js", JS),
+            ("/ui/xterm.css", CSS),
+            ("/ui/addon-fit.js", JS),
         ] {
             let resp = response(endpoint);
             assert_eq!(resp.status(), StatusCode::OK, "{endpoint:?}");
@@ -75,8 +75,8 @@ mod tests {
             assert_eq!(resp.headers()[X_CONTENT_TYPE_OPTIONS], "nosniff");
             assert!(!asset(endpoint).unwrap().body.is_empty(), "{endpoint:?}");
         }
-        assert_eq!(asset(Endpoint::Healthz), None);
-        assert_eq!(response(Endpoint::Healthz).status(), StatusCode::NOT_FOUND);
+        assert_eq!(asset("/healthz"), None);
+        assert_eq!(response("/healthz").status(), StatusCode::NOT_FOUND);
     }
 
     #[test]
@@ -87,7 +87,7 @@ mod tests {
 
     #[test]
     fn the_page_loads_what_is_served() {
-        let page = String::from_utf8_lossy(asset(Endpoint::UiTerminal).unwrap().body);
+        let page = String::from_utf8_lossy(asset("/ui/terminal").unwrap().body);
         for path in [
             "/ui/xterm.css",
             "/ui/xterm.js",
@@ -95,7 +95,7 @@ mod tests {
             "/ui/terminal.js",
         ] {
             assert!(page.contains(path), "the page loads {path}");
-            let routed = crate::http::route::find(&hyper::Method::GET, path);
+            let routed = crate::router::find(&hyper::Method::GET, path);
             assert!(routed.is_ok(), "{path} is routed");
         }
     }

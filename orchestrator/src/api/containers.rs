@@ -101,9 +101,14 @@ pub(crate) fn view(status: StatusCode, record: ContainerRecord) -> Resp {
 /// `POST /v1/containers`: the caller must be able to use the body's
 /// tenant, and see the worker (a byom worker of a tenant they use, or a
 /// fleet worker).
-pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+/// `intent` is the call's audit intent, to queue once admission and the
+/// record are written (`crate::router::Call::intent`).
+pub(crate) async fn create(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    intent: Option<Deferred>,
+) -> Result<Resp, ApiError> {
     let caller = Caller::of(&req)?;
-    let intent = req.extensions().get::<Deferred>().cloned();
     let body: CreateContainer = read_json(req).await?;
     let command = ContainerCreate {
         container_id: match body.id {

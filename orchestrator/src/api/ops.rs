@@ -6,7 +6,7 @@
 //! the HTTP client wants exactly those fields. A container its worker no
 //! longer has (agent `not_found` on start or stop) is marked `lost`.
 //!
-//! Every route here is `TenantMember(Container)`: the dispatcher has checked
+//! Every route here is `TenantMember(Container)`: the router has checked
 //! that the caller may use the container record's tenant before these run.
 
 use std::collections::BTreeMap;
@@ -24,7 +24,7 @@ use serde::Deserialize;
 use super::containers::view;
 use super::relay::{agent_code, bad_reply, detached, fail, live_record, settle, worker_error};
 use super::workers::{check_admits, Work};
-use crate::http::{json, query, read_json, read_json_limited, ApiError, ContainerOp, Resp};
+use crate::http::{json, query, read_json, read_json_limited, ApiError, Resp};
 use crate::store::{ContainerRecord, ContainerState};
 use crate::wire::record_state;
 use crate::App;
@@ -88,23 +88,26 @@ async fn send(
     app.hub.request(&record.worker_id, body, timeout).await
 }
 
-/// `POST|GET /v1/containers/{id}/<op>`.
-pub(crate) async fn run(
+/// `POST /v1/containers/{id}/start`: answers the updated record.
+pub(crate) async fn start(
     app: &Arc<App>,
     req: Request<Incoming>,
     id: &str,
-    op: ContainerOp,
 ) -> Result<Resp, ApiError> {
-    match op {
-        ContainerOp::Setup => setup(app, req, id).await,
-        ContainerOp::Start | ContainerOp::Stop => lifecycle(app, req, id, op).await,
-        ContainerOp::Exec => exec(app, req, id).await,
-        ContainerOp::Background => background(app, req, id).await,
-        ContainerOp::Stats => stats(app, id).await,
-    }
+    lifecycle(app, req, id, false).await
 }
 
-async fn setup(app: &App, req: Request<Incoming>, id: &str) -> Result<Resp, ApiError> {
+/// `POST /v1/containers/{id}/stop`: answers the updated record.
+pub(crate) async fn stop(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    id: &str,
+) -> Result<Resp, ApiError> {
+    lifecycle(app, req, id, true).await
+}
+
+/// `POST /v1/containers/{id}/setup`.
+pub(crate) async fn setup(app: &App, req: Request<Incoming>, id: &str) -> Result<Resp, ApiError> {
     let body: SetupBody = read_json_limited(req, MAX_SETUP_BODY).await?;
     let command = ContainerSetup {
         container_id: id.to_owned(),
@@ -133,9 +136,9 @@ async fn lifecycle(
     app: &Arc<App>,
     req: Request<Incoming>,
     id: &str,
-    op: ContainerOp,
+    stop: bool,
 ) -> Result<Resp, ApiError> {
-    let (command, ty) = if op == ContainerOp::Stop {
+    let (command, ty) = if stop {
         let body: StopBody = read_json(req).await?;
         if body.timeout_secs.is_some_and(|t| t > 3600) {
             return Err(ApiError::bad_request("timeoutSecs must be at most 3600"));
@@ -188,7 +191,8 @@ async fn lifecycle_sent(
     }
 }
 
-async fn exec(app: &App, req: Request<Incoming>, id: &str) -> Result<Resp, ApiError> {
+/// `POST /v1/containers/{id}/exec`.
+pub(crate) async fn exec(app: &App, req: Request<Incoming>, id: &str) -> Result<Resp, ApiError> {
     let body: ExecBody = read_json_limited(req, MAX_EXEC_BODY).await?;
     let command = Exec {
         container_id: id.to_owned(),
@@ -209,7 +213,12 @@ async fn exec(app: &App, req: Request<Incoming>, id: &str) -> Result<Resp, ApiEr
     }
 }
 
-async fn background(app: &App, req: Request<Incoming>, id: &str) -> Result<Resp, ApiError> {
+/// `POST /v1/containers/{id}/background`.
+pub(crate) async fn background(
+    app: &App,
+    req: Request<Incoming>,
+    id: &str,
+) -> Result<Resp, ApiError> {
     let body: BackgroundBody = read_json_limited(req, MAX_EXEC_BODY).await?;
     let command = ExecBackground {
         container_id: id.to_owned(),
@@ -278,7 +287,8 @@ pub(crate) async fn kill(
 }
 
 /// `GET /v1/containers/{id}/stats`: the container's entry of `container.stats`.
-async fn stats(app: &App, id: &str) -> Result<Resp, ApiError> {
+/// `GET /v1/containers/{id}/stats`.
+pub(crate) async fn stats(app: &App, id: &str) -> Result<Resp, ApiError> {
     let record = live_record(app, id).await?;
     let command = Body::ContainerStats(ContainerStatsRequest {
         container_id: Some(id.to_owned()),

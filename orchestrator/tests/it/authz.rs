@@ -3,7 +3,8 @@
 //! refused every route on another tenant's objects and nothing of that
 //! tenant changes; admin-only operations refuse a `member`.
 
-use orchestrator::http::{RouteDef, Rule, ROUTES};
+use orchestrator::http::Rule;
+use orchestrator::router::{RouteDef, ROUTES};
 use serde_json::{json, Value};
 
 use crate::fake::*;
