@@ -210,10 +210,10 @@ fn simulate_replays_recorded_decisions_and_reports_the_differences() {
                     at: 1000 + i as u64,
                     outcome: "placed".into(),
                     container_id: None,
-                    explanation: json!({
+                    explanation: orchestrator::policy::Recorded::from_json(json!({
                         "request": request, "workers": workers,
                         "placement": { "module": "stock:least-loaded", "result": { "chosen": chosen } },
-                    }),
+                    })),
                 })
                 .unwrap();
         }
