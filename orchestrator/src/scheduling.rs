@@ -10,6 +10,8 @@
 //! * `placement`: admission then placement for a create without a worker,
 //!   the policies' view of a tenant, a request and a worker.
 //! * `simulate`: recorded decisions replayed through a candidate module.
+//! * [`admits`]: whether a worker takes new work now (draining: none;
+//!   cordoned: no new containers), checked before anything is recorded.
 //! * `activation`: policy modules made current, rolled back, and restored
 //!   at start; no decision is made before they are ([`loaded`]).
 //!
@@ -18,7 +20,7 @@
 //! every refusal.
 
 use crate::auth::AuthError;
-use crate::store::StoreError;
+use crate::store::{StoreError, Worker};
 use crate::App;
 
 pub mod activation;
@@ -67,6 +69,12 @@ pub enum SchedulingError {
     /// A module that does not compile or install, an unknown scope (400).
     #[error("{0}")]
     Refused(String),
+    /// The worker is draining: it takes no new work (409 `worker_draining`).
+    #[error("worker {0} is draining: it takes no new work")]
+    Draining(String),
+    /// The worker is cordoned: no new containers (409 `worker_cordoned`).
+    #[error("worker {0} is cordoned: no new containers are placed on it")]
+    Cordoned(String),
     /// A rollback of a policy current in no role (409).
     #[error("{0}")]
     NotActive(String),
@@ -84,4 +92,27 @@ pub async fn loaded(app: &App) -> Result<(), SchedulingError> {
         .until_loaded(crate::policy::load::WAIT)
         .await
         .map_err(|e| SchedulingError::NotReady(e.to_string()))
+}
+
+/// What a request asks a worker to take on, for [`admits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// A new container placed on the worker.
+    Create,
+    /// Any other new work: setup, exec, background, build.
+    Other,
+}
+
+/// Refuse new work a draining (or, for a create, cordoned) worker must
+/// not take. Placement offers such a worker as a candidate flagged
+/// `drained`/`cordoned` (the policy refuses it); this is the check for
+/// work that names its worker.
+pub fn admits(worker: &Worker, work: Work) -> Result<(), SchedulingError> {
+    if worker.draining {
+        return Err(SchedulingError::Draining(worker.id.clone()));
+    }
+    if work == Work::Create && worker.cordoned {
+        return Err(SchedulingError::Cordoned(worker.id.clone()));
+    }
+    Ok(())
 }

@@ -18,6 +18,8 @@
 //! | `NotReady` | 503 | `not_ready` |
 //! | `NotFound` | 404 | `not_found` |
 //! | `Refused` | 400 | `bad_request` |
+//! | `Draining` | 409 | `worker_draining` |
+//! | `Cordoned` | 409 | `worker_cordoned` |
 //! | `NotActive` | 409 | `conflict` |
 //! | `Store`, `Auth` | as the store's and the secret's errors |
 
@@ -97,6 +99,12 @@ impl From<SchedulingError> for ApiError {
             ),
             SchedulingError::NotReady(_) => {
                 refusal(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
+            }
+            SchedulingError::Draining(_) => {
+                refusal(StatusCode::CONFLICT, "worker_draining", message)
+            }
+            SchedulingError::Cordoned(_) => {
+                refusal(StatusCode::CONFLICT, "worker_cordoned", message)
             }
             SchedulingError::NotFound(message) => ApiError::not_found(message),
             SchedulingError::Refused(message) => ApiError::bad_request(message),
