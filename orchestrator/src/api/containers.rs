@@ -188,7 +188,7 @@ pub(crate) async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
         }
     }
     // A retry above may settle its record; anything new must be admitted.
-    crate::scheduling::admits(&worker, crate::scheduling::Work::Create)?;
+    scheduling::admits(&worker, scheduling::Work::Create)?;
     // Nothing is recorded for a worker that cannot be reached now.
     if app.hub.live(&worker_id).is_none() {
         return Err(worker_error(HubError::Offline { worker_id }));
