@@ -7,7 +7,6 @@
 //! stored records live in `store`, and conversion happens in these modules
 //! only. Every write is committed by the store before the handler answers.
 
-mod admission;
 pub mod audit;
 pub mod containers;
 pub mod decisions;
@@ -19,7 +18,6 @@ pub mod plans;
 pub mod policies;
 mod relay;
 pub(crate) use relay::{detached, worker_error};
-pub mod schedule;
 pub mod workers;
 
 use std::collections::BTreeMap;
@@ -252,7 +250,7 @@ pub(crate) async fn create_join_token(
 
 /// `POST /v1/enroll`: a join token becomes a worker credential, once. A
 /// byom token's tenant must have room in its plan for one more self-hosted
-/// worker ([`admission::enrol`]); a refusal leaves the token unused.
+/// worker (`scheduling::enrol`); a refusal leaves the token unused.
 pub(crate) async fn enroll(
     app: &std::sync::Arc<App>,
     req: Request<Incoming>,
@@ -274,7 +272,7 @@ pub(crate) async fn enroll(
         credential_hash: auth::hash_hex(&credential),
     };
     let join_hash = auth::hash_hex(&body.join_token);
-    let outcome = admission::enrol(app, join_hash, new).await?;
+    let outcome = crate::scheduling::enrol(app, join_hash, new).await?;
     let (worker, tenant) = match outcome {
         Ok(pair) => pair,
         Err(refusal) => {

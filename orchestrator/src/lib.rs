@@ -41,6 +41,7 @@ pub mod wire;
 
 mod agent_socket;
 mod health;
+pub(crate) mod scheduling;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -274,7 +275,7 @@ pub async fn serve(
         .call(move |s| s.ensure_default_org(&default_org, now_ms()))
         .await?;
     let metrics = Arc::new(metrics::Metrics::default());
-    let policies = Arc::new(api::policies::registry(&store, &config.data_dir).await?);
+    let policies = Arc::new(scheduling::registry(&store, &config.data_dir).await?);
     // Calls cut short by the last stop: their intents become entries.
     let interrupted = store.call(|s| s.recover_audit_intents()).await?;
     if interrupted > 0 {
@@ -308,7 +309,7 @@ pub async fn serve(
     tracing::info!(%addr, tls = acceptor.is_some(), data = %config.data_dir.display(), "serving");
     app.hub.set_audit(audit::command_hook(audit));
     // Loaded while the listener accepts; no decision before (policy::load).
-    api::policies::spawn_restore(&app);
+    scheduling::spawn_restore(&app);
     history::spawn(&app, config.history_interval);
     // Sessions stored as live come back, offline until their agents return.
     app.terminals.restore(&store).await?;

@@ -5,7 +5,7 @@
 //! commands it relays (by type and outcome, with a latency histogram per
 //! type), each agent connection task holds a [`SocketGuard`], the HTTP layer
 //! counts requests by route pattern and status class, and the scheduler
-//! (`api::schedule`) counts each policy decision by outcome. Gauges that
+//! (`scheduling`) counts each policy decision by outcome. Gauges that
 //! are a view of other state (workers online) are sampled at scrape time
 //! and passed to [`Metrics::render`].
 //!
@@ -83,7 +83,7 @@ pub enum Shed {
 
 const SHED_REASONS: [&str; 3] = ["per_source", "total", "first_request"];
 
-/// The outcomes of a scheduling decision (`api::schedule`), the closed set
+/// The outcomes of a scheduling decision (`scheduling`), the closed set
 /// of `crops_policy_decisions_total`'s label; anything else counts as `other`.
 const POLICY_OUTCOMES: [&str; 5] = ["placed", "denied", "no_fit", "failed", "other"];
 
@@ -140,7 +140,7 @@ pub struct Metrics {
     /// `router::handle`, once per answered request.
     http: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
     /// Policy decisions by outcome, indexed as [`POLICY_OUTCOMES`]. Written
-    /// by `api::schedule` as it records each decision.
+    /// by `scheduling` as it records each decision.
     policy: [AtomicU64; POLICY_OUTCOMES.len()],
     /// Connections not yet authenticated. Set by `connections::Gate`.
     unauthenticated: AtomicI64,

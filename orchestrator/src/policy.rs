@@ -13,6 +13,8 @@
 //! * `check`: caps and sanity rules applied to every answer.
 //! * `types`: a decision's values as the API and the store speak them
 //!   (serde), converted into the generated ones at the call.
+//! * `explanation`: a decision's explanation, typed, as the scheduler
+//!   writes it, the store keeps it and `simulate` replays it.
 //! * `wire`: a placement's candidates packed for a guest (interned
 //!   strings, one byte table; the SDKs in policies/sdk decode it).
 //! * `stock`: the stock policies, embedded from `policies/dist`.
@@ -35,6 +37,7 @@ pub mod cache;
 pub mod cases;
 pub mod check;
 pub mod engine;
+pub mod explanation;
 pub mod load;
 pub mod registry;
 mod reuse;
@@ -44,6 +47,7 @@ pub mod wasi;
 mod wire;
 
 pub use engine::{Compiled, Host, Limits};
+pub use explanation::{Answer, EnrolmentAsked, Explanation, Recorded, RecordedPlacement};
 pub use registry::{Decided, FailMode, Installed, Policies, Role, Scope, SlotStatus};
 pub use types::{
     Admission, Placement, PlanInput, Profile, Request, Usage, Verdict, WorkerInput, WorkerMode,

@@ -1,8 +1,11 @@
 //! Container records over HTTP: create (persisted `creating` first, then
 //! `container.create` on the chosen worker), list per tenant, read, remove.
 //!
-//! Without a `workerId`, `api::schedule` runs the admission and placement
-//! policies first and the create goes to the worker they chose.
+//! Without a `workerId`, `scheduling::choose` runs the admission and
+//! placement policies first and the create goes to the worker they chose;
+//! either way `scheduling::insert` admits the record as it is written.
+//! The tenant is authorised once, and a record the id has already is
+//! looked up once, before placement (a retry goes where it went).
 //!
 //! Create is idempotent on a client-chosen `id`: a retry of the same
 //! container (same tenant, worker, name and image) answers 200 with the
@@ -24,6 +27,7 @@ use crate::audit::Deferred;
 use crate::authz::{Caller, Need};
 use crate::http::{json, query, read_json, ApiError, Resp};
 use crate::hub::HubError;
+use crate::scheduling::{self, Wishes};
 use crate::store::{ContainerRecord, ContainerState, CreateOutcome};
 use crate::wire::{profile_name, record_state};
 use crate::{auth, now_ms, App};
@@ -34,7 +38,7 @@ struct CreateContainer {
     #[serde(default)]
     id: Option<String>,
     tenant_id: String,
-    /// Omitted: the policies choose (`api::schedule`).
+    /// Omitted: the policies choose (`scheduling::choose`).
     #[serde(default)]
     worker_id: Option<String>,
     /// Placement wishes, only without `worker_id`.
@@ -131,13 +135,17 @@ pub(crate) async fn create(
     // as the entries of every later call on it do.
     let target = format!("/v1/containers/{}", command.container_id);
     caller.noted(None, None, Some(&target));
-    // Authorise the tenant before anything (placement included) looks further.
+    // Authorise the tenant once, before anything (placement included)
+    // looks further.
     let tenant = caller.tenant(app, &command.tenant_id, Need::Use).await?;
-    let wishes = super::schedule::Wishes {
+    let wishes = Wishes {
         platform: body.platform,
         arch: body.arch,
         region: body.region,
     };
+    // The one look-up of a record the id may have already.
+    let id = command.container_id.clone();
+    let existing = app.store.read_now(move |s| s.get_container(&id))?;
     let (worker_id, placed) = match body.worker_id {
         Some(id) if wishes.is_empty() => (id, None),
         Some(_) => {
@@ -145,10 +153,14 @@ pub(crate) async fn create(
                 "platform, arch and region are placement wishes: give them without workerId",
             ))
         }
-        None => {
-            let placed = super::schedule::choose(app, &caller, &command, wishes).await?;
-            (placed.worker_id.clone(), Some(placed))
-        }
+        // A retry of a create that was placed already goes where it went.
+        None => match &existing {
+            Some(record) => (record.worker_id.clone(), None),
+            None => {
+                let placed = scheduling::choose(app, &tenant, &command, wishes).await?;
+                (placed.worker_id.clone(), Some(placed))
+            }
+        },
     };
     if !auth::is_uuid(&worker_id) {
         return Err(ApiError::bad_request(
@@ -172,8 +184,7 @@ pub(crate) async fn create(
         )));
     }
 
-    let id = command.container_id.clone();
-    if let Some(existing) = app.store.read_now(move |s| s.get_container(&id))? {
+    if let Some(existing) = existing {
         // A record that never reached the engine and counts against no
         // plan is admitted again like a new one (the insert below revives
         // it); every other one is answered or sent again as it stands.
@@ -182,7 +193,7 @@ pub(crate) async fn create(
         }
     }
     // A retry above may settle its record; anything new must be admitted.
-    super::workers::admits(&worker, super::workers::Work::Create)?;
+    scheduling::admits(&worker, scheduling::Work::Create)?;
     // Nothing is recorded for a worker that cannot be reached now.
     if app.hub.live(&worker_id).is_none() {
         return Err(worker_error(HubError::Offline { worker_id }));
@@ -205,7 +216,7 @@ pub(crate) async fn create(
     let stored = record.clone();
     // Admission and the insert it allows, one step (placement's admission
     // is re-checked there).
-    let inserted = super::admission::insert(app, &tenant, &command, stored, placed).await?;
+    let inserted = scheduling::insert(app, &tenant, &command, stored, placed).await?;
     let status = match inserted {
         CreateOutcome::Created => StatusCode::CREATED,
         // A retry of a create that never reached the engine, admitted again.

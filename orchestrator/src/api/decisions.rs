@@ -2,12 +2,32 @@
 //! `GET /v1/tenants/{tenantId}/decisions?limit=N` (newest first) and
 //! `GET /v1/tenants/{tenantId}/decisions/{decisionId}`. The dispatcher has
 //! checked that the caller may use the tenant; a decision of another
-//! tenant is not found here.
+//! tenant is not found here. A decision's explanation is shown as stored
+//! (`policy::Recorded`: typed, or as stored when it does not read).
+//!
+//! Also the edge between scheduling and HTTP: each [`SchedulingError`]
+//! becomes one status and code, its message shown as it is:
+//!
+//! | error | status | code |
+//! |---|---|---|
+//! | `Denied` | 403 | `plan_limit` |
+//! | `PolicyFailed` | 503 | `policy_failed` |
+//! | `NoWorkerFits` | 409 | `no_worker_fits` |
+//! | `NoWorkerOnline` | 503 | `no_worker_online` |
+//! | `Contended` | 503 | `admission_contended` |
+//! | `NotReady` | 503 | `not_ready` |
+//! | `NotFound` | 404 | `not_found` |
+//! | `Refused` | 400 | `bad_request` |
+//! | `Draining` | 409 | `worker_draining` |
+//! | `Cordoned` | 409 | `worker_cordoned` |
+//! | `NotActive` | 409 | `conflict` |
+//! | `Store`, `Auth` | as the store's and the secret's errors |
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 
 use crate::http::{json, query, ApiError, Resp};
+use crate::scheduling::SchedulingError;
 use crate::store::MAX_DECISION_PAGE;
 use crate::App;
 
@@ -47,5 +67,50 @@ pub(crate) async fn get(app: &App, tenant_id: &str, decision_id: &str) -> Result
         _ => Err(ApiError::not_found(format!(
             "decision {decision_id} not found"
         ))),
+    }
+}
+
+fn refusal(status: StatusCode, code: &'static str, message: String) -> ApiError {
+    ApiError::Worker {
+        status,
+        code,
+        message,
+    }
+}
+
+impl From<SchedulingError> for ApiError {
+    fn from(e: SchedulingError) -> Self {
+        let message = e.to_string();
+        match e {
+            SchedulingError::Denied { .. } => refusal(StatusCode::FORBIDDEN, "plan_limit", message),
+            SchedulingError::PolicyFailed { .. } => {
+                refusal(StatusCode::SERVICE_UNAVAILABLE, "policy_failed", message)
+            }
+            SchedulingError::NoWorkerFits(_) => {
+                refusal(StatusCode::CONFLICT, "no_worker_fits", message)
+            }
+            SchedulingError::NoWorkerOnline(_) => {
+                refusal(StatusCode::SERVICE_UNAVAILABLE, "no_worker_online", message)
+            }
+            SchedulingError::Contended { .. } => refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "admission_contended",
+                message,
+            ),
+            SchedulingError::NotReady(_) => {
+                refusal(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
+            }
+            SchedulingError::Draining(_) => {
+                refusal(StatusCode::CONFLICT, "worker_draining", message)
+            }
+            SchedulingError::Cordoned(_) => {
+                refusal(StatusCode::CONFLICT, "worker_cordoned", message)
+            }
+            SchedulingError::NotFound(message) => ApiError::not_found(message),
+            SchedulingError::Refused(message) => ApiError::bad_request(message),
+            SchedulingError::NotActive(message) => ApiError::conflict(message),
+            SchedulingError::Store(e) => ApiError::from(e),
+            SchedulingError::Auth(e) => ApiError::Auth(e),
+        }
     }
 }

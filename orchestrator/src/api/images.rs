@@ -140,7 +140,7 @@ pub(crate) async fn build(
             (None, Some(_)) => {}
         }
     }
-    super::workers::admits(&worker, super::workers::Work::Other)?;
+    crate::scheduling::admits(&worker, crate::scheduling::Work::Other)?;
     if let Some(tenant_id) = command.tenant_id.clone() {
         caller.tenant(app, &tenant_id, Need::Use).await?;
         if worker.tenant_scope().is_some_and(|t| t != tenant_id) {

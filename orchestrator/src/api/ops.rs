@@ -23,8 +23,9 @@ use serde::Deserialize;
 
 use super::containers::view;
 use super::relay::{agent_code, bad_reply, detached, fail, live_record, settle, worker_error};
-use super::workers::{check_admits, Work};
+use super::workers::check_admits;
 use crate::http::{json, query, read_json, read_json_limited, ApiError, Resp};
+use crate::scheduling::Work;
 use crate::store::{ContainerRecord, ContainerState};
 use crate::wire::record_state;
 use crate::App;

@@ -29,18 +29,16 @@
 //!   decisions of its scope (inputs as stored in each decision's
 //!   explanation) through the candidate, in every role it implements,
 //!   without activating it or marking its health, and reports where it
-//!   would decide differently.
+//!   would decide differently, and which recorded decisions do not read
+//!   (`unreadable`, with the reason).
 //!
 //! A slot is `{scope, role, current: {policyId, failMode}, previous,
-//! activatedAt}` (`store::ActivePolicy`). An activation or rollback holds
-//! its scope's activation lock (`Policies::activation_lock`) from the store
-//! write to the registry update, so concurrent ones of one scope leave the
-//! registry as the store has it. At start, [`spawn_restore`] (once the
-//! listener accepts: see `policy::load`) first upgrades entries stored
-//! before roles (one module per scope) into slots, then installs every
-//! slot. Until it has, activations, rollbacks, listings and
-//! decisions wait for it (up to `policy::load::WAIT`, then 503
-//! `not_ready`).
+//! activatedAt}` (`store::ActivePolicy`). Activation, rollback, the restore
+//! at start and simulation are the domain's (`scheduling::activation`,
+//! `scheduling::simulate`); this module authorises, parses and answers.
+//! Until the stored activations are loaded, activations, rollbacks,
+//! listings and decisions wait for them (up to `policy::load::WAIT`, then
+//! 503 `not_ready`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,24 +49,18 @@ use serde_json::{json, Value};
 
 use crate::authz::{query_id, Caller, Need};
 use crate::http::{json, query, read_bytes_limited, ApiError, Resp};
-use crate::policy::{Compiled, FailMode, Installed, Kind, Role, Scope};
-use crate::store::{ActivePolicy, PolicyRecord, StoreError};
+use crate::policy::{Kind, Role, Scope};
+use crate::scheduling::activation::{self, label};
+use crate::scheduling::{loaded, simulate};
+use crate::store::{PolicyRecord, StoreError, MAX_DECISION_PAGE};
 use crate::{auth, now_ms, App};
 
-mod simulate;
-pub(crate) use simulate::simulate;
+/// Decisions replayed by a simulation when `last` is not given.
+const DEFAULT_LAST: usize = 20;
 
 /// Largest component accepted on upload (componentize-py's output, which
 /// embeds CPython, is about 18 MB; componentize-js's about 12 MB).
 pub const MAX_MODULE: usize = 32 << 20;
-
-fn scope_of(key: &str) -> Result<Scope, ApiError> {
-    Scope::from_key(key).ok_or_else(|| ApiError::bad_request(format!("unknown scope {key}")))
-}
-
-fn label(p: &PolicyRecord) -> String {
-    format!("{}:{}@{}", p.scope, p.name, p.version)
-}
 
 /// The caller may manage `scope` (operator for global, org admin for a tenant's).
 async fn may_manage(app: &App, caller: &Caller, tenant_id: Option<&str>) -> Result<(), ApiError> {
@@ -90,194 +82,6 @@ async fn policy_for(app: &App, caller: &Caller, id: &str) -> Result<PolicyRecord
     }?;
     caller.noted(record.tenant_id.as_deref(), None, Some(id));
     Ok(record)
-}
-
-/// Compile a stored policy's component on the blocking pool.
-async fn compiled(app: &App, policy_id: &str) -> Result<Arc<Compiled>, ApiError> {
-    let key = policy_id.to_owned();
-    let bytes = app
-        .store
-        .call(move |s| s.policy_module(&key))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("policy {policy_id} has no module")))?;
-    let policies = Arc::clone(&app.policies);
-    smol::unblock(move || policies.compile(&bytes))
-        .await
-        .map_err(|e| ApiError::bad_request(format!("policy {policy_id} does not compile: {e}")))
-}
-
-/// A stored policy's label and module: the registry's when a slot holds
-/// it already, else compiled.
-async fn module(app: &App, policy_id: &str) -> Result<(String, Arc<Compiled>), ApiError> {
-    let key = policy_id.to_owned();
-    let record = app
-        .store
-        .call(move |s| s.get_policy(&key))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("policy {policy_id} not found")))?;
-    let label = label(&record);
-    let module = match app.policies.holding(&label) {
-        Some(m) => m,
-        None => compiled(app, policy_id).await?,
-    };
-    Ok((label, module))
-}
-
-/// The modules one activation, rollback or restore loads, by policy id:
-/// each compiled at most once (or taken from the registry).
-#[derive(Default)]
-struct Modules(HashMap<String, (String, Arc<Compiled>)>);
-
-impl Modules {
-    async fn get(
-        &mut self,
-        app: &App,
-        policy_id: &str,
-    ) -> Result<(String, Arc<Compiled>), ApiError> {
-        if let Some(found) = self.0.get(policy_id) {
-            return Ok(found.clone());
-        }
-        let loaded = module(app, policy_id).await?;
-        self.0.insert(policy_id.to_owned(), loaded.clone());
-        Ok(loaded)
-    }
-}
-
-fn fail_mode(s: &str) -> FailMode {
-    if s == "lastGood" {
-        FailMode::LastGood
-    } else {
-        FailMode::Closed
-    }
-}
-
-/// Put one stored slot (and its last-good) into the registry. A last-good
-/// that no longer compiles is left out (the stock default stands in).
-async fn install(app: &App, slot: &ActivePolicy, modules: &mut Modules) -> Result<(), ApiError> {
-    let scope = scope_of(&slot.scope)?;
-    let (label, current) = modules.get(app, &slot.current.policy_id).await?;
-    let previous = match slot.previous.last() {
-        None => None,
-        Some(p) => match modules.get(app, &p.policy_id).await {
-            Ok(m) => Some(m),
-            Err(error) => {
-                tracing::warn!(scope = %slot.scope, role = %slot.role, policy_id = %p.policy_id, %error, "last-good policy not loaded; the stock default stands in");
-                None
-            }
-        },
-    };
-    let installed = Installed {
-        label,
-        module: current,
-        fail_mode: fail_mode(&slot.current.fail_mode),
-        previous,
-    };
-    app.policies
-        .install(scope, slot.role, Some(installed))
-        .map_err(|e| ApiError::bad_request(format!("policy {}: {e}", slot.current.policy_id)))
-}
-
-/// Install `slot`; when that fails, its role of the scope goes back to
-/// the stock default (as a restart would leave it), and the error stands.
-async fn install_or_clear(
-    app: &App,
-    slot: &ActivePolicy,
-    modules: &mut Modules,
-) -> Result<(), ApiError> {
-    let result = install(app, slot, modules).await;
-    if let Err(error) = &result {
-        tracing::error!(scope = %slot.scope, role = %slot.role, %error, "stored policy activation not installed; stock default decides");
-        if let Some(scope) = Scope::from_key(&slot.scope) {
-            // Clearing a slot cannot fail.
-            let _ = app.policies.install(scope, slot.role, None);
-        }
-    }
-    result
-}
-
-/// The roles a stored policy's module takes: its compiled world's, or
-/// (when it no longer compiles) the world it was uploaded for.
-async fn roles_of(app: &App, modules: &mut Modules, policy_id: &str) -> Vec<Role> {
-    if let Ok((_, m)) = modules.get(app, policy_id).await {
-        return Role::of(m.kind());
-    }
-    let key = policy_id.to_owned();
-    match app.store.call(move |s| s.get_policy(&key)).await {
-        Ok(Some(record)) => Kind::parse(&record.kind).map(Role::of).unwrap_or_default(),
-        _ => Vec::new(),
-    }
-}
-
-/// The policy registry, caching compiled modules under the data directory
-/// and making no decision until the stored activations are loaded.
-pub(crate) async fn registry(
-    store: &Arc<crate::store::Store>,
-    data_dir: &std::path::Path,
-) -> Result<crate::policy::Policies, crate::Error> {
-    let mut fresh = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut fresh)
-        .map_err(|_| crate::auth::AuthError::Random)?;
-    let secret = store.call(move |s| s.policy_cache_secret(&fresh)).await?;
-    let cache = crate::policy::cache::Cache::in_data_dir(data_dir, &secret);
-    Ok(crate::policy::Policies::shared()?
-        .with_cache(cache)
-        .loading())
-}
-
-/// Wait (up to `policy::load::WAIT`) until the stored activations are
-/// loaded; 503 `not_ready` past that, or when they could not be.
-pub(crate) async fn loaded(app: &App) -> Result<(), ApiError> {
-    app.policies
-        .until_loaded(crate::policy::load::WAIT)
-        .await
-        .map_err(|e| ApiError::Worker {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "not_ready",
-            message: e.to_string(),
-        })
-}
-
-/// Restore the stored activations in a task of its own (the listener
-/// accepts meanwhile), then mark the registry loaded, or failed with the
-/// store's error (decisions then fail closed; `/readyz` says why).
-pub(crate) fn spawn_restore(app: &Arc<App>) {
-    let task_app = Arc::clone(app);
-    app.life.spawn(async move {
-        let started = std::time::Instant::now();
-        let result = restore(&task_app).await.map_err(|e| e.to_string());
-        if result.is_ok() {
-            tracing::info!(elapsed = ?started.elapsed(), "stored policy activations loaded");
-        }
-        task_app.policies.loaded(result);
-    });
-}
-
-/// At start: turn entries stored before roles into slots, then make every
-/// stored slot the registry's. A module that no longer compiles leaves its
-/// slot on the stock default (logged).
-async fn restore(app: &App) -> Result<(), StoreError> {
-    let mut modules = Modules::default();
-    for old in app.store.call(|s| s.legacy_active()).await? {
-        let mut roles = HashMap::new();
-        for entry in old.previous.iter().chain([&old.current]) {
-            let id = entry.policy_id.clone();
-            let of = roles_of(app, &mut modules, &id).await;
-            roles.insert(id, of);
-        }
-        let scope = old.scope.clone();
-        let slots = app
-            .store
-            .call(move |s| {
-                s.upgrade_active(&scope, |id| roles.get(id).cloned().unwrap_or_default())
-            })
-            .await?;
-        let roles: Vec<Role> = slots.iter().map(|s| s.role).collect();
-        tracing::info!(scope = %old.scope, ?roles, policy_id = %old.current.policy_id, "policy activation stored before roles upgraded");
-    }
-    for slot in app.store.call(|s| s.active_policies()).await? {
-        let _ = install_or_clear(app, &slot, &mut modules).await;
-    }
-    Ok(())
 }
 
 pub(crate) async fn upload(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
@@ -417,25 +221,7 @@ pub(crate) async fn activate(
         Some("lastGood") => "lastGood",
         Some(_) => return Err(ApiError::bad_request("failMode must be closed or lastGood")),
     };
-    // A restore still under way would install the slots as it read them.
-    loaded(app).await?;
-    // Compile before anything changes: a module that no longer compiles
-    // (an engine upgrade) is refused with nothing activated.
-    let mut modules = Modules::default();
-    let (_, module) = modules.get(app, id).await?;
-    let roles = Role::of(module.kind());
-    let scope = scope_of(&record.scope)?;
-    let lock = app.policies.activation_lock(&scope);
-    let _held = lock.lock().await;
-    let (key, mode_s, written) = (id.to_owned(), mode.to_owned(), roles.clone());
-    let slots = app
-        .store
-        .call(move |s| s.activate_policy(&key, &written, &mode_s, now_ms()))
-        .await?;
-    for slot in &slots {
-        install_or_clear(app, slot, &mut modules).await?;
-    }
-    tracing::info!(policy_id = %id, module = %label(&record), ?roles, fail_mode = mode, "policy activated");
+    let slots = activation::activate(app, &record, mode).await?;
     Ok(json(
         StatusCode::OK,
         &json!({ "scope": record.scope, "policyId": id, "active": slots }),
@@ -449,42 +235,49 @@ pub(crate) async fn rollback(
 ) -> Result<Resp, ApiError> {
     let caller = Caller::of(&req)?;
     let record = policy_for(app, &caller, id).await?;
-    loaded(app).await?;
-    let scope = scope_of(&record.scope)?;
-    let lock = app.policies.activation_lock(&scope);
-    let _held = lock.lock().await;
-    let key = id.to_owned();
     let now = now_ms();
-    let done = app
-        .store
-        .call(move |s| s.rollback_policy(&key, now))
-        .await?;
-    if done.is_empty() {
-        return Err(ApiError::conflict(format!(
-            "policy {id} is not the active one of any role of {}",
-            record.scope
-        )));
-    }
-    let (mut active, mut modules) = (Vec::new(), Modules::default());
-    for r in done {
-        match r.active {
-            Some(slot) => {
-                install_or_clear(app, &slot, &mut modules).await?;
-                active.push(serde_json::to_value(&slot).unwrap_or_default());
-            }
-            None => {
-                // Clearing a slot cannot fail.
-                let _ = app.policies.install(scope.clone(), r.role, None);
-                active.push(json!({
-                    "scope": record.scope, "role": r.role, "current": null,
-                    "previous": [], "activatedAt": now,
-                }));
-            }
-        }
-    }
-    tracing::info!(policy_id = %id, module = %label(&record), "policy rolled back");
+    let active: Vec<Value> = activation::rollback(app, &record, now)
+        .await?
+        .into_iter()
+        .map(|(role, slot)| match slot {
+            Some(slot) => serde_json::to_value(&slot).unwrap_or_default(),
+            None => json!({
+                "scope": record.scope, "role": role, "current": null,
+                "previous": [], "activatedAt": now,
+            }),
+        })
+        .collect();
     Ok(json(
         StatusCode::OK,
         &json!({ "scope": record.scope, "policyId": id, "active": active }),
     ))
+}
+
+/// `POST /v1/policies/{id}/simulate?last=N` (`scheduling::simulate`): the
+/// findings, with the policy, its module and the roles replayed.
+pub(crate) async fn simulate(
+    app: &App,
+    req: Request<Incoming>,
+    id: &str,
+) -> Result<Resp, ApiError> {
+    let caller = Caller::of(&req)?;
+    let record = policy_for(app, &caller, id).await?;
+    let last = match query(&req, "last") {
+        None => DEFAULT_LAST,
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_DECISION_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("last must be 1..={MAX_DECISION_PAGE}"))
+            })?,
+    };
+    let module = activation::compiled(app, id).await?;
+    let roles = Role::of(module.kind());
+    let found = simulate::simulate(app, module, record.tenant_id.clone(), last).await?;
+    let mut answer = serde_json::to_value(&found).unwrap_or_default();
+    answer["policyId"] = json!(record.id);
+    answer["module"] = json!(label(&record));
+    answer["roles"] = json!(roles);
+    Ok(json(StatusCode::OK, &answer))
 }

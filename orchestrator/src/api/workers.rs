@@ -1,6 +1,6 @@
 //! Worker administration over HTTP: fleet join tokens, cordon and drain,
 //! deletion, credential rotation over the live connection, and the
-//! admission check every new piece of work passes.
+//! admission check every new piece of work passes (`scheduling::admits`).
 //!
 //! Definitions (ARCHITECTURE.md repeats them):
 //! * **cordoned**: no *new containers* are created or placed on the worker;
@@ -27,43 +27,13 @@ use super::{join_ttl, worker_view};
 use crate::auth::{self, TokenKind};
 use crate::http::{json, read_json, ApiError, Resp};
 use crate::hub::HubError;
+use crate::scheduling::{admits, Work};
 use crate::store::{FleetEnrolment, JoinToken, Worker, WorkerFlags};
 use crate::{now_ms, App};
 
-/// What a request asks a worker to take on, for [`admits`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Work {
-    /// A new container placed on the worker.
-    Create,
-    /// Any other new work: setup, exec, background, build.
-    Other,
-}
-
-/// Refuse new work a draining (or, for a create, cordoned) worker must not take.
-pub(crate) fn admits(worker: &Worker, work: Work) -> Result<(), ApiError> {
-    if worker.draining {
-        return Err(ApiError::Worker {
-            status: StatusCode::CONFLICT,
-            code: "worker_draining",
-            message: format!("worker {} is draining: it takes no new work", worker.id),
-        });
-    }
-    if work == Work::Create && worker.cordoned {
-        return Err(ApiError::Worker {
-            status: StatusCode::CONFLICT,
-            code: "worker_cordoned",
-            message: format!(
-                "worker {} is cordoned: no new containers are placed on it",
-                worker.id
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// [`admits`] for the worker with id `worker_id` (404 if unknown).
+/// `scheduling::admits` for the worker with id `worker_id` (404 if unknown).
 pub(crate) async fn check_admits(app: &App, worker_id: &str, work: Work) -> Result<(), ApiError> {
-    admits(&relay::worker(app, worker_id).await?, work)
+    Ok(admits(&relay::worker(app, worker_id).await?, work)?)
 }
 
 #[derive(Debug, Deserialize)]

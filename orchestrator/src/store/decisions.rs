@@ -1,13 +1,17 @@
 //! Policy decisions with their explanation (which module decided, the
 //! admission, every candidate's verdict, reason and score, the choice),
 //! kept per tenant so they can be read back, listed and replayed by the
-//! simulate endpoint. The explanation is stored as the API shows it; the
-//! store does not interpret it.
+//! simulate endpoint. The explanation is typed (`policy::Explanation`);
+//! one stored by an earlier build reads as it was, or, when it does not
+//! read as one, is kept as stored and marked unreadable
+//! (`policy::Recorded`).
 //!
 //! Tables are created by the first write; reads before it find nothing.
 
 use redb::{ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
+
+use crate::policy::Recorded;
 
 use super::{decode, encode, failed, get_json, Store, StoreError};
 
@@ -30,8 +34,8 @@ pub struct DecisionRecord {
     pub outcome: String,
     /// The container the decision was for.
     pub container_id: Option<String>,
-    /// Inputs, answers and modules, as `api::decisions` shapes them.
-    pub explanation: serde_json::Value,
+    /// Inputs, answers and modules (`policy::Explanation`).
+    pub explanation: Recorded,
 }
 
 fn index_key(tenant_id: &str, at: u64, id: &str) -> String {
@@ -122,7 +126,7 @@ mod tests {
             at,
             outcome: "placed".into(),
             container_id: None,
-            explanation: serde_json::json!({"reason": id}),
+            explanation: Recorded::from_json(serde_json::json!({"reason": id})),
         }
     }
 

@@ -255,7 +255,7 @@ mod tests {
             at: 1,
             outcome: "admitted".into(),
             container_id: None,
-            explanation: serde_json::json!({}),
+            explanation: crate::policy::Explanation::default().into(),
         }
     }
 

@@ -210,10 +210,10 @@ fn simulate_replays_recorded_decisions_and_reports_the_differences() {
                     at: 1000 + i as u64,
                     outcome: "placed".into(),
                     container_id: None,
-                    explanation: json!({
+                    explanation: orchestrator::policy::Recorded::from_json(json!({
                         "request": request, "workers": workers,
                         "placement": { "module": "stock:least-loaded", "result": { "chosen": chosen } },
-                    }),
+                    })),
                 })
                 .unwrap();
         }
@@ -242,6 +242,72 @@ fn simulate_replays_recorded_decisions_and_reports_the_differences() {
         );
         let (status, reply) = server.admin("POST", &format!("{path}0000"), None).await;
         assert_error(status, &reply, 400, "bad_request");
+        server.stop().await;
+    });
+}
+
+#[test]
+fn simulate_reports_a_recorded_decision_it_cannot_read() {
+    smol::block_on(async {
+        let server = Server::start("policy-unreadable").await;
+        let tenant = server.tenant("unreadable").await;
+        let data = server.stop().await;
+        // One placement that reads, and one whose candidates do not (a
+        // hand-written or foreign explanation): written as stored JSON.
+        let store = orchestrator::store::Store::open(&data).unwrap();
+        let request = json!({
+            "tenantId": tenant, "name": "x", "image": "busybox", "profile": "open",
+            "memoryBytes": 512u64 << 20, "cpus": 1,
+        });
+        let placement = json!({ "module": "stock:least-loaded", "result": { "chosen": 0 } });
+        let unreadable = json!({
+            "request": request, "workers": "every worker", "placement": placement,
+        });
+        let explanations = [
+            json!({ "request": request, "workers": [worker("w-a", 1 << 30)], "placement": placement }),
+            unreadable.clone(),
+        ];
+        let ids = [
+            "00000000-0000-4000-8000-000000000200",
+            "00000000-0000-4000-8000-000000000201",
+        ];
+        for (i, (id, explanation)) in ids.iter().zip(explanations).enumerate() {
+            let record = json!({
+                "id": id, "tenantId": tenant, "at": 1000 + i, "outcome": "placed",
+                "containerId": null, "explanation": explanation,
+            });
+            let record: orchestrator::store::DecisionRecord =
+                serde_json::from_value(record).unwrap();
+            store.put_decision(&record).unwrap();
+        }
+        drop(store);
+
+        let server = Server::start_in(data, Options::default()).await;
+        // Listed as stored, the unreadable one included.
+        let path = format!("/v1/tenants/{tenant}/decisions/{}", ids[1]);
+        let (status, shown) = server.admin("GET", &path, None).await;
+        assert_eq!(status, 200, "{shown}");
+        assert_eq!(shown["explanation"], unreadable, "{shown}");
+        let query = format!("kind=placement&name=bp&tenantId={tenant}");
+        let (status, p) = upload(&server, &query, BINPACK).await;
+        assert_eq!(status, 201, "{p}");
+        let path = format!(
+            "/v1/policies/{}/simulate?last=10",
+            p["id"].as_str().unwrap()
+        );
+        let (status, sim) = server.admin("POST", &path, None).await;
+        assert_eq!(status, 200, "{sim}");
+        // Replayed: the readable one; reported, not skipped: the other.
+        assert_eq!(
+            (sim["evaluated"].clone(), sim["skipped"].clone()),
+            (json!(1), json!(0)),
+            "{sim}"
+        );
+        let reported = sim["unreadable"].as_array().expect("unreadable listed");
+        assert_eq!(reported.len(), 1, "{sim}");
+        assert_eq!(reported[0]["decisionId"], ids[1], "{sim}");
+        let error = reported[0]["error"].as_str().unwrap_or_default();
+        assert!(!error.is_empty(), "{sim}");
         server.stop().await;
     });
 }

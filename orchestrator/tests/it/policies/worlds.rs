@@ -17,7 +17,7 @@ fn decision(tenant: &str, i: u64, explanation: Value) -> orchestrator::store::De
         at: 1000 + i,
         outcome: "recorded".into(),
         container_id: None,
-        explanation,
+        explanation: orchestrator::policy::Recorded::from_json(explanation),
     }
 }
 

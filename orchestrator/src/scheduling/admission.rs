@@ -10,8 +10,8 @@
 //! storing the decision beside the record. If the usage changed meanwhile
 //! (another create or enrolment of the tenant, a container changing state)
 //! nothing is written and the policy decides again on the new usage, up to
-//! [`ROUNDS`] times; then the call is refused with 503
-//! `admission_contended` (nothing recorded; a retry is safe). A denial
+//! [`ROUNDS`] times; then the call is refused
+//! ([`SchedulingError::Contended`]; nothing recorded, a retry is safe). A denial
 //! needs no check: refusing on a usage the tenant held a moment ago is
 //! what a call ordered just before the change would have got.
 //!
@@ -25,12 +25,11 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use hyper::StatusCode;
 use protocol::container::ContainerCreate;
 
-use super::schedule::{admission_outcome, decided_json, plan_of, request_of, usage_of, Wishes};
-use crate::http::ApiError;
-use crate::policy::Request;
+use super::placement::{plan_of, request_of, usage_of, Placed, Wishes};
+use super::{loaded, SchedulingError};
+use crate::policy::{Admission, Answer, EnrolmentAsked, Explanation, Request};
 use crate::store::{
     Admitted, AdmittedCreate, ContainerRecord, CreateOutcome, DecisionRecord, Enrolment,
     JoinRefusal, NewWorker, Store, Tenant, TenantUsage, Worker,
@@ -52,58 +51,71 @@ async fn turn(tenant_id: &str) -> smol::lock::MutexGuard<'static, ()> {
     TURNS[(h.finish() % STRIPES as u64) as usize].lock().await
 }
 
-fn contended(tenant_id: &str) -> ApiError {
-    ApiError::Worker {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        code: "admission_contended",
-        message: format!(
-            "tenant {tenant_id}'s usage changed under each of {ROUNDS} admission decisions; nothing was recorded: retry"
+fn contended(tenant_id: &str) -> SchedulingError {
+    SchedulingError::Contended {
+        tenant_id: tenant_id.to_owned(),
+    }
+}
+
+/// `admitted`, or `denied`/`failed` with the error to answer, for the
+/// decision `id`.
+pub(super) fn admission_outcome(
+    admitted: &crate::policy::Decided<Admission>,
+    id: &str,
+) -> (&'static str, Option<SchedulingError>) {
+    match &admitted.value {
+        Ok(Admission::Allow) => ("admitted", None),
+        Ok(Admission::Deny(reason)) => (
+            "denied",
+            Some(SchedulingError::Denied {
+                reason: reason.clone(),
+                decision_id: id.to_owned(),
+            }),
+        ),
+        Err(e) => (
+            "failed",
+            Some(SchedulingError::PolicyFailed {
+                role: "admission",
+                module: admitted.module.clone(),
+                decision_id: id.to_owned(),
+                error: e.to_string(),
+            }),
         ),
     }
 }
 
-/// What placement decided for a create without a `workerId`: the request
-/// admission allowed and the usage it allowed it on (`None` when the id
-/// was placed by an earlier call, whose record the insert finds).
-#[derive(Debug, Clone)]
-pub struct Placed {
-    pub worker_id: String,
-    pub(super) decided: Option<(Request, TenantUsage)>,
-}
-
-/// The admission policy's decision on `usage`: `Ok` an allowing decision
-/// (to store with the write), or the API error of a denial or failure,
-/// whose decision is stored here.
+/// The admission policy's decision on `usage`: an allowing decision (to
+/// store with the write), or the error of a denial or failure, whose
+/// decision is stored here.
 fn decide(
     app: &App,
     s: &Store,
     tenant: &Tenant,
     usage: &TenantUsage,
     ask: &Ask<'_>,
-) -> Result<Result<DecisionRecord, ApiError>, ApiError> {
+) -> Result<DecisionRecord, SchedulingError> {
     let (plan, used) = (plan_of(tenant), usage_of(usage));
-    let (admitted, mut explanation) = match ask {
-        Ask::Create { request, .. } => {
-            let admitted = app.policies.admit(request, &plan, &used);
-            let e = serde_json::json!({ "request": request });
-            (admitted, e)
+    let mut explanation = Explanation::default();
+    let admitted = match ask {
+        Ask::Create { request, record } => {
+            explanation.request = Some((*request).clone());
+            explanation.chosen_worker_id = Some(record.worker_id.clone());
+            app.policies.admit(request, &plan, &used)
         }
         Ask::Enrolment => {
-            let admitted = app.policies.admit_worker(&tenant.id, &plan, &used);
-            let e = serde_json::json!({ "enrolment": { "tenantId": tenant.id } });
-            (admitted, e)
+            explanation.enrolment = Some(EnrolmentAsked {
+                tenant_id: tenant.id.clone(),
+            });
+            app.policies.admit_worker(&tenant.id, &plan, &used)
         }
     };
-    explanation["plan"] = serde_json::to_value(&plan).unwrap_or_default();
-    explanation["usage"] = serde_json::to_value(used).unwrap_or_default();
-    explanation["admission"] = decided_json(&admitted);
+    explanation.plan = Some(plan);
+    explanation.usage = Some(used);
+    explanation.admission = Some(Answer::from(&admitted));
     let id = auth::uuid_v4()?;
     let (outcome, error) = admission_outcome(&admitted, &id);
     let container_id = match ask {
-        Ask::Create { record, .. } => {
-            explanation["chosenWorkerId"] = serde_json::Value::String(record.worker_id.clone());
-            Some(record.id.clone())
-        }
+        Ask::Create { record, .. } => Some(record.id.clone()),
         Ask::Enrolment => None,
     };
     let decision = DecisionRecord {
@@ -112,17 +124,17 @@ fn decide(
         at: now_ms(),
         outcome: outcome.to_owned(),
         container_id,
-        explanation,
+        explanation: explanation.into(),
     };
     app.metrics.policy_decision(&decision.outcome);
     tracing::debug!(decision_id = %decision.id, tenant_id = %tenant.id, outcome, "admission");
-    Ok(match error {
+    match error {
         None => Ok(decision),
         Some(error) => {
             s.put_decision(&decision)?;
             Err(error)
         }
-    })
+    }
 }
 
 /// What is being admitted.
@@ -137,18 +149,19 @@ enum Ask<'a> {
 /// Insert `record` (state `creating`) as admission allows: for a create
 /// that named its worker, the tenant's admission policy decides here; for
 /// one placement chose (`placed`), it decided already and decides again
-/// only if the tenant's usage changed since. Denied: 403 `plan_limit`
-/// with the policy's reason; the policy failed: 503 `policy_failed`.
+/// only if the tenant's usage changed since. Refused with
+/// [`SchedulingError::Denied`] (the policy's reason) or
+/// [`SchedulingError::PolicyFailed`].
 /// Every decision is stored (`admitted`, `denied` or `failed`; placement's
 /// own is `placed`).
-pub(crate) async fn insert(
+pub async fn insert(
     app: &Arc<App>,
     tenant: &Tenant,
     command: &ContainerCreate,
     record: ContainerRecord,
     placed: Option<Placed>,
-) -> Result<CreateOutcome, ApiError> {
-    super::policies::loaded(app).await?;
+) -> Result<CreateOutcome, SchedulingError> {
+    loaded(app).await?;
     let _turn = turn(&tenant.id).await;
     let decided = placed.and_then(|p| p.decided);
     let pinned = || {
@@ -171,7 +184,7 @@ pub(crate) async fn insert(
                 Some((_, usage)) => (usage, None),
                 None => {
                     let usage = s.tenant_usage(&tenant.id)?;
-                    (usage, Some(decide(&task_app, s, &tenant, &usage, &ask)??))
+                    (usage, Some(decide(&task_app, s, &tenant, &usage, &ask)?))
                 }
             };
             for _ in 0..ROUNDS {
@@ -183,7 +196,7 @@ pub(crate) async fn insert(
                     AdmittedCreate::Done(outcome) => return Ok(outcome),
                     AdmittedCreate::Changed(now) => {
                         usage = now;
-                        decision = Some(decide(&task_app, s, &tenant, &usage, &ask)??);
+                        decision = Some(decide(&task_app, s, &tenant, &usage, &ask)?);
                     }
                 }
             }
@@ -192,15 +205,15 @@ pub(crate) async fn insert(
         .await
 }
 
-/// `POST /v1/enroll`'s write: the join token (`join_hash`) exchanged for
+/// An enrolment's write: the join token (`join_hash`) exchanged for
 /// `new`, held to the tenant's self-hosted worker limit for a tenant's
-/// token (the `admit-worker` policy; 403 `plan_limit` with its reason, the
-/// token left unused). A fleet token has no tenant and no plan.
-pub(crate) async fn enrol(
+/// token (the `admit-worker` policy; [`SchedulingError::Denied`] with its
+/// reason, the token left unused). A fleet token has no tenant and no plan.
+pub async fn enrol(
     app: &Arc<App>,
     join_hash: String,
     new: NewWorker,
-) -> Result<Result<(Worker, Option<Tenant>), JoinRefusal>, ApiError> {
+) -> Result<Result<(Worker, Option<Tenant>), JoinRefusal>, SchedulingError> {
     let key = join_hash.clone();
     let token = app.store.read_now(move |s| s.get_join_token(&key))?;
     let tenant_id = token
@@ -208,7 +221,7 @@ pub(crate) async fn enrol(
         .map(|t| t.tenant_id);
     if tenant_id.is_some() {
         // A tenant's enrolment is decided by its admission policy.
-        super::policies::loaded(app).await?;
+        loaded(app).await?;
     }
     let _turn = match &tenant_id {
         Some(id) => Some(turn(id).await),
@@ -224,7 +237,7 @@ pub(crate) async fn enrol(
             let mut last_tenant = tenant_id.clone().unwrap_or_default();
             if let Some(tenant) = tenant_id.map(|id| s.get_tenant(&id)).transpose()?.flatten() {
                 let usage = s.tenant_usage(&tenant.id)?;
-                let decision = decide(&task_app, s, &tenant, &usage, &Ask::Enrolment)??;
+                let decision = decide(&task_app, s, &tenant, &usage, &Ask::Enrolment)?;
                 decided = Some((usage, decision));
             }
             for _ in 0..ROUNDS {
@@ -237,7 +250,7 @@ pub(crate) async fn enrol(
                     Enrolment::Refused(refusal) => return Ok(Err(refusal)),
                     Enrolment::Decide { tenant, usage } => {
                         last_tenant.clone_from(&tenant.id);
-                        let decision = decide(&task_app, s, &tenant, &usage, &Ask::Enrolment)??;
+                        let decision = decide(&task_app, s, &tenant, &usage, &Ask::Enrolment)?;
                         decided = Some((usage, decision));
                     }
                 }

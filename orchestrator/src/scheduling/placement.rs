@@ -1,19 +1,21 @@
-//! `POST /v1/containers` without a `workerId`: admit, then place, then the
-//! ordinary create on the chosen worker, whose insert re-checks admission
-//! (`api::admission`). With a `workerId`: admission only, at the insert, so
-//! plan limits hold however a container is asked for.
+//! A create without a `workerId`: admit, then place; the ordinary create
+//! on the chosen worker follows, whose insert re-checks admission
+//! (`scheduling::admission`). A create with a `workerId` is admitted at
+//! the insert only, so plan limits hold however a container is asked for.
 //!
 //! The inputs come from the store (the tenant's plan, its usage counters,
-//! every worker with its last heartbeat) and the hub (who is online now). Both decisions run on the blocking pool (they are CPU work in
+//! every worker with its last heartbeat) and the hub (who is online now).
+//! Both decisions run on the blocking pool (they are CPU work in
 //! wasmtime). Every decision is stored with its explanation, whatever the
-//! outcome, and its id is named in every answer:
+//! outcome, and its id is named in every refusal:
 //!
-//! * denied by admission: 403 `plan_limit` with the policy's reason;
-//! * the policy failed (trap, fuel, memory, nonsense, fail-closed): 503
-//!   `policy_failed`;
-//! * no candidate online at all: 503 `no_worker_online`;
-//! * candidates online but none fits: 409 `no_worker_fits`, with every
-//!   worker's reason (the first 20 in the message; all in the decision).
+//! * denied by admission: [`SchedulingError::Denied`] with the policy's reason;
+//! * the policy failed (trap, fuel, memory, nonsense, fail-closed):
+//!   [`SchedulingError::PolicyFailed`];
+//! * no candidate online at all: [`SchedulingError::NoWorkerOnline`];
+//! * candidates online but none fits: [`SchedulingError::NoWorkerFits`],
+//!   with every worker's reason (the first 20 in the message; all in the
+//!   decision).
 //!
 //! A local image (`localhost/...`) exists only where it was built: for
 //! one, every online candidate that could serve the tenant is asked for
@@ -24,17 +26,14 @@
 
 use std::sync::Arc;
 
-use hyper::StatusCode;
 use protocol::container::Empty;
 use protocol::container::{ContainerCreate, Profile as WireProfile};
 use protocol::Body;
 use serde::Deserialize;
 
-use super::admission::Placed;
-use crate::authz::{Caller, Need};
-use crate::http::ApiError;
+use super::{loaded, SchedulingError};
 use crate::policy::{
-    Admission, Decided, PlanInput, Profile, Request, Usage, WorkerInput, WorkerMode,
+    Answer, Decided, Explanation, PlanInput, Profile, Request, Usage, WorkerInput, WorkerMode,
 };
 use crate::presence::{presence, Presence};
 use crate::store::{
@@ -58,6 +57,15 @@ impl Wishes {
     }
 }
 
+/// What placement decided for a create without a `workerId`: the chosen
+/// worker, the request admission allowed and the usage it allowed it on
+/// (the insert checks it is still the tenant's: [`super::insert`]).
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub worker_id: String,
+    pub(super) decided: Option<(Request, TenantUsage)>,
+}
+
 /// How long a placement waits for a candidate's image list.
 pub const IMAGE_QUERY: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -74,33 +82,30 @@ fn grants(profile: WireProfile) -> (Profile, u64, u32) {
     }
 }
 
-fn failed(code: &'static str, status: StatusCode, message: String) -> ApiError {
-    ApiError::Worker {
-        status,
-        code,
-        message,
+fn policy_failed<T>(
+    role: &'static str,
+    d: &Decided<T>,
+    id: &str,
+    error: String,
+) -> SchedulingError {
+    SchedulingError::PolicyFailed {
+        role,
+        module: d.module.clone(),
+        decision_id: id.to_owned(),
+        error,
     }
 }
 
-/// Run admission and placement for `command`: the chosen worker, and the
-/// usage admission allowed the create on (the insert checks it is still
-/// the tenant's: `api::admission::insert`).
-pub(crate) async fn choose(
+/// Run admission and placement for `command` of `tenant` (whom the caller
+/// may use: the API checked), a new container id (a retry of a create
+/// that was placed goes where it went: the API finds its record first).
+pub async fn choose(
     app: &Arc<App>,
-    caller: &Caller,
+    tenant: &Tenant,
     command: &ContainerCreate,
     wishes: Wishes,
-) -> Result<Placed, ApiError> {
-    let tenant = caller.tenant(app, &command.tenant_id, Need::Use).await?;
-    super::policies::loaded(app).await?;
-    // A retry of a create that was placed already goes where it went.
-    let id = command.container_id.clone();
-    if let Some(existing) = app.store.read_now(move |s| s.get_container(&id))? {
-        return Ok(Placed {
-            worker_id: existing.worker_id,
-            decided: None,
-        });
-    }
+) -> Result<Placed, SchedulingError> {
+    loaded(app).await?;
     let key = tenant.id.clone();
     let (counted, workers) = app
         .store
@@ -108,8 +113,8 @@ pub(crate) async fn choose(
         .await?;
     let now = now_ms();
     let usage = usage_of(&counted);
-    let plan = plan_of(&tenant);
-    let request = request_of(&tenant, command, wishes, None);
+    let plan = plan_of(tenant);
+    let request = request_of(tenant, command, wishes, None);
     let mut candidates: Vec<WorkerInput> = workers
         .iter()
         .filter(|(w, _)| !w.revoked && !w.is_deleted())
@@ -119,42 +124,26 @@ pub(crate) async fn choose(
     let policies = Arc::clone(&app.policies);
     let (req, plan_in, usage_in) = (request.clone(), plan.clone(), usage);
     let admitted = smol::unblock(move || policies.admit(&req, &plan_in, &usage_in)).await;
-    let mut explanation = serde_json::json!({
-        "request": request,
-        "plan": plan,
-        "usage": usage,
-        "admission": decided_json(&admitted),
-    });
+    let mut explanation = Explanation {
+        request: Some(request.clone()),
+        plan: Some(plan),
+        usage: Some(usage),
+        admission: Some(Answer::from(&admitted)),
+        ..Explanation::default()
+    };
     let id = auth::uuid_v4()?;
-    let record = |outcome: &str, explanation: serde_json::Value| DecisionRecord {
+    let record = |outcome: &str, explanation: Explanation| DecisionRecord {
         id: id.clone(),
         tenant_id: tenant.id.clone(),
         at: now,
         outcome: outcome.to_owned(),
         container_id: Some(command.container_id.clone()),
-        explanation,
+        explanation: explanation.into(),
     };
-    match admitted.value {
-        Err(e) => {
-            store(app, record("failed", explanation)).await?;
-            return Err(failed(
-                "policy_failed",
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "admission policy {} failed (decision {id}): {e}",
-                    admitted.module
-                ),
-            ));
-        }
-        Ok(Admission::Deny(reason)) => {
-            store(app, record("denied", explanation)).await?;
-            return Err(failed(
-                "plan_limit",
-                StatusCode::FORBIDDEN,
-                format!("{reason} (decision {id})"),
-            ));
-        }
-        Ok(Admission::Allow) => {}
+    let (outcome, refused) = super::admission::admission_outcome(&admitted, &id);
+    if let Some(error) = refused {
+        store(app, record(outcome, explanation)).await?;
+        return Err(error);
     }
 
     if request.image.starts_with("localhost/") {
@@ -163,20 +152,14 @@ pub(crate) async fn choose(
     let policies = Arc::clone(&app.policies);
     let (req, ws) = (request.clone(), candidates.clone());
     let placed = smol::unblock(move || policies.place(&req, &ws)).await;
-    explanation["workers"] = serde_json::to_value(&candidates).unwrap_or_default();
-    explanation["placement"] = decided_json(&placed);
+    explanation.workers = Some(candidates.clone());
+    explanation.placement = Some(Answer::from(&placed));
     let placement = match placed.value {
-        Ok(p) => p,
-        Err(e) => {
+        Ok(ref p) => p.clone(),
+        Err(ref e) => {
+            let error = policy_failed("placement", &placed, &id, e.to_string());
             store(app, record("failed", explanation)).await?;
-            return Err(failed(
-                "policy_failed",
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "placement policy {} failed (decision {id}): {e}",
-                    placed.module
-                ),
-            ));
+            return Err(error);
         }
     };
     let chosen = placement
@@ -190,28 +173,24 @@ pub(crate) async fn choose(
             .take(QUOTED_REASONS)
             .map(|(w, v)| format!("{}: {}", w.id, v.reason))
             .collect();
-        // 503 when nothing that could ever serve the tenant is online now.
+        // Not online when nothing that could ever serve the tenant is online now.
         let online = candidates
             .iter()
             .any(|w| w.online && (w.mode == WorkerMode::Fleet || w.tenant_id == request.tenant_id));
         store(app, record("no_fit", explanation)).await?;
-        let (code, status) = if online {
-            ("no_worker_fits", StatusCode::CONFLICT)
+        let message = format!(
+            "{} (decision {id}){}{}",
+            placement.reason,
+            if reasons.is_empty() { "" } else { ": " },
+            reasons.join("; ")
+        );
+        return Err(if online {
+            SchedulingError::NoWorkerFits(message)
         } else {
-            ("no_worker_online", StatusCode::SERVICE_UNAVAILABLE)
-        };
-        return Err(failed(
-            code,
-            status,
-            format!(
-                "{} (decision {id}){}{}",
-                placement.reason,
-                if reasons.is_empty() { "" } else { ": " },
-                reasons.join("; ")
-            ),
-        ));
+            SchedulingError::NoWorkerOnline(message)
+        });
     };
-    explanation["chosenWorkerId"] = serde_json::Value::String(worker_id.clone());
+    explanation.chosen_worker_id = Some(worker_id.clone());
     store(app, record("placed", explanation)).await?;
     tracing::info!(decision_id = %id, tenant_id = %tenant.id, %worker_id, module = %placed.module, "container placed");
     Ok(Placed {
@@ -240,35 +219,6 @@ pub(super) fn request_of(
         memory_bytes,
         cpus,
         labels: command.labels.clone().into_iter().collect(),
-    }
-}
-
-/// `admitted`, or `denied`/`failed` with the API error to answer.
-pub(super) fn admission_outcome(
-    admitted: &Decided<Admission>,
-    id: &str,
-) -> (&'static str, Option<ApiError>) {
-    match &admitted.value {
-        Ok(Admission::Allow) => ("admitted", None),
-        Ok(Admission::Deny(reason)) => (
-            "denied",
-            Some(failed(
-                "plan_limit",
-                StatusCode::FORBIDDEN,
-                format!("{reason} (decision {id})"),
-            )),
-        ),
-        Err(e) => (
-            "failed",
-            Some(failed(
-                "policy_failed",
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "admission policy {} failed (decision {id}): {e}",
-                    admitted.module
-                ),
-            )),
-        ),
     }
 }
 
@@ -309,18 +259,10 @@ async fn local_images(app: &App, tenant_id: &str, candidates: &mut [WorkerInput]
     }
 }
 
-async fn store(app: &App, record: DecisionRecord) -> Result<(), ApiError> {
+async fn store(app: &App, record: DecisionRecord) -> Result<(), SchedulingError> {
     app.metrics.policy_decision(&record.outcome);
     app.store.call(move |s| s.put_decision(&record)).await?;
     Ok(())
-}
-
-pub(super) fn decided_json<T: serde::Serialize>(d: &Decided<T>) -> serde_json::Value {
-    let (result, error) = match &d.value {
-        Ok(v) => (serde_json::to_value(v).unwrap_or_default(), None),
-        Err(e) => (serde_json::Value::Null, Some(e.to_string())),
-    };
-    serde_json::json!({ "module": d.module, "fallback": d.fallback, "result": result, "error": error })
 }
 
 pub(super) fn plan_of(tenant: &Tenant) -> PlanInput {
@@ -358,7 +300,7 @@ fn stored_profile(name: &str) -> Profile {
 }
 
 /// A stored worker as a policy candidate.
-pub(crate) fn candidate(w: &Worker, beat: Option<&HeartbeatRecord>, now: Presence) -> WorkerInput {
+pub fn candidate(w: &Worker, beat: Option<&HeartbeatRecord>, now: Presence) -> WorkerInput {
     let reg = w.register.as_ref();
     let memory_total = reg.map_or(0, |r| r.memory_total);
     WorkerInput {
