@@ -8,7 +8,8 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::{check_name, TenantView};
+use super::check_name;
+use super::tenants::TenantView;
 use crate::authz::{Caller, Need, Principal};
 use crate::http::{json, read_json, ApiError, Resp};
 use crate::store::{Member, Org, Role};

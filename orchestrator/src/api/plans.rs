@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::TenantView;
+use super::tenants::TenantView;
 use crate::http::{json, read_json, ApiError, Resp};
 use crate::store::{Plan, PlanLimits, MAX_HISTORY_DAYS};
 use crate::App;

@@ -14,6 +14,7 @@
 //!   socket closed with 4001 at once, the record kept (flagged `deleted`)
 //!   for audit.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -22,13 +23,14 @@ use protocol::worker::RotateCredential;
 use protocol::Body;
 use serde::{Deserialize, Serialize};
 
+use super::enrolment::join_ttl;
 use super::relay::{self, bad_reply, detached, worker_error};
-use super::{join_ttl, worker_view};
 use crate::auth::{self, TokenKind};
+use crate::authz::Caller;
 use crate::http::{json, read_json, ApiError, Resp};
 use crate::hub::HubError;
 use crate::scheduling::{admits, Work};
-use crate::store::{FleetEnrolment, JoinToken, Worker, WorkerFlags};
+use crate::store::{self, FleetEnrolment, HeartbeatRecord, JoinToken, Worker, WorkerFlags};
 use crate::{now_ms, App};
 
 /// `scheduling::admits` for the worker with id `worker_id` (404 if unknown).
@@ -244,5 +246,149 @@ mod tests {
         for bad in ["", "-eu", "EU", "eu west", "eu/../x", &"a".repeat(65)] {
             assert!(check_region(bad).is_err(), "{bad}");
         }
+    }
+}
+
+/// A worker as `GET /v1/workers` shows it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerView {
+    pub id: String,
+    /// The tenant a byom worker serves; `null` for a fleet worker.
+    pub tenant_id: Option<String>,
+    pub name: String,
+    /// `online`, `reconnecting` (after an orchestrator restart, within the
+    /// offline grace) or `offline`.
+    pub status: String,
+    pub revoked: bool,
+    /// Deleted workers stay listed, for audit.
+    pub deleted: bool,
+    pub deleted_at: Option<u64>,
+    /// No new containers are placed here.
+    pub cordoned: bool,
+    /// No new work of any kind is taken here.
+    pub draining: bool,
+    /// A fleet worker's region.
+    pub region: Option<String>,
+    pub hostname: Option<String>,
+    pub platform: Option<String>,
+    pub arch: Option<String>,
+    pub cpu_count: Option<u32>,
+    pub memory_total: Option<u64>,
+    pub container_engines: Option<Vec<String>>,
+    pub agent_version: Option<String>,
+    /// The operator's labels for the machine, as its agent registered them.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The weakest security profile the worker runs (`open`: any), as its
+    /// agent registered it; `null` before the first registration.
+    #[serde(default)]
+    pub security_floor: Option<String>,
+    /// `byom` or `fleet`, from enrolment.
+    pub mode: String,
+    pub enrolled_at: u64,
+    pub connected_at: Option<u64>,
+    pub last_heartbeat_at: Option<u64>,
+    pub heartbeat: Option<HeartbeatView>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatView {
+    pub cpu_usage: f64,
+    pub memory_free: u64,
+    pub disk_total: Option<u64>,
+    pub disk_free: Option<u64>,
+    pub containers_running: u32,
+    pub gateway_status: Option<String>,
+    pub gateway_status_detail: Option<String>,
+}
+
+/// `GET /v1/workers`: every worker for the operator; for a member, the
+/// fleet workers and those of the tenants they may see.
+pub(crate) async fn list_workers(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let caller = Caller::of(&req)?;
+    let (workers, tenants) = app
+        .store
+        .call(|s| Ok::<_, store::StoreError>((s.list_workers()?, s.list_tenants()?)))
+        .await?;
+    let visible: std::collections::HashSet<String> = tenants
+        .into_iter()
+        .filter(|t| caller.sees_tenant(t))
+        .map(|t| t.id)
+        .collect();
+    let now = now_ms();
+    let views: Vec<WorkerView> = workers
+        .into_iter()
+        .filter(|(w, _)| w.tenant_scope().is_none_or(|t| visible.contains(t)))
+        .map(|(w, beat)| worker_view(app, w, beat, now))
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "workers": views }),
+    ))
+}
+
+pub(crate) async fn revoke_worker(
+    app: &App,
+    _req: Request<Incoming>,
+    worker_id: &str,
+) -> Result<Resp, ApiError> {
+    let id = worker_id.to_owned();
+    let worker = app.store.call(move |s| s.revoke_worker(&id)).await?;
+    let closed = app
+        .hub
+        .close(worker_id, protocol::close::REVOKED, "credential revoked");
+    tracing::info!(worker_id, live_socket_closed = closed, "worker revoked");
+    let id = worker_id.to_owned();
+    let beat = app.store.call(move |s| s.heartbeat(&id)).await?;
+    Ok(json(
+        StatusCode::OK,
+        &worker_view(app, worker, beat, now_ms()),
+    ))
+}
+
+/// The API's view of a stored worker, with its live status from the hub.
+fn worker_view(app: &App, w: store::Worker, beat: Option<HeartbeatRecord>, now: u64) -> WorkerView {
+    let status = crate::presence::presence(app, &w, now);
+    let reg = w.register;
+    WorkerView {
+        status: status.as_str().to_owned(),
+        revoked: w.revoked,
+        deleted: w.deleted_at.is_some(),
+        deleted_at: w.deleted_at,
+        cordoned: w.cordoned,
+        draining: w.draining,
+        region: w.region,
+        hostname: w.hostname,
+        platform: reg
+            .as_ref()
+            .map(|r| r.platform.clone())
+            .or(w.enrolled_platform),
+        arch: reg.as_ref().and_then(|r| r.arch.clone()),
+        cpu_count: reg.as_ref().map(|r| r.cpu_count),
+        memory_total: reg.as_ref().map(|r| r.memory_total),
+        container_engines: reg.as_ref().map(|r| r.container_engines.clone()),
+        agent_version: reg.as_ref().map(|r| r.agent_version.clone()),
+        labels: reg.as_ref().map(|r| r.labels.clone()).unwrap_or_default(),
+        security_floor: reg
+            .as_ref()
+            .map(|r| r.security_floor.clone().unwrap_or_else(|| "open".into())),
+        mode: w.mode.as_str().to_owned(),
+        enrolled_at: w.enrolled_at,
+        connected_at: w.connected_at,
+        last_heartbeat_at: beat.as_ref().map(|b| b.at),
+        heartbeat: beat.map(|b| HeartbeatView {
+            cpu_usage: b.cpu_usage,
+            memory_free: b.memory_free,
+            disk_total: b.disk_total,
+            disk_free: b.disk_free,
+            containers_running: b.containers_running,
+            gateway_status: b.gateway_status,
+            gateway_status_detail: b.gateway_status_detail,
+        }),
+        tenant_id: (w.mode == store::WorkerMode::Byom).then_some(w.tenant_id),
+        id: w.id,
+        name: w.name,
     }
 }

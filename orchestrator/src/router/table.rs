@@ -152,16 +152,16 @@ routes! {
         |c| api::members::revoke_token(&c.app, c.req, c.params.get("tokenId")).await,
         "Revoke an API token";
     CreateTenant = POST "/v1/tenants", OrgAdmin(T::Body),
-        |c| api::create_tenant(&c.app, c.req).await,
+        |c| api::tenants::create_tenant(&c.app, c.req).await,
         "Create a tenant in an organisation";
     ListTenants = GET "/v1/tenants", SignedIn,
-        |c| api::list_tenants(&c.app, c.req).await,
+        |c| api::tenants::list_tenants(&c.app, c.req).await,
         "Tenants the caller may use";
     GetTenant = GET "/v1/tenants/{tenantId}", TenantMember(T::Tenant),
         |c| api::orgs::get_tenant(&c.app, c.req, c.params.get("tenantId")).await,
         "One tenant";
     CreateJoinToken = POST "/v1/tenants/{tenantId}/join-tokens", OrgAdmin(T::Tenant),
-        |c| api::create_join_token(&c.app, c.req, c.params.get("tenantId")).await,
+        |c| api::enrolment::create_join_token(&c.app, c.req, c.params.get("tenantId")).await,
         "Mint a single-use join token";
     SetPlan = PUT "/v1/tenants/{tenantId}/plan", Operator,
         |c| api::plans::set(&c.app, c.req, c.params.get("tenantId")).await,
@@ -170,16 +170,16 @@ routes! {
         |c| api::workers::create_fleet_join_token(&c.app, c.req).await,
         "Mint a join token that enrols a fleet worker";
     Enroll = POST "/v1/enroll", JoinToken,
-        |c| api::enroll(&c.app, c.req).await,
+        |c| api::enrolment::enroll(&c.app, c.req).await,
         "Exchange a join token for a worker credential";
     Agent = GET "/v1/agent", Worker,
         |c| crate::agent_socket::accept(c.app, c.req).await,
         "The agent's WebSocket";
     ListWorkers = GET "/v1/workers", SignedIn,
-        |c| api::list_workers(&c.app, c.req).await,
+        |c| api::workers::list_workers(&c.app, c.req).await,
         "Workers the caller may see";
     RevokeWorker = POST "/v1/workers/{workerId}/revoke", OrgAdmin(T::Worker),
-        |c| api::revoke_worker(&c.app, c.req, c.params.get("workerId")).await,
+        |c| api::workers::revoke_worker(&c.app, c.req, c.params.get("workerId")).await,
         "Revoke a worker's credential";
     DeleteWorker = DELETE "/v1/workers/{workerId}", OrgAdmin(T::Worker),
         |c| api::workers::delete(&c.app, c.params.get("workerId")).await,
