@@ -11,7 +11,7 @@ use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
 use futures_lite::{AsyncWriteExt, FutureExt, StreamExt};
 use hyper::body::Bytes;
-use protocol::{close, Body, Envelope, ErrorCode, ErrorReply};
+use protocol::{close, Body, Envelope, ErrorCode, ErrorReply, MessageKind};
 use smol::channel::{Receiver, Sender};
 
 use super::frames::LinkGuard;
@@ -303,9 +303,8 @@ impl Conn {
     /// asked for: they never count against the allowance, so a busy caller
     /// cannot get its own worker disconnected.
     fn solicited(&self, envelope: &Envelope) -> bool {
-        let answer = matches!(envelope.body, Body::Error(_) | Body::BuildProgress(_))
-            || envelope.body.type_name().ends_with(".result");
-        answer
+        let kind = envelope.body.kind();
+        (kind.ends_request() || kind == MessageKind::Progress)
             && envelope
                 .request_id
                 .as_deref()
@@ -367,13 +366,11 @@ impl Conn {
                 self.on_terminal_exited(exited);
                 Ok(())
             }
-            (true, body @ Body::BuildProgress(_)) => {
+            (true, body) if body.kind() == MessageKind::Progress => {
                 self.on_event(request_id, body);
                 Ok(())
             }
-            (true, body)
-                if body.type_name().ends_with(".result") || matches!(body, Body::Error(_)) =>
-            {
+            (true, body) if body.kind().ends_request() => {
                 self.on_reply(request_id, body);
                 Ok(())
             }
