@@ -42,6 +42,7 @@ pub mod wire;
 
 mod agent_socket;
 mod health;
+mod socket;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -286,10 +287,11 @@ pub async fn serve(
     }
     let audit = audit::AuditWriter::start(Arc::clone(&store))?;
     let gate = connections::Gate::new(config.connections, Arc::clone(&metrics));
+    let hub = Arc::new(Hub::with_metrics(Arc::clone(&metrics)));
     let app = Arc::new(App {
         policies,
         store: Arc::clone(&store),
-        hub: Arc::new(Hub::with_metrics(Arc::clone(&metrics))),
+        hub: Arc::clone(&hub),
         admin_hash,
         heartbeat_secs: config.heartbeat_secs,
         register_timeout: config.register_timeout,
@@ -299,10 +301,11 @@ pub async fn serve(
         offline_grace: config.offline_grace,
         metrics,
         readiness: health::Readiness::default(),
-        terminals: Arc::new(terminal::Terminals::new(
+        terminals: terminal::Terminals::new(
+            Arc::clone(&hub),
             config.terminal_grace,
             config.terminal_stall,
-        )),
+        ),
         audit: audit.clone(),
         gate: Arc::new(gate),
     });
