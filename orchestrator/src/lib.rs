@@ -301,8 +301,9 @@ pub async fn serve(
         offline_grace: config.offline_grace,
         metrics,
         readiness: health::Readiness::default(),
+        // The relay uses the hub's connections; the hub is the App's.
         terminals: terminal::Terminals::new(
-            Arc::clone(&hub),
+            hub,
             config.terminal_grace,
             config.terminal_stall,
         ),
