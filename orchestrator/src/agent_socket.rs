@@ -26,7 +26,6 @@ use hyper::body::Incoming;
 use hyper::Request;
 
 use crate::http::{ApiError, Resp};
-use crate::upgrade::websocket_accept_key;
 use crate::{auth, socket, App};
 
 /// Check the credential and the upgrade headers, answer 101 and start the
@@ -45,16 +44,16 @@ pub(crate) async fn accept(app: Arc<App>, mut req: Request<Incoming>) -> Result<
         return Err(ApiError::unauthorized("credential revoked"));
     }
     crate::connections::authenticated(&req);
-    let accept_key = websocket_accept_key(&req)?;
+    let accept_key =
+        socket::accept_key(&req).map_err(|refused| ApiError::bad_request(refused.0))?;
+    let (resp, upgraded) = socket::upgrade(&mut req, accept_key, None);
     let task_app = Arc::clone(&app);
     let worker_id = worker.id;
-    let serve = move |upgraded: Result<_, hyper::Error>| async move {
-        match upgraded {
+    app.life.spawn(async move {
+        match upgraded.await {
             Ok(io) => session::run(task_app, worker_id, io).await,
             Err(error) => tracing::warn!(%worker_id, %error, "WebSocket upgrade failed"),
         }
-    };
-    Ok(socket::upgrade(
-        &app.life, &mut req, accept_key, None, serve,
-    ))
+    });
+    Ok(resp)
 }

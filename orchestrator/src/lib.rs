@@ -36,7 +36,6 @@ pub mod server;
 pub mod store;
 pub mod terminal;
 pub mod tls;
-pub mod upgrade;
 pub mod web;
 pub mod wire;
 
@@ -302,11 +301,7 @@ pub async fn serve(
         metrics,
         readiness: health::Readiness::default(),
         // The relay uses the hub's connections; the hub is the App's.
-        terminals: terminal::Terminals::new(
-            hub,
-            config.terminal_grace,
-            config.terminal_stall,
-        ),
+        terminals: terminal::Terminals::new(hub, config.terminal_grace, config.terminal_stall),
         audit: audit.clone(),
         gate: Arc::new(gate),
     });

@@ -1,32 +1,42 @@
 //! [`Connection`]: one server WebSocket, written once for both sockets the
 //! orchestrator serves (agents on `/v1/agent`, browsers on a container's
-//! terminal). It owns the socket's I/O and framing: the 101 and the task
-//! that gets the upgraded connection ([`upgrade`]), reading one message,
-//! writing one within a time limit, and closing with a code and a reason
-//! (the close frame, then the peer's answer, each bounded in time).
+//! terminal). It owns the socket's I/O and framing: the check of the
+//! upgrade request ([`accept_key`]), the 101 and the upgraded connection
+//! ([`upgrade`]), reading one message, writing one within a time limit,
+//! and closing with a code and a reason (the close frame, then the peer's
+//! answer, each bounded in time).
+//!
+//! hyper 1 has its own I/O traits (`hyper::rt::Read`/`Write`, with a
+//! `ReadBuf` cursor); async-tungstenite wants the futures-io ones:
+//! [`UpgradedIo`] translates one call to the other, without `unsafe`
+//! (reads go through a `ReadBuf` over the caller's initialised slice).
 //!
 //! What a message means is the endpoint's business (`agent_socket`,
 //! `terminal::viewer`); here a message is a tungstenite [`Message`], and a
 //! failed read is a [`ReadError`] each endpoint maps to its close code.
 
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_tungstenite::tungstenite::error::ProtocolError;
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
-use futures_lite::{AsyncWriteExt, FutureExt, StreamExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
+    HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
 };
+use hyper::rt::ReadBuf;
+use hyper::upgrade::Upgraded;
 use hyper::{Request, Response, StatusCode};
-
-use crate::server::Lifecycle;
-use crate::upgrade::{drain, UpgradedIo};
 
 /// How long the close handshake may take, each way.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -45,6 +55,11 @@ pub struct Limits {
     /// Largest message (and frame) the peer may send.
     pub max_message: usize,
 }
+
+/// Why a request is not a WebSocket upgrade we accept (a 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub &'static str);
 
 /// Why a read gave no message.
 #[derive(Debug, thiserror::Error)]
@@ -88,22 +103,19 @@ pub struct Writer(WebSocketSender<UpgradedIo>);
 /// The receiving half of a split [`Connection`].
 pub struct Reader(WebSocketReceiver<UpgradedIo>);
 
-/// Answer a checked upgrade request with 101 (naming `subprotocol`, if
-/// any) and run `serve` on a task of `life` with the upgraded connection,
-/// or with the error if the upgrade never completes.
-pub fn upgrade<F, Fut>(
-    life: &Lifecycle,
+/// The 101 answering a checked upgrade request (naming `subprotocol`, if
+/// any), and the upgraded connection to come, or the error if the upgrade
+/// never completes: the endpoint awaits it on a task of its own.
+pub fn upgrade(
     req: &mut Request<Incoming>,
     accept_key: HeaderValue,
     subprotocol: Option<&'static str>,
-    serve: F,
-) -> Response<Full<Bytes>>
-where
-    F: FnOnce(Result<UpgradedIo, hyper::Error>) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
+) -> (
+    Response<Full<Bytes>>,
+    impl Future<Output = Result<UpgradedIo, hyper::Error>> + Send + 'static,
+) {
     let on_upgrade = hyper::upgrade::on(req);
-    life.spawn(async move { serve(on_upgrade.await.map(UpgradedIo::new)).await });
+    let upgraded = async move { on_upgrade.await.map(UpgradedIo) };
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = resp.headers_mut();
@@ -116,7 +128,103 @@ where
             HeaderValue::from_static(subprotocol),
         );
     }
-    resp
+    (resp, upgraded)
+}
+
+/// The `Sec-WebSocket-Accept` value, if this is a WebSocket upgrade request:
+/// the check both endpoints make before anything else of theirs.
+pub fn accept_key(req: &Request<Incoming>) -> Result<HeaderValue, Refused> {
+    let h = req.headers();
+    let has = |name, token: &str| {
+        h.get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has(UPGRADE, "websocket") || !has(CONNECTION, "upgrade") {
+        return Err(Refused("expected a WebSocket upgrade request"));
+    }
+    if h.get(SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(Refused("Sec-WebSocket-Version must be 13"));
+    }
+    let key = h
+        .get(SEC_WEBSOCKET_KEY)
+        .ok_or_else(|| Refused("missing Sec-WebSocket-Key"))?;
+    HeaderValue::try_from(derive_accept_key(key.as_bytes()))
+        .map_err(|_| Refused("unusable Sec-WebSocket-Key"))
+}
+
+/// An upgraded HTTP connection speaking futures-io.
+pub struct UpgradedIo(Upgraded);
+
+impl std::fmt::Debug for UpgradedIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpgradedIo")
+    }
+}
+
+impl futures_lite::AsyncRead for UpgradedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut read_buf = ReadBuf::new(buf);
+        match hyper::rt::Read::poll_read(Pin::new(&mut self.get_mut().0), cx, read_buf.unfilled()) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(read_buf.filled().len())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl futures_lite::AsyncWrite for UpgradedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        hyper::rt::Write::poll_write(Pin::new(&mut self.get_mut().0), cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        hyper::rt::Write::poll_write_vectored(Pin::new(&mut self.get_mut().0), cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        hyper::rt::Write::poll_flush(Pin::new(&mut self.get_mut().0), cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        hyper::rt::Write::poll_shutdown(Pin::new(&mut self.get_mut().0), cx)
+    }
+}
+
+/// Read and discard what the peer still sends, until it closes, `max_bytes`
+/// have gone by, or `deadline` passes, whichever comes first.
+async fn drain(io: &mut UpgradedIo, max_bytes: usize, deadline: Duration) {
+    let read_all = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut seen = 0usize;
+        while seen < max_bytes {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen += n,
+            }
+        }
+    };
+    read_all
+        .or(async {
+            smol::Timer::after(deadline).await;
+        })
+        .await;
 }
 
 impl Connection {

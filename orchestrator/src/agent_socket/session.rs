@@ -13,8 +13,7 @@ use smol::channel::{Receiver, Sender};
 
 use super::limits::TokenBucket;
 use crate::hub::{Hub, LaneMsg, LaneRx, Outbound};
-use crate::socket::{Connection, Limits, ReadError, WriteError};
-use crate::upgrade::UpgradedIo;
+use crate::socket::{Connection, Limits, ReadError, UpgradedIo, WriteError};
 use crate::App;
 
 /// How long one write to the agent may take before the connection is dropped.

@@ -33,7 +33,6 @@ use crate::http::{ApiError, Resp};
 use crate::hub::HubError;
 use crate::socket;
 use crate::store::{ContainerRecord, ContainerState, TerminalRecord};
-use crate::upgrade::websocket_accept_key;
 use crate::{now_ms, App};
 
 /// The subprotocol of the browser's terminal socket.
@@ -86,7 +85,8 @@ pub(crate) async fn accept(
     let record = caller.container(&app, container_id, Need::Use).await?;
     let query = Query::parse(req.uri().query()).map_err(ApiError::bad_request)?;
     let with_protocol = choose_subprotocol(req.headers())?;
-    let accept_key = websocket_accept_key(&req)?;
+    let accept_key =
+        socket::accept_key(&req).map_err(|refused| ApiError::bad_request(refused.0))?;
     let start = match query.session {
         None => {
             if record.state != ContainerState::Running {
@@ -113,24 +113,19 @@ pub(crate) async fn accept(
             Found::Ended(exit) => Start::Ended { session_id, exit },
         },
     };
+    let subprotocol = with_protocol.then_some(SUBPROTOCOL);
+    let (resp, upgraded) = socket::upgrade(&mut req, accept_key, subprotocol);
     let task_app = Arc::clone(&app);
-    let serve = move |upgraded: Result<_, hyper::Error>| async move {
-        match upgraded {
+    app.life.spawn(async move {
+        match upgraded.await {
             Ok(io) => viewer::run(task_app, start, io).await,
             Err(error) => {
                 tracing::info!(%error, "terminal upgrade failed");
                 start.abandon(&task_app);
             }
         }
-    };
-    let subprotocol = with_protocol.then_some(SUBPROTOCOL);
-    Ok(socket::upgrade(
-        &app.life,
-        &mut req,
-        accept_key,
-        subprotocol,
-        serve,
-    ))
+    });
+    Ok(resp)
 }
 
 /// Make a viewer of `session` from `offset`; attach the session first if

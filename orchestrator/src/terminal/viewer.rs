@@ -24,8 +24,7 @@ use smol::channel::{Receiver, Sender};
 
 use super::control::{self, Control};
 use super::session::{Exit, Joined, Next, Session};
-use crate::socket::{Connection, Limits, ReadError, Reader, WriteError, Writer};
-use crate::upgrade::UpgradedIo;
+use crate::socket::{Connection, Limits, ReadError, Reader, UpgradedIo, WriteError, Writer};
 use crate::App;
 
 /// Largest message a browser may send: one input message of 64 KiB.
