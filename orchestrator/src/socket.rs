@@ -152,7 +152,7 @@ pub fn accept_key(req: &Request<Incoming>) -> Result<HeaderValue, Refused> {
     }
     let key = h
         .get(SEC_WEBSOCKET_KEY)
-        .ok_or_else(|| Refused("missing Sec-WebSocket-Key"))?;
+        .ok_or(Refused("missing Sec-WebSocket-Key"))?;
     HeaderValue::try_from(derive_accept_key(key.as_bytes()))
         .map_err(|_| Refused("unusable Sec-WebSocket-Key"))
 }
