@@ -22,14 +22,11 @@ mod session;
 
 use std::sync::Arc;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, UPGRADE};
-use hyper::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::Request;
 
 use crate::http::{ApiError, Resp};
-use crate::upgrade::{websocket_accept_key, UpgradedIo};
-use crate::{auth, App};
+use crate::{auth, socket, App};
 
 /// Check the credential and the upgrade headers, answer 101 and start the
 /// connection task; or answer 401/400 with the reason.
@@ -47,21 +44,16 @@ pub(crate) async fn accept(app: Arc<App>, mut req: Request<Incoming>) -> Result<
         return Err(ApiError::unauthorized("credential revoked"));
     }
     crate::connections::authenticated(&req);
-    let accept_key = websocket_accept_key(&req)?;
-    let on_upgrade = hyper::upgrade::on(&mut req);
+    let accept_key =
+        socket::accept_key(&req).map_err(|refused| ApiError::bad_request(refused.0))?;
+    let (resp, upgraded) = socket::upgrade(&mut req, accept_key, None);
     let task_app = Arc::clone(&app);
     let worker_id = worker.id;
     app.life.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => session::run(task_app, worker_id, UpgradedIo::new(upgraded)).await,
+        match upgraded.await {
+            Ok(io) => session::run(task_app, worker_id, io).await,
             Err(error) => tracing::warn!(%worker_id, %error, "WebSocket upgrade failed"),
         }
     });
-    let mut resp = Response::new(Full::new(Bytes::new()));
-    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = resp.headers_mut();
-    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(SEC_WEBSOCKET_ACCEPT, accept_key);
     Ok(resp)
 }

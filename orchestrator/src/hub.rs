@@ -1,30 +1,40 @@
-//! Live agent connections by worker id, and request correlation with them.
+//! The one registry of live agent connections, by worker id: per
+//! connection, its outbound queue (the text lane), its pending requests
+//! (`request`) and, once a terminal session needs one, its terminal lane
+//! (the binary frames). The API sends requests through it and the
+//! terminal relay opens its lane through it and is told when a connection
+//! ends ([`ConnectionEnds`]); neither keeps a map of connections of its
+//! own. Its interface is the seam routing across replicas will use: look
+//! up a worker's connection, send a request and await its reply, open a
+//! terminal lane, be told when a connection ends.
 //!
-//! The hub is in-memory only: after a restart it is empty, so every worker is
-//! offline until its agent reconnects and registers again. It holds, for
-//! each registered connection, the sending half of that connection's
-//! outbound queue; the connection task (`agent_socket`) owns the socket and
-//! is the only reader of the queue. The hub never touches a socket itself.
-//!
-//! Requests are correlated by a fresh `requestId` each: any number may be in
-//! flight per worker, and a slow one never delays another. Events carrying
-//! a pending request's id (build progress) are routed to that request.
+//! The hub is in-memory only: after a restart it is empty, so every worker
+//! is offline until its agent reconnects and registers again. The
+//! connection task (`agent_socket`) owns the socket and is the only reader
+//! of the queues; the hub never touches a socket itself.
 //!
 //! Shutdown does not go through the hub: every connection task also watches
 //! the serve-wide shutdown signal and closes its own socket with 1001; as it
 //! ends it calls [`Hub::unregister`], which fails its pending requests.
 
+mod request;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
-use futures_lite::FutureExt;
-use protocol::{Body, Envelope, ErrorReply};
 use smol::channel::{Receiver, Sender};
 
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::Metrics;
+
+pub use request::HubError;
+
+/// Input messages a terminal lane queues before viewers wait to hand over
+/// more. A bounded channel allocates all its slots up front (40 bytes
+/// each); a queue of one is a single inline slot. The connection task
+/// takes each message as it comes, so a viewer waits only while the
+/// previous one is handed over.
+const LANE_QUEUE: usize = 1;
 
 /// What a connection task is asked to do by the rest of the orchestrator.
 #[derive(Debug)]
@@ -37,38 +47,28 @@ pub enum Outbound {
     /// here by the terminal relay (at most one per session), so that an
     /// agent connection needs no second notice queue of its own.
     TerminalAck { session_id: u64 },
+    /// The connection's terminal lane was opened: read it from now on.
+    Lane(LaneRx),
 }
 
-/// Why a [`Hub::request`] got no result.
-#[derive(Debug, thiserror::Error)]
-pub enum HubError {
-    #[error("worker {worker_id} is offline")]
-    Offline { worker_id: String },
-    #[error("worker {worker_id} did not answer {ty} within {after:?}")]
-    Timeout {
-        worker_id: String,
-        ty: &'static str,
-        after: Duration,
-    },
-    #[error("worker {worker_id} disconnected before answering {ty}")]
-    Disconnected { worker_id: String, ty: &'static str },
-    #[error("worker {worker_id} answered {ty} with an error: {error}")]
-    Agent {
-        worker_id: String,
-        ty: &'static str,
-        #[source]
-        error: ErrorReply,
-    },
-    /// A message naming the request arrived but did not decode (e.g. a
-    /// result missing a field): the request fails at once.
-    #[error("worker {worker_id} answered {ty} with a message that does not decode: {detail}")]
-    BadReply {
-        worker_id: String,
-        ty: &'static str,
-        detail: String,
-    },
-    #[error("cannot make a request id: {0}")]
-    RequestId(#[source] crate::auth::AuthError),
+/// What the terminal relay asks a connection task to send on its lane.
+#[derive(Debug)]
+pub enum LaneMsg {
+    /// Input bytes for a session; the connection gives them their offset.
+    Input { session_id: u64, bytes: Vec<u8> },
+    /// A session's ack may have moved: send it if so.
+    Ack { session_id: u64 },
+}
+
+/// The reading end of a connection's terminal lane (its task reads it).
+#[derive(Debug)]
+pub struct LaneRx(pub Receiver<LaneMsg>);
+
+/// Told when a registered connection stops being its worker's live one
+/// (it ended, or a newer one replaced it), with the terminal input still
+/// queued on its lane, which was not sent.
+pub trait ConnectionEnds: Send + Sync {
+    fn ended(&self, worker_id: &str, conn_id: u64, unsent: Vec<LaneMsg>);
 }
 
 /// What the API shows about a live connection.
@@ -84,38 +84,19 @@ struct Live {
     conn_id: u64,
     tx: Sender<Outbound>,
     info: LiveInfo,
+    /// The terminal lane, opened when a session first sends input: an idle
+    /// agent has none. Its reading end is kept too, so that what is still
+    /// queued when the connection goes is handed on, not lost.
+    lane: Option<(Sender<LaneMsg>, Receiver<LaneMsg>)>,
 }
 
-struct Pending {
-    worker_id: String,
-    conn_id: u64,
-    /// Events tagged with the requestId, then the one reply. Unbounded, but
-    /// drained by the waiting caller as it arrives, and fed no faster than
-    /// the connection's rate limit allows.
-    reply: Sender<Delivery>,
-}
-
-/// What the connection task hands to a waiting request.
-enum Delivery {
-    /// An event carrying the request's id (e.g. `images.build.progress`).
-    Event(Body),
-    /// The `*.result` or `error` that ends the request.
-    Reply(Body),
-    /// A message naming the request that did not decode (why): it ends
-    /// the request too.
-    Undecodable(String),
-}
-
-/// Removes a request's pending entry however the caller ends: answered,
-/// timed out, or dropped because its HTTP client went away.
-struct PendingGuard<'a> {
-    hub: &'a Hub,
-    request_id: String,
-}
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        self.hub.lock().pending.remove(&self.request_id);
+impl Live {
+    /// Input still queued on this connection's lane.
+    fn unsent(&self) -> Vec<LaneMsg> {
+        let Some((_, rx)) = &self.lane else {
+            return Vec::new();
+        };
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
     }
 }
 
@@ -123,13 +104,13 @@ impl Drop for PendingGuard<'_> {
 struct Inner {
     /// Registered connections. Written by `register` (the connection task,
     /// after an accepted register) and `unregister` (the same task as it ends);
-    /// read by the API.
+    /// read by the API and the terminal relay.
     live: HashMap<String, Live>,
     /// Requests awaiting a reply, by requestId. Written by `request` (the
     /// caller, who also removes its entry on timeout), `resolve` (the
     /// connection task, when the reply arrives) and `unregister` (which drops
     /// the entries of a closing connection, failing their callers).
-    pending: HashMap<String, Pending>,
+    pending: HashMap<String, request::Pending>,
 }
 
 /// Live connections by worker id. Shared by every task through an `Arc`.
@@ -141,7 +122,9 @@ pub struct Hub {
     /// Where every request's outcome and latency is counted.
     metrics: Arc<Metrics>,
     /// Appends every command's outcome to the audit log; set once by `serve`.
-    audit: std::sync::OnceLock<crate::audit::CommandHook>,
+    audit: OnceLock<crate::audit::CommandHook>,
+    /// Told when a connection ends (the terminal relay); set once.
+    ends: OnceLock<Weak<dyn ConnectionEnds>>,
 }
 
 impl Hub {
@@ -159,10 +142,22 @@ impl Hub {
         let _ = self.audit.set(hook);
     }
 
+    /// Tell `ends` about every connection that ends from now on (set
+    /// once; later calls are ignored). Held weakly: it may hold the hub.
+    pub fn set_ends(&self, ends: Weak<dyn ConnectionEnds>) {
+        let _ = self.ends.set(ends);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave the maps inconsistent
         // (each change is one insert or remove), so poisoning is ignored.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ended(&self, worker_id: &str, conn_id: u64, unsent: Vec<LaneMsg>) {
+        if let Some(ends) = self.ends.get().and_then(Weak::upgrade) {
+            ends.ended(worker_id, conn_id, unsent);
+        }
     }
 
     /// A fresh id for a new connection.
@@ -170,8 +165,9 @@ impl Hub {
         self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Make `conn_id` the worker's live connection. A previous connection of
-    /// the same worker is told to close with [`protocol::close::REPLACED`].
+    /// Make `conn_id` the worker's live connection, `tx` its queue. A
+    /// previous connection of the same worker is told to close with
+    /// [`protocol::close::REPLACED`], and has ended from here on.
     pub fn register(&self, worker_id: &str, conn_id: u64, tx: Sender<Outbound>, now_ms: u64) {
         let live = Live {
             conn_id,
@@ -180,6 +176,7 @@ impl Hub {
                 connected_at_ms: now_ms,
                 last_beat_ms: now_ms,
             },
+            lane: None,
         };
         let old = self.lock().live.insert(worker_id.to_owned(), live);
         if let Some(old) = old {
@@ -193,21 +190,29 @@ impl Hub {
                 code: protocol::close::REPLACED,
                 reason: "replaced by a newer connection".into(),
             });
+            self.ended(worker_id, old.conn_id, old.unsent());
         }
     }
 
     /// Forget `conn_id` if it is still the worker's live connection, and fail
     /// the requests waiting on it.
     pub fn unregister(&self, worker_id: &str, conn_id: u64) {
-        let mut inner = self.lock();
-        if inner
-            .live
-            .get(worker_id)
-            .is_some_and(|l| l.conn_id == conn_id)
-        {
-            inner.live.remove(worker_id);
+        let gone = {
+            let mut inner = self.lock();
+            inner.pending.retain(|_, p| p.conn_id != conn_id);
+            if inner
+                .live
+                .get(worker_id)
+                .is_some_and(|l| l.conn_id == conn_id)
+            {
+                inner.live.remove(worker_id)
+            } else {
+                None
+            }
+        };
+        if let Some(gone) = gone {
+            self.ended(worker_id, conn_id, gone.unsent());
         }
-        inner.pending.retain(|_, p| p.conn_id != conn_id);
     }
 
     /// Note a stored heartbeat of the live connection `conn_id`.
@@ -224,6 +229,11 @@ impl Hub {
         self.lock().live.get(worker_id).map(|l| l.info)
     }
 
+    /// The id of the worker's live connection, if any.
+    pub fn conn_id(&self, worker_id: &str) -> Option<u64> {
+        self.lock().live.get(worker_id).map(|l| l.conn_id)
+    }
+
     /// Ask the worker's live connection to close. Returns whether there was one.
     pub fn close(&self, worker_id: &str, code: u16, reason: &str) -> bool {
         let tx = self.lock().live.get(worker_id).map(|l| l.tx.clone());
@@ -238,184 +248,32 @@ impl Hub {
         }
     }
 
-    /// Send a command to a worker and wait for its `*.result` (or `error`).
-    pub async fn request(
-        &self,
-        worker_id: &str,
-        body: Body,
-        timeout: Duration,
-    ) -> Result<Body, HubError> {
-        self.request_with_events(worker_id, body, timeout, |_| {})
-            .await
-    }
-
-    /// Like [`Hub::request`], handing every event that carries the
-    /// request's id to `on_event` as it arrives. `timeout` bounds the whole
-    /// exchange, events included. Any number of requests may be in flight
-    /// per worker; each waits only for its own reply. Every request is
-    /// counted in the metrics by type and outcome, with its latency.
-    pub async fn request_with_events(
-        &self,
-        worker_id: &str,
-        body: Body,
-        timeout: Duration,
-        on_event: impl FnMut(Body),
-    ) -> Result<Body, HubError> {
-        let ty = body.type_name();
-        let audited = self
-            .audit
-            .get()
-            .map(|_| crate::audit::CommandSent::of(worker_id, &body));
-        let started = Instant::now();
-        let result = self.exchange(worker_id, body, timeout, on_event).await;
-        let outcome = match &result {
-            Ok(_) => Outcome::Ok,
-            Err(HubError::Agent { .. }) => Outcome::AgentError,
-            Err(HubError::Timeout { .. }) => Outcome::Timeout,
-            Err(HubError::Offline { .. }) => Outcome::Offline,
-            Err(HubError::Disconnected { .. }) => Outcome::Disconnected,
-            Err(HubError::RequestId(_)) => Outcome::Internal,
-            Err(HubError::BadReply { .. }) => Outcome::BadReply,
-        };
-        self.metrics.command(ty, outcome, started.elapsed());
-        if let (Some(hook), Some(sent)) = (self.audit.get(), audited) {
-            hook(sent.done(&result)).await;
-        }
-        result
-    }
-
-    async fn exchange(
-        &self,
-        worker_id: &str,
-        body: Body,
-        timeout: Duration,
-        mut on_event: impl FnMut(Body),
-    ) -> Result<Body, HubError> {
-        let ty = body.type_name();
-        let request_id = crate::auth::uuid_v4().map_err(HubError::RequestId)?;
-        let (reply_tx, reply_rx): (Sender<Delivery>, Receiver<Delivery>) =
-            smol::channel::unbounded();
-        let tx = {
-            let mut inner = self.lock();
-            let Some(live) = inner.live.get(worker_id) else {
-                return Err(HubError::Offline {
-                    worker_id: worker_id.to_owned(),
-                });
-            };
-            let (tx, conn_id) = (live.tx.clone(), live.conn_id);
-            inner.pending.insert(
-                request_id.clone(),
-                Pending {
-                    worker_id: worker_id.to_owned(),
-                    conn_id,
-                    reply: reply_tx,
-                },
-            );
-            tx
-        };
-        let _guard = PendingGuard {
-            hub: self,
-            request_id: request_id.clone(),
-        };
-        let text = Envelope::request(request_id.clone(), body).encode();
-        if tx.try_send(Outbound::Text(text)).is_err() {
-            return Err(HubError::Offline {
-                worker_id: worker_id.to_owned(),
-            });
-        }
-        tracing::debug!(worker_id, request_id, ty, "request sent");
-        let deadline = smol::Timer::after(timeout);
-        let reply = async {
-            loop {
-                match reply_rx.recv().await {
-                    Ok(Delivery::Event(event)) => on_event(event),
-                    Ok(Delivery::Reply(body)) => return Some(Ok(body)),
-                    Ok(Delivery::Undecodable(detail)) => return Some(Err(Some(detail))),
-                    Err(_closed) => return Some(Err(None)),
-                }
-            }
-        };
-        let outcome = reply
-            .or(async {
-                deadline.await;
-                None
-            })
-            .await;
-        match outcome {
-            Some(Ok(Body::Error(error))) => Err(HubError::Agent {
-                worker_id: worker_id.to_owned(),
-                ty,
-                error,
-            }),
-            Some(Ok(body)) => Ok(body),
-            Some(Err(Some(detail))) => Err(HubError::BadReply {
-                worker_id: worker_id.to_owned(),
-                ty,
-                detail,
-            }),
-            Some(Err(None)) => Err(HubError::Disconnected {
-                worker_id: worker_id.to_owned(),
-                ty,
-            }),
-            None => Err(HubError::Timeout {
-                worker_id: worker_id.to_owned(),
-                ty,
-                after: timeout,
-            }),
-        }
-    }
-
-    /// Deliver a reply from `worker_id` to the request it names. Returns
-    /// false for an unknown, late or foreign `requestId` (the caller logs it).
-    pub fn resolve(&self, worker_id: &str, request_id: &str, body: Body) -> bool {
+    /// The terminal lane of connection `conn_id` of `worker_id`, opened on
+    /// first use; `None` once that is not the worker's live connection.
+    /// The sender is bounded: a viewer typing faster than the connection
+    /// sends waits.
+    pub fn lane(&self, worker_id: &str, conn_id: u64) -> Option<Sender<LaneMsg>> {
         let mut inner = self.lock();
-        match inner.pending.get(request_id) {
-            Some(p) if p.worker_id == worker_id => {
-                let pending = inner.pending.remove(request_id);
-                drop(inner);
-                pending.is_some_and(|p| p.reply.try_send(Delivery::Reply(body)).is_ok())
-            }
-            _ => false,
+        let live = inner
+            .live
+            .get_mut(worker_id)
+            .filter(|l| l.conn_id == conn_id)?;
+        if let Some((tx, _)) = &live.lane {
+            return Some(tx.clone());
         }
+        let (tx, rx) = smol::channel::bounded(LANE_QUEUE);
+        // The connection task learns of its lane through its queue, ahead
+        // of anything sent on the lane.
+        live.tx.try_send(Outbound::Lane(LaneRx(rx.clone()))).ok()?;
+        live.lane = Some((tx.clone(), rx));
+        Some(tx)
     }
 
-    /// End the pending request `request_id` of `worker_id` at once: a
-    /// message naming it arrived but did not decode (`detail` says why).
-    /// False for an unknown, late or foreign `requestId`.
-    pub fn fail_undecodable(&self, worker_id: &str, request_id: &str, detail: String) -> bool {
-        let mut inner = self.lock();
-        match inner.pending.get(request_id) {
-            Some(p) if p.worker_id == worker_id => {
-                let pending = inner.pending.remove(request_id);
-                drop(inner);
-                pending.is_some_and(|p| p.reply.try_send(Delivery::Undecodable(detail)).is_ok())
-            }
-            _ => false,
-        }
-    }
-
-    /// Hand an event from `worker_id` to the pending request it names,
-    /// which stays pending. False for an unknown or foreign `requestId`.
-    pub fn event(&self, worker_id: &str, request_id: &str, body: Body) -> bool {
-        let inner = self.lock();
-        match inner.pending.get(request_id) {
-            Some(p) if p.worker_id == worker_id => p.reply.try_send(Delivery::Event(body)).is_ok(),
-            _ => false,
-        }
-    }
-
-    /// Whether `request_id` is a request this orchestrator sent `worker_id`
-    /// and still awaits: replies and events for it were asked for.
-    pub fn is_pending(&self, worker_id: &str, request_id: &str) -> bool {
-        self.lock()
-            .pending
-            .get(request_id)
-            .is_some_and(|p| p.worker_id == worker_id)
-    }
-
-    /// How many requests await a reply, for tests and diagnostics.
-    pub fn pending_count(&self) -> usize {
-        self.lock().pending.len()
+    /// Queue an ack notice for `session_id` on the worker's live
+    /// connection. False if there is none (the notice is lost).
+    pub fn notify_ack(&self, worker_id: &str, session_id: u64) -> bool {
+        let tx = self.lock().live.get(worker_id).map(|l| l.tx.clone());
+        tx.is_some_and(|tx| tx.try_send(Outbound::TerminalAck { session_id }).is_ok())
     }
 
     /// Registered connections whose last sign of life is at most

@@ -35,13 +35,13 @@ pub mod server;
 pub mod store;
 pub mod terminal;
 pub mod tls;
-pub mod upgrade;
 pub mod web;
 pub mod wire;
 
 mod agent_socket;
 mod health;
 pub(crate) mod scheduling;
+mod socket;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -286,10 +286,11 @@ pub async fn serve(
     }
     let audit = audit::AuditWriter::start(Arc::clone(&store))?;
     let gate = connections::Gate::new(config.connections, Arc::clone(&metrics));
+    let hub = Arc::new(Hub::with_metrics(Arc::clone(&metrics)));
     let app = Arc::new(App {
         policies,
         store: Arc::clone(&store),
-        hub: Arc::new(Hub::with_metrics(Arc::clone(&metrics))),
+        hub: Arc::clone(&hub),
         admin_hash,
         heartbeat_secs: config.heartbeat_secs,
         register_timeout: config.register_timeout,
@@ -299,10 +300,8 @@ pub async fn serve(
         offline_grace: config.offline_grace,
         metrics,
         readiness: health::Readiness::default(),
-        terminals: Arc::new(terminal::Terminals::new(
-            config.terminal_grace,
-            config.terminal_stall,
-        )),
+        // The relay uses the hub's connections; the hub is the App's.
+        terminals: terminal::Terminals::new(hub, config.terminal_grace, config.terminal_stall),
         audit: audit.clone(),
         gate: Arc::new(gate),
     });

@@ -98,10 +98,38 @@ struct OutEnvelope<'a, T: Serialize> {
     data: &'a T,
 }
 
-/// Declares [`Body`], its wire names and its codec from one table, so the
-/// three can never disagree.
+/// What a message is in an exchange, declared beside its wire name in the
+/// table below: receivers route by it, never by the spelling of `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    /// `worker.register` and its answer `worker.accepted`: the exchange
+    /// that opens a connection, before any other.
+    Handshake,
+    /// A command, answered by its `<type>.result` or `error` with the
+    /// same `requestId`.
+    Command,
+    /// The `<command>.result` that ends a request.
+    Result,
+    /// `error`: ends a request (or answers a message that had none).
+    Error,
+    /// An event carrying the `requestId` of a request still running
+    /// (`images.build.progress`); it does not end the request.
+    Progress,
+    /// An event of its own (heartbeat, inventory, `terminal.exited`).
+    Event,
+}
+
+impl MessageKind {
+    /// Whether a message of this kind ends the request it names.
+    pub fn ends_request(self) -> bool {
+        matches!(self, Self::Result | Self::Error)
+    }
+}
+
+/// Declares [`Body`], its wire names, kinds and its codec from one table,
+/// so they can never disagree.
 macro_rules! messages {
-    ($( $(#[$doc:meta])* $variant:ident($ty:ty) = $name:literal, )*) => {
+    ($( $(#[$doc:meta])* $variant:ident($ty:ty) = $name:literal => $kind:ident, )*) => {
         /// Every message of the protocol, by its `type`.
         #[derive(Debug, Clone, PartialEq)]
         pub enum Body {
@@ -115,6 +143,12 @@ macro_rules! messages {
             /// The wire name of this message, e.g. `"worker.register"`.
             pub fn type_name(&self) -> &'static str {
                 match self { $( Body::$variant(_) => $name, )* }
+            }
+
+            /// What this message is in an exchange: a command, its
+            /// result, an error, progress of a request, or an event.
+            pub fn kind(&self) -> MessageKind {
+                match self { $( Body::$variant(_) => MessageKind::$kind, )* }
             }
 
             fn decode_data(
@@ -153,66 +187,66 @@ fn encode_out<T: Serialize>(ty: &'static str, request_id: Option<&str>, data: &T
 messages! {
     // Worker lifecycle.
     /// Agent -> orchestrator, first on every connection; needs a `requestId`.
-    Register(Register) = "worker.register",
+    Register(Register) = "worker.register" => Handshake,
     /// Orchestrator -> agent, the answer to a good register.
-    Accepted(Accepted) = "worker.accepted",
+    Accepted(Accepted) = "worker.accepted" => Handshake,
     /// Agent -> orchestrator, periodically; no `requestId`.
-    Heartbeat(Heartbeat) = "worker.heartbeat",
+    Heartbeat(Heartbeat) = "worker.heartbeat" => Event,
     /// Agent -> orchestrator, after every accept; no `requestId`.
-    Inventory(Inventory) = "worker.inventory",
+    Inventory(Inventory) = "worker.inventory" => Event,
     /// Orchestrator -> agent: store this new credential, then answer.
-    RotateCredential(RotateCredential) = "worker.rotate-credential",
+    RotateCredential(RotateCredential) = "worker.rotate-credential" => Command,
 
     // Commands (orchestrator -> agent), each answered by `<type>.result` or `error`.
-    ContainerCreate(ContainerCreate) = "container.create",
-    ContainerSetup(ContainerSetup) = "container.setup",
-    ContainerStart(ContainerRef) = "container.start",
-    ContainerStop(ContainerStop) = "container.stop",
-    ContainerRemove(ContainerRemove) = "container.remove",
-    ContainerList(ContainerList) = "container.list",
-    ContainerListAll(Empty) = "container.list-all",
-    ContainerStats(ContainerStatsRequest) = "container.stats",
-    Exec(Exec) = "container.exec",
-    ExecBackground(ExecBackground) = "container.exec.background",
-    BackgroundCapture(BackgroundCapture) = "container.exec.background.capture",
-    BackgroundKill(BackgroundKill) = "container.exec.background.kill",
-    ImagesList(Empty) = "images.list",
-    ImageBuild(ImageBuild) = "images.build",
-    TerminalOpen(TerminalOpen) = "terminal.open",
-    TerminalResize(TerminalResize) = "terminal.resize",
-    TerminalClose(TerminalClose) = "terminal.close",
-    TerminalAttach(TerminalAttach) = "terminal.attach",
+    ContainerCreate(ContainerCreate) = "container.create" => Command,
+    ContainerSetup(ContainerSetup) = "container.setup" => Command,
+    ContainerStart(ContainerRef) = "container.start" => Command,
+    ContainerStop(ContainerStop) = "container.stop" => Command,
+    ContainerRemove(ContainerRemove) = "container.remove" => Command,
+    ContainerList(ContainerList) = "container.list" => Command,
+    ContainerListAll(Empty) = "container.list-all" => Command,
+    ContainerStats(ContainerStatsRequest) = "container.stats" => Command,
+    Exec(Exec) = "container.exec" => Command,
+    ExecBackground(ExecBackground) = "container.exec.background" => Command,
+    BackgroundCapture(BackgroundCapture) = "container.exec.background.capture" => Command,
+    BackgroundKill(BackgroundKill) = "container.exec.background.kill" => Command,
+    ImagesList(Empty) = "images.list" => Command,
+    ImageBuild(ImageBuild) = "images.build" => Command,
+    TerminalOpen(TerminalOpen) = "terminal.open" => Command,
+    TerminalResize(TerminalResize) = "terminal.resize" => Command,
+    TerminalClose(TerminalClose) = "terminal.close" => Command,
+    TerminalAttach(TerminalAttach) = "terminal.attach" => Command,
 
     // Results (agent -> orchestrator), carrying the command's `requestId`.
     /// The new credential is stored; the next connection presents it.
-    CredentialRotated(Empty) = "worker.rotate-credential.result",
-    ContainerCreated(ContainerCreated) = "container.create.result",
-    ContainerSetupDone(ContainerSetupDone) = "container.setup.result",
-    ContainerStarted(ContainerStatus) = "container.start.result",
-    ContainerStopped(ContainerStatus) = "container.stop.result",
-    ContainerRemoved(ContainerStatus) = "container.remove.result",
-    ContainerListed(ContainerListing) = "container.list.result",
-    ContainerListedAll(ContainerListing) = "container.list-all.result",
-    ContainerStatsResult(ContainerStatsList) = "container.stats.result",
-    ExecDone(ExecResult) = "container.exec.result",
-    BackgroundStarted(BackgroundStarted) = "container.exec.background.result",
-    BackgroundOutput(BackgroundOutput) = "container.exec.background.capture.result",
-    BackgroundKilled(BackgroundKilled) = "container.exec.background.kill.result",
-    ImagesListed(ImageListing) = "images.list.result",
-    ImageBuilt(ImageBuilt) = "images.build.result",
-    TerminalOpened(TerminalOpened) = "terminal.open.result",
-    TerminalResized(Empty) = "terminal.resize.result",
-    TerminalClosed(Empty) = "terminal.close.result",
-    TerminalAttached(TerminalAttached) = "terminal.attach.result",
+    CredentialRotated(Empty) = "worker.rotate-credential.result" => Result,
+    ContainerCreated(ContainerCreated) = "container.create.result" => Result,
+    ContainerSetupDone(ContainerSetupDone) = "container.setup.result" => Result,
+    ContainerStarted(ContainerStatus) = "container.start.result" => Result,
+    ContainerStopped(ContainerStatus) = "container.stop.result" => Result,
+    ContainerRemoved(ContainerStatus) = "container.remove.result" => Result,
+    ContainerListed(ContainerListing) = "container.list.result" => Result,
+    ContainerListedAll(ContainerListing) = "container.list-all.result" => Result,
+    ContainerStatsResult(ContainerStatsList) = "container.stats.result" => Result,
+    ExecDone(ExecResult) = "container.exec.result" => Result,
+    BackgroundStarted(BackgroundStarted) = "container.exec.background.result" => Result,
+    BackgroundOutput(BackgroundOutput) = "container.exec.background.capture.result" => Result,
+    BackgroundKilled(BackgroundKilled) = "container.exec.background.kill.result" => Result,
+    ImagesListed(ImageListing) = "images.list.result" => Result,
+    ImageBuilt(ImageBuilt) = "images.build.result" => Result,
+    TerminalOpened(TerminalOpened) = "terminal.open.result" => Result,
+    TerminalResized(Empty) = "terminal.resize.result" => Result,
+    TerminalClosed(Empty) = "terminal.close.result" => Result,
+    TerminalAttached(TerminalAttached) = "terminal.attach.result" => Result,
 
     // Events (agent -> orchestrator).
     /// One line of build output, with the build's `requestId`.
-    BuildProgress(BuildProgress) = "images.build.progress",
+    BuildProgress(BuildProgress) = "images.build.progress" => Progress,
     /// A terminal session ended.
-    TerminalExited(TerminalExited) = "terminal.exited",
+    TerminalExited(TerminalExited) = "terminal.exited" => Event,
 
     /// The one failure reply, either direction, with the failed request's id.
-    Error(ErrorReply) = "error",
+    Error(ErrorReply) = "error" => Error,
 }
 
 impl Envelope {

@@ -34,7 +34,7 @@ pub mod terminal;
 pub mod validate;
 pub mod worker;
 
-pub use envelope::{Body, DecodeError, Envelope};
+pub use envelope::{Body, DecodeError, Envelope, MessageKind};
 pub use error::{ErrorCode, ErrorReply};
 pub use frame::{Frame, FrameError, FrameKind};
 

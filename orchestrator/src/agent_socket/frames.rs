@@ -1,36 +1,20 @@
 //! A connection's terminal side: the agent's output frames handed to the
 //! terminal relay (answered with an ack frame when one is due, with no
-//! queue in between), the input and ack frames the relay queues for the
-//! agent, `terminal.open.result` and `terminal.exited` handed over, and the
-//! guard that takes the connection's terminal link down however the
-//! connection ends.
+//! queue in between), the input and ack frames the relay queues on the
+//! connection's terminal lane (opened in the hub when a session first
+//! needs it), and `terminal.open.result` and `terminal.exited` handed over.
+//! The hub tells the relay when the connection ends.
 //!
 //! Output is flow-controlled by acks (PROTOCOL.md section 5), not by the
 //! text rate limit: a frame costs a copy into the session's mirror and a
 //! wake-up of its viewers, never a wait on a viewer.
-
-use std::sync::Arc;
 
 use async_tungstenite::tungstenite::Message;
 use protocol::terminal::TerminalExited;
 use protocol::{close, Body, ErrorCode, ErrorReply, Frame, FrameError, FrameKind};
 
 use super::session::{close_with, Conn, End};
-use crate::terminal::{LinkMsg, Terminals};
-
-/// Takes the connection's terminal link down however the task ends: its
-/// sessions go offline, their viewers stay.
-pub(super) struct LinkGuard {
-    pub(super) terminals: Arc<Terminals>,
-    pub(super) worker_id: String,
-    pub(super) conn_id: u64,
-}
-
-impl Drop for LinkGuard {
-    fn drop(&mut self) {
-        self.terminals.link_down(&self.worker_id, self.conn_id);
-    }
-}
+use crate::hub::LaneMsg;
 
 impl Conn {
     /// A binary message from the agent: output goes to the terminal relay
@@ -80,7 +64,7 @@ impl Conn {
     }
 
     /// Send what the terminal relay queued for this connection.
-    pub(super) async fn on_link(&mut self, msg: LinkMsg) -> Result<(), End> {
+    pub(super) async fn on_link(&mut self, msg: LaneMsg) -> Result<(), End> {
         let frames = self
             .app
             .terminals

@@ -1,5 +1,4 @@
-//! The limits of one connection: the text message allowance and the size of
-//! a close reason.
+//! The limits of one connection: the text message allowance.
 
 use std::time::Instant;
 
@@ -7,18 +6,6 @@ use std::time::Instant;
 const RATE_PER_SEC: f64 = 50.0;
 /// Text messages an agent may send in one burst.
 const RATE_BURST: f64 = 200.0;
-
-/// A close reason must fit in a control frame (123 bytes).
-pub(super) fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
 
 /// Allowance of text messages: [`RATE_BURST`] at once, [`RATE_PER_SEC`] sustained.
 pub(super) struct TokenBucket {
@@ -61,13 +48,5 @@ mod tests {
         let t1 = t0 + Duration::from_millis(100);
         assert!((0..5).all(|_| b.take(t1)));
         assert!(!b.take(t1));
-    }
-
-    #[test]
-    fn close_reasons_are_truncated_on_char_boundaries() {
-        assert_eq!(truncate("abc", 120), "abc");
-        let long = "é".repeat(100);
-        let t = truncate(&long, 121);
-        assert_eq!(t.len(), 120);
     }
 }

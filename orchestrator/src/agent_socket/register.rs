@@ -6,7 +6,6 @@ use std::sync::Arc;
 use protocol::worker::{Heartbeat, Mode, Platform, Register};
 use protocol::{close, Body, Envelope, ErrorCode, ErrorReply};
 
-use super::frames::LinkGuard;
 use super::session::{close_with, Conn, End, HubGuard, Registered};
 use crate::now_ms;
 use crate::store::{HeartbeatRecord, RegisterInfo, StoreError};
@@ -85,21 +84,11 @@ impl Conn {
         self.app
             .hub
             .register(&self.worker_id, self.conn_id, self.tx.clone(), now);
-        self.link = Some(self.app.terminals.link_up(
-            &self.worker_id,
-            self.conn_id,
-            self.tx.clone(),
-        ));
         self.registered = Some(Registered {
             memory_total,
             accepted_rev,
             _guard: HubGuard {
                 hub: Arc::clone(&self.app.hub),
-                worker_id: self.worker_id.clone(),
-                conn_id: self.conn_id,
-            },
-            _link: LinkGuard {
-                terminals: Arc::clone(&self.app.terminals),
                 worker_id: self.worker_id.clone(),
                 conn_id: self.conn_id,
             },

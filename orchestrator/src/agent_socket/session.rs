@@ -5,39 +5,32 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use async_tungstenite::tungstenite::{Error as WsError, Message};
-use async_tungstenite::WebSocketStream;
-use futures_lite::{AsyncWriteExt, FutureExt, StreamExt};
+use async_tungstenite::tungstenite::Message;
+use futures_lite::FutureExt;
 use hyper::body::Bytes;
-use protocol::{close, Body, Envelope, ErrorCode, ErrorReply};
+use protocol::{close, Body, Envelope, ErrorCode, ErrorReply, MessageKind};
 use smol::channel::{Receiver, Sender};
 
-use super::frames::LinkGuard;
-use super::limits::{truncate, TokenBucket};
-use crate::hub::{Hub, Outbound};
-use crate::terminal::{LinkMsg, LinkRx};
-use crate::upgrade::{drain, UpgradedIo};
+use super::limits::TokenBucket;
+use crate::hub::{Hub, LaneMsg, LaneRx, Outbound};
+use crate::socket::{Connection, Limits, ReadError, UpgradedIo, WriteError};
 use crate::App;
 
 /// How long one write to the agent may take before the connection is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// tungstenite's read buffer, allocated and zeroed per connection up front
-/// (128 KiB by default, which was most of an idle agent's memory). A
-/// heartbeat is ~250 bytes; bigger messages grow the buffer as they come.
-const READ_BUFFER: usize = 1024;
-/// How long the close handshake may take.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The socket's buffers: tungstenite's read buffer is allocated and zeroed
+/// per connection up front (128 KiB by default, which was most of an idle
+/// agent's memory). A heartbeat is ~250 bytes; bigger messages grow the
+/// buffer as they come. Writes are not buffered.
+const LIMITS: Limits = Limits {
+    read_buffer: 1024,
+    write_buffer: Some(0),
+    max_message: protocol::MAX_TEXT_FRAME,
+};
 
 /// Run one upgraded connection to its end.
 pub(super) async fn run(app: Arc<App>, worker_id: String, io: UpgradedIo) {
-    let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
-        .max_message_size(Some(protocol::MAX_TEXT_FRAME))
-        .max_frame_size(Some(protocol::MAX_TEXT_FRAME));
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let ws = Connection::accept(io, LIMITS).await;
     let conn_id = app.hub.next_conn_id();
     // Counted in `crops_agent_sockets_open` until this task ends.
     let _socket = app.metrics.socket_opened();
@@ -88,11 +81,11 @@ pub(super) fn close_with(code: u16, reason: impl Into<String>) -> End {
 enum Event {
     Stop,
     Outbound(Option<Outbound>),
-    Incoming(Option<Result<Message, WsError>>),
-    /// Input from the terminal relay (its ack notices come as
-    /// `Outbound::TerminalAck`); `None` once its queue is gone (a newer
-    /// connection of the worker replaced it).
-    Link(Option<LinkMsg>),
+    Incoming(Result<Message, ReadError>),
+    /// Input from the terminal relay on the connection's lane (its ack
+    /// notices come as `Outbound::TerminalAck`); `None` once the lane is
+    /// gone (a newer connection of the worker replaced this one).
+    Link(Option<LaneMsg>),
     Tick,
 }
 
@@ -115,20 +108,19 @@ pub(super) struct Registered {
     /// older than any command result of this connection.
     pub(super) accepted_rev: u64,
     pub(super) _guard: HubGuard,
-    pub(super) _link: LinkGuard,
 }
 
 pub(super) struct Conn {
     pub(super) app: Arc<App>,
     pub(super) worker_id: String,
     pub(super) conn_id: u64,
-    pub(super) ws: WebSocketStream<UpgradedIo>,
+    pub(super) ws: Connection,
     /// Given to the hub at registration; kept so `rx` never closes.
     pub(super) tx: Sender<Outbound>,
     pub(super) rx: Receiver<Outbound>,
     pub(super) registered: Option<Registered>,
-    /// The terminal relay's queues for this connection, once registered.
-    pub(super) link: Option<LinkRx>,
+    /// The connection's terminal lane, once a session opened it.
+    pub(super) link: Option<LaneRx>,
     pub(super) bucket: TokenBucket,
     pub(super) opened: Instant,
     pub(super) last_message: Instant,
@@ -145,9 +137,9 @@ impl Conn {
                 let (ws, rx, link) = (&mut self.ws, &self.rx, &self.link);
                 // The agent's messages and the relay's frames race fairly:
                 // neither a flood of output nor of input starves the other.
-                let traffic = async { Event::Incoming(ws.next().await) }.race(async {
+                let traffic = async { Event::Incoming(ws.read().await) }.race(async {
                     match link {
-                        Some(l) => Event::Link(l.input.recv().await.ok()),
+                        Some(l) => Event::Link(l.0.recv().await.ok()),
                         None => std::future::pending().await,
                     }
                 });
@@ -170,7 +162,11 @@ impl Conn {
                     Err(close_with(code, reason))
                 }
                 Event::Outbound(Some(Outbound::TerminalAck { session_id })) => {
-                    self.on_link(LinkMsg::Ack { session_id }).await
+                    self.on_link(LaneMsg::Ack { session_id }).await
+                }
+                Event::Outbound(Some(Outbound::Lane(lane))) => {
+                    self.link = Some(lane);
+                    Ok(())
                 }
                 Event::Outbound(None) => Ok(()),
                 Event::Link(Some(msg)) => self.on_link(msg).await,
@@ -178,9 +174,8 @@ impl Conn {
                     self.link = None;
                     Ok(())
                 }
-                Event::Incoming(None) => Err(End::PeerGone),
-                Event::Incoming(Some(Err(error))) => Err(self.read_failed(error)),
-                Event::Incoming(Some(Ok(message))) => {
+                Event::Incoming(Err(error)) => Err(self.read_failed(error)),
+                Event::Incoming(Ok(message)) => {
                     self.last_message = Instant::now();
                     self.on_message(message).await
                 }
@@ -224,40 +219,34 @@ impl Conn {
         Ok(())
     }
 
-    fn read_failed(&self, error: WsError) -> End {
+    fn read_failed(&self, error: ReadError) -> End {
         let worker_id = &self.worker_id;
         match error {
-            WsError::Capacity(detail) => {
+            ReadError::TooBig(detail) => {
                 tracing::warn!(%worker_id, %detail, "message over the size limit");
                 End::TooBig
             }
-            WsError::Protocol(detail) => {
-                tracing::info!(%worker_id, %detail, "WebSocket protocol violation");
+            ReadError::Protocol(_) | ReadError::Reset => {
+                tracing::info!(%worker_id, %error, "WebSocket protocol violation");
                 close_with(1002, "WebSocket protocol violation")
             }
-            WsError::Utf8(_) => close_with(1007, "text message is not UTF-8"),
-            WsError::ConnectionClosed | WsError::AlreadyClosed => End::PeerGone,
-            other => {
-                tracing::debug!(%worker_id, error = %other, "connection broke");
+            ReadError::NotUtf8 => close_with(1007, "text message is not UTF-8"),
+            ReadError::Ended => End::PeerGone,
+            ReadError::Broken(_) => {
+                tracing::debug!(%worker_id, %error, "connection broke");
                 End::PeerGone
             }
         }
     }
 
     pub(super) async fn send(&mut self, message: Message) -> Result<(), End> {
-        let sent = async { Some(self.ws.send(message).await) }
-            .or(async {
-                smol::Timer::after(WRITE_TIMEOUT).await;
-                None
-            })
-            .await;
-        match sent {
-            Some(Ok(())) => Ok(()),
-            Some(Err(error)) => {
+        match self.ws.write(message, WRITE_TIMEOUT).await {
+            Ok(()) => Ok(()),
+            Err(error @ WriteError::Failed(_)) => {
                 tracing::debug!(worker_id = %self.worker_id, %error, "write failed");
                 Err(End::PeerGone)
             }
-            None => {
+            Err(WriteError::TimedOut(_)) => {
                 tracing::info!(worker_id = %self.worker_id, "write timed out");
                 Err(End::PeerGone)
             }
@@ -303,9 +292,8 @@ impl Conn {
     /// asked for: they never count against the allowance, so a busy caller
     /// cannot get its own worker disconnected.
     fn solicited(&self, envelope: &Envelope) -> bool {
-        let answer = matches!(envelope.body, Body::Error(_) | Body::BuildProgress(_))
-            || envelope.body.type_name().ends_with(".result");
-        answer
+        let kind = envelope.body.kind();
+        (kind.ends_request() || kind == MessageKind::Progress)
             && envelope
                 .request_id
                 .as_deref()
@@ -367,13 +355,11 @@ impl Conn {
                 self.on_terminal_exited(exited);
                 Ok(())
             }
-            (true, body @ Body::BuildProgress(_)) => {
+            (true, body) if body.kind() == MessageKind::Progress => {
                 self.on_event(request_id, body);
                 Ok(())
             }
-            (true, body)
-                if body.type_name().ends_with(".result") || matches!(body, Body::Error(_)) =>
-            {
+            (true, body) if body.kind().ends_request() => {
                 self.on_reply(request_id, body);
                 Ok(())
             }
@@ -412,39 +398,14 @@ impl Conn {
             }
             End::Close { code, reason } => {
                 tracing::info!(%worker_id, conn_id = self.conn_id, code, %reason, "closing agent connection");
-                if self.close_frame(code, &reason).await {
-                    // Read until the agent answers our close (or gives up).
-                    let _ = async { while let Some(Ok(_)) = self.ws.next().await {} }
-                        .or(async {
-                            smol::Timer::after(CLOSE_TIMEOUT).await;
-                        })
-                        .await;
-                }
+                self.ws.close(code, &reason).await;
             }
+            // The reader is mid-message: drain raw bytes so the agent can
+            // finish writing and read our close frame.
             End::TooBig => {
-                if self.close_frame(1009, "message too big").await {
-                    // The reader is mid-message: drain raw bytes so the agent
-                    // can finish writing and read our close frame.
-                    // Our half is done: shutting it down lets the agent see
-                    // the end after our close frame and hang up.
-                    let mut io = self.ws.into_inner();
-                    let _ = io.close().await;
-                    drain(&mut io, 2 * protocol::MAX_TEXT_FRAME, CLOSE_TIMEOUT).await;
-                }
+                let max = 2 * protocol::MAX_TEXT_FRAME;
+                self.ws.close_draining(1009, "message too big", max).await;
             }
         }
-    }
-
-    async fn close_frame(&mut self, code: u16, reason: &str) -> bool {
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: truncate(reason, 120).to_owned().into(),
-        };
-        async { self.ws.close(Some(frame)).await.is_ok() }
-            .or(async {
-                smol::Timer::after(CLOSE_TIMEOUT).await;
-                false
-            })
-            .await
     }
 }

@@ -1,9 +1,11 @@
 //! Unit tests of the hub: live connections, request correlation, events,
-//! and what a dropped caller or connection leaves behind.
+//! terminal lanes, and what a dropped caller or connection leaves behind.
+
+use std::time::Duration;
 
 use super::*;
 use protocol::container::ContainerListing;
-use protocol::ErrorCode;
+use protocol::{Body, Envelope, ErrorCode, ErrorReply};
 
 fn list_all() -> Body {
     Body::ContainerListAll(protocol::container::Empty {})
@@ -169,4 +171,74 @@ fn a_dropped_caller_leaves_no_pending_entry() {
         assert!(polled.is_none());
         assert_eq!(hub.pending_count(), 0);
     });
+}
+
+#[test]
+fn an_idle_connection_has_no_terminal_lane_until_a_session_needs_one() {
+    let hub = Hub::default();
+    let (tx, rx) = smol::channel::unbounded();
+    hub.register("w", 1, tx, 0);
+    assert!(
+        rx.try_recv().is_err(),
+        "nothing is queued for an idle agent"
+    );
+    assert!(
+        hub.lane("w", 2).is_none(),
+        "no lane on a connection not live"
+    );
+
+    let lane = hub.lane("w", 1).expect("a lane on the live connection");
+    let slots = lane.capacity();
+    assert!(
+        slots.is_some_and(|n| (1..=4).contains(&n)),
+        "a lane allocates its input slots up front: {slots:?}"
+    );
+    let Ok(Outbound::Lane(LaneRx(lane_rx))) = rx.try_recv() else {
+        panic!("the connection task is handed its lane")
+    };
+    let again = hub.lane("w", 1).unwrap();
+    assert!(rx.try_recv().is_err(), "one lane per connection");
+    smol::block_on(again.send(LaneMsg::Ack { session_id: 7 })).unwrap();
+    assert!(matches!(
+        lane_rx.try_recv(),
+        Ok(LaneMsg::Ack { session_id: 7 })
+    ));
+}
+
+/// Records every connection end it is told of.
+#[derive(Default)]
+struct Ends(Mutex<Vec<(String, u64, usize)>>);
+
+impl ConnectionEnds for Ends {
+    fn ended(&self, worker_id: &str, conn_id: u64, unsent: Vec<LaneMsg>) {
+        let mut seen = self.0.lock().unwrap();
+        seen.push((worker_id.to_owned(), conn_id, unsent.len()));
+    }
+}
+
+#[test]
+fn the_end_of_a_connection_is_told_once_with_its_unsent_input() {
+    let hub = Hub::default();
+    let ends = Arc::new(Ends::default());
+    let weak: Arc<dyn ConnectionEnds> = ends.clone();
+    hub.set_ends(Arc::downgrade(&weak));
+    let (tx, _rx) = smol::channel::unbounded();
+    hub.register("w", 1, tx.clone(), 0);
+    let lane = hub.lane("w", 1).unwrap();
+    let input = LaneMsg::Input {
+        session_id: 3,
+        bytes: b"ls\n".to_vec(),
+    };
+    lane.try_send(input).unwrap();
+
+    // Replaced: the old connection has ended, its queued input handed on.
+    hub.register("w", 2, tx, 0);
+    assert_eq!(*ends.0.lock().unwrap(), [("w".to_owned(), 1, 1)]);
+    // Its task ending later says nothing more; the live one's end is told.
+    hub.unregister("w", 1);
+    assert_eq!(hub.conn_id("w"), Some(2));
+    hub.unregister("w", 2);
+    assert_eq!(hub.conn_id("w"), None);
+    let seen = ends.0.lock().unwrap().clone();
+    assert_eq!(seen, [("w".to_owned(), 1, 1), ("w".to_owned(), 2, 0)]);
 }

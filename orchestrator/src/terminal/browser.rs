@@ -18,12 +18,9 @@
 
 use std::sync::Arc;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{
-    HeaderMap, HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
-};
-use hyper::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, SEC_WEBSOCKET_PROTOCOL};
+use hyper::{Request, StatusCode};
 use protocol::terminal::TerminalOpen;
 use protocol::Body;
 
@@ -34,8 +31,8 @@ use crate::api::{detached, worker_error};
 use crate::authz::{Caller, Need};
 use crate::http::{ApiError, Resp};
 use crate::hub::HubError;
+use crate::socket;
 use crate::store::{ContainerRecord, ContainerState, TerminalRecord};
-use crate::upgrade::{websocket_accept_key, UpgradedIo};
 use crate::{now_ms, App};
 
 /// The subprotocol of the browser's terminal socket.
@@ -88,7 +85,8 @@ pub(crate) async fn accept(
     let record = caller.container(&app, container_id, Need::Use).await?;
     let query = Query::parse(req.uri().query()).map_err(ApiError::bad_request)?;
     let with_protocol = choose_subprotocol(req.headers())?;
-    let accept_key = websocket_accept_key(&req)?;
+    let accept_key =
+        socket::accept_key(&req).map_err(|refused| ApiError::bad_request(refused.0))?;
     let start = match query.session {
         None => {
             if record.state != ContainerState::Running {
@@ -115,29 +113,18 @@ pub(crate) async fn accept(
             Found::Ended(exit) => Start::Ended { session_id, exit },
         },
     };
-    let on_upgrade = hyper::upgrade::on(&mut req);
+    let subprotocol = with_protocol.then_some(SUBPROTOCOL);
+    let (resp, upgraded) = socket::upgrade(&mut req, accept_key, subprotocol);
     let task_app = Arc::clone(&app);
     app.life.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => viewer::run(task_app, start, UpgradedIo::new(upgraded)).await,
+        match upgraded.await {
+            Ok(io) => viewer::run(task_app, start, io).await,
             Err(error) => {
                 tracing::info!(%error, "terminal upgrade failed");
                 start.abandon(&task_app);
             }
         }
     });
-    let mut resp = Response::new(Full::new(Bytes::new()));
-    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = resp.headers_mut();
-    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(SEC_WEBSOCKET_ACCEPT, accept_key);
-    if with_protocol {
-        headers.insert(
-            SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(SUBPROTOCOL),
-        );
-    }
     Ok(resp)
 }
 

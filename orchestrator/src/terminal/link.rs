@@ -18,8 +18,8 @@ use protocol::terminal::{TerminalAttach, TerminalClose, TerminalExited, Terminal
 use protocol::{Body, ErrorCode, Frame, FrameKind};
 
 use super::session::{Exit, Input, Session};
-use super::{LinkMsg, Terminals};
-use crate::hub::HubError;
+use super::Terminals;
+use crate::hub::{HubError, LaneMsg};
 use crate::store::TerminalRecord;
 use crate::{now_ms, App};
 
@@ -65,10 +65,10 @@ impl Terminals {
         frame(FrameKind::TerminalAck, f.session_id, ack, &[])
     }
 
-    /// The frames a queued [`LinkMsg`] becomes on connection `conn`.
-    pub(crate) fn on_link_msg(&self, worker_id: &str, conn: u64, msg: LinkMsg) -> Vec<Vec<u8>> {
+    /// The frames a queued [`LaneMsg`] becomes on connection `conn`.
+    pub(crate) fn on_link_msg(&self, worker_id: &str, conn: u64, msg: LaneMsg) -> Vec<Vec<u8>> {
         match msg {
-            LinkMsg::Input { session_id, bytes } => {
+            LaneMsg::Input { session_id, bytes } => {
                 let Some(session) = self.find(worker_id, session_id) else {
                     return Vec::new();
                 };
@@ -86,7 +86,7 @@ impl Terminals {
                     }
                 }
             }
-            LinkMsg::Ack { session_id } => self
+            LaneMsg::Ack { session_id } => self
                 .find(worker_id, session_id)
                 .and_then(|s| s.ack_due(conn))
                 .and_then(|ack| frame(FrameKind::TerminalAck, session_id, ack, &[]))

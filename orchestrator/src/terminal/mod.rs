@@ -2,10 +2,11 @@
 //! (`GET /v1/containers/{id}/terminal`, PROTOCOL.md section 7) and the
 //! agent's session (binary frames on the agent socket, sections 5 and 6).
 //!
-//! * [`Terminals`] is the registry: sessions by worker and session id, and
-//!   each worker's link (the queues its agent connection task reads to send
-//!   input and ack frames). In memory; the records in the store
-//!   (`store::terminals`) bring the live ones back after a restart.
+//! * [`Terminals`] holds the sessions by worker and session id. The agent
+//!   connections they use are the hub's: input goes on a connection's
+//!   terminal lane, ack notices on its queue, and the hub tells the relay
+//!   when a connection ends ([`ConnectionEnds`]). In memory; the records in
+//!   the store (`store::terminals`) bring the live ones back after a restart.
 //! * `session`: one session's state (mirror, viewers, acks, input offset,
 //!   link state, end); `mirror`: its 1 MiB output ring.
 //! * `link`: what the agent connection hands over (output frames,
@@ -30,9 +31,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use smol::channel::{Receiver, Sender};
-
-use crate::hub::Outbound;
+use crate::hub::{ConnectionEnds, Hub, LaneMsg};
 
 pub(crate) use browser::{accept, subprotocol_bearer};
 pub(crate) use link::{on_exited, on_inventory, spawn_reaper};
@@ -44,42 +43,6 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(5 * 60);
 /// How long a viewer may hold a full queue without reading before it is
 /// disconnected (it may reattach by offset).
 pub const DEFAULT_STALL: Duration = Duration::from_secs(60);
-/// Input messages a link queues before viewers wait to hand over more.
-/// Every registered agent connection has this queue, terminal or not, and
-/// a bounded channel allocates all its slots up front (40 bytes each): 32
-/// cost 1.3 KiB per idle agent. A queue of one is a single inline slot
-/// (nothing allocated); the connection task takes each message as it
-/// comes, so a viewer waits only while the previous one is handed over.
-const INPUT_QUEUE: usize = 1;
-
-/// What a viewer asks the agent connection task to send.
-#[derive(Debug)]
-pub(crate) enum LinkMsg {
-    /// Input bytes for a session; the connection gives them their offset.
-    Input { session_id: u64, bytes: Vec<u8> },
-    /// A session's ack may have moved: send it if so.
-    Ack { session_id: u64 },
-}
-
-/// The receiving end an agent connection task reads (ack notices come
-/// through the connection's hub queue, as [`Outbound::TerminalAck`]).
-pub(crate) struct LinkRx {
-    pub input: Receiver<LinkMsg>,
-}
-
-struct LinkTx {
-    conn_id: u64,
-    /// Bounded: a viewer typing faster than the link sends waits.
-    input: Sender<LinkMsg>,
-    /// The same queue's reading end: what is left in it when the link
-    /// goes is held for the next one, not lost.
-    input_left: Receiver<LinkMsg>,
-    /// The connection's own hub queue, for ack notices: unbounded, but at
-    /// most one notice per session is queued. A channel of their own would
-    /// cost every agent connection ~0.7 KiB (each channel is cache-padded).
-    notices: Sender<Outbound>,
-}
-
 /// Why input was not handed to the agent (nor held for it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum InputRefused {
@@ -93,15 +56,15 @@ pub(crate) enum InputRefused {
 struct Registry {
     /// Worker id -> session id -> session.
     sessions: HashMap<String, HashMap<u64, Arc<Session>>>,
-    /// Worker id -> its registered connection's queues.
-    links: HashMap<String, LinkTx>,
     /// `terminal.open` requests in flight, per worker.
     opening: HashMap<String, usize>,
 }
 
-/// Every live terminal session and the agent links they use.
+/// Every live terminal session.
 pub struct Terminals {
     inner: Mutex<Registry>,
+    /// The live agent connections the sessions use.
+    hub: Arc<Hub>,
     /// No viewer for this long: the session is closed.
     pub grace: Duration,
     /// A viewer stalled this long is disconnected.
@@ -112,13 +75,18 @@ pub struct Terminals {
 }
 
 impl Terminals {
-    pub fn new(grace: Duration, stall: Duration) -> Self {
-        Self {
+    /// The relay over `hub`'s connections, told by it when one ends.
+    pub fn new(hub: Arc<Hub>, grace: Duration, stall: Duration) -> Arc<Self> {
+        let terminals = Arc::new(Self {
             inner: Mutex::default(),
+            hub,
             grace,
             stall,
             rejoin: session::REJOIN_GRACE.min(grace),
-        }
+        });
+        let ends: Arc<dyn ConnectionEnds> = terminals.clone();
+        terminals.hub.set_ends(Arc::downgrade(&ends));
+        terminals
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -175,88 +143,12 @@ impl Terminals {
 
     /// The worker's registered connection, if any.
     pub(crate) fn link_conn(&self, worker_id: &str) -> Option<u64> {
-        self.lock().links.get(worker_id).map(|l| l.conn_id)
+        self.hub.conn_id(worker_id)
     }
 
-    /// Connection `conn_id` of `worker_id` is registered: the queues it reads.
-    /// `notices` is the connection's hub queue.
-    pub(crate) fn link_up(
-        &self,
-        worker_id: &str,
-        conn_id: u64,
-        notices: Sender<Outbound>,
-    ) -> LinkRx {
-        let (input, input_rx) = smol::channel::bounded(INPUT_QUEUE);
-        let old = self.lock().links.insert(
-            worker_id.to_owned(),
-            LinkTx {
-                conn_id,
-                input,
-                input_left: input_rx.clone(),
-                notices,
-            },
-        );
-        if let Some(old) = old {
-            // The replaced connection's sessions are offline until the new
-            // one's inventory attaches them again.
-            for session in self.of_worker(worker_id) {
-                session.link_down(old.conn_id);
-            }
-            self.hold_left(worker_id, &old);
-        }
-        LinkRx { input: input_rx }
-    }
-
-    /// Connection `conn_id` of `worker_id` is gone: its sessions go offline
-    /// (their viewers are told and stay).
-    pub(crate) fn link_down(&self, worker_id: &str, conn_id: u64) {
-        let gone = {
-            let mut reg = self.lock();
-            if reg
-                .links
-                .get(worker_id)
-                .is_some_and(|l| l.conn_id == conn_id)
-            {
-                reg.links.remove(worker_id)
-            } else {
-                None
-            }
-        };
-        for session in self.of_worker(worker_id) {
-            session.link_down(conn_id);
-        }
-        if let Some(gone) = gone {
-            self.hold_left(worker_id, &gone);
-        }
-    }
-
-    /// Input still queued on a link that went: held for the next one.
-    fn hold_left(&self, worker_id: &str, link: &LinkTx) {
-        while let Ok(msg) = link.input_left.try_recv() {
-            let LinkMsg::Input { session_id, bytes } = msg else {
-                continue;
-            };
-            if let Some(session) = self.find(worker_id, session_id) {
-                // Offline now, so this holds it (or tells the viewers).
-                session.input(link.conn_id, bytes);
-            }
-        }
-    }
-
-    /// Queue an ack notice for `session` on its worker's link.
+    /// Queue an ack notice for `session` on its worker's connection.
     pub(crate) fn notify_ack(&self, session: &Session) {
-        let tx = self
-            .lock()
-            .links
-            .get(&session.worker_id)
-            .map(|l| l.notices.clone());
-        let sent = tx.is_some_and(|tx| {
-            tx.try_send(Outbound::TerminalAck {
-                session_id: session.session_id,
-            })
-            .is_ok()
-        });
-        if !sent {
+        if !self.hub.notify_ack(&session.worker_id, session.session_id) {
             session.notice_lost();
         }
     }
@@ -272,21 +164,20 @@ impl Terminals {
             return Err(InputRefused::Ended);
         }
         let link = self
-            .lock()
-            .links
-            .get(&session.worker_id)
-            .map(|l| (l.conn_id, l.input.clone()))
-            .filter(|(conn_id, _)| session.accepts_input(*conn_id));
+            .hub
+            .conn_id(&session.worker_id)
+            .filter(|conn_id| session.accepts_input(*conn_id))
+            .and_then(|conn_id| self.hub.lane(&session.worker_id, conn_id));
         let bytes = match link {
-            Some((_, tx)) => {
-                let msg = LinkMsg::Input {
+            Some(tx) => {
+                let msg = LaneMsg::Input {
                     session_id: session.session_id,
                     bytes,
                 };
                 match tx.send(msg).await {
                     Ok(()) => return Ok(()),
                     // The link went meanwhile: hold them instead.
-                    Err(smol::channel::SendError(LinkMsg::Input { bytes, .. })) => bytes,
+                    Err(smol::channel::SendError(LaneMsg::Input { bytes, .. })) => bytes,
                     Err(_) => return Ok(()),
                 }
             }
@@ -374,19 +265,21 @@ impl Terminals {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_idle_link_preallocates_only_a_few_input_slots() {
-        let terminals = Terminals::new(DEFAULT_GRACE, DEFAULT_STALL);
-        let (hub_tx, _hub_rx) = smol::channel::unbounded();
-        let link = terminals.link_up("w1", 1, hub_tx);
-        let slots = link.input.capacity();
-        assert!(
-            slots.is_some_and(|n| (1..=4).contains(&n)),
-            "every agent connection allocates its input queue's slots up front: {slots:?}"
-        );
+/// A connection that ends takes its sessions offline (their viewers are
+/// told and stay); input still queued on its lane is held for the next.
+impl ConnectionEnds for Terminals {
+    fn ended(&self, worker_id: &str, conn_id: u64, unsent: Vec<LaneMsg>) {
+        for session in self.of_worker(worker_id) {
+            session.link_down(conn_id);
+        }
+        for msg in unsent {
+            let LaneMsg::Input { session_id, bytes } = msg else {
+                continue;
+            };
+            if let Some(session) = self.find(worker_id, session_id) {
+                // Offline now, so this holds it (or tells the viewers).
+                session.input(conn_id, bytes);
+            }
+        }
     }
 }

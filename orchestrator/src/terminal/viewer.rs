@@ -15,12 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_tungstenite::tungstenite::error::ProtocolError;
-use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use async_tungstenite::tungstenite::{Error as WsError, Message};
-use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
-use futures_lite::{FutureExt, StreamExt};
+use async_tungstenite::tungstenite::Message;
+use futures_lite::FutureExt;
 use hyper::body::Bytes;
 use protocol::terminal::TerminalResize;
 use protocol::Body;
@@ -28,11 +24,17 @@ use smol::channel::{Receiver, Sender};
 
 use super::control::{self, Control};
 use super::session::{Exit, Joined, Next, Session};
-use crate::upgrade::UpgradedIo;
+use crate::socket::{Connection, Limits, ReadError, Reader, UpgradedIo, WriteError, Writer};
 use crate::App;
 
 /// Largest message a browser may send: one input message of 64 KiB.
 const MAX_MESSAGE: usize = protocol::MAX_BINARY_PAYLOAD;
+/// The socket's buffers and limits.
+const LIMITS: Limits = Limits {
+    read_buffer: 4096,
+    write_buffer: None,
+    max_message: MAX_MESSAGE,
+};
 /// Malformed messages in a row before the socket is closed as hostile.
 pub const MAX_STRIKES: u32 = 20;
 /// How often the writer looks at the clock (stall, pings, silence).
@@ -42,14 +44,12 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 pub const SILENCE: Duration = Duration::from_secs(60);
 /// How long a resize may wait for the agent.
 const RESIZE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the closing handshake may take.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Messages handled (either way) before a loop yields to its task's
 /// other half and the executor, even when its socket is always ready.
 const BURST: u32 = 32;
 
-type Sink = WebSocketSender<UpgradedIo>;
-type Source = WebSocketReceiver<UpgradedIo>;
+type Sink = Writer;
+type Source = Reader;
 
 /// What the viewer's task starts with.
 pub(crate) enum Start {
@@ -102,11 +102,7 @@ fn close(code: u16, reason: impl Into<String>) -> End {
 
 /// Run one viewer's socket to its end.
 pub(crate) async fn run(app: Arc<App>, start: Start, io: UpgradedIo) {
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .max_message_size(Some(MAX_MESSAGE))
-        .max_frame_size(Some(MAX_MESSAGE));
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let ws = Connection::accept(io, LIMITS).await;
     let (mut sink, mut source) = ws.split();
     let end = match start {
         Start::Ended { session_id, exit } => {
@@ -135,21 +131,9 @@ pub(crate) async fn run(app: Arc<App>, start: Start, io: UpgradedIo) {
     };
     if let End::Close(code, reason) = end {
         tracing::debug!(code, %reason, "closing a terminal socket");
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        };
-        let goodbye = async {
-            if sink.close(Some(frame)).await.is_ok() {
-                // Read until the browser answers our close (or gives up).
-                while let Some(Ok(_)) = source.next().await {}
-            }
-        };
-        goodbye
-            .or(async {
-                smol::Timer::after(CLOSE_TIMEOUT).await;
-            })
-            .await;
+        if let Some(ws) = Connection::reunite(sink, source) {
+            ws.close(code, &reason).await;
+        }
     }
 }
 
@@ -183,16 +167,10 @@ fn elapsed_ms(t0: Instant) -> u64 {
 
 /// Send one message, bounded by the stall limit.
 async fn send(sink: &mut Sink, message: Message, limit: Duration) -> Result<(), End> {
-    let sent = async { Some(sink.send(message).await) }
-        .or(async {
-            smol::Timer::after(limit).await;
-            None
-        })
-        .await;
-    match sent {
-        Some(Ok(())) => Ok(()),
-        Some(Err(_)) => Err(End::PeerGone),
-        None => Err(close(
+    match sink.write(message, limit).await {
+        Ok(()) => Ok(()),
+        Err(WriteError::Failed(_)) => Err(End::PeerGone),
+        Err(WriteError::TimedOut(_)) => Err(close(
             4008,
             "the viewer stopped reading; reattach from its offset",
         )),
@@ -220,24 +198,22 @@ async fn read(
         if burst % BURST == 0 {
             futures_lite::future::yield_now().await;
         }
-        let message = match source.next().await {
-            None if peer_closed => return End::PeerClosed,
-            None => return End::PeerGone,
-            Some(Ok(message)) => message,
-            Some(Err(WsError::Capacity(detail))) => {
+        let message = match source.read().await {
+            Err(ReadError::Ended) if peer_closed => return End::PeerClosed,
+            Ok(message) => message,
+            Err(ReadError::TooBig(detail)) => {
                 tracing::info!(%detail, "terminal socket message over the limit");
                 return close(1009, format!("messages are at most {MAX_MESSAGE} bytes"));
             }
-            Some(Err(WsError::Utf8(_))) => return close(1007, "text message is not UTF-8"),
-            // The connection went without a close: a blip, not a goodbye.
-            Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
-                return End::PeerGone
-            }
-            Some(Err(WsError::Protocol(detail))) => {
+            Err(ReadError::NotUtf8) => return close(1007, "text message is not UTF-8"),
+            Err(ReadError::Protocol(detail)) => {
                 tracing::info!(%detail, "terminal socket protocol violation");
                 return close(1002, "WebSocket protocol violation");
             }
-            Some(Err(_)) => return End::PeerGone,
+            // The connection went without a close: a blip, not a goodbye.
+            Err(ReadError::Ended | ReadError::Reset | ReadError::Broken(_)) => {
+                return End::PeerGone
+            }
         };
         heard.store(elapsed_ms(t0), Ordering::Relaxed);
         let text = match message {

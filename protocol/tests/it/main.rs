@@ -50,6 +50,38 @@ fn every_fixture_names_a_known_type() {
     }
 }
 
+/// Every message's kind is declared with it: each command has its result
+/// (`<command>.result`, a result), and only results and `error` end a
+/// request, so a receiver routes by kind, never by the spelling of `type`.
+#[test]
+fn every_message_is_classified_by_its_kind() {
+    use protocol::MessageKind;
+    let kinds: std::collections::HashMap<&str, MessageKind> = MESSAGE_TYPES
+        .iter()
+        .map(|ty| (*ty, Envelope::decode(&fixture(ty)).unwrap().body.kind()))
+        .collect();
+    for (ty, kind) in &kinds {
+        if let Some(command) = ty.strip_suffix(".result") {
+            assert_eq!(*kind, MessageKind::Result, "{ty}");
+            assert_eq!(kinds.get(command), Some(&MessageKind::Command), "{ty}");
+        }
+        if *kind == MessageKind::Command {
+            let result = format!("{ty}.result");
+            assert_eq!(
+                kinds.get(result.as_str()),
+                Some(&MessageKind::Result),
+                "{ty}"
+            );
+        }
+        let ends = kind.ends_request();
+        assert_eq!(ends, ty.ends_with(".result") || *ty == "error", "{ty}");
+    }
+    assert_eq!(kinds["worker.register"], MessageKind::Handshake);
+    assert_eq!(kinds["worker.accepted"], MessageKind::Handshake);
+    assert_eq!(kinds["images.build.progress"], MessageKind::Progress);
+    assert_eq!(kinds["terminal.exited"], MessageKind::Event);
+}
+
 #[test]
 fn message_types_are_unique() {
     let mut seen = std::collections::HashSet::new();
