@@ -60,13 +60,8 @@
 //! A refused request's entry names the caller's own organisation, never
 //! the object's: probing another tenant leaves no trace in that tenant's log.
 
-use std::future::Future;
-use std::pin::Pin;
-
-use protocol::Body;
-
 use crate::authz::{Caller, Principal};
-use crate::hub::HubError;
+use crate::hub::{CommandDone, CommandHook};
 use crate::store::{AuditEntry, ContainerRecord, Store, StoreError, TerminalRecord};
 use crate::{now_ms, App};
 
@@ -83,74 +78,6 @@ pub struct Route {
 
 /// The outcome an intent carries until its call has answered.
 pub const PENDING: &str = "pending";
-
-/// What the hub calls once a command's outcome is known.
-pub type CommandHook =
-    Box<dyn Fn(CommandDone) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
-
-/// A command as sent: what the audit entry needs of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandSent {
-    pub worker_id: String,
-    pub ty: &'static str,
-    pub container_id: Option<String>,
-    pub tenant_id: Option<String>,
-}
-
-/// A command and its outcome: `ok` or the error code the API maps it to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandDone {
-    pub sent: CommandSent,
-    pub outcome: String,
-    /// When the outcome was known (Unix ms).
-    pub at: u64,
-}
-
-impl CommandSent {
-    /// The facts of `body` sent to `worker_id`.
-    pub fn of(worker_id: &str, body: &Body) -> Self {
-        let (container_id, tenant_id) = match body {
-            Body::ContainerCreate(c) => (Some(&c.container_id), Some(&c.tenant_id)),
-            Body::ContainerSetup(c) => (Some(&c.container_id), None),
-            Body::ContainerStart(c) => (Some(&c.container_id), None),
-            Body::ContainerStop(c) => (Some(&c.container_id), None),
-            Body::ContainerRemove(c) => (Some(&c.container_id), None),
-            Body::ContainerStats(c) => (c.container_id.as_ref(), None),
-            Body::Exec(c) => (Some(&c.container_id), None),
-            Body::ExecBackground(c) => (Some(&c.container_id), None),
-            Body::BackgroundCapture(c) => (Some(&c.container_id), None),
-            Body::BackgroundKill(c) => (Some(&c.container_id), None),
-            Body::ImageBuild(c) => (None, c.tenant_id.as_ref()),
-            Body::TerminalOpen(c) => (Some(&c.container_id), None),
-            _ => (None, None),
-        };
-        Self {
-            worker_id: worker_id.to_owned(),
-            ty: body.type_name(),
-            container_id: container_id.cloned(),
-            tenant_id: tenant_id.cloned(),
-        }
-    }
-
-    /// This command with the outcome of its request.
-    pub fn done(self, result: &Result<Body, HubError>) -> CommandDone {
-        let outcome = match result {
-            Ok(Body::Error(e)) => e.code.as_str(),
-            Ok(_) => "ok",
-            Err(HubError::Offline { .. }) => "worker_offline",
-            Err(HubError::Disconnected { .. }) => "worker_disconnected",
-            Err(HubError::Timeout { .. }) => "timeout",
-            Err(HubError::Agent { error, .. }) => error.code.as_str(),
-            Err(HubError::RequestId(_)) => "internal",
-            Err(HubError::BadReply { .. }) => "bad_reply",
-        };
-        CommandDone {
-            sent: self,
-            outcome: outcome.to_owned(),
-            at: now_ms(),
-        }
-    }
-}
 
 /// The hook that queues an entry for every command the hub sends, on the
 /// audit writer (see [`writer`]: the request does not wait for its commit).
@@ -427,37 +354,4 @@ fn terminal_target(session: &TerminalRecord) -> String {
         "worker:{}/container:{}/session:{}",
         session.worker_id, session.container_id, session.session_id
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use protocol::container::{ContainerRef, Empty};
-    use protocol::{ErrorCode, ErrorReply};
-
-    #[test]
-    fn commands_name_their_container_and_outcome() {
-        let start = Body::ContainerStart(ContainerRef {
-            container_id: "c1".into(),
-        });
-        let sent = CommandSent::of("w1", &start);
-        assert_eq!(sent.ty, "container.start");
-        assert_eq!(sent.container_id.as_deref(), Some("c1"));
-        let agent = Err(HubError::Agent {
-            worker_id: "w1".into(),
-            ty: "container.start",
-            error: ErrorReply::new(ErrorCode::NotFound, "gone"),
-        });
-        assert_eq!(sent.clone().done(&agent).outcome, "not_found");
-        let ok = Ok(Body::ContainerListAll(Empty {}));
-        assert_eq!(sent.clone().done(&ok).outcome, "ok");
-        let timeout = Err(HubError::Timeout {
-            worker_id: "w1".into(),
-            ty: "container.start",
-            after: std::time::Duration::from_secs(1),
-        });
-        assert_eq!(sent.done(&timeout).outcome, "timeout");
-        let list = CommandSent::of("w1", &Body::ImagesList(Empty {}));
-        assert_eq!((list.container_id, list.tenant_id), (None, None));
-    }
 }

@@ -27,7 +27,7 @@ use smol::channel::{Receiver, Sender};
 
 use crate::metrics::Metrics;
 
-pub use request::HubError;
+pub use request::{CommandDone, CommandHook, CommandSent, HubError};
 
 /// Input messages a terminal lane queues before viewers wait to hand over
 /// more. A bounded channel allocates all its slots up front (40 bytes
@@ -122,7 +122,7 @@ pub struct Hub {
     /// Where every request's outcome and latency is counted.
     metrics: Arc<Metrics>,
     /// Appends every command's outcome to the audit log; set once by `serve`.
-    audit: OnceLock<crate::audit::CommandHook>,
+    audit: OnceLock<CommandHook>,
     /// Told when a connection ends (the terminal relay); set once.
     ends: OnceLock<Weak<dyn ConnectionEnds>>,
 }
@@ -138,7 +138,7 @@ impl Hub {
 
     /// Audit every request from now on through `hook` (set once; later
     /// calls are ignored).
-    pub fn set_audit(&self, hook: crate::audit::CommandHook) {
+    pub fn set_audit(&self, hook: CommandHook) {
         let _ = self.audit.set(hook);
     }
 

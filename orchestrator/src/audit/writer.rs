@@ -370,7 +370,7 @@ fn commit(store: &Store, jobs: Vec<Job>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::CommandSent;
+    use crate::hub::CommandSent;
     use crate::store::AuditScope;
 
     fn entry(n: u64) -> AuditEntry {

@@ -4,7 +4,12 @@
 //! request's id (build progress) are routed to that request; its result
 //! or `error` ends it. The connection task hands what arrives to
 //! [`Hub::resolve`], [`Hub::event`] and [`Hub::fail_undecodable`].
+//!
+//! Every command's facts and outcome go to the [`CommandHook`] if one is
+//! set (the audit log's): the hub knows nothing of what observes it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
@@ -104,10 +109,7 @@ impl Hub {
         on_event: impl FnMut(Body),
     ) -> Result<Body, HubError> {
         let ty = body.type_name();
-        let audited = self
-            .audit
-            .get()
-            .map(|_| crate::audit::CommandSent::of(worker_id, &body));
+        let audited = self.audit.get().map(|_| CommandSent::of(worker_id, &body));
         let started = Instant::now();
         let result = self.exchange(worker_id, body, timeout, on_event).await;
         let outcome = match &result {
@@ -258,5 +260,73 @@ impl Hub {
     /// How many requests await a reply, for tests and diagnostics.
     pub fn pending_count(&self) -> usize {
         self.lock().pending.len()
+    }
+}
+
+/// What the hub calls once a command's outcome is known.
+pub type CommandHook =
+    Box<dyn Fn(CommandDone) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A command as sent: what the audit entry needs of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSent {
+    pub worker_id: String,
+    pub ty: &'static str,
+    pub container_id: Option<String>,
+    pub tenant_id: Option<String>,
+}
+
+/// A command and its outcome: `ok` or the error code the API maps it to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandDone {
+    pub sent: CommandSent,
+    pub outcome: String,
+    /// When the outcome was known (Unix ms).
+    pub at: u64,
+}
+
+impl CommandSent {
+    /// The facts of `body` sent to `worker_id`.
+    pub fn of(worker_id: &str, body: &Body) -> Self {
+        let (container_id, tenant_id) = match body {
+            Body::ContainerCreate(c) => (Some(&c.container_id), Some(&c.tenant_id)),
+            Body::ContainerSetup(c) => (Some(&c.container_id), None),
+            Body::ContainerStart(c) => (Some(&c.container_id), None),
+            Body::ContainerStop(c) => (Some(&c.container_id), None),
+            Body::ContainerRemove(c) => (Some(&c.container_id), None),
+            Body::ContainerStats(c) => (c.container_id.as_ref(), None),
+            Body::Exec(c) => (Some(&c.container_id), None),
+            Body::ExecBackground(c) => (Some(&c.container_id), None),
+            Body::BackgroundCapture(c) => (Some(&c.container_id), None),
+            Body::BackgroundKill(c) => (Some(&c.container_id), None),
+            Body::ImageBuild(c) => (None, c.tenant_id.as_ref()),
+            Body::TerminalOpen(c) => (Some(&c.container_id), None),
+            _ => (None, None),
+        };
+        Self {
+            worker_id: worker_id.to_owned(),
+            ty: body.type_name(),
+            container_id: container_id.cloned(),
+            tenant_id: tenant_id.cloned(),
+        }
+    }
+
+    /// This command with the outcome of its request.
+    pub fn done(self, result: &Result<Body, HubError>) -> CommandDone {
+        let outcome = match result {
+            Ok(Body::Error(e)) => e.code.as_str(),
+            Ok(_) => "ok",
+            Err(HubError::Offline { .. }) => "worker_offline",
+            Err(HubError::Disconnected { .. }) => "worker_disconnected",
+            Err(HubError::Timeout { .. }) => "timeout",
+            Err(HubError::Agent { error, .. }) => error.code.as_str(),
+            Err(HubError::RequestId(_)) => "internal",
+            Err(HubError::BadReply { .. }) => "bad_reply",
+        };
+        CommandDone {
+            sent: self,
+            outcome: outcome.to_owned(),
+            at: crate::now_ms(),
+        }
     }
 }

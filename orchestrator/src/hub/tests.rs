@@ -1,10 +1,11 @@
 //! Unit tests of the hub: live connections, request correlation, events,
-//! terminal lanes, and what a dropped caller or connection leaves behind.
+//! terminal lanes, what a dropped caller or connection leaves behind, and
+//! what every command tells its observer.
 
 use std::time::Duration;
 
 use super::*;
-use protocol::container::ContainerListing;
+use protocol::container::{ContainerListing, ContainerRef, Empty};
 use protocol::{Body, Envelope, ErrorCode, ErrorReply};
 
 fn list_all() -> Body {
@@ -241,4 +242,30 @@ fn the_end_of_a_connection_is_told_once_with_its_unsent_input() {
     assert_eq!(hub.conn_id("w"), None);
     let seen = ends.0.lock().unwrap().clone();
     assert_eq!(seen, [("w".to_owned(), 1, 1), ("w".to_owned(), 2, 0)]);
+}
+
+#[test]
+fn commands_name_their_container_and_outcome() {
+    let start = Body::ContainerStart(ContainerRef {
+        container_id: "c1".into(),
+    });
+    let sent = CommandSent::of("w1", &start);
+    assert_eq!(sent.ty, "container.start");
+    assert_eq!(sent.container_id.as_deref(), Some("c1"));
+    let agent = Err(HubError::Agent {
+        worker_id: "w1".into(),
+        ty: "container.start",
+        error: ErrorReply::new(ErrorCode::NotFound, "gone"),
+    });
+    assert_eq!(sent.clone().done(&agent).outcome, "not_found");
+    let ok = Ok(Body::ContainerListAll(Empty {}));
+    assert_eq!(sent.clone().done(&ok).outcome, "ok");
+    let timeout = Err(HubError::Timeout {
+        worker_id: "w1".into(),
+        ty: "container.start",
+        after: std::time::Duration::from_secs(1),
+    });
+    assert_eq!(sent.done(&timeout).outcome, "timeout");
+    let list = CommandSent::of("w1", &Body::ImagesList(Empty {}));
+    assert_eq!((list.container_id, list.tenant_id), (None, None));
 }
