@@ -460,13 +460,10 @@ impl Session {
     }
 }
 
-#[path = "session_viewers.rs"]
 mod viewers;
 
-#[path = "session_input.rs"]
 mod input;
 pub(crate) use input::not_delivered;
 
 #[cfg(test)]
-#[path = "session_tests.rs"]
 mod tests;
