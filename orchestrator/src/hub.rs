@@ -27,7 +27,9 @@ use smol::channel::{Receiver, Sender};
 
 use crate::metrics::Metrics;
 
-pub use request::{CommandDone, CommandHook, CommandSent, HubError};
+#[cfg(test)]
+pub(crate) use request::CommandSent;
+pub use request::{CommandDone, CommandHook, HubError};
 
 /// Input messages a terminal lane queues before viewers wait to hand over
 /// more. A bounded channel allocates all its slots up front (40 bytes

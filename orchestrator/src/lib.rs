@@ -4,6 +4,14 @@
 //! [`serve`] is the entry point: it takes a bound listener and a shutdown
 //! future, so the binary and the tests run exactly the same code.
 //!
+//! The public surface is what an embedder, the binary and the tests need:
+//! [`serve`] and its configuration, the [`store`] (tests open a stopped
+//! orchestrator's database), the [`policy`] engine (the CLI checks a
+//! module offline; the benchmarks drive it), the [`router`]'s table and
+//! [`http::Rule`] (tests walk every route), [`tls`], and the few constants
+//! tests wait on ([`terminal`], [`presence`], [`history`]). Everything else
+//! (handlers, hub, audit, scheduling, sockets) is private to the crate.
+//!
 //! ```no_run
 //! # smol::block_on(async {
 //! let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -18,29 +26,29 @@
 //! # });
 //! ```
 
-pub mod api;
-pub mod audit;
-pub mod auth;
-pub(crate) mod authz;
-pub mod connections;
+mod api;
+mod audit;
+mod auth;
+mod authz;
+mod connections;
 pub mod history;
 pub mod http;
-pub mod hub;
-pub mod metrics;
-pub mod openapi;
+mod hub;
+mod metrics;
+mod openapi;
 pub mod policy;
 pub mod presence;
 pub mod router;
-pub mod server;
+mod server;
 pub mod store;
 pub mod terminal;
 pub mod tls;
-pub mod web;
-pub mod wire;
+mod web;
+mod wire;
 
 mod agent_socket;
 mod health;
-pub(crate) mod scheduling;
+mod scheduling;
 mod socket;
 
 use std::future::Future;

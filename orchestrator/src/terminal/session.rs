@@ -23,7 +23,7 @@
 //! Input typed while the worker is away or the session attaches is held
 //! here (bounded) and sent once the agent says where its input stream
 //! stands; the last input sent is kept too, so what a dropped link lost in
-//! flight is sent again from the agent's `inputEnd` (see `session_input`).
+//! flight is sent again from the agent's `inputEnd` (see `input`).
 //!
 //! Everything here is synchronous, under one mutex per session, and never
 //! held across an await.
