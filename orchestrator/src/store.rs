@@ -8,9 +8,17 @@
 //!
 //! Every method is one redb transaction, committed before it returns;
 //! everything is committed with full durability except heartbeats
-//! ([`Store::record_heartbeat`]), which are frequent and replaceable and use
+//! ([`Store::record_heartbeat`]), which are frequent and replaceable, and
+//! the writes made while answering an API call, which a durable commit
+//! carries to disk before the answer goes out (`durable`); both use
 //! `Durability::None` (redb makes them durable at the next durable commit or
 //! when the database closes).
+//!
+//! One module per resource: `tenants` (and their join tokens and plans),
+//! `workers` (enrolment, lookups, reports, administration), `containers`,
+//! `identity` and `tokens` (organisations, members, their tokens),
+//! `audit`, `terminals`, `policies`, `decisions`, `usage` (plan counters),
+//! `history`.
 //!
 //! Secrets are stored only as SHA-256 hashes, in hex. The record types are
 //! in `records`; container records and the inventory reconcile in
@@ -22,9 +30,9 @@ mod decisions;
 mod durable;
 mod history;
 mod identity;
-mod plans;
 mod policies;
 mod records;
+mod tenants;
 mod terminals;
 mod tokens;
 mod usage;
@@ -35,7 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -44,9 +52,9 @@ pub use containers::{AdmittedCreate, CreateOutcome};
 pub use decisions::{DecisionRecord, MAX_DECISION_PAGE};
 pub use history::Pruned;
 pub use identity::{Member, MemberChange, Org, Role, DEFAULT_ORG_NAME};
-pub use plans::{Plan, PlanLimits, MAX_HISTORY_DAYS};
 pub use policies::{ActiveEntry, ActivePolicy, LegacyActive, PolicyRecord, RolledBack};
 pub use records::*;
+pub use tenants::{Plan, PlanLimits, MAX_HISTORY_DAYS};
 pub use terminals::TerminalRecord;
 pub use tokens::MemberToken;
 pub use usage::TenantUsage;
@@ -275,195 +283,5 @@ impl Store {
                 .map_err(failed("store the admin token hash"))?;
         }
         txn.commit().map_err(failed("commit the admin token hash"))
-    }
-
-    /// Create a tenant; names are unique.
-    pub fn create_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        {
-            let mut names = txn
-                .open_table(TENANT_NAMES)
-                .map_err(failed("open tenant names"))?;
-            if names
-                .get(tenant.name.as_str())
-                .map_err(failed("read tenant names"))?
-                .is_some()
-            {
-                return Err(StoreError::TenantNameTaken {
-                    name: tenant.name.clone(),
-                });
-            }
-            names
-                .insert(tenant.name.as_str(), tenant.id.as_str())
-                .map_err(failed("insert a tenant name"))?;
-            let mut tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
-            tenants
-                .insert(tenant.id.as_str(), encode(tenant).as_str())
-                .map_err(failed("insert a tenant"))?;
-        }
-        txn.commit().map_err(failed("commit a tenant"))
-    }
-
-    pub fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
-        let table = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(failed("list tenants"))? {
-            let (key, value) = entry.map_err(failed("list tenants"))?;
-            out.push(decode::<Tenant>("tenants", key.value(), value.value())?);
-        }
-        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Ok(out)
-    }
-
-    /// Store a new join token for an existing tenant.
-    pub fn create_join_token(&self, hash_hex: &str, token: &JoinToken) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        {
-            let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
-            if tenants
-                .get(token.tenant_id.as_str())
-                .map_err(failed("read a tenant"))?
-                .is_none()
-            {
-                return Err(StoreError::NotFound {
-                    what: "tenant",
-                    id: token.tenant_id.clone(),
-                });
-            }
-            let mut tokens = txn
-                .open_table(JOIN_TOKENS)
-                .map_err(failed("open join tokens"))?;
-            tokens
-                .insert(hash_hex, encode(token).as_str())
-                .map_err(failed("insert a join token"))?;
-        }
-        txn.commit().map_err(failed("commit a join token"))
-    }
-
-    /// The worker a credential (by hash) belongs to, revoked or not.
-    pub fn worker_by_credential(&self, hash_hex: &str) -> Result<Option<Worker>, StoreError> {
-        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
-        let creds = txn
-            .open_table(CREDENTIALS)
-            .map_err(failed("open credentials"))?;
-        let Some(id) = creds.get(hash_hex).map_err(failed("read a credential"))? else {
-            return Ok(None);
-        };
-        let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
-        get_json(&workers, "workers", id.value())
-    }
-
-    pub fn get_worker(&self, id: &str) -> Result<Option<Worker>, StoreError> {
-        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
-        let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
-        get_json(&workers, "workers", id)
-    }
-
-    /// Every worker with its last heartbeat, oldest enrolment first.
-    pub fn list_workers(&self) -> Result<Vec<(Worker, Option<HeartbeatRecord>)>, StoreError> {
-        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
-        let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
-        let beats = txn
-            .open_table(HEARTBEATS)
-            .map_err(failed("open heartbeats"))?;
-        let mut out = Vec::new();
-        for entry in workers.iter().map_err(failed("list workers"))? {
-            let (key, value) = entry.map_err(failed("list workers"))?;
-            let worker: Worker = decode("workers", key.value(), value.value())?;
-            let beat = get_json(&beats, "heartbeats", &worker.id)?;
-            out.push((worker, beat));
-        }
-        out.sort_by(|a, b| (a.0.enrolled_at, &a.0.id).cmp(&(b.0.enrolled_at, &b.0.id)));
-        Ok(out)
-    }
-
-    pub fn heartbeat(&self, id: &str) -> Result<Option<HeartbeatRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
-        let beats = txn
-            .open_table(HEARTBEATS)
-            .map_err(failed("open heartbeats"))?;
-        get_json(&beats, "heartbeats", id)
-    }
-
-    /// Mark a worker revoked; its credential is refused from this commit on.
-    /// Revoking twice is not an error.
-    pub fn revoke_worker(&self, id: &str) -> Result<Worker, StoreError> {
-        self.update_worker(id, "revoke a worker", |w| {
-            w.revoked = true;
-            Ok(())
-        })
-    }
-
-    /// Record an accepted register; refused if the worker was revoked
-    /// meanwhile, or if the register's mode contradicts the enrolment's.
-    pub fn record_register(
-        &self,
-        id: &str,
-        name: &str,
-        hostname: &str,
-        info: RegisterInfo,
-        now_ms: u64,
-    ) -> Result<Worker, StoreError> {
-        self.update_worker(id, "record a register", |w| {
-            if w.revoked {
-                return Err(StoreError::Revoked { id: w.id.clone() });
-            }
-            if info.mode != w.mode.as_str() {
-                return Err(StoreError::ModeMismatch {
-                    id: w.id.clone(),
-                    enrolled: w.mode.as_str(),
-                    claimed: info.mode.clone(),
-                });
-            }
-            w.name = name.to_owned();
-            w.hostname = Some(hostname.to_owned());
-            w.register = Some(info);
-            w.connected_at = Some(now_ms);
-            Ok(())
-        })
-    }
-
-    fn update_worker(
-        &self,
-        id: &str,
-        op: &'static str,
-        change: impl FnOnce(&mut Worker) -> Result<(), StoreError>,
-    ) -> Result<Worker, StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let worker = {
-            let mut workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
-            let mut worker = get_json::<Worker>(&workers, "workers", id)?.ok_or_else(|| {
-                StoreError::NotFound {
-                    what: "worker",
-                    id: id.to_owned(),
-                }
-            })?;
-            let before = worker.clone();
-            change(&mut worker)?;
-            workers
-                .insert(id, encode(&worker).as_str())
-                .map_err(failed(op))?;
-            usage::Counts::open(&txn)?.worker(Some(&before), Some(&worker))?;
-            worker
-        };
-        txn.commit().map_err(failed(op))?;
-        Ok(worker)
-    }
-
-    /// Store a worker's latest heartbeat with reduced durability.
-    pub fn record_heartbeat(&self, id: &str, beat: &HeartbeatRecord) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        txn.set_durability(Durability::None)
-            .map_err(failed("lower a heartbeat's durability"))?;
-        {
-            let mut beats = txn
-                .open_table(HEARTBEATS)
-                .map_err(failed("open heartbeats"))?;
-            beats
-                .insert(id, encode(beat).as_str())
-                .map_err(failed("store a heartbeat"))?;
-        }
-        txn.commit().map_err(failed("commit a heartbeat"))
     }
 }

@@ -1,7 +1,8 @@
-//! Worker administration in the store: enrolment (a join token exchanged
-//! for a worker, held to the tenant's plan), fleet join tokens, cordon and
-//! drain flags, deletion, and the two-step credential rotation, each one
-//! redb write transaction committed before the method returns.
+//! Workers in the store: join tokens and enrolment (a join token exchanged
+//! for a worker, held to the tenant's plan), fleet join tokens, lookups,
+//! revocation, what a live worker reports (register facts, heartbeats),
+//! cordon and drain flags, deletion, and the two-step credential rotation,
+//! each one redb write transaction committed before the method returns.
 //!
 //! Rotation keeps a worker reachable whatever fails: [`Store::begin_rotation`]
 //! commits the new credential as *pending* (accepted beside the current one)
@@ -10,11 +11,13 @@
 //! it (the orchestrator may have crashed before recording the reply);
 //! [`Store::abandon_rotation`] drops it when the agent refused.
 
+use redb::{Durability, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    decisions, encode, failed, get_json, usage, DecisionRecord, JoinRefusal, JoinToken, NewWorker,
-    Store, StoreError, Tenant, TenantUsage, Worker, CREDENTIALS, JOIN_TOKENS, TENANTS, WORKERS,
+    decisions, decode, encode, failed, get_json, usage, DecisionRecord, HeartbeatRecord,
+    JoinRefusal, JoinToken, NewWorker, RegisterInfo, Store, StoreError, Tenant, TenantUsage,
+    Worker, CREDENTIALS, HEARTBEATS, JOIN_TOKENS, TENANTS, WORKERS,
 };
 
 /// What enrolment made a worker.
@@ -343,5 +346,131 @@ impl Store {
         tracing::info!(worker_id = %worker.id, "agent presented its pending credential; rotation complete");
         let id = worker.id.clone();
         Ok(self.finish_rotation(&id, hash_hex)?.or(Some(worker)))
+    }
+
+    /// The worker a credential (by hash) belongs to, revoked or not.
+    pub fn worker_by_credential(&self, hash_hex: &str) -> Result<Option<Worker>, StoreError> {
+        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let creds = txn
+            .open_table(CREDENTIALS)
+            .map_err(failed("open credentials"))?;
+        let Some(id) = creds.get(hash_hex).map_err(failed("read a credential"))? else {
+            return Ok(None);
+        };
+        let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
+        get_json(&workers, "workers", id.value())
+    }
+
+    pub fn get_worker(&self, id: &str) -> Result<Option<Worker>, StoreError> {
+        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
+        get_json(&workers, "workers", id)
+    }
+
+    /// Every worker with its last heartbeat, oldest enrolment first.
+    pub fn list_workers(&self) -> Result<Vec<(Worker, Option<HeartbeatRecord>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
+        let beats = txn
+            .open_table(HEARTBEATS)
+            .map_err(failed("open heartbeats"))?;
+        let mut out = Vec::new();
+        for entry in workers.iter().map_err(failed("list workers"))? {
+            let (key, value) = entry.map_err(failed("list workers"))?;
+            let worker: Worker = decode("workers", key.value(), value.value())?;
+            let beat = get_json(&beats, "heartbeats", &worker.id)?;
+            out.push((worker, beat));
+        }
+        out.sort_by(|a, b| (a.0.enrolled_at, &a.0.id).cmp(&(b.0.enrolled_at, &b.0.id)));
+        Ok(out)
+    }
+
+    pub fn heartbeat(&self, id: &str) -> Result<Option<HeartbeatRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let beats = txn
+            .open_table(HEARTBEATS)
+            .map_err(failed("open heartbeats"))?;
+        get_json(&beats, "heartbeats", id)
+    }
+
+    /// Mark a worker revoked; its credential is refused from this commit on.
+    /// Revoking twice is not an error.
+    pub fn revoke_worker(&self, id: &str) -> Result<Worker, StoreError> {
+        self.update_worker(id, "revoke a worker", |w| {
+            w.revoked = true;
+            Ok(())
+        })
+    }
+
+    /// Record an accepted register; refused if the worker was revoked
+    /// meanwhile, or if the register's mode contradicts the enrolment's.
+    pub fn record_register(
+        &self,
+        id: &str,
+        name: &str,
+        hostname: &str,
+        info: RegisterInfo,
+        now_ms: u64,
+    ) -> Result<Worker, StoreError> {
+        self.update_worker(id, "record a register", |w| {
+            if w.revoked {
+                return Err(StoreError::Revoked { id: w.id.clone() });
+            }
+            if info.mode != w.mode.as_str() {
+                return Err(StoreError::ModeMismatch {
+                    id: w.id.clone(),
+                    enrolled: w.mode.as_str(),
+                    claimed: info.mode.clone(),
+                });
+            }
+            w.name = name.to_owned();
+            w.hostname = Some(hostname.to_owned());
+            w.register = Some(info);
+            w.connected_at = Some(now_ms);
+            Ok(())
+        })
+    }
+
+    fn update_worker(
+        &self,
+        id: &str,
+        op: &'static str,
+        change: impl FnOnce(&mut Worker) -> Result<(), StoreError>,
+    ) -> Result<Worker, StoreError> {
+        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        let worker = {
+            let mut workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
+            let mut worker = get_json::<Worker>(&workers, "workers", id)?.ok_or_else(|| {
+                StoreError::NotFound {
+                    what: "worker",
+                    id: id.to_owned(),
+                }
+            })?;
+            let before = worker.clone();
+            change(&mut worker)?;
+            workers
+                .insert(id, encode(&worker).as_str())
+                .map_err(failed(op))?;
+            usage::Counts::open(&txn)?.worker(Some(&before), Some(&worker))?;
+            worker
+        };
+        txn.commit().map_err(failed(op))?;
+        Ok(worker)
+    }
+
+    /// Store a worker's latest heartbeat with reduced durability.
+    pub fn record_heartbeat(&self, id: &str, beat: &HeartbeatRecord) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        txn.set_durability(Durability::None)
+            .map_err(failed("lower a heartbeat's durability"))?;
+        {
+            let mut beats = txn
+                .open_table(HEARTBEATS)
+                .map_err(failed("open heartbeats"))?;
+            beats
+                .insert(id, encode(beat).as_str())
+                .map_err(failed("store a heartbeat"))?;
+        }
+        txn.commit().map_err(failed("commit a heartbeat"))
     }
 }

@@ -1,5 +1,7 @@
-//! Tenant plans: the four stock plans of SPEC.md's table, or custom numbers,
-//! stored inside the tenant record, and the one write that changes a plan.
+//! Tenants in the store: creating and listing them (names are unique),
+//! their join tokens, and their plans: the four stock plans of SPEC.md's table, or custom
+//! numbers, stored inside the tenant record, and the one write that
+//! changes a plan.
 //!
 //! Only the plan's *name* is stored for a stock plan, so the numbers below
 //! are the single source of truth for every tenant on it; a custom plan
@@ -7,9 +9,13 @@
 //! plan policy's job; the orchestrator itself only uses `history_days` (the
 //! retention of removed containers, see `store::history`).
 
+use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use super::{encode, failed, get_json, Store, StoreError, Tenant, TENANTS};
+use super::{
+    decode, encode, failed, get_json, JoinToken, Store, StoreError, Tenant, JOIN_TOKENS, TENANTS,
+    TENANT_NAMES,
+};
 
 /// The numbers a plan grants. `None` means unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +89,70 @@ impl Plan {
 }
 
 impl Store {
+    /// Store a new join token for an existing tenant.
+    pub fn create_join_token(&self, hash_hex: &str, token: &JoinToken) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        {
+            let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
+            if tenants
+                .get(token.tenant_id.as_str())
+                .map_err(failed("read a tenant"))?
+                .is_none()
+            {
+                return Err(StoreError::NotFound {
+                    what: "tenant",
+                    id: token.tenant_id.clone(),
+                });
+            }
+            let mut tokens = txn
+                .open_table(JOIN_TOKENS)
+                .map_err(failed("open join tokens"))?;
+            tokens
+                .insert(hash_hex, encode(token).as_str())
+                .map_err(failed("insert a join token"))?;
+        }
+        txn.commit().map_err(failed("commit a join token"))
+    }
+
+    /// Create a tenant; names are unique.
+    pub fn create_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        {
+            let mut names = txn
+                .open_table(TENANT_NAMES)
+                .map_err(failed("open tenant names"))?;
+            if names
+                .get(tenant.name.as_str())
+                .map_err(failed("read tenant names"))?
+                .is_some()
+            {
+                return Err(StoreError::TenantNameTaken {
+                    name: tenant.name.clone(),
+                });
+            }
+            names
+                .insert(tenant.name.as_str(), tenant.id.as_str())
+                .map_err(failed("insert a tenant name"))?;
+            let mut tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
+            tenants
+                .insert(tenant.id.as_str(), encode(tenant).as_str())
+                .map_err(failed("insert a tenant"))?;
+        }
+        txn.commit().map_err(failed("commit a tenant"))
+    }
+
+    pub fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let table = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(failed("list tenants"))? {
+            let (key, value) = entry.map_err(failed("list tenants"))?;
+            out.push(decode::<Tenant>("tenants", key.value(), value.value())?);
+        }
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
+    }
+
     /// Put a tenant on `plan`; the tenant as now stored.
     pub fn set_plan(&self, tenant_id: &str, plan: Plan) -> Result<Tenant, StoreError> {
         let txn = self.db.begin_write().map_err(failed("begin a write"))?;
