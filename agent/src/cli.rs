@@ -9,8 +9,8 @@ use argh::FromArgs;
 use protocol::container::Profile;
 use protocol::worker::Mode;
 
-use crate::config::{self, Config, ConfigError};
-use crate::{EnrollError, EnrollOptions, RunError, RunSettings, Shutdown};
+use agent::config::{self, Config, ConfigError};
+use agent::{EnrollError, EnrollOptions, RunError, RunSettings, Shutdown};
 
 /// Environment variables `run` (and partly `enroll`) read.
 pub const ENV_CONFIG: &str = "CROPS_CONFIG";
@@ -46,7 +46,7 @@ pub enum CliError {
     #[error(transparent)]
     Run(#[from] RunError),
     #[error(transparent)]
-    Shutdown(#[from] crate::shutdown::ShutdownError),
+    Shutdown(#[from] agent::shutdown::ShutdownError),
 }
 
 /// The Crops worker agent: dials out to a Crops orchestrator and runs
@@ -131,7 +131,7 @@ pub struct RunArgs {
 }
 
 fn parse_floor(s: &str) -> Result<Profile, String> {
-    crate::podman::profile::parse(s)
+    agent::podman::profile::parse(s)
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
@@ -148,7 +148,7 @@ pub fn main(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Enroll(args) => {
             let opts = enroll_options(args, &env)?;
-            let config = smol::block_on(crate::enroll(&opts))?;
+            let config = smol::block_on(agent::enroll(&opts))?;
             println!(
                 "enrolled worker {} in tenant {}; config written to {}",
                 config.worker_id,
@@ -160,7 +160,7 @@ pub fn main(cli: Cli) -> Result<(), CliError> {
         Command::Run(args) => {
             let settings = run_settings(args, &env)?;
             let shutdown = Shutdown::on_signals()?;
-            smol::block_on(crate::run(settings, shutdown))?;
+            smol::block_on(agent::run(settings, shutdown))?;
             Ok(())
         }
     }
@@ -231,7 +231,7 @@ pub fn run_settings(
         .or_else(|| config.as_ref().and_then(|c| c.name.clone()))
     {
         Some(name) => name,
-        None => crate::sysinfo::hostname().unwrap_or_else(|e| {
+        None => agent::sysinfo::hostname().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot read the hostname; naming this worker \"worker\"");
             "worker".into()
         }),

@@ -21,8 +21,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Module map: [`cli`] (arguments and where settings come from), [`config`]
-//! (the worker.json file), [`enroll`], [`net`] (URLs, TCP and TLS dialing),
+//! The binary's `cli` (arguments, and where settings come from: flag, then
+//! env, then config file) sits outside this library, which it calls.
+//!
+//! Module map: [`config`] (the worker.json file), [`enroll`], [`net`] (URLs, TCP and TLS dialing),
 //! [`tls`], [`connection`] (protocol messages over the WebSocket),
 //! [`session`] (one connection's life), [`rotate`] (the credential and its
 //! rotation), [`commands`] (every command, one
@@ -34,7 +36,6 @@
 
 pub mod background;
 pub mod backoff;
-pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod connection;

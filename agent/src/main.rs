@@ -8,6 +8,8 @@
 //! no argument parsing, no logging set-up, no async runtime. A statically
 //! linked agent offers itself as that helper to every container it creates.
 
+mod cli;
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -22,7 +24,7 @@ fn main() -> ExitCode {
         let code = agent::terminal::helper::main(args.collect());
         return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX));
     }
-    let cli: agent::cli::Cli = argh::from_env();
+    let cli: cli::Cli = argh::from_env();
     let rust_log = std::env::var("RUST_LOG").ok();
     let (filter, refused) = match log_filter(rust_log.as_deref()) {
         Ok(filter) => (filter, None),
@@ -41,7 +43,7 @@ fn main() -> ExitCode {
         tracing::warn!(%rust_log, error = %e, "RUST_LOG not understood; logging at info");
     }
     offer_pty_helper();
-    match agent::cli::main(cli) {
+    match cli::main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The library's messages already name their causes; print just the top.

@@ -161,7 +161,7 @@ fn without_a_config_flags_alone_suffice_and_the_name_is_the_hostname() {
         &env,
     )
     .unwrap();
-    assert_eq!(s.name, crate::sysinfo::hostname().unwrap());
+    assert_eq!(s.name, agent::sysinfo::hostname().unwrap());
     let err = run_settings(run_args(&["--url", "ws://127.0.0.1:1/v1/agent"]), &env).unwrap_err();
     assert!(
         matches!(err, CliError::Config(ConfigError::NotFound { .. })),
