@@ -104,7 +104,7 @@ impl Default for Timing {
 }
 
 /// Everything [`run`] needs, resolved from the config file, flags and
-/// environment by [`cli`]. `Debug` redacts the credential.
+/// environment by the binary's `cli`. `Debug` redacts the credential.
 #[derive(Clone)]
 pub struct RunSettings {
     /// The orchestrator: its agent socket, `wss://host:port/v1/agent`

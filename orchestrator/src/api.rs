@@ -1,6 +1,7 @@
 //! The REST handlers of ARCHITECTURE.md's table, and the API's JSON
 //! shapes, one module per resource: `tenants` (and their `plans`),
-//! `enrolment` (join tokens and enrol), `workers`, `containers`, commands
+//! `enrolment` (a tenant's join tokens and enrol), `workers` (with fleet
+//! join tokens), `containers`, commands
 //! on one container in `ops`, worker-wide views and image builds in
 //! `images`, `orgs`, `members`, `audit`, `policies`, `decisions`; what the
 //! container routes share to reach a worker is in `relay`.

@@ -45,8 +45,10 @@
 //!   offline), before the API call that sent it answers; the hook queues
 //!   the entry on the [`AuditWriter`] without waiting. These entries are
 //!   committed without fsync of their own: they record no write of their
-//!   own, and the durable commit of the API call's entry (queued after
-//!   them, so in the same batch or a later one) carries them.
+//!   own, and the next durable commit carries them (the API call's own
+//!   entry, queued after them, when it is appended durably; for a call on
+//!   a worker's container, whichever durable commit comes next, so a crash
+//!   in the few ms after its answer may lose the command's entry).
 //! * Terminal sessions: [`terminal_opened`] (who opened which session on
 //!   which container, or was refused), [`terminal_attached`] (another
 //!   viewer joined) and [`terminal_ended`] (how and after how long it

@@ -2,8 +2,10 @@
 //! orchestrator's or the agent's library, read from the code itself.
 //!
 //! A module's edges are the `crate::X` paths in its non-test code
-//! (comments, `#[cfg(test)] mod` blocks and test files left out), as
-//! `../shared/tools/modcycles.py` counts them. A cycle fails the test
+//! (comments, `#[cfg(test)] mod` blocks and test files left out), in
+//! every file of `src/`, the binary's `main.rs` and its modules included
+//! (they reach the library as `orchestrator::`/`agent::`, so a `crate::`
+//! path there names one of their own). A cycle fails the test
 //! unless `KNOWN` lists it (empty: there is none), and an entry there that
 //! no longer stands fails it too, so the list only shrinks.
 

@@ -12,9 +12,9 @@
 //!
 //! Guarantees:
 //! * FIFO: an entry queued before another is committed in the same batch
-//!   or an earlier one, so a call's durable entry also makes the command
-//!   entries it caused durable (a durable redb commit persists the
-//!   non-durable ones before it).
+//!   or an earlier one, so a durable entry also makes every entry queued
+//!   before it durable (a durable redb commit persists the non-durable
+//!   ones before it).
 //! * A waiter gets its own result: if a batch fails, its entries are
 //!   retried one transaction each, so one bad entry fails only its caller.
 //! * Readers of the log first [`AuditWriter::flush`], so everything queued

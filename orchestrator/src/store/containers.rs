@@ -202,12 +202,6 @@ impl Store {
         get_json(&containers, "containers", id)
     }
 
-    pub fn get_tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
-        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
-        let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
-        get_json(&tenants, "tenants", id)
-    }
-
     /// Every record of a tenant (whatever its state), oldest first.
     pub fn list_containers(&self, tenant_id: &str) -> Result<Vec<ContainerRecord>, StoreError> {
         let mut out: Vec<ContainerRecord> = self.tenant_records(tenant_id)?;

@@ -63,8 +63,8 @@ impl Store {
     /// Record a decision (ids are unique; a second write replaces).
     /// Decisions are made while answering an API call
     /// (a create, an enrolment), so this commits without fsync like the
-    /// call's other writes (`begin_api_write`): the call's durable audit
-    /// entry carries it to disk before the answer goes out.
+    /// call's other writes (`begin_api_write`): a later durable commit
+    /// carries it to disk before the answer goes out (see `store/durable`).
     pub fn put_decision(&self, d: &DecisionRecord) -> Result<(), StoreError> {
         let txn = self.begin_api_write()?;
         insert(&txn, d)?;

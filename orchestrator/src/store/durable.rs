@@ -38,8 +38,9 @@ impl Store {
     /// disk (a durable redb commit makes every earlier commit durable with
     /// it): the record update that settles a call on a worker's container
     /// ([`Store::update_container`]), else the call's audit entry (see
-    /// `router::handle` and [`Store::api_writes_durable`]). One fsync per
+    /// `router::audited` and [`Store::api_writes_durable`]). One fsync per
     /// answer instead of three.
+    ///
     /// A write whose caller went away before its answer (a tracked create
     /// whose client hung up) becomes durable at the next durable commit; a
     /// crash before that loses only a state the next inventory re-derives.

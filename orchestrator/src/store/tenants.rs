@@ -89,6 +89,12 @@ impl Plan {
 }
 
 impl Store {
+    pub fn get_tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
+        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
+        get_json(&tenants, "tenants", id)
+    }
+
     /// Store a new join token for an existing tenant.
     pub fn create_join_token(&self, hash_hex: &str, token: &JoinToken) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(failed("begin a write"))?;

@@ -1,4 +1,4 @@
-//! Workers in the store: join tokens and enrolment (a join token exchanged
+//! Workers in the store: enrolment (a join token exchanged
 //! for a worker, held to the tenant's plan), fleet join tokens, lookups,
 //! revocation, what a live worker reports (register facts, heartbeats),
 //! cordon and drain flags, deletion, and the two-step credential rotation,
