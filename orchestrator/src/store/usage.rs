@@ -231,6 +231,20 @@ mod tests {
         Store::open(&dir).expect("open")
     }
 
+    /// A fresh store holding tenant `t` (on the Free plan).
+    fn store_with_tenant(name: &str) -> Store {
+        let s = store(name);
+        let tenant = Tenant {
+            id: "t".into(),
+            name: "t".into(),
+            created_at: 1,
+            org_id: String::new(),
+            plan: Default::default(),
+        };
+        s.create_tenant(&tenant).expect("tenant");
+        s
+    }
+
     fn record(id: &str, state: ContainerState) -> ContainerRecord {
         ContainerRecord {
             id: id.into(),
@@ -281,15 +295,7 @@ mod tests {
 
     #[test]
     fn admitted_writes_need_the_usage_they_were_decided_on() {
-        let s = store("admitted");
-        let tenant = Tenant {
-            id: "t".into(),
-            name: "t".into(),
-            created_at: 1,
-            org_id: String::new(),
-            plan: Default::default(),
-        };
-        s.create_tenant(&tenant).expect("tenant");
+        let s = store_with_tenant("admitted");
         let zero = TenantUsage::default();
         let (d1, d2) = (decision("d1"), decision("d2"));
         let on = |usage, decision| Admitted {
@@ -334,15 +340,7 @@ mod tests {
 
     #[test]
     fn counters_follow_every_write_and_match_a_recount() {
-        let s = store("follow");
-        let tenant = Tenant {
-            id: "t".into(),
-            name: "t".into(),
-            created_at: 1,
-            org_id: String::new(),
-            plan: Default::default(),
-        };
-        s.create_tenant(&tenant).expect("tenant");
+        let s = store_with_tenant("follow");
         let zero = TenantUsage::default();
         token(&s, "j1");
         let d = decision("d");
