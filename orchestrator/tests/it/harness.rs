@@ -45,17 +45,18 @@ pub fn now_ms() -> u64 {
 /// A running orchestrator.
 /// Run the `crops-orchestrator` binary with `args` (a CLI command): its
 /// stdout when it succeeds, else its stderr (the error it printed).
-pub async fn cli(args: Vec<String>) -> Result<String, String> {
-    let out = smol::process::Command::new(env!("CARGO_BIN_EXE_crops-orchestrator"))
+pub fn cli(args: &[&str]) -> impl std::future::Future<Output = Result<String, String>> {
+    let command = smol::process::Command::new(env!("CARGO_BIN_EXE_crops-orchestrator"))
         .args(args)
-        .output()
-        .await
-        .expect("run crops-orchestrator");
-    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
-    if out.status.success() {
-        Ok(text(out.stdout))
-    } else {
-        Err(text(out.stderr))
+        .output();
+    async move {
+        let out = command.await.expect("run crops-orchestrator");
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+        if out.status.success() {
+            Ok(text(out.stdout))
+        } else {
+            Err(text(out.stderr))
+        }
     }
 }
 

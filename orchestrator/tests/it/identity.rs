@@ -374,7 +374,7 @@ fn the_cli_manages_orgs_members_tokens_and_reads_the_audit() {
         let cli = |args: &[&str]| {
             let mut all = args.to_vec();
             all.extend(["--url", &url, "--admin-token", ADMIN]);
-            crate::harness::cli(all.iter().map(|a| (*a).to_owned()).collect())
+            crate::harness::cli(&all)
         };
         cli(&["org", "create", "--name", "acme"]).await.unwrap();
         let (_, orgs) = server.admin("GET", "/v1/orgs", None).await;

@@ -433,7 +433,7 @@ fn the_cli_drains_cordons_plans_and_mints_fleet_tokens() {
         let cli = |args: &[&str]| {
             let mut all = args.to_vec();
             all.extend(["--url", &url, "--admin-token", ADMIN]);
-            crate::harness::cli(all.iter().map(|a| (*a).to_owned()).collect())
+            crate::harness::cli(&all)
         };
         cli(&["worker", "drain", &id]).await.unwrap();
         cli(&["worker", "cordon", &id, "--json"]).await.unwrap();
