@@ -256,6 +256,33 @@ impl Server {
         }
     }
 
+    /// Poll `/metrics` until no agent connection is registered (bounded):
+    /// the server has decided to close every one it had.
+    pub async fn wait_no_agent_connected(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (_, body) = http_raw(self.addr, "GET", "/metrics", &[], None).await;
+            let text = String::from_utf8(body).expect("metrics are UTF-8");
+            let connected = text
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("crops_workers_connected ")?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .expect("crops_workers_connected in the metrics");
+            if connected == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out: {connected} agents still connected"
+            );
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Proof the server is healthy: a fresh agent enrols, registers and
     /// gets a heartbeat stored.
     pub async fn assert_still_serves(&self) {

@@ -80,6 +80,9 @@ fn a_silent_worker_goes_offline_and_is_closed_with_4010() {
             .wait_worker(&id, "offline", |w| w["status"] == "offline")
             .await;
         assert_eq!(w["revoked"], false);
+        // Reading before the server has decided would answer its queued
+        // pings, and a pong is a sign of life: wait for the decision first.
+        server.wait_no_agent_connected().await;
         let (code, _) = agent.expect_close(Duration::from_secs(5)).await;
         assert_eq!(code, 4010);
         server.stop().await;
