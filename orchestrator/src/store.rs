@@ -28,6 +28,7 @@ mod audit;
 mod containers;
 mod decisions;
 mod durable;
+mod engine;
 mod history;
 mod identity;
 mod policies;
@@ -43,7 +44,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::TableDefinition;
+
+use engine::{EngineError, TextTable};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -98,11 +101,13 @@ pub enum StoreError {
         #[source]
         source: redb::DatabaseError,
     },
+    #[error("{0}")]
+    Postgres(#[source] engine::postgres::PgError),
     #[error("database failure while trying to {op}: {source}")]
     Db {
         op: &'static str,
         #[source]
-        source: redb::Error,
+        source: EngineError,
     },
     #[error("corrupt record in table {table} at key {key}: {source}")]
     Corrupt {
@@ -159,11 +164,11 @@ pub fn stamp() -> u64 {
 /// The state behind every API write. Cheap to share through an `Arc`.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    db: engine::Engine,
     api_writes: durable::ApiWrites,
 }
 
-fn failed<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> StoreError {
+fn failed<E: Into<EngineError>>(op: &'static str) -> impl FnOnce(E) -> StoreError {
     move |e| StoreError::Db {
         op,
         source: e.into(),
@@ -189,12 +194,12 @@ fn decode<T: DeserializeOwned>(
 
 /// Read one JSON record from any readable table.
 fn get_json<T: DeserializeOwned>(
-    table: &impl ReadableTable<&'static str, &'static str>,
+    table: &TextTable<'_>,
     name: &'static str,
     key: &str,
 ) -> Result<Option<T>, StoreError> {
     match table.get(key).map_err(failed("read a record"))? {
-        Some(guard) => decode(name, key, guard.value()).map(Some),
+        Some(text) => decode(name, key, &text).map(Some),
         None => Ok(None),
     }
 }
@@ -207,10 +212,27 @@ impl Store {
             source,
         })?;
         let path = dir.join("crops.redb");
-        let db = Database::create(&path).map_err(|source| StoreError::Open {
+        let db = redb::Database::create(&path).map_err(|source| StoreError::Open {
             path: path.clone(),
             source,
         })?;
+        let store = Self::on(engine::Engine::Redb(db))?;
+        tracing::debug!(path = %path.display(), "store opened");
+        Ok(store)
+    }
+
+    /// Connect to the PostgreSQL database at `url` (shared by every
+    /// replica), migrating its schema to this binary's version first.
+    pub fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pg =
+            engine::postgres::Pg::connect(url, max_connections).map_err(StoreError::Postgres)?;
+        let store = Self::on(engine::Engine::Postgres(pg))?;
+        tracing::debug!(url = %engine::postgres::redacted(url), "store connected");
+        Ok(store)
+    }
+
+    /// Every table created, the plan counters checked.
+    fn on(db: engine::Engine) -> Result<Self, StoreError> {
         let txn = db.begin_write().map_err(failed("begin a write"))?;
         for table in [
             TENANTS,
@@ -228,7 +250,6 @@ impl Store {
         }
         usage::recount(&txn)?;
         txn.commit().map_err(failed("commit the tables"))?;
-        tracing::debug!(path = %path.display(), "store opened");
         Ok(Self {
             db,
             api_writes: durable::ApiWrites::default(),
@@ -268,10 +289,9 @@ impl Store {
     pub fn admin_token_hash(&self) -> Result<Option<String>, StoreError> {
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
         let table = txn.open_table(META).map_err(failed("open meta"))?;
-        let value = table
+        table
             .get(ADMIN_TOKEN_HASH)
-            .map_err(failed("read the admin token hash"))?;
-        Ok(value.map(|v| v.value().to_owned()))
+            .map_err(failed("read the admin token hash"))
     }
 
     pub fn set_admin_token_hash(&self, hash_hex: &str) -> Result<(), StoreError> {

@@ -13,7 +13,9 @@
 //! outcome `interrupted` ([`Store::recover_audit_intents`]). The journal is
 //! never read by queries: the log alone is the record.
 
-use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::TableDefinition;
+
+use super::engine::{Durability, SeqTable, TextTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, failed, get_json, Store, StoreError, Tenant, TENANTS};
@@ -88,22 +90,22 @@ fn index_key(owner: &str, seq: u64) -> String {
 
 /// The log's tables, open in one write transaction.
 struct Log<'t> {
-    log: redb::Table<'t, u64, &'static str>,
-    tenants: redb::Table<'t, &'static str, &'static str>,
-    by_tenant: redb::Table<'t, &'static str, &'static str>,
-    by_org: redb::Table<'t, &'static str, &'static str>,
+    log: SeqTable<'t>,
+    tenants: TextTable<'t>,
+    by_tenant: TextTable<'t>,
+    by_org: TextTable<'t>,
     last: u64,
 }
 
 impl<'t> Log<'t> {
-    fn open(txn: &'t redb::WriteTransaction) -> Result<Self, StoreError> {
+    fn open(txn: &'t WriteTxn) -> Result<Self, StoreError> {
         let log = txn
             .open_table(AUDIT)
             .map_err(failed("open the audit log"))?;
         let last = log
             .last()
             .map_err(failed("read the audit log's end"))?
-            .map_or(0, |(k, _)| k.value());
+            .map_or(0, |(k, _)| k);
         Ok(Self {
             log,
             tenants: txn.open_table(TENANTS).map_err(failed("open tenants"))?,
@@ -203,7 +205,7 @@ impl Store {
             let mut next_intent = intents
                 .last()
                 .map_err(failed("read the audit intents' end"))?
-                .map_or(0, |(k, _)| k.value())
+                .map_or(0, |(k, _)| k)
                 + 1;
             let mut written = Vec::with_capacity(writes.len());
             for write in writes {
@@ -244,11 +246,7 @@ impl Store {
             let mut intents = txn
                 .open_table(AUDIT_INTENTS)
                 .map_err(failed("open the audit intents"))?;
-            let mut left = Vec::new();
-            for item in intents.iter().map_err(failed("scan the audit intents"))? {
-                let (id, value) = item.map_err(failed("scan the audit intents"))?;
-                left.push((id.value(), value.value().to_owned()));
-            }
+            let left = intents.all().map_err(failed("scan the audit intents"))?;
             for (id, value) in &left {
                 let entry: AuditEntry = decode("audit intent", &id.to_string(), value)?;
                 log.append(AuditEntry {
@@ -277,54 +275,39 @@ impl Store {
         let limit = limit.min(MAX_AUDIT_PAGE);
         let before = before.unwrap_or(u64::MAX);
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
-        let log = match txn.open_table(AUDIT) {
-            Ok(t) => t,
-            // Nothing was ever appended.
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(failed("open the audit log")(e)),
-        };
+        let log = txn
+            .open_table(AUDIT)
+            .map_err(failed("open the audit log"))?;
         let read = |seq: u64| -> Result<Option<AuditEntry>, StoreError> {
             match log.get(seq).map_err(failed("read an audit entry"))? {
-                Some(v) => decode("audit", &seq.to_string(), v.value()).map(Some),
+                Some(v) => decode("audit", &seq.to_string(), &v).map(Some),
                 None => Ok(None),
             }
         };
         let mut out = Vec::new();
         let (table, owner) = match scope {
             AuditScope::All => {
-                for entry in log
-                    .range(..before)
+                for (seq, value) in log
+                    .scan(..before, true, limit)
                     .map_err(failed("scan the audit log"))?
-                    .rev()
-                    .take(limit)
                 {
-                    let (_, value) = entry.map_err(failed("scan the audit log"))?;
-                    out.push(decode("audit", "?", value.value())?);
+                    out.push(decode("audit", &seq.to_string(), &value)?);
                 }
                 return Ok(out);
             }
             AuditScope::Tenant(id) => (AUDIT_BY_TENANT, id),
             AuditScope::Org(id) => (AUDIT_BY_ORG, id),
         };
-        let index = match txn.open_table(table) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(failed("open an audit index")(e)),
-        };
+        let index = txn
+            .open_table(table)
+            .map_err(failed("open an audit index"))?;
         let from = format!("{owner}/");
         let to = index_key(owner, before);
-        for key in index
-            .range(from.as_str()..to.as_str())
+        for (key, _) in index
+            .scan(from.as_str()..to.as_str(), true, limit)
             .map_err(failed("scan an audit index"))?
-            .rev()
-            .take(limit)
         {
-            let (key, _) = key.map_err(failed("scan an audit index"))?;
-            let seq = key
-                .value()
-                .rsplit('/')
-                .next()
-                .and_then(|n| n.parse::<u64>().ok());
+            let seq = key.rsplit('/').next().and_then(|n| n.parse::<u64>().ok());
             if let Some(entry) = seq.map(read).transpose()?.flatten() {
                 out.push(entry);
             }

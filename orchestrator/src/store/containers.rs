@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use redb::{ReadableDatabase, ReadableTable, Table};
+use super::engine::TextTable;
 
 use super::usage::Counts;
 use super::{
@@ -63,18 +63,14 @@ fn prefix_range(prefix: &str) -> (String, String) {
 }
 
 /// The ids listed under `prefix` in an index table.
-fn ids_under(
-    table: &impl ReadableTable<&'static str, &'static str>,
-    prefix: &str,
-) -> Result<Vec<String>, StoreError> {
+fn ids_under(table: &TextTable<'_>, prefix: &str) -> Result<Vec<String>, StoreError> {
     let (from, to) = prefix_range(prefix);
     let mut ids = Vec::new();
-    for entry in table
-        .range(from.as_str()..to.as_str())
+    for (key, _) in table
+        .scan(from.as_str()..to.as_str(), false, usize::MAX)
         .map_err(failed("scan an index"))?
     {
-        let (key, _) = entry.map_err(failed("scan an index"))?;
-        if let Some(id) = key.value().strip_prefix(from.as_str()) {
+        if let Some(id) = key.strip_prefix(from.as_str()) {
             ids.push(id.to_owned());
         }
     }
@@ -82,9 +78,9 @@ fn ids_under(
 }
 
 fn insert_record(
-    containers: &mut Table<&str, &str>,
-    by_tenant: &mut Table<&str, &str>,
-    by_worker: &mut Table<&str, &str>,
+    containers: &mut TextTable<'_>,
+    by_tenant: &mut TextTable<'_>,
+    by_worker: &mut TextTable<'_>,
     counts: &mut Counts<'_>,
     record: &ContainerRecord,
 ) -> Result<(), StoreError> {
@@ -228,7 +224,7 @@ impl Store {
                 .get(id.as_str())
                 .map_err(failed("read a container"))?
             {
-                Some(v) => out.push(decode::<T>("containers", &id, v.value())?),
+                Some(v) => out.push(decode::<T>("containers", &id, &v)?),
                 None => tracing::warn!(container_id = %id, "tenant index names a missing record"),
             }
         }

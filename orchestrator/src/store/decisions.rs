@@ -8,7 +8,9 @@
 //!
 //! Tables are created by the first write; reads before it find nothing.
 
-use redb::{ReadableDatabase, TableDefinition};
+use redb::TableDefinition;
+
+use super::engine::WriteTxn;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Recorded;
@@ -43,7 +45,7 @@ fn index_key(tenant_id: &str, at: u64, id: &str) -> String {
 }
 
 /// Record `d` in `txn` (with the write its decision allowed).
-pub(super) fn insert(txn: &redb::WriteTransaction, d: &DecisionRecord) -> Result<(), StoreError> {
+pub(super) fn insert(txn: &WriteTxn, d: &DecisionRecord) -> Result<(), StoreError> {
     let mut table = txn
         .open_table(DECISIONS)
         .map_err(failed("open decisions"))?;
@@ -73,11 +75,10 @@ impl Store {
 
     pub fn get_decision(&self, id: &str) -> Result<Option<DecisionRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
-        match txn.open_table(DECISIONS) {
-            Ok(table) => get_json(&table, "decisions", id),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-            Err(e) => Err(failed("open decisions")(e)),
-        }
+        let table = txn
+            .open_table(DECISIONS)
+            .map_err(failed("open decisions"))?;
+        get_json(&table, "decisions", id)
     }
 
     /// The newest `limit` decisions of a tenant, newest first.
@@ -88,27 +89,24 @@ impl Store {
     ) -> Result<Vec<DecisionRecord>, StoreError> {
         let limit = limit.min(MAX_DECISION_PAGE);
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
-        let (index, table) = match (txn.open_table(TENANT_DECISIONS), txn.open_table(DECISIONS)) {
-            (Ok(i), Ok(t)) => (i, t),
-            (Err(redb::TableError::TableDoesNotExist(_)), _)
-            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
-            (Err(e), _) | (_, Err(e)) => return Err(failed("open decisions")(e)),
-        };
+        let index = txn
+            .open_table(TENANT_DECISIONS)
+            .map_err(failed("open tenant decisions"))?;
+        let table = txn
+            .open_table(DECISIONS)
+            .map_err(failed("open decisions"))?;
         let from = format!("{tenant_id}/");
         let to = format!("{tenant_id}0");
         let mut out = Vec::new();
-        for entry in index
-            .range(from.as_str()..to.as_str())
+        for (key, _) in index
+            .scan(from.as_str()..to.as_str(), true, limit)
             .map_err(failed("scan tenant decisions"))?
-            .rev()
-            .take(limit)
         {
-            let (key, _) = entry.map_err(failed("scan tenant decisions"))?;
-            let Some(id) = key.value().rsplit('/').next().map(str::to_owned) else {
+            let Some(id) = key.rsplit('/').next().map(str::to_owned) else {
                 continue;
             };
             if let Some(v) = table.get(id.as_str()).map_err(failed("read a decision"))? {
-                out.push(decode("decisions", &id, v.value())?);
+                out.push(decode("decisions", &id, &v)?);
             }
         }
         Ok(out)

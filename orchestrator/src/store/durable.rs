@@ -7,6 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::engine::{Durability, WriteTxn};
 use super::{failed, Store, StoreError};
 
 /// How far the non-durable API writes ([`Store::begin_api_write`]) are
@@ -44,9 +45,9 @@ impl Store {
     /// A write whose caller went away before its answer (a tracked create
     /// whose client hung up) becomes durable at the next durable commit; a
     /// crash before that loses only a state the next inventory re-derives.
-    pub(super) fn begin_api_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+    pub(super) fn begin_api_write(&self) -> Result<WriteTxn, StoreError> {
         let mut txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        txn.set_durability(redb::Durability::None)
+        txn.set_durability(Durability::None)
             .map_err(failed("lower a record write's durability"))?;
         // Under the write lock: counted in commit order.
         self.api_writes.begun.fetch_add(1, Ordering::AcqRel);

@@ -8,8 +8,6 @@
 
 use std::collections::HashMap;
 
-use redb::ReadableTable;
-
 use super::{
     decode, failed, get_json, ContainerRecord, ContainerState, Plan, Store, StoreError, Tenant,
     CONTAINERS, TENANTS, TENANT_CONTAINERS, WORKER_CONTAINERS,
@@ -37,9 +35,8 @@ impl Store {
                 .open_table(CONTAINERS)
                 .map_err(failed("open containers"))?;
             let mut plans: HashMap<String, Plan> = HashMap::new();
-            for entry in containers.iter().map_err(failed("scan containers"))? {
-                let (key, value) = entry.map_err(failed("scan containers"))?;
-                let record: ContainerRecord = decode("containers", key.value(), value.value())?;
+            for (key, value) in containers.all().map_err(failed("scan containers"))? {
+                let record: ContainerRecord = decode("containers", &key, &value)?;
                 if record.state != ContainerState::Removed {
                     continue;
                 }
@@ -73,8 +70,7 @@ impl Store {
                 else {
                     continue;
                 };
-                let record: ContainerRecord = decode("containers", &p.id, guard.value())?;
-                drop(guard);
+                let record: ContainerRecord = decode("containers", &p.id, &guard)?;
                 let tenant_key = format!("{}/{}", record.tenant_id, record.id);
                 by_tenant
                     .remove(tenant_key.as_str())

@@ -4,7 +4,7 @@
 //! unique: organisations globally, members within their organisation.
 //! Deleting a member revokes their tokens in the same transaction.
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -87,8 +87,7 @@ impl Store {
             }
             let stored = meta
                 .get(DEFAULT_ORG_ID)
-                .map_err(failed("read the default org id"))?
-                .map(|v| v.value().to_owned());
+                .map_err(failed("read the default org id"))?;
             let existing = match stored {
                 Some(id) => get_json::<Org>(&orgs, "orgs", &id)?,
                 None => None,
@@ -121,9 +120,8 @@ impl Store {
             };
             let mut tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
             let mut orphans = Vec::new();
-            for entry in tenants.iter().map_err(failed("list tenants"))? {
-                let (key, value) = entry.map_err(failed("list tenants"))?;
-                let tenant: Tenant = decode("tenants", key.value(), value.value())?;
+            for (key, value) in tenants.all().map_err(failed("list tenants"))? {
+                let tenant: Tenant = decode("tenants", &key, &value)?;
                 if tenant.org_id.is_empty() {
                     orphans.push(tenant);
                 }
@@ -147,8 +145,7 @@ impl Store {
         let meta = txn.open_table(META).map_err(failed("open meta"))?;
         let id = meta
             .get(DEFAULT_ORG_ID)
-            .map_err(failed("read the default org id"))?
-            .map(|v| v.value().to_owned());
+            .map_err(failed("read the default org id"))?;
         id.ok_or_else(|| not_found("organisation", DEFAULT_ORG_NAME))
     }
 
@@ -186,9 +183,8 @@ impl Store {
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
         let orgs = txn.open_table(ORGS).map_err(failed("open orgs"))?;
         let mut out: Vec<Org> = Vec::new();
-        for entry in orgs.iter().map_err(failed("list orgs"))? {
-            let (key, value) = entry.map_err(failed("list orgs"))?;
-            out.push(decode("orgs", key.value(), value.value())?);
+        for (key, value) in orgs.all().map_err(failed("list orgs"))? {
+            out.push(decode("orgs", &key, &value)?);
         }
         out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(out)
@@ -243,9 +239,8 @@ impl Store {
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
         let members = txn.open_table(MEMBERS).map_err(failed("open members"))?;
         let mut out: Vec<Member> = Vec::new();
-        for entry in members.iter().map_err(failed("list members"))? {
-            let (key, value) = entry.map_err(failed("list members"))?;
-            let member: Member = decode("members", key.value(), value.value())?;
+        for (key, value) in members.all().map_err(failed("list members"))? {
+            let member: Member = decode("members", &key, &value)?;
             if member.org_id == org_id {
                 out.push(member);
             }
@@ -307,9 +302,8 @@ impl Store {
                 .open_table(TOKEN_HASHES)
                 .map_err(failed("open token hashes"))?;
             let mut theirs = Vec::new();
-            for entry in tokens.iter().map_err(failed("list tokens"))? {
-                let (key, value) = entry.map_err(failed("list tokens"))?;
-                let token: MemberToken = decode("member_tokens", key.value(), value.value())?;
+            for (key, value) in tokens.all().map_err(failed("list tokens"))? {
+                let token: MemberToken = decode("member_tokens", &key, &value)?;
                 if token.member_id == id && token.revoked_at.is_none() {
                     theirs.push(token);
                 }

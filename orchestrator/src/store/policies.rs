@@ -20,7 +20,9 @@
 //! Every method is one transaction. Tables are created by the first
 //! write; reads before it find nothing.
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::TableDefinition;
+
+use super::engine::TextTable;
 use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, failed, get_json, Store, StoreError};
@@ -81,7 +83,7 @@ impl Store {
             let last = versions
                 .get(key.as_str())
                 .map_err(failed("read a policy version"))?
-                .and_then(|v| v.value().parse::<u64>().ok())
+                .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0);
             record.version = last + 1;
             versions
@@ -112,8 +114,7 @@ impl Store {
                 .map_err(failed("open the policy cache secret"))?;
             let stored = table
                 .get("secret")
-                .map_err(failed("read the policy cache secret"))?
-                .map(|v| v.value().to_vec());
+                .map_err(failed("read the policy cache secret"))?;
             match stored {
                 Some(s) => s,
                 None => {
@@ -131,40 +132,27 @@ impl Store {
 
     pub fn get_policy(&self, id: &str) -> Result<Option<PolicyRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
-        match txn.open_table(POLICIES) {
-            Ok(table) => get_json(&table, "policies", id),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-            Err(e) => Err(failed("open policies")(e)),
-        }
+        let table = txn.open_table(POLICIES).map_err(failed("open policies"))?;
+        get_json(&table, "policies", id)
     }
 
     /// A policy's component bytes.
     pub fn policy_module(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
-        let table = match txn.open_table(POLICY_MODULES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(failed("open policy modules")(e)),
-        };
-        let found = table
-            .get(id)
-            .map_err(failed("read a policy module"))?
-            .map(|v| v.value().to_vec());
+        let table = txn
+            .open_table(POLICY_MODULES)
+            .map_err(failed("open policy modules"))?;
+        let found = table.get(id).map_err(failed("read a policy module"))?;
         Ok(found)
     }
 
     /// Every uploaded version, by scope, name and version.
     pub fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
-        let table = match txn.open_table(POLICIES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(failed("open policies")(e)),
-        };
+        let table = txn.open_table(POLICIES).map_err(failed("open policies"))?;
         let mut out: Vec<PolicyRecord> = Vec::new();
-        for entry in table.iter().map_err(failed("scan policies"))? {
-            let (k, v) = entry.map_err(failed("scan policies"))?;
-            out.push(decode("policies", k.value(), v.value())?);
+        for (k, v) in table.all().map_err(failed("scan policies"))? {
+            out.push(decode("policies", &k, &v)?);
         }
         out.sort_by(|a, b| (&a.scope, &a.name, a.version).cmp(&(&b.scope, &b.name, b.version)));
         Ok(out)
@@ -208,10 +196,7 @@ fn slot_key(scope: &str, role: Role) -> String {
     format!("{scope}/{role}")
 }
 
-fn policy(
-    policies: &impl ReadableTable<&'static str, &'static str>,
-    id: &str,
-) -> Result<PolicyRecord, StoreError> {
+fn policy(policies: &TextTable<'_>, id: &str) -> Result<PolicyRecord, StoreError> {
     get_json(policies, "policies", id)?.ok_or_else(|| StoreError::NotFound {
         what: "policy",
         id: id.to_owned(),
@@ -239,15 +224,12 @@ impl Store {
 
     fn active_entries(&self) -> Result<Vec<(String, String)>, StoreError> {
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
-        let table = match txn.open_table(POLICY_ACTIVE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(failed("open active policies")(e)),
-        };
+        let table = txn
+            .open_table(POLICY_ACTIVE)
+            .map_err(failed("open active policies"))?;
         let mut out = Vec::new();
-        for entry in table.iter().map_err(failed("scan active policies"))? {
-            let (k, v) = entry.map_err(failed("scan active policies"))?;
-            out.push((k.value().to_owned(), v.value().to_owned()));
+        for (k, v) in table.all().map_err(failed("scan active policies"))? {
+            out.push((k, v));
         }
         Ok(out)
     }

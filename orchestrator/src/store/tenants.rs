@@ -9,7 +9,6 @@
 //! plan policy's job; the orchestrator itself only uses `history_days` (the
 //! retention of removed containers, see `store::history`).
 
-use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -151,9 +150,8 @@ impl Store {
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
         let table = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
         let mut out = Vec::new();
-        for entry in table.iter().map_err(failed("list tenants"))? {
-            let (key, value) = entry.map_err(failed("list tenants"))?;
-            out.push(decode::<Tenant>("tenants", key.value(), value.value())?);
+        for (key, value) in table.all().map_err(failed("list tenants"))? {
+            out.push(decode::<Tenant>("tenants", &key, &value)?);
         }
         out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(out)

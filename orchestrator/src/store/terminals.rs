@@ -9,7 +9,7 @@
 //! yet, so a start reads those without scanning the history. Tables are
 //! created by the first write; reads before it find nothing.
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, failed, get_json, Store, StoreError};
@@ -128,26 +128,24 @@ impl Store {
         session_id: u64,
     ) -> Result<Option<TerminalRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
-        match txn.open_table(TERMINALS) {
-            Ok(all) => get_json(&all, "terminals", &key(worker_id, session_id)),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-            Err(e) => Err(failed("open terminals")(e)),
-        }
+        let all = txn
+            .open_table(TERMINALS)
+            .map_err(failed("open terminals"))?;
+        get_json(&all, "terminals", &key(worker_id, session_id))
     }
 
     /// Every session not ended yet, oldest first.
     pub fn live_terminals(&self) -> Result<Vec<TerminalRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
-        let (live, all) = match (txn.open_table(TERMINALS_LIVE), txn.open_table(TERMINALS)) {
-            (Ok(l), Ok(a)) => (l, a),
-            (Err(redb::TableError::TableDoesNotExist(_)), _)
-            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
-            (Err(e), _) | (_, Err(e)) => return Err(failed("open terminals")(e)),
-        };
+        let live = txn
+            .open_table(TERMINALS_LIVE)
+            .map_err(failed("open live terminals"))?;
+        let all = txn
+            .open_table(TERMINALS)
+            .map_err(failed("open terminals"))?;
         let mut out = Vec::new();
-        for entry in live.iter().map_err(failed("list live terminals"))? {
-            let (k, _) = entry.map_err(failed("list live terminals"))?;
-            if let Some(record) = get_json::<TerminalRecord>(&all, "terminals", k.value())? {
+        for (k, _) in live.all().map_err(failed("list live terminals"))? {
+            if let Some(record) = get_json::<TerminalRecord>(&all, "terminals", &k)? {
                 out.push(record);
             }
         }
@@ -161,15 +159,12 @@ impl Store {
         container_id: &str,
     ) -> Result<Vec<TerminalRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
-        let all = match txn.open_table(TERMINALS) {
-            Ok(all) => all,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(failed("open terminals")(e)),
-        };
+        let all = txn
+            .open_table(TERMINALS)
+            .map_err(failed("open terminals"))?;
         let mut out = Vec::new();
-        for entry in all.iter().map_err(failed("list terminals"))? {
-            let (k, v) = entry.map_err(failed("list terminals"))?;
-            let record: TerminalRecord = decode("terminals", k.value(), v.value())?;
+        for (k, v) in all.all().map_err(failed("list terminals"))? {
+            let record: TerminalRecord = decode("terminals", &k, &v)?;
             if record.container_id == container_id {
                 out.push(record);
             }

@@ -7,7 +7,6 @@
 //! in the same transaction that marks the record, so a revoked token is
 //! refused from that commit on.
 
-use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::identity::{not_found, MEMBERS, MEMBER_TOKENS, TOKEN_HASHES};
@@ -64,9 +63,8 @@ impl Store {
             .open_table(MEMBER_TOKENS)
             .map_err(failed("open member tokens"))?;
         let mut out: Vec<MemberToken> = Vec::new();
-        for entry in tokens.iter().map_err(failed("list tokens"))? {
-            let (key, value) = entry.map_err(failed("list tokens"))?;
-            let token: MemberToken = decode("member_tokens", key.value(), value.value())?;
+        for (key, value) in tokens.all().map_err(failed("list tokens"))? {
+            let token: MemberToken = decode("member_tokens", &key, &value)?;
             if token.member_id == member_id {
                 out.push(token);
             }
@@ -111,7 +109,6 @@ impl Store {
         let Some(token_id) = hashes.get(hash_hex).map_err(failed("read a token hash"))? else {
             return Ok(None);
         };
-        let token_id = token_id.value().to_owned();
         let tokens = txn
             .open_table(MEMBER_TOKENS)
             .map_err(failed("open member tokens"))?;

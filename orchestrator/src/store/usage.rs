@@ -13,7 +13,9 @@
 //! the store is opened ([`recount`]), so a database written by a build
 //! without them, or any drift, is corrected at the next start.
 
-use redb::{ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::TableDefinition;
+
+use super::engine::{TextTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -70,11 +72,11 @@ pub(super) fn counted_for(worker: &Worker) -> Option<&str> {
 
 /// The counters, open in a write transaction.
 pub(super) struct Counts<'txn> {
-    table: Table<'txn, &'static str, &'static str>,
+    table: TextTable<'txn>,
 }
 
 impl<'txn> Counts<'txn> {
-    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+    pub(super) fn open(txn: &'txn WriteTxn) -> Result<Self, StoreError> {
         let table = txn
             .open_table(TENANT_USAGE)
             .map_err(failed("open tenant usage"))?;
@@ -135,7 +137,7 @@ impl<'txn> Counts<'txn> {
 }
 
 /// Count every tenant's usage afresh from the records, in `txn`.
-pub(super) fn recount(txn: &WriteTransaction) -> Result<(), StoreError> {
+pub(super) fn recount(txn: &WriteTxn) -> Result<(), StoreError> {
     #[derive(Deserialize)]
     struct Counted {
         tenant_id: String,
@@ -146,24 +148,22 @@ pub(super) fn recount(txn: &WriteTransaction) -> Result<(), StoreError> {
         let containers = txn
             .open_table(CONTAINERS)
             .map_err(failed("open containers"))?;
-        for entry in containers.iter().map_err(failed("count containers"))? {
-            let (key, value) = entry.map_err(failed("count containers"))?;
-            let c: Counted = decode("containers", key.value(), value.value())?;
+        for (key, value) in containers.all().map_err(failed("count containers"))? {
+            let c: Counted = decode("containers", &key, &value)?;
             all.entry(c.tenant_id)
                 .or_default()
                 .moved(None, Some(c.state));
         }
         let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
-        for entry in workers.iter().map_err(failed("count workers"))? {
-            let (key, value) = entry.map_err(failed("count workers"))?;
-            let w: Worker = decode("workers", key.value(), value.value())?;
+        for (key, value) in workers.all().map_err(failed("count workers"))? {
+            let w: Worker = decode("workers", &key, &value)?;
             if let Some(tenant) = counted_for(&w) {
                 let u = all.entry(tenant.to_owned()).or_default();
                 u.workers = u.workers.saturating_add(1);
             }
         }
     }
-    txn.delete_table(TENANT_USAGE)
+    txn.clear_table(TENANT_USAGE)
         .map_err(failed("reset tenant usage"))?;
     let mut table = txn
         .open_table(TENANT_USAGE)
@@ -180,11 +180,10 @@ impl Store {
     /// What `tenant_id` holds now (one key; zero for an unknown tenant).
     pub fn tenant_usage(&self, tenant_id: &str) -> Result<TenantUsage, StoreError> {
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
-        match txn.open_table(TENANT_USAGE) {
-            Ok(table) => Ok(get_json(&table, "tenant_usage", tenant_id)?.unwrap_or_default()),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(TenantUsage::default()),
-            Err(e) => Err(failed("open tenant usage")(e)),
-        }
+        let table = txn
+            .open_table(TENANT_USAGE)
+            .map_err(failed("open tenant usage"))?;
+        Ok(get_json(&table, "tenant_usage", tenant_id)?.unwrap_or_default())
     }
 
     /// Recount every tenant's usage from the records (what [`Store::open`]

@@ -11,7 +11,7 @@
 //! it (the orchestrator may have crashed before recording the reply);
 //! [`Store::abandon_rotation`] drops it when the agent refused.
 
-use redb::{Durability, ReadableDatabase, ReadableTable};
+use super::engine::Durability;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -185,7 +185,6 @@ impl Store {
     /// The join token stored under `hash_hex`, if any (used or not): read
     /// before an enrolment to find the tenant whose plan admits the worker.
     pub fn get_join_token(&self, hash_hex: &str) -> Result<Option<JoinToken>, StoreError> {
-        use redb::ReadableDatabase;
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
         let tokens = txn
             .open_table(JOIN_TOKENS)
@@ -358,7 +357,7 @@ impl Store {
             return Ok(None);
         };
         let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
-        get_json(&workers, "workers", id.value())
+        get_json(&workers, "workers", &id)
     }
 
     pub fn get_worker(&self, id: &str) -> Result<Option<Worker>, StoreError> {
@@ -375,9 +374,8 @@ impl Store {
             .open_table(HEARTBEATS)
             .map_err(failed("open heartbeats"))?;
         let mut out = Vec::new();
-        for entry in workers.iter().map_err(failed("list workers"))? {
-            let (key, value) = entry.map_err(failed("list workers"))?;
-            let worker: Worker = decode("workers", key.value(), value.value())?;
+        for (key, value) in workers.all().map_err(failed("list workers"))? {
+            let worker: Worker = decode("workers", &key, &value)?;
             let beat = get_json(&beats, "heartbeats", &worker.id)?;
             out.push((worker, beat));
         }
