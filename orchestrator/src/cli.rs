@@ -79,9 +79,14 @@ pub struct ServeArgs {
     /// address to listen on, e.g. 0.0.0.0:8443 (port 0 picks a free one)
     #[argh(option)]
     pub listen: String,
-    /// data directory (holds crops.redb)
+    /// data directory: holds crops.redb, the embedded store (with
+    /// --database: only local caches; default a directory under $TMPDIR)
     #[argh(option)]
-    pub data: PathBuf,
+    pub data: Option<PathBuf>,
+    /// the store shared by several replicas: a PostgreSQL URL, e.g.
+    /// postgres://crops@db.example/crops (default: $CROPS_DATABASE_URL)
+    #[argh(option)]
+    pub database: Option<String>,
     /// PEM certificate chain; serves HTTPS with --tls-key
     #[argh(option)]
     pub tls_cert: Option<PathBuf>,
@@ -206,6 +211,8 @@ pub enum CliError {
     },
     #[error("--tls-cert and --tls-key go together")]
     TlsPair,
+    #[error("say where the state lives: --data DIR (the embedded store) or --database postgres://... (or set CROPS_DATABASE_URL)")]
+    NoStore,
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -328,7 +335,14 @@ async fn serve(a: ServeArgs) -> Result<(), CliError> {
             addr: a.listen.clone(),
             source,
         })?;
-    let mut config = ServeConfig::new(a.data);
+    let database = a.database.or_else(|| env("CROPS_DATABASE_URL"));
+    let data = match (a.data, &database) {
+        (Some(dir), _) => dir,
+        (None, Some(_)) => std::env::temp_dir().join("crops-orchestrator"),
+        (None, None) => return Err(CliError::NoStore),
+    };
+    let mut config = ServeConfig::new(data);
+    config.database = database;
     config.tls = tls;
     config.heartbeat_secs = a.heartbeat_secs;
     config.drain = std::time::Duration::from_secs(a.drain_secs);

@@ -62,10 +62,18 @@ use crate::hub::Hub;
 use crate::server::Lifecycle;
 use crate::store::Store;
 
+/// Connections to PostgreSQL per replica: writers are serial (see
+/// `store::engine`), so a few serve the writes and the rest the reads.
+const DATABASE_CONNECTIONS: u32 = 16;
+
 /// What the orchestrator needs to run.
 pub struct ServeConfig {
-    /// The data directory; the database is `data_dir/crops.redb`.
+    /// The data directory: the embedded database `data_dir/crops.redb`,
+    /// unless [`ServeConfig::database`] is set; local caches either way.
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL: the store shared by several replicas instead of
+    /// the embedded redb file.
+    pub database: Option<String>,
     /// PEM certificate chain and private key; TLS on the listener when set.
     pub tls: Option<TlsFiles>,
     /// Heartbeat interval dictated to agents, in seconds (at least 1).
@@ -130,6 +138,7 @@ impl ServeConfig {
     pub fn new(data_dir: PathBuf) -> Self {
         Self {
             data_dir,
+            database: None,
             tls: None,
             heartbeat_secs: protocol::DEFAULT_HEARTBEAT_SECS,
             admin_token: None,
@@ -275,7 +284,14 @@ pub async fn serve(
     let addr = listener.local_addr().map_err(Error::LocalAddr)?;
     let store = {
         let dir = config.data_dir.clone();
-        Arc::new(smol::unblock(move || Store::open(&dir)).await?)
+        let url = config.database.clone();
+        Arc::new(
+            smol::unblock(move || match url {
+                Some(url) => Store::connect(&url, DATABASE_CONNECTIONS),
+                None => Store::open(&dir),
+            })
+            .await?,
+        )
     };
     let (admin_hash, generated) = admin_token(&store, config.admin_token).await?;
     let default_org = auth::uuid_v4()?;
@@ -313,7 +329,8 @@ pub async fn serve(
         audit: audit.clone(),
         gate: Arc::new(gate),
     });
-    tracing::info!(%addr, tls = acceptor.is_some(), data = %config.data_dir.display(), "serving");
+    let database = config.database.as_deref().map(store::redacted_url);
+    tracing::info!(%addr, tls = acceptor.is_some(), data = %config.data_dir.display(), database, "serving");
     app.hub.set_audit(audit::command_hook(audit));
     // Loaded while the listener accepts; no decision before (policy::load).
     scheduling::spawn_restore(&app);

@@ -143,6 +143,11 @@ pub enum JoinRefusal {
     Expired,
 }
 
+/// A database URL with its password hidden, for logs and messages.
+pub fn redacted_url(url: &str) -> String {
+    engine::postgres::redacted(url)
+}
+
 /// The last stamp handed out; see [`stamp`].
 static LAST_STAMP: AtomicU64 = AtomicU64::new(0);
 

@@ -116,9 +116,14 @@ impl Pg {
     }
 
     async fn migrate_locked(&self, conn: &mut sqlx::PgConnection) -> Result<(), PgError> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS crops_schema (version bigint NOT NULL)")
-            .execute(&mut *conn)
+        let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('crops_schema')::text")
+            .fetch_one(&mut *conn)
             .await?;
+        if exists.is_none() {
+            sqlx::query("CREATE TABLE crops_schema (version bigint NOT NULL)")
+                .execute(&mut *conn)
+                .await?;
+        }
         let found: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM crops_schema")
             .fetch_one(&mut *conn)
             .await?;
