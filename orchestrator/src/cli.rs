@@ -87,6 +87,13 @@ pub struct ServeArgs {
     /// postgres://crops@db.example/crops (default: $CROPS_DATABASE_URL)
     #[argh(option)]
     pub database: Option<String>,
+    /// this replica's identity in a shared database (default: a new one
+    /// per start); a second live process with the same one is refused
+    #[argh(option)]
+    pub replica_id: Option<String>,
+    /// the URL other replicas reach this one at
+    #[argh(option)]
+    pub advertise: Option<String>,
     /// PEM certificate chain; serves HTTPS with --tls-key
     #[argh(option)]
     pub tls_cert: Option<PathBuf>,
@@ -343,6 +350,8 @@ async fn serve(a: ServeArgs) -> Result<(), CliError> {
     };
     let mut config = ServeConfig::new(data);
     config.database = database;
+    config.replica_id = a.replica_id;
+    config.advertise = a.advertise;
     config.tls = tls;
     config.heartbeat_secs = a.heartbeat_secs;
     config.drain = std::time::Duration::from_secs(a.drain_secs);

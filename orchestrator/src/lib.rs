@@ -38,6 +38,7 @@ mod metrics;
 mod openapi;
 pub mod policy;
 pub mod presence;
+mod replica;
 pub mod router;
 mod server;
 pub mod store;
@@ -74,6 +75,11 @@ pub struct ServeConfig {
     /// A PostgreSQL URL: the store shared by several replicas instead of
     /// the embedded redb file.
     pub database: Option<String>,
+    /// This replica's identity in the shared store; by default a new one
+    /// per start. Two live processes never hold one identity.
+    pub replica_id: Option<String>,
+    /// The address other replicas reach this one at.
+    pub advertise: Option<String>,
     /// PEM certificate chain and private key; TLS on the listener when set.
     pub tls: Option<TlsFiles>,
     /// Heartbeat interval dictated to agents, in seconds (at least 1).
@@ -139,6 +145,8 @@ impl ServeConfig {
         Self {
             data_dir,
             database: None,
+            replica_id: None,
+            advertise: None,
             tls: None,
             heartbeat_secs: protocol::DEFAULT_HEARTBEAT_SECS,
             admin_token: None,
@@ -215,6 +223,9 @@ pub enum Error {
 pub(crate) struct App {
     /// Durable state; every handler and connection task goes through it.
     pub store: Arc<Store>,
+    /// This process's replica identity: the owner it writes into the
+    /// workers whose agents register here (`store::replicas`).
+    pub replica_id: String,
     /// Live agent connections; written by connection tasks, read by the API.
     pub hub: Arc<Hub>,
     /// SHA-256 of the admin token.
@@ -293,6 +304,7 @@ pub async fn serve(
             .await?,
         )
     };
+    let replica = replica::register(&store, &config).await?;
     let (admin_hash, generated) = admin_token(&store, config.admin_token).await?;
     let default_org = auth::uuid_v4()?;
     store
@@ -312,6 +324,7 @@ pub async fn serve(
     let gate = connections::Gate::new(config.connections, Arc::clone(&metrics));
     let hub = Arc::new(Hub::with_metrics(Arc::clone(&metrics)));
     let app = Arc::new(App {
+        replica_id: replica.id.clone(),
         policies,
         store: Arc::clone(&store),
         hub: Arc::clone(&hub),
@@ -335,6 +348,7 @@ pub async fn serve(
     // Loaded while the listener accepts; no decision before (policy::load).
     scheduling::spawn_restore(&app);
     history::spawn(&app, config.history_interval);
+    replica::spawn_beat(&app, replica.started_ms);
     // Sessions stored as live come back, offline until their agents return.
     app.terminals.restore(&store).await?;
     terminal::spawn_reaper(&app);

@@ -33,6 +33,7 @@ mod history;
 mod identity;
 mod policies;
 mod records;
+mod replicas;
 mod tenants;
 mod terminals;
 mod tokens;
@@ -57,6 +58,7 @@ pub use history::Pruned;
 pub use identity::{Member, MemberChange, Org, Role, DEFAULT_ORG_NAME};
 pub use policies::{ActiveEntry, ActivePolicy, LegacyActive, PolicyRecord, RolledBack};
 pub use records::*;
+pub use replicas::{Ownership, ReplicaRecord};
 pub use tenants::{Plan, PlanLimits, MAX_HISTORY_DAYS};
 pub use terminals::TerminalRecord;
 pub use tokens::MemberToken;
@@ -124,6 +126,14 @@ pub enum StoreError {
     NameTaken { what: &'static str, name: String },
     #[error("worker {id} is revoked")]
     Revoked { id: String },
+    #[error("worker {id}: connection epoch {epoch} no longer owns it (owner now {owner:?})")]
+    Fenced {
+        id: String,
+        epoch: u64,
+        owner: Option<Ownership>,
+    },
+    #[error("replica identity {id:?} is held by a live process (last beat at {beat_ms} ms): give this one another --replica-id")]
+    ReplicaTaken { id: String, beat_ms: u64 },
     #[error("worker {id} was enrolled as {enrolled} but registers as {claimed}")]
     ModeMismatch {
         id: String,

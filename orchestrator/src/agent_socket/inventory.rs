@@ -9,9 +9,9 @@
 //! transition it makes is logged, and so is every entry it leaves alone.
 
 use protocol::worker::Inventory;
-use protocol::Body;
+use protocol::{close, Body};
 
-use super::session::{Conn, End};
+use super::session::{close_with, Conn, End};
 use crate::now_ms;
 use crate::store::{Reconciled, StoreError};
 
@@ -44,6 +44,7 @@ impl Conn {
         // Live terminals first: attaching them needs no store write.
         crate::terminal::on_inventory(&self.app, &worker_id, self.conn_id, terminals);
         let since = self.registered.as_ref().map_or(0, |r| r.accepted_rev);
+        let epoch = self.registered.as_ref().map_or(0, |r| r.epoch);
         let total = containers.len();
         if total > MAX_INVENTORY {
             tracing::warn!(%worker_id, total, max = MAX_INVENTORY, "inventory truncated");
@@ -74,12 +75,21 @@ impl Conn {
                     }
                 })?;
                 let scope = worker.tenant_scope().map(str::to_owned);
-                s.reconcile(&id, scope.as_deref(), &items, since, now_ms())
+                s.reconcile(&id, epoch, scope.as_deref(), &items, since, now_ms())
                     .map_err(store_err)
             })
             .await;
         match outcome {
             Ok(report) => log_report(&worker_id, &report),
+            Err(ReconcileError::Store { source, .. })
+                if matches!(*source, StoreError::Fenced { .. }) =>
+            {
+                tracing::info!(%worker_id, error = %source, "inventory of a replaced connection ignored");
+                return Err(close_with(
+                    close::REPLACED,
+                    "replaced by a newer connection",
+                ));
+            }
             Err(error) => tracing::error!(%error, "reconcile failed"),
         }
         Ok(())

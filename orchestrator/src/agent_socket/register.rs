@@ -44,12 +44,14 @@ impl Conn {
         let version = register.protocol_version;
         let now = now_ms();
         let id = self.worker_id.clone();
+        let replica = self.app.replica_id.clone();
         let recorded = self
             .app
             .store
             .call(move |s| {
                 s.record_register(
                     &id,
+                    &replica,
                     &register.name,
                     &register.hostname,
                     register_info(&register),
@@ -57,8 +59,8 @@ impl Conn {
                 )
             })
             .await;
-        match recorded {
-            Ok(_) => {}
+        let epoch = match recorded {
+            Ok(worker) => worker.owner.map_or(0, |o| o.epoch),
             Err(StoreError::Revoked { .. } | StoreError::NotFound { .. }) => {
                 return Err(close_with(close::REVOKED, "credential revoked"));
             }
@@ -78,7 +80,7 @@ impl Conn {
                 self.reply_error(request_id, reply).await?;
                 return Err(close_with(1011, "internal error"));
             }
-        }
+        };
         // Stamped before the hub can route a command here (see `Registered`).
         let accepted_rev = crate::store::stamp();
         self.app
@@ -87,6 +89,7 @@ impl Conn {
         self.registered = Some(Registered {
             memory_total,
             accepted_rev,
+            epoch,
             _guard: HubGuard {
                 hub: Arc::clone(&self.app.hub),
                 worker_id: self.worker_id.clone(),
@@ -137,13 +140,21 @@ impl Conn {
             gateway_status_detail: beat.gateway_status_detail,
         };
         let id = self.worker_id.clone();
+        let epoch = self.registered.as_ref().map_or(0, |r| r.epoch);
         match self
             .app
             .store
-            .call(move |s| s.record_heartbeat(&id, &record))
+            .call(move |s| s.record_heartbeat(&id, epoch, &record))
             .await
         {
             Ok(()) => self.app.hub.beat(&self.worker_id, self.conn_id, now),
+            Err(StoreError::Fenced { owner, .. }) => {
+                tracing::info!(worker_id = %self.worker_id, ?owner, "a newer connection owns the worker");
+                return Err(close_with(
+                    close::REPLACED,
+                    "replaced by a newer connection",
+                ));
+            }
             Err(error) => {
                 tracing::error!(worker_id = %self.worker_id, %error, "cannot store a heartbeat")
             }

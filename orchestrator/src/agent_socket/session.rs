@@ -107,6 +107,10 @@ pub(super) struct Registered {
     /// The store stamp of the accept: the inventory sent after it is
     /// older than any command result of this connection.
     pub(super) accepted_rev: u64,
+    /// The worker's ownership epoch this connection registered with: its
+    /// writes name it and are refused once a newer connection owns the
+    /// worker (`store::replicas`).
+    pub(super) epoch: u64,
     pub(super) _guard: HubGuard,
 }
 

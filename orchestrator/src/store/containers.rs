@@ -15,7 +15,7 @@ use super::usage::Counts;
 use super::{
     decisions, decode, encode, failed, get_json, Admitted, ContainerRecord, ContainerState,
     InventoryItem, Reconciled, Store, StoreError, Tenant, TenantUsage, CONTAINERS, TENANTS,
-    TENANT_CONTAINERS, WORKER_CONTAINERS,
+    TENANT_CONTAINERS, WORKERS, WORKER_CONTAINERS,
 };
 
 /// The note on a `creating` record that its worker's inventory lacks.
@@ -291,9 +291,14 @@ impl Store {
     /// * Records written after `since_rev` (the [`super::stamp`] of this
     ///   connection's accept) are left alone: a command's result on this
     ///   connection is newer than the inventory, taken at the accept.
+    ///
+    /// Refused with [`StoreError::Fenced`] unless the connection holding
+    /// `epoch` still owns the worker (`store::replicas`).
+    #[allow(clippy::too_many_arguments)]
     pub fn reconcile(
         &self,
         worker_id: &str,
+        epoch: u64,
         allowed_tenant: Option<&str>,
         items: &[InventoryItem],
         since_rev: u64,
@@ -302,6 +307,8 @@ impl Store {
         let mut report = Vec::new();
         let txn = self.db.begin_write().map_err(failed("begin a write"))?;
         {
+            let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
+            super::replicas::owned_worker(&workers, worker_id, epoch)?;
             let mut containers = txn
                 .open_table(CONTAINERS)
                 .map_err(failed("open containers"))?;

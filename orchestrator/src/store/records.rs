@@ -92,6 +92,10 @@ pub struct Worker {
     /// made the only one by the agent's success reply or by its first use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_credential_hash: Option<String>,
+    /// The replica and epoch of the newest registered connection
+    /// (`store::replicas`); `None` before the first register.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<super::Ownership>,
 }
 
 impl Worker {

@@ -196,7 +196,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -283,7 +283,7 @@ mod tests {
         s.create_join_token(hash, &token).expect("token");
     }
 
-    fn worker(id: &str) -> NewWorker {
+    pub(in crate::store) fn worker(id: &str) -> NewWorker {
         NewWorker {
             id: id.into(),
             name: id.into(),
@@ -375,7 +375,13 @@ mod tests {
             item("a", ContainerState::Exited),
             item("x", ContainerState::Running),
         ];
-        s.reconcile("w", Some("t"), &items, stamp(), 4)
+        let epoch = s
+            .record_register("w", "r", "w", "h", super::super::replicas::tests::info(), 3)
+            .expect("register")
+            .owner
+            .expect("owned")
+            .epoch;
+        s.reconcile("w", epoch, Some("t"), &items, stamp(), 4)
             .expect("reconcile");
         let want = TenantUsage {
             creating: 1,

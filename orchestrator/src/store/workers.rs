@@ -164,6 +164,7 @@ impl Store {
                 draining: false,
                 deleted_at: None,
                 pending_credential_hash: None,
+                owner: None,
             };
             let mut workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
             workers
@@ -402,9 +403,14 @@ impl Store {
 
     /// Record an accepted register; refused if the worker was revoked
     /// meanwhile, or if the register's mode contradicts the enrolment's.
+    ///
+    /// The connection becomes the worker's owner: `replica` with the next
+    /// epoch (in `owner` of the worker returned), which its later writes
+    /// name (`store::replicas`).
     pub fn record_register(
         &self,
         id: &str,
+        replica: &str,
         name: &str,
         hostname: &str,
         info: RegisterInfo,
@@ -425,6 +431,11 @@ impl Store {
             w.hostname = Some(hostname.to_owned());
             w.register = Some(info);
             w.connected_at = Some(now_ms);
+            let epoch = w.owner.as_ref().map_or(0, |o| o.epoch) + 1;
+            w.owner = Some(super::Ownership {
+                replica: replica.to_owned(),
+                epoch,
+            });
             Ok(())
         })
     }
@@ -457,11 +468,20 @@ impl Store {
     }
 
     /// Store a worker's latest heartbeat with reduced durability.
-    pub fn record_heartbeat(&self, id: &str, beat: &HeartbeatRecord) -> Result<(), StoreError> {
+    /// Refused with [`StoreError::Fenced`] unless the connection holding
+    /// `epoch` still owns the worker.
+    pub fn record_heartbeat(
+        &self,
+        id: &str,
+        epoch: u64,
+        beat: &HeartbeatRecord,
+    ) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(failed("begin a write"))?;
         txn.set_durability(Durability::None)
             .map_err(failed("lower a heartbeat's durability"))?;
         {
+            let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
+            super::replicas::owned_worker(&workers, id, epoch)?;
             let mut beats = txn
                 .open_table(HEARTBEATS)
                 .map_err(failed("open heartbeats"))?;
