@@ -63,11 +63,12 @@ down: ## stop what `make up` started
 
 bench: deps image policies policy-examples agent-static agent-arm64 ## the benchmarks recorded in BENCHMARKS.md
 	@tests/bench.sh
-	cargo build --release -p crops-orchestrator
+	cargo build --release --workspace --bins
 	CROPS_AGENT_BIN=$(AGENT_STATIC) CROPS_ORCHESTRATOR_BIN=$(TARGET)/release/crops-orchestrator \
-		cargo bench -p crops-e2e --bench lifecycle_latency
+		CROPS_BENCH_N=100 cargo bench --workspace --bench lifecycle_latency
 	CROPS_AGENT_BIN=$(AGENT_STATIC) CROPS_ORCHESTRATOR_BIN=$(TARGET)/release/crops-orchestrator \
-		cargo bench -p crops-e2e --bench terminal
-	CROPS_NO_BUILD=1 CROPS_ORCHESTRATOR_BIN=$(TARGET)/release/crops-orchestrator tests/bench-fleet.sh
+		cargo bench --workspace --bench terminal
+	CROPS_NO_BUILD=1 CROPS_FLEET_HOLD_SECS=30 CROPS_ORCHESTRATOR_BIN=$(TARGET)/release/crops-orchestrator tests/bench-fleet.sh
+	taskset -c 0 cargo bench --workspace --bench policy
 
 .PHONY: help deps image policies policy-examples build agent-static agent-arm64 test lint up down bench
