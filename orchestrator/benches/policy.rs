@@ -9,6 +9,8 @@
 //!
 //! Run: `make policies && cargo bench -p crops-orchestrator --bench policy`
 //! (BENCHMARKS.md records the numbers). Not a test: `cargo test` skips it.
+//! `--stock` stops after the stock policies (placement, admission, fresh
+//! instance): what `tests/bench-policy-sidebyside.sh` compares across trees.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -364,6 +366,9 @@ fn main() {
             percentile(&samples, 0.99),
             samples[samples.len() - 1]
         );
+    }
+    if args.iter().any(|a| a == "--stock") {
+        return;
     }
     languages(&policies, &req, &workers);
     cached_load();
