@@ -347,6 +347,7 @@ pub async fn serve(
     app.hub.set_audit(audit::command_hook(audit));
     // Loaded while the listener accepts; no decision before (policy::load).
     scheduling::spawn_restore(&app);
+    scheduling::follow::spawn(&app);
     history::spawn(&app, config.history_interval);
     replica::spawn_beat(&app, replica.started_ms);
     // Sessions stored as live come back, offline until their agents return.

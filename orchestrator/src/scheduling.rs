@@ -25,6 +25,7 @@ use crate::App;
 
 pub mod activation;
 pub mod admission;
+pub mod follow;
 pub mod placement;
 pub mod simulate;
 

@@ -271,6 +271,11 @@ impl Store {
         })
     }
 
+    /// Whether other replicas may share this store (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.db, engine::Engine::Postgres(_))
+    }
+
     /// Run `f` against the store on the blocking thread pool.
     pub async fn call<T, F>(self: &Arc<Self>, f: F) -> T
     where

@@ -70,7 +70,7 @@ async fn module(app: &App, policy_id: &str) -> Result<(String, Arc<Compiled>), S
 /// The modules one activation, rollback or restore loads, by policy id:
 /// each compiled at most once (or taken from the registry).
 #[derive(Default)]
-struct Modules(HashMap<String, (String, Arc<Compiled>)>);
+pub(super) struct Modules(HashMap<String, (String, Arc<Compiled>)>);
 
 impl Modules {
     async fn get(
@@ -127,7 +127,7 @@ async fn install(
 
 /// Install `slot`; when that fails, its role of the scope goes back to
 /// the stock default (as a restart would leave it), and the error stands.
-async fn install_or_clear(
+pub(super) async fn install_or_clear(
     app: &App,
     slot: &ActivePolicy,
     modules: &mut Modules,

@@ -81,6 +81,10 @@ pub struct Options {
     pub terminal_grace: Duration,
     /// Caps on unauthenticated connections (`None`: serve's defaults).
     pub connections: Option<orchestrator::ConnectionLimits>,
+    /// A PostgreSQL URL: the store shared with other replicas.
+    pub database: Option<String>,
+    /// This replica's identity (`None`: a new one).
+    pub replica_id: Option<String>,
 }
 
 impl Default for Options {
@@ -94,6 +98,8 @@ impl Default for Options {
             offline_grace: orchestrator::presence::DEFAULT_OFFLINE_GRACE,
             terminal_grace: orchestrator::terminal::DEFAULT_GRACE,
             connections: None,
+            database: None,
+            replica_id: None,
         }
     }
 }
@@ -104,6 +110,14 @@ impl Server {
     }
 
     pub async fn start_in(data: PathBuf, opts: Options) -> Self {
+        match Self::try_start_in(data, opts).await {
+            Ok(server) => server,
+            Err(error) => panic!("serve ended before it was ready: {error}"),
+        }
+    }
+
+    /// [`Server::start_in`], or why serve refused to start.
+    pub async fn try_start_in(data: PathBuf, opts: Options) -> Result<Self, orchestrator::Error> {
         let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = orchestrator::ServeConfig::new(data.clone());
@@ -114,6 +128,8 @@ impl Server {
         config.drain = opts.drain;
         config.offline_grace = opts.offline_grace;
         config.terminal_grace = opts.terminal_grace;
+        config.database = opts.database;
+        config.replica_id = opts.replica_id;
         if let Some(limits) = opts.connections {
             config.connections = limits;
         }
@@ -125,17 +141,21 @@ impl Server {
         let task = smol::spawn(orchestrator::serve(config, listener, async move {
             let _ = stopped.recv().await;
         }));
-        let ready = within(Duration::from_secs(10), "serve ready", ready_rx.recv())
-            .await
-            .expect("serve ended before it was ready");
+        let ready = match within(Duration::from_secs(10), "serve ready", ready_rx.recv()).await {
+            Ok(ready) => ready,
+            Err(_) => {
+                task.await?;
+                panic!("serve returned Ok before it was ready");
+            }
+        };
         assert_eq!(ready.addr, addr);
-        Self {
+        Ok(Self {
             addr,
             data,
             ready,
             stop,
             task,
-        }
+        })
     }
 
     /// Send the stop signal without waiting for serve to return.
