@@ -298,3 +298,19 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> Result<(), RunErr
     tracing::info!("crops-agent stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// The library exposes what the binary and the tests use, not every
+    /// module: the public modules are exactly these (the rest of the
+    /// surface is re-exported items at the crate root).
+    #[test]
+    fn only_the_used_modules_are_public() {
+        let public: Vec<&str> = include_str!("lib.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub mod "))
+            .map(|l| l.trim_end_matches([';', '{', ' ']))
+            .collect();
+        assert_eq!(public, ["config", "sysinfo", "pty_helper"]);
+    }
+}
