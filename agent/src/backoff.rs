@@ -52,10 +52,6 @@ impl Backoff {
         }
     }
 
-    pub fn policy(&self) -> &BackoffPolicy {
-        &self.policy
-    }
-
     /// The delay before the next attempt without jitter: `initial * 2^failures`,
     /// capped at `max`.
     pub fn base_delay(&self) -> Duration {

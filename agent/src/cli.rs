@@ -46,7 +46,7 @@ pub enum CliError {
     #[error(transparent)]
     Run(#[from] RunError),
     #[error(transparent)]
-    Shutdown(#[from] agent::shutdown::ShutdownError),
+    Shutdown(#[from] agent::ShutdownError),
 }
 
 /// The Crops worker agent: dials out to a Crops orchestrator and runs
@@ -131,7 +131,7 @@ pub struct RunArgs {
 }
 
 fn parse_floor(s: &str) -> Result<Profile, String> {
-    agent::podman::profile::parse(s)
+    agent::parse_profile(s)
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {

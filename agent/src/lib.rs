@@ -24,33 +24,40 @@
 //! The binary's `cli` (arguments, and where settings come from: flag, then
 //! env, then config file) sits outside this library, which it calls.
 //!
-//! Module map: [`config`] (the worker.json file), [`enroll`], [`net`] (URLs, TCP and TLS dialing),
-//! [`tls`], [`connection`] (protocol messages over the WebSocket),
-//! [`session`] (one connection's life), [`rotate`] (the credential and its
-//! rotation), [`commands`] (every command, one
-//! reply each), [`background`] (background exec jobs), [`terminal`] (live
-//! terminals on PTYs, which outlive connections), [`workspace`] (host
-//! workspace directories), [`git`] (the only module that spawns `git`),
-//! [`status`] (register and heartbeat facts), [`sysinfo`], [`podman`] (the
-//! only module that spawns `podman`), [`backoff`] and [`shutdown`].
+//! The public surface is what the binary, embedders and the tests use:
+//! [`run`] and its [`RunSettings`], [`enroll`], [`Shutdown`], the
+//! [`config`] file and the [`sysinfo`] facts; the command layer without a
+//! socket ([`Executor`] over [`Podman`], with [`Git`]); and the PTY helper
+//! the binary re-runs itself as ([`pty_helper`]). Every other module is
+//! private.
+//!
+//! Module map: [`config`] (the worker.json file), `enroll`, `net` (URLs,
+//! TCP and TLS dialing), `tls`, `connection` (protocol messages over the
+//! WebSocket), `session` (one connection's life), `rotate` (the credential
+//! and its rotation), `commands` (every command, one reply each),
+//! `background` (background exec jobs), `terminal` (live terminals on
+//! PTYs, which outlive connections), `workspace` (host workspace
+//! directories), `git` (the only module that spawns `git`), `status`
+//! (register and heartbeat facts), [`sysinfo`], `podman` (the only module
+//! that spawns `podman`), `backoff` and `shutdown`.
 
-pub mod background;
-pub mod backoff;
-pub mod commands;
+mod background;
+mod backoff;
+mod commands;
 pub mod config;
-pub mod connection;
-pub mod enroll;
-pub mod git;
-pub mod net;
-pub mod podman;
-pub mod rotate;
-pub mod session;
-pub mod shutdown;
-pub mod status;
+mod connection;
+mod enroll;
+mod git;
+mod net;
+mod podman;
+mod rotate;
+mod session;
+mod shutdown;
+mod status;
 pub mod sysinfo;
-pub mod terminal;
-pub mod tls;
-pub mod workspace;
+mod terminal;
+mod tls;
+mod workspace;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -62,8 +69,27 @@ pub use protocol::container::Profile;
 pub use protocol::worker::Mode;
 
 pub use backoff::BackoffPolicy;
+pub use commands::Executor;
 pub use enroll::{enroll, EnrollError, EnrollOptions};
-pub use shutdown::{Shutdown, ShutdownTrigger};
+pub use git::Git;
+pub use podman::profile::parse as parse_profile;
+pub use podman::{Limits, Podman};
+pub use shutdown::{Shutdown, ShutdownError, ShutdownTrigger};
+
+/// The PTY helper, `crops-pty`: the agent's own static executable, run
+/// inside a container to open a terminal's PTY and hand its master to the
+/// agent (`terminal/helper.rs`). The binary runs as it when started under
+/// that name ([`invoked_as_helper`](pty_helper::invoked_as_helper),
+/// [`main`](pty_helper::main)) and offers itself to every container
+/// ([`set_pty_helper`](pty_helper::set_pty_helper)); tests host it
+/// directly ([`handoff`](pty_helper::handoff),
+/// [`place_for_exec`](pty_helper::place_for_exec)).
+pub mod pty_helper {
+    pub use crate::podman::container::set_pty_helper;
+    pub use crate::podman::process::place_for_exec;
+    pub use crate::terminal::handoff;
+    pub use crate::terminal::helper::{invoked_as_helper, main};
+}
 
 /// Why [`run`] could not start. Once running, every failure is retried.
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +210,7 @@ impl std::fmt::Debug for RunSettings {
 
 /// The directory of the default config file (`~/.cropscode`), else a
 /// directory under the system's temporary directory.
-pub fn default_data_dir() -> PathBuf {
+fn default_data_dir() -> PathBuf {
     config::default_path()
         .ok()
         .and_then(|p| p.parent().map(PathBuf::from))
@@ -271,4 +297,20 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> Result<(), RunErr
     executor.terminals().hangup_all().await;
     tracing::info!("crops-agent stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The library exposes what the binary and the tests use, not every
+    /// module: the public modules are exactly these (the rest of the
+    /// surface is re-exported items at the crate root).
+    #[test]
+    fn only_the_used_modules_are_public() {
+        let public: Vec<&str> = include_str!("lib.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub mod "))
+            .map(|l| l.trim_end_matches([';', '{', ' ']))
+            .collect();
+        assert_eq!(public, ["config", "sysinfo", "pty_helper"]);
+    }
 }

@@ -4,7 +4,7 @@
 //!
 //! The executable is multi-call: started under the name `crops-pty` (as it
 //! is inside containers, bind-mounted at `/.crops/crops-pty`) it is the
-//! in-container PTY helper ([`agent::terminal::helper`]) and nothing else:
+//! in-container PTY helper ([`agent::pty_helper`]) and nothing else:
 //! no argument parsing, no logging set-up, no async runtime. A statically
 //! linked agent offers itself as that helper to every container it creates.
 
@@ -20,8 +20,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 fn main() -> ExitCode {
     let mut args = std::env::args_os();
     let argv0 = args.next();
-    if agent::terminal::helper::invoked_as_helper(argv0.as_deref()) {
-        let code = agent::terminal::helper::main(args.collect());
+    if agent::pty_helper::invoked_as_helper(argv0.as_deref()) {
+        let code = agent::pty_helper::main(args.collect());
         return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX));
     }
     let cli: cli::Cli = argh::from_env();
@@ -64,7 +64,7 @@ fn offer_pty_helper() {
     let result = std::env::current_exe()
         .map_err(|e| e.to_string())
         .and_then(|exe| {
-            agent::podman::container::set_pty_helper(&exe)
+            agent::pty_helper::set_pty_helper(&exe)
                 .map(|()| exe)
                 .map_err(|e| e.to_string())
         });

@@ -20,19 +20,17 @@ mod parse;
 pub mod process;
 pub mod profile;
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::container::ContainerInfo;
 use protocol::image::ImageInfo;
 use smol::lock::Semaphore;
 
-pub use container::ExecSpec;
 pub use process::ProcessRunner;
 
 /// Label every container the agent manages carries (`true`).
@@ -173,20 +171,22 @@ pub trait Runner: Send + Sync + 'static {
 
 /// A fake runner that records every call and answers from a script, for
 /// unit tests of what would run.
+#[cfg(test)]
 pub struct RecordingRunner {
-    calls: Mutex<Vec<Call>>,
-    answers: Mutex<VecDeque<RunOutput>>,
+    calls: std::sync::Mutex<Vec<Call>>,
+    answers: std::sync::Mutex<std::collections::VecDeque<RunOutput>>,
     /// The text of each call's `--env-file`, read while the call ran.
-    env_files: Mutex<Vec<String>>,
+    env_files: std::sync::Mutex<Vec<String>>,
 }
 
+#[cfg(test)]
 impl RecordingRunner {
     /// Answers each call with the next of `answers` (then with empty success).
     pub fn new(answers: impl IntoIterator<Item = RunOutput>) -> Self {
         Self {
-            calls: Mutex::new(Vec::new()),
-            answers: Mutex::new(answers.into_iter().collect()),
-            env_files: Mutex::new(Vec::new()),
+            calls: std::sync::Mutex::new(Vec::new()),
+            answers: std::sync::Mutex::new(answers.into_iter().collect()),
+            env_files: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -229,6 +229,7 @@ impl RecordingRunner {
     }
 }
 
+#[cfg(test)]
 impl Runner for RecordingRunner {
     fn run<'a>(&'a self, _program: &'a Path, call: &'a Call) -> RunFuture<'a> {
         if let Ok(mut calls) = self.calls.lock() {

@@ -48,7 +48,6 @@ use smol::channel::Sender;
 pub use backend::Way;
 pub use link::{Link, Outbound};
 pub use pty::PtyError;
-pub use scrollback::{Flow, Scrollback, SCROLLBACK};
 
 use crate::podman::{Podman, PodmanError};
 use state::{Io, Session};

@@ -98,6 +98,7 @@ impl Workspaces {
     }
 
     /// The trash directory removed workspaces are moved to.
+    #[cfg(test)]
     pub fn trash(&self) -> &Path {
         &self.trash
     }

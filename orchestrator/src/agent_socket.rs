@@ -16,7 +16,6 @@
 
 mod frames;
 mod inventory;
-mod limits;
 mod register;
 mod session;
 

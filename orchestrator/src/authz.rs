@@ -1,7 +1,8 @@
 //! Authorisation: who a request comes from ([`authenticate`]) and whether
 //! the route's [`Rule`] lets them act on the object the path, query or
 //! body names ([`check`] in the dispatcher, the [`Caller`] methods in
-//! handlers that read the object from the body).
+//! handlers that read the object from the body). The dispatcher hands the
+//! checked [`Caller`] to the handler as an argument (`crate::router::Call`).
 //!
 //! Deny by default: the dispatcher reaches a handler only through the
 //! route table, every route carries a rule, and a rule allows only what it
@@ -41,6 +42,9 @@ pub enum Principal {
     },
     /// Someone presenting a join token (only `/v1/enroll`).
     JoinToken,
+    /// Nobody authenticated by the router: a public route, or the agent's
+    /// socket, which authenticates its worker itself. Sees nothing.
+    Anonymous,
 }
 
 impl Principal {
@@ -50,6 +54,7 @@ impl Principal {
             Self::Operator => "operator".into(),
             Self::Member { member, .. } => format!("member:{}", member.id),
             Self::JoinToken => "join-token".into(),
+            Self::Anonymous => "anonymous".into(),
         }
     }
 }
@@ -72,7 +77,9 @@ pub struct Note {
     pub target: Option<String>,
 }
 
-/// The authenticated caller of one request, carried in its extensions.
+/// The caller of one request, as the dispatcher authorised it, handed to
+/// its handler; its clones share one [`Note`] (the audit middleware holds
+/// one, and reads what the handler noted).
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub principal: Principal,
@@ -91,7 +98,7 @@ enum Verdict {
 fn verdict(p: &Principal, org_id: &str, tenant_id: Option<&str>, need: Need) -> Verdict {
     let member = match p {
         Principal::Operator => return Verdict::Allow,
-        Principal::JoinToken => return Verdict::Hidden,
+        Principal::JoinToken | Principal::Anonymous => return Verdict::Hidden,
         Principal::Member { member, .. } => member,
     };
     if member.org_id != org_id {
@@ -153,15 +160,6 @@ impl Caller {
             principal,
             note: Arc::default(),
         }
-    }
-
-    /// The caller the dispatcher put on `req`. Its absence is a bug of the
-    /// route table (a handler reached without a check): refused.
-    pub fn of(req: &Request<Incoming>) -> Result<Self, ApiError> {
-        req.extensions()
-            .get::<Self>()
-            .cloned()
-            .ok_or_else(|| ApiError::forbidden("no authorisation rule admitted this request"))
     }
 
     pub fn is_operator(&self) -> bool {
@@ -451,6 +449,7 @@ mod tests {
             (&user, "o1", None, Need::Admin, Forbidden),
             (&user, "o2", None, Need::Use, Hidden),
             (&Principal::JoinToken, "o1", None, Need::Use, Hidden),
+            (&Principal::Anonymous, "o1", None, Need::Use, Hidden),
         ];
         for (p, org, tenant, need, want) in cases {
             assert_eq!(

@@ -2,8 +2,10 @@
 //! every row names a route's method, path pattern, rule (who may call it),
 //! handler and summary, and the one way into a handler: [`handle`] finds
 //! the request's row, authenticates and authorises the caller by its rule,
-//! and calls its handler with a [`Call`], wrapped in the audit middleware
-//! (`router/audited.rs`) that appends the entry of every mutating call.
+//! and calls its handler with a [`Call`] (which carries that caller as a
+//! value: no handler reads it from the request), wrapped in the audit
+//! middleware (`router/audited.rs`) that appends the entry of every
+//! mutating call.
 //!
 //! The table is the router: a request reaches a handler only through a
 //! [`RouteDef`], and every `RouteDef` carries a [`Rule`], so a route
@@ -30,13 +32,17 @@ mod table;
 
 pub use table::{Endpoint, ROUTES};
 
-/// What a handler gets: the request, its checked path parameters and the
-/// route it came by. The caller, once authenticated, is in the request's
-/// extensions (`Caller::of`).
+/// What a handler gets: the request, its checked path parameters, the
+/// caller its route's rule admitted and the route it came by.
 pub struct Call {
     pub(crate) app: Arc<App>,
     pub(crate) req: Request<Incoming>,
     pub(crate) params: Params,
+    /// Who calls, authenticated and authorised by the route's rule
+    /// ([`Principal::Anonymous`] on a public route and the agent's socket,
+    /// which authenticates its worker itself). The audit middleware holds a
+    /// clone: what the handler notes on it goes into the call's entry.
+    pub(crate) caller: Caller,
     pub(crate) route: &'static RouteDef,
     /// For a route whose handler queues its audit intent itself
     /// ([`Endpoint::defers_intent`]: a create), the intent to queue once
@@ -115,28 +121,29 @@ async fn dispatch(
     if def.endpoint == Endpoint::ContainerTerminal {
         bearer_from_subprotocol(&mut req);
     }
-    let caller = match def.rule {
-        Rule::Public | Rule::Worker => None,
-        Rule::JoinToken => Some(Caller::new(Principal::JoinToken)),
+    let principal = match def.rule {
+        Rule::Public | Rule::Worker => Principal::Anonymous,
+        Rule::JoinToken => Principal::JoinToken,
         _ => {
             let principal = crate::authz::authenticate(&app, req.headers()).await?;
             crate::connections::authenticated(&req);
-            Some(Caller::new(principal))
+            principal
         }
     };
+    let caller = Caller::new(principal);
     let mut intent = None;
-    if let Some(caller) = caller {
+    if caller.principal != Principal::Anonymous {
         if method != Method::GET {
             audit.mutating(def, &caller);
         }
         crate::authz::check(&app, &caller, def.rule, &params, &req).await?;
         intent = audit.authorised().await?;
-        req.extensions_mut().insert(caller);
     }
     let call = Call {
         app,
         req,
         params,
+        caller,
         route: def,
         intent,
     };
@@ -188,6 +195,43 @@ mod tests {
                 let uses: Vec<&str> = code.filter(|l| l.contains(&named)).collect();
                 assert!(uses.is_empty(), "{file} uses {named}: {uses:?}");
             }
+        }
+    }
+
+    /// The caller reaches a handler as a value of its [`super::Call`],
+    /// never through the request's extensions: neither the dispatcher, nor
+    /// authorisation, nor any handler module touches them (test code aside).
+    #[test]
+    fn the_caller_is_an_argument() {
+        let sources = [
+            ("router.rs", include_str!("router.rs")),
+            ("router/table.rs", include_str!("router/table.rs")),
+            ("router/audited.rs", include_str!("router/audited.rs")),
+            ("authz.rs", include_str!("authz.rs")),
+            ("api.rs", include_str!("api.rs")),
+            ("api/audit.rs", include_str!("api/audit.rs")),
+            ("api/containers.rs", include_str!("api/containers.rs")),
+            ("api/decisions.rs", include_str!("api/decisions.rs")),
+            ("api/enrolment.rs", include_str!("api/enrolment.rs")),
+            ("api/images.rs", include_str!("api/images.rs")),
+            ("api/members.rs", include_str!("api/members.rs")),
+            ("api/ops.rs", include_str!("api/ops.rs")),
+            ("api/orgs.rs", include_str!("api/orgs.rs")),
+            ("api/plans.rs", include_str!("api/plans.rs")),
+            ("api/policies.rs", include_str!("api/policies.rs")),
+            ("api/relay.rs", include_str!("api/relay.rs")),
+            ("api/tenants.rs", include_str!("api/tenants.rs")),
+            ("api/workers.rs", include_str!("api/workers.rs")),
+            ("terminal/browser.rs", include_str!("terminal/browser.rs")),
+        ];
+        for (file, source) in sources {
+            let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+            let uses: Vec<&str> = code
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .filter(|l| l.contains("extensions"))
+                .collect();
+            assert!(uses.is_empty(), "{file} reads request extensions: {uses:?}");
         }
     }
 }

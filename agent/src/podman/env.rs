@@ -47,6 +47,7 @@ pub struct EnvPlan {
     file: Option<EnvFile>,
 }
 
+#[cfg(test)]
 impl EnvPlan {
     /// Where the tenant's variables were written, if there were any.
     pub fn file_path(&self) -> Option<&std::path::Path> {

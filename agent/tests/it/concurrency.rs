@@ -4,7 +4,7 @@
 
 use std::io::Read;
 
-use agent::podman::Limits;
+use agent::Limits;
 use protocol::container::{ContainerStop, Profile};
 use protocol::{Body, Envelope};
 

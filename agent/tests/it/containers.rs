@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use agent::git::Git;
-use agent::podman::Limits;
+use agent::Git;
+use agent::Limits;
 use protocol::container::*;
 use protocol::exec::{BackgroundCapture, BackgroundKill, ExecBackground};
 use protocol::image::ImageBuild;

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use agent::terminal::handoff;
+use agent::pty_helper::handoff;
 
 /// The helper under test: this build's agent binary, started as `crops-pty`.
 struct Helper {
@@ -42,7 +42,7 @@ fn spawn_helper(args: &[String], fd3: Option<OwnedFd>) -> Child {
         // SAFETY: `place_for_exec` makes async-signal-safe system calls
         // only. `fd` lives until after the spawn.
         unsafe {
-            cmd.pre_exec(move || agent::podman::process::place_for_exec(from));
+            cmd.pre_exec(move || agent::pty_helper::place_for_exec(from));
         }
         let child = cmd.spawn().expect("the agent binary as crops-pty");
         drop(fd);

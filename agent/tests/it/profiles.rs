@@ -3,7 +3,7 @@
 //! Strict, reach any interface but `lo` under Offline, fork past the pids
 //! limit. Plus the worker's security floor.
 
-use agent::podman::Limits;
+use agent::Limits;
 use protocol::container::Profile;
 use protocol::{Body, ErrorCode};
 use serde_json::json;

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
-use agent::commands::Executor;
-use agent::podman::{Limits, Podman};
+use agent::{Executor, Limits, Podman};
 use protocol::container::{ContainerCreate, ContainerCreated, Profile};
 use protocol::exec::{Exec, ExecResult};
 use protocol::{Body, ErrorCode};
@@ -80,7 +79,7 @@ impl Rig {
         Self::with(tag, Profile::Open, Limits::default(), None)
     }
 
-    pub fn with(tag: &str, floor: Profile, limits: Limits, git: Option<agent::git::Git>) -> Self {
+    pub fn with(tag: &str, floor: Profile, limits: Limits, git: Option<agent::Git>) -> Self {
         ensure_image();
         let data = std::env::temp_dir().join(unique(tag));
         let podman = Podman::new("podman")

@@ -32,7 +32,7 @@ pub fn need_podman() {
     );
     crate::support::ensure_image();
     let exe = static_agent();
-    agent::podman::container::set_pty_helper(&exe)
+    agent::pty_helper::set_pty_helper(&exe)
         .unwrap_or_else(|e| panic!("the static agent as PTY helper: {e}"));
 }
 

@@ -1,5 +1,6 @@
-//! One upgraded agent connection: the event loop over socket, hub queue,
-//! shutdown and deadlines; message dispatch; and the goodbye.
+//! One upgraded agent connection: its limits (socket buffers, message
+//! size, the text message allowance), the event loop over socket, hub
+//! queue, shutdown and deadlines; message dispatch; and the goodbye.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,7 +12,6 @@ use hyper::body::Bytes;
 use protocol::{close, Body, Envelope, ErrorCode, ErrorReply, MessageKind};
 use smol::channel::{Receiver, Sender};
 
-use super::limits::TokenBucket;
 use crate::hub::{Hub, LaneMsg, LaneRx, Outbound};
 use crate::socket::{Connection, Limits, ReadError, UpgradedIo, WriteError};
 use crate::App;
@@ -27,6 +27,37 @@ const LIMITS: Limits = Limits {
     write_buffer: Some(0),
     max_message: protocol::MAX_TEXT_FRAME,
 };
+/// Sustained text messages per second an agent may send.
+const RATE_PER_SEC: f64 = 50.0;
+/// Text messages an agent may send in one burst.
+const RATE_BURST: f64 = 200.0;
+
+/// Allowance of text messages: [`RATE_BURST`] at once, [`RATE_PER_SEC`] sustained.
+pub(super) struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(now: Instant) -> Self {
+        Self {
+            tokens: RATE_BURST,
+            last: now,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * RATE_PER_SEC).min(RATE_BURST);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
 
 /// Run one upgraded connection to its end.
 pub(super) async fn run(app: Arc<App>, worker_id: String, io: UpgradedIo) {
@@ -411,5 +442,21 @@ impl Conn {
                 self.ws.close_draining(1009, "message too big", max).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_a_burst_then_the_sustained_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(t0);
+        assert!((0..200).all(|_| b.take(t0)));
+        assert!(!b.take(t0));
+        let t1 = t0 + Duration::from_millis(100);
+        assert!((0..5).all(|_| b.take(t1)));
+        assert!(!b.take(t1));
     }
 }

@@ -109,10 +109,10 @@ pub(crate) fn view(status: StatusCode, record: ContainerRecord) -> Resp {
 /// record are written (`crate::router::Call::intent`).
 pub(crate) async fn create(
     app: &Arc<App>,
+    caller: &Caller,
     req: Request<Incoming>,
     intent: Option<Deferred>,
 ) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
     let body: CreateContainer = read_json(req).await?;
     let command = ContainerCreate {
         container_id: match body.id {

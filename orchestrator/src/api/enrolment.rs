@@ -107,9 +107,9 @@ pub(crate) async fn create_join_token(
 /// worker (`scheduling::enrol`); a refusal leaves the token unused.
 pub(crate) async fn enroll(
     app: &std::sync::Arc<App>,
+    caller: &Caller,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
     let body: EnrollRequest = read_json(req).await?;
     check_name("name", &body.name, 64)?;
     if let Some(hostname) = &body.hostname {

@@ -115,10 +115,10 @@ pub(crate) async fn list(
 /// tenant they use (naming it); other builds are the operator's.
 pub(crate) async fn build(
     app: &App,
+    caller: &Caller,
     req: Request<Incoming>,
     worker_id: &str,
 ) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
     let body: BuildBody = read_json_limited(req, MAX_BUILD_BODY).await?;
     let command = ImageBuild {
         tag: body.tag,

@@ -82,10 +82,10 @@ fn member_json(status: StatusCode, member: Member) -> Resp {
 /// `POST /v1/orgs/{orgId}/members`.
 pub(crate) async fn create(
     app: &App,
+    caller: &Caller,
     req: Request<Incoming>,
     org_id: &str,
 ) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
     let body: CreateMember = read_json(req).await?;
     check_name("name", &body.name, 64)?;
     if body.tenants.len() > MAX_ASSIGNED {
@@ -132,14 +132,18 @@ pub(crate) async fn list(
 }
 
 /// `GET /v1/members/{id}`.
-pub(crate) async fn get(app: &App, req: Request<Incoming>, id: &str) -> Result<Resp, ApiError> {
-    let member = Caller::of(&req)?.member_record(app, id, true).await?;
+pub(crate) async fn get(app: &App, caller: &Caller, id: &str) -> Result<Resp, ApiError> {
+    let member = caller.member_record(app, id, true).await?;
     Ok(member_json(StatusCode::OK, member))
 }
 
 /// `PATCH /v1/members/{id}`: change the role.
-pub(crate) async fn update(app: &App, req: Request<Incoming>, id: &str) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
+pub(crate) async fn update(
+    app: &App,
+    caller: &Caller,
+    req: Request<Incoming>,
+    id: &str,
+) -> Result<Resp, ApiError> {
     let body: UpdateMember = read_json(req).await?;
     let key = id.to_owned();
     let member = app
@@ -152,8 +156,7 @@ pub(crate) async fn update(app: &App, req: Request<Incoming>, id: &str) -> Resul
 }
 
 /// `DELETE /v1/members/{id}`: the member goes, their tokens are revoked.
-pub(crate) async fn delete(app: &App, req: Request<Incoming>, id: &str) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
+pub(crate) async fn delete(app: &App, caller: &Caller, id: &str) -> Result<Resp, ApiError> {
     let key = id.to_owned();
     let member = app
         .store
@@ -168,12 +171,11 @@ pub(crate) async fn delete(app: &App, req: Request<Incoming>, id: &str) -> Resul
 /// one the caller administers, in the member's organisation.
 pub(crate) async fn assign(
     app: &App,
-    req: Request<Incoming>,
+    caller: &Caller,
     id: &str,
     tenant_id: &str,
     on: bool,
 ) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
     let tenant = caller.tenant(app, tenant_id, Need::Admin).await?;
     let key = id.to_owned();
     let change = if on {
@@ -198,10 +200,10 @@ pub(crate) async fn assign(
 /// `POST /v1/members/{id}/tokens`: a new token, shown once.
 pub(crate) async fn create_token(
     app: &App,
+    caller: &Caller,
     req: Request<Incoming>,
     member_id: &str,
 ) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
     let body: CreateToken = read_json(req).await?;
     let name = body.name.unwrap_or_else(|| "api".to_owned());
     check_name("name", &name, 64)?;
@@ -243,12 +245,7 @@ pub(crate) async fn list_tokens(
 }
 
 /// `DELETE /v1/tokens/{id}`: refused from this commit on.
-pub(crate) async fn revoke_token(
-    app: &App,
-    req: Request<Incoming>,
-    id: &str,
-) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
+pub(crate) async fn revoke_token(app: &App, caller: &Caller, id: &str) -> Result<Resp, ApiError> {
     let key = id.to_owned();
     let token = app
         .store

@@ -85,26 +85,34 @@ pub struct MeView {
 }
 
 /// `GET /v1/me`.
-pub(crate) async fn me(_app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
-    let view = match caller.principal {
+pub(crate) async fn me(caller: &Caller) -> Result<Resp, ApiError> {
+    let view = match &caller.principal {
         Principal::Member { member, token_id } => MeView {
             principal: "member".into(),
-            member: Some(MemberView::from(*member)),
-            token_id: Some(token_id),
+            member: Some(MemberView::from(Member::clone(member))),
+            token_id: Some(token_id.clone()),
         },
-        _ => MeView {
+        Principal::Operator => MeView {
             principal: "operator".into(),
             member: None,
             token_id: None,
         },
+        // Not a route's caller (the rule is `SignedIn`): nobody to show.
+        Principal::JoinToken | Principal::Anonymous => {
+            return Err(ApiError::unauthorized(
+                "this needs a member's or the operator's token",
+            ))
+        }
     };
     Ok(json(StatusCode::OK, &view))
 }
 
 /// `POST /v1/orgs` (operator).
-pub(crate) async fn create(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
+pub(crate) async fn create(
+    app: &App,
+    caller: &Caller,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
     let body: CreateOrg = read_json(req).await?;
     check_name("name", &body.name, 64)?;
     let org = Org {
@@ -119,32 +127,29 @@ pub(crate) async fn create(app: &App, req: Request<Incoming>) -> Result<Resp, Ap
     Ok(json(StatusCode::CREATED, &OrgView::from(org)))
 }
 
-/// `GET /v1/orgs`: every organisation for the operator, a member's own otherwise.
-pub(crate) async fn list(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
+/// `GET /v1/orgs`: every organisation for the operator, a member's own
+/// otherwise (and none for anyone else).
+pub(crate) async fn list(app: &App, caller: &Caller) -> Result<Resp, ApiError> {
     let orgs = app.store.call(|s| s.list_orgs()).await?;
+    let operator = caller.is_operator();
     let own = caller.member().map(|m| m.org_id.clone());
     let views: Vec<OrgView> = orgs
         .into_iter()
-        .filter(|o| own.as_ref().is_none_or(|id| *id == o.id))
+        .filter(|o| operator || own.as_ref() == Some(&o.id))
         .map(OrgView::from)
         .collect();
     Ok(json(StatusCode::OK, &serde_json::json!({ "orgs": views })))
 }
 
 /// `GET /v1/orgs/{id}`.
-pub(crate) async fn get(app: &App, req: Request<Incoming>, id: &str) -> Result<Resp, ApiError> {
-    let org = Caller::of(&req)?.org(app, id, Need::Use).await?;
+pub(crate) async fn get(app: &App, caller: &Caller, id: &str) -> Result<Resp, ApiError> {
+    let org = caller.org(app, id, Need::Use).await?;
     Ok(json(StatusCode::OK, &OrgView::from(org)))
 }
 
 /// `GET /v1/tenants/{id}`.
-pub(crate) async fn get_tenant(
-    app: &App,
-    req: Request<Incoming>,
-    id: &str,
-) -> Result<Resp, ApiError> {
-    let tenant = Caller::of(&req)?.tenant(app, id, Need::Use).await?;
+pub(crate) async fn get_tenant(app: &App, caller: &Caller, id: &str) -> Result<Resp, ApiError> {
+    let tenant = caller.tenant(app, id, Need::Use).await?;
     Ok(json(StatusCode::OK, &TenantView::from(tenant)))
 }
 

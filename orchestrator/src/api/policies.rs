@@ -84,10 +84,13 @@ async fn policy_for(app: &App, caller: &Caller, id: &str) -> Result<PolicyRecord
     Ok(record)
 }
 
-pub(crate) async fn upload(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
+pub(crate) async fn upload(
+    app: &App,
+    caller: &Caller,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
     let tenant_id = query_id(&req, "tenantId")?;
-    may_manage(app, &caller, tenant_id.as_deref()).await?;
+    may_manage(app, caller, tenant_id.as_deref()).await?;
     let Some(wanted) = query(&req, "kind").and_then(Kind::parse) else {
         return Err(ApiError::bad_request(
             "the kind query parameter must be admission, placement or policy",
@@ -162,8 +165,11 @@ pub(crate) async fn upload(app: &App, req: Request<Incoming>) -> Result<Resp, Ap
     Ok(json(StatusCode::CREATED, &stored))
 }
 
-pub(crate) async fn list(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
+pub(crate) async fn list(
+    app: &App,
+    caller: &Caller,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
     let tenant_id = query_id(&req, "tenantId")?;
     if let Some(t) = &tenant_id {
         caller.tenant(app, t, Need::Admin).await?;
@@ -211,11 +217,11 @@ pub(crate) async fn list(app: &App, req: Request<Incoming>) -> Result<Resp, ApiE
 
 pub(crate) async fn activate(
     app: &App,
+    caller: &Caller,
     req: Request<Incoming>,
     id: &str,
 ) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
-    let record = policy_for(app, &caller, id).await?;
+    let record = policy_for(app, caller, id).await?;
     let mode = match query(&req, "failMode") {
         None | Some("closed") => "closed",
         Some("lastGood") => "lastGood",
@@ -228,13 +234,8 @@ pub(crate) async fn activate(
     ))
 }
 
-pub(crate) async fn rollback(
-    app: &App,
-    req: Request<Incoming>,
-    id: &str,
-) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
-    let record = policy_for(app, &caller, id).await?;
+pub(crate) async fn rollback(app: &App, caller: &Caller, id: &str) -> Result<Resp, ApiError> {
+    let record = policy_for(app, caller, id).await?;
     let now = now_ms();
     let active: Vec<Value> = activation::rollback(app, &record, now)
         .await?
@@ -257,11 +258,11 @@ pub(crate) async fn rollback(
 /// findings, with the policy, its module and the roles replayed.
 pub(crate) async fn simulate(
     app: &App,
+    caller: &Caller,
     req: Request<Incoming>,
     id: &str,
 ) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
-    let record = policy_for(app, &caller, id).await?;
+    let record = policy_for(app, caller, id).await?;
     let last = match query(&req, "last") {
         None => DEFAULT_LAST,
         Some(n) => n

@@ -45,11 +45,14 @@ impl From<Tenant> for TenantView {
     }
 }
 
-pub(crate) async fn create_tenant(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
+pub(crate) async fn create_tenant(
+    app: &App,
+    caller: &Caller,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
     let body: CreateTenant = read_json(req).await?;
     check_name("name", &body.name, 64)?;
-    let org_id = orgs::org_for_new_tenant(app, &caller, body.org_id.as_deref()).await?;
+    let org_id = orgs::org_for_new_tenant(app, caller, body.org_id.as_deref()).await?;
     let tenant = Tenant {
         id: auth::uuid_v4()?,
         name: body.name,
@@ -65,8 +68,7 @@ pub(crate) async fn create_tenant(app: &App, req: Request<Incoming>) -> Result<R
 }
 
 /// `GET /v1/tenants`: the tenants the caller may see and use.
-pub(crate) async fn list_tenants(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
+pub(crate) async fn list_tenants(app: &App, caller: &Caller) -> Result<Resp, ApiError> {
     let tenants = app.store.call(|s| s.list_tenants()).await?;
     let tenants: Vec<TenantView> = tenants
         .into_iter()

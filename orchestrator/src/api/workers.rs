@@ -306,8 +306,7 @@ pub struct HeartbeatView {
 
 /// `GET /v1/workers`: every worker for the operator; for a member, the
 /// fleet workers and those of the tenants they may see.
-pub(crate) async fn list_workers(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
+pub(crate) async fn list_workers(app: &App, caller: &Caller) -> Result<Resp, ApiError> {
     let (workers, tenants) = app
         .store
         .call(|s| Ok::<_, store::StoreError>((s.list_workers()?, s.list_tenants()?)))

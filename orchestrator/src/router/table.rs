@@ -110,55 +110,55 @@ routes! {
         |c| Ok(crate::web::response(c.route.path)),
         "xterm.js's fit addon, vendored";
     Me = GET "/v1/me", SignedIn,
-        |c| api::orgs::me(&c.app, c.req).await,
+        |c| api::orgs::me(&c.caller).await,
         "Who the presented token belongs to";
     CreateOrg = POST "/v1/orgs", Operator,
-        |c| api::orgs::create(&c.app, c.req).await,
+        |c| api::orgs::create(&c.app, &c.caller, c.req).await,
         "Create an organisation";
     ListOrgs = GET "/v1/orgs", SignedIn,
-        |c| api::orgs::list(&c.app, c.req).await,
+        |c| api::orgs::list(&c.app, &c.caller).await,
         "Organisations the caller may see";
     GetOrg = GET "/v1/orgs/{orgId}", OrgMember(T::Org),
-        |c| api::orgs::get(&c.app, c.req, c.params.get("orgId")).await,
+        |c| api::orgs::get(&c.app, &c.caller, c.params.get("orgId")).await,
         "One organisation";
     CreateMember = POST "/v1/orgs/{orgId}/members", OrgAdmin(T::Org),
-        |c| api::members::create(&c.app, c.req, c.params.get("orgId")).await,
+        |c| api::members::create(&c.app, &c.caller, c.req, c.params.get("orgId")).await,
         "Add a member";
     ListMembers = GET "/v1/orgs/{orgId}/members", OrgAdmin(T::Org),
         |c| api::members::list(&c.app, c.req, c.params.get("orgId")).await,
         "An organisation's members";
     GetMember = GET "/v1/members/{memberId}", SelfOrOrgAdmin(T::Member),
-        |c| api::members::get(&c.app, c.req, c.params.get("memberId")).await,
+        |c| api::members::get(&c.app, &c.caller, c.params.get("memberId")).await,
         "One member";
     UpdateMember = PATCH "/v1/members/{memberId}", OrgAdmin(T::Member),
-        |c| api::members::update(&c.app, c.req, c.params.get("memberId")).await,
+        |c| api::members::update(&c.app, &c.caller, c.req, c.params.get("memberId")).await,
         "Change a member's role";
     DeleteMember = DELETE "/v1/members/{memberId}", OrgAdmin(T::Member),
-        |c| api::members::delete(&c.app, c.req, c.params.get("memberId")).await,
+        |c| api::members::delete(&c.app, &c.caller, c.params.get("memberId")).await,
         "Delete a member and revoke their tokens";
     AssignTenant = PUT "/v1/members/{memberId}/tenants/{tenantId}", OrgAdmin(T::Member),
-        |c| api::members::assign(&c.app, c.req, c.params.get("memberId"), c.params.get("tenantId"), true).await,
+        |c| api::members::assign(&c.app, &c.caller, c.params.get("memberId"), c.params.get("tenantId"), true).await,
         "Assign a tenant to a member";
     UnassignTenant = DELETE "/v1/members/{memberId}/tenants/{tenantId}", OrgAdmin(T::Member),
-        |c| api::members::assign(&c.app, c.req, c.params.get("memberId"), c.params.get("tenantId"), false).await,
+        |c| api::members::assign(&c.app, &c.caller, c.params.get("memberId"), c.params.get("tenantId"), false).await,
         "Unassign a tenant";
     CreateToken = POST "/v1/members/{memberId}/tokens", SelfOrOrgAdmin(T::Member),
-        |c| api::members::create_token(&c.app, c.req, c.params.get("memberId")).await,
+        |c| api::members::create_token(&c.app, &c.caller, c.req, c.params.get("memberId")).await,
         "Mint an API token (shown once)";
     ListTokens = GET "/v1/members/{memberId}/tokens", SelfOrOrgAdmin(T::Member),
         |c| api::members::list_tokens(&c.app, c.req, c.params.get("memberId")).await,
         "A member's tokens, without secrets";
     RevokeToken = DELETE "/v1/tokens/{tokenId}", SelfOrOrgAdmin(T::Token),
-        |c| api::members::revoke_token(&c.app, c.req, c.params.get("tokenId")).await,
+        |c| api::members::revoke_token(&c.app, &c.caller, c.params.get("tokenId")).await,
         "Revoke an API token";
     CreateTenant = POST "/v1/tenants", OrgAdmin(T::Body),
-        |c| api::tenants::create_tenant(&c.app, c.req).await,
+        |c| api::tenants::create_tenant(&c.app, &c.caller, c.req).await,
         "Create a tenant in an organisation";
     ListTenants = GET "/v1/tenants", SignedIn,
-        |c| api::tenants::list_tenants(&c.app, c.req).await,
+        |c| api::tenants::list_tenants(&c.app, &c.caller).await,
         "Tenants the caller may use";
     GetTenant = GET "/v1/tenants/{tenantId}", TenantMember(T::Tenant),
-        |c| api::orgs::get_tenant(&c.app, c.req, c.params.get("tenantId")).await,
+        |c| api::orgs::get_tenant(&c.app, &c.caller, c.params.get("tenantId")).await,
         "One tenant";
     CreateJoinToken = POST "/v1/tenants/{tenantId}/join-tokens", OrgAdmin(T::Tenant),
         |c| api::enrolment::create_join_token(&c.app, c.req, c.params.get("tenantId")).await,
@@ -170,13 +170,13 @@ routes! {
         |c| api::workers::create_fleet_join_token(&c.app, c.req).await,
         "Mint a join token that enrols a fleet worker";
     Enroll = POST "/v1/enroll", JoinToken,
-        |c| api::enrolment::enroll(&c.app, c.req).await,
+        |c| api::enrolment::enroll(&c.app, &c.caller, c.req).await,
         "Exchange a join token for a worker credential";
     Agent = GET "/v1/agent", Worker,
         |c| crate::agent_socket::accept(c.app, c.req).await,
         "The agent's WebSocket";
     ListWorkers = GET "/v1/workers", SignedIn,
-        |c| api::workers::list_workers(&c.app, c.req).await,
+        |c| api::workers::list_workers(&c.app, &c.caller).await,
         "Workers the caller may see";
     RevokeWorker = POST "/v1/workers/{workerId}/revoke", OrgAdmin(T::Worker),
         |c| api::workers::revoke_worker(&c.app, c.req, c.params.get("workerId")).await,
@@ -206,10 +206,10 @@ routes! {
         |c| api::images::list(&c.app, c.req, c.params.get("workerId")).await,
         "Images on a worker, live";
     BuildImage = POST "/v1/workers/{workerId}/images", TenantMember(T::Body),
-        |c| api::images::build(&c.app, c.req, c.params.get("workerId")).await,
+        |c| api::images::build(&c.app, &c.caller, c.req, c.params.get("workerId")).await,
         "Build an image on a worker";
     CreateContainer = POST "/v1/containers", TenantMember(T::Body),
-        |c| api::containers::create(&c.app, c.req, c.intent).await,
+        |c| api::containers::create(&c.app, &c.caller, c.req, c.intent).await,
         "Create a container on a worker";
     ListContainers = GET "/v1/containers", TenantMember(T::QueryTenant),
         |c| api::containers::list(&c.app, c.req).await,
@@ -239,7 +239,7 @@ routes! {
         |c| api::ops::stats(&c.app, c.params.get("containerId")).await,
         "A container's resource use";
     ContainerTerminal = GET "/v1/containers/{containerId}/terminal", TenantMember(T::Container),
-        |c| crate::terminal::accept(c.app, c.req, c.params.get("containerId")).await,
+        |c| crate::terminal::accept(c.app, &c.caller, c.req, c.params.get("containerId")).await,
         "A live terminal in the container: WebSocket upgrade (PROTOCOL.md section 7)";
     BackgroundCapture = GET "/v1/containers/{containerId}/background/{handle}", TenantMember(T::Container),
         |c| api::ops::capture(&c.app, c.req, c.params.get("containerId"), c.params.get("handle")).await,
@@ -254,19 +254,19 @@ routes! {
         |c| api::decisions::get(&c.app, c.params.get("tenantId"), c.params.get("decisionId")).await,
         "One policy decision with its explanation";
     UploadPolicy = POST "/v1/policies", OrgAdmin(T::Body),
-        |c| api::policies::upload(&c.app, c.req).await,
+        |c| api::policies::upload(&c.app, &c.caller, c.req).await,
         "Upload a policy component (application/wasm; query kind, name, tenantId for a tenant's)";
     ListPolicies = GET "/v1/policies", OrgAdmin(T::Body),
-        |c| api::policies::list(&c.app, c.req).await,
+        |c| api::policies::list(&c.app, &c.caller, c.req).await,
         "Uploaded policy versions and what is active (query tenantId for a tenant's)";
     ActivatePolicy = POST "/v1/policies/{policyId}/activate", OrgAdmin(T::Body),
-        |c| api::policies::activate(&c.app, c.req, c.params.get("policyId")).await,
+        |c| api::policies::activate(&c.app, &c.caller, c.req, c.params.get("policyId")).await,
         "Make a policy version the active one of its scope";
     RollbackPolicy = POST "/v1/policies/{policyId}/rollback", OrgAdmin(T::Body),
-        |c| api::policies::rollback(&c.app, c.req, c.params.get("policyId")).await,
+        |c| api::policies::rollback(&c.app, &c.caller, c.params.get("policyId")).await,
         "Back to the version active before this one";
     SimulatePolicy = POST "/v1/policies/{policyId}/simulate", OrgAdmin(T::Body),
-        |c| api::policies::simulate(&c.app, c.req, c.params.get("policyId")).await,
+        |c| api::policies::simulate(&c.app, &c.caller, c.req, c.params.get("policyId")).await,
         "Replay the last N decisions of the policy's scope and report where it differs";
     Audit = GET "/v1/audit", OrgAdmin(T::AuditQuery),
         |c| api::audit::list(&c.app, c.req).await,

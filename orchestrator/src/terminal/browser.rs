@@ -78,10 +78,10 @@ fn choose_subprotocol(headers: &HeaderMap) -> Result<bool, ApiError> {
 /// viewer's task.
 pub(crate) async fn accept(
     app: Arc<App>,
+    caller: &Caller,
     mut req: Request<Incoming>,
     container_id: &str,
 ) -> Result<Resp, ApiError> {
-    let caller = Caller::of(&req)?;
     let record = caller.container(&app, container_id, Need::Use).await?;
     let query = Query::parse(req.uri().query()).map_err(ApiError::bad_request)?;
     let with_protocol = choose_subprotocol(req.headers())?;
@@ -101,7 +101,8 @@ pub(crate) async fn accept(
                     worker_id: record.worker_id.clone(),
                 }));
             }
-            let session = detached(&app, open(Arc::clone(&app), caller, record, query)).await?;
+            let session =
+                detached(&app, open(Arc::clone(&app), caller.clone(), record, query)).await?;
             join(&app, session, 0)
         }
         Some(session_id) => match find(&app, &record, session_id).await? {
