@@ -145,7 +145,11 @@ pub async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Principal, A
         return Err(ApiError::unauthorized("invalid token"));
     }
     let hash = auth::hash_hex(token);
-    match app.store.read_now(move |s| s.member_by_token(&hash))? {
+    match app
+        .store
+        .read_now(move |s| s.member_by_token(&hash))
+        .await?
+    {
         Some((member, token_id)) => Ok(Principal::Member {
             member: Box::new(member),
             token_id,
@@ -227,7 +231,8 @@ impl Caller {
         let key = id.to_owned();
         let tenant = app
             .store
-            .read_now(move |s| s.get_tenant(&key))?
+            .read_now(move |s| s.get_tenant(&key))
+            .await?
             .ok_or_else(|| missing("tenant", id))?;
         let v = verdict(&self.principal, &tenant.org_id, Some(&tenant.id), need);
         self.judge(v, ("tenant", id), Some(&tenant.id), Some(&tenant.org_id))?;
@@ -239,7 +244,8 @@ impl Caller {
         let key = id.to_owned();
         let org = app
             .store
-            .read_now(move |s| s.get_org(&key))?
+            .read_now(move |s| s.get_org(&key))
+            .await?
             .ok_or_else(|| missing("organisation", id))?;
         let v = verdict(&self.principal, &org.id, None, need);
         self.judge(v, ("organisation", id), None, Some(&org.id))?;
@@ -254,13 +260,16 @@ impl Caller {
         need: Need,
     ) -> Result<ContainerRecord, ApiError> {
         let key = id.to_owned();
-        let found = app.store.read_now(move |s| -> Result<_, StoreError> {
-            let Some(record) = s.get_container(&key)? else {
-                return Ok(None);
-            };
-            let tenant = s.get_tenant(&record.tenant_id)?;
-            Ok(Some((record, tenant)))
-        })?;
+        let found = app
+            .store
+            .read_now(move |s| -> Result<_, StoreError> {
+                let Some(record) = s.get_container(&key)? else {
+                    return Ok(None);
+                };
+                let tenant = s.get_tenant(&record.tenant_id)?;
+                Ok(Some((record, tenant)))
+            })
+            .await?;
         let Some((record, tenant)) = found else {
             return Err(missing("container", id));
         };
@@ -274,16 +283,19 @@ impl Caller {
     /// to no tenant: members see it listed, but only the operator acts on it.
     pub async fn worker(&self, app: &App, id: &str, need: Need) -> Result<Worker, ApiError> {
         let key = id.to_owned();
-        let found = app.store.read_now(move |s| -> Result<_, StoreError> {
-            let Some(worker) = s.get_worker(&key)? else {
-                return Ok(None);
-            };
-            let tenant = match worker.tenant_scope() {
-                Some(t) => s.get_tenant(t)?,
-                None => None,
-            };
-            Ok(Some((worker, tenant)))
-        })?;
+        let found = app
+            .store
+            .read_now(move |s| -> Result<_, StoreError> {
+                let Some(worker) = s.get_worker(&key)? else {
+                    return Ok(None);
+                };
+                let tenant = match worker.tenant_scope() {
+                    Some(t) => s.get_tenant(t)?,
+                    None => None,
+                };
+                Ok(Some((worker, tenant)))
+            })
+            .await?;
         let Some((worker, tenant)) = found else {
             return Err(missing("worker", id));
         };
@@ -311,7 +323,8 @@ impl Caller {
         let key = id.to_owned();
         let member = app
             .store
-            .read_now(move |s| s.get_member(&key))?
+            .read_now(move |s| s.get_member(&key))
+            .await?
             .ok_or_else(|| missing("member", id))?;
         let is_self = self.member().is_some_and(|m| m.id == member.id);
         if !(self_ok && is_self) {
@@ -350,7 +363,8 @@ pub async fn check(
             let key = id.clone();
             let token = app
                 .store
-                .read_now(move |s| s.get_member_token(&key))?
+                .read_now(move |s| s.get_member_token(&key))
+                .await?
                 .ok_or_else(|| missing("token", &id))?;
             let owner = caller.member_record(app, &token.member_id, true).await;
             // Whose token it is stays hidden from those who may not see it.

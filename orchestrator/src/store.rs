@@ -286,7 +286,9 @@ impl Store {
         smol::unblock(move || f(&store)).await
     }
 
-    /// Run the point read `f` right here, on the caller's thread.
+    /// Run the point read `f` right here, on the caller's thread, when the
+    /// engine is redb; through [`Store::call`] on PostgreSQL (a network
+    /// round trip must not block an executor thread).
     ///
     /// For lookups of a handful of keys on a request's path (authorisation,
     /// a container's or worker's record): a redb reader never waits for a
@@ -294,8 +296,16 @@ impl Store {
     /// commit), and a few keys from its cache take microseconds, less than
     /// the two thread wake-ups of [`Store::call`] (which cost milliseconds
     /// on a busy machine). Scans and every write go through `call`.
-    pub fn read_now<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
-        f(self)
+    pub async fn read_now<T, F>(self: &Arc<Self>, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> T + Send + 'static,
+    {
+        if self.is_shared() {
+            self.call(f).await
+        } else {
+            f(self)
+        }
     }
 
     /// Prove the database answers: one read transaction (for `/readyz`).

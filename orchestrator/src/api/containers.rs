@@ -145,7 +145,7 @@ pub(crate) async fn create(
     };
     // The one look-up of a record the id may have already.
     let id = command.container_id.clone();
-    let existing = app.store.read_now(move |s| s.get_container(&id))?;
+    let existing = app.store.read_now(move |s| s.get_container(&id)).await?;
     let (worker_id, placed) = match body.worker_id {
         Some(id) if wishes.is_empty() => (id, None),
         Some(_) => {

@@ -145,7 +145,8 @@ impl<T: 'static> Drop for Finish<T> {
 pub(super) async fn record(store: &Arc<Store>, id: &str) -> Result<ContainerRecord, ApiError> {
     let key = id.to_owned();
     store
-        .read_now(move |s| s.get_container(&key))?
+        .read_now(move |s| s.get_container(&key))
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("container {id} not found")))
 }
 
@@ -162,7 +163,8 @@ pub(super) async fn live_record(app: &App, id: &str) -> Result<ContainerRecord, 
 pub(super) async fn worker(app: &App, id: &str) -> Result<Worker, ApiError> {
     let key = id.to_owned();
     app.store
-        .read_now(move |s| s.get_worker(&key))?
+        .read_now(move |s| s.get_worker(&key))
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("worker {id} not found")))
 }
 

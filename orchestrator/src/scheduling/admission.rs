@@ -215,7 +215,7 @@ pub async fn enrol(
     new: NewWorker,
 ) -> Result<Result<(Worker, Option<Tenant>), JoinRefusal>, SchedulingError> {
     let key = join_hash.clone();
-    let token = app.store.read_now(move |s| s.get_join_token(&key))?;
+    let token = app.store.read_now(move |s| s.get_join_token(&key)).await?;
     let tenant_id = token
         .filter(|t| t.fleet.is_none() && !t.used)
         .map(|t| t.tenant_id);
