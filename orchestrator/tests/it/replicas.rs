@@ -67,3 +67,67 @@ fn a_second_process_with_a_live_replicas_identity_is_refused_at_start() {
         first.stop().await;
     });
 }
+
+#[test]
+fn a_policy_activated_on_one_replica_takes_effect_on_the_other_and_so_does_its_rollback() {
+    smol::block_on(async {
+        let url = postgres::database();
+        let a = Server::start_in(temp_dir("replica-pol-a"), on(&url)).await;
+        let b = Server::start_in(temp_dir("replica-pol-b"), on(&url)).await;
+        let t = a.tenant("acme").await;
+        let effective = |server: &Server| {
+            let path = format!("/v1/policies?tenantId={t}");
+            let server_addr = server.addr;
+            async move {
+                let auth = format!("Bearer {ADMIN}");
+                let (_, list) = http(server_addr, "GET", &path, &[("Authorization", auth.as_str())], None).await;
+                list["effective"]["placement"].clone()
+            }
+        };
+        assert_eq!(effective(&b).await, "stock:least-loaded");
+        let auth = format!("Bearer {ADMIN}");
+        let headers = [
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/wasm"),
+        ];
+        let path = format!("/v1/policies?kind=placement&name=bp&tenantId={t}");
+        let (status, body) = http_raw(a.addr, "POST", &path, &headers, Some(BINPACK)).await;
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+        let p: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let id = p["id"].as_str().unwrap().to_owned();
+        let (status, reply) = a
+            .admin("POST", &format!("/v1/policies/{id}/activate"), None)
+            .await;
+        assert_eq!(status, 200, "{reply}");
+        let label = format!("tenant:{t}:bp@1");
+        until(Duration::from_secs(3), "b to place with binpack", || async {
+            effective(&b).await == label.as_str()
+        })
+        .await;
+        let (status, reply) = a
+            .admin("POST", &format!("/v1/policies/{id}/rollback"), None)
+            .await;
+        assert_eq!(status, 200, "{reply}");
+        until(Duration::from_secs(3), "b back on the stock policy", || async {
+            effective(&b).await == "stock:least-loaded"
+        })
+        .await;
+        a.stop().await;
+        b.stop().await;
+    });
+}
+
+const BINPACK: &[u8] = include_bytes!("../../../policies/dist/binpack.wasm");
+
+/// Poll `done` until it holds, failing after `limit`.
+async fn until<F, Fut>(limit: Duration, what: &str, done: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while !done().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        smol::Timer::after(Duration::from_millis(50)).await;
+    }
+}
