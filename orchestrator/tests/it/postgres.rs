@@ -75,7 +75,11 @@ fn run(cmd: &mut Command, what: &str) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{what} failed ({}): {text}", out.status);
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {text}",
+        out.status
+    );
     text
 }
 
@@ -108,7 +112,16 @@ impl Server {
             as_owner(&server.bin.join("initdb"))
                 .arg("-D")
                 .arg(server.dir.join("data"))
-                .args(["-A", "trust", "-U", ROLE, "-E", "UTF8", "--locale=C", "--no-sync"]),
+                .args([
+                    "-A",
+                    "trust",
+                    "-U",
+                    ROLE,
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ]),
             "initdb",
         );
         // Not durable against a power cut (fsync off): a test server's
@@ -137,7 +150,10 @@ impl Server {
 
     /// The URL of database `db` on this server.
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://{ROLE}@localhost/{db}?host={}", self.dir.display())
+        format!(
+            "postgres://{ROLE}@localhost/{db}?host={}",
+            self.dir.display()
+        )
     }
 
     /// Run `sql` in database `db` with `psql`; its output.

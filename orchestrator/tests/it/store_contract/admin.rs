@@ -30,12 +30,25 @@ fn policies_upload_activate_roll_back_and_list() {
         let v1 = store.put_policy(policy("p1", "limits"), b"one").unwrap();
         let v2 = store.put_policy(policy("p2", "limits"), b"two").unwrap();
         let other = store.put_policy(policy("p3", "other"), b"three").unwrap();
-        assert_eq!((v1.version, v2.version, other.version), (1, 2, 1), "{engine:?}");
-        assert_eq!(store.policy_module("p2").unwrap().as_deref(), Some(&b"two"[..]));
-        assert_eq!(store.get_policy("p1").unwrap(), Some(v1.clone()), "{engine:?}");
+        assert_eq!(
+            (v1.version, v2.version, other.version),
+            (1, 2, 1),
+            "{engine:?}"
+        );
+        assert_eq!(
+            store.policy_module("p2").unwrap().as_deref(),
+            Some(&b"two"[..])
+        );
+        assert_eq!(
+            store.get_policy("p1").unwrap(),
+            Some(v1.clone()),
+            "{engine:?}"
+        );
         assert_eq!(store.list_policies().unwrap().len(), 3, "{engine:?}");
 
-        store.activate_policy("p1", &[PolicyRole::Admission], "closed", 10).unwrap();
+        store
+            .activate_policy("p1", &[PolicyRole::Admission], "closed", 10)
+            .unwrap();
         let slots = store
             .activate_policy("p2", &[PolicyRole::Admission], "lastGood", 20)
             .unwrap();
@@ -50,9 +63,15 @@ fn policies_upload_activate_roll_back_and_list() {
         let slot = back[0].active.as_ref().expect("p1 active again");
         assert_eq!(slot.current.policy_id, "p1", "{engine:?}");
         let back = store.rollback_policy("p1", 40).unwrap();
-        assert!(back[0].active.is_none(), "{engine:?}: back to the stock default");
+        assert!(
+            back[0].active.is_none(),
+            "{engine:?}: back to the stock default"
+        );
         assert!(store.active_policies().unwrap().is_empty(), "{engine:?}");
-        assert!(store.rollback_policy("p1", 50).unwrap().is_empty(), "{engine:?}");
+        assert!(
+            store.rollback_policy("p1", 50).unwrap().is_empty(),
+            "{engine:?}"
+        );
     });
 }
 
@@ -61,7 +80,11 @@ fn the_policy_cache_secret_is_stored_once() {
     each_engine(|engine, store| {
         let first = store.policy_cache_secret(b"first").unwrap();
         let second = store.policy_cache_secret(b"second").unwrap();
-        assert_eq!((first.as_slice(), second.as_slice()), (&b"first"[..], &b"first"[..]), "{engine:?}");
+        assert_eq!(
+            (first.as_slice(), second.as_slice()),
+            (&b"first"[..], &b"first"[..]),
+            "{engine:?}"
+        );
     });
 }
 
@@ -101,7 +124,10 @@ fn removed_containers_are_pruned_after_the_plans_retention_only() {
             .map(|c| c.id)
             .collect();
         assert_eq!(left, ["recent", "running"], "{engine:?}");
-        assert!(store.prune_history(1_000 + day + 1).unwrap().is_empty(), "{engine:?}");
+        assert!(
+            store.prune_history(1_000 + day + 1).unwrap().is_empty(),
+            "{engine:?}"
+        );
     });
 }
 
@@ -109,7 +135,11 @@ fn removed_containers_are_pruned_after_the_plans_retention_only() {
 fn orgs_members_and_their_tokens() {
     each_engine(|engine, store| {
         let default = store.ensure_default_org("org-default", 1).unwrap();
-        assert_eq!(store.ensure_default_org("org-other", 2).unwrap(), default, "{engine:?}");
+        assert_eq!(
+            store.ensure_default_org("org-other", 2).unwrap(),
+            default,
+            "{engine:?}"
+        );
         assert_eq!(store.default_org_id().unwrap(), default.id, "{engine:?}");
         let org = Org {
             id: "org-1".into(),
@@ -122,7 +152,10 @@ fn orgs_members_and_their_tokens() {
             ..org.clone()
         };
         let err = store.create_org(&dup).unwrap_err();
-        assert!(matches!(err, StoreError::NameTaken { .. }), "{engine:?}: {err}");
+        assert!(
+            matches!(err, StoreError::NameTaken { .. }),
+            "{engine:?}: {err}"
+        );
         assert_eq!(store.list_orgs().unwrap().len(), 2, "{engine:?}");
 
         let member = Member {
@@ -134,7 +167,9 @@ fn orgs_members_and_their_tokens() {
             created_at: 4,
         };
         store.create_member(&member).unwrap();
-        let promoted = store.update_member("m1", MemberChange::Role(Role::Admin)).unwrap();
+        let promoted = store
+            .update_member("m1", MemberChange::Role(Role::Admin))
+            .unwrap();
         assert_eq!(promoted.role, Role::Admin, "{engine:?}");
         assert_eq!(store.list_members(&org.id).unwrap().len(), 1, "{engine:?}");
 
@@ -148,11 +183,22 @@ fn orgs_members_and_their_tokens() {
         };
         store.create_member_token(&token).unwrap();
         let (found, token_id) = store.member_by_token("hash-1").unwrap().unwrap();
-        assert_eq!((found.id.as_str(), token_id.as_str()), ("m1", "tok1"), "{engine:?}");
-        assert_eq!(store.list_member_tokens("m1").unwrap().len(), 1, "{engine:?}");
+        assert_eq!(
+            (found.id.as_str(), token_id.as_str()),
+            ("m1", "tok1"),
+            "{engine:?}"
+        );
+        assert_eq!(
+            store.list_member_tokens("m1").unwrap().len(),
+            1,
+            "{engine:?}"
+        );
 
         store.delete_member("m1", 6).unwrap();
-        assert!(store.member_by_token("hash-1").unwrap().is_none(), "{engine:?}");
+        assert!(
+            store.member_by_token("hash-1").unwrap().is_none(),
+            "{engine:?}"
+        );
         let revoked = store.get_member_token("tok1").unwrap().unwrap();
         assert!(revoked.revoked_at.is_some(), "{engine:?}");
     });

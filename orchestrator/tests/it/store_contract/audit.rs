@@ -121,7 +121,10 @@ fn decisions_round_trip_and_page_newest_first_per_tenant() {
         for (id, tenant, at) in [("a", "t", 1), ("b", "t", 3), ("c", "u", 2), ("d", "t", 2)] {
             store.put_decision(&decision(id, tenant, at)).unwrap();
         }
-        assert_eq!(store.get_decision("c").unwrap(), Some(decision("c", "u", 2)));
+        assert_eq!(
+            store.get_decision("c").unwrap(),
+            Some(decision("c", "u", 2))
+        );
         let ids = |limit| -> Vec<String> {
             let list = store.list_decisions("t", limit).unwrap();
             list.into_iter().map(|d| d.id).collect()
@@ -158,7 +161,11 @@ fn terminal_sessions_are_live_until_ended_and_keep_their_first_end() {
         let ended = store.end_terminal("w1", 1, 500, Some(0), "exited").unwrap();
         assert_eq!(ended.duration_ms(), Some(399), "{engine:?}");
         let again = store.end_terminal("w1", 1, 900, Some(1), "late").unwrap();
-        assert_eq!(again.ended_at, Some(500), "{engine:?}: the first end was replaced");
+        assert_eq!(
+            again.ended_at,
+            Some(500),
+            "{engine:?}: the first end was replaced"
+        );
         let live: Vec<_> = store
             .live_terminals()
             .unwrap()
@@ -171,6 +178,9 @@ fn terminal_sessions_are_live_until_ended_and_keep_their_first_end() {
         assert_eq!(of_c1.len(), 2, "{engine:?}");
         let read = store.get_terminal("w1", 1).unwrap().unwrap();
         assert_eq!(read.reason.as_deref(), Some("exited"), "{engine:?}");
-        assert!(store.end_terminal("w9", 9, 1, None, "x").is_err(), "{engine:?}");
+        assert!(
+            store.end_terminal("w9", 9, 1, None, "x").is_err(),
+            "{engine:?}"
+        );
     });
 }

@@ -34,8 +34,14 @@ fn an_unreachable_server_is_a_clear_error_without_the_password() {
     );
     let message = refusal(&url);
     assert!(message.contains("cannot reach PostgreSQL"), "{message}");
-    assert!(message.contains(&nowhere.display().to_string()), "{message}");
-    assert!(!message.contains("hunter2"), "the password leaked: {message}");
+    assert!(
+        message.contains(&nowhere.display().to_string()),
+        "{message}"
+    );
+    assert!(
+        !message.contains("hunter2"),
+        "the password leaked: {message}"
+    );
     let _ = std::fs::remove_dir_all(&nowhere);
 }
 
@@ -43,7 +49,10 @@ fn an_unreachable_server_is_a_clear_error_without_the_password() {
 fn a_malformed_url_is_a_clear_error() {
     for url in ["not a url", "postgres://crops@localhost:port/db"] {
         let message = refusal(url);
-        assert!(message.contains("is not a PostgreSQL URL"), "{url}: {message}");
+        assert!(
+            message.contains("is not a PostgreSQL URL"),
+            "{url}: {message}"
+        );
         assert!(message.contains(url), "{url}: {message}");
     }
 }
@@ -75,7 +84,10 @@ fn a_database_with_a_newer_schema_is_refused_and_left_untouched() {
          WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace",
     );
     assert_eq!(relations.trim(), "crops_schema", "something was created");
-    let versions = server().psql(db, "SELECT string_agg(version::text, ',' ORDER BY version) FROM crops_schema");
+    let versions = server().psql(
+        db,
+        "SELECT string_agg(version::text, ',' ORDER BY version) FROM crops_schema",
+    );
     assert_eq!(versions.trim(), "1,2,999");
 }
 
@@ -108,5 +120,8 @@ fn replicas_starting_together_migrate_a_fresh_database_once() {
     assert_eq!(versions.trim(), "t", "a schema version was applied twice");
     let stores: Vec<_> = stores.into_iter().map(Result::unwrap).collect();
     stores[0].set_admin_token_hash("abc").unwrap();
-    assert_eq!(stores[5].admin_token_hash().unwrap().as_deref(), Some("abc"));
+    assert_eq!(
+        stores[5].admin_token_hash().unwrap().as_deref(),
+        Some("abc")
+    );
 }

@@ -3,7 +3,7 @@
 //! reconcile, and usage counters that equal a recount.
 
 use orchestrator::store::{
-    AdmittedCreate, Admitted, ContainerRecord, ContainerState, CreateOutcome, InventoryItem, Plan,
+    Admitted, AdmittedCreate, ContainerRecord, ContainerState, CreateOutcome, InventoryItem, Plan,
     Reconciled, Store, TenantUsage,
 };
 
@@ -57,7 +57,11 @@ fn create_like_the_api(store: &Store, rec: &ContainerRecord, limit: u32) -> Opti
 fn assert_counters_match_a_recount(store: &Store, tenant_id: &str) -> TenantUsage {
     let kept = store.tenant_usage(tenant_id).unwrap();
     store.recount_usage().unwrap();
-    assert_eq!(kept, store.tenant_usage(tenant_id).unwrap(), "counters drifted");
+    assert_eq!(
+        kept,
+        store.tenant_usage(tenant_id).unwrap(),
+        "counters drifted"
+    );
     kept
 }
 
@@ -67,7 +71,10 @@ fn a_create_is_idempotent_by_id_even_when_raced() {
         let t = tenant(&store, "acme", Plan::Enterprise);
         let rec = record("c1", &t.id, "w1");
         let outcomes = race(6, |_| store.create_container(&rec).unwrap());
-        let created = outcomes.iter().filter(|o| **o == CreateOutcome::Created).count();
+        let created = outcomes
+            .iter()
+            .filter(|o| **o == CreateOutcome::Created)
+            .count();
         assert_eq!(created, 1, "{engine:?}: {outcomes:?}");
         for o in &outcomes {
             if let CreateOutcome::Exists(existing) = o {
@@ -84,7 +91,10 @@ fn a_create_is_idempotent_by_id_even_when_raced() {
         ));
         let listed = store.list_containers(&t.id).unwrap();
         assert_eq!(listed.len(), 1, "{engine:?}");
-        assert_eq!(listed[0].name, rec.name, "{engine:?}: an existing record was overwritten");
+        assert_eq!(
+            listed[0].name, rec.name,
+            "{engine:?}: an existing record was overwritten"
+        );
         assert_eq!(assert_counters_match_a_recount(&store, &t.id).creating, 1);
     });
 }
@@ -195,6 +205,10 @@ fn a_reconcile_adopts_updates_and_marks_lost_in_one_step() {
         assert_eq!(state("adopted"), ContainerState::Running, "{engine:?}");
         assert_eq!(state("vanished"), ContainerState::Lost, "{engine:?}");
         let usage = assert_counters_match_a_recount(&store, &t.id);
-        assert_eq!((usage.running, usage.exited, usage.lost), (1, 1, 1), "{engine:?}");
+        assert_eq!(
+            (usage.running, usage.exited, usage.lost),
+            (1, 1, 1),
+            "{engine:?}"
+        );
     });
 }

@@ -71,11 +71,25 @@ fn tenant_names_are_unique_and_tenants_are_listed_in_creation_order() {
             matches!(err, StoreError::TenantNameTaken { ref name } if name == "acme"),
             "{engine:?}: {err}"
         );
-        assert!(store.get_tenant("tenant-other").unwrap().is_none(), "{engine:?}");
-        let names: Vec<_> = store.list_tenants().unwrap().into_iter().map(|t| t.name).collect();
+        assert!(
+            store.get_tenant("tenant-other").unwrap().is_none(),
+            "{engine:?}"
+        );
+        let names: Vec<_> = store
+            .list_tenants()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
         assert_eq!(names, ["acme", "globex"], "{engine:?}");
-        assert_eq!(store.set_plan(&a.id, Plan::Starter).unwrap().plan, Plan::Starter);
-        assert_eq!(store.get_tenant(&a.id).unwrap().unwrap().plan, Plan::Starter);
+        assert_eq!(
+            store.set_plan(&a.id, Plan::Starter).unwrap().plan,
+            Plan::Starter
+        );
+        assert_eq!(
+            store.get_tenant(&a.id).unwrap().unwrap().plan,
+            Plan::Starter
+        );
         assert_eq!(store.get_tenant(&b.id).unwrap().unwrap().plan, Plan::Pro);
     });
 }
@@ -86,18 +100,32 @@ fn a_join_token_enrols_once_and_is_refused_after() {
         let t = tenant(&store, "acme", Plan::Pro);
         join_token(&store, "join-1", &t.id);
         let first = enroll_like_the_api(&store, "join-1", &new_worker(1)).unwrap();
-        assert!(matches!(first, Some(Enrolment::Enrolled(..))), "{engine:?}: {first:?}");
+        assert!(
+            matches!(first, Some(Enrolment::Enrolled(..))),
+            "{engine:?}: {first:?}"
+        );
         let second = enroll_like_the_api(&store, "join-1", &new_worker(2)).unwrap();
-        assert_eq!(second, Some(Enrolment::Refused(JoinRefusal::Used)), "{engine:?}");
+        assert_eq!(
+            second,
+            Some(Enrolment::Refused(JoinRefusal::Used)),
+            "{engine:?}"
+        );
         let unknown = enroll_like_the_api(&store, "join-x", &new_worker(3)).unwrap();
-        assert_eq!(unknown, Some(Enrolment::Refused(JoinRefusal::Unknown)), "{engine:?}");
+        assert_eq!(
+            unknown,
+            Some(Enrolment::Refused(JoinRefusal::Unknown)),
+            "{engine:?}"
+        );
         assert!(store.get_join_token("join-1").unwrap().unwrap().used);
         let workers = store.list_workers().unwrap();
         assert_eq!(workers.len(), 1, "{engine:?}");
         assert_eq!(workers[0].0.id, "worker-1");
         let by_cred = store.authenticate_worker("cred-1").unwrap().unwrap();
         assert_eq!(by_cred.tenant_id, t.id);
-        assert!(store.authenticate_worker("cred-2").unwrap().is_none(), "{engine:?}");
+        assert!(
+            store.authenticate_worker("cred-2").unwrap().is_none(),
+            "{engine:?}"
+        );
     });
 }
 
@@ -106,7 +134,9 @@ fn many_enrolments_racing_for_one_token_enrol_exactly_one_worker() {
     each_engine(|engine, store| {
         let t = tenant(&store, "acme", Plan::Enterprise);
         join_token(&store, "join-1", &t.id);
-        let outcomes = race(8, |i| enroll_like_the_api(&store, "join-1", &new_worker(i)).unwrap());
+        let outcomes = race(8, |i| {
+            enroll_like_the_api(&store, "join-1", &new_worker(i)).unwrap()
+        });
         let enrolled = outcomes
             .iter()
             .filter(|o| matches!(o, Some(Enrolment::Enrolled(..))))
@@ -142,10 +172,17 @@ fn concurrent_enrolments_never_exceed_the_plans_workers() {
             assert_eq!(enrolled, limit, "{engine:?} {name}: {outcomes:?}");
             let usage = store.tenant_usage(&t.id).unwrap();
             assert_eq!(usage.workers as usize, limit, "{engine:?} {name}");
-            let refused_tokens_unused = (0..6)
-                .filter(|i| outcomes[*i].is_none())
-                .all(|i| !store.get_join_token(&format!("{name}-join-{i}")).unwrap().unwrap().used);
-            assert!(refused_tokens_unused, "{engine:?}: a refused enrolment used its token");
+            let refused_tokens_unused = (0..6).filter(|i| outcomes[*i].is_none()).all(|i| {
+                !store
+                    .get_join_token(&format!("{name}-join-{i}"))
+                    .unwrap()
+                    .unwrap()
+                    .used
+            });
+            assert!(
+                refused_tokens_unused,
+                "{engine:?}: a refused enrolment used its token"
+            );
         }
     });
 }
@@ -156,12 +193,25 @@ fn a_revoked_worker_reads_as_revoked_and_frees_its_plan_slot() {
         let t = tenant(&store, "acme", Plan::Free);
         join_token(&store, "join-1", &t.id);
         join_token(&store, "join-2", &t.id);
-        assert!(enroll_like_the_api(&store, "join-1", &new_worker(1)).unwrap().is_some());
-        assert!(enroll_like_the_api(&store, "join-2", &new_worker(2)).unwrap().is_none());
-        assert!(store.revoke_worker("worker-1").unwrap().revoked, "{engine:?}");
+        assert!(enroll_like_the_api(&store, "join-1", &new_worker(1))
+            .unwrap()
+            .is_some());
+        assert!(enroll_like_the_api(&store, "join-2", &new_worker(2))
+            .unwrap()
+            .is_none());
+        assert!(
+            store.revoke_worker("worker-1").unwrap().revoked,
+            "{engine:?}"
+        );
         let revoked = store.authenticate_worker("cred-1").unwrap().unwrap();
-        assert!(revoked.revoked, "{engine:?}: the credential still reads as good");
+        assert!(
+            revoked.revoked,
+            "{engine:?}: the credential still reads as good"
+        );
         let second = enroll_like_the_api(&store, "join-2", &new_worker(2)).unwrap();
-        assert!(matches!(second, Some(Enrolment::Enrolled(..))), "{engine:?}: {second:?}");
+        assert!(
+            matches!(second, Some(Enrolment::Enrolled(..))),
+            "{engine:?}: {second:?}"
+        );
     });
 }

@@ -4,11 +4,11 @@
 //! public `orchestrator::store` API only, asserting what a user would
 //! notice. Also the PostgreSQL engine's refusals at connect.
 
+mod admin;
+mod audit;
 mod bad_input;
 mod containers;
 mod enrolment;
-mod admin;
-mod audit;
 
 use std::sync::Arc;
 
