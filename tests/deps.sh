@@ -3,12 +3,14 @@
 # Podman with runc (crun fails on these hosts), busybox-static for the test
 # image, clang and musl-tools for the static agents, qemu-user-static to run
 # the aarch64 agent, chromium for the terminal page's browser tests (with
-# playwright-core and the xterm packages from tests/browser's lock file), and
-# the rustup targets. Writes nothing under /etc; Podman is configured through
+# playwright-core and the xterm packages from tests/browser's lock file),
+# postgresql for the store's PostgreSQL engine (the tests start their own
+# server from its binaries, /usr/lib/postgresql/*/bin), and the rustup
+# targets. Writes nothing under /etc; Podman is configured through
 # CONTAINERS_CONF (tests/podman/containers.conf).
 set -euo pipefail
 
-packages=(podman runc busybox-static clang musl-tools qemu-user-static file openssl ca-certificates chromium)
+packages=(podman runc busybox-static clang musl-tools qemu-user-static file openssl ca-certificates chromium postgresql)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

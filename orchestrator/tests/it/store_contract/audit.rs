@@ -1,0 +1,186 @@
+//! The audit log, decisions and terminal sessions on both engines: paging
+//! newest first, scopes, intents recovered as interrupted, live sessions.
+
+use orchestrator::policy::Recorded;
+use orchestrator::store::{
+    AuditEntry, AuditScope, AuditWrite, AuditWritten, DecisionRecord, TerminalRecord, INTERRUPTED,
+};
+
+use super::each_engine;
+
+fn entry(action: &str, tenant: Option<&str>, org: Option<&str>) -> AuditEntry {
+    AuditEntry {
+        seq: 0,
+        at: 1,
+        principal: "operator".into(),
+        kind: "api".into(),
+        action: action.into(),
+        target: "/v1/x".into(),
+        tenant_id: tenant.map(str::to_owned),
+        org_id: org.map(str::to_owned),
+        outcome: "ok".into(),
+        status: Some(200),
+    }
+}
+
+fn actions(entries: &[AuditEntry]) -> Vec<&str> {
+    entries.iter().map(|e| e.action.as_str()).collect()
+}
+
+#[test]
+fn audit_entries_page_newest_first_by_scope() {
+    each_engine(|engine, store| {
+        let mut seqs = Vec::new();
+        for i in 0..5 {
+            let tenant = if i % 2 == 0 { Some("t1") } else { Some("t2") };
+            let stored = store
+                .append_audit(entry(&format!("a{i}"), tenant, Some("o1")), i % 2 == 0)
+                .unwrap();
+            seqs.push(stored.seq);
+        }
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{engine:?}: {seqs:?}");
+        let all = store.query_audit(&AuditScope::All, None, 2).unwrap();
+        assert_eq!(actions(&all), ["a4", "a3"], "{engine:?}");
+        let next = store
+            .query_audit(&AuditScope::All, Some(all[1].seq), 10)
+            .unwrap();
+        assert_eq!(actions(&next), ["a2", "a1", "a0"], "{engine:?}");
+        let t1 = store
+            .query_audit(&AuditScope::Tenant("t1".into()), None, 10)
+            .unwrap();
+        assert_eq!(actions(&t1), ["a4", "a2", "a0"], "{engine:?}");
+        let t1_page = store
+            .query_audit(&AuditScope::Tenant("t1".into()), Some(t1[0].seq), 1)
+            .unwrap();
+        assert_eq!(actions(&t1_page), ["a2"], "{engine:?}");
+        let org = store
+            .query_audit(&AuditScope::Org("o1".into()), None, 10)
+            .unwrap();
+        assert_eq!(org.len(), 5, "{engine:?}");
+        let none = store
+            .query_audit(&AuditScope::Tenant("nobody".into()), None, 10)
+            .unwrap();
+        assert!(none.is_empty(), "{engine:?}");
+    });
+}
+
+#[test]
+fn audit_intents_left_behind_are_recovered_as_interrupted() {
+    each_engine(|engine, store| {
+        let written = store
+            .write_audit_batch(
+                vec![
+                    AuditWrite::Intent(entry("pending", Some("t1"), None)),
+                    AuditWrite::Intent(entry("settled", Some("t1"), None)),
+                ],
+                true,
+            )
+            .unwrap();
+        let [AuditWritten::Intent(_), AuditWritten::Intent(settled)] = written[..] else {
+            panic!("{engine:?}: {written:?}");
+        };
+        store
+            .write_audit_batch(
+                vec![AuditWrite::Append {
+                    entry: entry("settled", Some("t1"), None),
+                    clears: Some(settled),
+                }],
+                true,
+            )
+            .unwrap();
+        assert_eq!(store.recover_audit_intents().unwrap(), 1, "{engine:?}");
+        assert_eq!(store.recover_audit_intents().unwrap(), 0, "{engine:?}");
+        let log = store.query_audit(&AuditScope::All, None, 10).unwrap();
+        let seen: Vec<_> = log
+            .iter()
+            .map(|e| (e.action.as_str(), e.outcome.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [("pending", INTERRUPTED), ("settled", "ok")],
+            "{engine:?}"
+        );
+    });
+}
+
+fn decision(id: &str, tenant: &str, at: u64) -> DecisionRecord {
+    DecisionRecord {
+        id: id.into(),
+        tenant_id: tenant.into(),
+        at,
+        outcome: "placed".into(),
+        container_id: Some(format!("c-{id}")),
+        explanation: Recorded::from_json(serde_json::json!({ "reason": id })),
+    }
+}
+
+#[test]
+fn decisions_round_trip_and_page_newest_first_per_tenant() {
+    each_engine(|engine, store| {
+        assert_eq!(store.get_decision("x").unwrap(), None, "{engine:?}");
+        for (id, tenant, at) in [("a", "t", 1), ("b", "t", 3), ("c", "u", 2), ("d", "t", 2)] {
+            store.put_decision(&decision(id, tenant, at)).unwrap();
+        }
+        assert_eq!(
+            store.get_decision("c").unwrap(),
+            Some(decision("c", "u", 2))
+        );
+        let ids = |limit| -> Vec<String> {
+            let list = store.list_decisions("t", limit).unwrap();
+            list.into_iter().map(|d| d.id).collect()
+        };
+        assert_eq!(ids(10), ["b", "d", "a"], "{engine:?}");
+        assert_eq!(ids(1), ["b"], "{engine:?}");
+        // A tenant whose id is a prefix of another's sees only its own.
+        store.put_decision(&decision("e", "tt", 9)).unwrap();
+        assert_eq!(ids(10), ["b", "d", "a"], "{engine:?}");
+    });
+}
+
+fn session(worker: &str, id: u64, container: &str) -> TerminalRecord {
+    TerminalRecord {
+        worker_id: worker.into(),
+        session_id: id,
+        container_id: container.into(),
+        tenant_id: "t1".into(),
+        opened_by: "operator".into(),
+        opened_at: 100 + id,
+        ended_at: None,
+        exit_code: None,
+        reason: None,
+    }
+}
+
+#[test]
+fn terminal_sessions_are_live_until_ended_and_keep_their_first_end() {
+    each_engine(|engine, store| {
+        store.put_terminal(&session("w1", 1, "c1")).unwrap();
+        store.put_terminal(&session("w1", 2, "c1")).unwrap();
+        store.put_terminal(&session("w2", 1, "c2")).unwrap();
+        assert_eq!(store.live_terminals().unwrap().len(), 3, "{engine:?}");
+        let ended = store.end_terminal("w1", 1, 500, Some(0), "exited").unwrap();
+        assert_eq!(ended.duration_ms(), Some(399), "{engine:?}");
+        let again = store.end_terminal("w1", 1, 900, Some(1), "late").unwrap();
+        assert_eq!(
+            again.ended_at,
+            Some(500),
+            "{engine:?}: the first end was replaced"
+        );
+        let live: Vec<_> = store
+            .live_terminals()
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.worker_id, t.session_id))
+            .collect();
+        assert_eq!(live.len(), 2, "{engine:?}");
+        assert!(!live.contains(&("w1".into(), 1)), "{engine:?}");
+        let of_c1 = store.container_terminals("c1").unwrap();
+        assert_eq!(of_c1.len(), 2, "{engine:?}");
+        let read = store.get_terminal("w1", 1).unwrap().unwrap();
+        assert_eq!(read.reason.as_deref(), Some("exited"), "{engine:?}");
+        assert!(
+            store.end_terminal("w9", 9, 1, None, "x").is_err(),
+            "{engine:?}"
+        );
+    });
+}

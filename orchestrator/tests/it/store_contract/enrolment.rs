@@ -1,0 +1,217 @@
+//! Tenants, join tokens and enrolment on both engines: unique tenant
+//! names, single-use tokens and plan limits held under concurrency.
+
+use orchestrator::store::{
+    Admitted, Enrolment, JoinRefusal, JoinToken, NewWorker, Plan, Store, StoreError,
+};
+
+use super::{each_engine, race, tenant};
+use crate::harness::now_ms;
+
+fn join_token(store: &Store, hash: &str, tenant_id: &str) {
+    let now = now_ms();
+    let token = JoinToken {
+        tenant_id: tenant_id.to_owned(),
+        created_at: now,
+        expires_at: now + 3_600_000,
+        used: false,
+        fleet: None,
+    };
+    store.create_join_token(hash, &token).unwrap();
+}
+
+fn new_worker(i: usize) -> NewWorker {
+    NewWorker {
+        id: format!("worker-{i}"),
+        name: format!("w{i}"),
+        hostname: None,
+        credential_hash: format!("cred-{i}"),
+    }
+}
+
+/// Enrol as the API does: decide on the tenant's usage (the plan's worker
+/// limit), then enrol with that usage; again if it changed meanwhile.
+/// `Ok(None)` when the plan refuses.
+fn enroll_like_the_api(
+    store: &Store,
+    join_hash: &str,
+    new: &NewWorker,
+) -> Result<Option<Enrolment>, StoreError> {
+    let mut admitted = None;
+    for _ in 0..1000 {
+        let args = admitted.as_ref().map(|usage| Admitted {
+            usage,
+            decision: None,
+        });
+        match store.enroll(join_hash, now_ms(), new, args)? {
+            Enrolment::Decide { tenant, usage } => {
+                let limit = tenant.plan.limits().workers.unwrap_or(u32::MAX);
+                if usage.workers >= limit {
+                    return Ok(None);
+                }
+                admitted = Some(usage);
+            }
+            done => return Ok(Some(done)),
+        }
+    }
+    panic!("enrolment never settled")
+}
+
+#[test]
+fn tenant_names_are_unique_and_tenants_are_listed_in_creation_order() {
+    each_engine(|engine, store| {
+        let a = tenant(&store, "acme", Plan::Free);
+        let b = tenant(&store, "globex", Plan::Pro);
+        let again = orchestrator::store::Tenant {
+            id: "tenant-other".into(),
+            ..a.clone()
+        };
+        let err = store.create_tenant(&again).unwrap_err();
+        assert!(
+            matches!(err, StoreError::TenantNameTaken { ref name } if name == "acme"),
+            "{engine:?}: {err}"
+        );
+        assert!(
+            store.get_tenant("tenant-other").unwrap().is_none(),
+            "{engine:?}"
+        );
+        let names: Vec<_> = store
+            .list_tenants()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(names, ["acme", "globex"], "{engine:?}");
+        assert_eq!(
+            store.set_plan(&a.id, Plan::Starter).unwrap().plan,
+            Plan::Starter
+        );
+        assert_eq!(
+            store.get_tenant(&a.id).unwrap().unwrap().plan,
+            Plan::Starter
+        );
+        assert_eq!(store.get_tenant(&b.id).unwrap().unwrap().plan, Plan::Pro);
+    });
+}
+
+#[test]
+fn a_join_token_enrols_once_and_is_refused_after() {
+    each_engine(|engine, store| {
+        let t = tenant(&store, "acme", Plan::Pro);
+        join_token(&store, "join-1", &t.id);
+        let first = enroll_like_the_api(&store, "join-1", &new_worker(1)).unwrap();
+        assert!(
+            matches!(first, Some(Enrolment::Enrolled(..))),
+            "{engine:?}: {first:?}"
+        );
+        let second = enroll_like_the_api(&store, "join-1", &new_worker(2)).unwrap();
+        assert_eq!(
+            second,
+            Some(Enrolment::Refused(JoinRefusal::Used)),
+            "{engine:?}"
+        );
+        let unknown = enroll_like_the_api(&store, "join-x", &new_worker(3)).unwrap();
+        assert_eq!(
+            unknown,
+            Some(Enrolment::Refused(JoinRefusal::Unknown)),
+            "{engine:?}"
+        );
+        assert!(store.get_join_token("join-1").unwrap().unwrap().used);
+        let workers = store.list_workers().unwrap();
+        assert_eq!(workers.len(), 1, "{engine:?}");
+        assert_eq!(workers[0].0.id, "worker-1");
+        let by_cred = store.authenticate_worker("cred-1").unwrap().unwrap();
+        assert_eq!(by_cred.tenant_id, t.id);
+        assert!(
+            store.authenticate_worker("cred-2").unwrap().is_none(),
+            "{engine:?}"
+        );
+    });
+}
+
+#[test]
+fn many_enrolments_racing_for_one_token_enrol_exactly_one_worker() {
+    each_engine(|engine, store| {
+        let t = tenant(&store, "acme", Plan::Enterprise);
+        join_token(&store, "join-1", &t.id);
+        let outcomes = race(8, |i| {
+            enroll_like_the_api(&store, "join-1", &new_worker(i)).unwrap()
+        });
+        let enrolled = outcomes
+            .iter()
+            .filter(|o| matches!(o, Some(Enrolment::Enrolled(..))))
+            .count();
+        let refused = outcomes
+            .iter()
+            .filter(|o| **o == Some(Enrolment::Refused(JoinRefusal::Used)))
+            .count();
+        assert_eq!((enrolled, refused), (1, 7), "{engine:?}: {outcomes:?}");
+        assert_eq!(store.list_workers().unwrap().len(), 1, "{engine:?}");
+        assert_eq!(store.tenant_usage(&t.id).unwrap().workers, 1, "{engine:?}");
+    });
+}
+
+#[test]
+fn concurrent_enrolments_never_exceed_the_plans_workers() {
+    each_engine(|engine, store| {
+        for (plan, name) in [(Plan::Free, "free"), (Plan::Starter, "starter")] {
+            let t = tenant(&store, name, plan);
+            for i in 0..6 {
+                join_token(&store, &format!("{name}-join-{i}"), &t.id);
+            }
+            let outcomes = race(6, |i| {
+                let new = NewWorker {
+                    id: format!("{name}-worker-{i}"),
+                    credential_hash: format!("{name}-cred-{i}"),
+                    ..new_worker(i)
+                };
+                enroll_like_the_api(&store, &format!("{name}-join-{i}"), &new).unwrap()
+            });
+            let limit = plan.limits().workers.unwrap() as usize;
+            let enrolled = outcomes.iter().filter(|o| o.is_some()).count();
+            assert_eq!(enrolled, limit, "{engine:?} {name}: {outcomes:?}");
+            let usage = store.tenant_usage(&t.id).unwrap();
+            assert_eq!(usage.workers as usize, limit, "{engine:?} {name}");
+            let refused_tokens_unused = (0..6).filter(|i| outcomes[*i].is_none()).all(|i| {
+                !store
+                    .get_join_token(&format!("{name}-join-{i}"))
+                    .unwrap()
+                    .unwrap()
+                    .used
+            });
+            assert!(
+                refused_tokens_unused,
+                "{engine:?}: a refused enrolment used its token"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_revoked_worker_reads_as_revoked_and_frees_its_plan_slot() {
+    each_engine(|engine, store| {
+        let t = tenant(&store, "acme", Plan::Free);
+        join_token(&store, "join-1", &t.id);
+        join_token(&store, "join-2", &t.id);
+        assert!(enroll_like_the_api(&store, "join-1", &new_worker(1))
+            .unwrap()
+            .is_some());
+        assert!(enroll_like_the_api(&store, "join-2", &new_worker(2))
+            .unwrap()
+            .is_none());
+        assert!(
+            store.revoke_worker("worker-1").unwrap().revoked,
+            "{engine:?}"
+        );
+        let revoked = store.authenticate_worker("cred-1").unwrap().unwrap();
+        assert!(
+            revoked.revoked,
+            "{engine:?}: the credential still reads as good"
+        );
+        let second = enroll_like_the_api(&store, "join-2", &new_worker(2)).unwrap();
+        assert!(
+            matches!(second, Some(Enrolment::Enrolled(..))),
+            "{engine:?}: {second:?}"
+        );
+    });
+}
