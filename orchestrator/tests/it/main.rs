@@ -26,6 +26,7 @@ mod ops;
 mod policies;
 mod postgres;
 mod reconcile;
+mod replicas;
 mod restart;
 mod scheduling;
 mod store_contract;

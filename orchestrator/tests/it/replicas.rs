@@ -62,7 +62,10 @@ fn a_second_process_with_a_live_replicas_identity_is_refused_at_start() {
             panic!("a second eu-1 started");
         };
         let message = error.to_string();
-        assert!(message.contains("eu-1") && message.contains("--replica-id"), "{message}");
+        assert!(
+            message.contains("eu-1") && message.contains("--replica-id"),
+            "{message}"
+        );
         first.assert_still_serves().await;
         first.stop().await;
     });
@@ -80,7 +83,14 @@ fn a_policy_activated_on_one_replica_takes_effect_on_the_other_and_so_does_its_r
             let server_addr = server.addr;
             async move {
                 let auth = format!("Bearer {ADMIN}");
-                let (_, list) = http(server_addr, "GET", &path, &[("Authorization", auth.as_str())], None).await;
+                let (_, list) = http(
+                    server_addr,
+                    "GET",
+                    &path,
+                    &[("Authorization", auth.as_str())],
+                    None,
+                )
+                .await;
                 list["effective"]["placement"].clone()
             }
         };
@@ -100,17 +110,21 @@ fn a_policy_activated_on_one_replica_takes_effect_on_the_other_and_so_does_its_r
             .await;
         assert_eq!(status, 200, "{reply}");
         let label = format!("tenant:{t}:bp@1");
-        until(Duration::from_secs(3), "b to place with binpack", || async {
-            effective(&b).await == label.as_str()
-        })
+        until(
+            Duration::from_secs(3),
+            "b to place with binpack",
+            || async { effective(&b).await == label.as_str() },
+        )
         .await;
         let (status, reply) = a
             .admin("POST", &format!("/v1/policies/{id}/rollback"), None)
             .await;
         assert_eq!(status, 200, "{reply}");
-        until(Duration::from_secs(3), "b back on the stock policy", || async {
-            effective(&b).await == "stock:least-loaded"
-        })
+        until(
+            Duration::from_secs(3),
+            "b back on the stock policy",
+            || async { effective(&b).await == "stock:least-loaded" },
+        )
         .await;
         a.stop().await;
         b.stop().await;
@@ -127,7 +141,10 @@ where
 {
     let deadline = std::time::Instant::now() + limit;
     while !done().await {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         smol::Timer::after(Duration::from_millis(50)).await;
     }
 }

@@ -9,10 +9,13 @@ mod audit;
 mod bad_input;
 mod containers;
 mod enrolment;
+mod ownership;
 
 use std::sync::Arc;
 
-use orchestrator::store::{Plan, Store, Tenant};
+use orchestrator::store::{
+    Admitted, Enrolment, JoinToken, NewWorker, Plan, RegisterInfo, Store, Tenant,
+};
 
 use crate::harness::{now_ms, temp_dir};
 
@@ -61,4 +64,53 @@ pub fn race<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
+}
+
+/// Worker `id` of `tenant_id`, enrolled and registered through `replica`:
+/// its connection's ownership epoch.
+pub fn registered(store: &Store, tenant_id: &str, id: &str, replica: &str) -> u64 {
+    let now = now_ms();
+    let token = JoinToken {
+        tenant_id: tenant_id.to_owned(),
+        created_at: now,
+        expires_at: now + 3_600_000,
+        used: false,
+        fleet: None,
+    };
+    let hash = format!("join-{id}");
+    store.create_join_token(&hash, &token).unwrap();
+    let new = NewWorker {
+        id: id.to_owned(),
+        name: id.to_owned(),
+        hostname: None,
+        credential_hash: format!("cred-{id}"),
+    };
+    let usage = store.tenant_usage(tenant_id).unwrap();
+    let admitted = Admitted {
+        usage: &usage,
+        decision: None,
+    };
+    let enrolled = store.enroll(&hash, now, &new, Some(admitted)).unwrap();
+    assert!(matches!(enrolled, Enrolment::Enrolled(..)), "{enrolled:?}");
+    register(store, id, replica)
+}
+
+/// A register of worker `id` through `replica`: the new ownership epoch.
+pub fn register(store: &Store, id: &str, replica: &str) -> u64 {
+    let info = RegisterInfo {
+        protocol_version: 1,
+        platform: "linux".into(),
+        arch: None,
+        cpu_count: 2,
+        memory_total: 1 << 30,
+        container_engines: vec!["podman".into()],
+        agent_version: "test".into(),
+        mode: "byom".into(),
+        labels: Default::default(),
+        security_floor: None,
+    };
+    let worker = store
+        .record_register(id, replica, id, "host", info, now_ms())
+        .unwrap();
+    worker.owner.expect("owned after a register").epoch
 }

@@ -155,7 +155,7 @@ impl Pg {
             Ok::<_, sqlx::Error>(txn)
         })?;
         Ok(Txn {
-            txn: RefCell::new(txn),
+            txn: RefCell::new(Some(txn)),
         })
     }
 
@@ -165,15 +165,27 @@ impl Pg {
                 .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
         )?;
         Ok(Txn {
-            txn: RefCell::new(txn),
+            txn: RefCell::new(Some(txn)),
         })
     }
 }
 
 /// One transaction on one pooled connection; rolled back when dropped
-/// uncommitted.
+/// uncommitted, before the drop returns: a refused write (a used token, a
+/// plan at its limit) must not hold the write lock of every replica until
+/// some executor gets round to sqlx's deferred rollback.
 pub struct Txn {
-    txn: RefCell<sqlx::Transaction<'static, Postgres>>,
+    txn: RefCell<Option<sqlx::Transaction<'static, Postgres>>>,
+}
+
+impl Drop for Txn {
+    fn drop(&mut self) {
+        if let Some(txn) = self.txn.get_mut().take() {
+            if let Err(error) = block(txn.rollback()) {
+                tracing::warn!(%error, "rollback failed; the connection is dropped");
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Txn {
@@ -201,7 +213,10 @@ impl Txn {
     }
 
     pub(in crate::store) fn commit(self) -> Result<(), PgError> {
-        Ok(block(self.txn.into_inner().commit())?)
+        match self.txn.borrow_mut().take() {
+            Some(txn) => Ok(block(txn.commit())?),
+            None => Ok(()),
+        }
     }
 
     fn run<T>(
@@ -213,7 +228,10 @@ impl Txn {
         >,
     ) -> Result<T, PgError> {
         let mut txn = self.txn.borrow_mut();
-        Ok(block(f(&mut txn))?)
+        let txn = txn
+            .as_mut()
+            .ok_or_else(|| PgError::Corrupt("transaction already ended".into()))?;
+        Ok(block(f(txn))?)
     }
 }
 

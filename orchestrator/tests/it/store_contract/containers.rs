@@ -175,13 +175,14 @@ fn a_reconcile_adopts_updates_and_marks_lost_in_one_step() {
             profile: None,
             created_at: None,
         };
+        let epoch = super::registered(&store, &t.id, "w1", "r1");
         let since = orchestrator::store::stamp();
         let items = [
             item("running", ContainerState::Exited),
             item("adopted", ContainerState::Running),
         ];
         let mut report = store
-            .reconcile("w1", Some(&t.id), &items, since, now_ms())
+            .reconcile("w1", epoch, Some(&t.id), &items, since, now_ms())
             .unwrap();
         report.sort_by_key(|r| format!("{r:?}"));
         let expected = [

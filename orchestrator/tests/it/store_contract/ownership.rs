@@ -1,0 +1,87 @@
+//! Replicas and the ownership of workers on both engines: the newest
+//! register owns a worker and fences every write of older connections; a
+//! live replica's identity is refused to a second process.
+
+use orchestrator::store::{HeartbeatRecord, Plan, ReplicaRecord, StoreError};
+
+use super::{each_engine, register, registered, tenant};
+use crate::harness::now_ms;
+
+fn beat(cpu: f64) -> HeartbeatRecord {
+    HeartbeatRecord {
+        at: now_ms(),
+        cpu_usage: cpu,
+        memory_free: 1,
+        disk_total: None,
+        disk_free: None,
+        containers_running: 0,
+        gateway_status: None,
+        gateway_status_detail: None,
+    }
+}
+
+#[test]
+fn the_newest_register_owns_the_worker_and_fences_the_older_connections_writes() {
+    each_engine(|engine, store| {
+        let t = tenant(&store, "acme", Plan::Enterprise);
+        let old = registered(&store, &t.id, "w1", "replica-a");
+        store.record_heartbeat("w1", old, &beat(1.0)).unwrap();
+        let new = register(&store, "w1", "replica-b");
+        assert!(new > old, "{engine:?}");
+        let owner = store.worker_owner("w1").unwrap().unwrap();
+        assert_eq!((owner.replica.as_str(), owner.epoch), ("replica-b", new));
+        let fenced = store.record_heartbeat("w1", old, &beat(2.0)).unwrap_err();
+        assert!(
+            matches!(fenced, StoreError::Fenced { .. }),
+            "{engine:?}: {fenced}"
+        );
+        let fenced = store
+            .reconcile("w1", old, Some(&t.id), &[], 0, now_ms())
+            .unwrap_err();
+        assert!(
+            matches!(fenced, StoreError::Fenced { .. }),
+            "{engine:?}: {fenced}"
+        );
+        // What the old connection sent never landed.
+        assert_eq!(store.heartbeat("w1").unwrap().unwrap().cpu_usage, 1.0);
+        store.record_heartbeat("w1", new, &beat(3.0)).unwrap();
+        assert_eq!(store.heartbeat("w1").unwrap().unwrap().cpu_usage, 3.0);
+    });
+}
+
+#[test]
+fn a_live_replica_identity_is_refused_to_another_process_until_it_goes_stale() {
+    each_engine(|engine, store| {
+        let now = now_ms();
+        let first = ReplicaRecord {
+            id: "eu-1".into(),
+            address: Some("https://10.0.0.1:8443".into()),
+            started_ms: now,
+            beat_ms: now,
+        };
+        store.register_replica(&first, 30_000).unwrap();
+        let second = ReplicaRecord {
+            started_ms: now + 1,
+            beat_ms: now + 1,
+            ..first.clone()
+        };
+        let taken = store.register_replica(&second, 30_000).unwrap_err();
+        assert!(
+            matches!(taken, StoreError::ReplicaTaken { .. }),
+            "{engine:?}: {taken}"
+        );
+        let listed = store.replicas().unwrap();
+        assert_eq!(listed, vec![first.clone()], "{engine:?}: nothing written");
+        let later = ReplicaRecord {
+            started_ms: now + 60_000,
+            beat_ms: now + 60_000,
+            ..first
+        };
+        store.register_replica(&later, 30_000).unwrap();
+        let lost = store.beat_replica("eu-1", now, now + 60_001).unwrap_err();
+        assert!(
+            matches!(lost, StoreError::ReplicaTaken { .. }),
+            "{engine:?}: {lost}"
+        );
+    });
+}
