@@ -148,3 +148,30 @@ where
         smol::Timer::after(Duration::from_millis(50)).await;
     }
 }
+
+#[test]
+fn serve_refuses_at_start_without_a_store_or_with_an_unreachable_database() {
+    smol::block_on(async {
+        let none = cli(&["serve", "--listen", "127.0.0.1:0"])
+            .await
+            .unwrap_err();
+        assert!(
+            none.contains("--data DIR") && none.contains("--database"),
+            "{none}"
+        );
+        let nowhere = temp_dir("replica-nowhere");
+        std::fs::create_dir_all(&nowhere).unwrap();
+        let url = format!(
+            "postgres://crops:hunter2@localhost/crops?host={}",
+            nowhere.display()
+        );
+        let refused = cli(&["serve", "--listen", "127.0.0.1:0", "--database", &url])
+            .await
+            .unwrap_err();
+        assert!(refused.contains("cannot reach PostgreSQL"), "{refused}");
+        assert!(
+            !refused.contains("hunter2"),
+            "the password leaked: {refused}"
+        );
+    });
+}
