@@ -49,6 +49,7 @@ mod wire;
 
 mod agent_socket;
 mod health;
+mod heartbeats;
 mod scheduling;
 mod socket;
 
@@ -223,6 +224,8 @@ pub enum Error {
 pub(crate) struct App {
     /// Durable state; every handler and connection task goes through it.
     pub store: Arc<Store>,
+    /// Heartbeats waiting for the next batch (`heartbeats`).
+    pub heartbeats: heartbeats::Heartbeats,
     /// This process's replica identity: the owner it writes into the
     /// workers whose agents register here (`store::replicas`).
     pub replica_id: String,
@@ -325,6 +328,7 @@ pub async fn serve(
     let hub = Arc::new(Hub::with_metrics(Arc::clone(&metrics)));
     let app = Arc::new(App {
         replica_id: replica.id.clone(),
+        heartbeats: heartbeats::Heartbeats::default(),
         policies,
         store: Arc::clone(&store),
         hub: Arc::clone(&hub),
@@ -350,6 +354,7 @@ pub async fn serve(
     scheduling::follow::spawn(&app);
     history::spawn(&app, config.history_interval);
     replica::spawn_beat(&app, replica.started_ms);
+    heartbeats::spawn_flusher(&app);
     // Sessions stored as live come back, offline until their agents return.
     app.terminals.restore(&store).await?;
     terminal::spawn_reaper(&app);

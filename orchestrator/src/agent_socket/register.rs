@@ -139,26 +139,12 @@ impl Conn {
             gateway_status: beat.gateway_status,
             gateway_status_detail: beat.gateway_status_detail,
         };
-        let id = self.worker_id.clone();
         let epoch = self.registered.as_ref().map_or(0, |r| r.epoch);
-        match self
-            .app
-            .store
-            .call(move |s| s.record_heartbeat(&id, epoch, &record))
-            .await
-        {
-            Ok(()) => self.app.hub.beat(&self.worker_id, self.conn_id, now),
-            Err(StoreError::Fenced { owner, .. }) => {
-                tracing::info!(worker_id = %self.worker_id, ?owner, "a newer connection owns the worker");
-                return Err(close_with(
-                    close::REPLACED,
-                    "replaced by a newer connection",
-                ));
-            }
-            Err(error) => {
-                tracing::error!(worker_id = %self.worker_id, %error, "cannot store a heartbeat")
-            }
-        }
+        // Stored with the replica's next batch (`crate::heartbeats`).
+        self.app
+            .heartbeats
+            .note(&self.worker_id, self.conn_id, epoch, record);
+        self.app.hub.beat(&self.worker_id, self.conn_id, now);
         Ok(())
     }
 }

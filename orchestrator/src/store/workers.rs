@@ -467,6 +467,40 @@ impl Store {
         Ok(worker)
     }
 
+    /// Store the latest heartbeats of many workers, in one transaction with
+    /// reduced durability (a replica's batch: `crate::heartbeats`). Each
+    /// names the epoch of the connection it came on; those of connections
+    /// no longer owning their worker are not stored and their worker ids
+    /// returned, as are unknown workers' (deleted meanwhile).
+    pub fn record_heartbeats(
+        &self,
+        beats: &[(String, u64, HeartbeatRecord)],
+    ) -> Result<Vec<String>, StoreError> {
+        let mut refused = Vec::new();
+        let mut txn = self.db.begin_write().map_err(failed("begin a write"))?;
+        txn.set_durability(Durability::None)
+            .map_err(failed("lower a heartbeat's durability"))?;
+        {
+            let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
+            let mut table = txn
+                .open_table(HEARTBEATS)
+                .map_err(failed("open heartbeats"))?;
+            for (id, epoch, beat) in beats {
+                match super::replicas::owned_worker(&workers, id, *epoch) {
+                    Ok(_) => table
+                        .insert(id.as_str(), encode(beat).as_str())
+                        .map_err(failed("store a heartbeat"))?,
+                    Err(StoreError::Fenced { .. } | StoreError::NotFound { .. }) => {
+                        refused.push(id.clone())
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        txn.commit().map_err(failed("commit heartbeats"))?;
+        Ok(refused)
+    }
+
     /// Store a worker's latest heartbeat with reduced durability.
     /// Refused with [`StoreError::Fenced`] unless the connection holding
     /// `epoch` still owns the worker.

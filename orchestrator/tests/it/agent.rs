@@ -364,8 +364,12 @@ fn a_flood_closes_with_4008() {
         within(Duration::from_secs(20), "the flood", flood).await;
         let (code, reason) = agent.expect_close(Duration::from_secs(5)).await;
         assert_eq!((code, reason.as_str()), (4008, "rate limit exceeded"));
-        let w = server.worker(&id).await;
-        assert_eq!(w["heartbeat"]["cpuUsage"], 9.0);
+        // Heartbeats are stored in batches: the flood's lands with the next.
+        server
+            .wait_worker(&id, "the flood's heartbeat stored", |w| {
+                w["heartbeat"]["cpuUsage"] == 9.0
+            })
+            .await;
         server.assert_still_serves().await;
         server.stop().await;
     });

@@ -85,3 +85,26 @@ fn a_live_replica_identity_is_refused_to_another_process_until_it_goes_stale() {
         );
     });
 }
+
+#[test]
+fn a_batch_of_heartbeats_stores_the_owners_and_refuses_the_fenced_and_the_unknown() {
+    each_engine(|engine, store| {
+        let t = tenant(&store, "acme", Plan::Enterprise);
+        let a_old = registered(&store, &t.id, "wa", "replica-a");
+        let a_new = register(&store, "wa", "replica-b");
+        let b = registered(&store, &t.id, "wb", "replica-a");
+        let batch = vec![
+            ("wa".to_owned(), a_old, beat(1.0)),
+            ("wb".to_owned(), b, beat(2.0)),
+            ("gone".to_owned(), 1, beat(3.0)),
+        ];
+        let mut refused = store.record_heartbeats(&batch).unwrap();
+        refused.sort();
+        assert_eq!(refused, ["gone", "wa"], "{engine:?}");
+        assert!(store.heartbeat("wa").unwrap().is_none(), "{engine:?}");
+        assert_eq!(store.heartbeat("wb").unwrap().unwrap().cpu_usage, 2.0);
+        let batch = vec![("wa".to_owned(), a_new, beat(4.0))];
+        assert!(store.record_heartbeats(&batch).unwrap().is_empty());
+        assert_eq!(store.heartbeat("wa").unwrap().unwrap().cpu_usage, 4.0);
+    });
+}
