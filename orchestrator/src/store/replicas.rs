@@ -154,7 +154,7 @@ impl Store {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::store::{HeartbeatRecord, JoinToken, RegisterInfo, Tenant};
+    use crate::store::{HeartbeatRecord, RegisterInfo};
 
     pub(in crate::store) fn info() -> RegisterInfo {
         RegisterInfo {
@@ -171,29 +171,11 @@ pub(super) mod tests {
         }
     }
 
+    /// A store holding tenant `t` and its enrolled worker `w`.
     fn store(name: &str) -> Store {
-        let dir = std::env::temp_dir().join(format!(
-            "crops-replicas-{name}-{}-{}",
-            std::process::id(),
-            crate::now_ms()
-        ));
-        let s = Store::open(&dir).unwrap();
-        let tenant = Tenant {
-            id: "t".into(),
-            name: "t".into(),
-            created_at: 1,
-            org_id: String::new(),
-            plan: Default::default(),
-        };
-        s.create_tenant(&tenant).unwrap();
-        let token = JoinToken {
-            tenant_id: "t".into(),
-            created_at: 1,
-            expires_at: u64::MAX,
-            used: false,
-            fleet: None,
-        };
-        s.create_join_token("j", &token).unwrap();
+        use crate::store::usage::tests::{store_with_tenant, token};
+        let s = store_with_tenant(name);
+        token(&s, "j");
         let worker = crate::store::usage::tests::worker("w");
         let usage = crate::store::TenantUsage::default();
         let admitted = crate::store::Admitted {

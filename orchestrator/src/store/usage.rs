@@ -231,7 +231,7 @@ pub(super) mod tests {
     }
 
     /// A fresh store holding tenant `t` (on the Free plan).
-    fn store_with_tenant(name: &str) -> Store {
+    pub(in crate::store) fn store_with_tenant(name: &str) -> Store {
         let s = store(name);
         let tenant = Tenant {
             id: "t".into(),
@@ -272,7 +272,7 @@ pub(super) mod tests {
         }
     }
 
-    fn token(s: &Store, hash: &str) {
+    pub(in crate::store) fn token(s: &Store, hash: &str) {
         let token = JoinToken {
             tenant_id: "t".into(),
             created_at: 1,

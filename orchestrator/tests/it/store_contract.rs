@@ -66,9 +66,8 @@ pub fn race<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
     })
 }
 
-/// Worker `id` of `tenant_id`, enrolled and registered through `replica`:
-/// its connection's ownership epoch.
-pub fn registered(store: &Store, tenant_id: &str, id: &str, replica: &str) -> u64 {
+/// A join token for `tenant_id` under `hash`, valid for an hour.
+pub fn join_token(store: &Store, hash: &str, tenant_id: &str) {
     let now = now_ms();
     let token = JoinToken {
         tenant_id: tenant_id.to_owned(),
@@ -77,8 +76,15 @@ pub fn registered(store: &Store, tenant_id: &str, id: &str, replica: &str) -> u6
         used: false,
         fleet: None,
     };
+    store.create_join_token(hash, &token).unwrap();
+}
+
+/// Worker `id` of `tenant_id`, enrolled and registered through `replica`:
+/// its connection's ownership epoch.
+pub fn registered(store: &Store, tenant_id: &str, id: &str, replica: &str) -> u64 {
+    let now = now_ms();
     let hash = format!("join-{id}");
-    store.create_join_token(&hash, &token).unwrap();
+    join_token(store, &hash, tenant_id);
     let new = NewWorker {
         id: id.to_owned(),
         name: id.to_owned(),

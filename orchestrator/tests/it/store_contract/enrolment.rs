@@ -1,24 +1,10 @@
 //! Tenants, join tokens and enrolment on both engines: unique tenant
 //! names, single-use tokens and plan limits held under concurrency.
 
-use orchestrator::store::{
-    Admitted, Enrolment, JoinRefusal, JoinToken, NewWorker, Plan, Store, StoreError,
-};
+use orchestrator::store::{Admitted, Enrolment, JoinRefusal, NewWorker, Plan, Store, StoreError};
 
-use super::{each_engine, race, tenant};
+use super::{each_engine, join_token, race, tenant};
 use crate::harness::now_ms;
-
-fn join_token(store: &Store, hash: &str, tenant_id: &str) {
-    let now = now_ms();
-    let token = JoinToken {
-        tenant_id: tenant_id.to_owned(),
-        created_at: now,
-        expires_at: now + 3_600_000,
-        used: false,
-        fleet: None,
-    };
-    store.create_join_token(hash, &token).unwrap();
-}
 
 fn new_worker(i: usize) -> NewWorker {
     NewWorker {
