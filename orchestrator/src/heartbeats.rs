@@ -89,14 +89,10 @@ async fn flush(app: &Arc<App>) {
     if pending.is_empty() {
         return;
     }
-    let conns: HashMap<String, u64> = pending
-        .iter()
-        .map(|(id, p)| (id.clone(), p.conn_id))
-        .collect();
-    let beats: Vec<(String, u64, HeartbeatRecord)> = pending
+    let (conns, beats): (HashMap<_, _>, Vec<_>) = pending
         .into_iter()
-        .map(|(id, p)| (id, p.epoch, p.record))
-        .collect();
+        .map(|(id, p)| ((id.clone(), p.conn_id), (id, p.epoch, p.record)))
+        .unzip();
     let count = beats.len();
     match app.store.call(move |s| s.record_heartbeats(&beats)).await {
         Ok(refused) => {

@@ -307,7 +307,13 @@ pub async fn serve(
             .await?,
         )
     };
-    let replica = replica::register(&store, &config).await?;
+    let replica = replica::register(
+        &store,
+        config.replica_id.clone(),
+        config.advertise.clone(),
+        config.heartbeat_secs,
+    )
+    .await?;
     let (admin_hash, generated) = admin_token(&store, config.admin_token).await?;
     let default_org = auth::uuid_v4()?;
     store

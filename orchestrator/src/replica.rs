@@ -14,26 +14,16 @@ use std::time::Duration;
 use futures_lite::FutureExt;
 
 use crate::store::{ReplicaRecord, Store, StoreError};
-use crate::{auth, now_ms, App, Error, ServeConfig};
+use crate::{auth, now_ms, App, Error};
 
 /// How many heartbeat intervals a replica's beat stays fresh: its identity
 /// is held that long after its last beat.
 const FRESH_BEATS: u64 = 3;
 
-/// Take this process's identity in the store.
-pub(crate) fn register(
+/// Take the identity `id` (a new one if `None`) for this process, which
+/// the other replicas reach at `address`.
+pub(crate) async fn register(
     store: &Arc<Store>,
-    config: &ServeConfig,
-) -> impl std::future::Future<Output = Result<ReplicaRecord, Error>> + Send + 'static {
-    let store = Arc::clone(store);
-    let id = config.replica_id.clone();
-    let address = config.advertise.clone();
-    let heartbeat_secs = config.heartbeat_secs;
-    register_as(store, id, address, heartbeat_secs)
-}
-
-async fn register_as(
-    store: Arc<Store>,
     id: Option<String>,
     address: Option<String>,
     heartbeat_secs: u32,

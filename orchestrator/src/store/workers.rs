@@ -11,7 +11,7 @@
 //! it (the orchestrator may have crashed before recording the reply);
 //! [`Store::abandon_rotation`] drops it when the agent refused.
 
-use super::engine::Durability;
+use super::engine::{Durability, TextTable};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -476,29 +476,19 @@ impl Store {
         &self,
         beats: &[(String, u64, HeartbeatRecord)],
     ) -> Result<Vec<String>, StoreError> {
-        let mut refused = Vec::new();
-        let mut txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        txn.set_durability(Durability::None)
-            .map_err(failed("lower a heartbeat's durability"))?;
-        {
-            let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
-            let mut table = txn
-                .open_table(HEARTBEATS)
-                .map_err(failed("open heartbeats"))?;
+        self.write_heartbeats(|workers, table| {
+            let mut refused = Vec::new();
             for (id, epoch, beat) in beats {
-                match super::replicas::owned_worker(&workers, id, *epoch) {
-                    Ok(_) => table
-                        .insert(id.as_str(), encode(beat).as_str())
-                        .map_err(failed("store a heartbeat"))?,
+                match put_beat(workers, table, id, *epoch, beat) {
+                    Ok(()) => {}
                     Err(StoreError::Fenced { .. } | StoreError::NotFound { .. }) => {
                         refused.push(id.clone())
                     }
                     Err(error) => return Err(error),
                 }
             }
-        }
-        txn.commit().map_err(failed("commit heartbeats"))?;
-        Ok(refused)
+            Ok(refused)
+        })
     }
 
     /// Store a worker's latest heartbeat with reduced durability.
@@ -510,19 +500,41 @@ impl Store {
         epoch: u64,
         beat: &HeartbeatRecord,
     ) -> Result<(), StoreError> {
+        self.write_heartbeats(|workers, table| put_beat(workers, table, id, epoch, beat))
+    }
+
+    /// One heartbeat write transaction, without fsync (heartbeats are
+    /// frequent and replaceable): `f` gets the workers and the heartbeats.
+    fn write_heartbeats<T>(
+        &self,
+        f: impl FnOnce(&TextTable<'_>, &mut TextTable<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut txn = self.db.begin_write().map_err(failed("begin a write"))?;
         txn.set_durability(Durability::None)
             .map_err(failed("lower a heartbeat's durability"))?;
-        {
+        let out = {
             let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
-            super::replicas::owned_worker(&workers, id, epoch)?;
             let mut beats = txn
                 .open_table(HEARTBEATS)
                 .map_err(failed("open heartbeats"))?;
-            beats
-                .insert(id, encode(beat).as_str())
-                .map_err(failed("store a heartbeat"))?;
-        }
-        txn.commit().map_err(failed("commit a heartbeat"))
+            f(&workers, &mut beats)?
+        };
+        txn.commit().map_err(failed("commit heartbeats"))?;
+        Ok(out)
     }
+}
+
+/// Store `beat` as worker `id`'s, if the connection holding `epoch` still
+/// owns it.
+fn put_beat(
+    workers: &TextTable<'_>,
+    beats: &mut TextTable<'_>,
+    id: &str,
+    epoch: u64,
+    beat: &HeartbeatRecord,
+) -> Result<(), StoreError> {
+    super::replicas::owned_worker(workers, id, epoch)?;
+    beats
+        .insert(id, encode(beat).as_str())
+        .map_err(failed("store a heartbeat"))
 }

@@ -129,12 +129,6 @@ impl Drop for Binary {
     }
 }
 
-fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in the metrics"))
-}
-
 #[test]
 fn idle_floods_never_keep_out_the_api_an_agent_or_another_address() {
     smol::block_on(async {

@@ -283,15 +283,7 @@ impl Server {
         loop {
             let (_, body) = http_raw(self.addr, "GET", "/metrics", &[], None).await;
             let text = String::from_utf8(body).expect("metrics are UTF-8");
-            let connected = text
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix("crops_workers_connected ")?
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                })
-                .expect("crops_workers_connected in the metrics");
+            let connected = metric(&text, "crops_workers_connected");
             if connected == 0 {
                 return;
             }
@@ -314,6 +306,14 @@ impl Server {
         .await;
         agent.close().await;
     }
+}
+
+/// The value of `series` (a name with its labels, if any) in a `/metrics`
+/// text.
+pub fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in the metrics"))
 }
 
 /// Run `fut`, failing the test after `limit`.
