@@ -340,6 +340,7 @@ fn closed(frame: Option<(u16, String)>) -> SessionError {
         1000 => "normal closure",
         1001 => "orchestrator going away",
         1009 => "a message of ours was over the size limit",
+        1013 => "orchestrator cut off from its database; another replica takes over",
         close::PROTOCOL_ERROR => "protocol error",
         close::REVOKED => "credential revoked",
         close::UNSUPPORTED_VERSION => "unsupported protocol version",

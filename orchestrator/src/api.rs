@@ -18,6 +18,7 @@ pub mod images;
 pub mod members;
 pub mod ops;
 pub mod orgs;
+pub mod peers;
 pub mod plans;
 pub mod policies;
 mod relay;

@@ -348,7 +348,9 @@ pub async fn check(
     req: &Request<Incoming>,
 ) -> Result<(), ApiError> {
     let (target, need) = match rule {
-        Rule::Public | Rule::JoinToken | Rule::Worker | Rule::SignedIn => return Ok(()),
+        Rule::Public | Rule::JoinToken | Rule::Worker | Rule::Peer | Rule::SignedIn => {
+            return Ok(())
+        }
         Rule::Operator => return caller.operator_only(),
         Rule::OrgAdmin(t) => (t, Need::Admin),
         Rule::OrgMember(t) | Rule::TenantMember(t) => (t, Need::Use),

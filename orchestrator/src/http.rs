@@ -54,6 +54,9 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("store failure: {0}")]
     Store(#[source] StoreError),
+    /// The shared database cannot be reached now: 503, try again.
+    #[error("the database cannot be reached; try again shortly ({0})")]
+    StoreUnavailable(#[source] StoreError),
     #[error("cannot mint a secret: {0}")]
     Auth(#[from] crate::auth::AuthError),
 }
@@ -69,6 +72,7 @@ impl From<StoreError> for ApiError {
             | StoreError::Revoked { .. } => Self::Conflict {
                 message: e.to_string(),
             },
+            other if other.is_unavailable() => Self::StoreUnavailable(other),
             other => Self::Store(other),
         }
     }
@@ -115,6 +119,7 @@ impl ApiError {
             Self::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             Self::Worker { status, code, .. } => (*status, code),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             Self::Store(_) | Self::Auth(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -126,6 +131,9 @@ impl ApiError {
         let message = if let Self::Worker { .. } = self {
             tracing::info!(status = status.as_u16(), code, error = %self, "worker request failed");
             self.to_string()
+        } else if let Self::StoreUnavailable(_) = self {
+            tracing::warn!(error = %self, "request failed: the database cannot be reached");
+            "the database cannot be reached; try again shortly".to_owned()
         } else if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
             "internal error; see the orchestrator's log".to_owned()

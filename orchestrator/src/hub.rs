@@ -20,8 +20,13 @@
 mod request;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
+
+use protocol::Body;
 
 use smol::channel::{Receiver, Sender};
 
@@ -29,7 +34,7 @@ use crate::metrics::Metrics;
 
 #[cfg(test)]
 pub(crate) use request::CommandSent;
-pub use request::{CommandDone, CommandHook, HubError};
+pub use request::{CommandDone, CommandHook, HubError, Relayed};
 
 /// Input messages a terminal lane queues before viewers wait to hand over
 /// more. A bounded channel allocates all its slots up front (40 bytes
@@ -84,6 +89,10 @@ pub struct LiveInfo {
 
 struct Live {
     conn_id: u64,
+    /// The worker's ownership epoch this connection registered with
+    /// (`store::replicas`): a command relayed from another replica names
+    /// the epoch it read, and is refused here if it is not this one.
+    epoch: u64,
     tx: Sender<Outbound>,
     info: LiveInfo,
     /// The terminal lane, opened when a session first sends input: an idle
@@ -127,6 +136,32 @@ pub struct Hub {
     audit: OnceLock<CommandHook>,
     /// Told when a connection ends (the terminal relay); set once.
     ends: OnceLock<Weak<dyn ConnectionEnds>>,
+    /// Where a request goes for a worker connected to another replica
+    /// (`peer`); set once, on a shared store only.
+    remote: OnceLock<Arc<dyn Remote>>,
+}
+
+/// Carries a request to the replica that holds the worker's connection,
+/// and its reply back: the other half of [`Hub::request`] when several
+/// replicas share a store. [`HubError::Offline`] when no other replica
+/// owns the worker, or its owner cannot be reached.
+pub trait Remote: Send + Sync {
+    fn forward<'a>(
+        &'a self,
+        worker_id: &'a str,
+        body: Body,
+        timeout: Duration,
+        on_event: &'a mut (dyn FnMut(Body) + Send),
+    ) -> Pin<Box<dyn Future<Output = Result<Body, HubError>> + Send + 'a>>;
+
+    /// Ask the replica that holds the worker's connection to close it;
+    /// whether one did.
+    fn close<'a>(
+        &'a self,
+        worker_id: &'a str,
+        code: u16,
+        reason: &'a str,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
 }
 
 impl Hub {
@@ -142,6 +177,12 @@ impl Hub {
     /// calls are ignored).
     pub fn set_audit(&self, hook: CommandHook) {
         let _ = self.audit.set(hook);
+    }
+
+    /// Send requests for workers this hub does not hold to `remote` (set
+    /// once; later calls are ignored).
+    pub fn set_remote(&self, remote: Arc<dyn Remote>) {
+        let _ = self.remote.set(remote);
     }
 
     /// Tell `ends` about every connection that ends from now on (set
@@ -167,12 +208,21 @@ impl Hub {
         self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Make `conn_id` the worker's live connection, `tx` its queue. A
-    /// previous connection of the same worker is told to close with
-    /// [`protocol::close::REPLACED`], and has ended from here on.
-    pub fn register(&self, worker_id: &str, conn_id: u64, tx: Sender<Outbound>, now_ms: u64) {
+    /// Make `conn_id` the worker's live connection, registered with the
+    /// ownership `epoch`, `tx` its queue. A previous connection of the
+    /// same worker is told to close with [`protocol::close::REPLACED`],
+    /// and has ended from here on.
+    pub fn register(
+        &self,
+        worker_id: &str,
+        conn_id: u64,
+        epoch: u64,
+        tx: Sender<Outbound>,
+        now_ms: u64,
+    ) {
         let live = Live {
             conn_id,
+            epoch,
             tx,
             info: LiveInfo {
                 connected_at_ms: now_ms,
@@ -246,6 +296,32 @@ impl Hub {
                     reason: reason.to_owned(),
                 })
                 .is_ok(),
+            None => false,
+        }
+    }
+
+    /// Ask every live connection to close; how many were asked.
+    pub fn close_all(&self, code: u16, reason: &str) -> usize {
+        let txs: Vec<Sender<Outbound>> = self.lock().live.values().map(|l| l.tx.clone()).collect();
+        txs.iter()
+            .filter(|tx| {
+                tx.try_send(Outbound::Close {
+                    code,
+                    reason: reason.to_owned(),
+                })
+                .is_ok()
+            })
+            .count()
+    }
+
+    /// [`Hub::close`], or else ask the replica holding the worker's
+    /// connection to close it (a revoke on any replica closes the socket).
+    pub async fn close_anywhere(&self, worker_id: &str, code: u16, reason: &str) -> bool {
+        if self.close(worker_id, code, reason) {
+            return true;
+        }
+        match self.remote.get() {
+            Some(remote) => remote.close(worker_id, code, reason).await,
             None => false,
         }
     }

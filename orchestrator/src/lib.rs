@@ -36,6 +36,7 @@ pub mod http;
 mod hub;
 mod metrics;
 mod openapi;
+mod peer;
 pub mod policy;
 pub mod presence;
 mod replica;
@@ -213,6 +214,8 @@ pub enum Error {
     Policy(#[from] policy::PolicyError),
     #[error(transparent)]
     Audit(#[from] audit::AuditError),
+    #[error(transparent)]
+    Peer(#[from] peer::PeerError),
 }
 
 /// The state every request handler and connection task shares.
@@ -231,6 +234,9 @@ pub(crate) struct App {
     pub replica_id: String,
     /// Live agent connections; written by connection tasks, read by the API.
     pub hub: Arc<Hub>,
+    /// The key other replicas present (`peer`); `None` without a shared
+    /// store, where the peer routes refuse everyone.
+    pub peer_token: Option<String>,
     /// SHA-256 of the admin token.
     pub admin_hash: [u8; 32],
     pub heartbeat_secs: u32,
@@ -307,10 +313,17 @@ pub async fn serve(
             .await?,
         )
     };
+    let advertise = config.advertise.clone().unwrap_or_else(|| {
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
+        if store.is_shared() && addr.ip().is_unspecified() {
+            tracing::warn!(%addr, "other replicas cannot reach this one at an unspecified address: give --advertise");
+        }
+        format!("{scheme}://{addr}")
+    });
     let replica = replica::register(
         &store,
         config.replica_id.clone(),
-        config.advertise.clone(),
+        Some(advertise),
         config.heartbeat_secs,
     )
     .await?;
@@ -332,12 +345,25 @@ pub async fn serve(
     let audit = audit::AuditWriter::start(Arc::clone(&store))?;
     let gate = connections::Gate::new(config.connections, Arc::clone(&metrics));
     let hub = Arc::new(Hub::with_metrics(Arc::clone(&metrics)));
+    // Several replicas: calls for workers connected elsewhere go there.
+    let peer_token = store.is_shared().then(|| peer::token(&admin_hash));
+    if store.is_shared() {
+        let peers = peer::Peers::new(
+            Arc::clone(&store),
+            replica.id.clone(),
+            &admin_hash,
+            config.tls.as_ref().map(|t| t.cert.as_path()),
+            replica::fresh_ms(config.heartbeat_secs),
+        )?;
+        hub.set_remote(Arc::new(peers));
+    }
     let app = Arc::new(App {
         replica_id: replica.id.clone(),
         heartbeats: heartbeats::Heartbeats::default(),
         policies,
         store: Arc::clone(&store),
         hub: Arc::clone(&hub),
+        peer_token,
         admin_hash,
         heartbeat_secs: config.heartbeat_secs,
         register_timeout: config.register_timeout,

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use crate::store::Worker;
+use crate::store::{HeartbeatRecord, Worker};
 use crate::App;
 
 /// How long after a start a worker known before it may take to reconnect.
@@ -78,11 +78,42 @@ pub(crate) fn classify(f: Facts, now_ms: u64) -> Presence {
     }
 }
 
-/// The status of `worker` at `now_ms` (Unix ms).
-pub(crate) fn presence(app: &App, worker: &Worker, now_ms: u64) -> Presence {
+/// Whether a command for `worker` can be sent now: its agent is connected
+/// here, or registered on another replica, which relays it (`peer`).
+pub(crate) fn reachable(app: &App, worker: &Worker) -> bool {
+    app.hub.live(&worker.id).is_some() || owned_elsewhere(app, worker)
+}
+
+/// Whether the worker's newest connection registered on another replica
+/// of a shared store. (On the embedded store the owner is always this
+/// process or an earlier run of it, whose connections died with it.)
+fn owned_elsewhere(app: &App, worker: &Worker) -> bool {
+    app.store.is_shared()
+        && worker
+            .owner
+            .as_ref()
+            .is_some_and(|o| o.replica != app.replica_id)
+}
+
+/// The status of `worker` at `now_ms` (Unix ms), `beat` its stored
+/// heartbeat. A worker whose agent is connected to another replica of a
+/// shared store counts as live by what that replica stored: its register
+/// and its heartbeats (stored in batches, at most `heartbeats::FLUSH`
+/// late).
+pub(crate) fn presence(
+    app: &App,
+    worker: &Worker,
+    beat: Option<&HeartbeatRecord>,
+    now_ms: u64,
+) -> Presence {
+    let live_beat_ms = match app.hub.live(&worker.id) {
+        Some(live) => Some(live.last_beat_ms),
+        None if owned_elsewhere(app, worker) => worker.connected_at.max(beat.map(|b| b.at)),
+        None => None,
+    };
     let facts = Facts {
         revoked: worker.revoked,
-        live_beat_ms: app.hub.live(&worker.id).map(|l| l.last_beat_ms),
+        live_beat_ms,
         connected_at: worker.connected_at,
         started_ms: app.started_ms,
         offline_grace: app.offline_grace,

@@ -20,6 +20,11 @@ use crate::{auth, now_ms, App, Error};
 /// is held that long after its last beat.
 const FRESH_BEATS: u64 = 3;
 
+/// How long a replica's beat is fresh, in ms: it is taken for dead after.
+pub(crate) fn fresh_ms(heartbeat_secs: u32) -> u64 {
+    u64::from(heartbeat_secs) * FRESH_BEATS * 1000
+}
+
 /// Take the identity `id` (a new one if `None`) for this process, which
 /// the other replicas reach at `address`.
 pub(crate) async fn register(
@@ -40,7 +45,7 @@ pub(crate) async fn register(
         beat_ms: now,
     };
     let record = replica.clone();
-    let fresh_ms = u64::from(heartbeat_secs) * FRESH_BEATS * 1000;
+    let fresh_ms = fresh_ms(heartbeat_secs);
     store
         .call(move |s| s.register_replica(&record, fresh_ms))
         .await?;
@@ -48,16 +53,33 @@ pub(crate) async fn register(
     Ok(replica)
 }
 
+/// Close code for the agents of a replica cut off from the database:
+/// WebSocket's "try again later". They reconnect (through the balancer,
+/// which this replica's failing `/readyz` steers elsewhere).
+pub(crate) const FENCED_CLOSE: u16 = 1013;
+
 /// Beat this replica's record every heartbeat interval. Should another
 /// process take its identity (this one was presumed dead), it says so
 /// loudly; its agents' writes are fenced by their epochs either way.
+///
+/// A replica that cannot reach the database for two heartbeat intervals
+/// fences itself: it closes its agents' sockets with [`FENCED_CLOSE`], so
+/// that they register on a replica that can store their heartbeats before
+/// they would look offline there (three intervals), and before the others
+/// take this one for dead (also three). It keeps serving what needs no
+/// database; when a beat succeeds again it is a replica like any other,
+/// without a restart.
 pub(crate) fn spawn_beat(app: &Arc<App>, started_ms: u64) {
     let store = Arc::clone(&app.store);
+    let hub = Arc::clone(&app.hub);
     let id = app.replica_id.clone();
     let every = Duration::from_secs(u64::from(app.heartbeat_secs));
+    let fence_after = 2 * u64::from(app.heartbeat_secs) * 1000;
     let stopping = app.life.stopping();
     app.life.spawn(async move {
         let run = async {
+            let mut last_ok = now_ms();
+            let mut fenced = false;
             loop {
                 smol::Timer::after(every).await;
                 let id = id.clone();
@@ -65,11 +87,33 @@ pub(crate) fn spawn_beat(app: &Arc<App>, started_ms: u64) {
                     .call(move |s| s.beat_replica(&id, started_ms, now_ms()))
                     .await
                 {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        if fenced {
+                            tracing::info!("the database answers again: serving agents again");
+                        }
+                        (last_ok, fenced) = (now_ms(), false);
+                    }
                     Err(error @ StoreError::ReplicaTaken { .. }) => {
                         tracing::error!(%error, "this replica's identity was taken over");
                     }
-                    Err(error) => tracing::warn!(%error, "cannot beat this replica's record"),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot beat this replica's record");
+                        let cut_off = error.is_unavailable()
+                            && now_ms().saturating_sub(last_ok) >= fence_after;
+                        if cut_off {
+                            let closed = hub.close_all(
+                                FENCED_CLOSE,
+                                "this orchestrator cannot reach its database",
+                            );
+                            if !fenced || closed > 0 {
+                                tracing::error!(
+                                    closed,
+                                    "cut off from the database: agents sent to other replicas"
+                                );
+                            }
+                            fenced = true;
+                        }
+                    }
                 }
             }
         };

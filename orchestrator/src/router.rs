@@ -124,6 +124,11 @@ async fn dispatch(
     let principal = match def.rule {
         Rule::Public | Rule::Worker => Principal::Anonymous,
         Rule::JoinToken => Principal::JoinToken,
+        Rule::Peer => {
+            crate::peer::authenticate(&app, req.headers())?;
+            crate::connections::authenticated(&req);
+            Principal::Anonymous
+        }
         _ => {
             let principal = crate::authz::authenticate(&app, req.headers()).await?;
             crate::connections::authenticated(&req);

@@ -183,6 +183,22 @@ pub struct Store {
     api_writes: durable::ApiWrites,
 }
 
+impl StoreError {
+    /// The shared database could not be reached (see
+    /// `PgError::is_unavailable`): the API answers 503 and the caller may
+    /// try again.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Postgres(pg)
+            | Self::Db {
+                source: EngineError::Postgres(pg),
+                ..
+            } => pg.is_unavailable(),
+            _ => false,
+        }
+    }
+}
+
 fn failed<E: Into<EngineError>>(op: &'static str) -> impl FnOnce(E) -> StoreError {
     move |e| StoreError::Db {
         op,

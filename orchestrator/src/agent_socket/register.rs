@@ -85,7 +85,7 @@ impl Conn {
         let accepted_rev = crate::store::stamp();
         self.app
             .hub
-            .register(&self.worker_id, self.conn_id, self.tx.clone(), now);
+            .register(&self.worker_id, self.conn_id, epoch, self.tx.clone(), now);
         self.registered = Some(Registered {
             memory_total,
             accepted_rev,

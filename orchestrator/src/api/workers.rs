@@ -159,7 +159,8 @@ pub(crate) async fn delete(app: &App, worker_id: &str) -> Result<Resp, ApiError>
     let worker = app.store.call(move |s| s.delete_worker(&id, now)).await?;
     let closed = app
         .hub
-        .close(worker_id, protocol::close::REVOKED, "worker deleted");
+        .close_anywhere(worker_id, protocol::close::REVOKED, "worker deleted")
+        .await;
     tracing::info!(worker_id, live_socket_closed = closed, "worker deleted");
     answer(app, worker).await
 }
@@ -173,7 +174,7 @@ pub(crate) async fn rotate_credential(app: &Arc<App>, worker_id: &str) -> Result
     if worker.revoked {
         return Err(ApiError::conflict(format!("worker {worker_id} is revoked")));
     }
-    if app.hub.live(worker_id).is_none() {
+    if !crate::presence::reachable(app, &worker) {
         return Err(worker_error(HubError::Offline {
             worker_id: worker_id.to_owned(),
         }));
@@ -337,7 +338,8 @@ pub(crate) async fn revoke_worker(
     let worker = app.store.call(move |s| s.revoke_worker(&id)).await?;
     let closed = app
         .hub
-        .close(worker_id, protocol::close::REVOKED, "credential revoked");
+        .close_anywhere(worker_id, protocol::close::REVOKED, "credential revoked")
+        .await;
     tracing::info!(worker_id, live_socket_closed = closed, "worker revoked");
     let id = worker_id.to_owned();
     let beat = app.store.call(move |s| s.heartbeat(&id)).await?;
@@ -349,7 +351,7 @@ pub(crate) async fn revoke_worker(
 
 /// The API's view of a stored worker, with its live status from the hub.
 fn worker_view(app: &App, w: store::Worker, beat: Option<HeartbeatRecord>, now: u64) -> WorkerView {
-    let status = crate::presence::presence(app, &w, now);
+    let status = crate::presence::presence(app, &w, beat.as_ref(), now);
     let reg = w.register;
     WorkerView {
         status: status.as_str().to_owned(),

@@ -52,6 +52,10 @@ pub enum Rule {
     JoinToken,
     /// Presents a worker credential (checked before the upgrade).
     Worker,
+    /// Another replica of the same store, by the peer key (`crate::peer`),
+    /// checked before the handler; not audited here (the replica that
+    /// took the user's call audits it).
+    Peer,
     /// Only the operator (the admin token).
     Operator,
     /// Any operator or member; the handler shows only what the caller may see.
@@ -71,7 +75,10 @@ impl Rule {
     /// Whether the dispatcher authenticates the caller (a bearer token of
     /// the operator or a member) before the handler runs.
     pub fn needs_principal(self) -> bool {
-        !matches!(self, Self::Public | Self::JoinToken | Self::Worker)
+        !matches!(
+            self,
+            Self::Public | Self::JoinToken | Self::Worker | Self::Peer
+        )
     }
 }
 

@@ -60,6 +60,23 @@ pub(super) struct Pending {
     reply: Sender<Delivery>,
 }
 
+/// Why [`Hub::exchange`] has no reply: no connection here to send on
+/// (the command given back, for another replica), or a failure after it
+/// was sent.
+enum Unsent {
+    Offline(Body),
+    Failed(HubError),
+}
+
+/// What became of a request relayed from another replica.
+#[derive(Debug)]
+pub enum Relayed {
+    /// The worker's answer, or why there is none.
+    Done(Result<Body, HubError>),
+    /// The connection the other replica named is not here (anymore).
+    Moved,
+}
+
 /// What the connection task hands to a waiting request.
 enum Delivery {
     /// An event carrying the request's id (e.g. `images.build.progress`).
@@ -101,17 +118,37 @@ impl Hub {
     /// exchange, events included. Any number of requests may be in flight
     /// per worker; each waits only for its own reply. Every request is
     /// counted in the metrics by type and outcome, with its latency.
+    ///
+    /// A worker whose agent is connected to another replica is reached
+    /// through it ([`super::Remote`]); the request is audited and counted
+    /// here, where it was made.
     pub async fn request_with_events(
         &self,
         worker_id: &str,
         body: Body,
         timeout: Duration,
-        on_event: impl FnMut(Body),
+        mut on_event: impl FnMut(Body) + Send,
     ) -> Result<Body, HubError> {
         let ty = body.type_name();
         let audited = self.audit.get().map(|_| CommandSent::of(worker_id, &body));
         let started = Instant::now();
-        let result = self.exchange(worker_id, body, timeout, on_event).await;
+        let result = match self
+            .exchange(worker_id, None, body, timeout, &mut on_event)
+            .await
+        {
+            Err(Unsent::Offline(body)) => match self.remote.get() {
+                Some(remote) => {
+                    remote
+                        .forward(worker_id, body, timeout, &mut on_event)
+                        .await
+                }
+                None => Err(HubError::Offline {
+                    worker_id: worker_id.to_owned(),
+                }),
+            },
+            Err(Unsent::Failed(error)) => Err(error),
+            Ok(reply) => Ok(reply),
+        };
         let outcome = match &result {
             Ok(_) => Outcome::Ok,
             Err(HubError::Agent { .. }) => Outcome::AgentError,
@@ -128,23 +165,51 @@ impl Hub {
         result
     }
 
+    /// A request relayed by another replica, which read that the
+    /// connection registered with `epoch` owns the worker: sent only on
+    /// this hub's connection of that epoch (never on to a third replica),
+    /// and neither audited nor counted here (the replica that took the
+    /// call does both). [`Relayed::Moved`] when this hub holds no such
+    /// connection.
+    pub async fn relay(
+        &self,
+        worker_id: &str,
+        epoch: u64,
+        body: Body,
+        timeout: Duration,
+        mut on_event: impl FnMut(Body) + Send,
+    ) -> Relayed {
+        match self
+            .exchange(worker_id, Some(epoch), body, timeout, &mut on_event)
+            .await
+        {
+            Ok(reply) => Relayed::Done(Ok(reply)),
+            Err(Unsent::Failed(error)) => Relayed::Done(Err(error)),
+            Err(Unsent::Offline(_)) => Relayed::Moved,
+        }
+    }
+
     async fn exchange(
         &self,
         worker_id: &str,
+        epoch: Option<u64>,
         body: Body,
         timeout: Duration,
-        mut on_event: impl FnMut(Body),
-    ) -> Result<Body, HubError> {
+        on_event: &mut (dyn FnMut(Body) + Send),
+    ) -> Result<Body, Unsent> {
         let ty = body.type_name();
-        let request_id = crate::auth::uuid_v4().map_err(HubError::RequestId)?;
+        let request_id =
+            crate::auth::uuid_v4().map_err(|e| Unsent::Failed(HubError::RequestId(e)))?;
         let (reply_tx, reply_rx): (Sender<Delivery>, Receiver<Delivery>) =
             smol::channel::unbounded();
         let tx = {
             let mut inner = self.lock();
-            let Some(live) = inner.live.get(worker_id) else {
-                return Err(HubError::Offline {
-                    worker_id: worker_id.to_owned(),
-                });
+            let live = inner
+                .live
+                .get(worker_id)
+                .filter(|l| epoch.is_none_or(|e| e == l.epoch));
+            let Some(live) = live else {
+                return Err(Unsent::Offline(body));
             };
             let (tx, conn_id) = (live.tx.clone(), live.conn_id);
             inner.pending.insert(
@@ -163,9 +228,10 @@ impl Hub {
         };
         let text = Envelope::request(request_id.clone(), body).encode();
         if tx.try_send(Outbound::Text(text)).is_err() {
-            return Err(HubError::Offline {
+            // The connection is closing: its worker is as good as offline.
+            return Err(Unsent::Failed(HubError::Offline {
                 worker_id: worker_id.to_owned(),
-            });
+            }));
         }
         tracing::debug!(worker_id, request_id, ty, "request sent");
         let deadline = smol::Timer::after(timeout);
@@ -185,7 +251,7 @@ impl Hub {
                 None
             })
             .await;
-        match outcome {
+        let result = match outcome {
             Some(Ok(Body::Error(error))) => Err(HubError::Agent {
                 worker_id: worker_id.to_owned(),
                 ty,
@@ -206,7 +272,8 @@ impl Hub {
                 ty,
                 after: timeout,
             }),
-        }
+        };
+        result.map_err(Unsent::Failed)
     }
 
     /// Deliver a reply from `worker_id` to the request it names. Returns

@@ -24,7 +24,7 @@ fn request_is_answered_timed_out_or_failed() {
     smol::block_on(async {
         let hub = std::sync::Arc::new(Hub::default());
         let (tx, rx) = smol::channel::unbounded();
-        hub.register("w", 1, tx, 0);
+        hub.register("w", 1, 0, tx, 0);
 
         // A reply routed by requestId.
         let agent = {
@@ -100,8 +100,8 @@ fn a_newer_connection_replaces_the_older() {
     let hub = Hub::default();
     let (tx1, rx1) = smol::channel::unbounded();
     let (tx2, _rx2) = smol::channel::unbounded();
-    hub.register("w", 1, tx1, 0);
-    hub.register("w", 2, tx2, 0);
+    hub.register("w", 1, 0, tx1, 0);
+    hub.register("w", 2, 0, tx2, 0);
     assert!(matches!(
         rx1.try_recv(),
         Ok(Outbound::Close {
@@ -118,7 +118,7 @@ fn many_requests_in_flight_each_get_their_own_reply_and_events() {
     smol::block_on(async {
         let hub = std::sync::Arc::new(Hub::default());
         let (tx, rx) = smol::channel::unbounded();
-        hub.register("w", 1, tx, 0);
+        hub.register("w", 1, 0, tx, 0);
         let waiters: Vec<_> = (0..50)
             .map(|_| {
                 let hub = hub.clone();
@@ -166,7 +166,7 @@ fn a_dropped_caller_leaves_no_pending_entry() {
     smol::block_on(async {
         let hub = Hub::default();
         let (tx, _rx) = smol::channel::unbounded();
-        hub.register("w", 1, tx, 0);
+        hub.register("w", 1, 0, tx, 0);
         let fut = hub.request("w", list_all(), Duration::from_secs(5));
         let polled = futures_lite::future::poll_once(Box::pin(fut)).await;
         assert!(polled.is_none());
@@ -178,7 +178,7 @@ fn a_dropped_caller_leaves_no_pending_entry() {
 fn an_idle_connection_has_no_terminal_lane_until_a_session_needs_one() {
     let hub = Hub::default();
     let (tx, rx) = smol::channel::unbounded();
-    hub.register("w", 1, tx, 0);
+    hub.register("w", 1, 0, tx, 0);
     assert!(
         rx.try_recv().is_err(),
         "nothing is queued for an idle agent"
@@ -224,7 +224,7 @@ fn the_end_of_a_connection_is_told_once_with_its_unsent_input() {
     let weak: Arc<dyn ConnectionEnds> = ends.clone();
     hub.set_ends(Arc::downgrade(&weak));
     let (tx, _rx) = smol::channel::unbounded();
-    hub.register("w", 1, tx.clone(), 0);
+    hub.register("w", 1, 0, tx.clone(), 0);
     let lane = hub.lane("w", 1).unwrap();
     let input = LaneMsg::Input {
         session_id: 3,
@@ -233,7 +233,7 @@ fn the_end_of_a_connection_is_told_once_with_its_unsent_input() {
     lane.try_send(input).unwrap();
 
     // Replaced: the old connection has ended, its queued input handed on.
-    hub.register("w", 2, tx, 0);
+    hub.register("w", 2, 0, tx, 0);
     assert_eq!(*ends.0.lock().unwrap(), [("w".to_owned(), 1, 1)]);
     // Its task ending later says nothing more; the live one's end is told.
     hub.unregister("w", 1);

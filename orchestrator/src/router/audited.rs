@@ -42,14 +42,15 @@ enum Intended {
     Deferred(Deferred),
 }
 
-/// An audit entry that could not be appended: the store's failure as 500,
-/// a stopped writer (shutdown) as 503. Either way the call is not
+/// An audit entry that could not be appended: the store's failure as 500
+/// (503 when the database cannot be reached), a stopped writer (shutdown)
+/// as 503. Either way the call is not
 /// acknowledged. (Here, not in `crate::http`, which knows nothing of the
 /// audit log; handlers that queue an intent use it too.)
 impl From<AuditError> for ApiError {
     fn from(e: AuditError) -> Self {
         match e {
-            AuditError::Store(error) => Self::Store(error),
+            AuditError::Store(error) => Self::from(error),
             other => Self::Worker {
                 status: hyper::StatusCode::SERVICE_UNAVAILABLE,
                 code: "unavailable",

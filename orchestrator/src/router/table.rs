@@ -271,6 +271,12 @@ routes! {
     Audit = GET "/v1/audit", OrgAdmin(T::AuditQuery),
         |c| api::audit::list(&c.app, c.req).await,
         "The audit log, newest first";
+    PeerRelay = POST "/internal/v1/relay", Peer,
+        |c| api::peers::relay(&c.app, c.req).await,
+        "Between replicas: send a command to a worker whose agent is connected here";
+    PeerClose = POST "/internal/v1/close", Peer,
+        |c| api::peers::close(&c.app, c.req).await,
+        "Between replicas: close a worker's socket here";
 }
 
 #[cfg(test)]

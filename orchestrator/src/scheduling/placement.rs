@@ -118,7 +118,7 @@ pub async fn choose(
     let mut candidates: Vec<WorkerInput> = workers
         .iter()
         .filter(|(w, _)| !w.revoked && !w.is_deleted())
-        .map(|(w, beat)| candidate(w, beat.as_ref(), presence(app, w, now)))
+        .map(|(w, beat)| candidate(w, beat.as_ref(), presence(app, w, beat.as_ref(), now)))
         .collect();
 
     let policies = Arc::clone(&app.policies);

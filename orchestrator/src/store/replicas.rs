@@ -149,6 +149,22 @@ impl Store {
         let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
         Ok(get_json::<Worker>(&workers, "workers", id)?.and_then(|w| w.owner))
     }
+
+    /// Who owns worker `id` now and that replica's record, read together:
+    /// where a call for the worker goes. `None` before the first register.
+    pub fn worker_route(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Ownership, Option<ReplicaRecord>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
+        let Some(owner) = get_json::<Worker>(&workers, "workers", id)?.and_then(|w| w.owner) else {
+            return Ok(None);
+        };
+        let replicas = txn.open_table(REPLICAS).map_err(failed("open replicas"))?;
+        let replica = get_json::<ReplicaRecord>(&replicas, "replicas", &owner.replica)?;
+        Ok(Some((owner, replica)))
+    }
 }
 
 #[cfg(test)]

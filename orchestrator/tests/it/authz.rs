@@ -90,7 +90,7 @@ fn every_route_declares_a_rule_and_refuses_callers_without_valid_credentials() {
                         "{at}: public routes answer anyone, got {status}"
                     );
                 }
-                Rule::JoinToken | Rule::Worker => {
+                Rule::JoinToken | Rule::Worker | Rule::Peer => {
                     let (status, reply) = http(server.addr, def.method, &path, &[], body).await;
                     assert_eq!(status, 401, "{at}: {reply}");
                     assert_eq!(reply["error"]["code"], "unauthorized", "{at}");
@@ -189,7 +189,7 @@ fn a_member_of_one_tenant_is_refused_every_route_on_another_tenants_objects() {
                 let at = format!("{name}: {} {path} ({:?})", def.method, def.rule);
                 match def.rule {
                     Rule::Public => continue,
-                    Rule::JoinToken | Rule::Worker => {
+                    Rule::JoinToken | Rule::Worker | Rule::Peer => {
                         let (status, reply) = caller.call(addr, def.method, &path, body).await;
                         assert_eq!(status, 401, "{at}: {reply}");
                     }

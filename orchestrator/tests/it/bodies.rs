@@ -17,6 +17,11 @@ async fn json_routes(server: &Server) -> Vec<(String, String)> {
     assert_eq!(status, 200, "{doc}");
     let mut routes = Vec::new();
     for (path, ops) in doc["paths"].as_object().unwrap() {
+        // Replicas' routes refuse the admin token before reading a body
+        // (routing.rs); they parse bodies with the same reader.
+        if path.starts_with("/internal/") {
+            continue;
+        }
         for (method, op) in ops.as_object().unwrap() {
             if op["requestBody"]["content"]["application/json"].is_object() {
                 routes.push((method.to_uppercase(), path.clone()));

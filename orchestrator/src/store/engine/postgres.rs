@@ -40,8 +40,9 @@ const MIGRATIONS: &[&str] = &[
     )"#,
 ];
 
-/// How long a statement may wait for a pooled connection.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a statement may wait for a pooled connection; also how long
+/// a call waits before a database that is down is answered with 503.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
@@ -55,6 +56,32 @@ pub enum PgError {
     Query(#[from] sqlx::Error),
     #[error("corrupt value in PostgreSQL: {0}")]
     Corrupt(String),
+}
+
+impl PgError {
+    /// The database could not be reached or went away (a cut network, a
+    /// restart, a pool with no connection to hand out): the call may be
+    /// tried again once it is back, as opposed to a refusal or a bug.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Connect(..) => true,
+            Self::Query(error) => match error {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                // SQLSTATE class 08 (connection exception) and 57
+                // (operator intervention: shutdown, restart, starting up).
+                sqlx::Error::Database(db) => db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 /// A pool of connections to one database.

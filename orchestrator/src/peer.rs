@@ -1,0 +1,397 @@
+//! Calls for a worker whose agent is connected to another replica: the
+//! [`Remote`] half of the hub when several replicas share a store.
+//!
+//! A call on replica A for a worker owned by replica B (the `owner` of the
+//! worker's record, B's `address` in its replica record, read in one
+//! transaction) goes to B over HTTP as one [`RelayRequest`] naming the
+//! ownership epoch A read. B sends it on its connection of that epoch only
+//! (`Hub::relay`), never on to a third replica, and answers with the
+//! worker's reply and the events that came before it, or [`RelayAnswer::Moved`]
+//! when it no longer holds that connection; A then reads the owner again,
+//! once. A audits, counts and settles the call as if the agent were its
+//! own: the replica that took the call is the one that records it.
+//!
+//! Replicas authenticate to each other with a key derived from the admin
+//! token's hash (HMAC-SHA-256), which every replica of one store shares;
+//! the key opens the two peer routes and nothing else, and is never
+//! stored. Peer addresses are verified like any TLS server: against the
+//! public roots, or this replica's own certificate (replicas that share
+//! one certificate, or a self-signed one, trust each other).
+
+mod link;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use hyper::header::HeaderValue;
+use protocol::{Body, Envelope};
+use serde::{Deserialize, Serialize};
+
+use crate::http::ApiError;
+use crate::hub::{HubError, Remote};
+use crate::store::{Ownership, ReplicaRecord, Store};
+use crate::{auth, now_ms};
+use link::{Link, LinkError};
+
+/// The route a replica relays a command to another through.
+pub(crate) const RELAY_PATH: &str = "/internal/v1/relay";
+/// The route a replica asks another to close a worker's socket through.
+pub(crate) const CLOSE_PATH: &str = "/internal/v1/close";
+
+/// Beyond the command's own deadline, how long A waits for B's answer
+/// (B answers `timeout` itself at the deadline).
+const ANSWER_MARGIN: Duration = Duration::from_secs(5);
+
+/// Events (build progress) B keeps for one relayed command, in bytes; the
+/// oldest go first. The API keeps only a build's last lines in any case.
+pub(crate) const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Why the peer link could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// A command for B to send to the worker on its connection of `epoch`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RelayRequest {
+    pub worker_id: String,
+    pub epoch: u64,
+    pub timeout_ms: u64,
+    /// The command as one protocol message.
+    pub command: String,
+}
+
+/// What became of a relayed command.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "camelCase")]
+pub(crate) enum RelayAnswer {
+    /// The worker's reply (a result or an `error`), and the events it sent
+    /// before it, each one protocol message.
+    Reply { events: Vec<String>, reply: String },
+    /// B holds no connection of that epoch for the worker.
+    Moved,
+    /// No reply: why.
+    Failed { kind: Failure, detail: String },
+}
+
+/// Why a relayed command got no reply (`HubError`'s kinds).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Failure {
+    Offline,
+    Disconnected,
+    Timeout,
+    BadReply,
+    Internal,
+}
+
+/// Ask B to close the worker's socket.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct CloseRequest {
+    pub worker_id: String,
+    pub code: u16,
+    pub reason: String,
+}
+
+/// Whether B had a socket to close.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct CloseAnswer {
+    pub closed: bool,
+}
+
+/// The bearer token replicas present to each other, from the admin
+/// token's hash.
+pub(crate) fn token(admin_hash: &[u8; 32]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, admin_hash);
+    let tag = ring::hmac::sign(&key, b"crops peer link v1");
+    format!("crops_peer_{}", auth::hex(tag.as_ref()))
+}
+
+/// Whether the request presents this store's peer key (401 if not, also
+/// on a replica without a shared store, which has no peers).
+pub(crate) fn authenticate(app: &crate::App, headers: &hyper::HeaderMap) -> Result<(), ApiError> {
+    let presented = auth::bearer(headers).ok().flatten();
+    match (&app.peer_token, presented) {
+        (Some(expected), Some(given))
+            if auth::constant_time_eq(expected.as_bytes(), given.as_bytes()) =>
+        {
+            Ok(())
+        }
+        _ => Err(ApiError::unauthorized(
+            "this route is for the replicas of one store, with their peer key",
+        )),
+    }
+}
+
+/// This replica's links to the others.
+pub(crate) struct Peers {
+    store: Arc<Store>,
+    replica_id: String,
+    /// A replica whose beat is older than this is taken for dead.
+    fresh_ms: u64,
+    connector: futures_rustls::TlsConnector,
+    auth: HeaderValue,
+    links: Mutex<HashMap<String, Arc<Link>>>,
+}
+
+impl Peers {
+    /// Links from replica `replica_id`, verifying peers against the public
+    /// roots and `own_cert` (this replica's certificate chain, if TLS).
+    pub(crate) fn new(
+        store: Arc<Store>,
+        replica_id: String,
+        admin_hash: &[u8; 32],
+        own_cert: Option<&Path>,
+        fresh_ms: u64,
+    ) -> Result<Self, PeerError> {
+        let auth = HeaderValue::try_from(format!("Bearer {}", token(admin_hash)))
+            .unwrap_or_else(|_| unreachable!("hex is a valid header value"));
+        Ok(Self {
+            store,
+            replica_id,
+            fresh_ms,
+            connector: crate::tls::connector(own_cert)?,
+            auth,
+            links: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Where a call for `worker_id` goes: its owner and a link to it, if
+    /// another live replica with an address owns it.
+    async fn route(&self, worker_id: &str) -> Option<(Ownership, Arc<Link>)> {
+        let id = worker_id.to_owned();
+        let route = self.store.read_now(move |s| s.worker_route(&id)).await;
+        let (owner, replica) = match route {
+            Ok(Some(route)) => route,
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::warn!(worker_id, %error, "cannot read the worker's owner");
+                return None;
+            }
+        };
+        if owner.replica == self.replica_id {
+            return None;
+        }
+        let Some(ReplicaRecord {
+            address: Some(address),
+            beat_ms,
+            ..
+        }) = replica
+        else {
+            tracing::warn!(worker_id, replica = %owner.replica, "the owning replica has no address");
+            return None;
+        };
+        if now_ms().saturating_sub(beat_ms) > self.fresh_ms {
+            return None;
+        }
+        Some((owner, self.link(&address)?))
+    }
+
+    fn link(&self, address: &str) -> Option<Arc<Link>> {
+        let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(link) = links.get(address) {
+            return Some(Arc::clone(link));
+        }
+        match Link::new(address, &self.connector, self.auth.clone()) {
+            Ok(link) => {
+                let link = Arc::new(link);
+                links.insert(address.to_owned(), Arc::clone(&link));
+                Some(link)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot reach a replica");
+                None
+            }
+        }
+    }
+
+    async fn forward_body(
+        &self,
+        worker_id: &str,
+        body: Body,
+        timeout: Duration,
+        on_event: &mut (dyn FnMut(Body) + Send),
+    ) -> Result<Body, HubError> {
+        let ty = body.type_name();
+        let offline = || HubError::Offline {
+            worker_id: worker_id.to_owned(),
+        };
+        let command = Envelope::request("relay", body).encode();
+        // Moved: the owner changed after it was read; read it once more.
+        for _ in 0..2 {
+            let Some((owner, link)) = self.route(worker_id).await else {
+                return Err(offline());
+            };
+            let request = RelayRequest {
+                worker_id: worker_id.to_owned(),
+                epoch: owner.epoch,
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                command: command.clone(),
+            };
+            let answer = link
+                .post::<_, RelayAnswer>(RELAY_PATH, &request, timeout + ANSWER_MARGIN)
+                .await;
+            let bad = |detail: String| HubError::BadReply {
+                worker_id: worker_id.to_owned(),
+                ty,
+                detail,
+            };
+            match answer {
+                Ok(RelayAnswer::Reply { events, reply }) => {
+                    for event in events {
+                        if let Ok(event) = Envelope::decode(&event) {
+                            on_event(event.body);
+                        }
+                    }
+                    let reply = Envelope::decode(&reply).map_err(|e| bad(e.to_string()))?;
+                    return match reply.body {
+                        Body::Error(error) => Err(HubError::Agent {
+                            worker_id: worker_id.to_owned(),
+                            ty,
+                            error,
+                        }),
+                        body => Ok(body),
+                    };
+                }
+                Ok(RelayAnswer::Moved) => continue,
+                Ok(RelayAnswer::Failed { kind, detail }) => {
+                    return Err(match kind {
+                        Failure::Offline | Failure::Internal => offline(),
+                        Failure::Disconnected => HubError::Disconnected {
+                            worker_id: worker_id.to_owned(),
+                            ty,
+                        },
+                        Failure::Timeout => HubError::Timeout {
+                            worker_id: worker_id.to_owned(),
+                            ty,
+                            after: timeout,
+                        },
+                        Failure::BadReply => bad(detail),
+                    })
+                }
+                Err(LinkError::Timeout { .. }) => {
+                    return Err(HubError::Timeout {
+                        worker_id: worker_id.to_owned(),
+                        ty,
+                        after: timeout,
+                    })
+                }
+                Err(error) => {
+                    tracing::warn!(worker_id, replica = %owner.replica, %error, "cannot relay a command");
+                    return Err(offline());
+                }
+            }
+        }
+        Err(offline())
+    }
+
+    async fn close_remote(&self, worker_id: &str, code: u16, reason: &str) -> bool {
+        let Some((owner, link)) = self.route(worker_id).await else {
+            return false;
+        };
+        let request = CloseRequest {
+            worker_id: worker_id.to_owned(),
+            code,
+            reason: reason.to_owned(),
+        };
+        match link
+            .post::<_, CloseAnswer>(CLOSE_PATH, &request, ANSWER_MARGIN)
+            .await
+        {
+            Ok(answer) => answer.closed,
+            Err(error) => {
+                tracing::warn!(worker_id, replica = %owner.replica, %error, "cannot ask a replica to close a socket");
+                false
+            }
+        }
+    }
+}
+
+impl Remote for Peers {
+    fn forward<'a>(
+        &'a self,
+        worker_id: &'a str,
+        body: Body,
+        timeout: Duration,
+        on_event: &'a mut (dyn FnMut(Body) + Send),
+    ) -> Pin<Box<dyn Future<Output = Result<Body, HubError>> + Send + 'a>> {
+        Box::pin(self.forward_body(worker_id, body, timeout, on_event))
+    }
+
+    fn close<'a>(
+        &'a self,
+        worker_id: &'a str,
+        code: u16,
+        reason: &'a str,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(self.close_remote(worker_id, code, reason))
+    }
+}
+
+/// What a relayed command's outcome becomes on the wire (B's side).
+pub(crate) fn answer(result: Result<Body, HubError>, events: Vec<String>) -> RelayAnswer {
+    let failed = |kind, error: HubError| RelayAnswer::Failed {
+        kind,
+        detail: error.to_string(),
+    };
+    match result {
+        Ok(body) => RelayAnswer::Reply {
+            events,
+            reply: Envelope::request("relay", body).encode(),
+        },
+        Err(HubError::Agent { error, .. }) => RelayAnswer::Reply {
+            events,
+            reply: Envelope::error(Some("relay".into()), error).encode(),
+        },
+        Err(e @ HubError::Offline { .. }) => failed(Failure::Offline, e),
+        Err(e @ HubError::Disconnected { .. }) => failed(Failure::Disconnected, e),
+        Err(e @ HubError::Timeout { .. }) => failed(Failure::Timeout, e),
+        Err(e @ HubError::BadReply { .. }) => failed(Failure::BadReply, e),
+        Err(e @ HubError::RequestId(_)) => failed(Failure::Internal, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peer_token_is_the_admin_hashs_and_no_other() {
+        let a = token(&[1; 32]);
+        assert!(a.starts_with("crops_peer_") && a.len() == "crops_peer_".len() + 64);
+        assert_eq!(a, token(&[1; 32]));
+        assert_ne!(a, token(&[2; 32]));
+    }
+
+    #[test]
+    fn an_agent_error_crosses_as_the_reply_and_a_timeout_as_a_failure() {
+        let error = protocol::ErrorReply::new(protocol::ErrorCode::NotFound, "no such container");
+        let agent = HubError::Agent {
+            worker_id: "w".into(),
+            ty: "container.stop",
+            error: error.clone(),
+        };
+        let RelayAnswer::Reply { reply, .. } = answer(Err(agent), vec![]) else {
+            panic!("an agent error is a reply");
+        };
+        assert_eq!(Envelope::decode(&reply).unwrap().body, Body::Error(error));
+        let late = HubError::Timeout {
+            worker_id: "w".into(),
+            ty: "exec",
+            after: Duration::from_secs(1),
+        };
+        let text = serde_json::to_string(&answer(Err(late), vec![])).unwrap();
+        assert!(
+            text.contains(r#""outcome":"failed","kind":"timeout""#),
+            "{text}"
+        );
+    }
+}
