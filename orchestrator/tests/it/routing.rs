@@ -97,6 +97,29 @@ fn a_call_on_one_replica_drives_the_worker_connected_to_another() {
         assert_eq!((status, &body), (200, &result));
         assert_eq!(cmd.data["command"], json!(["echo", "hi"]));
 
+        // A build: its progress events cross with the reply, in order.
+        let path = format!("/v1/workers/{worker}/images");
+        let build = json!({ "tag": "localhost/tool:1", "containerfile": "FROM scratch\n", "tenantId": tenant });
+        let task = spawn_admin(a.addr, "POST", path, Some(build));
+        let cmd = next_command(&mut fx.agent).await;
+        assert_eq!(cmd.ty, "images.build");
+        for line in ["STEP 1/1: FROM scratch", "COMMIT localhost/tool:1"] {
+            let event = json!({ "type": "images.build.progress", "requestId": cmd.id, "data": { "line": line } });
+            fx.agent.send_json(&event).await;
+        }
+        answer(
+            &mut fx.agent,
+            &cmd,
+            json!({ "imageId": "sha-1", "tag": "localhost/tool:1" }),
+        )
+        .await;
+        let (status, body) = task.await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["log"],
+            json!(["STEP 1/1: FROM scratch", "COMMIT localhost/tool:1"])
+        );
+
         // The agent's own error crosses as its status and code.
         let stop = Some(json!({}));
         let task = spawn_admin(a.addr, "POST", "/v1/containers/job-1/stop".into(), stop);
@@ -143,6 +166,22 @@ fn a_call_on_one_replica_drives_the_worker_connected_to_another() {
             !on_b.contains(series),
             "b counted a relayed command: {on_b}"
         );
+
+        // A credential rotation made on a reaches the agent through b.
+        let path = format!("/v1/workers/{worker}/rotate-credential");
+        let (status, body, cmd) = relayed(
+            &a,
+            &mut fx.agent,
+            ("POST", path, None),
+            "worker.rotate-credential",
+            json!({}),
+        )
+        .await;
+        assert_eq!((status, &body["id"]), (200, &json!(worker)), "{body}");
+        assert!(cmd.data["credential"]
+            .as_str()
+            .unwrap()
+            .starts_with("crops_wkr_"));
 
         // A revoke on a closes the socket on b, at once.
         let (status, _) = a
