@@ -232,6 +232,8 @@ pub(crate) struct App {
     /// This process's replica identity: the owner it writes into the
     /// workers whose agents register here (`store::replicas`).
     pub replica_id: String,
+    /// The other replicas' last beats, refreshed every heartbeat interval.
+    pub replicas: replica::Known,
     /// Live agent connections; written by connection tasks, read by the API.
     pub hub: Arc<Hub>,
     /// The key other replicas present (`peer`); `None` without a shared
@@ -359,6 +361,7 @@ pub async fn serve(
     }
     let app = Arc::new(App {
         replica_id: replica.id.clone(),
+        replicas: replica::Known::new(config.heartbeat_secs),
         heartbeats: heartbeats::Heartbeats::default(),
         policies,
         store: Arc::clone(&store),

@@ -55,6 +55,10 @@ pub(crate) struct Facts {
     pub started_ms: u64,
     pub offline_grace: Duration,
     pub offline_after: Duration,
+    /// The last beat of the replica that owns the worker, when that
+    /// replica has stopped beating (it died or was cut off): its agents
+    /// are on their way to the others.
+    pub owner_gone_ms: Option<u64>,
 }
 
 /// The status these facts mean at `now_ms`.
@@ -63,8 +67,16 @@ pub(crate) fn classify(f: Facts, now_ms: u64) -> Presence {
         return Presence::Offline;
     }
     if let Some(beat) = f.live_beat_ms {
-        return if now_ms.saturating_sub(beat) < ms(f.offline_after) {
-            Presence::Online
+        if now_ms.saturating_sub(beat) < ms(f.offline_after) {
+            return Presence::Online;
+        }
+        // Silent because the replica holding it stopped: the same grace
+        // as this orchestrator's own restart.
+        let gone = f
+            .owner_gone_ms
+            .is_some_and(|gone| now_ms < gone.saturating_add(ms(f.offline_grace)));
+        return if gone {
+            Presence::Reconnecting
         } else {
             Presence::Offline
         };
@@ -106,9 +118,16 @@ pub(crate) fn presence(
     beat: Option<&HeartbeatRecord>,
     now_ms: u64,
 ) -> Presence {
+    let mut owner_gone_ms = None;
     let live_beat_ms = match app.hub.live(&worker.id) {
         Some(live) => Some(live.last_beat_ms),
-        None if owned_elsewhere(app, worker) => worker.connected_at.max(beat.map(|b| b.at)),
+        None if owned_elsewhere(app, worker) => {
+            owner_gone_ms = worker
+                .owner
+                .as_ref()
+                .and_then(|o| app.replicas.gone_since(&o.replica, now_ms));
+            worker.connected_at.max(beat.map(|b| b.at))
+        }
         None => None,
     };
     let facts = Facts {
@@ -118,6 +137,7 @@ pub(crate) fn presence(
         started_ms: app.started_ms,
         offline_grace: app.offline_grace,
         offline_after: app.offline_after(),
+        owner_gone_ms,
     };
     classify(facts, now_ms)
 }
@@ -136,7 +156,35 @@ mod tests {
             started_ms: START,
             offline_grace: Duration::from_secs(46),
             offline_after: Duration::from_secs(30),
+            owner_gone_ms: None,
         }
+    }
+
+    #[test]
+    fn a_worker_whose_replica_stopped_is_reconnecting_within_the_grace() {
+        // Registered on another replica long after this one started; its
+        // last beat is 40 s old, and its replica stopped beating at 50 s.
+        let silent = Facts {
+            live_beat_ms: Some(START + 10_000),
+            connected_at: Some(START + 5_000),
+            ..facts()
+        };
+        let now = START + 50_000;
+        assert_eq!(
+            classify(silent, now),
+            Presence::Offline,
+            "its replica lives"
+        );
+        let gone = Facts {
+            owner_gone_ms: Some(START + 45_000),
+            ..silent
+        };
+        assert_eq!(classify(gone, now), Presence::Reconnecting);
+        assert_eq!(
+            classify(gone, START + 45_000 + 45_999),
+            Presence::Reconnecting
+        );
+        assert_eq!(classify(gone, START + 45_000 + 46_000), Presence::Offline);
     }
 
     #[test]

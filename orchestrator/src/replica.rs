@@ -8,7 +8,8 @@
 //! The ownership of workers, and the fencing of what an older owner still
 //! writes, hang off the identity: see `store::replicas`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_lite::FutureExt;
@@ -19,6 +20,38 @@ use crate::{auth, now_ms, App, Error};
 /// How many heartbeat intervals a replica's beat stays fresh: its identity
 /// is held that long after its last beat.
 const FRESH_BEATS: u64 = 3;
+
+/// The other replicas' last beats as this one last read them (every
+/// heartbeat interval, on a shared store): whether a worker's owner has
+/// stopped, for its presence (`presence`).
+pub(crate) struct Known {
+    beats: Mutex<HashMap<String, u64>>,
+    /// A replica is taken to have stopped once its beat is this old: one
+    /// and a half intervals (its beats come every interval; this view is
+    /// at most one interval old).
+    stopped_after_ms: u64,
+}
+
+impl Known {
+    pub(crate) fn new(heartbeat_secs: u32) -> Self {
+        Self {
+            beats: Mutex::new(HashMap::new()),
+            stopped_after_ms: u64::from(heartbeat_secs) * 1500,
+        }
+    }
+
+    fn set(&self, replicas: Vec<ReplicaRecord>) {
+        let beats = replicas.into_iter().map(|r| (r.id, r.beat_ms)).collect();
+        *self.beats.lock().unwrap_or_else(PoisonError::into_inner) = beats;
+    }
+
+    /// The last beat of replica `id`, if it has stopped beating.
+    pub(crate) fn gone_since(&self, id: &str, now_ms: u64) -> Option<u64> {
+        let beats = self.beats.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = *beats.get(id)?;
+        (now_ms.saturating_sub(last) > self.stopped_after_ms).then_some(last)
+    }
+}
 
 /// How long a replica's beat is fresh, in ms: it is taken for dead after.
 pub(crate) fn fresh_ms(heartbeat_secs: u32) -> u64 {
@@ -72,6 +105,7 @@ pub(crate) const FENCED_CLOSE: u16 = 1013;
 pub(crate) fn spawn_beat(app: &Arc<App>, started_ms: u64) {
     let store = Arc::clone(&app.store);
     let hub = Arc::clone(&app.hub);
+    let app_task = Arc::clone(app);
     let id = app.replica_id.clone();
     let every = Duration::from_secs(u64::from(app.heartbeat_secs));
     let fence_after = 2 * u64::from(app.heartbeat_secs) * 1000;
@@ -92,6 +126,12 @@ pub(crate) fn spawn_beat(app: &Arc<App>, started_ms: u64) {
                             tracing::info!("the database answers again: serving agents again");
                         }
                         (last_ok, fenced) = (now_ms(), false);
+                        if store.is_shared() {
+                            match store.call(|s| s.replicas()).await {
+                                Ok(replicas) => app_task.replicas.set(replicas),
+                                Err(error) => tracing::warn!(%error, "cannot read the replicas"),
+                            }
+                        }
                     }
                     Err(error @ StoreError::ReplicaTaken { .. }) => {
                         tracing::error!(%error, "this replica's identity was taken over");

@@ -1,9 +1,11 @@
-//! A replica cut off from PostgreSQL (a real server) while another keeps
-//! it: the cut one answers 503 `store_unavailable` on writes, fences
-//! itself (its agents are sent to other replicas with 1013), and serves
-//! again by itself once the database is back. The cut is a forwarder on a
-//! Unix socket between the replica and the server, which the test opens
-//! and closes.
+//! Faults of one replica of several on PostgreSQL (a real server):
+//! * cut off from the database while another keeps it: the cut one
+//!   answers 503 `store_unavailable` on writes, fences itself (its agents
+//!   are sent to other replicas with 1013), and serves again by itself
+//!   once the database is back. The cut is a forwarder on a Unix socket
+//!   between the replica and the server, which the test opens and closes;
+//! * stopped while holding a worker: the others show the worker
+//!   `reconnecting`, never `offline`, for the offline grace.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -166,5 +168,53 @@ fn a_replica_cut_off_from_the_database_answers_503_fences_itself_and_recovers() 
         back.close().await;
         a.stop().await;
         b.stop().await;
+    });
+}
+
+#[test]
+fn a_worker_whose_replica_stops_is_reconnecting_on_the_others_never_offline_within_the_grace() {
+    smol::block_on(async {
+        let url = postgres::database();
+        let opts = || Options {
+            database: Some(url.clone()),
+            heartbeat_secs: 1,
+            offline_grace: Duration::from_secs(6),
+            ..Options::default()
+        };
+        let a = Server::start_in(temp_dir("faults-stop-a"), opts()).await;
+        let b = Server::start_in(temp_dir("faults-stop-b"), opts()).await;
+        let (mut agent, worker, _) = b.registered("on-b").await;
+        agent.send_json(&heartbeat(7.0)).await;
+        a.wait_worker(&worker, "b's worker online on a", |w| {
+            w["status"] == "online" && w["heartbeat"]["cpuUsage"] == 7.0
+        })
+        .await;
+        // b goes; its agent does not come back in this test.
+        let stopping = smol::spawn(b.stop());
+        let _ = agent.expect_close(Duration::from_secs(5)).await;
+        stopping.await;
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = a.worker(&worker).await["status"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            if seen.last() != Some(&status) {
+                seen.push(status.clone());
+            }
+            if status == "offline" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never offline: {seen:?}"
+            );
+            smol::Timer::after(Duration::from_millis(100)).await;
+        }
+        // Online while b's last beats were fresh, reconnecting for the
+        // grace after b stopped, offline only then.
+        assert_eq!(seen, ["online", "reconnecting", "offline"], "{seen:?}");
+        a.stop().await;
     });
 }
