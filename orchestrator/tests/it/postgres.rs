@@ -97,8 +97,12 @@ extern "C" fn stop_at_exit() {
 
 impl Server {
     fn start() -> Self {
+        Self::start_in(std::env::temp_dir().join(format!("crops-pg-{}", std::process::id())))
+    }
+
+    /// initdb and start a server owning `dir` (emptied first).
+    fn start_in(dir: PathBuf) -> Self {
         let bin = binaries();
-        let dir = std::env::temp_dir().join(format!("crops-pg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the PostgreSQL test directory");
         if is_root() {
@@ -124,23 +128,41 @@ impl Server {
                 ]),
             "initdb",
         );
+        server.pg_start();
+        server
+    }
+
+    /// Start the initialised server (again).
+    pub fn pg_start(&self) {
         // Not durable against a power cut (fsync off): a test server's
         // crash safety is not under test, the store's transactions are.
         let options = format!(
             "-c listen_addresses='' -k {} -c fsync=off -c max_connections=300",
-            server.dir.display()
+            self.dir.display()
         );
         run(
-            as_owner(&server.bin.join("pg_ctl"))
+            as_owner(&self.bin.join("pg_ctl"))
                 .arg("start")
                 .arg("-D")
-                .arg(server.dir.join("data"))
+                .arg(self.dir.join("data"))
                 .arg("-l")
-                .arg(server.dir.join("log"))
+                .arg(self.dir.join("log"))
                 .args(["-w", "-s", "-o", &options]),
             "pg_ctl start",
         );
-        server
+    }
+
+    /// Stop the server as an operator restarting it would (`-m fast`:
+    /// sessions are ended, committed work is kept).
+    pub fn pg_stop(&self) {
+        run(
+            as_owner(&self.bin.join("pg_ctl"))
+                .arg("stop")
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .args(["-m", "fast", "-w", "-s"]),
+            "pg_ctl stop",
+        );
     }
 
     /// The socket's directory.
@@ -178,6 +200,42 @@ pub fn server() -> &'static Server {
         assert_eq!(registered, 0, "atexit refused the PostgreSQL stop handler");
         server
     })
+}
+
+/// A server of one test's own, for faults of the server itself (a
+/// restart): stopped and removed when dropped.
+pub struct Own(Server);
+
+impl Own {
+    pub fn start(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("crops-pg-{}-{name}", std::process::id()));
+        Self(Server::start_in(dir))
+    }
+
+    /// A fresh database on this server: its URL.
+    pub fn database(&self) -> String {
+        self.0.psql("postgres", "CREATE DATABASE t");
+        self.0.url("t")
+    }
+}
+
+impl std::ops::Deref for Own {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.0
+    }
+}
+
+impl Drop for Own {
+    fn drop(&mut self) {
+        let _ = as_owner(&self.0.bin.join("pg_ctl"))
+            .arg("stop")
+            .arg("-D")
+            .arg(self.0.dir.join("data"))
+            .args(["-m", "immediate", "-s"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.0.dir);
+    }
 }
 
 /// A fresh, empty database on this process's server: its URL.

@@ -5,7 +5,10 @@
 //!   once the database is back. The cut is a forwarder on a Unix socket
 //!   between the replica and the server, which the test opens and closes;
 //! * stopped while holding a worker: the others show the worker
-//!   `reconnecting`, never `offline`, for the offline grace.
+//!   `reconnecting`, never `offline`, for the offline grace;
+//! * PostgreSQL restarted under two replicas: calls during it fail with
+//!   503 `store_unavailable`, nothing acknowledged is lost, and both serve
+//!   again by themselves.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -216,5 +219,64 @@ fn a_worker_whose_replica_stops_is_reconnecting_on_the_others_never_offline_with
         // grace after b stopped, offline only then.
         assert_eq!(seen, ["online", "reconnecting", "offline"], "{seen:?}");
         a.stop().await;
+    });
+}
+
+/// Create tenant `name` on `server`: the status.
+async fn tenant_status(server: &Server, name: &str) -> u16 {
+    let body = serde_json::json!({ "name": name });
+    server.admin("POST", "/v1/tenants", Some(body)).await.0
+}
+
+#[test]
+fn a_postgresql_restart_fails_calls_with_503_loses_nothing_and_every_replica_recovers() {
+    smol::block_on(async {
+        let pg = postgres::Own::start("restart");
+        let url = pg.database();
+        let on = || Options {
+            database: Some(url.clone()),
+            ..Options::default()
+        };
+        let a = Server::start_in(temp_dir("faults-pg-a"), on()).await;
+        let b = Server::start_in(temp_dir("faults-pg-b"), on()).await;
+        assert_eq!(tenant_status(&a, "before-a").await, 201);
+        assert_eq!(tenant_status(&b, "before-b").await, 201);
+
+        pg.pg_stop();
+        let (status, body) = a
+            .admin(
+                "POST",
+                "/v1/tenants",
+                Some(serde_json::json!({ "name": "down" })),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (503, Some("store_unavailable")),
+            "{body}"
+        );
+        pg.pg_start();
+
+        for (server, name) in [(&a, "after-a"), (&b, "after-b")] {
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while tenant_status(server, name).await != 201 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{name}: never recovered"
+                );
+                smol::Timer::after(Duration::from_millis(200)).await;
+            }
+        }
+        let (_, tenants) = b.admin("GET", "/v1/tenants", None).await;
+        let mut names: Vec<&str> = tenants["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["after-a", "after-b", "before-a", "before-b"]);
+        a.stop().await;
+        b.stop().await;
     });
 }
