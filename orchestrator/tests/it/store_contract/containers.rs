@@ -128,6 +128,29 @@ fn concurrent_admitted_creates_never_exceed_the_plan() {
     });
 }
 
+/// Two orchestrators are two pools on one database: the plan holds
+/// across them as within one (PostgreSQL only: redb has one process).
+#[test]
+fn admitted_creates_through_two_replicas_never_exceed_the_plan() {
+    let url = crate::postgres::database();
+    let stores: Vec<Store> = (0..2).map(|_| Store::connect(&url, 8).unwrap()).collect();
+    let t = tenant(&stores[0], "acme", Plan::Free);
+    let limit = Plan::Free.limits().concurrent_containers.unwrap();
+    let outcomes = race(8, |i| {
+        let store = &stores[i % 2];
+        create_like_the_api(store, &record(&format!("c{i}"), &t.id, "w1"), limit)
+    });
+    let created = outcomes.iter().filter(|o| o.is_some()).count();
+    assert_eq!(created, limit as usize, "{outcomes:?}");
+    for store in &stores {
+        assert_eq!(store.list_containers(&t.id).unwrap().len(), limit as usize);
+    }
+    assert_eq!(
+        held(&assert_counters_match_a_recount(&stores[1], &t.id)),
+        limit
+    );
+}
+
 #[test]
 fn state_updates_are_kept_and_counted() {
     each_engine(|engine, store| {

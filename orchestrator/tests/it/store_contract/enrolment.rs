@@ -137,6 +137,46 @@ fn many_enrolments_racing_for_one_token_enrol_exactly_one_worker() {
     });
 }
 
+/// Two orchestrators are two pools on one database: one token enrols one
+/// worker, and the plan's workers hold, whichever replica each call
+/// reaches (PostgreSQL only: redb has one process).
+#[test]
+fn enrolments_through_two_replicas_use_a_token_once_and_keep_the_plan() {
+    let url = crate::postgres::database();
+    let stores: Vec<Store> = (0..2).map(|_| Store::connect(&url, 8).unwrap()).collect();
+    let t = tenant(&stores[0], "free", Plan::Free);
+    join_token(&stores[0], "one", &t.id);
+    let once = race(6, |i| {
+        let new = NewWorker {
+            id: format!("once-{i}"),
+            credential_hash: format!("once-cred-{i}"),
+            ..new_worker(i)
+        };
+        enroll_like_the_api(&stores[i % 2], "one", &new)
+    });
+    let won = |o: &Option<Enrolment>| matches!(o, Some(Enrolment::Enrolled(..)));
+    let once: Vec<Option<Enrolment>> = once.into_iter().map(Result::unwrap).collect();
+    assert_eq!(once.iter().filter(|o| won(o)).count(), 1, "{once:?}");
+    for i in 0..6 {
+        join_token(&stores[i % 2], &format!("join-{i}"), &t.id);
+    }
+    let outcomes = race(6, |i| {
+        let new = NewWorker {
+            id: format!("worker-{i}"),
+            credential_hash: format!("cred-{i}"),
+            ..new_worker(i)
+        };
+        enroll_like_the_api(&stores[i % 2], &format!("join-{i}"), &new).unwrap()
+    });
+    let limit = Plan::Free.limits().workers.unwrap() as usize;
+    let enrolled = 1 + outcomes.iter().filter(|o| won(o)).count();
+    assert_eq!(enrolled, limit, "{outcomes:?}");
+    assert_eq!(
+        stores[1].tenant_usage(&t.id).unwrap().workers as usize,
+        limit
+    );
+}
+
 #[test]
 fn concurrent_enrolments_never_exceed_the_plans_workers() {
     each_engine(|engine, store| {
