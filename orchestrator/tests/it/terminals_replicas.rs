@@ -145,6 +145,14 @@ fn a_carried_terminal_is_refused_as_a_local_one_would_be() {
             .await;
         let (status, body) = opening.await.err().unwrap();
         assert_error(status, &body, 409, "conflict");
+        // B's peer route opens for the replicas' key only, not a user's token.
+        let carried = format!("/internal/v1/terminal/{CONTAINER}?cols=80&rows=24");
+        let with_principal = [headers[0], ("crops-principal", "operator")];
+        let (status, body) = Browser::connect(fx.server.addr, &carried, &with_principal)
+            .await
+            .err()
+            .unwrap();
+        assert_error(status, &body, 401, "unauthorized");
         // B gone (its beat still fresh): the same answer as a worker offline.
         fx.stop().await;
         let (status, body) = Browser::connect(a.addr, &path, &headers)
