@@ -62,7 +62,7 @@
 //! A refused request's entry names the caller's own organisation, never
 //! the object's: probing another tenant leaves no trace in that tenant's log.
 
-use crate::authz::{Caller, Principal};
+use crate::authz::Caller;
 use crate::hub::{CommandDone, CommandHook};
 use crate::store::{AuditEntry, ContainerRecord, Store, StoreError, TerminalRecord};
 use crate::{now_ms, App};
@@ -265,7 +265,7 @@ pub(crate) async fn api_outcome(
 /// before it relays the first byte; `outcome` is `ok` or the error code.
 pub async fn terminal_opened(
     writer: &AuditWriter,
-    principal: &Principal,
+    principal: &str,
     container: &ContainerRecord,
     session_id: &str,
     outcome: &str,
@@ -276,7 +276,7 @@ pub async fn terminal_opened(
     );
     let entry = terminal_entry(
         now_ms(),
-        principal.label(),
+        principal.to_owned(),
         "terminal.open",
         target,
         &container.tenant_id,
@@ -288,12 +288,12 @@ pub async fn terminal_opened(
 /// Append the entry of a viewer attaching to a live session (durably).
 pub async fn terminal_attached(
     writer: &AuditWriter,
-    principal: &Principal,
+    principal: &str,
     session: &TerminalRecord,
 ) -> Result<(), AuditError> {
     let entry = terminal_entry(
         now_ms(),
-        principal.label(),
+        principal.to_owned(),
         "terminal.attach",
         terminal_target(session),
         &session.tenant_id,

@@ -239,6 +239,9 @@ pub(crate) struct App {
     /// The key other replicas present (`peer`); `None` without a shared
     /// store, where the peer routes refuse everyone.
     pub peer_token: Option<String>,
+    /// The links to the other replicas (`peer`), on a shared store only:
+    /// the hub's remote, and the way a terminal reaches its owner.
+    pub peers: Option<Arc<peer::Peers>>,
     /// SHA-256 of the admin token.
     pub admin_hash: [u8; 32],
     pub heartbeat_secs: u32,
@@ -349,16 +352,19 @@ pub async fn serve(
     let hub = Arc::new(Hub::with_metrics(Arc::clone(&metrics)));
     // Several replicas: calls for workers connected elsewhere go there.
     let peer_token = store.is_shared().then(|| peer::token(&admin_hash));
-    if store.is_shared() {
-        let peers = peer::Peers::new(
+    let peers = if store.is_shared() {
+        let peers = Arc::new(peer::Peers::new(
             Arc::clone(&store),
             replica.id.clone(),
             &admin_hash,
             config.tls.as_ref().map(|t| t.cert.as_path()),
             replica::fresh_ms(config.heartbeat_secs),
-        )?;
-        hub.set_remote(Arc::new(peers));
-    }
+        )?);
+        hub.set_remote(Arc::clone(&peers) as Arc<dyn hub::Remote>);
+        Some(peers)
+    } else {
+        None
+    };
     let app = Arc::new(App {
         replica_id: replica.id.clone(),
         replicas: replica::Known::new(config.heartbeat_secs),
@@ -367,6 +373,7 @@ pub async fn serve(
         store: Arc::clone(&store),
         hub: Arc::clone(&hub),
         peer_token,
+        peers,
         admin_hash,
         heartbeat_secs: config.heartbeat_secs,
         register_timeout: config.register_timeout,

@@ -19,6 +19,7 @@
 //! one certificate, or a self-signed one, trust each other).
 
 mod link;
+mod terminal;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -36,6 +37,7 @@ use crate::hub::{HubError, Remote};
 use crate::store::{Ownership, ReplicaRecord, Store};
 use crate::{auth, now_ms};
 use link::{Link, LinkError};
+pub(crate) use terminal::{Dialed, PeerSocket, PRINCIPAL_HEADER};
 
 /// The route a replica relays a command to another through.
 pub(crate) const RELAY_PATH: &str = "/internal/v1/relay";

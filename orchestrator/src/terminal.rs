@@ -15,12 +15,15 @@
 //!   sessions with their records and audit entries, and the reaper (no
 //!   viewer for the grace period: closed).
 //! * `browser`: the HTTP side (checks, open or attach, the upgrade);
-//!   `viewer`: one browser socket's task; `control`: its JSON messages.
+//!   `viewer`: one browser socket's task; `control`: its JSON messages;
+//!   `carried`: a browser's socket copied to and from the replica that
+//!   holds the worker's agent, when another one does.
 //!
 //! Nothing here blocks the agent connection: it copies output into the
 //! mirror and wakes viewers; every viewer writes on its own task.
 
 mod browser;
+mod carried;
 mod control;
 mod link;
 mod mirror;
@@ -33,7 +36,7 @@ use std::time::Duration;
 
 use crate::hub::{ConnectionEnds, Hub, LaneMsg};
 
-pub(crate) use browser::{accept, subprotocol_bearer};
+pub(crate) use browser::{accept, accept_carried, subprotocol_bearer};
 pub(crate) use link::{on_exited, on_inventory, spawn_reaper};
 pub use mirror::MIRROR_CAPACITY;
 pub(crate) use session::Session;

@@ -59,6 +59,14 @@ pub enum LinkError {
 
 type Sender = SendRequest<Full<Bytes>>;
 
+/// A connection to a peer: TCP, or TLS over it.
+pub(crate) trait Io:
+    futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send
+{
+}
+
+impl<T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send> Io for T {}
+
 /// The connections to one peer, by its advertised URL.
 pub(crate) struct Link {
     host: String,
@@ -195,6 +203,13 @@ impl Link {
     }
 
     async fn connect(&self) -> Result<Sender, LinkError> {
+        let io = self.open().await?;
+        self.handshake(io).await
+    }
+
+    /// A new connection to the peer (TCP, and TLS for https), verified as
+    /// the pooled ones are: for a stream of its own (a relayed terminal).
+    pub(super) async fn open(&self) -> Result<Box<dyn Io>, LinkError> {
         let failed = |detail: String| LinkError::Connect {
             authority: self.authority.clone(),
             detail,
@@ -208,7 +223,7 @@ impl Link {
             .map_err(|e| failed(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
         match &self.tls {
-            None => self.handshake(tcp).await,
+            None => Ok(Box::new(tcp)),
             Some(connector) => {
                 let name = ServerName::try_from(self.host.clone())
                     .map_err(|_| failed(format!("{:?} is not a TLS server name", self.host)))?;
@@ -220,9 +235,19 @@ impl Link {
                     })
                     .await
                     .map_err(|e| failed(format!("TLS handshake: {e}")))?;
-                self.handshake(stream).await
+                Ok(Box::new(stream))
             }
         }
+    }
+
+    /// The peer's `host:port`.
+    pub(super) fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// The `Authorization` value this link presents.
+    pub(super) fn auth(&self) -> &HeaderValue {
+        &self.auth
     }
 
     async fn handshake<IO>(&self, io: IO) -> Result<Sender, LinkError>

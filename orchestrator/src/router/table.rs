@@ -277,6 +277,9 @@ routes! {
     PeerClose = POST "/internal/v1/close", Peer,
         |c| api::peers::close(&c.app, c.req).await,
         "Between replicas: close a worker's socket here";
+    PeerTerminal = GET "/internal/v1/terminal/{containerId}", Peer,
+        |c| crate::terminal::accept_carried(c.app, c.req, c.params.get("containerId")).await,
+        "Between replicas: a browser's terminal carried to the replica holding the worker's agent (WebSocket upgrade)";
 }
 
 #[cfg(test)]

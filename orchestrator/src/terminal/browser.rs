@@ -31,6 +31,7 @@ use crate::api::{detached, worker_error};
 use crate::authz::{Caller, Need};
 use crate::http::{ApiError, Resp};
 use crate::hub::HubError;
+use crate::peer::PRINCIPAL_HEADER;
 use crate::socket;
 use crate::store::{ContainerRecord, ContainerState, TerminalRecord};
 use crate::{now_ms, App};
@@ -58,7 +59,7 @@ pub(crate) fn subprotocol_bearer(headers: &HeaderMap) -> Option<String> {
 
 /// Whether to answer with our subprotocol: yes if offered; a client that
 /// offers others but not ours is refused (it would fail the handshake).
-fn choose_subprotocol(headers: &HeaderMap) -> Result<bool, ApiError> {
+pub(super) fn choose_subprotocol(headers: &HeaderMap) -> Result<bool, ApiError> {
     let mut any = false;
     for p in offered(headers) {
         if p == SUBPROTOCOL {
@@ -75,7 +76,8 @@ fn choose_subprotocol(headers: &HeaderMap) -> Result<bool, ApiError> {
 }
 
 /// Check, open or choose the session, join it, answer 101 and start the
-/// viewer's task.
+/// viewer's task; or, when the worker's agent is connected to another
+/// replica, carry the socket there (`super::carried`).
 pub(crate) async fn accept(
     app: Arc<App>,
     caller: &Caller,
@@ -83,6 +85,48 @@ pub(crate) async fn accept(
     container_id: &str,
 ) -> Result<Resp, ApiError> {
     let record = caller.container(&app, container_id, Need::Use).await?;
+    let by = caller.principal.label();
+    if let Some(resp) = super::carried::elsewhere(&app, &by, &mut req, &record).await? {
+        return Ok(resp);
+    }
+    serve(app, &by, req, record).await
+}
+
+/// `GET /internal/v1/terminal/{containerId}`: a terminal another replica
+/// carries here (`Rule::Peer`). That replica authenticated and authorised
+/// the browser and names it in [`PRINCIPAL_HEADER`]; the session is opened
+/// or joined, and audited in that name, as for a browser of this replica's
+/// own. Never carried on to a third replica.
+pub(crate) async fn accept_carried(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    container_id: &str,
+) -> Result<Resp, ApiError> {
+    let by = req
+        .headers()
+        .get(PRINCIPAL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("a carried terminal names its {PRINCIPAL_HEADER}"))
+        })?
+        .to_owned();
+    let id = container_id.to_owned();
+    let record = app
+        .store
+        .read_now(move |s| s.get_container(&id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("container {container_id} not found")))?;
+    serve(app, &by, req, record).await
+}
+
+/// The upgrade on this replica, for the principal labelled `by`.
+async fn serve(
+    app: Arc<App>,
+    by: &str,
+    mut req: Request<Incoming>,
+    record: ContainerRecord,
+) -> Result<Resp, ApiError> {
     let query = Query::parse(req.uri().query()).map_err(ApiError::bad_request)?;
     let with_protocol = choose_subprotocol(req.headers())?;
     let accept_key =
@@ -102,13 +146,13 @@ pub(crate) async fn accept(
                 }));
             }
             let session =
-                detached(&app, open(Arc::clone(&app), caller.clone(), record, query)).await?;
+                detached(&app, open(Arc::clone(&app), by.to_owned(), record, query)).await?;
             join(&app, session, 0)
         }
         Some(session_id) => match find(&app, &record, session_id).await? {
             Found::Live(session, meta) => {
                 let entry = record_of(&session, &meta);
-                crate::audit::terminal_attached(&app.audit, &caller.principal, &entry).await?;
+                crate::audit::terminal_attached(&app.audit, by, &entry).await?;
                 join(&app, session, query.offset)
             }
             Found::Ended(exit) => Start::Ended { session_id, exit },
@@ -185,7 +229,7 @@ async fn find(
 /// Open a new session on the container's worker; stored and audited.
 async fn open(
     app: Arc<App>,
-    caller: Caller,
+    by: String,
     record: ContainerRecord,
     query: Query,
 ) -> Result<Arc<Session>, ApiError> {
@@ -214,8 +258,7 @@ async fn open(
         Err(error) => {
             let error = worker_error(error);
             let code = error.status_and_code().1;
-            crate::audit::terminal_opened(&app.audit, &caller.principal, &record, "-", code)
-                .await?;
+            crate::audit::terminal_opened(&app.audit, &by, &record, "-", code).await?;
             return Err(error);
         }
     };
@@ -231,7 +274,7 @@ async fn open(
     let meta = Meta {
         container_id: record.id.clone(),
         tenant_id: record.tenant_id.clone(),
-        opened_by: caller.principal.label(),
+        opened_by: by.clone(),
         opened_at: now_ms(),
     };
     if !session.claim(meta.clone()) {
@@ -247,7 +290,7 @@ async fn open(
         Ok(()) => {
             session.mark_persisted();
             let id = session_id.to_string();
-            crate::audit::terminal_opened(&app.audit, &caller.principal, &record, &id, "ok").await
+            crate::audit::terminal_opened(&app.audit, &by, &record, &id, "ok").await
         }
         Err(error) => Err(error.into()),
     };

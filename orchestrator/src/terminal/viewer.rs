@@ -30,7 +30,7 @@ use crate::App;
 /// Largest message a browser may send: one input message of 64 KiB.
 const MAX_MESSAGE: usize = protocol::MAX_BINARY_PAYLOAD;
 /// The socket's buffers and limits.
-const LIMITS: Limits = Limits {
+pub(super) const LIMITS: Limits = Limits {
     read_buffer: 4096,
     write_buffer: None,
     max_message: MAX_MESSAGE,

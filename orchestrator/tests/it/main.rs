@@ -34,5 +34,6 @@ mod scheduling;
 mod store_contract;
 mod terminals;
 mod terminals_away;
+mod terminals_replicas;
 mod terminals_resume;
 mod workers;
