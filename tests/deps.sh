@@ -6,10 +6,9 @@
 # playwright-core and the xterm packages from tests/browser's lock file),
 # postgresql for the store's PostgreSQL engine (the tests start their own
 # server from its binaries, /usr/lib/postgresql/*/bin), haproxy for the
-# balancer in front of several replicas (the replicas test, `make replicas`),
-# and the rustup
-# targets. Writes nothing under /etc; Podman is configured through
-# CONTAINERS_CONF (tests/podman/containers.conf).
+# balancer in front of several replicas (the replicas test, `make
+# replicas`), and the rustup targets. Writes nothing under /etc; Podman is
+# configured through CONTAINERS_CONF (tests/podman/containers.conf).
 set -euo pipefail
 
 packages=(podman runc busybox-static clang musl-tools qemu-user-static file openssl ca-certificates chromium postgresql haproxy)
