@@ -212,18 +212,8 @@ impl Orchestrator {
                 dir.path(&format!("{name}.log")),
             ),
         };
-        let mut o = Orchestrator {
-            child: None,
-            port: 0,
-            url: String::new(),
-            data,
-            log,
-            admin_token: "crops_adm_e2e_test_token_0123456789abcdef".into(),
-            ca: tls.ca.clone(),
-            cert: tls.cert.clone(),
-            key: tls.key.clone(),
-            args: args.to_vec(),
-        };
+        let mut o = Self::behind(0, tls, log);
+        (o.data, o.args) = (data, args.to_vec());
         o.spawn();
         o
     }
@@ -243,10 +233,6 @@ impl Orchestrator {
             key: tls.key.clone(),
             args: vec![],
         }
-    }
-
-    pub fn running(&self) -> bool {
-        self.child.is_some()
     }
 
     /// Start (again) on the same data dir and, after the first start, the same port.
