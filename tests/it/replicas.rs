@@ -86,17 +86,25 @@ fn engine_state(id: &str) -> (String, Value) {
 fn calls_and_agents_survive_a_replica_killed_behind_the_balancer() {
     require_podman();
     let mut r = Replicas::start("replicas");
+    // One tenant on a plan without limits (the free plan allows one
+    // worker and three containers).
+    let tenant = r.front.create_tenant("replicas");
+    let _cleanup = Cleanup(tenant.clone());
+    let unlimited =
+        json!({"name": "custom", "workers": null, "concurrentContainers": null, "historyDays": 1});
+    let p = r.api.request(
+        "PUT",
+        &format!("/v1/tenants/{tenant}/plan"),
+        Some(unlimited),
+    );
+    assert_eq!(p.status, 200, "{p:?}");
 
-    // Three agents (a tenant each: the free plan allows one self-hosted
-    // worker) enrolled and connected through the balancer, one after the
-    // other: least connections puts each on a replica of its own.
+    // Three agents enrolled and connected through the balancer, one after
+    // the other: least connections puts each on a replica of its own.
     let cmd = AgentCmd::native();
     let mut agents = Vec::new();
     let mut workers = Vec::new();
-    let mut cleanups = Vec::new();
     for i in 0..3 {
-        let tenant = r.front.create_tenant(&format!("replicas-{i}"));
-        cleanups.push(Cleanup(tenant.clone()));
         let token = r.front.join_token(&tenant);
         let config = r.dir.path(&format!("agent{i}/worker.json"));
         let enrolled = cmd.enroll_ok(&r.front, &token, &config);
@@ -109,7 +117,7 @@ fn calls_and_agents_survive_a_replica_killed_behind_the_balancer() {
         r.front.wait_worker(&worker, "the worker online", |w| {
             w["lastHeartbeatAt"].as_u64().is_some()
         });
-        workers.push((tenant, worker));
+        workers.push((tenant.clone(), worker));
     }
     let spread: Vec<u64> = (0..3).map(|j| r.connected_on(j)).collect();
     assert_eq!(spread, vec![1, 1, 1], "one agent per replica");
@@ -119,7 +127,11 @@ fn calls_and_agents_survive_a_replica_killed_behind_the_balancer() {
     let mut acked: Vec<Acked> = Vec::new();
     let mut kept = Vec::new();
     for (i, (tenant, w)) in workers.iter().enumerate() {
-        let gone = run_one(&r.api, tenant, w, &format!("gone-{i}"), &mut acked);
+        kept.push(run_one(&r.api, tenant, w, &format!("kept-{i}"), &mut acked));
+    }
+    {
+        let (tenant, w) = &workers[0];
+        let gone = run_one(&r.api, tenant, w, "gone", &mut acked);
         let s = r
             .api
             .post(&format!("/v1/containers/{gone}/stop"), json!({}));
@@ -133,7 +145,6 @@ fn calls_and_agents_survive_a_replica_killed_behind_the_balancer() {
         acked.push(("DELETE /v1/containers/{containerId}".into(), gone.clone()));
         let label = format!("label=crops.container-id={gone}");
         assert!(podman_lines(&["ps", "-aq", "--filter", &label]).is_empty());
-        kept.push(run_one(&r.api, tenant, w, &format!("kept-{i}"), &mut acked));
     }
     let before: BTreeMap<String, (String, Value)> = kept
         .iter()
@@ -249,7 +260,7 @@ fn calls_and_agents_survive_a_replica_killed_behind_the_balancer() {
         assert_eq!(podman_inspect(&was.0)["State"]["Running"], true);
     }
     let mut entries = Vec::new();
-    for (tenant, _) in &workers {
+    {
         let mut path = format!("/v1/audit?tenantId={tenant}&limit=1000");
         loop {
             let page = r.api.get(&path);
