@@ -61,6 +61,12 @@ up: deps image policies agent-static ## build, start an orchestrator and a local
 down: ## stop what `make up` started
 	@tests/up.sh down
 
+replicas: deps image policies agent-static ## three orchestrators on PostgreSQL behind HAProxy and a local agent, print what next
+	@tests/replicas.sh
+
+replicas-down: ## stop what `make replicas` started
+	@tests/replicas.sh down
+
 bench: deps image policies policy-examples agent-static agent-arm64 ## the benchmarks recorded in BENCHMARKS.md
 	@tests/bench.sh
 	cargo build --release --workspace --bins
@@ -71,4 +77,4 @@ bench: deps image policies policy-examples agent-static agent-arm64 ## the bench
 	CROPS_NO_BUILD=1 CROPS_FLEET_HOLD_SECS=30 CROPS_ORCHESTRATOR_BIN=$(TARGET)/release/crops-orchestrator tests/bench-fleet.sh
 	taskset -c 0 cargo bench --workspace --bench policy
 
-.PHONY: help deps image policies policy-examples build agent-static agent-arm64 test lint up down bench
+.PHONY: help deps image policies policy-examples build agent-static agent-arm64 test lint up down replicas replicas-down bench

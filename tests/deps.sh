@@ -5,12 +5,13 @@
 # the aarch64 agent, chromium for the terminal page's browser tests (with
 # playwright-core and the xterm packages from tests/browser's lock file),
 # postgresql for the store's PostgreSQL engine (the tests start their own
-# server from its binaries, /usr/lib/postgresql/*/bin), and the rustup
-# targets. Writes nothing under /etc; Podman is configured through
-# CONTAINERS_CONF (tests/podman/containers.conf).
+# server from its binaries, /usr/lib/postgresql/*/bin), haproxy for the
+# balancer in front of several replicas (the replicas test, `make
+# replicas`), and the rustup targets. Writes nothing under /etc; Podman is
+# configured through CONTAINERS_CONF (tests/podman/containers.conf).
 set -euo pipefail
 
-packages=(podman runc busybox-static clang musl-tools qemu-user-static file openssl ca-certificates chromium postgresql)
+packages=(podman runc busybox-static clang musl-tools qemu-user-static file openssl ca-certificates chromium postgresql haproxy)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -10,6 +10,7 @@ mod layers;
 mod lifecycle;
 mod platforms;
 mod profiles;
+mod replicas;
 mod terminal_browser;
 mod terminal_socket;
 mod urls;

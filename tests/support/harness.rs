@@ -184,6 +184,8 @@ pub struct Orchestrator {
     pub ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    /// More `serve` flags (a shared database, a replica id).
+    args: Vec<String>,
 }
 
 /// Heartbeats every second in tests, so "advances" and "offline" are quick;
@@ -197,19 +199,40 @@ pub fn heartbeat_secs() -> u64 {
 
 impl Orchestrator {
     pub fn start(dir: &TestDir, tls: &Tls) -> Self {
-        let mut o = Orchestrator {
+        Self::start_named(dir, tls, "orchestrator", &[])
+    }
+
+    /// One of several orchestrators in `dir`: its data in `dir/NAME-data`,
+    /// its log `dir/NAME.log`, `args` added to `serve`.
+    pub fn start_named(dir: &TestDir, tls: &Tls, name: &str, args: &[String]) -> Self {
+        let (data, log) = match name {
+            "orchestrator" => (dir.path("data"), dir.path("orchestrator.log")),
+            _ => (
+                dir.path(&format!("{name}-data")),
+                dir.path(&format!("{name}.log")),
+            ),
+        };
+        let mut o = Self::behind(0, tls, log);
+        (o.data, o.args) = (data, args.to_vec());
+        o.spawn();
+        o
+    }
+
+    /// Not a process of ours: the orchestrators behind a balancer at `port`,
+    /// for the CLI and agents to reach them there.
+    pub fn behind(port: u16, tls: &Tls, log: PathBuf) -> Self {
+        Orchestrator {
             child: None,
-            port: 0,
-            url: String::new(),
-            data: dir.path("data"),
-            log: dir.path("orchestrator.log"),
+            port,
+            url: format!("https://127.0.0.1:{port}"),
+            data: PathBuf::new(),
+            log,
             admin_token: "crops_adm_e2e_test_token_0123456789abcdef".into(),
             ca: tls.ca.clone(),
             cert: tls.cert.clone(),
             key: tls.key.clone(),
-        };
-        o.spawn();
-        o
+            args: vec![],
+        }
     }
 
     /// Start (again) on the same data dir and, after the first start, the same port.
@@ -232,6 +255,7 @@ impl Orchestrator {
             .arg(&self.key)
             .arg("--heartbeat-secs")
             .arg(heartbeat_secs().to_string())
+            .args(&self.args)
             .env("CROPS_ADMIN_TOKEN", &self.admin_token)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

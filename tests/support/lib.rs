@@ -1,10 +1,12 @@
 //! What the end-to-end suite and the benchmarks share: the harness that
 //! starts the real binaries with a CA made per run ([`harness`]), an
 //! orchestrator with enrolled agents on real Podman ([`fleet`]), an HTTPS
-//! client ([`http`]) and a client of the browser's terminal socket
+//! client ([`http`]), three orchestrators on PostgreSQL behind HAProxy
+//! ([`replicas`]) and a client of the browser's terminal socket
 //! ([`term`]). The tests are in `it/`, the benchmarks in `benches/`.
 
 pub mod fleet;
 pub mod harness;
 pub mod http;
+pub mod replicas;
 pub mod term;
