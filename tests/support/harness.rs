@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub use crate::agent::{Agent, AgentCmd};
+
 /// The workspace root (this crate lives in `tests/`).
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -164,7 +166,7 @@ pub fn run_ok(mut cmd: Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn tail(path: &Path, max: usize) -> String {
+pub(crate) fn tail(path: &Path, max: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let start = text.len().saturating_sub(max);
     let start = (start..text.len())
@@ -355,139 +357,6 @@ impl Drop for Orchestrator {
         }
         if std::thread::panicking() {
             eprintln!("--- orchestrator log ---\n{}", tail(&self.log, 8000));
-        }
-    }
-}
-
-/// How to start an agent binary: natively, or under qemu-user.
-#[derive(Clone)]
-pub struct AgentCmd {
-    pub program: PathBuf,
-    pub prefix: Vec<PathBuf>,
-    /// Extra environment for the agent process.
-    pub env: Vec<(String, String)>,
-}
-
-impl AgentCmd {
-    pub fn native() -> Self {
-        AgentCmd {
-            program: agent_bin(),
-            prefix: vec![],
-            env: vec![],
-        }
-    }
-
-    pub fn arm64_under_qemu() -> Self {
-        let qemu = PathBuf::from("/usr/bin/qemu-aarch64-static");
-        assert!(
-            qemu.is_file(),
-            "qemu-aarch64-static missing (apt-get install qemu-user-static)"
-        );
-        AgentCmd {
-            program: agent_arm64_bin(),
-            prefix: vec![qemu],
-            env: vec![],
-        }
-    }
-
-    pub fn command(&self) -> Command {
-        let mut cmd = match self.prefix.first() {
-            Some(q) => {
-                let mut c = Command::new(q);
-                c.arg(&self.program);
-                c
-            }
-            None => Command::new(&self.program),
-        };
-        cmd.env("CONTAINERS_CONF", containers_conf())
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .env_remove("CROPS_CREDENTIAL")
-            .env_remove("CROPS_URL")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    /// `crops-agent enroll`; returns the command's output, successful or not.
-    pub fn enroll(&self, o: &Orchestrator, token: &str, config: &Path) -> (Command, Output) {
-        let mut cmd = self.command();
-        cmd.arg("enroll")
-            .arg("--url")
-            .arg(&o.url)
-            .arg("--token")
-            .arg(token)
-            .arg("--config")
-            .arg(config)
-            .arg("--ca-file")
-            .arg(&o.ca);
-        let out = cmd.output().expect("spawning crops-agent enroll");
-        (cmd, out)
-    }
-
-    /// Enrol and insist on success; returns the written config.
-    pub fn enroll_ok(&self, o: &Orchestrator, token: &str, config: &Path) -> Value {
-        let (cmd, out) = self.enroll(o, token, config);
-        assert!(out.status.success(), "{}", describe(&cmd, &out));
-        serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap()
-    }
-
-    pub fn run(&self, config: &Path, log: PathBuf, extra: &[&str]) -> Agent {
-        let file = std::fs::File::create(&log).unwrap();
-        let child = self
-            .command()
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .args(extra)
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("spawning crops-agent run");
-        Agent {
-            child: Some(child),
-            log,
-        }
-    }
-}
-
-/// A running `crops-agent run`, its stdout and stderr in one log file.
-pub struct Agent {
-    child: Option<Child>,
-    pub log: PathBuf,
-}
-
-impl Agent {
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn signal(&self, sig: nix::sys::signal::Signal) {
-        let pid = self.child.as_ref().expect("agent not running").id();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
-    }
-
-    /// Wait for the agent to exit by itself within `timeout`.
-    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let child = self.child.as_mut().expect("agent not running");
-        let status = wait_until("the agent to exit", timeout, || child.try_wait().unwrap());
-        self.child = None;
-        status
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "--- agent log {} ---\n{}",
-                self.log.display(),
-                tail(&self.log, 8000)
-            );
         }
     }
 }

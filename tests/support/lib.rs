@@ -5,6 +5,7 @@
 //! ([`replicas`]) and a client of the browser's terminal socket
 //! ([`term`]). The tests are in `it/`, the benchmarks in `benches/`.
 
+pub mod agent;
 pub mod fleet;
 pub mod harness;
 pub mod http;
