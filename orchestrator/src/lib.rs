@@ -318,17 +318,22 @@ pub async fn serve(
             .await?,
         )
     };
-    let advertise = config.advertise.clone().unwrap_or_else(|| {
+    // By default the listener's address, unless it is unspecified
+    // (0.0.0.0): other replicas would dial themselves.
+    let advertise = config.advertise.clone().or_else(|| {
         let scheme = if acceptor.is_some() { "https" } else { "http" };
-        if store.is_shared() && addr.ip().is_unspecified() {
-            tracing::warn!(%addr, "other replicas cannot reach this one at an unspecified address: give --advertise");
+        if addr.ip().is_unspecified() {
+            if store.is_shared() {
+                tracing::warn!(%addr, "other replicas cannot reach this one at an unspecified address: give --advertise");
+            }
+            return None;
         }
-        format!("{scheme}://{addr}")
+        Some(format!("{scheme}://{addr}"))
     });
     let replica = replica::register(
         &store,
         config.replica_id.clone(),
-        Some(advertise),
+        advertise,
         config.heartbeat_secs,
     )
     .await?;

@@ -91,9 +91,20 @@ pub(crate) fn classify(f: Facts, now_ms: u64) -> Presence {
 }
 
 /// Whether a command for `worker` can be sent now: its agent is connected
-/// here, or registered on another replica, which relays it (`peer`).
-pub(crate) fn reachable(app: &App, worker: &Worker) -> bool {
-    app.hub.live(&worker.id).is_some() || owned_elsewhere(app, worker)
+/// here, or to another replica (which relays it, `peer`) and online by
+/// what that replica stored. The owner in a worker's record outlives its
+/// connection, so it alone says nothing.
+pub(crate) async fn reachable(app: &App, worker: &Worker) -> bool {
+    if app.hub.live(&worker.id).is_some() {
+        return true;
+    }
+    if !owned_elsewhere(app, worker) {
+        return false;
+    }
+    let id = worker.id.clone();
+    let beat = app.store.read_now(move |s| s.heartbeat(&id)).await;
+    let beat = beat.ok().flatten();
+    presence(app, worker, beat.as_ref(), crate::now_ms()) == Presence::Online
 }
 
 /// Whether the worker's newest connection registered on another replica

@@ -195,7 +195,7 @@ pub(crate) async fn create(
     // A retry above may settle its record; anything new must be admitted.
     scheduling::admits(&worker, scheduling::Work::Create)?;
     // Nothing is recorded for a worker that cannot be reached now.
-    if !crate::presence::reachable(app, &worker) {
+    if !crate::presence::reachable(app, &worker).await {
         return Err(worker_error(HubError::Offline { worker_id }));
     }
     let now = now_ms();

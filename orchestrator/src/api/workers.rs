@@ -174,7 +174,7 @@ pub(crate) async fn rotate_credential(app: &Arc<App>, worker_id: &str) -> Result
     if worker.revoked {
         return Err(ApiError::conflict(format!("worker {worker_id} is revoked")));
     }
-    if !crate::presence::reachable(app, &worker) {
+    if !crate::presence::reachable(app, &worker).await {
         return Err(worker_error(HubError::Offline {
             worker_id: worker_id.to_owned(),
         }));

@@ -222,3 +222,39 @@ fn peer_routes_refuse_anyone_without_the_peer_key() {
         single.stop().await;
     });
 }
+
+#[test]
+fn a_worker_that_left_another_replica_is_offline_here_and_nothing_is_recorded() {
+    smol::block_on(async {
+        let url = postgres::database();
+        let quick = || Options {
+            database: Some(url.clone()),
+            heartbeat_secs: 1,
+            ..Options::default()
+        };
+        let a = Server::start_in(temp_dir("routing-left-a"), quick()).await;
+        let b = Server::start_in(temp_dir("routing-left-b"), quick()).await;
+        let fx = Fixture::on(b, "left").await;
+        let (worker, tenant) = (fx.worker_id.clone(), fx.tenant_id.clone());
+        // The agent goes; b lives on, and still reads as the owner.
+        fx.agent.close().await;
+        a.wait_worker(&worker, "the worker offline, seen from a", |w| {
+            w["status"] == "offline"
+        })
+        .await;
+        let create = json!({ "id": "never", "tenantId": tenant, "workerId": worker, "name": "n", "image": IMAGE });
+        let (status, body) = a.admin("POST", "/v1/containers", Some(create)).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (503, Some("worker_offline")),
+            "{body}"
+        );
+        let (status, _) = a.admin("GET", "/v1/containers/never", None).await;
+        assert_eq!(
+            status, 404,
+            "a create for an unreachable worker left a record"
+        );
+        a.stop().await;
+        fx.server.stop().await;
+    });
+}
