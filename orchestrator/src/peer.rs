@@ -31,6 +31,7 @@ use std::time::Duration;
 use hyper::header::HeaderValue;
 use protocol::{Body, Envelope};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::http::ApiError;
 use crate::hub::{HubError, Remote};
@@ -59,6 +60,16 @@ pub enum PeerError {
     Tls(#[from] crate::tls::TlsError),
 }
 
+/// One protocol message, carried as the JSON it is (not as a string of
+/// it: escaped twice, a 4 MiB message could outgrow any bound).
+pub(crate) type Message = Box<RawValue>;
+
+/// `text`, one encoded protocol message, as a [`Message`].
+pub(crate) fn message(text: String) -> Message {
+    // `Envelope::encode` writes one JSON object.
+    RawValue::from_string(text).unwrap_or_else(|e| unreachable!("an envelope is JSON: {e}"))
+}
+
 /// A command for B to send to the worker on its connection of `epoch`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -66,21 +77,64 @@ pub(crate) struct RelayRequest {
     pub worker_id: String,
     pub epoch: u64,
     pub timeout_ms: u64,
-    /// The command as one protocol message.
-    pub command: String,
+    pub command: Message,
 }
 
-/// What became of a relayed command.
+/// What became of a relayed command: `reply` with the worker's reply (a
+/// result or an `error`) and the events it sent before it; `moved` when
+/// B holds no connection of that epoch for the worker; `failed` with why
+/// there is no reply. (A struct, not a tagged enum: serde reads raw JSON
+/// values only in plain structs.)
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "camelCase")]
-pub(crate) enum RelayAnswer {
-    /// The worker's reply (a result or an `error`), and the events it sent
-    /// before it, each one protocol message.
-    Reply { events: Vec<String>, reply: String },
-    /// B holds no connection of that epoch for the worker.
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RelayAnswer {
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<Message>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<Message>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Failure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Outcome {
+    Reply,
     Moved,
-    /// No reply: why.
-    Failed { kind: Failure, detail: String },
+    Failed,
+}
+
+impl RelayAnswer {
+    pub(crate) fn moved() -> Self {
+        Self {
+            outcome: Outcome::Moved,
+            events: Vec::new(),
+            reply: None,
+            kind: None,
+            detail: None,
+        }
+    }
+
+    fn reply(events: Vec<Message>, reply: String) -> Self {
+        Self {
+            outcome: Outcome::Reply,
+            events,
+            reply: Some(message(reply)),
+            ..Self::moved()
+        }
+    }
+
+    fn failed(kind: Failure, detail: String) -> Self {
+        Self {
+            outcome: Outcome::Failed,
+            kind: Some(kind),
+            detail: Some(detail),
+            ..Self::moved()
+        }
+    }
 }
 
 /// Why a relayed command got no reply (`HubError`'s kinds).
@@ -226,7 +280,7 @@ impl Peers {
         let offline = || HubError::Offline {
             worker_id: worker_id.to_owned(),
         };
-        let command = Envelope::request("relay", body).encode();
+        let command = message(Envelope::request("relay", body).encode());
         // Moved: the owner changed after it was read; read it once more.
         for _ in 0..2 {
             let Some((owner, link)) = self.route(worker_id).await else {
@@ -246,14 +300,16 @@ impl Peers {
                 ty,
                 detail,
             };
+            let answer = answer.map(|a| (a.outcome, a));
             match answer {
-                Ok(RelayAnswer::Reply { events, reply }) => {
+                Ok((Outcome::Reply, RelayAnswer { events, reply, .. })) => {
                     for event in events {
-                        if let Ok(event) = Envelope::decode(&event) {
+                        if let Ok(event) = Envelope::decode(event.get()) {
                             on_event(event.body);
                         }
                     }
-                    let reply = Envelope::decode(&reply).map_err(|e| bad(e.to_string()))?;
+                    let reply = reply.ok_or_else(|| bad("a reply without its message".into()))?;
+                    let reply = Envelope::decode(reply.get()).map_err(|e| bad(e.to_string()))?;
                     return match reply.body {
                         Body::Error(error) => Err(HubError::Agent {
                             worker_id: worker_id.to_owned(),
@@ -263,9 +319,10 @@ impl Peers {
                         body => Ok(body),
                     };
                 }
-                Ok(RelayAnswer::Moved) => continue,
-                Ok(RelayAnswer::Failed { kind, detail }) => {
-                    return Err(match kind {
+                Ok((Outcome::Moved, _)) => continue,
+                Ok((Outcome::Failed, RelayAnswer { kind, detail, .. })) => {
+                    let detail = detail.unwrap_or_default();
+                    return Err(match kind.unwrap_or(Failure::Internal) {
                         Failure::Offline | Failure::Internal => offline(),
                         Failure::Disconnected => HubError::Disconnected {
                             worker_id: worker_id.to_owned(),
@@ -277,7 +334,7 @@ impl Peers {
                             after: timeout,
                         },
                         Failure::BadReply => bad(detail),
-                    })
+                    });
                 }
                 Err(LinkError::Timeout { .. }) => {
                     return Err(HubError::Timeout {
@@ -339,20 +396,14 @@ impl Remote for Peers {
 }
 
 /// What a relayed command's outcome becomes on the wire (B's side).
-pub(crate) fn answer(result: Result<Body, HubError>, events: Vec<String>) -> RelayAnswer {
-    let failed = |kind, error: HubError| RelayAnswer::Failed {
-        kind,
-        detail: error.to_string(),
-    };
+pub(crate) fn answer(result: Result<Body, HubError>, events: Vec<Message>) -> RelayAnswer {
+    let failed = |kind, error: HubError| RelayAnswer::failed(kind, error.to_string());
     match result {
-        Ok(body) => RelayAnswer::Reply {
+        Ok(body) => RelayAnswer::reply(events, Envelope::request("relay", body).encode()),
+        Err(HubError::Agent { error, .. }) => RelayAnswer::reply(
             events,
-            reply: Envelope::request("relay", body).encode(),
-        },
-        Err(HubError::Agent { error, .. }) => RelayAnswer::Reply {
-            events,
-            reply: Envelope::error(Some("relay".into()), error).encode(),
-        },
+            Envelope::error(Some("relay".into()), error).encode(),
+        ),
         Err(e @ HubError::Offline { .. }) => failed(Failure::Offline, e),
         Err(e @ HubError::Disconnected { .. }) => failed(Failure::Disconnected, e),
         Err(e @ HubError::Timeout { .. }) => failed(Failure::Timeout, e),
@@ -381,10 +432,13 @@ mod tests {
             ty: "container.stop",
             error: error.clone(),
         };
-        let RelayAnswer::Reply { reply, .. } = answer(Err(agent), vec![]) else {
-            panic!("an agent error is a reply");
-        };
-        assert_eq!(Envelope::decode(&reply).unwrap().body, Body::Error(error));
+        let reply = answer(Err(agent), vec![])
+            .reply
+            .expect("an agent error is a reply");
+        assert_eq!(
+            Envelope::decode(reply.get()).unwrap().body,
+            Body::Error(error)
+        );
         let late = HubError::Timeout {
             worker_id: "w".into(),
             ty: "exec",

@@ -12,7 +12,9 @@ use protocol::Envelope;
 
 use crate::http::{json, read_json_limited, ApiError, Resp};
 use crate::hub::Relayed;
-use crate::peer::{self, CloseAnswer, CloseRequest, RelayAnswer, RelayRequest, MAX_EVENT_BYTES};
+use crate::peer::{
+    self, CloseAnswer, CloseRequest, Message, RelayAnswer, RelayRequest, MAX_EVENT_BYTES,
+};
 use crate::App;
 
 /// A relayed command's body: one protocol message and a few fields.
@@ -26,7 +28,7 @@ const MAX_RELAY_WAIT: Duration = Duration::from_secs(60 * 60);
 /// of the named epoch and answer with the worker's reply.
 pub(crate) async fn relay(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let request: RelayRequest = read_json_limited(req, MAX_RELAY_BODY).await?;
-    let command = Envelope::decode(&request.command)
+    let command = Envelope::decode(request.command.get())
         .map_err(|e| ApiError::bad_request(format!("the relayed command does not decode: {e}")))?;
     let timeout = Duration::from_millis(request.timeout_ms).min(MAX_RELAY_WAIT);
     let mut events = EventLog::default();
@@ -37,11 +39,11 @@ pub(crate) async fn relay(app: &App, req: Request<Incoming>) -> Result<Resp, Api
             request.epoch,
             command.body,
             timeout,
-            |event| events.push(Envelope::event(event).encode()),
+            |event| events.push(peer::message(Envelope::event(event).encode())),
         )
         .await;
     let answer = match relayed {
-        Relayed::Moved => RelayAnswer::Moved,
+        Relayed::Moved => RelayAnswer::moved(),
         Relayed::Done(result) => peer::answer(result, events.into_vec()),
     };
     Ok(json(StatusCode::OK, &answer))
@@ -61,23 +63,23 @@ pub(crate) async fn close(app: &App, req: Request<Incoming>) -> Result<Resp, Api
 /// oldest are dropped first (the API keeps a build's last lines only).
 #[derive(Default)]
 struct EventLog {
-    events: std::collections::VecDeque<String>,
+    events: std::collections::VecDeque<Message>,
     bytes: usize,
 }
 
 impl EventLog {
-    fn push(&mut self, event: String) {
-        self.bytes += event.len();
+    fn push(&mut self, event: Message) {
+        self.bytes += event.get().len();
         self.events.push_back(event);
         while self.bytes > MAX_EVENT_BYTES {
             match self.events.pop_front() {
-                Some(old) => self.bytes -= old.len(),
+                Some(old) => self.bytes -= old.get().len(),
                 None => break,
             }
         }
     }
 
-    fn into_vec(self) -> Vec<String> {
+    fn into_vec(self) -> Vec<Message> {
         self.events.into()
     }
 }

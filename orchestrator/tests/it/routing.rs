@@ -97,6 +97,24 @@ fn a_call_on_one_replica_drives_the_worker_connected_to_another() {
         assert_eq!((status, &body), (200, &result));
         assert_eq!(cmd.data["command"], json!(["echo", "hi"]));
 
+        // A setup whose files are 1.5 MiB of quotes: 3 MiB as a protocol
+        // message, which crosses as it is (escaped once more it would not).
+        let quotes = "\"".repeat(3 << 19);
+        let setup = json!({ "files": [{ "path": "q.txt", "content": quotes }] });
+        let (status, body, cmd) = relayed(
+            &a,
+            &mut fx.agent,
+            ("POST", "/v1/containers/job-1/setup".into(), Some(setup)),
+            "container.setup",
+            json!({ "filesWritten": 1 }),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            cmd.data["files"][0]["content"].as_str().map(str::len),
+            Some(3 << 19)
+        );
+
         // A build: its progress events cross with the reply, in order.
         let path = format!("/v1/workers/{worker}/images");
         let build = json!({ "tag": "localhost/tool:1", "containerfile": "FROM scratch\n", "tenantId": tenant });
