@@ -138,8 +138,11 @@ pub(crate) fn spawn_beat(app: &Arc<App>, started_ms: u64) {
                     }
                     Err(error) => {
                         tracing::warn!(%error, "cannot beat this replica's record");
+                        // A busy pool times out too: only a server that
+                        // refuses a connection of its own means a cut.
                         let cut_off = error.is_unavailable()
-                            && now_ms().saturating_sub(last_ok) >= fence_after;
+                            && now_ms().saturating_sub(last_ok) >= fence_after
+                            && store.call(|s| s.probe()).await.is_err();
                         if cut_off {
                             let closed = hub.close_all(
                                 FENCED_CLOSE,

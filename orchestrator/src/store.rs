@@ -324,6 +324,17 @@ impl Store {
         }
     }
 
+    /// Whether the database server accepts a new connection now, outside
+    /// the pool (PostgreSQL; the embedded store always does): a replica
+    /// fences itself only when this fails too, never because its pool is
+    /// merely busy (`replica`).
+    pub fn probe(&self) -> Result<(), StoreError> {
+        match &self.db {
+            engine::Engine::Redb(_) => Ok(()),
+            engine::Engine::Postgres(pg) => pg.probe().map_err(StoreError::Postgres),
+        }
+    }
+
     /// Prove the database answers: one read transaction (for `/readyz`).
     pub fn check(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;

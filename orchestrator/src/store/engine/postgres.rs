@@ -44,6 +44,9 @@ const MIGRATIONS: &[&str] = &[
 /// a call waits before a database that is down is answered with 503.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long [`Pg::probe`] waits for a connection of its own.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     #[error("{0} is not a PostgreSQL URL (postgres://user@host/db or postgres:///db?host=/socket/dir): {1}")]
@@ -88,6 +91,9 @@ impl PgError {
 #[derive(Debug)]
 pub struct Pg {
     pool: PgPool,
+    /// How to open a connection of its own, outside the pool ([`Pg::probe`]);
+    /// boxed: it is large, and the engine enum holds a `Pg` inline.
+    options: Box<PgConnectOptions>,
 }
 
 fn block<F: std::future::Future>(f: F) -> F::Output {
@@ -118,12 +124,30 @@ impl Pg {
             PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(options),
+                .connect_with(options.clone()),
         )
         .map_err(|e| PgError::Connect(redacted(url), e))?;
-        let pg = Self { pool };
+        let pg = Self {
+            pool,
+            options: Box::new(options),
+        };
         block(pg.migrate())?;
         Ok(pg)
+    }
+
+    /// Whether the server accepts a connection now, opened outside the
+    /// pool: tells a database that is down from a pool that is only busy
+    /// (both time out acquiring).
+    pub fn probe(&self) -> Result<(), PgError> {
+        let connect = async {
+            let conn = sqlx::PgConnection::connect_with(&self.options).await?;
+            conn.close().await
+        };
+        let timed = async {
+            smol::Timer::after(PROBE_TIMEOUT).await;
+            Err(sqlx::Error::PoolTimedOut)
+        };
+        block(futures_lite::FutureExt::or(connect, timed)).map_err(PgError::Query)
     }
 
     async fn migrate(&self) -> Result<(), PgError> {

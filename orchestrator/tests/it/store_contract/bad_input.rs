@@ -125,3 +125,17 @@ fn replicas_starting_together_migrate_a_fresh_database_once() {
         Some("abc")
     );
 }
+
+/// A probe opens a connection of its own: it fails while the server is
+/// down and succeeds again when it is back (a busy pool never fails it).
+#[test]
+fn a_probe_tells_a_server_that_is_down_from_one_that_answers() {
+    let pg = crate::postgres::Own::start("probe");
+    let store = Store::connect(&pg.database(), 1).unwrap();
+    store.probe().unwrap();
+    pg.pg_stop();
+    let down = store.probe().unwrap_err();
+    assert!(down.is_unavailable(), "{down}");
+    pg.pg_start();
+    store.probe().unwrap();
+}
