@@ -343,6 +343,16 @@ impl Peers {
                         after: timeout,
                     })
                 }
+                // It answered, but not as a replica of this store does (a
+                // refused key: another admin token; a body it would not
+                // take): say so, it is not the worker being offline.
+                Err(error @ (LinkError::Status { .. } | LinkError::Decode { .. })) => {
+                    tracing::warn!(worker_id, replica = %owner.replica, %error, "a replica refused a relayed command");
+                    return Err(HubError::Replica {
+                        worker_id: worker_id.to_owned(),
+                        detail: format!("replica {}: {error}", owner.replica),
+                    });
+                }
                 Err(error) => {
                     tracing::warn!(worker_id, replica = %owner.replica, %error, "cannot relay a command");
                     return Err(offline());
@@ -408,7 +418,9 @@ pub(crate) fn answer(result: Result<Body, HubError>, events: Vec<Message>) -> Re
         Err(e @ HubError::Disconnected { .. }) => failed(Failure::Disconnected, e),
         Err(e @ HubError::Timeout { .. }) => failed(Failure::Timeout, e),
         Err(e @ HubError::BadReply { .. }) => failed(Failure::BadReply, e),
-        Err(e @ HubError::RequestId(_)) => failed(Failure::Internal, e),
+        Err(e @ (HubError::RequestId(_) | HubError::Replica { .. })) => {
+            failed(Failure::Internal, e)
+        }
     }
 }
 

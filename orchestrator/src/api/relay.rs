@@ -20,6 +20,7 @@
 //! | agent `timeout` | 504 | `timeout` |
 //! | any other agent code, or a reply of the wrong type | 502 | the code, or `bad_reply` |
 //! | a message naming the request that does not decode | 502 | `bad_reply` |
+//! | the replica holding the worker refused to relay (another admin token, a body it would not take) | 502 | `replica_error` |
 
 use std::future::Future;
 use std::pin::Pin;
@@ -41,6 +42,7 @@ pub(crate) fn worker_error(error: HubError) -> ApiError {
         HubError::Disconnected { .. } => (StatusCode::SERVICE_UNAVAILABLE, "worker_disconnected"),
         HubError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
         HubError::RequestId(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        HubError::Replica { .. } => (StatusCode::BAD_GATEWAY, "replica_error"),
         HubError::BadReply { .. } => (StatusCode::BAD_GATEWAY, "bad_reply"),
         HubError::Agent { error: reply, .. } => {
             let status = match reply.code {

@@ -49,6 +49,11 @@ pub enum HubError {
     },
     #[error("cannot make a request id: {0}")]
     RequestId(#[source] crate::auth::AuthError),
+    /// The replica holding the worker's connection could not be asked:
+    /// it refused this one (e.g. another admin token), answered with an
+    /// error, or the worker's owner could not be read.
+    #[error("worker {worker_id}: its replica could not be asked: {detail}")]
+    Replica { worker_id: String, detail: String },
 }
 
 pub(super) struct Pending {
@@ -155,7 +160,7 @@ impl Hub {
             Err(HubError::Timeout { .. }) => Outcome::Timeout,
             Err(HubError::Offline { .. }) => Outcome::Offline,
             Err(HubError::Disconnected { .. }) => Outcome::Disconnected,
-            Err(HubError::RequestId(_)) => Outcome::Internal,
+            Err(HubError::RequestId(_) | HubError::Replica { .. }) => Outcome::Internal,
             Err(HubError::BadReply { .. }) => Outcome::BadReply,
         };
         self.metrics.command(ty, outcome, started.elapsed());
@@ -388,6 +393,7 @@ impl CommandSent {
             Err(HubError::Timeout { .. }) => "timeout",
             Err(HubError::Agent { error, .. }) => error.code.as_str(),
             Err(HubError::RequestId(_)) => "internal",
+            Err(HubError::Replica { .. }) => "replica_error",
             Err(HubError::BadReply { .. }) => "bad_reply",
         };
         CommandDone {

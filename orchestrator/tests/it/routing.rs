@@ -276,3 +276,38 @@ fn a_worker_that_left_another_replica_is_offline_here_and_nothing_is_recorded() 
         fx.server.stop().await;
     });
 }
+
+#[test]
+fn a_replica_that_refuses_the_relay_is_named_not_taken_for_an_offline_worker() {
+    smol::block_on(async {
+        let url = postgres::database();
+        let a = Server::start_in(temp_dir("routing-key-a"), on(&url)).await;
+        // b was started with another admin token: its peer key differs.
+        let other = Options {
+            admin_token: Some("crops_adm_another_token_for_b".into()),
+            ..on(&url)
+        };
+        let b = Server::start_in(temp_dir("routing-key-b"), other).await;
+        // Enrolled through a (whose admin token the harness holds), then
+        // connected to b.
+        let (worker, credential) = a.enrolled("keyed").await;
+        let mut agent = Agent::connect(b.addr, &credential).await;
+        agent.register("keyed").await;
+        a.wait_worker(&worker, "the worker online, seen from a", |w| {
+            w["status"] == "online"
+        })
+        .await;
+        let path = format!("/v1/workers/{worker}/images");
+        let (status, body) = a.admin("GET", &path, None).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (502, Some("replica_error")),
+            "{body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("401"), "{message}");
+        agent.close().await;
+        a.stop().await;
+        b.stop().await;
+    });
+}
