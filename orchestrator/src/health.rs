@@ -114,6 +114,7 @@ pub(crate) fn metrics(app: &App) -> Resp {
         workers_connected,
         commands_in_flight: app.hub.pending_count(),
         ready: app.readiness.accepting() && app.policies.load_state().is_ok(),
+        store_conflicts: app.store.conflicts(),
     };
     let mut resp = Response::new(Full::new(Bytes::from(app.metrics.render(sampled))));
     resp.headers_mut()

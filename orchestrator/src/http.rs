@@ -72,7 +72,7 @@ impl From<StoreError> for ApiError {
             | StoreError::Revoked { .. } => Self::Conflict {
                 message: e.to_string(),
             },
-            other if other.is_unavailable() => Self::StoreUnavailable(other),
+            other if other.is_retryable() => Self::StoreUnavailable(other),
             other => Self::Store(other),
         }
     }

@@ -123,6 +123,9 @@ pub struct Sampled {
     pub commands_in_flight: usize,
     /// Whether `/readyz` answers 200 now.
     pub ready: bool,
+    /// Store writes run again after losing a conflict, and writes given up
+    /// after too many (`Store::conflicts`).
+    pub store_conflicts: (u64, u64),
 }
 
 /// Every counter of one serve. Shared by the hub, the connection tasks and
@@ -259,6 +262,22 @@ impl Metrics {
             "Commands sent to agents and awaiting their reply.",
         );
         w.sample("crops_commands_in_flight", &[], sampled.commands_in_flight);
+        w.family(
+            "crops_store_write_conflicts_total",
+            "counter",
+            "Store writes that lost a serialization conflict with a concurrent writer (PostgreSQL): run again (retried) or, after too many in a row, answered 503 (gave_up).",
+        );
+        let (retried, gave_up) = sampled.store_conflicts;
+        w.sample(
+            "crops_store_write_conflicts_total",
+            &[("outcome", "retried")],
+            retried,
+        );
+        w.sample(
+            "crops_store_write_conflicts_total",
+            &[("outcome", "gave_up")],
+            gave_up,
+        );
 
         let commands = locked(&self.commands).clone();
         w.family(

@@ -6,7 +6,7 @@
 //! through [`Store::call`], which runs the work on smol's blocking pool,
 //! except point reads on a request's path, which use [`Store::read_now`].
 //!
-//! Every method is one redb transaction, committed before it returns;
+//! Every method is one transaction ([`Store::write`] for writes), committed before it returns;
 //! everything is committed with full durability except heartbeats
 //! ([`Store::record_heartbeat`]), which are frequent and replaceable, and
 //! the writes made while answering an API call, which a durable commit
@@ -39,6 +39,7 @@ mod terminals;
 mod tokens;
 mod usage;
 mod workers;
+mod write;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,6 +112,13 @@ pub enum StoreError {
         #[source]
         source: EngineError,
     },
+    #[error("the database is busy: {op} lost {attempts} conflicts in a row with concurrent writes; try again")]
+    Contended {
+        op: &'static str,
+        attempts: u32,
+        #[source]
+        source: Box<StoreError>,
+    },
     #[error("corrupt record in table {table} at key {key}: {source}")]
     Corrupt {
         table: &'static str,
@@ -181,6 +189,7 @@ pub fn stamp() -> u64 {
 pub struct Store {
     db: engine::Engine,
     api_writes: durable::ApiWrites,
+    conflicts: write::Conflicts,
 }
 
 impl StoreError {
@@ -196,6 +205,22 @@ impl StoreError {
             } => pg.is_unavailable(),
             _ => false,
         }
+    }
+
+    /// A write lost a conflict with a concurrent one and was rolled back
+    /// (`write`): running it again may succeed.
+    fn is_conflict(&self) -> bool {
+        match self {
+            Self::Db { source, .. } => source.is_conflict(),
+            _ => false,
+        }
+    }
+
+    /// Told to the caller as 503, like an unreachable database: the write
+    /// lost too many conflicts in a row (`write`), nothing of it stands,
+    /// and it may be tried again.
+    pub fn is_retryable(&self) -> bool {
+        self.is_unavailable() || matches!(self, Self::Contended { .. })
     }
 }
 
@@ -264,27 +289,29 @@ impl Store {
 
     /// Every table created, the plan counters checked.
     fn on(db: engine::Engine) -> Result<Self, StoreError> {
-        let txn = db.begin_write().map_err(failed("begin a write"))?;
-        for table in [
-            TENANTS,
-            TENANT_NAMES,
-            JOIN_TOKENS,
-            WORKERS,
-            CREDENTIALS,
-            HEARTBEATS,
-            CONTAINERS,
-            TENANT_CONTAINERS,
-            WORKER_CONTAINERS,
-            META,
-        ] {
-            txn.open_table(table).map_err(failed("create the tables"))?;
-        }
-        usage::recount(&txn)?;
-        txn.commit().map_err(failed("commit the tables"))?;
-        Ok(Self {
+        let store = Self {
             db,
             api_writes: durable::ApiWrites::default(),
-        })
+            conflicts: write::Conflicts::default(),
+        };
+        store.write("commit the tables", |txn| {
+            for table in [
+                TENANTS,
+                TENANT_NAMES,
+                JOIN_TOKENS,
+                WORKERS,
+                CREDENTIALS,
+                HEARTBEATS,
+                CONTAINERS,
+                TENANT_CONTAINERS,
+                WORKER_CONTAINERS,
+                META,
+            ] {
+                txn.open_table(table).map_err(failed("create the tables"))?;
+            }
+            usage::recount(txn)
+        })?;
+        Ok(store)
     }
 
     /// Whether other replicas may share this store (PostgreSQL).
@@ -352,13 +379,12 @@ impl Store {
     }
 
     pub fn set_admin_token_hash(&self, hash_hex: &str) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        {
+        self.write("commit the admin token hash", |txn| {
             let mut table = txn.open_table(META).map_err(failed("open meta"))?;
             table
                 .insert(ADMIN_TOKEN_HASH, hash_hex)
                 .map_err(failed("store the admin token hash"))?;
-        }
-        txn.commit().map_err(failed("commit the admin token hash"))
+            Ok(())
+        })
     }
 }

@@ -320,7 +320,7 @@ async fn create_sent(
             let message = error.to_string();
             relay::update(app, &id, "create failed", move |r| {
                 r.state = ContainerState::Failed;
-                r.last_error = Some(message);
+                r.last_error = Some(message.clone());
             })
             .await?;
             Err(error)

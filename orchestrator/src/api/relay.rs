@@ -175,7 +175,7 @@ pub(super) async fn update(
     app: &App,
     id: &str,
     why: &'static str,
-    change: impl FnOnce(&mut ContainerRecord) + Send + 'static,
+    change: impl FnMut(&mut ContainerRecord) + Send + 'static,
 ) -> Result<ContainerRecord, ApiError> {
     let key = id.to_owned();
     let (from, record) = app
@@ -208,7 +208,7 @@ pub(super) async fn settle(
             r.state = state;
         }
         if engine_id.is_some() {
-            r.engine_id = engine_id;
+            r.engine_id = engine_id.clone();
         }
         r.last_error = None;
     })
@@ -230,7 +230,7 @@ pub(super) async fn fail(
         if let Some(state) = state {
             r.state = state;
         }
-        r.last_error = Some(message);
+        r.last_error = Some(message.clone());
     })
     .await;
     if let Err(store_error) = noted {

@@ -191,14 +191,15 @@ impl Store {
         writes: Vec<AuditWrite>,
         durable: bool,
     ) -> Result<Vec<AuditWritten>, StoreError> {
-        let mut txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        if !durable {
-            txn.set_durability(Durability::None)
-                .map_err(failed("lower an audit entry's durability"))?;
-        }
-        let covered = self.api_writes.covered();
-        let written = {
-            let mut log = Log::open(&txn)?;
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        let (written, covered) = self.write_with(durability, "commit an audit entry", |txn| {
+            // Inside the transaction: on redb, under its one write lock.
+            let covered = self.api_writes.covered();
+            let mut log = Log::open(txn)?;
             let mut intents = txn
                 .open_table(AUDIT_INTENTS)
                 .map_err(failed("open the audit intents"))?;
@@ -208,29 +209,28 @@ impl Store {
                 .map_or(0, |(k, _)| k)
                 + 1;
             let mut written = Vec::with_capacity(writes.len());
-            for write in writes {
+            for write in &writes {
                 match write {
                     AuditWrite::Append { entry, clears } => {
-                        if let Some(id) = clears {
+                        if let Some(id) = *clears {
                             intents
                                 .remove(id)
                                 .map_err(failed("clear an audit intent"))?;
                         }
-                        written.push(AuditWritten::Appended(log.append(entry)?));
+                        written.push(AuditWritten::Appended(log.append(entry.clone())?));
                     }
                     AuditWrite::Intent(entry) => {
                         let id = next_intent;
                         next_intent += 1;
                         intents
-                            .insert(id, encode(&entry).as_str())
+                            .insert(id, encode(entry).as_str())
                             .map_err(failed("record an audit intent"))?;
                         written.push(AuditWritten::Intent(id));
                     }
                 }
             }
-            written
-        };
-        txn.commit().map_err(failed("commit an audit entry"))?;
+            Ok((written, covered))
+        })?;
         if durable {
             self.api_writes.synced(covered);
         }
@@ -240,9 +240,8 @@ impl Store {
     /// Turn every intent left by a stopped orchestrator into an entry with
     /// outcome [`INTERRUPTED`] (in intent order), durably; how many.
     pub fn recover_audit_intents(&self) -> Result<usize, StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let recovered = {
-            let mut log = Log::open(&txn)?;
+        self.write("commit recovered audit intents", |txn| {
+            let mut log = Log::open(txn)?;
             let mut intents = txn
                 .open_table(AUDIT_INTENTS)
                 .map_err(failed("open the audit intents"))?;
@@ -258,11 +257,8 @@ impl Store {
                     .remove(*id)
                     .map_err(failed("clear an audit intent"))?;
             }
-            left.len()
-        };
-        txn.commit()
-            .map_err(failed("commit recovered audit intents"))?;
-        Ok(recovered)
+            Ok(left.len())
+        })
     }
 
     /// Up to `limit` entries of `scope` with `seq < before`, newest first.

@@ -129,8 +129,7 @@ impl Store {
         record: &ContainerRecord,
         admitted: Option<Admitted<'_>>,
     ) -> Result<AdmittedCreate, StoreError> {
-        let txn = self.begin_api_write()?;
-        {
+        self.write_api("commit a container", |txn| {
             let mut containers = txn
                 .open_table(CONTAINERS)
                 .map_err(failed("open containers"))?;
@@ -140,14 +139,14 @@ impl Store {
                     existing.clone(),
                 ))));
             }
-            let mut counts = Counts::open(&txn)?;
-            if let Some(admitted) = admitted {
+            let mut counts = Counts::open(txn)?;
+            if let Some(admitted) = &admitted {
                 let now = counts.get(&record.tenant_id)?;
                 if now != *admitted.usage {
                     return Ok(AdmittedCreate::Changed(now));
                 }
                 if let Some(decision) = admitted.decision {
-                    decisions::insert(&txn, decision)?;
+                    decisions::insert(txn, decision)?;
                 }
             }
             if let Some(existing) = existing {
@@ -163,9 +162,6 @@ impl Store {
                     .insert(revived.id.as_str(), encode(&revived).as_str())
                     .map_err(failed("revive a container"))?;
                 counts.container(&revived.tenant_id, Some(before), Some(revived.state))?;
-                drop(containers);
-                drop(counts);
-                txn.commit().map_err(failed("commit a container"))?;
                 return Ok(AdmittedCreate::Done(CreateOutcome::Revived));
             }
             let record = &ContainerRecord {
@@ -185,9 +181,8 @@ impl Store {
                 &mut counts,
                 record,
             )?;
-        }
-        txn.commit().map_err(failed("commit a container"))?;
-        Ok(AdmittedCreate::Done(CreateOutcome::Created))
+            Ok(AdmittedCreate::Done(CreateOutcome::Created))
+        })
     }
 
     pub fn get_container(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
@@ -240,11 +235,11 @@ impl Store {
         &self,
         id: &str,
         now_ms: u64,
-        change: impl FnOnce(&mut ContainerRecord),
+        mut change: impl FnMut(&mut ContainerRecord),
     ) -> Result<(ContainerState, ContainerRecord), StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let covered = self.api_writes.covered();
-        let out = {
+        let (out, covered) = self.write("commit a container update", |txn| {
+            // Inside the transaction: on redb, under its one write lock.
+            let covered = self.api_writes.covered();
             let mut containers = txn
                 .open_table(CONTAINERS)
                 .map_err(failed("open containers"))?;
@@ -267,10 +262,9 @@ impl Store {
             containers
                 .insert(id, encode(&record).as_str())
                 .map_err(failed("update a container"))?;
-            Counts::open(&txn)?.container(&record.tenant_id, Some(before), Some(record.state))?;
-            (before, record)
-        };
-        txn.commit().map_err(failed("commit a container update"))?;
+            Counts::open(txn)?.container(&record.tenant_id, Some(before), Some(record.state))?;
+            Ok(((before, record), covered))
+        })?;
         self.api_writes.synced(covered);
         Ok(out)
     }
@@ -304,9 +298,8 @@ impl Store {
         since_rev: u64,
         now_ms: u64,
     ) -> Result<Vec<Reconciled>, StoreError> {
-        let mut report = Vec::new();
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        {
+        self.write("commit a reconcile", |txn| {
+            let mut report = Vec::new();
             let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
             super::replicas::owned_worker(&workers, worker_id, epoch)?;
             let mut containers = txn
@@ -319,7 +312,7 @@ impl Store {
                 .open_table(WORKER_CONTAINERS)
                 .map_err(failed("open the worker index"))?;
             let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
-            let mut counts = Counts::open(&txn)?;
+            let mut counts = Counts::open(txn)?;
             let known = ids_under(&by_worker, worker_id)?;
             let skip = |id: &str, reason: String| Reconciled::Skipped {
                 id: id.to_owned(),
@@ -445,8 +438,7 @@ impl Store {
                 counts.container(&record.tenant_id, Some(from), Some(ContainerState::Lost))?;
                 report.push(Reconciled::Lost { id, from });
             }
-        }
-        txn.commit().map_err(failed("commit a reconcile"))?;
-        Ok(report)
+            Ok(report)
+        })
     }
 }

@@ -65,12 +65,10 @@ impl Store {
     /// Record a decision (ids are unique; a second write replaces).
     /// Decisions are made while answering an API call
     /// (a create, an enrolment), so this commits without fsync like the
-    /// call's other writes (`begin_api_write`): a later durable commit
+    /// call's other writes (`write_api`): a later durable commit
     /// carries it to disk before the answer goes out (see `store/durable`).
     pub fn put_decision(&self, d: &DecisionRecord) -> Result<(), StoreError> {
-        let txn = self.begin_api_write()?;
-        insert(&txn, d)?;
-        txn.commit().map_err(failed("commit a decision"))
+        self.write_api("commit a decision", |txn| insert(txn, d))
     }
 
     pub fn get_decision(&self, id: &str) -> Result<Option<DecisionRecord>, StoreError> {

@@ -1,5 +1,5 @@
 //! Which API writes are durable: the writes made while answering an API
-//! call commit without fsync ([`Store::begin_api_write`]), and a durable
+//! call commit without fsync ([`Store::write_api`]), and a durable
 //! commit before the answer carries them to disk (a durable redb commit
 //! makes every earlier commit durable with it). The watermark here tells
 //! an answer whether it may go out without waiting for one
@@ -8,9 +8,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::engine::{Durability, WriteTxn};
-use super::{failed, Store, StoreError};
+use super::{Store, StoreError};
 
-/// How far the non-durable API writes ([`Store::begin_api_write`]) are
+/// How far the non-durable API writes ([`Store::write_api`]) are
 /// durable: `begun` counts them (taken under redb's write lock, so in commit
 /// order), `durable` is the count a durable commit has covered (a durable
 /// redb commit makes every earlier commit durable with it).
@@ -45,13 +45,24 @@ impl Store {
     /// A write whose caller went away before its answer (a tracked create
     /// whose client hung up) becomes durable at the next durable commit; a
     /// crash before that loses only a state the next inventory re-derives.
-    pub(super) fn begin_api_write(&self) -> Result<WriteTxn, StoreError> {
-        let mut txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        txn.set_durability(Durability::None)
-            .map_err(failed("lower a record write's durability"))?;
-        // Under the write lock: counted in commit order.
-        self.api_writes.begun.fetch_add(1, Ordering::AcqRel);
-        Ok(txn)
+    ///
+    /// On PostgreSQL writers run side by side (`write`): a durable commit
+    /// carries only the commits before it in the log, not one still under
+    /// way, so there an API write is durable itself (commits arriving
+    /// together share the log's flush) and is not counted here.
+    pub(super) fn write_api<T>(
+        &self,
+        op: &'static str,
+        mut body: impl FnMut(&WriteTxn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.is_shared() {
+            return self.write(op, body);
+        }
+        self.write_with(Durability::None, op, |txn| {
+            // Under redb's write lock: counted in commit order.
+            self.api_writes.begun.fetch_add(1, Ordering::AcqRel);
+            body(txn)
+        })
     }
 
     /// Every API write begun so far is durable: an answer reporting what

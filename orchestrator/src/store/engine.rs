@@ -8,10 +8,13 @@
 //! one transaction (plan limits, single-use join tokens, idempotent creates)
 //! holds across replicas as it holds in one process:
 //!
-//! * **Writers are serial.** redb has one writer at a time; on PostgreSQL a
-//!   write transaction first takes a transaction-scoped advisory lock
-//!   ([`postgres`]), so writers of every replica run one after another and
-//!   each sees everything committed before it.
+//! * **Writers are serialisable.** redb has one writer at a time; on
+//!   PostgreSQL write transactions run concurrently at the SERIALIZABLE
+//!   isolation level ([`postgres`]): the outcome is that of some serial
+//!   order, and a transaction that could not be fitted into one fails with
+//!   a conflict ([`EngineError::is_conflict`]), to be run again from its
+//!   start (`Store::write`). Writers of every replica run as if one after
+//!   another, and each sees everything committed before it.
 //! * **Readers see a snapshot**, never a half-written transaction.
 //! * **Durability is per commit.** A commit is durable when it returns,
 //!   except in a transaction set to [`Durability::None`]; such a commit
@@ -57,6 +60,15 @@ redb_errors!(
     redb::SetDurabilityError
 );
 
+impl EngineError {
+    /// A write transaction lost a conflict with a concurrent one
+    /// (PostgreSQL's serialization failure or deadlock): nothing of it was
+    /// committed, and running it again from the start may succeed.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Postgres(pg) if pg.is_conflict())
+    }
+}
+
 /// An open database of either engine.
 #[derive(Debug)]
 pub(super) enum Engine {
@@ -65,10 +77,25 @@ pub(super) enum Engine {
 }
 
 impl Engine {
-    pub(super) fn begin_write(&self) -> Result<WriteTxn, EngineError> {
+    /// A write transaction whose commit is durable when it returns, or
+    /// (`Durability::None`) with the next durable commit. An `exclusive`
+    /// one (for a write that lost a conflict) runs with no other writer
+    /// beside it; redb's writers always do.
+    pub(super) fn begin_write(
+        &self,
+        durability: Durability,
+        exclusive: bool,
+    ) -> Result<WriteTxn, EngineError> {
+        let durable = !matches!(durability, Durability::None);
         Ok(match self {
-            Self::Redb(db) => WriteTxn::Redb(db.begin_write()?),
-            Self::Postgres(pg) => WriteTxn::Postgres(pg.begin_write()?),
+            Self::Redb(db) => {
+                let mut txn = db.begin_write()?;
+                if !durable {
+                    txn.set_durability(durability)?;
+                }
+                WriteTxn::Redb(txn)
+            }
+            Self::Postgres(pg) => WriteTxn::Postgres(pg.begin_write(durable, exclusive)?),
         })
     }
 
@@ -98,13 +125,6 @@ impl WriteTxn {
     /// Remove every entry of the table.
     pub(super) fn clear_table<D: TableDef>(&self, def: D) -> Result<(), EngineError> {
         def.clear_in(self)
-    }
-
-    pub(super) fn set_durability(&mut self, durability: Durability) -> Result<(), EngineError> {
-        match self {
-            Self::Redb(txn) => Ok(txn.set_durability(durability)?),
-            Self::Postgres(txn) => Ok(txn.set_durable(!matches!(durability, Durability::None))?),
-        }
     }
 
     pub(super) fn commit(self) -> Result<(), EngineError> {

@@ -27,9 +27,8 @@ impl Store {
     /// retention at `now_ms`, with its index entries, in one transaction.
     /// A record whose tenant is gone keeps the Free plan's retention.
     pub fn prune_history(&self, now_ms: u64) -> Result<Vec<Pruned>, StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let mut pruned = Vec::new();
-        {
+        self.write("commit a prune", |txn| {
+            let mut pruned = Vec::new();
             let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
             let mut containers = txn
                 .open_table(CONTAINERS)
@@ -80,8 +79,7 @@ impl Store {
                     .remove(worker_key.as_str())
                     .map_err(failed("unindex a pruned container"))?;
             }
-        }
-        txn.commit().map_err(failed("commit a prune"))?;
-        Ok(pruned)
+            Ok(pruned)
+        })
     }
 }

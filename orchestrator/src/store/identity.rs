@@ -74,8 +74,7 @@ impl Store {
     /// Make sure the `default` organisation exists (created at the first
     /// start) and holds every tenant that belongs to none. Returns it.
     pub fn ensure_default_org(&self, new_id: &str, now_ms: u64) -> Result<Org, StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let org = {
+        self.write("commit the default org", |txn| {
             let mut meta = txn.open_table(META).map_err(failed("open meta"))?;
             let mut orgs = txn.open_table(ORGS).map_err(failed("open orgs"))?;
             let mut names = txn
@@ -133,10 +132,8 @@ impl Store {
                     .map_err(failed("move a tenant into the default org"))?;
                 tracing::info!(tenant_id = %tenant.id, "tenant moved into the default organisation");
             }
-            org
-        };
-        txn.commit().map_err(failed("commit the default org"))?;
-        Ok(org)
+            Ok(org)
+        })
     }
 
     /// The `default` organisation's id, once [`Store::ensure_default_org`] ran.
@@ -150,8 +147,7 @@ impl Store {
     }
 
     pub fn create_org(&self, org: &Org) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        {
+        self.write("commit an org", |txn| {
             let mut names = txn
                 .open_table(ORG_NAMES)
                 .map_err(failed("open org names"))?;
@@ -168,8 +164,8 @@ impl Store {
             let mut orgs = txn.open_table(ORGS).map_err(failed("open orgs"))?;
             orgs.insert(org.id.as_str(), encode(org).as_str())
                 .map_err(failed("insert an org"))?;
-        }
-        txn.commit().map_err(failed("commit an org"))
+            Ok(())
+        })
     }
 
     pub fn get_org(&self, id: &str) -> Result<Option<Org>, StoreError> {
@@ -193,8 +189,7 @@ impl Store {
     /// Add a member to an existing organisation; its assigned tenants must
     /// belong to that organisation.
     pub fn create_member(&self, member: &Member) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        {
+        self.write("commit a member", |txn| {
             let orgs = txn.open_table(ORGS).map_err(failed("open orgs"))?;
             if get_json::<Org>(&orgs, "orgs", &member.org_id)?.is_none() {
                 return Err(not_found("organisation", &member.org_id));
@@ -224,8 +219,8 @@ impl Store {
             members
                 .insert(member.id.as_str(), encode(member).as_str())
                 .map_err(failed("insert a member"))?;
-        }
-        txn.commit().map_err(failed("commit a member"))
+            Ok(())
+        })
     }
 
     pub fn get_member(&self, id: &str) -> Result<Option<Member>, StoreError> {
@@ -252,38 +247,34 @@ impl Store {
     /// Change a member: its role, or its tenants (`assign` adds, `unassign`
     /// removes; a tenant must belong to the member's organisation).
     pub fn update_member(&self, id: &str, change: MemberChange) -> Result<Member, StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let member = {
+        self.write("commit a member change", |txn| {
             let mut members = txn.open_table(MEMBERS).map_err(failed("open members"))?;
             let mut member = get_json::<Member>(&members, "members", id)?
                 .ok_or_else(|| not_found("member", id))?;
-            match change {
-                MemberChange::Role(role) => member.role = role,
+            match &change {
+                MemberChange::Role(role) => member.role = *role,
                 MemberChange::Assign(tenant_id) => {
                     let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
-                    let tenant = get_json::<Tenant>(&tenants, "tenants", &tenant_id)?;
+                    let tenant = get_json::<Tenant>(&tenants, "tenants", tenant_id)?;
                     if tenant.is_none_or(|t| t.org_id != member.org_id) {
-                        return Err(not_found("tenant", &tenant_id));
+                        return Err(not_found("tenant", tenant_id));
                     }
-                    if let Err(at) = member.tenants.binary_search(&tenant_id) {
-                        member.tenants.insert(at, tenant_id);
+                    if let Err(at) = member.tenants.binary_search(tenant_id) {
+                        member.tenants.insert(at, tenant_id.clone());
                     }
                 }
-                MemberChange::Unassign(tenant_id) => member.tenants.retain(|t| *t != tenant_id),
+                MemberChange::Unassign(tenant_id) => member.tenants.retain(|t| t != tenant_id),
             }
             members
                 .insert(id, encode(&member).as_str())
                 .map_err(failed("update a member"))?;
-            member
-        };
-        txn.commit().map_err(failed("commit a member change"))?;
-        Ok(member)
+            Ok(member)
+        })
     }
 
     /// Delete a member and revoke every token of theirs, atomically.
     pub fn delete_member(&self, id: &str, now_ms: u64) -> Result<Member, StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let member = {
+        self.write("commit a member deletion", |txn| {
             let mut members = txn.open_table(MEMBERS).map_err(failed("open members"))?;
             let member = get_json::<Member>(&members, "members", id)?
                 .ok_or_else(|| not_found("member", id))?;
@@ -317,10 +308,8 @@ impl Store {
                     .insert(token.id.as_str(), encode(&token).as_str())
                     .map_err(failed("revoke a token"))?;
             }
-            member
-        };
-        txn.commit().map_err(failed("commit a member deletion"))?;
-        Ok(member)
+            Ok(member)
+        })
     }
 }
 

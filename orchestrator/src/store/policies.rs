@@ -74,8 +74,7 @@ impl Store {
         mut record: PolicyRecord,
         module: &[u8],
     ) -> Result<PolicyRecord, StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        {
+        self.write("commit a policy", |txn| {
             let mut versions = txn
                 .open_table(POLICY_VERSIONS)
                 .map_err(failed("open policy versions"))?;
@@ -99,16 +98,15 @@ impl Store {
             modules
                 .insert(record.id.as_str(), module)
                 .map_err(failed("store a policy module"))?;
-        }
-        txn.commit().map_err(failed("commit a policy"))?;
+            Ok(())
+        })?;
         Ok(record)
     }
 
     /// The key tagging the policy cache's files: the stored one, else
     /// `fresh`, stored now (one transaction: two starts agree on one).
     pub fn policy_cache_secret(&self, fresh: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let secret = {
+        self.write("commit the policy cache secret", |txn| {
             let mut table = txn
                 .open_table(POLICY_CACHE_SECRET)
                 .map_err(failed("open the policy cache secret"))?;
@@ -116,18 +114,15 @@ impl Store {
                 .get("secret")
                 .map_err(failed("read the policy cache secret"))?;
             match stored {
-                Some(s) => s,
+                Some(s) => Ok(s),
                 None => {
                     table
                         .insert("secret", fresh)
                         .map_err(failed("store the policy cache secret"))?;
-                    fresh.to_vec()
+                    Ok(fresh.to_vec())
                 }
             }
-        };
-        txn.commit()
-            .map_err(failed("commit the policy cache secret"))?;
-        Ok(secret)
+        })
     }
 
     pub fn get_policy(&self, id: &str) -> Result<Option<PolicyRecord>, StoreError> {
@@ -245,9 +240,8 @@ impl Store {
         scope: &str,
         roles_of: impl Fn(&str) -> Vec<Role>,
     ) -> Result<Vec<ActivePolicy>, StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let mut written = Vec::new();
-        {
+        self.write("commit an upgrade", |txn| {
+            let mut written = Vec::new();
             let mut table = txn
                 .open_table(POLICY_ACTIVE)
                 .map_err(failed("open active policies"))?;
@@ -284,9 +278,8 @@ impl Store {
             table
                 .remove(scope)
                 .map_err(failed("remove an old activation"))?;
-        }
-        txn.commit().map_err(failed("commit an upgrade"))?;
-        Ok(written)
+            Ok(written)
+        })
     }
 
     /// Make policy `id` the current one of each of `roles` in its scope
@@ -300,9 +293,8 @@ impl Store {
         fail_mode: &str,
         now: u64,
     ) -> Result<Vec<ActivePolicy>, StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let mut slots = Vec::new();
-        {
+        self.write("commit an activation", |txn| {
+            let mut slots = Vec::new();
             let record = policy(
                 &txn.open_table(POLICIES).map_err(failed("open policies"))?,
                 id,
@@ -339,18 +331,16 @@ impl Store {
                     .map_err(failed("store an activation"))?;
                 slots.push(slot);
             }
-        }
-        txn.commit().map_err(failed("commit an activation"))?;
-        Ok(slots)
+            Ok(slots)
+        })
     }
 
     /// Back from policy `id`, in every slot of its scope it is the current
     /// one of, to that slot's previous entry (or the stock default when
     /// there was none). Empty: it is current nowhere, nothing changed.
     pub fn rollback_policy(&self, id: &str, now: u64) -> Result<Vec<RolledBack>, StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let mut done = Vec::new();
-        {
+        self.write("commit a rollback", |txn| {
+            let mut done = Vec::new();
             let record = policy(
                 &txn.open_table(POLICIES).map_err(failed("open policies"))?,
                 id,
@@ -382,9 +372,8 @@ impl Store {
                 };
                 done.push(RolledBack { role, active });
             }
-        }
-        txn.commit().map_err(failed("commit a rollback"))?;
-        Ok(done)
+            Ok(done)
+        })
     }
 }
 

@@ -81,8 +81,7 @@ impl Store {
         record: &ReplicaRecord,
         fresh_ms: u64,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        {
+        self.write("commit a replica", |txn| {
             let mut table = txn.open_table(REPLICAS).map_err(failed("open replicas"))?;
             if let Some(held) = get_json::<ReplicaRecord>(&table, "replicas", &record.id)? {
                 let alive = record.beat_ms.saturating_sub(held.beat_ms) < fresh_ms;
@@ -96,19 +95,17 @@ impl Store {
             table
                 .insert(record.id.as_str(), encode(record).as_str())
                 .map_err(failed("register a replica"))?;
-        }
-        txn.commit().map_err(failed("commit a replica"))
+            Ok(())
+        })
     }
 
     /// A replica's beat. Refused with [`StoreError::ReplicaTaken`] if
     /// another process has taken its identity since (this one was
     /// presumed dead).
     pub fn beat_replica(&self, id: &str, started_ms: u64, now_ms: u64) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write().map_err(failed("begin a write"))?;
         // Frequent and replaceable, like a worker's heartbeat.
-        txn.set_durability(super::engine::Durability::None)
-            .map_err(failed("lower a replica beat's durability"))?;
-        {
+        let durability = super::engine::Durability::None;
+        self.write_with(durability, "commit a replica beat", |txn| {
             let mut table = txn.open_table(REPLICAS).map_err(failed("open replicas"))?;
             let mut record =
                 get_json::<ReplicaRecord>(&table, "replicas", id)?.ok_or_else(|| {
@@ -127,8 +124,8 @@ impl Store {
             table
                 .insert(id, encode(&record).as_str())
                 .map_err(failed("beat a replica"))?;
-        }
-        txn.commit().map_err(failed("commit a replica beat"))
+            Ok(())
+        })
     }
 
     /// Every replica that ever registered, by id.

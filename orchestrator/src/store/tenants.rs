@@ -96,8 +96,7 @@ impl Store {
 
     /// Store a new join token for an existing tenant.
     pub fn create_join_token(&self, hash_hex: &str, token: &JoinToken) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        {
+        self.write("commit a join token", |txn| {
             let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
             if tenants
                 .get(token.tenant_id.as_str())
@@ -115,14 +114,13 @@ impl Store {
             tokens
                 .insert(hash_hex, encode(token).as_str())
                 .map_err(failed("insert a join token"))?;
-        }
-        txn.commit().map_err(failed("commit a join token"))
+            Ok(())
+        })
     }
 
     /// Create a tenant; names are unique.
     pub fn create_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        {
+        self.write("commit a tenant", |txn| {
             let mut names = txn
                 .open_table(TENANT_NAMES)
                 .map_err(failed("open tenant names"))?;
@@ -142,8 +140,8 @@ impl Store {
             tenants
                 .insert(tenant.id.as_str(), encode(tenant).as_str())
                 .map_err(failed("insert a tenant"))?;
-        }
-        txn.commit().map_err(failed("commit a tenant"))
+            Ok(())
+        })
     }
 
     pub fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
@@ -159,8 +157,7 @@ impl Store {
 
     /// Put a tenant on `plan`; the tenant as now stored.
     pub fn set_plan(&self, tenant_id: &str, plan: Plan) -> Result<Tenant, StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let tenant = {
+        self.write("commit a plan", |txn| {
             let mut tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
             let mut tenant =
                 get_json::<Tenant>(&tenants, "tenants", tenant_id)?.ok_or_else(|| {
@@ -173,10 +170,8 @@ impl Store {
             tenants
                 .insert(tenant_id, encode(&tenant).as_str())
                 .map_err(failed("store a plan"))?;
-            tenant
-        };
-        txn.commit().map_err(failed("commit a plan"))?;
-        Ok(tenant)
+            Ok(tenant)
+        })
     }
 }
 

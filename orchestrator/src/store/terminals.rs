@@ -59,8 +59,7 @@ impl Store {
     /// session replaces the first.
     pub fn put_terminal(&self, record: &TerminalRecord) -> Result<(), StoreError> {
         let k = key(&record.worker_id, record.session_id);
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        {
+        self.write("commit a terminal session", |txn| {
             let mut all = txn
                 .open_table(TERMINALS)
                 .map_err(failed("open terminals"))?;
@@ -76,8 +75,8 @@ impl Store {
                 live.remove(k.as_str())
                     .map_err(failed("unindex a terminal session"))?;
             }
-        }
-        txn.commit().map_err(failed("commit a terminal session"))
+            Ok(())
+        })
     }
 
     /// Record the end of a session and return the record. Ending an ended
@@ -91,8 +90,7 @@ impl Store {
         reason: &str,
     ) -> Result<TerminalRecord, StoreError> {
         let k = key(worker_id, session_id);
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let record = {
+        self.write("commit a terminal's end", |txn| {
             let mut all = txn
                 .open_table(TERMINALS)
                 .map_err(failed("open terminals"))?;
@@ -115,10 +113,8 @@ impl Store {
                 .map_err(failed("open live terminals"))?;
             live.remove(k.as_str())
                 .map_err(failed("unindex a terminal session"))?;
-            record
-        };
-        txn.commit().map_err(failed("commit a terminal's end"))?;
-        Ok(record)
+            Ok(record)
+        })
     }
 
     /// One session's record.

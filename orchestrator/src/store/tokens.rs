@@ -26,8 +26,7 @@ pub struct MemberToken {
 impl Store {
     /// Store a new token of an existing member.
     pub fn create_member_token(&self, token: &MemberToken) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        {
+        self.write("commit a token", |txn| {
             let members = txn.open_table(MEMBERS).map_err(failed("open members"))?;
             if get_json::<Member>(&members, "members", &token.member_id)?.is_none() {
                 return Err(not_found("member", &token.member_id));
@@ -44,8 +43,8 @@ impl Store {
             hashes
                 .insert(token.hash.as_str(), token.id.as_str())
                 .map_err(failed("insert a token hash"))?;
-        }
-        txn.commit().map_err(failed("commit a token"))
+            Ok(())
+        })
     }
 
     pub fn get_member_token(&self, id: &str) -> Result<Option<MemberToken>, StoreError> {
@@ -75,8 +74,7 @@ impl Store {
 
     /// Revoke a token; revoking twice is not an error.
     pub fn revoke_member_token(&self, id: &str, now_ms: u64) -> Result<MemberToken, StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let token = {
+        self.write("commit a token revocation", |txn| {
             let mut tokens = txn
                 .open_table(MEMBER_TOKENS)
                 .map_err(failed("open member tokens"))?;
@@ -94,10 +92,8 @@ impl Store {
                     .insert(id, encode(&token).as_str())
                     .map_err(failed("revoke a token"))?;
             }
-            token
-        };
-        txn.commit().map_err(failed("commit a token revocation"))?;
-        Ok(token)
+            Ok(token)
+        })
     }
 
     /// The member and token a live token's hash belongs to, in one read.

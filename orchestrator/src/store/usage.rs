@@ -189,9 +189,7 @@ impl Store {
     /// Recount every tenant's usage from the records (what [`Store::open`]
     /// does); for tests that compare the counters with the records.
     pub fn recount_usage(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        recount(&txn)?;
-        txn.commit().map_err(failed("commit a usage recount"))
+        self.write("commit a usage recount", recount)
     }
 }
 

@@ -101,8 +101,7 @@ impl Store {
         // Without fsync: the call's audit entry, appended durably before
         // the answer, carries it to disk, and concurrent enrolments share
         // that fsync in the audit writer's group commit.
-        let txn = self.begin_api_write()?;
-        let enrolled = {
+        self.write_api("commit an enrolment", |txn| {
             let mut tokens = txn
                 .open_table(JOIN_TOKENS)
                 .map_err(failed("open join tokens"))?;
@@ -116,7 +115,7 @@ impl Store {
             if now_ms >= token.expires_at {
                 return Ok(Enrolment::Refused(JoinRefusal::Expired));
             }
-            let mut counts = usage::Counts::open(&txn)?;
+            let mut counts = usage::Counts::open(txn)?;
             let tenant = match token.fleet {
                 Some(_) => None,
                 None => {
@@ -130,7 +129,7 @@ impl Store {
                     match &admitted {
                         Some(a) if *a.usage == usage => {
                             if let Some(decision) = a.decision {
-                                decisions::insert(&txn, decision)?;
+                                decisions::insert(txn, decision)?;
                             }
                         }
                         _ => return Ok(Enrolment::Decide { tenant, usage }),
@@ -177,10 +176,8 @@ impl Store {
             creds
                 .insert(worker.credential_hash.as_str(), worker.id.as_str())
                 .map_err(failed("insert a credential"))?;
-            (worker, tenant)
-        };
-        txn.commit().map_err(failed("commit an enrolment"))?;
-        Ok(Enrolment::Enrolled(Box::new(enrolled.0), enrolled.1))
+            Ok(Enrolment::Enrolled(Box::new(worker), tenant))
+        })
     }
 
     /// The join token stored under `hash_hex`, if any (used or not): read
@@ -199,16 +196,15 @@ impl Store {
         hash_hex: &str,
         token: &JoinToken,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        {
+        self.write("commit a fleet join token", |txn| {
             let mut tokens = txn
                 .open_table(JOIN_TOKENS)
                 .map_err(failed("open join tokens"))?;
             tokens
                 .insert(hash_hex, encode(token).as_str())
                 .map_err(failed("insert a fleet join token"))?;
-        }
-        txn.commit().map_err(failed("commit a fleet join token"))
+            Ok(())
+        })
     }
 
     /// Set or clear cordon and drain. A deleted worker is refused.
@@ -242,8 +238,7 @@ impl Store {
     /// beside the current one (a pending one from an earlier rotation is
     /// dropped). Refused for a revoked worker.
     pub fn begin_rotation(&self, id: &str, new_hash: &str) -> Result<Worker, StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let worker = {
+        self.write("commit a pending credential", |txn| {
             let mut workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
             let mut creds = txn
                 .open_table(CREDENTIALS)
@@ -269,19 +264,15 @@ impl Store {
             workers
                 .insert(id, encode(&worker).as_str())
                 .map_err(failed("record a pending credential"))?;
-            worker
-        };
-        txn.commit()
-            .map_err(failed("commit a pending credential"))?;
-        Ok(worker)
+            Ok(worker)
+        })
     }
 
     /// Make the pending credential `new_hash` the worker's only one: the
     /// old credential is refused from this commit on. `None` when
     /// `new_hash` is not (or no longer) pending and not already current.
     pub fn finish_rotation(&self, id: &str, new_hash: &str) -> Result<Option<Worker>, StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let worker = {
+        self.write("commit a credential swap", |txn| {
             let mut workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
             let mut creds = txn
                 .open_table(CREDENTIALS)
@@ -303,16 +294,13 @@ impl Store {
             workers
                 .insert(id, encode(&worker).as_str())
                 .map_err(failed("swap a credential"))?;
-            worker
-        };
-        txn.commit().map_err(failed("commit a credential swap"))?;
-        Ok(Some(worker))
+            Ok(Some(worker))
+        })
     }
 
     /// Forget the pending credential `new_hash` (the agent refused it).
     pub fn abandon_rotation(&self, id: &str, new_hash: &str) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        {
+        self.write("commit a refused rotation", |txn| {
             let mut workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
             let mut creds = txn
                 .open_table(CREDENTIALS)
@@ -330,8 +318,8 @@ impl Store {
             workers
                 .insert(id, encode(&worker).as_str())
                 .map_err(failed("forget a refused credential"))?;
-        }
-        txn.commit().map_err(failed("commit a refused rotation"))
+            Ok(())
+        })
     }
 
     /// The worker presenting the credential `hash_hex`, revoked or not. A
@@ -429,7 +417,7 @@ impl Store {
             }
             w.name = name.to_owned();
             w.hostname = Some(hostname.to_owned());
-            w.register = Some(info);
+            w.register = Some(info.clone());
             w.connected_at = Some(now_ms);
             let epoch = w.owner.as_ref().map_or(0, |o| o.epoch) + 1;
             w.owner = Some(super::Ownership {
@@ -444,10 +432,9 @@ impl Store {
         &self,
         id: &str,
         op: &'static str,
-        change: impl FnOnce(&mut Worker) -> Result<(), StoreError>,
+        mut change: impl FnMut(&mut Worker) -> Result<(), StoreError>,
     ) -> Result<Worker, StoreError> {
-        let txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        let worker = {
+        self.write(op, |txn| {
             let mut workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
             let mut worker = get_json::<Worker>(&workers, "workers", id)?.ok_or_else(|| {
                 StoreError::NotFound {
@@ -460,11 +447,9 @@ impl Store {
             workers
                 .insert(id, encode(&worker).as_str())
                 .map_err(failed(op))?;
-            usage::Counts::open(&txn)?.worker(Some(&before), Some(&worker))?;
-            worker
-        };
-        txn.commit().map_err(failed(op))?;
-        Ok(worker)
+            usage::Counts::open(txn)?.worker(Some(&before), Some(&worker))?;
+            Ok(worker)
+        })
     }
 
     /// Store the latest heartbeats of many workers, in one transaction with
@@ -507,20 +492,15 @@ impl Store {
     /// frequent and replaceable): `f` gets the workers and the heartbeats.
     fn write_heartbeats<T>(
         &self,
-        f: impl FnOnce(&TextTable<'_>, &mut TextTable<'_>) -> Result<T, StoreError>,
+        mut f: impl FnMut(&TextTable<'_>, &mut TextTable<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut txn = self.db.begin_write().map_err(failed("begin a write"))?;
-        txn.set_durability(Durability::None)
-            .map_err(failed("lower a heartbeat's durability"))?;
-        let out = {
+        self.write_with(Durability::None, "commit heartbeats", |txn| {
             let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
             let mut beats = txn
                 .open_table(HEARTBEATS)
                 .map_err(failed("open heartbeats"))?;
-            f(&workers, &mut beats)?
-        };
-        txn.commit().map_err(failed("commit heartbeats"))?;
-        Ok(out)
+            f(&workers, &mut beats)
+        })
     }
 }
 

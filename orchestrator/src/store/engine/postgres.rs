@@ -7,24 +7,30 @@
 //! so each statement here is driven to completion with `block_on` on that
 //! thread; one transaction holds one pooled connection.
 //!
-//! A write transaction takes the advisory lock [`WRITE_LOCK`] for its whole
-//! life: writers of all replicas are serial, as redb's are, and each sees
-//! every commit before it (READ COMMITTED reads the latest commit at each
-//! statement, and none can land while the lock is held). A read
-//! transaction is a REPEATABLE READ snapshot. The schema is versioned in
+//! A write transaction is SERIALIZABLE: writers of every replica run side
+//! by side, PostgreSQL commits them as if one after another, and one it
+//! cannot fit into such an order fails with a serialization failure
+//! ([`PgError::is_conflict`]), which the store answers by running it again
+//! (`Store::write`). Concurrent durable commits share the log's flush
+//! (group commit), which is what lets many clients write faster than one.
+//! (Until issue 14's benchmark, every write took one advisory lock: serial
+//! like redb, each holding the lock through its own flush, a third of
+//! redb's rate at 64 clients.) A read transaction is a REPEATABLE READ
+//! snapshot. The schema is versioned in
 //! `crops_schema`; [`Pg::connect`] migrates it under a session advisory
 //! lock, so replicas starting together migrate once, and refuses a
 //! database whose schema is newer than this binary knows.
 
-use std::cell::RefCell;
-use std::ops::Bound;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Connection, PgPool, Postgres, Row};
+use sqlx::{Connection, PgPool};
 
-/// The advisory lock every write transaction holds (any constant; "crops").
-const WRITE_LOCK: i64 = 0x0063_726f_7073;
+mod txn;
+
+use txn::Begin;
+pub use txn::{Table, Txn};
+
 /// The advisory lock held while migrating the schema.
 const MIGRATE_LOCK: i64 = 0x0063_726f_7074;
 
@@ -62,6 +68,14 @@ pub enum PgError {
 }
 
 impl PgError {
+    /// The transaction lost a conflict with a concurrent one: SQLSTATE
+    /// 40001 (serialization failure) or 40P01 (deadlock). It was rolled
+    /// back; running it again may succeed.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Query(sqlx::Error::Database(db))
+            if db.code().is_some_and(|c| c == "40001" || c == "40P01"))
+    }
+
     /// The database could not be reached or went away (a cut network, a
     /// restart, a pool with no connection to hand out): the call may be
     /// tried again once it is back, as opposed to a refusal or a bug.
@@ -124,6 +138,10 @@ impl Pg {
             PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
+                // No ping before each use (a round trip on every call's
+                // path): a connection that died idle (a server restart)
+                // fails its BEGIN, and `Txn::begin` takes another.
+                .test_before_acquire(false)
                 .connect_with(options.clone()),
         )
         .map_err(|e| PgError::Connect(redacted(url), e))?;
@@ -196,203 +214,20 @@ impl Pg {
         Ok(())
     }
 
-    pub(in crate::store) fn begin_write(&self) -> Result<Txn, PgError> {
-        let txn = block(async {
-            let mut txn = self.pool.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(WRITE_LOCK)
-                .execute(&mut *txn)
-                .await?;
-            Ok::<_, sqlx::Error>(txn)
-        })?;
-        Ok(Txn {
-            txn: RefCell::new(Some(txn)),
-        })
+    /// A SERIALIZABLE write transaction; one that is not `durable` commits
+    /// without waiting for the log's flush (the next durable commit of any
+    /// session flushes it: the log is written in order). An `exclusive`
+    /// one runs alone (see `txn`): for a write that lost a conflict.
+    pub(in crate::store) fn begin_write(
+        &self,
+        durable: bool,
+        exclusive: bool,
+    ) -> Result<Txn, PgError> {
+        Ok(Txn::begin(&self.pool, Begin::Write { durable, exclusive })?)
     }
 
+    /// A REPEATABLE READ snapshot.
     pub(in crate::store) fn begin_read(&self) -> Result<Txn, PgError> {
-        let txn = block(
-            self.pool
-                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
-        )?;
-        Ok(Txn {
-            txn: RefCell::new(Some(txn)),
-        })
-    }
-}
-
-/// One transaction on one pooled connection; rolled back when dropped
-/// uncommitted, before the drop returns: a refused write (a used token, a
-/// plan at its limit) must not hold the write lock of every replica until
-/// some executor gets round to sqlx's deferred rollback.
-pub struct Txn {
-    txn: RefCell<Option<sqlx::Transaction<'static, Postgres>>>,
-}
-
-impl Drop for Txn {
-    fn drop(&mut self) {
-        if let Some(txn) = self.txn.get_mut().take() {
-            if let Err(error) = block(txn.rollback()) {
-                tracing::warn!(%error, "rollback failed; the connection is dropped");
-            }
-        }
-    }
-}
-
-impl std::fmt::Debug for Txn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Txn")
-    }
-}
-
-impl Txn {
-    pub(in crate::store) fn table(&self, name: &str) -> Table<'_> {
-        Table {
-            txn: self,
-            name: name.to_owned(),
-        }
-    }
-
-    /// Whether this transaction's commit waits for the log flush.
-    pub(in crate::store) fn set_durable(&self, durable: bool) -> Result<(), PgError> {
-        let sql = if durable {
-            "SET LOCAL synchronous_commit TO on"
-        } else {
-            "SET LOCAL synchronous_commit TO off"
-        };
-        self.run(|c| Box::pin(async move { sqlx::query(sql).execute(c).await.map(drop) }))
-    }
-
-    pub(in crate::store) fn commit(self) -> Result<(), PgError> {
-        match self.txn.borrow_mut().take() {
-            Some(txn) => Ok(block(txn.commit())?),
-            None => Ok(()),
-        }
-    }
-
-    fn run<T>(
-        &self,
-        f: impl for<'c> FnOnce(
-            &'c mut sqlx::PgConnection,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<T, sqlx::Error>> + 'c>,
-        >,
-    ) -> Result<T, PgError> {
-        let mut txn = self.txn.borrow_mut();
-        let txn = txn
-            .as_mut()
-            .ok_or_else(|| PgError::Corrupt("transaction already ended".into()))?;
-        Ok(block(f(txn))?)
-    }
-}
-
-/// One table of a transaction.
-pub struct Table<'t> {
-    txn: &'t Txn,
-    name: String,
-}
-
-impl Table<'_> {
-    pub(in crate::store) fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PgError> {
-        let (tbl, key) = (self.name.clone(), key.to_owned());
-        self.txn.run(move |c| {
-            Box::pin(async move {
-                sqlx::query_scalar("SELECT value FROM crops_kv WHERE tbl = $1 AND key = $2")
-                    .bind(tbl)
-                    .bind(key)
-                    .fetch_optional(c)
-                    .await
-            })
-        })
-    }
-
-    pub(in crate::store) fn put(&self, key: &str, value: &[u8]) -> Result<(), PgError> {
-        let (tbl, key, value) = (self.name.clone(), key.to_owned(), value.to_vec());
-        self.txn.run(move |c| {
-            Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO crops_kv (tbl, key, value) VALUES ($1, $2, $3) \
-                     ON CONFLICT (tbl, key) DO UPDATE SET value = EXCLUDED.value",
-                )
-                .bind(tbl)
-                .bind(key)
-                .bind(value)
-                .execute(c)
-                .await
-                .map(drop)
-            })
-        })
-    }
-
-    /// Delete `key`; its value, if it was there.
-    pub(in crate::store) fn delete(&self, key: &str) -> Result<Option<Vec<u8>>, PgError> {
-        let (tbl, key) = (self.name.clone(), key.to_owned());
-        self.txn.run(move |c| {
-            Box::pin(async move {
-                sqlx::query_scalar(
-                    "DELETE FROM crops_kv WHERE tbl = $1 AND key = $2 RETURNING value",
-                )
-                .bind(tbl)
-                .bind(key)
-                .fetch_optional(c)
-                .await
-            })
-        })
-    }
-
-    /// The entries between `from` and `to` in key order (`rev`: from the
-    /// end), at most `limit`.
-    pub(in crate::store) fn scan(
-        &self,
-        from: Bound<String>,
-        to: Bound<String>,
-        rev: bool,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, PgError> {
-        // Built from constant fragments only; every value is a parameter.
-        let mut sql = String::from("SELECT key, value FROM crops_kv WHERE tbl = $1");
-        let mut params = Vec::new();
-        for (bound, incl, excl) in [(from, " >= ", " > "), (to, " <= ", " < ")] {
-            let (op, key) = match bound {
-                Bound::Included(k) => (incl, k),
-                Bound::Excluded(k) => (excl, k),
-                Bound::Unbounded => continue,
-            };
-            params.push(key);
-            sql.push_str(&format!(" AND key{op}${}", params.len() + 1));
-        }
-        sql.push_str(if rev {
-            " ORDER BY key DESC"
-        } else {
-            " ORDER BY key"
-        });
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        sql.push_str(&format!(" LIMIT ${}", params.len() + 2));
-        let tbl = self.name.clone();
-        self.txn.run(move |c| {
-            Box::pin(async move {
-                let mut query = sqlx::query(AssertSqlSafe(sql)).bind(tbl);
-                for p in params {
-                    query = query.bind(p);
-                }
-                let rows = query.bind(limit).fetch_all(c).await?;
-                rows.into_iter()
-                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                    .collect()
-            })
-        })
-    }
-
-    pub(in crate::store) fn clear(&self) -> Result<(), PgError> {
-        let tbl = self.name.clone();
-        self.txn.run(move |c| {
-            Box::pin(async move {
-                sqlx::query("DELETE FROM crops_kv WHERE tbl = $1")
-                    .bind(tbl)
-                    .execute(c)
-                    .await
-                    .map(drop)
-            })
-        })
+        Ok(Txn::begin(&self.pool, Begin::Read)?)
     }
 }

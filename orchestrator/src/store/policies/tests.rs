@@ -138,7 +138,10 @@ fn an_entry_stored_before_roles_becomes_one_slot_per_role_its_module_implements(
         });
         (scope.to_owned(), value.to_string())
     };
-    let txn = store.db.begin_write().unwrap();
+    let txn = store
+        .db
+        .begin_write(crate::store::engine::Durability::Immediate, false)
+        .unwrap();
     {
         let mut table = txn.open_table(POLICY_ACTIVE).unwrap();
         for (k, v) in [
