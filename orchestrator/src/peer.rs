@@ -176,7 +176,7 @@ pub(crate) fn token(admin_hash: &[u8; 32]) -> String {
 pub(crate) fn authenticate(app: &crate::App, headers: &hyper::HeaderMap) -> Result<(), ApiError> {
     let presented = auth::bearer(headers).ok().flatten();
     match (&app.peers, presented) {
-        (Some(peers), Some(given)) if peers.is_key(&given) => Ok(()),
+        (Some(peers), Some(given)) if peers.is_key(given) => Ok(()),
         _ => Err(ApiError::unauthorized(
             "this route is for the replicas of one store, with their peer key",
         )),
