@@ -236,11 +236,10 @@ pub(crate) struct App {
     pub replicas: replica::Known,
     /// Live agent connections; written by connection tasks, read by the API.
     pub hub: Arc<Hub>,
-    /// The key other replicas present (`peer`); `None` without a shared
-    /// store, where the peer routes refuse everyone.
-    pub peer_token: Option<String>,
     /// The links to the other replicas (`peer`), on a shared store only:
-    /// the hub's remote, and the way a terminal reaches its owner.
+    /// the hub's remote, the way a terminal reaches its owner, and the key
+    /// the peer routes accept (none without a shared store: they refuse
+    /// everyone).
     pub peers: Option<Arc<peer::Peers>>,
     /// SHA-256 of the admin token.
     pub admin_hash: [u8; 32],
@@ -356,7 +355,6 @@ pub async fn serve(
     let gate = connections::Gate::new(config.connections, Arc::clone(&metrics));
     let hub = Arc::new(Hub::with_metrics(Arc::clone(&metrics)));
     // Several replicas: calls for workers connected elsewhere go there.
-    let peer_token = store.is_shared().then(|| peer::token(&admin_hash));
     let peers = if store.is_shared() {
         let peers = Arc::new(peer::Peers::new(
             Arc::clone(&store),
@@ -377,7 +375,6 @@ pub async fn serve(
         policies,
         store: Arc::clone(&store),
         hub: Arc::clone(&hub),
-        peer_token,
         peers,
         admin_hash,
         heartbeat_secs: config.heartbeat_secs,

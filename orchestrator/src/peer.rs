@@ -35,10 +35,10 @@ use serde_json::value::RawValue;
 
 use crate::http::ApiError;
 use crate::hub::{HubError, Remote};
-use crate::store::{Ownership, ReplicaRecord, Store};
+use crate::store::{Ownership, ReplicaRecord, Store, StoreError};
 use crate::{auth, now_ms};
 use link::{Link, LinkError};
-pub(crate) use terminal::{Dialed, PeerSocket, PRINCIPAL_HEADER};
+pub(crate) use terminal::{DialError, Dialed, PeerSocket, PRINCIPAL_HEADER};
 
 /// The route a replica relays a command to another through.
 pub(crate) const RELAY_PATH: &str = "/internal/v1/relay";
@@ -175,12 +175,8 @@ pub(crate) fn token(admin_hash: &[u8; 32]) -> String {
 /// on a replica without a shared store, which has no peers).
 pub(crate) fn authenticate(app: &crate::App, headers: &hyper::HeaderMap) -> Result<(), ApiError> {
     let presented = auth::bearer(headers).ok().flatten();
-    match (&app.peer_token, presented) {
-        (Some(expected), Some(given))
-            if auth::constant_time_eq(expected.as_bytes(), given.as_bytes()) =>
-        {
-            Ok(())
-        }
+    match (&app.peers, presented) {
+        (Some(peers), Some(given)) if peers.is_key(given) => Ok(()),
         _ => Err(ApiError::unauthorized(
             "this route is for the replicas of one store, with their peer key",
         )),
@@ -194,6 +190,8 @@ pub(crate) struct Peers {
     /// A replica whose beat is older than this is taken for dead.
     fresh_ms: u64,
     connector: futures_rustls::TlsConnector,
+    /// `Bearer <peer key>`: what this replica presents, and the one key
+    /// its peer routes accept.
     auth: HeaderValue,
     links: Mutex<HashMap<String, Arc<Link>>>,
 }
@@ -220,19 +218,31 @@ impl Peers {
         })
     }
 
+    /// Whether `given` (a bearer token) is this store's peer key.
+    pub(crate) fn is_key(&self, given: &str) -> bool {
+        let key = self.auth.as_bytes().strip_prefix(b"Bearer ");
+        key.is_some_and(|key| auth::constant_time_eq(key, given.as_bytes()))
+    }
+
     /// Where a call for `worker_id` goes: its owner and a link to it, if
-    /// another live replica with an address owns it.
-    async fn route(&self, worker_id: &str) -> Option<(Ownership, Arc<Link>)> {
+    /// another live replica with an address owns it; the store's error if
+    /// the owner cannot be read (not "offline": the worker may be fine).
+    async fn route(&self, worker_id: &str) -> Result<Option<(Ownership, Arc<Link>)>, StoreError> {
         let id = worker_id.to_owned();
         let route = self.store.read_now(move |s| s.worker_route(&id)).await;
-        let (owner, replica) = match route {
-            Ok(Some(route)) => route,
-            Ok(None) => return None,
-            Err(error) => {
-                tracing::warn!(worker_id, %error, "cannot read the worker's owner");
-                return None;
-            }
+        let Some((owner, replica)) = route? else {
+            return Ok(None);
         };
+        Ok(self.reachable(worker_id, owner, replica))
+    }
+
+    /// The link to `owner`'s replica, if it is another, live, with an address.
+    fn reachable(
+        &self,
+        worker_id: &str,
+        owner: Ownership,
+        replica: Option<ReplicaRecord>,
+    ) -> Option<(Ownership, Arc<Link>)> {
         if owner.replica == self.replica_id {
             return None;
         }
@@ -283,7 +293,14 @@ impl Peers {
         let command = message(Envelope::request("relay", body).encode());
         // Moved: the owner changed after it was read; read it once more.
         for _ in 0..2 {
-            let Some((owner, link)) = self.route(worker_id).await else {
+            let route = self
+                .route(worker_id)
+                .await
+                .map_err(|source| HubError::Store {
+                    worker_id: worker_id.to_owned(),
+                    source,
+                })?;
+            let Some((owner, link)) = route else {
                 return Err(offline());
             };
             let request = RelayRequest {
@@ -345,8 +362,13 @@ impl Peers {
                 }
                 // It answered, but not as a replica of this store does (a
                 // refused key: another admin token; a body it would not
-                // take): say so, it is not the worker being offline.
-                Err(error @ (LinkError::Status { .. } | LinkError::Decode { .. })) => {
+                // take, or an answer over the bound): say so, it is not
+                // the worker being offline.
+                Err(
+                    error @ (LinkError::Status { .. }
+                    | LinkError::Decode { .. }
+                    | LinkError::TooBig { .. }),
+                ) => {
                     tracing::warn!(worker_id, replica = %owner.replica, %error, "a replica refused a relayed command");
                     return Err(HubError::Replica {
                         worker_id: worker_id.to_owned(),
@@ -363,8 +385,13 @@ impl Peers {
     }
 
     async fn close_remote(&self, worker_id: &str, code: u16, reason: &str) -> bool {
-        let Some((owner, link)) = self.route(worker_id).await else {
-            return false;
+        let (owner, link) = match self.route(worker_id).await {
+            Ok(Some(route)) => route,
+            Ok(None) => return false,
+            Err(error) => {
+                tracing::warn!(worker_id, %error, "cannot read the worker's owner to close its socket");
+                return false;
+            }
         };
         let request = CloseRequest {
             worker_id: worker_id.to_owned(),
@@ -418,7 +445,7 @@ pub(crate) fn answer(result: Result<Body, HubError>, events: Vec<Message>) -> Re
         Err(e @ HubError::Disconnected { .. }) => failed(Failure::Disconnected, e),
         Err(e @ HubError::Timeout { .. }) => failed(Failure::Timeout, e),
         Err(e @ HubError::BadReply { .. }) => failed(Failure::BadReply, e),
-        Err(e @ (HubError::RequestId(_) | HubError::Replica { .. })) => {
+        Err(e @ (HubError::RequestId(_) | HubError::Replica { .. } | HubError::Store { .. })) => {
             failed(Failure::Internal, e)
         }
     }

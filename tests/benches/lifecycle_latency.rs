@@ -13,6 +13,10 @@
 //!   `podman done verb=… elapsed_us=…`), i.e. exactly what HTTPS, the
 //!   orchestrator, the WebSocket and the agent add around Podman.
 //!
+//! With `CROPS_BENCH_REPLICAS=1`, a second section measures the paired
+//! times again on two replicas on PostgreSQL, on the agent's replica and
+//! across replicas (`lifecycle/replicas.rs`).
+//!
 //! Run: `make bench` or `cargo bench -p crops-e2e --bench lifecycle_latency`
 //! (with CROPS_AGENT_BIN set; `CROPS_BENCH_N` iterations, default 40).
 
@@ -23,6 +27,9 @@ use serde_json::json;
 
 use crops_e2e::fleet::{test_image, Fleet};
 use crops_e2e::{harness, http};
+
+#[path = "lifecycle/replicas.rs"]
+mod replicas;
 
 const OPS: [&str; 5] = ["create", "start", "exec true", "stop", "remove"];
 
@@ -70,7 +77,7 @@ fn main() {
     std::env::set_var("CROPS_E2E_HEARTBEAT_SECS", "10");
     // The agent times every podman process it runs (debug level).
     let debug = vec![("RUST_LOG".to_owned(), "info,agent::podman=debug".to_owned())];
-    let f = Fleet::start_with_env("bench", debug);
+    let f = Fleet::start_with_env("bench", debug.clone());
     let image = test_image();
     let ws = f.dir.path("direct-ws");
     std::fs::create_dir_all(&ws).unwrap();
@@ -182,21 +189,7 @@ fn main() {
     // The agent's podman time for each crops call, in call order: the
     // loop above is the only source of these verbs before the relay part.
     let log = f.agent.as_ref().expect("the agent runs").log_text();
-    let verbs = ["create", "start", "exec", "stop", "rm"];
-    let mut engine: Vec<Vec<Duration>> = vec![Vec::new(); OPS.len()];
-    for line in log.lines().filter(|l| l.contains("podman done")) {
-        let field = |k: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(k))
-                .map(str::to_owned)
-        };
-        let (Some(verb), Some(us)) = (field("verb="), field("elapsed_us=")) else {
-            continue;
-        };
-        if let (Some(k), Ok(us)) = (verbs.iter().position(|v| *v == verb), us.parse::<u64>()) {
-            engine[k].push(Duration::from_micros(us));
-        }
-    }
+    let engine = replicas::podman_times(&log);
     // Paired before the tables sort `crops` in place.
     let mut paired = vec![
         String::new(),
@@ -204,6 +197,8 @@ fn main() {
         "| operation | calls | added p50 | added p99 | added mean |".to_owned(),
         "|---|---|---|---|---|".to_owned(),
     ];
+    // Each operation's sorted added times, for the replicas' table.
+    let mut redb: Vec<Vec<f64>> = Vec::new();
     for (k, op) in OPS.iter().enumerate() {
         // Skip the two warm-up rounds, as above; crops[k] holds the rest.
         let ran = engine[k].iter().skip(2).take(crops[k].len());
@@ -218,15 +213,15 @@ fn main() {
             "{op}: agent log lacks podman timings"
         );
         added.sort_by(f64::total_cmp);
-        let at = |p: f64| added[((added.len() as f64 - 1.0) * p).round() as usize];
         let mean = added.iter().sum::<f64>() / added.len() as f64;
         paired.push(format!(
             "| {op} | {} | {:+.2} | {:+.2} | {:+.2} |",
             added.len(),
-            at(0.5),
-            at(0.99),
+            replicas::at(&added, 0.5),
+            replicas::at(&added, 0.99),
             mean
         ));
+        redb.push(added);
     }
     // Where the added time goes, as means over every round (warm-ups too,
     // since the hub's histogram has them): API call = orchestrator around
@@ -277,6 +272,11 @@ fn main() {
     }
     for row in paired.into_iter().chain(breakdown) {
         println!("{row}");
+    }
+    if std::env::var("CROPS_BENCH_REPLICAS").is_ok_and(|v| v == "1") {
+        // The redb orchestrator and its agent stop before the replicas start.
+        drop(f);
+        replicas::run(n, &redb, debug);
     }
 }
 

@@ -66,8 +66,16 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    /// initdb and start in `dir` (created), with a database `crops`.
+    /// initdb and start in `dir` (created), with a database `crops`;
+    /// fsync off (the tests': the server's own crash safety is not under
+    /// test).
     pub fn start(dir: PathBuf) -> Self {
+        Self::start_with(dir, false)
+    }
+
+    /// [`Postgres::start`], with fsync on or off: a benchmark of durable
+    /// writes runs with it on, as an operator's server does.
+    pub fn start_with(dir: PathBuf, fsync: bool) -> Self {
         let bin = pg_binaries();
         std::fs::create_dir_all(&dir).unwrap();
         if is_root() {
@@ -90,10 +98,10 @@ impl Postgres {
             "--no-sync",
         ]);
         run_ok(initdb);
-        // fsync off: the server's own crash safety is not under test.
         let options = format!(
-            "-c listen_addresses='' -k {} -c fsync=off -c max_connections=200",
-            pg.dir.display()
+            "-c listen_addresses='' -k {} -c fsync={} -c max_connections=200",
+            pg.dir.display(),
+            if fsync { "on" } else { "off" }
         );
         let mut start = as_pg_owner(&pg.bin.join("pg_ctl"));
         start
@@ -137,6 +145,20 @@ impl Drop for Postgres {
     }
 }
 
+/// What replicas serve: `tls` with the CA appended to the certificate
+/// file. Replicas verify each other against the public roots and their own
+/// certificate file: with a private CA, that file carries the CA too.
+pub fn chained(dir: &TestDir, tls: &Tls) -> Tls {
+    let chain = dir.path("chain.pem");
+    let pem = [&tls.cert, &tls.ca].map(|p| std::fs::read_to_string(p).unwrap());
+    std::fs::write(&chain, pem.concat()).unwrap();
+    Tls {
+        ca: tls.ca.clone(),
+        cert: chain,
+        key: tls.key.clone(),
+    }
+}
+
 /// HAProxy's configuration: TCP to the replicas, least connections, a
 /// TLS check of `/readyz` every 500 ms (down after two failures).
 fn haproxy_config(port: u16, backends: &[u16]) -> String {
@@ -173,16 +195,7 @@ impl Replicas {
         let dir = TestDir::new(name);
         let tls = Tls::new(&dir);
         let pg = Postgres::start(dir.path("pg"));
-        // Replicas verify each other against the public roots and their own
-        // certificate file: with a private CA, that file carries the CA too.
-        let chain = dir.path("chain.pem");
-        let pem = [&tls.cert, &tls.ca].map(|p| std::fs::read_to_string(p).unwrap());
-        std::fs::write(&chain, pem.concat()).unwrap();
-        let served = Tls {
-            ca: tls.ca.clone(),
-            cert: chain,
-            key: tls.key.clone(),
-        };
+        let served = chained(&dir, &tls);
         let replicas: Vec<Orchestrator> = (1..=3)
             .map(|i| {
                 let args = [

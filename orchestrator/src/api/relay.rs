@@ -20,7 +20,8 @@
 //! | agent `timeout` | 504 | `timeout` |
 //! | any other agent code, or a reply of the wrong type | 502 | the code, or `bad_reply` |
 //! | a message naming the request that does not decode | 502 | `bad_reply` |
-//! | the replica holding the worker refused to relay (another admin token, a body it would not take) | 502 | `replica_error` |
+//! | the replica holding the worker refused to relay (another admin token, a body it would not take) or answered past the bound | 502 | `replica_error` |
+//! | which replica holds the worker could not be read | as any store failure: 503 | `store_unavailable` when the database is unreachable |
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,7 +38,12 @@ use crate::{now_ms, App};
 
 /// The HTTP answer to a failed worker request.
 pub(crate) fn worker_error(error: HubError) -> ApiError {
+    // As the store's own errors read (503 `store_unavailable`...).
+    if let HubError::Store { source, .. } = error {
+        return source.into();
+    }
     let (status, code) = match &error {
+        HubError::Store { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         HubError::Offline { .. } => (StatusCode::SERVICE_UNAVAILABLE, "worker_offline"),
         HubError::Disconnected { .. } => (StatusCode::SERVICE_UNAVAILABLE, "worker_disconnected"),
         HubError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),

@@ -51,9 +51,17 @@ pub enum HubError {
     RequestId(#[source] crate::auth::AuthError),
     /// The replica holding the worker's connection could not be asked:
     /// it refused this one (e.g. another admin token), answered with an
-    /// error, or the worker's owner could not be read.
+    /// error, or with more than a replica ever answers.
     #[error("worker {worker_id}: its replica could not be asked: {detail}")]
     Replica { worker_id: String, detail: String },
+    /// Which replica holds the worker's connection could not be read (the
+    /// database is unreachable...): the store's error, not "offline".
+    #[error("worker {worker_id}: its replica could not be read: {source}")]
+    Store {
+        worker_id: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
 }
 
 pub(super) struct Pending {
@@ -160,7 +168,9 @@ impl Hub {
             Err(HubError::Timeout { .. }) => Outcome::Timeout,
             Err(HubError::Offline { .. }) => Outcome::Offline,
             Err(HubError::Disconnected { .. }) => Outcome::Disconnected,
-            Err(HubError::RequestId(_) | HubError::Replica { .. }) => Outcome::Internal,
+            Err(HubError::RequestId(_) | HubError::Replica { .. } | HubError::Store { .. }) => {
+                Outcome::Internal
+            }
             Err(HubError::BadReply { .. }) => Outcome::BadReply,
         };
         self.metrics.command(ty, outcome, started.elapsed());
@@ -395,6 +405,8 @@ impl CommandSent {
             Err(HubError::RequestId(_)) => "internal",
             Err(HubError::Replica { .. }) => "replica_error",
             Err(HubError::BadReply { .. }) => "bad_reply",
+            Err(HubError::Store { source, .. }) if source.is_unavailable() => "store_unavailable",
+            Err(HubError::Store { .. }) => "internal",
         };
         CommandDone {
             sent: self,

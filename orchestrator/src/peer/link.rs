@@ -12,7 +12,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_lite::FutureExt;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
@@ -27,6 +27,14 @@ const MAX_IDLE: usize = 64;
 
 /// Opening a connection to a peer (TCP and TLS) may take this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The most a peer's answer may hold. A relayed command's answer is one
+/// reply (at most one protocol message, as the relay's own request is)
+/// and the events before it (at most `MAX_EVENT_BYTES`, and a separator
+/// each), with room for the few fields around them; anything longer is no
+/// answer of a replica of this store, and is not read on.
+pub(crate) const MAX_ANSWER: usize =
+    protocol::MAX_TEXT_FRAME + super::MAX_EVENT_BYTES + super::MAX_EVENT_BYTES / 8 + 64 * 1024;
 
 /// Why a call to a peer replica failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +57,8 @@ pub enum LinkError {
         status: StatusCode,
         body: String,
     },
+    #[error("replica {authority} answered with more than {limit} bytes")]
+    TooBig { authority: String, limit: usize },
     #[error("replica {authority} answered with a body that does not decode: {source}")]
     Decode {
         authority: String,
@@ -112,7 +122,8 @@ impl Link {
     }
 
     /// POST `body` as JSON to `path` and read the JSON answer, waiting at
-    /// most `timeout` for it. Any status but 200 is [`LinkError::Status`].
+    /// most `timeout` for it. Any status but 200 is [`LinkError::Status`];
+    /// an answer over [`MAX_ANSWER`] bytes is [`LinkError::TooBig`].
     pub(crate) async fn post<T: Serialize, R: DeserializeOwned>(
         &self,
         path: &str,
@@ -172,7 +183,20 @@ impl Link {
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     let status = resp.status();
-                    let bytes = resp.into_body().collect().await.map_err(http)?.to_bytes();
+                    let read = Limited::new(resp.into_body(), MAX_ANSWER).collect().await;
+                    // Over the bound: the connection, mid-answer, is dropped.
+                    let bytes = match read {
+                        Ok(collected) => collected.to_bytes(),
+                        Err(error) => match error.downcast::<hyper::Error>() {
+                            Ok(error) => return Err(http(*error)),
+                            Err(_) => {
+                                return Err(LinkError::TooBig {
+                                    authority: self.authority.clone(),
+                                    limit: MAX_ANSWER,
+                                })
+                            }
+                        },
+                    };
                     self.give_back(sender);
                     return Ok((status, bytes));
                 }

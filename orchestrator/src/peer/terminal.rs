@@ -6,8 +6,12 @@
 //! B's audit entry. B opens or attaches the session exactly as for a
 //! browser of its own; A answers the browser with B's answer (its 101, or
 //! its HTTP refusal as it came) and then copies the messages both ways
-//! (`terminal::carried`). The bytes go over this socket, never through
-//! the store.
+//! (`terminal::carried`). A refusal of A itself (401 or 403: B does not
+//! take A's peer key, e.g. another admin token) is no answer to the
+//! browser's request: it is [`DialError::Unauthorized`], which the browser
+//! reads as 502 `replica_error` naming B, as relayed calls do, never as a
+//! 401 of its own token. The bytes go over this socket, never through the
+//! store.
 
 use std::time::Duration;
 
@@ -19,11 +23,12 @@ use futures_lite::FutureExt;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL};
-use hyper::Response;
+use hyper::{Response, StatusCode};
 
 use super::link::{Io, LinkError};
 use super::Peers;
 use crate::http::Resp;
+use crate::store::StoreError;
 
 /// The route a replica carries a browser's terminal to the owner through.
 pub(crate) const TERMINAL_PATH: &str = "/internal/v1/terminal";
@@ -38,14 +43,25 @@ pub(crate) type PeerSocket = WebSocketStream<Box<dyn Io>>;
 pub(crate) enum Dialed {
     /// Its 101: the socket to copy the browser's messages to and from.
     Open(PeerSocket),
-    /// An HTTP refusal (409 not running, 404 no such session, 503 worker
-    /// offline...), to hand the browser as it came.
+    /// An HTTP refusal of the browser's request (409 not running, 404 no
+    /// such session, 503 worker offline...), to hand the browser as it came.
     Refused(Resp),
 }
 
 /// Why the owner could not be asked.
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
+    /// Which replica holds the worker could not be read.
+    #[error("cannot read the worker's replica: {0}")]
+    Store(#[from] StoreError),
+    /// The owner refused this replica itself (its peer key).
+    #[error("replica {replica} ({authority}) refused this replica: {status}: {body}")]
+    Unauthorized {
+        replica: String,
+        authority: String,
+        status: StatusCode,
+        body: String,
+    },
     #[error(transparent)]
     Link(#[from] LinkError),
     #[error("the carried terminal request is not valid: {0}")]
@@ -75,33 +91,47 @@ impl Peers {
         subprotocol: Option<&str>,
         max_message: usize,
         wait: Duration,
-    ) -> Option<Result<Dialed, DialError>> {
-        let (owner, link) = self.route(worker_id).await?;
+    ) -> Result<Option<Dialed>, DialError> {
+        let Some((owner, link)) = self.route(worker_id).await? else {
+            return Ok(None);
+        };
         tracing::debug!(worker_id, replica = %owner.replica, "carrying a terminal to its owner");
-        Some(
-            dial(
-                &link,
-                container_id,
-                query,
-                principal,
-                subprotocol,
-                max_message,
-                wait + super::ANSWER_MARGIN,
-            )
-            .await,
-        )
+        let asked = Dial {
+            container_id,
+            query,
+            principal,
+            subprotocol,
+            max_message,
+            wait: wait + super::ANSWER_MARGIN,
+        };
+        dial(&link, &owner.replica, asked).await.map(Some)
     }
 }
 
-async fn dial(
-    link: &super::link::Link,
-    container_id: &str,
-    query: Option<&str>,
-    principal: &str,
-    subprotocol: Option<&str>,
+/// What the carried upgrade asks of the owner.
+struct Dial<'a> {
+    container_id: &'a str,
+    query: Option<&'a str>,
+    principal: &'a str,
+    subprotocol: Option<&'a str>,
     max_message: usize,
     wait: Duration,
+}
+
+/// The carried upgrade, on `link` to replica `replica`.
+async fn dial(
+    link: &super::link::Link,
+    replica: &str,
+    asked: Dial<'_>,
 ) -> Result<Dialed, DialError> {
+    let Dial {
+        container_id,
+        query,
+        principal,
+        subprotocol,
+        max_message,
+        wait,
+    } = asked;
     let invalid = |e: &dyn std::fmt::Display| DialError::Request(e.to_string());
     let query = query.map(|q| format!("?{q}")).unwrap_or_default();
     let url = format!(
@@ -134,6 +164,20 @@ async fn dial(
         .await;
     match handshake {
         Ok((ws, _)) => Ok(Dialed::Open(ws)),
+        Err(WsError::Http(refused))
+            if matches!(
+                refused.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            ) =>
+        {
+            let body = refused.body().as_deref().unwrap_or_default();
+            Err(DialError::Unauthorized {
+                replica: replica.to_owned(),
+                authority,
+                status: refused.status(),
+                body: String::from_utf8_lossy(body).chars().take(300).collect(),
+            })
+        }
         Err(WsError::Http(refused)) => {
             let status = refused.status();
             let body = refused.body().clone().unwrap_or_default();

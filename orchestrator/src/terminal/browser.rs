@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, SEC_WEBSOCKET_PROTOCOL};
+use hyper::header::{HeaderMap, HeaderValue, SEC_WEBSOCKET_PROTOCOL};
 use hyper::{Request, StatusCode};
 use protocol::terminal::TerminalOpen;
 use protocol::Body;
@@ -59,7 +59,7 @@ pub(crate) fn subprotocol_bearer(headers: &HeaderMap) -> Option<String> {
 
 /// Whether to answer with our subprotocol: yes if offered; a client that
 /// offers others but not ours is refused (it would fail the handshake).
-pub(super) fn choose_subprotocol(headers: &HeaderMap) -> Result<bool, ApiError> {
+fn choose_subprotocol(headers: &HeaderMap) -> Result<bool, ApiError> {
     let mut any = false;
     for p in offered(headers) {
         if p == SUBPROTOCOL {
@@ -75,6 +75,29 @@ pub(super) fn choose_subprotocol(headers: &HeaderMap) -> Result<bool, ApiError> 
     Ok(false)
 }
 
+/// What an upgrade request asks, read once, whichever replica serves it.
+pub(super) struct Asked {
+    pub query: Query,
+    /// Ours, if the client offered it.
+    pub subprotocol: Option<&'static str>,
+    pub accept_key: HeaderValue,
+}
+
+impl Asked {
+    /// The query, the subprotocol and the WebSocket key, or a 400.
+    pub(super) fn read(req: &Request<Incoming>) -> Result<Self, ApiError> {
+        let query = Query::parse(req.uri().query()).map_err(ApiError::bad_request)?;
+        let subprotocol = choose_subprotocol(req.headers())?.then_some(SUBPROTOCOL);
+        let accept_key =
+            socket::accept_key(req).map_err(|refused| ApiError::bad_request(refused.0))?;
+        Ok(Self {
+            query,
+            subprotocol,
+            accept_key,
+        })
+    }
+}
+
 /// Check, open or choose the session, join it, answer 101 and start the
 /// viewer's task; or, when the worker's agent is connected to another
 /// replica, carry the socket there (`super::carried`).
@@ -86,10 +109,11 @@ pub(crate) async fn accept(
 ) -> Result<Resp, ApiError> {
     let record = caller.container(&app, container_id, Need::Use).await?;
     let by = caller.principal.label();
-    if let Some(resp) = super::carried::elsewhere(&app, &by, &mut req, &record).await? {
+    let asked = Asked::read(&req)?;
+    if let Some(resp) = super::carried::elsewhere(&app, &by, &mut req, &record, &asked).await? {
         return Ok(resp);
     }
-    serve(app, &by, req, record).await
+    serve(app, &by, req, record, asked).await
 }
 
 /// `GET /internal/v1/terminal/{containerId}`: a terminal another replica
@@ -117,7 +141,8 @@ pub(crate) async fn accept_carried(
         .read_now(move |s| s.get_container(&id))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("container {container_id} not found")))?;
-    serve(app, &by, req, record).await
+    let asked = Asked::read(&req)?;
+    serve(app, &by, req, record, asked).await
 }
 
 /// The upgrade on this replica, for the principal labelled `by`.
@@ -126,11 +151,13 @@ async fn serve(
     by: &str,
     mut req: Request<Incoming>,
     record: ContainerRecord,
+    asked: Asked,
 ) -> Result<Resp, ApiError> {
-    let query = Query::parse(req.uri().query()).map_err(ApiError::bad_request)?;
-    let with_protocol = choose_subprotocol(req.headers())?;
-    let accept_key =
-        socket::accept_key(&req).map_err(|refused| ApiError::bad_request(refused.0))?;
+    let Asked {
+        query,
+        subprotocol,
+        accept_key,
+    } = asked;
     let start = match query.session {
         None => {
             if record.state != ContainerState::Running {
@@ -158,7 +185,6 @@ async fn serve(
             Found::Ended(exit) => Start::Ended { session_id, exit },
         },
     };
-    let subprotocol = with_protocol.then_some(SUBPROTOCOL);
     let (resp, upgraded) = socket::upgrade(&mut req, accept_key, subprotocol);
     let task_app = Arc::clone(&app);
     app.life.spawn(async move {

@@ -24,14 +24,13 @@ use futures_lite::{FutureExt, StreamExt};
 use hyper::body::Incoming;
 use hyper::Request;
 
-use super::browser::{choose_subprotocol, SUBPROTOCOL};
-use super::control::Query;
-use super::viewer::{LIMITS, SILENCE};
+use super::browser::Asked;
+use super::viewer::{self, LIMITS, SILENCE, STALLED};
 use crate::api::worker_error;
 use crate::http::{ApiError, Resp};
 use crate::hub::HubError;
-use crate::peer::{Dialed, PeerSocket};
-use crate::socket::{self, Connection, ReadError, Reader, UpgradedIo, Writer};
+use crate::peer::{DialError, Dialed, PeerSocket};
+use crate::socket::{self, Connection, ReadError, UpgradedIo};
 use crate::store::ContainerRecord;
 use crate::App;
 
@@ -43,13 +42,17 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// The browser's socket carried to the replica that holds the worker's
 /// agent, if another does and no session of this request lives here:
-/// B's answer (its 101 once the copy is set up, or its refusal), or a 503
+/// B's answer (its 101 once the copy is set up, or its refusal), a 502
+/// `replica_error` naming B when B refuses this replica itself (another
+/// admin token: the browser's own token is not what was refused), the
+/// store's error when the owner cannot be read, or a 503
 /// `worker_offline` when B cannot be reached. `None`: serve it here.
 pub(crate) async fn elsewhere(
     app: &Arc<App>,
     by: &str,
     req: &mut Request<Incoming>,
     record: &ContainerRecord,
+    asked: &Asked,
 ) -> Result<Option<Resp>, ApiError> {
     let Some(peers) = &app.peers else {
         return Ok(None);
@@ -57,38 +60,41 @@ pub(crate) async fn elsewhere(
     if app.hub.live(&record.worker_id).is_some() {
         return Ok(None);
     }
-    let query = Query::parse(req.uri().query()).map_err(ApiError::bad_request)?;
-    let held_here = query
+    let held_here = asked
+        .query
         .session
         .is_some_and(|id| app.terminals.find(&record.worker_id, id).is_some());
     if held_here {
         return Ok(None);
     }
-    let subprotocol = choose_subprotocol(req.headers())?.then_some(SUBPROTOCOL);
-    let accept_key = socket::accept_key(req).map_err(|refused| ApiError::bad_request(refused.0))?;
     let dialed = peers
         .terminal(
             &record.worker_id,
             &record.id,
             req.uri().query(),
             by,
-            subprotocol,
+            asked.subprotocol,
             MAX_FROM_OWNER,
             app.timeouts.command,
         )
         .await;
+    let worker_id = record.worker_id.clone();
     let owner = match dialed {
-        None => return Ok(None),
-        Some(Ok(Dialed::Refused(resp))) => return Ok(Some(resp)),
-        Some(Ok(Dialed::Open(owner))) => owner,
-        Some(Err(error)) => {
-            tracing::warn!(worker_id = %record.worker_id, %error, "cannot carry a terminal to the worker's replica");
-            return Err(worker_error(HubError::Offline {
-                worker_id: record.worker_id.clone(),
-            }));
+        Ok(None) => return Ok(None),
+        Ok(Some(Dialed::Refused(resp))) => return Ok(Some(resp)),
+        Ok(Some(Dialed::Open(owner))) => owner,
+        Err(DialError::Store(error)) => return Err(error.into()),
+        Err(error @ DialError::Unauthorized { .. }) => {
+            tracing::warn!(%worker_id, %error, "a replica refused a carried terminal");
+            let detail = error.to_string();
+            return Err(worker_error(HubError::Replica { worker_id, detail }));
+        }
+        Err(error) => {
+            tracing::warn!(%worker_id, %error, "cannot carry a terminal to the worker's replica");
+            return Err(worker_error(HubError::Offline { worker_id }));
         }
     };
-    let (resp, upgraded) = socket::upgrade(req, accept_key, subprotocol);
+    let (resp, upgraded) = socket::upgrade(req, asked.accept_key.clone(), asked.subprotocol);
     let task_app = Arc::clone(app);
     app.life.spawn(async move {
         match upgraded.await {
@@ -150,11 +156,12 @@ async fn copy(app: Arc<App>, io: UpgradedIo, owner: PeerSocket) {
                 Some(Ok(message)) => message,
                 Some(Err(error)) => return browser_failed(error),
                 None => {
+                    let (code, reason) = viewer::silent();
                     return End::Close {
-                        code: 4010,
-                        reason: format!("no message for {} s", SILENCE.as_secs()),
+                        code,
+                        reason,
                         tell_owner: false,
-                    }
+                    };
                 }
             };
             let closing = matches!(message, Message::Close(_));
@@ -185,7 +192,7 @@ async fn copy(app: Arc<App>, io: UpgradedIo, owner: PeerSocket) {
                 Err(socket::WriteError::TimedOut(_)) => {
                     return End::Close {
                         code: 4008,
-                        reason: "the viewer stopped reading; reattach from its offset".into(),
+                        reason: STALLED.into(),
                         tell_owner: true,
                     }
                 }
@@ -233,7 +240,7 @@ async fn copy(app: Arc<App>, io: UpgradedIo, owner: PeerSocket) {
                     })
                     .await;
             }
-            close_browser(to_browser, from_browser, code, &reason).await;
+            viewer::close_socket(to_browser, from_browser, code, &reason).await;
         }
     }
 }
@@ -254,28 +261,15 @@ fn owner_gone() -> End {
     }
 }
 
-/// What a failed read of the browser's socket means, as for a viewer of
-/// B's own (`viewer`): the same close codes.
+/// What a failed read of the browser's socket means: the close codes of
+/// a viewer of this replica's own (`viewer::read_failure`), passed on to B.
 fn browser_failed(error: ReadError) -> End {
-    let (code, reason, tell_owner) = match error {
-        ReadError::TooBig(_) => (
-            1009,
-            format!("messages are at most {} bytes", LIMITS.max_message),
-            true,
-        ),
-        ReadError::NotUtf8 => (1007, "text message is not UTF-8".to_owned(), true),
-        ReadError::Protocol(_) => (1002, "WebSocket protocol violation".to_owned(), true),
-        ReadError::Ended | ReadError::Reset | ReadError::Broken(_) => return gone(),
-    };
-    End::Close {
-        code,
-        reason,
-        tell_owner,
-    }
-}
-
-async fn close_browser(writer: Writer, reader: Reader, code: u16, reason: &str) {
-    if let Some(ws) = Connection::reunite(writer, reader) {
-        ws.close(code, reason).await;
+    match viewer::read_failure(error) {
+        Some((code, reason)) => End::Close {
+            code,
+            reason,
+            tell_owner: true,
+        },
+        None => gone(),
     }
 }

@@ -100,6 +100,41 @@ fn close(code: u16, reason: impl Into<String>) -> End {
     End::Close(code, reason.into())
 }
 
+/// Why a viewer that stopped reading is disconnected (4008).
+pub(super) const STALLED: &str = "the viewer stopped reading; reattach from its offset";
+
+/// The close after [`SILENCE`] without a word (4010).
+pub(super) fn silent() -> (u16, String) {
+    (4010, format!("no message for {} s", SILENCE.as_secs()))
+}
+
+/// How a failed read of a browser's socket ends it: the close code and
+/// reason, or `None` when the connection went without a close (a blip:
+/// the viewer is expected back). A socket carried to another replica
+/// (`carried`) ends by the same codes.
+pub(super) fn read_failure(error: ReadError) -> Option<(u16, String)> {
+    match error {
+        ReadError::TooBig(detail) => {
+            tracing::info!(%detail, "terminal socket message over the limit");
+            Some((1009, format!("messages are at most {MAX_MESSAGE} bytes")))
+        }
+        ReadError::NotUtf8 => Some((1007, "text message is not UTF-8".into())),
+        ReadError::Protocol(detail) => {
+            tracing::info!(%detail, "terminal socket protocol violation");
+            Some((1002, "WebSocket protocol violation".into()))
+        }
+        ReadError::Ended | ReadError::Reset | ReadError::Broken(_) => None,
+    }
+}
+
+/// Close a browser's socket, split for its task, with `code` and `reason`.
+pub(super) async fn close_socket(sink: Sink, source: Source, code: u16, reason: &str) {
+    tracing::debug!(code, %reason, "closing a terminal socket");
+    if let Some(ws) = Connection::reunite(sink, source) {
+        ws.close(code, reason).await;
+    }
+}
+
 /// Run one viewer's socket to its end.
 pub(crate) async fn run(app: Arc<App>, start: Start, io: UpgradedIo) {
     let ws = Connection::accept(io, LIMITS).await;
@@ -130,10 +165,7 @@ pub(crate) async fn run(app: Arc<App>, start: Start, io: UpgradedIo) {
         }
     };
     if let End::Close(code, reason) = end {
-        tracing::debug!(code, %reason, "closing a terminal socket");
-        if let Some(ws) = Connection::reunite(sink, source) {
-            ws.close(code, &reason).await;
-        }
+        close_socket(sink, source, code, &reason).await;
     }
 }
 
@@ -170,10 +202,7 @@ async fn send(sink: &mut Sink, message: Message, limit: Duration) -> Result<(), 
     match sink.write(message, limit).await {
         Ok(()) => Ok(()),
         Err(WriteError::Failed(_)) => Err(End::PeerGone),
-        Err(WriteError::TimedOut(_)) => Err(close(
-            4008,
-            "the viewer stopped reading; reattach from its offset",
-        )),
+        Err(WriteError::TimedOut(_)) => Err(close(4008, STALLED)),
     }
 }
 
@@ -201,18 +230,12 @@ async fn read(
         let message = match source.read().await {
             Err(ReadError::Ended) if peer_closed => return End::PeerClosed,
             Ok(message) => message,
-            Err(ReadError::TooBig(detail)) => {
-                tracing::info!(%detail, "terminal socket message over the limit");
-                return close(1009, format!("messages are at most {MAX_MESSAGE} bytes"));
-            }
-            Err(ReadError::NotUtf8) => return close(1007, "text message is not UTF-8"),
-            Err(ReadError::Protocol(detail)) => {
-                tracing::info!(%detail, "terminal socket protocol violation");
-                return close(1002, "WebSocket protocol violation");
-            }
-            // The connection went without a close: a blip, not a goodbye.
-            Err(ReadError::Ended | ReadError::Reset | ReadError::Broken(_)) => {
-                return End::PeerGone
+            // Without a close: a blip, not a goodbye.
+            Err(error) => {
+                return match read_failure(error) {
+                    Some((code, reason)) => close(code, reason),
+                    None => End::PeerGone,
+                }
             }
         };
         heard.store(elapsed_ms(t0), Ordering::Relaxed);
@@ -350,12 +373,13 @@ async fn write(
                 viewer = id,
                 "viewer stalled; disconnecting it"
             );
-            session.kick(id, "the viewer stopped reading; reattach from its offset");
+            session.kick(id, STALLED);
             continue;
         }
         let silent_ms = elapsed_ms(t0).saturating_sub(heard.load(Ordering::Relaxed));
         if Duration::from_millis(silent_ms) >= SILENCE {
-            return close(4010, format!("no message for {} s", SILENCE.as_secs()));
+            let (code, reason) = silent();
+            return close(code, reason);
         }
         if now >= next_ping {
             next_ping = now + PING_EVERY;

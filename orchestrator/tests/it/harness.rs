@@ -85,6 +85,8 @@ pub struct Options {
     pub database: Option<String>,
     /// This replica's identity (`None`: a new one).
     pub replica_id: Option<String>,
+    /// The address other replicas reach this one at (`None`: the listener's).
+    pub advertise: Option<String>,
 }
 
 impl Default for Options {
@@ -100,6 +102,7 @@ impl Default for Options {
             connections: None,
             database: None,
             replica_id: None,
+            advertise: None,
         }
     }
 }
@@ -130,6 +133,7 @@ impl Server {
         config.terminal_grace = opts.terminal_grace;
         config.database = opts.database;
         config.replica_id = opts.replica_id;
+        config.advertise = opts.advertise;
         if let Some(limits) = opts.connections {
             config.connections = limits;
         }

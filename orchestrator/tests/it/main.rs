@@ -30,6 +30,7 @@ mod replica_faults;
 mod replicas;
 mod restart;
 mod routing;
+mod routing_faults;
 mod scheduling;
 mod store_contract;
 mod terminals;

@@ -163,3 +163,33 @@ fn a_carried_terminal_is_refused_as_a_local_one_would_be() {
         a.stop().await;
     });
 }
+
+#[test]
+fn a_replica_that_refuses_a_carried_terminal_is_named_not_taken_for_a_bad_token() {
+    smol::block_on(async {
+        let url = postgres::database();
+        // The container is made on A, then the agent moves to B, which was
+        // started with another admin token: its peer key differs.
+        let mut fx = TermFixture::start_with("term-carried-key-a", on(&url)).await;
+        let other = Options {
+            admin_token: Some("crops_adm_another_token_for_b".into()),
+            ..on(&url)
+        };
+        let b = Server::start_in(temp_dir("term-carried-key-b"), other).await;
+        fx.agent.hang_up().await;
+        fx.agent.reconnect(b.addr, &fx.credential).await;
+        fx.server.wait_no_agent_connected().await;
+        let bearer = format!("Bearer {ADMIN}");
+        let path = TermFixture::path(CONTAINER, "cols=80&rows=24");
+        let (status, body) = Browser::connect(fx.server.addr, &path, &[("Authorization", &bearer)])
+            .await
+            .err()
+            .unwrap();
+        // Not a 401: the browser's token is good; B refused A.
+        assert_error(status, &body, 502, "replica_error");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("401"), "{message}");
+        b.stop().await;
+        fx.stop().await;
+    });
+}
