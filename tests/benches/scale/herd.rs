@@ -6,6 +6,8 @@
 //! it runs its agents (`fleet`) and prints a JSON line of its counters
 //! every [`REPORT`], the first once its agents have all registered or
 //! failed. It exits when its stdin closes, so no child outlives the bench.
+//! `CROPS_FLEET_PER_CHILD` lowers the share (to try the split with a
+//! small fleet).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -113,7 +115,11 @@ impl Herd {
         let file = dir.join("credentials");
         std::fs::write(&file, credentials.join("\n"))?;
         let total = credentials.len();
-        let children = total.div_ceil(PER_CHILD).max(1);
+        let per_child = std::env::var("CROPS_FLEET_PER_CHILD")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(PER_CHILD, |n| n.clamp(1, PER_CHILD));
+        let children = total.div_ceil(per_child).max(1);
         let exe = std::env::current_exe()?;
         let mut herd = Herd {
             children: Vec::new(),
