@@ -73,9 +73,13 @@ impl Postgres {
         Self::start_with(dir, false)
     }
 
-    /// [`Postgres::start`], with fsync on or off: a benchmark of durable
-    /// writes runs with it on, as an operator's server does.
-    pub fn start_with(dir: PathBuf, fsync: bool) -> Self {
+    /// As [`Postgres::start`], but durable as in production (`fsync` on,
+    /// `synchronous_commit` at its default): what a benchmark measures.
+    pub fn start_durable(dir: PathBuf) -> Self {
+        Self::start_with(dir, true)
+    }
+
+    fn start_with(dir: PathBuf, fsync: bool) -> Self {
         let bin = pg_binaries();
         std::fs::create_dir_all(&dir).unwrap();
         if is_root() {
@@ -112,17 +116,24 @@ impl Postgres {
             .arg(pg.dir.join("log"))
             .args(["-w", "-s", "-o", &options]);
         run_ok(start);
-        let mut psql = Command::new(pg.bin.join("psql"));
-        psql.args(["-X", "-q", "-h"]).arg(&pg.dir).args([
-            "-U",
-            "crops",
-            "-d",
-            "postgres",
-            "-c",
-            "CREATE DATABASE crops",
-        ]);
-        run_ok(psql);
+        pg.psql("postgres", "CREATE DATABASE crops");
         pg
+    }
+
+    /// Run `sql` with psql in database `db`; its output, unaligned and
+    /// without headers (`-At`).
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let mut psql = Command::new(self.bin.join("psql"));
+        psql.args(["-X", "-q", "-At", "-h"])
+            .arg(&self.dir)
+            .args(["-U", "crops", "-d", db, "-c", sql]);
+        run_ok(psql)
+    }
+
+    /// The postmaster's process id (the first line of `postmaster.pid`).
+    pub fn pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.dir.join("data/postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
     }
 
     /// The URL every replica is given.
@@ -160,10 +171,11 @@ pub fn chained(dir: &TestDir, tls: &Tls) -> Tls {
 }
 
 /// HAProxy's configuration: TCP to the replicas, least connections, a
-/// TLS check of `/readyz` every 500 ms (down after two failures).
-fn haproxy_config(port: u16, backends: &[u16]) -> String {
+/// TLS check of `/readyz` every 500 ms (down after two failures), at most
+/// `maxconn` connections (HAProxy takes two descriptors for each).
+fn haproxy_config(port: u16, backends: &[u16], maxconn: u32) -> String {
     let mut cfg = format!(
-        "global\n    maxconn 2000\n\
+        "global\n    maxconn {maxconn}\n\
          defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 1h\n    \
          timeout server 1h\n    retries 3\n    option redispatch\n\
          frontend crops\n    bind 127.0.0.1:{port}\n    default_backend replicas\n\
@@ -208,7 +220,7 @@ impl Replicas {
             })
             .collect();
         let ports: Vec<u16> = replicas.iter().map(|r| r.port).collect();
-        let (haproxy, port) = start_haproxy(&dir, &ports);
+        let (haproxy, port) = start_haproxy(&dir.0, &ports, 2000);
         let front = Orchestrator::behind(port, &tls, dir.path("haproxy.log"));
         let api = Https::new(&tls.ca, port, &front.admin_token);
         let r = Replicas {
@@ -254,17 +266,18 @@ impl Replicas {
 }
 
 /// HAProxy on a port the kernel just handed out (tried again if another
-/// process took it in between); in the foreground, as our child.
-fn start_haproxy(dir: &TestDir, backends: &[u16]) -> (Child, u16) {
+/// process took it in between); in the foreground, as our child, its
+/// configuration and log in `dir`.
+pub fn start_haproxy(dir: &Path, backends: &[u16], maxconn: u32) -> (Child, u16) {
     for _ in 0..5 {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let cfg = dir.path("haproxy.cfg");
-        std::fs::write(&cfg, haproxy_config(port, backends)).unwrap();
-        let log = std::fs::File::create(dir.path("haproxy.log")).unwrap();
+        let cfg = dir.join("haproxy.cfg");
+        std::fs::write(&cfg, haproxy_config(port, backends, maxconn)).unwrap();
+        let log = std::fs::File::create(dir.join("haproxy.log")).unwrap();
         let mut child = Command::new("haproxy")
             .arg("-db")
             .arg("-f")
@@ -288,7 +301,7 @@ fn start_haproxy(dir: &TestDir, backends: &[u16]) -> (Child, u16) {
     }
     panic!(
         "HAProxy would not start:\n{}",
-        std::fs::read_to_string(dir.path("haproxy.log")).unwrap_or_default()
+        std::fs::read_to_string(dir.join("haproxy.log")).unwrap_or_default()
     );
 }
 

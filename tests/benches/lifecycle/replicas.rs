@@ -124,7 +124,7 @@ fn round(api: &mut Conn<'_>, tenant: &str, worker: &str, name: &str) -> [Duratio
 pub fn run(n: usize, redb: &[Vec<f64>], agent_env: Vec<(String, String)>) {
     let dir = TestDir::new("bench-replicas");
     let tls = Tls::new(&dir);
-    let pg = Postgres::start_with(dir.path("pg"), true);
+    let pg = Postgres::start_durable(dir.path("pg"));
     let served = chained(&dir, &tls);
     // Each advertises its listener's address, https://127.0.0.1:PORT.
     let replica = |id: &str| {

@@ -50,9 +50,12 @@ pub enum ClientError {
     NoListen,
 }
 
-/// PEM files of a CA and a server certificate for 127.0.0.1.
+/// A CA and a server certificate for 127.0.0.1: the certificate file is
+/// the chain (leaf, then CA), since replicas verify each other against
+/// their own certificate file; the CA alone, DER, for the fleet's children.
 pub struct Certs {
     pub ca_der: CertificateDer<'static>,
+    pub ca_file: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
 }
@@ -71,26 +74,39 @@ impl Certs {
             .expect("leaf");
         let certs = Self {
             ca_der: ca.der().clone(),
+            ca_file: dir.join("ca.der"),
             cert: dir.join("server.pem"),
             key: dir.join("server.key"),
         };
-        std::fs::write(&certs.cert, leaf.pem()).expect("write cert");
+        std::fs::write(&certs.ca_file, ca.der()).expect("write CA");
+        std::fs::write(&certs.cert, leaf.pem() + &ca.pem()).expect("write cert");
         std::fs::write(&certs.key, leaf_key.serialize_pem()).expect("write key");
         certs
     }
 
+    /// The connector of a process that has only the CA's file.
+    pub fn connector_from(ca_file: &Path) -> std::io::Result<TlsConnector> {
+        let ca = CertificateDer::from(std::fs::read(ca_file)?);
+        Ok(connector(ca))
+    }
+
     /// A rustls connector trusting only this CA.
     pub fn connector(&self) -> TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca_der.clone()).expect("CA is valid");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        TlsConnector::from(Arc::new(config))
+        connector(self.ca_der.clone())
     }
+}
+
+/// A rustls connector trusting only `ca`.
+fn connector(ca: CertificateDer<'static>) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).expect("CA is valid");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
 }
 
 /// The orchestrator child process; killed when dropped.
@@ -100,12 +116,18 @@ pub struct Orchestrator {
 }
 
 impl Orchestrator {
-    /// `serve` with TLS on 127.0.0.1:0 and 10 s heartbeats; returns once it listens.
-    pub fn start(bin: &Path, data: &Path, certs: &Certs, admin: &str) -> Result<Self, ClientError> {
+    /// `serve` with TLS on 127.0.0.1:0 and 10 s heartbeats, its state where
+    /// `store` says (`--data DIR`, or `--database URL --replica-id rN`
+    /// and a `--data` for local caches); returns once it listens.
+    pub fn start(
+        bin: &Path,
+        store: &[std::ffi::OsString],
+        certs: &Certs,
+        admin: &str,
+    ) -> Result<Self, ClientError> {
         let mut child = Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--heartbeat-secs", "10"])
-            .arg("--data")
-            .arg(data)
+            .args(store)
             .arg("--tls-cert")
             .arg(&certs.cert)
             .arg("--tls-key")
@@ -257,6 +279,17 @@ impl Api {
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(())
     }
+}
+
+/// `Pss` of a process (its private memory plus its share of what it
+/// shares, so a sum over processes counts shared memory once), in KiB.
+pub fn pss_kib(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    rollup
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// `VmRSS` of a process, in KiB.
