@@ -65,6 +65,7 @@ pub use terminals::TerminalRecord;
 pub use tokens::MemberToken;
 pub use usage::TenantUsage;
 pub use workers::{Admitted, Enrolment, FleetEnrolment, WorkerFlags, WorkerMode};
+pub use write::TenantTurn;
 
 /// Tenant id -> [`Tenant`] (JSON).
 const TENANTS: TableDefinition<&str, &str> = TableDefinition::new("tenants");

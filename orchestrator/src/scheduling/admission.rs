@@ -19,8 +19,11 @@
 //! share the database. Within one process, calls for one tenant also take
 //! turns ([`turn`]): without that, N simultaneous creates of a tenant would
 //! decide N times on the same usage and all but one decide again, N² policy
-//! calls for a burst. The turn is only about wasted work, never about
-//! correctness.
+//! calls for a burst. Replicas sharing PostgreSQL also take the tenant's
+//! turn in the database (`Store::tenant_turn`): without it, enrolments of
+//! one tenant spread over three replicas kept losing to each other until
+//! some were refused after [`ROUNDS`] (issue 14's benchmark). The turns
+//! are only about wasted work, never about correctness.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -176,6 +179,7 @@ pub async fn insert(
     let (task_app, tenant) = (Arc::clone(app), tenant.clone());
     app.store
         .call(move |s| {
+            let _db_turn = s.tenant_turn(&tenant.id)?;
             let ask = Ask::Create {
                 request: &request,
                 record: &record,
@@ -230,6 +234,7 @@ pub async fn enrol(
     let task_app = Arc::clone(app);
     app.store
         .call(move |s| {
+            let _db_turn = tenant_id.as_deref().map(|t| s.tenant_turn(t)).transpose()?;
             let now = now_ms();
             // Decide on a snapshot first, so the enrolment's transaction
             // normally finds the usage unchanged and writes at once.

@@ -98,6 +98,32 @@ impl Store {
     }
 }
 
+/// A tenant's turn to admit, across every replica ([`Store::tenant_turn`]);
+/// given back when dropped.
+#[derive(Debug)]
+#[must_use = "the turn is given back when dropped"]
+pub struct TenantTurn(#[allow(dead_code)] Option<super::engine::postgres::Turn>);
+
+impl Store {
+    /// Wait for `tenant_id`'s turn to admit, among the processes sharing
+    /// this store (`scheduling::admission`): on PostgreSQL a lock of the
+    /// database's, held on a connection of its own until the turn is
+    /// dropped; redb has one process, whose own turn is enough. Admission
+    /// is decided outside the write that checks it, so without a turn the
+    /// replicas would keep deciding on a usage another one just changed.
+    /// Only about wasted work: the write's own check keeps the plan.
+    pub fn tenant_turn(&self, tenant_id: &str) -> Result<TenantTurn, StoreError> {
+        match &self.db {
+            super::engine::Engine::Redb(_) => Ok(TenantTurn(None)),
+            super::engine::Engine::Postgres(pg) => {
+                let key = format!("tenant/{tenant_id}");
+                let turn = pg.turn(&key).map_err(StoreError::Postgres)?;
+                Ok(TenantTurn(Some(turn)))
+            }
+        }
+    }
+}
+
 /// A random pause before attempt `attempt + 1`.
 fn pause(attempt: u32) -> Duration {
     let bound = Duration::from_millis(1 << attempt.min(5)).min(MAX_PAUSE);

@@ -50,6 +50,9 @@ const MIGRATIONS: &[&str] = &[
 /// a call waits before a database that is down is answered with 503.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Tenants whose turn one replica can hold at once ([`Pg::turn`]).
+const TURN_CONNECTIONS: u32 = 8;
+
 /// How long [`Pg::probe`] waits for a connection of its own.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -101,10 +104,48 @@ impl PgError {
     }
 }
 
+/// The first key of every turn's lock ("crop" in ASCII).
+const TURN_CLASS: i32 = 0x6372_6f70;
+
+/// A turn held ([`Pg::turn`]); given back when dropped.
+pub struct Turn {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+    key: String,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let unlocked = block(
+            sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+                .bind(TURN_CLASS)
+                .bind(&self.key)
+                .execute(&mut *conn),
+        );
+        if let Err(error) = unlocked {
+            // Closing the session gives the lock back.
+            tracing::warn!(%error, "a turn was not given back; its connection is closed");
+            conn.close_on_drop();
+        }
+    }
+}
+
+impl std::fmt::Debug for Turn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Turn").field("key", &self.key).finish()
+    }
+}
+
 /// A pool of connections to one database.
 #[derive(Debug)]
 pub struct Pg {
     pool: PgPool,
+    /// Connections that hold tenants' turns ([`Pg::turn`]), apart from
+    /// `pool`: a holder then needs `pool` for its writes, and drawing both
+    /// from one pool could leave every connection held by a waiting turn.
+    turns: PgPool,
     /// How to open a connection of its own, outside the pool ([`Pg::probe`]);
     /// boxed: it is large, and the engine enum holds a `Pg` inline.
     options: Box<PgConnectOptions>,
@@ -145,8 +186,13 @@ impl Pg {
                 .connect_with(options.clone()),
         )
         .map_err(|e| PgError::Connect(redacted(url), e))?;
+        let turns = PgPoolOptions::new()
+            .max_connections(TURN_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options.clone());
         let pg = Self {
             pool,
+            turns,
             options: Box::new(options),
         };
         block(pg.migrate())?;
@@ -224,6 +270,24 @@ impl Pg {
         exclusive: bool,
     ) -> Result<Txn, PgError> {
         Ok(Txn::begin(&self.pool, Begin::Write { durable, exclusive })?)
+    }
+
+    /// The turn named `key`, across every replica: held until the [`Turn`]
+    /// is dropped, on a connection of its own (a session advisory lock in
+    /// the two-key space, apart from the writers' one-key lock).
+    pub(in crate::store) fn turn(&self, key: &str) -> Result<Turn, PgError> {
+        let mut conn = block(self.turns.acquire())?;
+        block(
+            sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
+                .bind(TURN_CLASS)
+                .bind(key)
+                .execute(&mut *conn),
+        )
+        .inspect_err(|_| conn.close_on_drop())?;
+        Ok(Turn {
+            conn: Some(conn),
+            key: key.to_owned(),
+        })
     }
 
     /// A REPEATABLE READ snapshot.

@@ -241,3 +241,46 @@ fn a_revoked_worker_reads_as_revoked_and_frees_its_plan_slot() {
         );
     });
 }
+
+/// A tenant's turn to admit is one across replicas (PostgreSQL): while
+/// one replica holds it, another's waits (seen in the server's own lock
+/// table), and gets it once the first gives it back; another tenant's
+/// turn is free meanwhile.
+#[test]
+fn a_tenants_turn_is_held_by_one_replica_at_a_time() {
+    let url = crate::postgres::database();
+    let db = crate::postgres::name_of(&url).to_owned();
+    let a = Store::connect(&url, 4).unwrap();
+    let b = Store::connect(&url, 4).unwrap();
+    let held = a.tenant_turn("acme").unwrap();
+    drop(b.tenant_turn("other").unwrap());
+    let waiting = |db: &str| {
+        crate::postgres::server().psql(
+            db,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        )
+    };
+    let given_back = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let got = s.spawn(|| {
+            let turn = b.tenant_turn("acme").unwrap();
+            let after = given_back.load(std::sync::atomic::Ordering::SeqCst);
+            drop(turn);
+            after
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while waiting(&db).trim() != "1" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "b never waited for the turn"
+            );
+            std::thread::yield_now();
+        }
+        given_back.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(held);
+        assert!(
+            got.join().unwrap(),
+            "b got the turn only after a gave it back"
+        );
+    });
+}
