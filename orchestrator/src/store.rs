@@ -372,7 +372,7 @@ impl Store {
 
     /// The stored admin token hash (hex), if one was ever set.
     pub fn admin_token_hash(&self) -> Result<Option<String>, StoreError> {
-        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let txn = self.db.begin_read_one().map_err(failed("begin a read"))?;
         let table = txn.open_table(META).map_err(failed("open meta"))?;
         table
             .get(ADMIN_TOKEN_HASH)

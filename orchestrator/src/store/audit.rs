@@ -203,11 +203,9 @@ impl Store {
             let mut intents = txn
                 .open_table(AUDIT_INTENTS)
                 .map_err(failed("open the audit intents"))?;
-            let mut next_intent = intents
-                .last()
-                .map_err(failed("read the audit intents' end"))?
-                .map_or(0, |(k, _)| k)
-                + 1;
+            // Read only by a batch that records an intent (a round trip
+            // on PostgreSQL).
+            let mut next_intent = None;
             let mut written = Vec::with_capacity(writes.len());
             for write in &writes {
                 match write {
@@ -220,8 +218,17 @@ impl Store {
                         written.push(AuditWritten::Appended(log.append(entry.clone())?));
                     }
                     AuditWrite::Intent(entry) => {
-                        let id = next_intent;
-                        next_intent += 1;
+                        let id = match next_intent {
+                            Some(id) => id,
+                            None => {
+                                intents
+                                    .last()
+                                    .map_err(failed("read the audit intents' end"))?
+                                    .map_or(0, |(k, _)| k)
+                                    + 1
+                            }
+                        };
+                        next_intent = Some(id + 1);
                         intents
                             .insert(id, encode(entry).as_str())
                             .map_err(failed("record an audit intent"))?;

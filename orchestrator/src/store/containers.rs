@@ -186,7 +186,7 @@ impl Store {
     }
 
     pub fn get_container(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let txn = self.db.begin_read_one().map_err(failed("begin a read"))?;
         let containers = txn
             .open_table(CONTAINERS)
             .map_err(failed("open containers"))?;

@@ -99,6 +99,18 @@ impl Engine {
         })
     }
 
+    /// A read transaction for exactly one point read (one `get`): on
+    /// PostgreSQL one round trip instead of three (no BEGIN and ROLLBACK
+    /// around it); a lone statement sees one commit, as a snapshot would.
+    /// A second statement in it would see a later commit, so it must not
+    /// have one.
+    pub(super) fn begin_read_one(&self) -> Result<ReadTxn, EngineError> {
+        Ok(match self {
+            Self::Redb(db) => ReadTxn::Redb(db.begin_read()?),
+            Self::Postgres(pg) => ReadTxn::Postgres(pg.begin_read_one()?),
+        })
+    }
+
     pub(super) fn begin_read(&self) -> Result<ReadTxn, EngineError> {
         Ok(match self {
             Self::Redb(db) => ReadTxn::Redb(db.begin_read()?),

@@ -89,7 +89,7 @@ impl Plan {
 
 impl Store {
     pub fn get_tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
-        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let txn = self.db.begin_read_one().map_err(failed("begin a read"))?;
         let tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
         get_json(&tenants, "tenants", id)
     }

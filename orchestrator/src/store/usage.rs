@@ -179,7 +179,7 @@ pub(super) fn recount(txn: &WriteTxn) -> Result<(), StoreError> {
 impl Store {
     /// What `tenant_id` holds now (one key; zero for an unknown tenant).
     pub fn tenant_usage(&self, tenant_id: &str) -> Result<TenantUsage, StoreError> {
-        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let txn = self.db.begin_read_one().map_err(failed("begin a read"))?;
         let table = txn
             .open_table(TENANT_USAGE)
             .map_err(failed("open tenant usage"))?;

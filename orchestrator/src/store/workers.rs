@@ -183,7 +183,7 @@ impl Store {
     /// The join token stored under `hash_hex`, if any (used or not): read
     /// before an enrolment to find the tenant whose plan admits the worker.
     pub fn get_join_token(&self, hash_hex: &str) -> Result<Option<JoinToken>, StoreError> {
-        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let txn = self.db.begin_read_one().map_err(failed("begin a read"))?;
         let tokens = txn
             .open_table(JOIN_TOKENS)
             .map_err(failed("open join tokens"))?;
@@ -350,7 +350,7 @@ impl Store {
     }
 
     pub fn get_worker(&self, id: &str) -> Result<Option<Worker>, StoreError> {
-        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
+        let txn = self.db.begin_read_one().map_err(failed("begin a read"))?;
         let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
         get_json(&workers, "workers", id)
     }

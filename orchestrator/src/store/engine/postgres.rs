@@ -290,6 +290,11 @@ impl Pg {
         })
     }
 
+    /// A read of one statement, outside any transaction ([`Begin::One`]).
+    pub(in crate::store) fn begin_read_one(&self) -> Result<Txn, PgError> {
+        Ok(Txn::begin(&self.pool, Begin::One)?)
+    }
+
     /// A REPEATABLE READ snapshot.
     pub(in crate::store) fn begin_read(&self) -> Result<Txn, PgError> {
         Ok(Txn::begin(&self.pool, Begin::Read)?)

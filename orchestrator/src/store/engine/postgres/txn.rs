@@ -32,7 +32,13 @@ macro_rules! turn {
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Begin {
     Read,
-    Write { durable: bool, exclusive: bool },
+    /// One statement, no transaction around it (it sees the last commit,
+    /// as a snapshot would): a point read in one round trip, not three.
+    One,
+    Write {
+        durable: bool,
+        exclusive: bool,
+    },
 }
 
 /// One transaction on one pooled connection; rolled back when dropped
@@ -43,6 +49,8 @@ pub struct Txn {
     conn: RefCell<Option<PoolConnection<Postgres>>>,
     /// Holds `TURN` exclusively for its session: released after the end.
     exclusive: bool,
+    /// [`Begin::One`]: no transaction was begun, so none is ended.
+    one: bool,
 }
 
 impl Txn {
@@ -62,6 +70,13 @@ impl Txn {
     fn begin_once(pool: &PgPool, kind: Begin) -> Result<Self, sqlx::Error> {
         let mut conn = block(pool.acquire())?;
         let (sql, exclusive) = match kind {
+            Begin::One => {
+                return Ok(Self {
+                    conn: RefCell::new(Some(conn)),
+                    exclusive: false,
+                    one: true,
+                })
+            }
             Begin::Read => ("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", false),
             Begin::Write { durable, exclusive } => {
                 if exclusive {
@@ -97,6 +112,7 @@ impl Txn {
         let txn = Self {
             conn: RefCell::new(Some(conn)),
             exclusive,
+            one: false,
         };
         txn.simple(sql)?;
         Ok(txn)
@@ -113,6 +129,10 @@ impl Txn {
     /// exclusive turn. A connection left in an unknown state (a failed
     /// end, a turn not given back) is closed, never returned to the pool.
     fn end(&self, sql: &'static str) -> Result<(), sqlx::Error> {
+        if self.one {
+            self.conn.borrow_mut().take();
+            return Ok(());
+        }
         let ended = self.simple(sql);
         let released = if self.exclusive {
             self.simple(UNLOCK)
@@ -148,10 +168,15 @@ impl Txn {
             Box<dyn std::future::Future<Output = Result<T, sqlx::Error>> + 'c>,
         >,
     ) -> Result<T, PgError> {
+        let ended = || PgError::Corrupt("transaction already ended (or its one read done)".into());
+        if self.one {
+            // Its one statement; the connection goes back to the pool, and
+            // a second statement is refused (it would see another commit).
+            let mut conn = self.conn.borrow_mut().take().ok_or_else(ended)?;
+            return Ok(block(f(&mut conn))?);
+        }
         let mut conn = self.conn.borrow_mut();
-        let conn = conn
-            .as_mut()
-            .ok_or_else(|| PgError::Corrupt("transaction already ended".into()))?;
+        let conn = conn.as_mut().ok_or_else(ended)?;
         Ok(block(f(conn))?)
     }
 }
