@@ -34,6 +34,7 @@ mod identity;
 mod policies;
 mod records;
 mod replicas;
+mod rotation;
 mod tenants;
 mod terminals;
 mod tokens;
