@@ -109,6 +109,11 @@ fn connector(ca: CertificateDer<'static>) -> TlsConnector {
     TlsConnector::from(Arc::new(config))
 }
 
+/// `CROPS_SCALE_SERVE_ARGS`: options added to every `serve` of the run.
+fn serve_args() -> String {
+    std::env::var("CROPS_SCALE_SERVE_ARGS").unwrap_or_default()
+}
+
 /// The orchestrator child process; killed when dropped.
 pub struct Orchestrator {
     pub child: Child,
@@ -133,6 +138,10 @@ impl Orchestrator {
             .arg("--tls-key")
             .arg(&certs.key)
             .args(["--admin-token", admin])
+            // More `serve` options for every orchestrator of the run, e.g.
+            // `--max-unauthenticated-per-source 4096` (the simulated fleet
+            // comes from one address, as agents behind a balancer do).
+            .args(serve_args().split_whitespace())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or("warn".into()),

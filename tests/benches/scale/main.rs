@@ -29,6 +29,9 @@
 //!
 //! `CROPS_SCALE_TOPOLOGIES=redb` gives the issue 4 section alone (its
 //! fleet of 10,000 on one redb orchestrator), comparable with earlier runs.
+//! `CROPS_SCALE_SERVE_ARGS` adds `serve` options to every orchestrator,
+//! e.g. `--max-unauthenticated-per-source 4096`: the simulated fleet comes
+//! from one address, as agents behind a TCP balancer do.
 //!
 //! Run: `tests/bench-fleet.sh` (raises the open-files limit, builds, runs;
 //! `CROPS_NO_BUILD=1` reuses the release build), or `cargo bench -p
