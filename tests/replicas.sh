@@ -5,9 +5,10 @@
 # when root), three `serve --database ... --replica-id rN --advertise
 # https://127.0.0.1:PORT` replicas sharing one admin token and one TLS
 # certificate (its chain file carries the throw-away CA, so the replicas
-# verify each other), HAProxy in TCP mode in front (least connections, a
-# TLS check of /readyz), then enrols the static agent through the balancer
-# and starts it. `tests/replicas.sh down` stops it all. State under
+# verify each other; every agent comes from HAProxy's address, so the
+# per-source cap on unauthenticated connections is the whole cap),
+# HAProxy in TCP mode in front (least connections, a TLS check of
+# /readyz), then enrols the static agent through the balancer and starts it. `tests/replicas.sh down` stops it all. State under
 # .run/replicas/; delete it to start over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,6 +57,7 @@ for i in 1 2 3; do
     "$ORCH" serve --listen "127.0.0.1:$port" --data "$RUN/r$i/data" --database "$DB" \
         --replica-id "r$i" --advertise "https://127.0.0.1:$port" \
         --tls-cert "$RUN/tls/chain.pem" --tls-key "$RUN/tls/server.key" \
+        --max-unauthenticated 256 --max-unauthenticated-per-source 256 \
         >"$RUN/r$i/out" 2>"$RUN/r$i.log" &
     echo $! >"$RUN/r$i.pid"
     for _ in $(seq 100); do
