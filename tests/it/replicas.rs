@@ -7,34 +7,16 @@
 //! offline.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::fleet::{podman_inspect, podman_lines, test_image};
+use crate::fleet::{podman_inspect, podman_lines, test_image, TenantCleanup};
 use crate::harness::*;
 use crate::http::{Answer, Https};
 use crops_e2e::replicas::Replicas;
-
-/// Removes what the test's tenant left on Podman, on a panic too.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let label = format!("label=crops.tenant={}", self.0);
-        let ids = podman_lines(&["ps", "-aq", "--filter", &label]);
-        if !ids.is_empty() {
-            let _ = Command::new("podman")
-                .args(["rm", "-f", "-t", "0"])
-                .args(&ids)
-                .env("CONTAINERS_CONF", containers_conf())
-                .output();
-        }
-    }
-}
 
 /// An acknowledged mutating call: its audit action and container id.
 type Acked = (String, String);
@@ -89,7 +71,7 @@ fn calls_and_agents_survive_a_replica_killed_behind_the_balancer() {
     // One tenant on a plan without limits (the free plan allows one
     // worker and three containers).
     let tenant = r.front.create_tenant("replicas");
-    let _cleanup = Cleanup(tenant.clone());
+    let _cleanup = TenantCleanup(tenant.clone());
     let unlimited =
         json!({"name": "custom", "workers": null, "concurrentContainers": null, "historyDays": 1});
     let p = r.api.request(

@@ -162,18 +162,28 @@ pub fn podman_inspect(engine_or_name: &str) -> Value {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        let ids = podman_lines(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=crops.tenant={}", self.tenant),
-        ]);
-        if !ids.is_empty() {
-            let mut c = Command::new("podman");
-            c.args(["rm", "-f", "-t", "0"])
-                .args(&ids)
-                .env("CONTAINERS_CONF", containers_conf());
-            let _ = c.output();
-        }
+        remove_tenant_containers(&self.tenant);
+    }
+}
+
+/// Remove every container Podman holds for `tenant` (its managed label).
+pub fn remove_tenant_containers(tenant: &str) {
+    let label = format!("label=crops.tenant={tenant}");
+    let ids = podman_lines(&["ps", "-aq", "--filter", &label]);
+    if !ids.is_empty() {
+        let mut c = Command::new("podman");
+        c.args(["rm", "-f", "-t", "0"])
+            .args(&ids)
+            .env("CONTAINERS_CONF", containers_conf());
+        let _ = c.output();
+    }
+}
+
+/// Removes what a tenant left on Podman when dropped, on a panic too.
+pub struct TenantCleanup(pub String);
+
+impl Drop for TenantCleanup {
+    fn drop(&mut self) {
+        remove_tenant_containers(&self.0);
     }
 }

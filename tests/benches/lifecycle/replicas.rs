@@ -8,13 +8,12 @@
 //! process the agent ran, on redb (the first section), on PostgreSQL on
 //! the agent's replica, and across replicas, with cross minus same.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crops_e2e::fleet::{podman_lines, test_image};
-use crops_e2e::harness::{containers_conf, AgentCmd, Orchestrator, TestDir, Tls};
+use crops_e2e::fleet::{test_image, TenantCleanup};
+use crops_e2e::harness::{AgentCmd, Orchestrator, TestDir, Tls};
 use crops_e2e::http::{Answer, Conn, Https};
 use crops_e2e::replicas::{chained, Postgres};
 
@@ -56,27 +55,6 @@ fn ms(d: Duration) -> f64 {
 enum Via {
     Same,
     Cross,
-}
-
-/// Every managed container of the bench's tenant, removed on drop.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let ids = podman_lines(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=crops.tenant={}", self.0),
-        ]);
-        if !ids.is_empty() {
-            let _ = Command::new("podman")
-                .args(["rm", "-f", "-t", "0"])
-                .args(&ids)
-                .env("CONTAINERS_CONF", containers_conf())
-                .output();
-        }
-    }
 }
 
 /// One round's five calls on `api`; the API time of each.
@@ -138,7 +116,7 @@ pub fn run(n: usize, redb: &[Vec<f64>], agent_env: Vec<(String, String)>) {
     };
     let (a, b) = (replica("A"), replica("B"));
     let tenant = b.create_tenant("bench-replicas");
-    let _cleanup = Cleanup(tenant.clone());
+    let _cleanup = TenantCleanup(tenant.clone());
     let token = b.join_token(&tenant);
     let mut cmd = AgentCmd::native();
     cmd.env = agent_env;
