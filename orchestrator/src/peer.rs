@@ -3,12 +3,13 @@
 //!
 //! A call on replica A for a worker owned by replica B (the `owner` of the
 //! worker's record, B's `address` in its replica record, read in one
-//! transaction) goes to B over HTTP as one [`RelayRequest`] naming the
-//! ownership epoch A read. B sends it on its connection of that epoch only
-//! (`Hub::relay`), never on to a third replica, and answers with the
-//! worker's reply and the events that came before it, or [`RelayAnswer::Moved`]
-//! when it no longer holds that connection; A then reads the owner again,
-//! once. A audits, counts and settles the call as if the agent were its
+//! transaction and remembered: `routes`) goes to B over HTTP as one
+//! [`RelayRequest`] naming the ownership epoch A read. B sends it on its
+//! connection of that epoch only (`Hub::relay`), never on to a third
+//! replica, and answers with the worker's reply and the events that came
+//! before it, or [`RelayAnswer::Moved`] when it no longer holds that
+//! connection; A then forgets the route and reads the owner again (twice
+//! at most). A audits, counts and settles the call as if the agent were its
 //! own: the replica that took the call is the one that records it.
 //!
 //! Replicas authenticate to each other with a key derived from the admin
@@ -19,6 +20,7 @@
 //! one certificate, or a self-signed one, trust each other).
 
 mod link;
+mod routes;
 mod terminal;
 
 use std::collections::HashMap;
@@ -35,9 +37,10 @@ use serde_json::value::RawValue;
 
 use crate::http::ApiError;
 use crate::hub::{HubError, Remote};
-use crate::store::{Ownership, ReplicaRecord, Store, StoreError};
-use crate::{auth, now_ms};
+use crate::store::Store;
+use crate::auth;
 use link::{Link, LinkError};
+use routes::Routes;
 pub(crate) use terminal::{DialError, Dialed, PeerSocket, PRINCIPAL_HEADER};
 
 /// The route a replica relays a command to another through.
@@ -185,10 +188,8 @@ pub(crate) fn authenticate(app: &crate::App, headers: &hyper::HeaderMap) -> Resu
 
 /// This replica's links to the others.
 pub(crate) struct Peers {
-    store: Arc<Store>,
-    replica_id: String,
-    /// A replica whose beat is older than this is taken for dead.
-    fresh_ms: u64,
+    /// Which replica owns each worker called lately (`routes`).
+    routes: Routes,
     connector: futures_rustls::TlsConnector,
     /// `Bearer <peer key>`: what this replica presents, and the one key
     /// its peer routes accept.
@@ -209,9 +210,7 @@ impl Peers {
         let auth = HeaderValue::try_from(format!("Bearer {}", token(admin_hash)))
             .unwrap_or_else(|_| unreachable!("hex is a valid header value"));
         Ok(Self {
-            store,
-            replica_id,
-            fresh_ms,
+            routes: Routes::new(store, replica_id, fresh_ms),
             connector: crate::tls::connector(own_cert)?,
             auth,
             links: Mutex::new(HashMap::new()),
@@ -224,41 +223,17 @@ impl Peers {
         key.is_some_and(|key| auth::constant_time_eq(key, given.as_bytes()))
     }
 
-    /// Where a call for `worker_id` goes: its owner and a link to it, if
-    /// another live replica with an address owns it; the store's error if
-    /// the owner cannot be read (not "offline": the worker may be fine).
-    async fn route(&self, worker_id: &str) -> Result<Option<(Ownership, Arc<Link>)>, StoreError> {
-        let id = worker_id.to_owned();
-        let route = self.store.read_now(move |s| s.worker_route(&id)).await;
-        let Some((owner, replica)) = route? else {
-            return Ok(None);
-        };
-        Ok(self.reachable(worker_id, owner, replica))
-    }
-
-    /// The link to `owner`'s replica, if it is another, live, with an address.
-    fn reachable(
+    /// Where a call for `worker_id` goes, read now (not remembered: a
+    /// terminal or a socket to close wants the newest owner): its owner
+    /// and a link to it, if another live replica with an address owns it.
+    async fn route(
         &self,
         worker_id: &str,
-        owner: Ownership,
-        replica: Option<ReplicaRecord>,
-    ) -> Option<(Ownership, Arc<Link>)> {
-        if owner.replica == self.replica_id {
-            return None;
-        }
-        let Some(ReplicaRecord {
-            address: Some(address),
-            beat_ms,
-            ..
-        }) = replica
-        else {
-            tracing::warn!(worker_id, replica = %owner.replica, "the owning replica has no address");
-            return None;
+    ) -> Result<Option<(crate::store::Ownership, Arc<Link>)>, crate::store::StoreError> {
+        let Some(route) = self.routes.read(worker_id).await? else {
+            return Ok(None);
         };
-        if now_ms().saturating_sub(beat_ms) > self.fresh_ms {
-            return None;
-        }
-        Some((owner, self.link(&address)?))
+        Ok(self.link(&route.address).map(|link| (route.owner, link)))
     }
 
     fn link(&self, address: &str) -> Option<Arc<Link>> {
@@ -291,18 +266,32 @@ impl Peers {
             worker_id: worker_id.to_owned(),
         };
         let command = message(Envelope::request("relay", body).encode());
-        // Moved: the owner changed after it was read; read it once more.
-        for _ in 0..2 {
-            let route = self
-                .route(worker_id)
-                .await
-                .map_err(|source| HubError::Store {
-                    worker_id: worker_id.to_owned(),
-                    source,
-                })?;
-            let Some((owner, link)) = route else {
+        let store_error = |source| HubError::Store {
+            worker_id: worker_id.to_owned(),
+            source,
+        };
+        // The remembered owner first; the store's when there is none, or
+        // when the remembered one moved or cannot be reached (the command
+        // was not sent); and once more when the owner read moved since.
+        let mut next = self.routes.remembered(worker_id).map(|r| (r, true));
+        let mut reads_left = 2;
+        loop {
+            let (route, remembered) = match next.take() {
+                Some(found) => found,
+                None if reads_left > 0 => {
+                    reads_left -= 1;
+                    match self.routes.read(worker_id).await.map_err(store_error)? {
+                        Some(route) => (route, false),
+                        None => return Err(offline()),
+                    }
+                }
+                None => return Err(offline()),
+            };
+            let Some(link) = self.link(&route.address) else {
+                self.routes.forget(worker_id, &route);
                 return Err(offline());
             };
+            let owner = &route.owner;
             let request = RelayRequest {
                 worker_id: worker_id.to_owned(),
                 epoch: owner.epoch,
@@ -336,7 +325,10 @@ impl Peers {
                         body => Ok(body),
                     };
                 }
-                Ok((Outcome::Moved, _)) => continue,
+                Ok((Outcome::Moved, _)) => {
+                    self.routes.forget(worker_id, &route);
+                    continue;
+                }
                 Ok((Outcome::Failed, RelayAnswer { kind, detail, .. })) => {
                     let detail = detail.unwrap_or_default();
                     return Err(match kind.unwrap_or(Failure::Internal) {
@@ -376,12 +368,17 @@ impl Peers {
                     });
                 }
                 Err(error) => {
+                    self.routes.forget(worker_id, &route);
+                    // Not sent: an owner remembered from before may have
+                    // died, and the worker registered elsewhere since.
+                    if remembered && matches!(error, LinkError::Connect { .. }) {
+                        continue;
+                    }
                     tracing::warn!(worker_id, replica = %owner.replica, %error, "cannot relay a command");
                     return Err(offline());
                 }
             }
         }
-        Err(offline())
     }
 
     async fn close_remote(&self, worker_id: &str, code: u16, reason: &str) -> bool {

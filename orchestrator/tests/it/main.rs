@@ -31,6 +31,7 @@ mod replicas;
 mod restart;
 mod routing;
 mod routing_faults;
+mod routing_moves;
 mod scheduling;
 mod store_contract;
 mod terminals;

@@ -68,8 +68,13 @@ pub async fn failover(dep: &mut Deployment, held: &Held, certs: &Certs, admin: &
         .zip(commits0)
         .map(|(a, b)| a.saturating_sub(b));
     let mut on_each = Vec::new();
+    let mut conflicts = (0u64, 0u64);
     for &i in &survivors {
         let text = scrape(dep, i, certs, admin).await;
+        let series = |outcome| format!("crops_store_write_conflicts_total{{outcome=\"{outcome}\"}}");
+        let count = |outcome| metric(&text, &series(outcome)).parse::<u64>().unwrap_or(0);
+        conflicts.0 += count("retried");
+        conflicts.1 += count("gave_up");
         let fleet = after.connected.get(i).copied().unwrap_or(0);
         on_each.push(format!(
             "{} {fleet} / {}",
@@ -120,6 +125,10 @@ pub async fn failover(dep: &mut Deployment, held: &Held, certs: &Certs, admin: &
     if let Some(commits) = commits {
         println!("| PostgreSQL transactions committed in that time | {commits} |");
     }
+    println!(
+        "| survivors' writes that lost a conflict and ran again alone / gave up (since start) | {} / {} |",
+        conflicts.0, conflicts.1
+    );
     let new: Vec<&String> = after
         .reasons
         .iter()
