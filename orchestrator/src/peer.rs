@@ -35,10 +35,10 @@ use protocol::{Body, Envelope};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::auth;
 use crate::http::ApiError;
 use crate::hub::{HubError, Remote};
 use crate::store::Store;
-use crate::auth;
 use link::{Link, LinkError};
 use routes::Routes;
 pub(crate) use terminal::{DialError, Dialed, PeerSocket, PRINCIPAL_HEADER};

@@ -19,19 +19,6 @@ use crate::store::{Reconciled, StoreError};
 /// (and logged). Far above what one machine runs.
 const MAX_INVENTORY: usize = 10_000;
 
-/// Why a reconcile could not run.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum ReconcileError {
-    #[error("worker {worker_id} has no record")]
-    UnknownWorker { worker_id: String },
-    #[error("cannot reconcile the inventory of worker {worker_id}: {source}")]
-    Store {
-        worker_id: String,
-        #[source]
-        source: Box<StoreError>,
-    },
-}
-
 impl Conn {
     /// Reconcile the records of this worker with its inventory. Failures are
     /// logged; the connection goes on (the next accept brings a new inventory).
@@ -64,33 +51,18 @@ impl Conn {
         let outcome = self
             .app
             .store
-            .call(move |s| -> Result<Vec<Reconciled>, ReconcileError> {
-                let store_err = |source| ReconcileError::Store {
-                    worker_id: id.clone(),
-                    source: Box::new(source),
-                };
-                let worker = s.get_worker(&id).map_err(store_err)?.ok_or_else(|| {
-                    ReconcileError::UnknownWorker {
-                        worker_id: id.clone(),
-                    }
-                })?;
-                let scope = worker.tenant_scope().map(str::to_owned);
-                s.reconcile(&id, epoch, scope.as_deref(), &items, since, now_ms())
-                    .map_err(store_err)
-            })
+            .call(move |s| s.reconcile(&id, epoch, &items, since, now_ms()))
             .await;
         match outcome {
             Ok(report) => log_report(&worker_id, &report),
-            Err(ReconcileError::Store { source, .. })
-                if matches!(*source, StoreError::Fenced { .. }) =>
-            {
-                tracing::info!(%worker_id, error = %source, "inventory of a replaced connection ignored");
+            Err(error @ StoreError::Fenced { .. }) => {
+                tracing::info!(%worker_id, %error, "inventory of a replaced connection ignored");
                 return Err(close_with(
                     close::REPLACED,
                     "replaced by a newer connection",
                 ));
             }
-            Err(error) => tracing::error!(%error, "reconcile failed"),
+            Err(error) => tracing::error!(%worker_id, %error, "cannot reconcile the inventory"),
         }
         Ok(())
     }

@@ -279,8 +279,9 @@ impl Store {
     ///   the engine: it stays `creating`, noted, for a retry to send).
     /// * A `removed` record is final: an entry naming it is skipped.
     /// * Entries without a record are adopted when their tenant exists and
-    ///   is `allowed_tenant` (when that is `Some`: a byom worker serves only
-    ///   its own tenant); otherwise skipped.
+    ///   the worker serves it (a byom worker serves only its own tenant:
+    ///   [`Worker::tenant_scope`], of the record read in this transaction);
+    ///   otherwise skipped.
     /// * Entries naming a record of another worker or tenant are skipped.
     /// * Records written after `since_rev` (the [`super::stamp`] of this
     ///   connection's accept) are left alone: a command's result on this
@@ -288,12 +289,10 @@ impl Store {
     ///
     /// Refused with [`StoreError::Fenced`] unless the connection holding
     /// `epoch` still owns the worker (`store::replicas`).
-    #[allow(clippy::too_many_arguments)]
     pub fn reconcile(
         &self,
         worker_id: &str,
         epoch: u64,
-        allowed_tenant: Option<&str>,
         items: &[InventoryItem],
         since_rev: u64,
         now_ms: u64,
@@ -301,7 +300,8 @@ impl Store {
         self.write("commit a reconcile", |txn| {
             let mut report = Vec::new();
             let workers = txn.open_table(WORKERS).map_err(failed("open workers"))?;
-            super::replicas::owned_worker(&workers, worker_id, epoch)?;
+            let worker = super::replicas::owned_worker(&workers, worker_id, epoch)?;
+            let allowed_tenant = worker.tenant_scope();
             let mut containers = txn
                 .open_table(CONTAINERS)
                 .map_err(failed("open containers"))?;

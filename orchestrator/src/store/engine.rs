@@ -290,6 +290,36 @@ macro_rules! table_kind {
                 }
             }
 
+            /// The values of `keys`, in their order (`None` where there is
+            /// none): one statement on PostgreSQL, not one per key.
+            pub(super) fn get_many(&self, keys: &[$karg]) -> Result<Vec<Option<$vown>>, EngineError> {
+                match self {
+                    Self::Postgres(t) => {
+                        let keys = keys.iter().map($kenc).collect();
+                        t.get_many(keys)?
+                            .into_iter()
+                            .map(|v| v.map($vdec).transpose())
+                            .collect()
+                    }
+                    _ => keys.iter().map(|key| self.get(*key)).collect(),
+                }
+            }
+
+            /// Insert or replace each of `entries` (the last of a key
+            /// given twice wins): one statement on PostgreSQL.
+            pub(super) fn insert_many(&mut self, entries: &[($karg, $varg)]) -> Result<(), EngineError> {
+                match self {
+                    Self::Postgres(t) => {
+                        let entries = entries
+                            .iter()
+                            .map(|(k, v)| (($kenc)(k), ($venc)(*v).to_vec()))
+                            .collect();
+                        Ok(t.put_many(entries)?)
+                    }
+                    _ => entries.iter().try_for_each(|(k, v)| self.insert(*k, *v)),
+                }
+            }
+
             /// Remove `key`; its value, if it was there.
             pub(super) fn remove(&mut self, key: $karg) -> Result<Option<$vown>, EngineError> {
                 match self {

@@ -231,9 +231,7 @@ pub(super) mod tests {
             matches!(fenced, StoreError::Fenced { epoch: 1, .. }),
             "{fenced}"
         );
-        let fenced = s
-            .reconcile("w", old.epoch, Some("t"), &[], 0, 6)
-            .unwrap_err();
+        let fenced = s.reconcile("w", old.epoch, &[], 0, 6).unwrap_err();
         assert!(matches!(fenced, StoreError::Fenced { .. }), "{fenced}");
         s.record_heartbeat("w", new.epoch, &beat()).unwrap();
         assert_eq!(s.worker_owner("w").unwrap(), Some(new));

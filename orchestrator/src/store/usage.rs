@@ -379,7 +379,7 @@ pub(super) mod tests {
             .owner
             .expect("owned")
             .epoch;
-        s.reconcile("w", epoch, Some("t"), &items, stamp(), 4)
+        s.reconcile("w", epoch, &items, stamp(), 4)
             .expect("reconcile");
         let want = TenantUsage {
             creating: 1,

@@ -17,6 +17,8 @@ use crate::topology::Deployment;
 
 /// The goal for 10,000 agents.
 const GOAL: Duration = Duration::from_secs(30);
+/// The reasons of `crops_connections_shed_total`.
+const SHED: [&str; 3] = ["per_source", "total", "first_request"];
 /// How long the bench waits before it reports an incomplete failover.
 const GIVE_UP: Duration = Duration::from_secs(120);
 
@@ -69,12 +71,18 @@ pub async fn failover(dep: &mut Deployment, held: &Held, certs: &Certs, admin: &
         .map(|(a, b)| a.saturating_sub(b));
     let mut on_each = Vec::new();
     let mut conflicts = (0u64, 0u64);
+    let mut shed = [0u64; 3];
     for &i in &survivors {
         let text = scrape(dep, i, certs, admin).await;
-        let series = |outcome| format!("crops_store_write_conflicts_total{{outcome=\"{outcome}\"}}");
+        let series =
+            |outcome| format!("crops_store_write_conflicts_total{{outcome=\"{outcome}\"}}");
         let count = |outcome| metric(&text, &series(outcome)).parse::<u64>().unwrap_or(0);
         conflicts.0 += count("retried");
         conflicts.1 += count("gave_up");
+        for (n, reason) in shed.iter_mut().zip(SHED) {
+            let series = format!("crops_connections_shed_total{{reason=\"{reason}\"}}");
+            *n += metric(&text, &series).parse::<u64>().unwrap_or(0);
+        }
         let fleet = after.connected.get(i).copied().unwrap_or(0);
         on_each.push(format!(
             "{} {fleet} / {}",
@@ -125,6 +133,14 @@ pub async fn failover(dep: &mut Deployment, held: &Held, certs: &Certs, admin: &
     if let Some(commits) = commits {
         println!("| PostgreSQL transactions committed in that time | {commits} |");
     }
+    println!(
+        "| survivors' unauthenticated connections shed, by reason (since start) | {} |",
+        SHED.iter()
+            .zip(shed)
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!(
         "| survivors' writes that lost a conflict and ran again alone / gave up (since start) | {} / {} |",
         conflicts.0, conflicts.1

@@ -246,7 +246,7 @@ fn a_reconcile_adopts_updates_and_marks_lost_in_one_step() {
             item("adopted", ContainerState::Running),
         ];
         let mut report = store
-            .reconcile("w1", epoch, Some(&t.id), &items, since, now_ms())
+            .reconcile("w1", epoch, &items, since, now_ms())
             .unwrap();
         report.sort_by_key(|r| format!("{r:?}"));
         let expected = [

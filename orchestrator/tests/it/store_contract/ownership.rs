@@ -35,9 +35,7 @@ fn the_newest_register_owns_the_worker_and_fences_the_older_connections_writes()
             matches!(fenced, StoreError::Fenced { .. }),
             "{engine:?}: {fenced}"
         );
-        let fenced = store
-            .reconcile("w1", old, Some(&t.id), &[], 0, now_ms())
-            .unwrap_err();
+        let fenced = store.reconcile("w1", old, &[], 0, now_ms()).unwrap_err();
         assert!(
             matches!(fenced, StoreError::Fenced { .. }),
             "{engine:?}: {fenced}"
@@ -83,6 +81,40 @@ fn a_live_replica_identity_is_refused_to_another_process_until_it_goes_stale() {
             matches!(lost, StoreError::ReplicaTaken { .. }),
             "{engine:?}: {lost}"
         );
+    });
+}
+
+/// A replica's batch holds every agent it serves (thousands): the owners
+/// are read and the beats written in one statement each on PostgreSQL,
+/// and every one is still checked and stored as if written one by one.
+#[test]
+fn a_large_batch_of_heartbeats_checks_and_stores_each_one() {
+    each_engine(|engine, store| {
+        let t = tenant(&store, "acme", Plan::Enterprise);
+        let mut batch = Vec::new();
+        for i in 0..120 {
+            let id = format!("w{i:03}");
+            let epoch = registered(&store, &t.id, &id, "replica-a");
+            // Every third worker has moved on to another replica since.
+            if i % 3 == 0 {
+                register(&store, &id, "replica-b");
+            }
+            batch.push((id, epoch, beat(f64::from(i))));
+        }
+        batch.push(("gone".to_owned(), 1, beat(0.5)));
+        let refused = store.record_heartbeats(&batch).unwrap();
+        let expected: Vec<String> = (0..120)
+            .filter(|i| i % 3 == 0)
+            .map(|i| format!("w{i:03}"))
+            .chain(["gone".to_owned()])
+            .collect();
+        assert_eq!(refused, expected, "{engine:?}");
+        for i in 0..120 {
+            let stored = store.heartbeat(&format!("w{i:03}")).unwrap();
+            let cpu = stored.map(|b| b.cpu_usage);
+            let want = (i % 3 != 0).then_some(f64::from(i));
+            assert_eq!(cpu, want, "{engine:?}: w{i:03}");
+        }
     });
 }
 

@@ -13,6 +13,7 @@
 //! snapshot is taken at its first statement, before that statement waits.)
 
 use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use sqlx::pool::PoolConnection;
@@ -239,6 +240,52 @@ impl Table<'_> {
                 .bind(tbl)
                 .bind(key)
                 .bind(value)
+                .execute(c)
+                .await
+                .map(drop)
+            })
+        })
+    }
+
+    /// The values of `keys`, in their order: one statement.
+    pub(in crate::store) fn get_many(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<Vec<u8>>>, PgError> {
+        let tbl = self.name.clone();
+        let asked = keys.clone();
+        let rows: Vec<(String, Vec<u8>)> = self.txn.run(move |c| {
+            Box::pin(async move {
+                sqlx::query_as("SELECT key, value FROM crops_kv WHERE tbl = $1 AND key = ANY($2)")
+                    .bind(tbl)
+                    .bind(asked)
+                    .fetch_all(c)
+                    .await
+            })
+        })?;
+        let found: HashMap<String, Vec<u8>> = rows.into_iter().collect();
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
+    /// Insert or replace every entry (the last of a key given twice wins:
+    /// one row may be changed once per statement): one statement.
+    pub(in crate::store) fn put_many(
+        &self,
+        entries: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), PgError> {
+        let entries: BTreeMap<String, Vec<u8>> = entries.into_iter().collect();
+        let (keys, values): (Vec<String>, Vec<Vec<u8>>) = entries.into_iter().unzip();
+        let tbl = self.name.clone();
+        self.txn.run(move |c| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO crops_kv (tbl, key, value) \
+                     SELECT $1, k, v FROM unnest($2::text[], $3::bytea[]) AS u(k, v) \
+                     ON CONFLICT (tbl, key) DO UPDATE SET value = EXCLUDED.value",
+                )
+                .bind(tbl)
+                .bind(keys)
+                .bind(values)
                 .execute(c)
                 .await
                 .map(drop)
