@@ -34,10 +34,12 @@ pub(crate) async fn accept(app: Arc<App>, mut req: Request<Incoming>) -> Result<
         .map_err(|e| ApiError::unauthorized(e.to_string()))?
         .ok_or_else(|| ApiError::unauthorized("missing credential"))?;
     let hash = auth::hash_hex(token);
+    let verifying = crate::connections::verifying(&req);
     let worker = app
         .store
         .call(move |s| s.authenticate_worker(&hash))
         .await?;
+    drop(verifying);
     let worker = worker.ok_or_else(|| ApiError::unauthorized("unknown credential"))?;
     if worker.revoked {
         return Err(ApiError::unauthorized("credential revoked"));

@@ -22,9 +22,27 @@
 //!   means a holder must open connections faster than a real client
 //!   authenticates (a round trip or two) to keep one out, and the
 //!   per-source cap keeps one source from evicting anyone else's.
+//! * Except while its credential is being **verified** (a request that
+//!   presented one waits for the store to check it: [`verifying`]): such
+//!   a connection is never the one evicted, and when every place is held
+//!   by one, the listener stops accepting until one is free (the newcomer
+//!   waits in the kernel's accept queue, raised to [`BACKLOG`]). A wave of
+//!   agents reconnecting at once (a replica died, its agents came here)
+//!   then queues behind the store, instead of each one past the cap
+//!   closing another mid-verification, which would retry later with a
+//!   doubled backoff. Nobody can hold a place this way: the verification
+//!   is the orchestrator's own work, and a refused credential ends it.
 //! * A new connection has [`ConnectionLimits::first_request`] (10 s) to
 //!   finish TLS and send its first request's headers; later requests on a
 //!   keep-alive connection have hyper's 30 s header timeout.
+//! * At most [`HANDSHAKES`] connections are accepted that have not sent a
+//!   request yet (their TLS handshakes run side by side on the executor):
+//!   past that the listener waits, until one sends its request or the
+//!   oldest of them has had [`HANDSHAKE_GRACE`], which is then closed
+//!   (counted as a missed first request). Thousands of handshakes at once
+//!   would share the executor so thinly that all of them finish late and
+//!   miss the first-request deadline; taken in turn, each is done in
+//!   milliseconds, and the rest wait in the kernel's queue.
 //!
 //! Authenticated connections are not capped here: the defaults leave them
 //! three quarters of the process's open-files limit.
@@ -40,62 +58,21 @@ use smol::channel::{Receiver, Sender};
 
 use crate::metrics::{Metrics, Shed};
 
-/// How many unauthenticated connections the listener keeps, and how long a
-/// new one may take to send its first request (`ServeConfig::connections`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionLimits {
-    /// Unauthenticated connections in all (at least 1).
-    pub unauthenticated: usize,
-    /// Unauthenticated connections from one source (at least 1).
-    pub unauthenticated_per_source: usize,
-    /// From accept to the first request's headers, TLS included.
-    pub first_request: Duration,
-}
+mod limits;
+pub use limits::ConnectionLimits;
 
-impl ConnectionLimits {
-    /// How long a new connection may take to send its first request.
-    pub const DEFAULT_FIRST_REQUEST: Duration = Duration::from_secs(10);
+/// The listener's accept queue: connections the kernel completes while
+/// the gate is full of connections being verified wait here, not refused
+/// (Linux caps it at `net.core.somaxconn`, 4,096 by default).
+pub(crate) const BACKLOG: i32 = 4096;
 
-    /// The defaults for a process allowed `open_files` descriptors: a
-    /// quarter of them (at least 16, at most 4,096) unauthenticated, a
-    /// quarter of that per source (at least 4).
-    pub fn for_open_files(open_files: u64) -> Self {
-        let total = usize::try_from(open_files / 4)
-            .unwrap_or(usize::MAX)
-            .clamp(16, 4096);
-        Self {
-            unauthenticated: total,
-            unauthenticated_per_source: (total / 4).max(4),
-            first_request: Self::DEFAULT_FIRST_REQUEST,
-        }
-    }
+/// Connections accepted that have not sent their first request, at most:
+/// past it the listener waits (see the module's docs).
+pub(crate) const HANDSHAKES: usize = 256;
 
-    /// Whether serve can use these: both caps at least 1, the deadline at
-    /// least a second.
-    pub fn is_valid(&self) -> bool {
-        self.unauthenticated >= 1
-            && self.unauthenticated_per_source >= 1
-            && self.first_request >= Duration::from_secs(1)
-    }
-
-    /// The defaults for this process's soft open-files limit
-    /// (`RLIMIT_NOFILE`; 1,024 when it cannot be read).
-    pub fn from_open_files_limit() -> Self {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: `limit` is a live local that getrlimit only writes.
-        let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-        Self::for_open_files(if read { limit.rlim_cur } else { 1024 })
-    }
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        Self::from_open_files_limit()
-    }
-}
+/// How long the oldest of [`HANDSHAKES`] connections may take to send its
+/// first request before it is closed to let the next one in.
+pub(crate) const HANDSHAKE_GRACE: Duration = Duration::from_secs(2);
 
 /// Where a connection comes from, as the per-source cap counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -146,6 +123,13 @@ pub(crate) struct Gate {
     limits: ConnectionLimits,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
+    /// A token sent whenever a place may have come free (a connection
+    /// released, or done verifying), for the accept loop waiting on
+    /// [`Gate::room`]; one kept at most, so none is lost.
+    freed: (Sender<()>, Receiver<()>),
+    /// [`HANDSHAKES`] and [`HANDSHAKE_GRACE`] (smaller in tests).
+    handshakes: usize,
+    handshake_grace: Duration,
 }
 
 #[derive(Default)]
@@ -155,6 +139,10 @@ struct State {
     order: BTreeMap<u64, Entry>,
     /// The same connections by source, oldest first.
     by_source: HashMap<Source, BTreeSet<u64>>,
+    /// How many of them are being verified.
+    verifying: usize,
+    /// How many of them have not sent a request yet.
+    unseen: usize,
 }
 
 struct Entry {
@@ -162,11 +150,22 @@ struct Entry {
     /// Told why when the connection is evicted; dropped (closing the
     /// channel) when it authenticates or ends.
     evict: Sender<Closed>,
+    /// Its credential is being verified: not to be evicted.
+    verifying: bool,
+    /// Whether a request's headers have arrived on it.
+    seen: bool,
+    admitted: Instant,
 }
 
 impl State {
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.order.remove(&id)?;
+        if entry.verifying {
+            self.verifying -= 1;
+        }
+        if !entry.seen {
+            self.unseen -= 1;
+        }
         if let Some(ids) = self.by_source.get_mut(&entry.source) {
             ids.remove(&id);
             if ids.is_empty() {
@@ -174,6 +173,14 @@ impl State {
             }
         }
         Some(entry)
+    }
+
+    /// The oldest of `ids` not being verified; else the oldest of all.
+    fn victim<'a>(&self, mut ids: impl Iterator<Item = &'a u64> + Clone) -> Option<u64> {
+        let idle = ids
+            .clone()
+            .find(|id| self.order.get(id).is_some_and(|e| !e.verifying));
+        idle.or_else(|| ids.next()).copied()
     }
 }
 
@@ -183,6 +190,9 @@ impl Gate {
             limits,
             metrics,
             state: Mutex::default(),
+            freed: smol::channel::bounded(1),
+            handshakes: HANDSHAKES,
+            handshake_grace: HANDSHAKE_GRACE,
         }
     }
 
@@ -200,10 +210,12 @@ impl Gate {
         let full = of_source.map_or(0, BTreeSet::len) >= self.limits.unauthenticated_per_source;
         let victim = if full {
             of_source
-                .and_then(|ids| ids.first().copied())
+                .and_then(|ids| state.victim(ids.iter()))
                 .map(|id| (id, Closed::PerSource))
         } else if state.order.len() >= self.limits.unauthenticated {
-            state.order.keys().next().map(|&id| (id, Closed::Total))
+            state
+                .victim(state.order.keys())
+                .map(|id| (id, Closed::Total))
         } else {
             None
         };
@@ -214,7 +226,17 @@ impl Gate {
         }
         let id = state.next_id;
         state.next_id += 1;
-        state.order.insert(id, Entry { source, evict });
+        state.order.insert(
+            id,
+            Entry {
+                source,
+                evict,
+                verifying: false,
+                seen: false,
+                admitted: Instant::now(),
+            },
+        );
+        state.unseen += 1;
         state.by_source.entry(source).or_default().insert(id);
         self.metrics.set_unauthenticated(state.order.len());
         drop(state);
@@ -235,6 +257,84 @@ impl Gate {
         let mut state = self.lock();
         if state.remove(id).is_some() {
             self.metrics.set_unauthenticated(state.order.len());
+            let _ = self.freed.0.try_send(());
+        }
+    }
+
+    /// Mark connection `id` as being verified, or done with it.
+    fn set_verifying(&self, id: u64, verifying: bool) {
+        let mut state = self.lock();
+        let Some(entry) = state.order.get_mut(&id) else {
+            return;
+        };
+        if entry.verifying == verifying {
+            return;
+        }
+        entry.verifying = verifying;
+        if verifying {
+            state.verifying += 1;
+        } else {
+            state.verifying -= 1;
+            let _ = self.freed.0.try_send(());
+        }
+    }
+
+    /// Connection `id` sent its first request.
+    fn set_seen(&self, id: u64) {
+        let mut state = self.lock();
+        if let Some(entry) = state.order.get_mut(&id) {
+            if !entry.seen {
+                entry.seen = true;
+                state.unseen -= 1;
+                let _ = self.freed.0.try_send(());
+            }
+        }
+    }
+
+    /// Whether a connection may be accepted now: `None` if so, else until
+    /// when to wait at most (`Some(None)`: until a place comes free).
+    /// Closes the oldest of too many handshakes once past its grace.
+    fn check_room(&self) -> Option<Option<Instant>> {
+        let mut state = self.lock();
+        let total = self.limits.unauthenticated;
+        if state.order.len() >= total && state.verifying >= state.order.len() {
+            return Some(None);
+        }
+        if state.unseen < self.handshakes {
+            return None;
+        }
+        let oldest = state.order.iter().find(|(_, e)| !e.seen);
+        let (id, due) = oldest.map(|(&id, e)| (id, e.admitted + self.handshake_grace))?;
+        if due > Instant::now() {
+            return Some(Some(due));
+        }
+        if let Some(entry) = state.remove(id) {
+            let _ = entry.evict.try_send(Closed::FirstRequest);
+        }
+        self.metrics.set_unauthenticated(state.order.len());
+        drop(state);
+        self.metrics.connection_shed(Shed::FirstRequest);
+        tracing::debug!("too many handshakes at once: the oldest is closed");
+        None
+    }
+
+    /// Completes once a connection may be accepted: the accept loop waits
+    /// here while every place is held by a connection being verified, or
+    /// [`HANDSHAKES`] connections have yet to send a request.
+    pub(crate) async fn room(&self) {
+        while let Some(until) = self.check_room() {
+            let freed = async {
+                let _ = self.freed.1.recv().await;
+            };
+            match until {
+                Some(at) => {
+                    let due = async {
+                        smol::Timer::at(at).await;
+                    };
+                    freed.or(due).await
+                }
+                None => freed.await,
+            }
         }
     }
 
@@ -266,9 +366,20 @@ impl Ticket {
         self.gate.release(self.id);
     }
 
+    /// A credential this connection presented is being verified until the
+    /// returned guard drops: the connection is not evicted meanwhile.
+    pub(crate) fn verifying(self: &Arc<Self>) -> Verifying {
+        self.gate.set_verifying(self.id, true);
+        Verifying {
+            ticket: Arc::clone(self),
+        }
+    }
+
     /// A request's headers arrived: the first-request deadline is met.
     pub(crate) fn request_seen(&self) {
-        self.seen.store(true, Ordering::Relaxed);
+        if !self.seen.swap(true, Ordering::Relaxed) {
+            self.gate.set_seen(self.id);
+        }
     }
 
     /// Completes when the connection must be closed: evicted, or no request
@@ -299,6 +410,40 @@ impl Drop for Ticket {
     }
 }
 
+/// Raise `listener`'s accept queue to [`BACKLOG`] (the standard library
+/// listens with 128, past which a wave's connections are refused by the
+/// kernel instead of waiting for [`Gate::room`]).
+pub(crate) fn raise_backlog(listener: &impl std::os::fd::AsRawFd) -> std::io::Result<()> {
+    // SAFETY: listen(2) again on a socket this process owns and already
+    // listens on only resizes its accept queue.
+    let rc = unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// A connection's credential being verified ([`Ticket::verifying`]).
+pub(crate) struct Verifying {
+    ticket: Arc<Ticket>,
+}
+
+impl Drop for Verifying {
+    fn drop(&mut self) {
+        self.ticket.gate.set_verifying(self.ticket.id, false);
+    }
+}
+
+/// The connection that carried `req`, marked as being verified until the
+/// guard drops (see the module's docs); `None` for a request that came
+/// some other way.
+pub(crate) fn verifying<B>(req: &hyper::Request<B>) -> Option<Verifying> {
+    req.extensions()
+        .get::<Arc<Ticket>>()
+        .map(|ticket| ticket.verifying())
+}
+
 /// Mark the connection that carried `req` as authenticated (see the
 /// module's docs); a no-op for a request that came some other way.
 pub(crate) fn authenticated<B>(req: &hyper::Request<B>) {
@@ -308,110 +453,4 @@ pub(crate) fn authenticated<B>(req: &hyper::Request<B>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn gate(total: usize, per_source: usize) -> Arc<Gate> {
-        let limits = ConnectionLimits {
-            unauthenticated: total,
-            unauthenticated_per_source: per_source,
-            first_request: Duration::from_secs(60),
-        };
-        Arc::new(Gate::new(limits, Arc::default()))
-    }
-
-    fn peer(ip: &str) -> SocketAddr {
-        SocketAddr::new(ip.parse().unwrap(), 40000)
-    }
-
-    fn evicted(ticket: &Ticket) -> Option<Closed> {
-        ticket.closed.try_recv().ok()
-    }
-
-    #[test]
-    fn the_defaults_follow_this_processs_soft_open_files_limit() {
-        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
-        let soft: u64 = limits
-            .lines()
-            .find_map(|l| l.strip_prefix("Max open files"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|soft| soft.parse().ok())
-            .unwrap_or(u64::MAX); // "unlimited"
-        assert_eq!(
-            ConnectionLimits::from_open_files_limit(),
-            ConnectionLimits::for_open_files(soft)
-        );
-    }
-
-    #[test]
-    fn a_full_source_loses_its_own_oldest_and_no_one_elses() {
-        let gate = gate(100, 2);
-        let other = gate.admit(peer("10.0.0.2"));
-        let a = gate.admit(peer("10.0.0.1"));
-        let b = gate.admit(peer("10.0.0.1"));
-        let c = gate.admit(peer("10.0.0.1"));
-        assert_eq!(evicted(&a), Some(Closed::PerSource));
-        assert_eq!(
-            (evicted(&b), evicted(&c), evicted(&other)),
-            (None, None, None)
-        );
-        assert_eq!(gate.unauthenticated(), 3);
-    }
-
-    #[test]
-    fn a_full_total_loses_the_oldest_of_all() {
-        let gate = gate(2, 2);
-        let first = gate.admit(peer("10.0.0.1"));
-        let second = gate.admit(peer("10.0.0.2"));
-        let third = gate.admit(peer("10.0.0.3"));
-        assert_eq!(evicted(&first), Some(Closed::Total));
-        assert_eq!((evicted(&second), evicted(&third)), (None, None));
-    }
-
-    #[test]
-    fn authenticated_and_ended_connections_free_their_place() {
-        let gate = gate(2, 2);
-        let a = gate.admit(peer("10.0.0.1"));
-        let b = gate.admit(peer("10.0.0.1"));
-        a.authenticated();
-        drop(b);
-        assert_eq!(gate.unauthenticated(), 0);
-        let _c = gate.admit(peer("10.0.0.1"));
-        let _d = gate.admit(peer("10.0.0.1"));
-        // `a` authenticated: never evicted, however many come after.
-        assert_eq!(evicted(&a), None);
-        assert!(a.closed.is_closed());
-    }
-
-    #[test]
-    fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
-        let gate = gate(100, 1);
-        let a = gate.admit(peer("2001:db8:1:2::1"));
-        let _b = gate.admit(peer("2001:db8:1:2::ffff"));
-        assert_eq!(evicted(&a), Some(Closed::PerSource));
-        let c = gate.admit(peer("2001:db8:1:3::1"));
-        let v4 = gate.admit(peer("192.0.2.7"));
-        let _mapped = gate.admit(peer("::ffff:192.0.2.7"));
-        assert_eq!(evicted(&c), None);
-        assert_eq!(evicted(&v4), Some(Closed::PerSource));
-    }
-
-    #[test]
-    fn defaults_follow_the_open_files_limit() {
-        let small = ConnectionLimits::for_open_files(1024);
-        assert_eq!(
-            (small.unauthenticated, small.unauthenticated_per_source),
-            (256, 64)
-        );
-        let big = ConnectionLimits::for_open_files(1 << 20);
-        assert_eq!(
-            (big.unauthenticated, big.unauthenticated_per_source),
-            (4096, 1024)
-        );
-        let tiny = ConnectionLimits::for_open_files(10);
-        assert_eq!(
-            (tiny.unauthenticated, tiny.unauthenticated_per_source),
-            (16, 4)
-        );
-    }
-}
+mod tests;

@@ -130,7 +130,9 @@ async fn dispatch(
             Principal::Anonymous
         }
         _ => {
+            let verifying = crate::connections::verifying(&req);
             let principal = crate::authz::authenticate(&app, req.headers()).await?;
+            drop(verifying);
             crate::connections::authenticated(&req);
             principal
         }

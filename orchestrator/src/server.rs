@@ -121,14 +121,22 @@ pub(crate) async fn accept_loop(
     acceptor: Option<futures_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
+    if let Err(error) = crate::connections::raise_backlog(listener) {
+        tracing::warn!(%error, "cannot raise the listener's accept queue");
+    }
     let mut shutdown = pin!(shutdown);
     loop {
-        let accepted = async { Some(listener.accept().await) }
-            .or(async {
-                shutdown.as_mut().await;
-                None
-            })
-            .await;
+        let accepted = async {
+            // While every place is held by a connection being verified,
+            // newcomers wait in the kernel's queue (`crate::connections`).
+            app.gate.room().await;
+            Some(listener.accept().await)
+        }
+        .or(async {
+            shutdown.as_mut().await;
+            None
+        })
+        .await;
         let (stream, peer) = match accepted {
             None => return,
             Some(Ok(pair)) => pair,
