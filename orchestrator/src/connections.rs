@@ -68,11 +68,11 @@ pub(crate) const BACKLOG: i32 = 4096;
 
 /// Connections accepted that have not sent their first request, at most:
 /// past it the listener waits (see the module's docs).
-pub(crate) const HANDSHAKES: usize = 256;
+pub(crate) const HANDSHAKES: usize = 1024;
 
 /// How long the oldest of [`HANDSHAKES`] connections may take to send its
 /// first request before it is closed to let the next one in.
-pub(crate) const HANDSHAKE_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const HANDSHAKE_GRACE: Duration = Duration::from_secs(5);
 
 /// Where a connection comes from, as the per-source cap counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
