@@ -118,6 +118,14 @@ impl Closed {
     }
 }
 
+/// What the accept loop waits for while there is no room ([`Gate::room`]).
+enum Wait {
+    /// A place coming free: a connection released or done verifying.
+    Freed,
+    /// That, or this instant, when the oldest handshake's grace is over.
+    FreedOr(Instant),
+}
+
 /// The unauthenticated connections of one listener.
 pub(crate) struct Gate {
     limits: ConnectionLimits,
@@ -175,6 +183,13 @@ impl State {
         Some(entry)
     }
 
+    /// Close connection `id` for `why`, if it is still counted.
+    fn evict(&mut self, id: u64, why: Closed) {
+        if let Some(entry) = self.remove(id) {
+            let _ = entry.evict.try_send(why);
+        }
+    }
+
     /// The oldest of `ids` not being verified; else the oldest of all.
     fn victim<'a>(&self, mut ids: impl Iterator<Item = &'a u64> + Clone) -> Option<u64> {
         let idle = ids
@@ -220,9 +235,7 @@ impl Gate {
             None
         };
         if let Some((id, why)) = victim {
-            if let Some(entry) = state.remove(id) {
-                let _ = entry.evict.try_send(why);
-            }
+            state.evict(id, why);
         }
         let id = state.next_id;
         state.next_id += 1;
@@ -291,14 +304,14 @@ impl Gate {
         }
     }
 
-    /// Whether a connection may be accepted now: `None` if so, else until
-    /// when to wait at most (`Some(None)`: until a place comes free).
-    /// Closes the oldest of too many handshakes once past its grace.
-    fn check_room(&self) -> Option<Option<Instant>> {
+    /// Whether a connection may be accepted now: `None` if so, else what
+    /// to wait for. Closes the oldest of too many handshakes once past its
+    /// grace.
+    fn check_room(&self) -> Option<Wait> {
         let mut state = self.lock();
         let total = self.limits.unauthenticated;
         if state.order.len() >= total && state.verifying >= state.order.len() {
-            return Some(None);
+            return Some(Wait::Freed);
         }
         if state.unseen < self.handshakes {
             return None;
@@ -306,14 +319,12 @@ impl Gate {
         let oldest = state.order.iter().find(|(_, e)| !e.seen);
         let (id, due) = oldest.map(|(&id, e)| (id, e.admitted + self.handshake_grace))?;
         if due > Instant::now() {
-            return Some(Some(due));
+            return Some(Wait::FreedOr(due));
         }
-        if let Some(entry) = state.remove(id) {
-            let _ = entry.evict.try_send(Closed::FirstRequest);
-        }
+        state.evict(id, Closed::FirstRequest);
         self.metrics.set_unauthenticated(state.order.len());
         drop(state);
-        self.metrics.connection_shed(Shed::FirstRequest);
+        self.metrics.connection_shed(Closed::FirstRequest.shed());
         tracing::debug!("too many handshakes at once: the oldest is closed");
         None
     }
@@ -322,18 +333,18 @@ impl Gate {
     /// here while every place is held by a connection being verified, or
     /// [`HANDSHAKES`] connections have yet to send a request.
     pub(crate) async fn room(&self) {
-        while let Some(until) = self.check_room() {
+        while let Some(wait) = self.check_room() {
             let freed = async {
                 let _ = self.freed.1.recv().await;
             };
-            match until {
-                Some(at) => {
+            match wait {
+                Wait::Freed => freed.await,
+                Wait::FreedOr(at) => {
                     let due = async {
                         smol::Timer::at(at).await;
                     };
                     freed.or(due).await
                 }
-                None => freed.await,
             }
         }
     }
