@@ -148,6 +148,8 @@ pub fn check_param(name: &str, value: &str) -> Result<(), ApiError> {
             .map_err(|e| ApiError::bad_request(e.to_string())),
         "handle" => protocol::validate::id("handle", value)
             .map_err(|e| ApiError::bad_request(e.to_string())),
+        // A dashboard file's name: `crate::web` serves the ones it has.
+        "file" => Ok(()),
         other => Err(ApiError::not_found(format!("no route parameter {other}"))),
     }
 }
@@ -203,6 +205,7 @@ pub const PARAM_NAMES: &[&str] = &[
     "handle",
     "decisionId",
     "policyId",
+    "file",
 ];
 
 #[cfg(test)]

@@ -94,6 +94,12 @@ routes! {
     OpenApi = GET "/openapi.json", Public,
         |c| Ok(crate::openapi::response()),
         "This API's OpenAPI 3 document";
+    Ui = GET "/ui", Public,
+        |c| Ok(crate::web::response(c.route.path)),
+        "The dashboard (sign in with an API token)";
+    UiFile = GET "/ui/{file}", Public,
+        |c| Ok(crate::web::file(c.params.get("file"))),
+        "The dashboard's modules and stylesheet";
     UiTerminal = GET "/ui/terminal", Public,
         |c| Ok(crate::web::response(c.route.path)),
         "The live terminal page (query container; the token in the fragment)";
