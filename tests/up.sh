@@ -23,7 +23,7 @@ make_tls "$RUN/tls"
     echo "crops_adm_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$RUN/admin-token"
 export CROPS_ADMIN_TOKEN="$(cat "$RUN/admin-token")"
 
-start_orchestrator "$RUN" "$PORT"
+start_orchestrator "$RUN" "$PORT" --agent-dir "${CARGO_TARGET_DIR:-$PWD/target}"
 [[ -f "$RUN/worker.json" ]] || enrol_agent "$RUN" "$URL"
 "$AGENT" run --config "$RUN/worker.json" >"$RUN/agent.log" 2>&1 &
 echo $! >"$RUN/agent.pid"
@@ -33,7 +33,9 @@ cat <<MSG
 
 Crops is up: the orchestrator at $URL (state in .run/data, log in
 .run/orchestrator.log) and a local agent on this machine's Podman (.run/agent.log).
-Look around:
+Open the dashboard at $URL/ui (the certificate is .run/tls/ca.pem's: trust it
+or accept it once) and sign in with the admin token in .run/admin-token.
+From a shell:
   export CROPS_URL=$URL CROPS_ADMIN_TOKEN=\$(cat .run/admin-token)
   $ORCH worker list --ca-file .run/tls/ca.pem
   curl --cacert .run/tls/ca.pem -H "Authorization: Bearer \$CROPS_ADMIN_TOKEN" $URL/v1/workers

@@ -109,6 +109,10 @@ pub struct ServeArgs {
     /// after SIGTERM, seconds to keep accepting while /readyz answers 503
     #[argh(option, default = "0")]
     pub drain_secs: u64,
+    /// directory of static agent binaries served at /download/agent/{x86_64,aarch64}
+    /// (crops-agent-ARCH, or cargo's target layout)
+    #[argh(option)]
+    pub agent_dir: Option<PathBuf>,
     /// seconds a terminal session may have no viewer before it is closed
     #[argh(option, default = "300")]
     pub terminal_grace_secs: u64,
@@ -356,6 +360,7 @@ async fn serve(a: ServeArgs) -> Result<(), CliError> {
     config.heartbeat_secs = a.heartbeat_secs;
     config.drain = std::time::Duration::from_secs(a.drain_secs);
     config.terminal_grace = std::time::Duration::from_secs(a.terminal_grace_secs);
+    config.agent_dir = a.agent_dir;
     let limits = &mut config.connections;
     limits.unauthenticated = a.max_unauthenticated.unwrap_or(limits.unauthenticated);
     limits.unauthenticated_per_source = a

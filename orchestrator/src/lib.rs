@@ -31,6 +31,7 @@ mod audit;
 mod auth;
 mod authz;
 mod connections;
+mod downloads;
 pub mod history;
 pub mod http;
 mod hub;
@@ -113,6 +114,9 @@ pub struct ServeConfig {
     /// of a new connection's first request (`connections`); by default
     /// derived from the process's open-files limit.
     pub connections: ConnectionLimits,
+    /// Where `GET /download/agent/{arch}` finds the static agent binaries
+    /// (`downloads`); none served without it.
+    pub agent_dir: Option<PathBuf>,
 }
 
 /// How long an API request waits for the agent's reply before answering
@@ -161,6 +165,7 @@ impl ServeConfig {
             terminal_grace: terminal::DEFAULT_GRACE,
             terminal_stall: terminal::DEFAULT_STALL,
             connections: ConnectionLimits::from_open_files_limit(),
+            agent_dir: None,
         }
     }
 }
@@ -269,6 +274,8 @@ pub(crate) struct App {
     /// The unauthenticated connections: written by the accept loop, the
     /// connection tasks and whatever authenticates a request.
     pub gate: Arc<connections::Gate>,
+    /// `ServeConfig::agent_dir` (`downloads`).
+    pub agent_dir: Option<PathBuf>,
 }
 
 impl App {
@@ -389,6 +396,7 @@ pub async fn serve(
         terminals: terminal::Terminals::new(hub, config.terminal_grace, config.terminal_stall),
         audit: audit.clone(),
         gate: Arc::new(gate),
+        agent_dir: config.agent_dir.clone(),
     });
     let database = config.database.as_deref().map(store::redacted_url);
     tracing::info!(%addr, tls = acceptor.is_some(), data = %config.data_dir.display(), database, "serving");

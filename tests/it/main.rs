@@ -4,6 +4,7 @@
 
 mod containers;
 mod credentials;
+mod dashboard_browser;
 mod gitserve;
 mod images;
 mod layers;
@@ -15,4 +16,4 @@ mod terminal_browser;
 mod terminal_socket;
 mod urls;
 
-use crops_e2e::{fleet, harness, http, term};
+use crops_e2e::{browser, fleet, harness, http, term};

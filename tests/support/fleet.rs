@@ -37,10 +37,27 @@ impl Fleet {
     /// As [`Fleet::start`], with extra environment for the agent (and so for
     /// the Podman and git it spawns).
     pub fn start_with_env(name: &str, agent_env: Vec<(String, String)>) -> Self {
+        Self::start_with(name, agent_env, false)
+    }
+
+    /// As [`Fleet::start`], the orchestrator also serving the static agent
+    /// at `/download/agent/x86_64` (`serve --agent-dir`), as `make up` does.
+    pub fn start_serving_agent(name: &str) -> Self {
+        Self::start_with(name, Vec::new(), true)
+    }
+
+    fn start_with(name: &str, agent_env: Vec<(String, String)>, serve_agent: bool) -> Self {
         require_podman();
         let dir = TestDir::new(name);
         let tls = Tls::new(&dir);
-        let orch = Orchestrator::start(&dir, &tls);
+        let mut serve = Vec::new();
+        if serve_agent {
+            let agents = dir.path("agents");
+            std::fs::create_dir_all(&agents).unwrap();
+            std::os::unix::fs::symlink(agent_bin(), agents.join("crops-agent-x86_64")).unwrap();
+            serve = vec!["--agent-dir".into(), agents.display().to_string()];
+        }
+        let orch = Orchestrator::start_named(&dir, &tls, "orchestrator", &serve);
         let tenant = orch.create_tenant(name);
         let token = orch.join_token(&tenant);
         let cmd = AgentCmd::native();

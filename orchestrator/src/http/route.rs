@@ -148,8 +148,9 @@ pub fn check_param(name: &str, value: &str) -> Result<(), ApiError> {
             .map_err(|e| ApiError::bad_request(e.to_string())),
         "handle" => protocol::validate::id("handle", value)
             .map_err(|e| ApiError::bad_request(e.to_string())),
-        // A dashboard file's name: `crate::web` serves the ones it has.
-        "file" => Ok(()),
+        // A dashboard file's name, an agent's architecture: `crate::web` and
+        // `crate::downloads` serve the ones they have, 404 for any other.
+        "file" | "arch" => Ok(()),
         other => Err(ApiError::not_found(format!("no route parameter {other}"))),
     }
 }
@@ -206,6 +207,7 @@ pub const PARAM_NAMES: &[&str] = &[
     "decisionId",
     "policyId",
     "file",
+    "arch",
 ];
 
 #[cfg(test)]

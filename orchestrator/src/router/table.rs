@@ -100,6 +100,9 @@ routes! {
     UiFile = GET "/ui/{file}", Public,
         |c| Ok(crate::web::file(c.params.get("file"))),
         "The dashboard's modules and stylesheet";
+    DownloadAgent = GET "/download/agent/{arch}", Public,
+        |c| crate::downloads::agent(&c.app, c.params.get("arch")).await,
+        "The static agent binary for x86_64 or aarch64 (from serve --agent-dir)";
     UiTerminal = GET "/ui/terminal", Public,
         |c| Ok(crate::web::response(c.route.path)),
         "The live terminal page (query container; the token in the fragment)";

@@ -1,0 +1,198 @@
+//! The dashboard (/ui) in real headless chromium against a real
+//! orchestrator and agent on real Podman (started by
+//! tests/it/dashboard_browser.rs, which runs `node dashboard-e2e.js CASE`
+//! with CROPS_URL, CROPS_TOKEN, CROPS_SERVER_CERT and, per case,
+//! CROPS_IMAGE and CROPS_WORKER set). Prints `step: …` lines, then PASS or
+//! FAIL: …. Any alert dialog fails the case (the XSS checks rely on it).
+//!
+//! Cases:
+//! * member: signs in with a member's token; sees the worker online and no
+//!   admin action anywhere (no Team view, no cordon, no "Add a worker");
+//!   a launch with a name full of markup is refused in words, shown as text;
+//!   launches a container with automatic placement, watches it run and its
+//!   CPU graph appear, types in its terminal (the existing page, opened
+//!   from the row), stops it, removes it (after a confirmation); sign-out
+//!   forgets the token.
+//! * admin: signs in with the operator's token; every view renders without
+//!   a refusal; "Add a worker" shows the commands, printed as
+//!   `COMMANDS {json}` for the Rust side to run (it names the new worker
+//!   with markup) and answer STARTED; the new worker appears online, its
+//!   name shown as text.
+//! * live: the worker's card turns offline when its agent is killed
+//!   (KILL_AGENT, answered KILLED); the page says it is reconnecting while
+//!   the orchestrator is down (READY_TO_KILL / KILLED), and once it is back
+//!   with the agent (START / STARTED) the card is online again, no reload.
+"use strict";
+
+const L = require("./lib.js");
+
+const URL = L.env("CROPS_URL");
+const TOKEN = L.env("CROPS_TOKEN");
+const MARKUP = "<img src=x onerror=alert(1)>";
+
+/** Open /ui, retrying a load the host's network changes cut short (Podman's bridges). */
+async function open(page, hash = "") {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await page.goto(`${URL}/ui${hash}`, { waitUntil: "load" });
+      return;
+    } catch (e) {
+      if (attempt >= 5 || !String(e.message).includes("ERR_NETWORK_CHANGED")) throw e;
+    }
+  }
+}
+
+async function signIn(page) {
+  await open(page);
+  await page.locator("#token-input").fill(TOKEN);
+  await page.locator("form.sign-in button[type=submit]").click();
+  await L.waitFor(page, "the signed-in page", () => page.evaluate(() => document.body.dataset.signedIn === "yes"));
+}
+
+const noticeText = (page) => page.evaluate(() => (document.getElementById("notice").hidden ? "" : document.getElementById("notice").textContent));
+
+async function waitNotice(page, what, re) {
+  return L.waitFor(page, what, async () => {
+    const t = await noticeText(page);
+    return re.test(t) ? t : undefined;
+  });
+}
+
+async function cardStatus(page, name) {
+  return page.evaluate((n) => {
+    const card = [...document.querySelectorAll("article.worker")].find((c) => c.querySelector("h3").textContent === n);
+    return card ? card.dataset.status : undefined;
+  }, name);
+}
+
+async function waitCard(page, name, status, timeoutMs = 30000) {
+  await L.waitFor(page, `worker ${name} ${status}`, async () => (await cardStatus(page, name)) === status, timeoutMs);
+}
+
+async function rowState(page, name) {
+  return page.evaluate((n) => {
+    const row = [...document.querySelectorAll("tr[data-container]")].find((r) => r.querySelector("[data-field=name]").textContent === n);
+    return row ? row.dataset.state : "absent";
+  }, name);
+}
+
+async function waitRow(page, name, state, timeoutMs = 60000) {
+  await L.waitFor(page, `container ${name} ${state}`, async () => (await rowState(page, name)) === state, timeoutMs);
+}
+
+function row(page, name) {
+  return page.locator("tr[data-container]").filter({ has: page.locator("[data-field=name]", { hasText: name }) });
+}
+
+async function launch(page, name, image) {
+  if (!(await page.locator("#launch").count())) await page.locator("#launch-button").click();
+  await page.locator("#launch-name").fill(name);
+  await page.locator("#launch-image").fill(image);
+  await page.locator("#launch-command").fill("sleep\n3600");
+  await page.locator("#launch button[type=submit]").click();
+}
+
+async function member(page, context) {
+  const image = L.env("CROPS_IMAGE");
+  await signIn(page);
+  L.step("signed in as a member");
+  const worker = L.env("CROPS_WORKER");
+  await waitCard(page, worker, "online");
+  const nav = await page.locator("#nav a").allTextContents();
+  if (nav.includes("Team")) L.fail(`a member is shown the Team view: ${nav}`);
+  for (const label of ["Cordon", "Drain", "Delete", "Rotate credential", "Add a worker"]) {
+    if (await page.getByRole("button", { name: label }).count()) L.fail(`a member is offered "${label}"`);
+  }
+  await open(page, "#/team");
+  await L.waitFor(page, "#/team falling back to workers", async () => (await page.locator("h1").first().textContent()) === "Workers");
+
+  await open(page, "#/containers");
+  await launch(page, MARKUP, image);
+  const words = await waitNotice(page, "the markup name refused in words", /not accepted/);
+  if (!words.includes(MARKUP)) L.fail(`the refusal does not quote the name as text: ${words}`);
+  if (await page.locator("#notice img, #view img").count()) L.fail("the name became an element");
+  L.step(`refused in words: ${words}`);
+
+  const name = `dash-${process.pid}`;
+  await launch(page, name, image);
+  await waitRow(page, name, "running");
+  L.step("launched with automatic placement and running");
+  await L.waitFor(page, "its CPU graph", async () => (await row(page, name).locator("svg.spark").count()) >= 2);
+
+  const [term] = await Promise.all([context.waitForEvent("page"), row(page, name).getByRole("link", { name: "Terminal" }).click()]);
+  await term.waitForLoadState("load");
+  await L.waitFor(term, "the terminal connected", async () => (await L.status(term))[0] === "online");
+  await L.typeLine(term, "echo dash-$((6*7))");
+  await L.waitLine(term, "the shell's answer", /^(dash-42)$/);
+  await term.close();
+  L.step("typed in its terminal");
+
+  await row(page, name).getByRole("button", { name: "Stop" }).click();
+  await waitRow(page, name, "exited");
+  await row(page, name).getByRole("button", { name: "Remove" }).click();
+  await page.locator("dialog.confirm button.danger").click();
+  await waitRow(page, name, "absent");
+  L.step("stopped and removed");
+
+  await page.locator("#sign-out").click();
+  await L.waitFor(page, "the sign-in form", () => page.locator("#token-input").count());
+  const kept = await page.evaluate(() => localStorage.getItem("crops.token"));
+  if (kept) L.fail("sign-out kept the token");
+}
+
+async function admin(page, nextLine) {
+  await signIn(page);
+  for (const view of ["workers", "containers", "scheduling", "team"]) {
+    await open(page, `#/${view}`);
+    await L.waitFor(page, `the ${view} view`, async () => (await page.locator("#view h1").count()) > 0);
+    // Give its first refresh the time to fail, if it would: the page's own calls settle.
+    await page.waitForLoadState("networkidle");
+    const n = await noticeText(page);
+    if (n) L.fail(`the ${view} view shows a refusal: ${n}`);
+    L.step(`${view} renders: ${await page.locator("#view h1").first().textContent()}`);
+  }
+  await open(page, "#/workers");
+  await page.locator("#add-worker-button").click();
+  const commands = await L.waitFor(page, "the shown commands", () =>
+    page.evaluate(() => {
+      const box = document.querySelector('#add-worker [data-arch="x86_64"]');
+      if (!box) return undefined;
+      return {
+        download: box.querySelector('[data-step="download"]').textContent,
+        enroll: box.querySelector('[data-step="enroll"]').textContent,
+      };
+    }),
+  );
+  if (!(await page.locator('#add-worker [data-arch="aarch64"]').count())) L.fail("no commands for 64-bit ARM");
+  process.stdout.write(`COMMANDS ${JSON.stringify(commands)}\n`);
+  const answer = await nextLine();
+  if (answer !== "STARTED") L.fail(`expected STARTED, got ${answer}`);
+  await waitCard(page, MARKUP, "online", 60000);
+  if (await page.locator("#view img").count()) L.fail("the worker's name became an element");
+  L.step("the new worker appeared online, its name as text");
+}
+
+async function live(page, nextLine) {
+  await signIn(page);
+  const worker = L.env("CROPS_WORKER");
+  await waitCard(page, worker, "online");
+  await L.handshake(nextLine, "KILL_AGENT", "KILLED");
+  await waitCard(page, worker, "offline");
+  L.step("the card turned offline by itself");
+  await L.handshake(nextLine, "READY_TO_KILL", "KILLED");
+  await L.waitFor(page, "the reconnecting line", () => page.evaluate(() => !document.getElementById("live").hidden));
+  await L.handshake(nextLine, "START", "STARTED");
+  await L.waitFor(page, "the reconnecting line gone", () => page.evaluate(() => document.getElementById("live").hidden));
+  await waitCard(page, worker, "online", 60000);
+  L.step("back online after the restart, without a reload");
+}
+
+L.main(async () => {
+  const which = process.argv[2];
+  const cases = { member, admin, live };
+  if (!cases[which]) L.fail(`unknown case ${which}`);
+  const { context, page, close } = await L.launch({ certPem: L.env("CROPS_SERVER_CERT"), width: 1200, height: 900 });
+  page.on("dialog", (d) => L.fail(`a dialog opened: ${d.type()} ${d.message()}`));
+  await cases[which](page, which === "member" ? context : L.stdinLines());
+  await close();
+});
