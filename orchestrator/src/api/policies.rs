@@ -26,7 +26,8 @@
 //!   (or the stock default when there was none; the slot's `current` is
 //!   then null); 409 when it is current in none. Same answer shape.
 //! * `POST /v1/policies/{id}/simulate?last=N`: replays the last N recorded
-//!   decisions of its scope (inputs as stored in each decision's
+//!   decisions of its scope (or `?decisionId=ID`: that one decision, 404
+//!   when it is not in the scope; inputs as stored in each decision's
 //!   explanation) through the candidate, in every role it implements,
 //!   without activating it or marking its health, and reports where it
 //!   would decide differently, and which recorded decisions do not read
@@ -254,7 +255,8 @@ pub(crate) async fn rollback(app: &App, caller: &Caller, id: &str) -> Result<Res
     ))
 }
 
-/// `POST /v1/policies/{id}/simulate?last=N` (`scheduling::simulate`): the
+/// `POST /v1/policies/{id}/simulate?last=N` or `?decisionId=ID`
+/// (`scheduling::simulate`): the
 /// findings, with the policy, its module and the roles replayed.
 pub(crate) async fn simulate(
     app: &App,
@@ -263,19 +265,24 @@ pub(crate) async fn simulate(
     id: &str,
 ) -> Result<Resp, ApiError> {
     let record = policy_for(app, caller, id).await?;
-    let last = match query(&req, "last") {
-        None => DEFAULT_LAST,
-        Some(n) => n
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_DECISION_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("last must be 1..={MAX_DECISION_PAGE}"))
-            })?,
+    let pick = match (query(&req, "last"), query_id(&req, "decisionId")?) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("give last or decisionId, not both"))
+        }
+        (None, Some(decision)) => simulate::Pick::One(decision),
+        (None, None) => simulate::Pick::Last(DEFAULT_LAST),
+        (Some(n), None) => simulate::Pick::Last(
+            n.parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_DECISION_PAGE).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("last must be 1..={MAX_DECISION_PAGE}"))
+                })?,
+        ),
     };
     let module = activation::compiled(app, id).await?;
     let roles = Role::of(module.kind());
-    let found = simulate::simulate(app, module, record.tenant_id.clone(), last).await?;
+    let found = simulate::simulate(app, module, record.tenant_id.clone(), pick).await?;
     let mut answer = serde_json::to_value(&found).unwrap_or_default();
     answer["policyId"] = json!(record.id);
     answer["module"] = json!(label(&record));

@@ -202,17 +202,41 @@ pub fn replay_all(policies: &Policies, module: &Compiled, decisions: &[DecisionR
     out
 }
 
-/// The last `last` decisions of `tenant` (of every tenant: `None`),
-/// newest first, replayed through `module`.
+/// Which recorded decisions a simulation replays.
+#[derive(Debug, Clone)]
+pub enum Pick {
+    /// The newest N of the scope.
+    Last(usize),
+    /// This one, if it is in the scope (else `StoreError::NotFound`).
+    One(String),
+}
+
+/// The decisions `pick` names among those of `tenant` (of every tenant:
+/// `None`), newest first, replayed through `module`.
 pub async fn simulate(
     app: &App,
     module: Arc<Compiled>,
     tenant: Option<String>,
-    last: usize,
+    pick: Pick,
 ) -> Result<Replay, SchedulingError> {
     let decisions = app
         .store
         .call(move |s| {
+            let last = match pick {
+                Pick::Last(n) => n,
+                Pick::One(id) => {
+                    let found = s.get_decision(&id)?;
+                    let in_scope =
+                        |d: &DecisionRecord| tenant.as_ref().is_none_or(|t| *t == d.tenant_id);
+                    return match found.filter(in_scope) {
+                        Some(d) => Ok(vec![d]),
+                        None => Err(StoreError::NotFound {
+                            what: "decision in this policy's scope",
+                            id,
+                        }),
+                    };
+                }
+            };
             let tenants = match tenant {
                 Some(t) => vec![t],
                 None => s.list_tenants()?.into_iter().map(|t| t.id).collect(),

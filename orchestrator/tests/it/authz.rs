@@ -65,6 +65,8 @@ fn every_route_declares_a_rule_and_refuses_callers_without_valid_credentials() {
             ("tokenId", SOME_ID),
             ("containerId", "c1"),
             ("handle", "h1"),
+            ("file", "app.js"),
+            ("arch", "x86_64"),
         ];
         assert!(ROUTES.len() > 30, "the table lists every route");
         for def in ROUTES {
@@ -83,6 +85,13 @@ fn every_route_declares_a_rule_and_refuses_callers_without_valid_credentials() {
                 )],
             ];
             match def.rule {
+                // This server has no `--agent-dir`: the download says so (404).
+                Rule::Public if def.path == "/download/agent/{arch}" => {
+                    let (status, reply) = http(server.addr, def.method, &path, &[], None).await;
+                    assert_eq!(status, 404, "{at}: {reply}");
+                    let message = reply["error"]["message"].as_str().unwrap_or_default();
+                    assert!(message.contains("--agent-dir"), "{at}: {reply}");
+                }
                 Rule::Public => {
                     let (status, _) = http_raw(server.addr, def.method, &path, &[], None).await;
                     assert!(

@@ -242,6 +242,26 @@ fn simulate_replays_recorded_decisions_and_reports_the_differences() {
         );
         let (status, reply) = server.admin("POST", &format!("{path}0000"), None).await;
         assert_error(status, &reply, 400, "bad_request");
+        // One recorded decision at a time: the two differ once between them.
+        let one = |i: u32| {
+            format!(
+                "/v1/policies/{}/simulate?decisionId=00000000-0000-4000-8000-00000000000{i}",
+                p["id"].as_str().unwrap()
+            )
+        };
+        let mut differing = 0;
+        for i in [0, 1] {
+            let (status, sim) = server.admin("POST", &one(i), None).await;
+            assert_eq!(status, 200, "{sim}");
+            assert_eq!(sim["evaluated"], 1, "{sim}");
+            differing += sim["differing"].as_u64().unwrap();
+        }
+        assert_eq!(differing, 1);
+        let (status, reply) = server.admin("POST", &one(9), None).await;
+        assert_error(status, &reply, 404, "not_found");
+        let both = format!("{}&last=2", one(0));
+        let (status, reply) = server.admin("POST", &both, None).await;
+        assert_error(status, &reply, 400, "bad_request");
         server.stop().await;
     });
 }

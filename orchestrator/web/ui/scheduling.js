@@ -13,7 +13,7 @@
 //! * Policies (admins; the operator also sees the global scope): per scope
 //!   and role the active module, its fail mode and health; every uploaded
 //!   version with activate (fail mode `closed` or `lastGood`), roll back
-//!   and simulate (the last N recorded decisions replayed through it,
+//!   and simulate (the last N recorded decisions, or one by its id, replayed through it,
 //!   activating nothing: which would be decided otherwise, old and new);
 //!   and the upload of a `.wasm` component.
 
@@ -71,6 +71,13 @@ function reasonOf(e) {
   return "";
 }
 
+/** Epoch ms, short: the time alone today, else date and time (full in the tooltip). */
+function stamp(ms) {
+  const d = new Date(ms);
+  const text = d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : d.toLocaleString();
+  return h("span", { title: `${when(ms)} (${ago(ms)})` }, text);
+}
+
 const limitText = (n) => (n === null || n === undefined ? "unlimited" : String(n));
 const labelsText = (labels) => (labels && labels.length ? labels.map(([k, v]) => `${k}=${v}`).join(", ") : "none");
 
@@ -78,6 +85,9 @@ const labelsText = (labels) => (labels && labels.length ? labels.map(([k, v]) =>
 function dl(entries) {
   return h("dl", {}, entries.filter(Boolean).map(([k, v]) => [h("dt", {}, k), h("dd", {}, v === null || v === undefined || v === "" ? "–" : v)]));
 }
+
+/** `fn`, its failure shown through `ctx.refused` (while the view is shown). */
+const guarded = (ctx, fn) => () => fn().catch((err) => ctx.alive() && ctx.refused(err));
 
 const card = (title, ...children) => h("div", { class: "card" }, h("h3", {}, title), ...children);
 
@@ -106,12 +116,12 @@ async function showOverview(ctx) {
       const more = decisions.length === limit && limit < MAX_PAGE;
       fill(
         pager,
-        h("span", { class: "muted" }, `${decisions.length} newest shown`),
+        decisions.length > 0 && h("span", { class: "muted" }, `the ${decisions.length} newest`),
         more &&
-          button("more", async () => {
+          button("more", guarded(ctx, () => {
             limit = Math.min(MAX_PAGE, limit + PAGE);
-            await load().catch((err) => ctx.alive() && ctx.refused(err));
-          }),
+            return load();
+          })),
       );
     };
     ctx.every(15000, load);
@@ -127,16 +137,15 @@ function decisionsTable(decisions, names) {
   const rows = decisions.map((d) => {
     const e = d.explanation || {};
     return [
-      h("span", { title: ago(d.at) }, when(d.at)),
+      h("a", { href: `#/scheduling/decision/${enc(d.id)}`, title: "explain this decision" }, stamp(d.at)),
       outcomeBadge(d.outcome),
       e.request ? e.request.name : e.enrolment ? h("span", { class: "muted" }, "worker enrolment") : "–",
       e.chosenWorkerId ? workerLabel(e.chosenWorkerId, names) : "–",
       [e.admission, e.placement].filter(Boolean).map(moduleText).join("; ") || "–",
       reasonOf(e),
-      h("a", { href: `#/scheduling/decision/${enc(d.id)}` }, "explain"),
     ];
   });
-  return h("div", { class: "scroll" }, table(["Time", "Outcome", "Container", "Chosen worker", "Decided by", "Reason", ""], rows, { class: "wide" }));
+  return h("div", { class: "scroll" }, table(["Time (explain)", "Outcome", "Container", "Chosen worker", "Decided by", "Reason"], rows, { class: "wide" }));
 }
 
 // ---- one decision --------------------------------------------------------
@@ -251,7 +260,13 @@ export function explanationTable(decision) {
       ? h("span", { class: `badge ${v.feasible ? "verdict-fits" : "verdict-refused"}` }, v.feasible ? "fits" : "refused")
       : h("span", { class: "muted" }, "no verdict");
     const flags = [!w.online && "offline", w.cordoned && "cordoned", w.drained && "draining"].filter(Boolean);
-    const machine = `${w.mode}, ${w.platform}${w.arch ? "/" + w.arch : ""}${w.region ? ", " + w.region : ""}; ${w.cpuCount} CPU, load ${(w.cpuLoadPermille || 0) / 10} %; ${bytes(w.memoryFree)} of ${bytes(w.memoryTotal)} free; ${w.containersRunning || 0} running; floor ${w.securityFloor}`;
+    const machine = [
+      [w.mode, [w.platform, w.arch].filter(Boolean).join("/"), w.region].filter(Boolean).join(", "),
+      w.cpuCount ? `${w.cpuCount} CPU, load ${(w.cpuLoadPermille || 0) / 10} %` : null,
+      w.memoryTotal ? `${bytes(w.memoryFree)} of ${bytes(w.memoryTotal)} free` : null,
+      `${w.containersRunning || 0} running`,
+      `floor ${w.securityFloor}`,
+    ].filter(Boolean).join("; ");
     return h(
       "tr",
       { class: chosen ? "chosen" : null, "aria-current": chosen ? "true" : null },
@@ -292,17 +307,22 @@ async function showPolicies(ctx, box) {
   const scopes = [];
   if (operator) scopes.push({ key: "global", label: "Global (every tenant)", tenantId: null });
   if (t) scopes.push({ key: `tenant:${t.id}`, label: `Tenant ${t.name}`, tenantId: t.id });
-  const reload = () => showPolicies(ctx, box).catch((err) => ctx.alive() && ctx.refused(err));
+  const reload = guarded(ctx, () => showPolicies(ctx, box));
   const eff = mine && mine.effective;
   fill(
     box,
     eff && h("p", {}, `Deciding for ${t.name} now: admission ${eff.admission || "–"}, placement ${eff.placement || "–"}.`),
     scopes.map((s) => scopeSection(ctx, s, listed.policies || [], listed.active || [], names, reload)),
+    h("h2", {}, "Upload a policy module"),
     uploadForm(ctx, scopes, reload),
   );
 }
 
 function scopeSection(ctx, scope, policies, active, names, reload) {
+  const nameOf = (id) => {
+    const p = policies.find((x) => x.id === id);
+    return p ? `${p.name} v${p.version}` : id;
+  };
   const slots = active.filter((a) => a.scope === scope.key);
   const simOut = h("div", {});
   const slotRows = ROLES.map((role) => {
@@ -315,7 +335,7 @@ function scopeSection(ctx, scope, policies, active, names, reload) {
         ? h("span", { class: "verdict-fits" }, "healthy")
         : h("span", { class: "verdict-refused" }, `failing (${reg.health.failures}): ${reg.health.lastError || ""}`);
     const mode = s.current.failMode === "lastGood" ? `lastGood (stands in: ${(reg && reg.lastGood) || "stock default"})` : s.current.failMode;
-    return [role, h("span", { class: "mono" }, s.module || s.current.policyId), mode, health, `${when(s.activatedAt)}, ${(s.previous || []).length} earlier`];
+    return [role, h("span", { class: "mono" }, s.module || s.current.policyId), mode, health, [stamp(s.activatedAt), `, ${(s.previous || []).length} earlier`]];
   });
   const mine = policies
     .filter((p) => p.scope === scope.key)
@@ -323,56 +343,43 @@ function scopeSection(ctx, scope, policies, active, names, reload) {
   const rows = mine.map((p) => {
     const activeIn = slots.filter((a) => a.current && a.current.policyId === p.id);
     const mode = h("select", { "aria-label": `fail mode for ${p.name} v${p.version}` }, h("option", { value: "closed" }, "fail closed"), h("option", { value: "lastGood" }, "fall back to last good"));
-    const last = h("input", { type: "number", min: 1, max: MAX_PAGE, value: 20, "aria-label": "decisions to replay" });
+    const last = h("input", { type: "text", value: "20", size: 12, "aria-label": "decisions to replay: a number, or one decision's id", title: "how many recent decisions to replay, or one decision's id" });
     return [
-      h("span", { class: "mono" }, p.name),
-      String(p.version),
+      [h("span", { class: "mono" }, p.name), ` v${p.version}`],
       p.kind,
-      h("span", { title: ago(p.uploadedAt) }, when(p.uploadedAt)),
-      bytes(p.sizeBytes),
-      h("span", { class: "mono", title: p.sha256 }, p.sha256.slice(0, 12)),
+      stamp(p.uploadedAt),
+      [bytes(p.sizeBytes), " ", h("span", { class: "mono muted", title: `SHA-256 ${p.sha256}` }, p.sha256.slice(0, 12))],
       activeIn.length ? activeIn.map((a) => h("span", { class: "badge verdict-fits" }, `${a.role} (${a.current.failMode})`)) : h("span", { class: "muted" }, "no"),
       h(
         "div",
         { class: "row" },
         mode,
-        button("activate", async () => {
-          try {
-            const r = await post(`/v1/policies/${enc(p.id)}/activate?failMode=${enc(mode.value)}`);
-            if (!ctx.alive()) return;
-            ctx.notify(`${p.name} v${p.version} now decides ${(r.active || []).map((a) => a.role).join(" and ")} in ${r.scope} (${mode.value}).`, "info");
-            await reload();
-          } catch (err) {
-            if (ctx.alive()) ctx.refused(err);
-          }
-        }, { class: "primary" }),
+        button("activate", guarded(ctx, async () => {
+          const r = await post(`/v1/policies/${enc(p.id)}/activate?failMode=${enc(mode.value)}`);
+          if (!ctx.alive()) return;
+          ctx.notify(`${p.name} v${p.version} now decides ${(r.active || []).map((a) => a.role).join(" and ")} in ${r.scope} (${mode.value}).`, "info");
+          await reload();
+        }), { class: "primary" }),
         activeIn.length > 0 &&
-          button("roll back", async () => {
+          button("roll back", guarded(ctx, async () => {
             if (!(await confirmed(`Roll back ${p.name} v${p.version}? Each role it decides goes back to its previous module (or the stock default).`))) return;
-            try {
-              const r = await post(`/v1/policies/${enc(p.id)}/rollback`);
-              if (!ctx.alive()) return;
-              const now = (r.active || []).map((a) => `${a.role}: ${a.current ? a.current.policyId : "stock default"}`);
-              ctx.notify(`Rolled back ${p.name} v${p.version} (${now.join("; ")}).`, "info");
-              await reload();
-            } catch (err) {
-              if (ctx.alive()) ctx.refused(err);
-            }
-          }, { class: "danger" }),
+            const r = await post(`/v1/policies/${enc(p.id)}/rollback`);
+            if (!ctx.alive()) return;
+            const now = (r.active || []).map((a) => `${a.role} is decided by ${a.current ? nameOf(a.current.policyId) : "the stock default"}`);
+            ctx.notify(`Rolled back ${p.name} v${p.version}: ${now.join("; ")}.`, "info");
+            await reload();
+          }), { class: "danger" }),
         last,
-        button("simulate", async () => {
-          try {
-            const n = Math.min(MAX_PAGE, Math.max(1, parseInt(last.value, 10) || 20));
-            fill(simOut, h("p", { class: "muted" }, `Replaying the last ${n} decisions through ${p.name} v${p.version}…`));
-            const r = await post(`/v1/policies/${enc(p.id)}/simulate?last=${n}`);
-            if (ctx.alive()) fill(simOut, replayView(r, names, ctx.tenant));
-          } catch (err) {
-            if (ctx.alive()) {
-              fill(simOut);
-              ctx.refused(err);
-            }
-          }
-        }),
+        button("simulate", guarded(ctx, async () => {
+          const wanted = last.value.trim();
+          const one = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(wanted);
+          const n = Math.min(MAX_PAGE, Math.max(1, parseInt(wanted, 10) || 20));
+          const what = one ? `decision ${wanted}` : `the last ${n} decisions`;
+          fill(simOut, h("p", { class: "muted" }, `Replaying ${what} through ${p.name} v${p.version}…`));
+          const query = one ? `decisionId=${enc(wanted)}` : `last=${n}`;
+          const r = await post(`/v1/policies/${enc(p.id)}/simulate?${query}`).finally(() => fill(simOut));
+          if (ctx.alive()) fill(simOut, replayView(r, names, ctx.tenant));
+        })),
       ),
     ];
   });
@@ -382,7 +389,7 @@ function scopeSection(ctx, scope, policies, active, names, reload) {
     h("h3", {}, scope.label),
     h("div", { class: "scroll" }, table(["Role", "Active module", "Fail mode", "Health", "Since"], slotRows)),
     mine.length
-      ? h("div", { class: "scroll" }, table(["Name", "Version", "Kind", "Uploaded", "Size", "SHA-256", "Active in", "Actions"], rows, { class: "wide" }))
+      ? h("div", { class: "scroll" }, h("p", { class: "muted" }, "Versions uploaded in this scope:"), table(["Module", "Kind", "Uploaded", "Size, SHA-256", "Active in", "Actions"], rows, { class: "wide" }))
       : h("p", { class: "muted" }, "No module uploaded in this scope: the stock defaults decide."),
     simOut,
   );
@@ -424,13 +431,13 @@ function replayView(r, names, tenant) {
         { class: "scroll" },
         table(
           ["Time", "Decision", "Call", "Recorded", "Candidate"],
-          differences.map((x) => [when(x.at), link(x), x.call, saidText(x.recorded, names), saidText(x.candidate, names)]),
+          differences.map((x) => [stamp(x.at), link(x), x.call, saidText(x.recorded, names), saidText(x.candidate, names)]),
           { class: "wide" },
         ),
       ),
     unreadable.length > 0 && [
       h("p", {}, `${unreadable.length} recorded decision(s) could not be read, so were not replayed:`),
-      table(["Time", "Decision", "Why"], unreadable.map((x) => [when(x.at), link(x), x.error])),
+      table(["Time", "Decision", "Why"], unreadable.map((x) => [stamp(x.at), link(x), x.error])),
     ],
   );
 }
@@ -439,12 +446,11 @@ function uploadForm(ctx, scopes, reload) {
   const file = h("input", { type: "file", id: "policy-file", accept: ".wasm,application/wasm", required: true });
   const name = h("input", { id: "policy-name", required: true, pattern: "[a-z0-9_\\-]{1,64}", maxlength: 64, placeholder: "e.g. prefer-gpu", autocomplete: "off" });
   const kind = h("select", { id: "policy-kind" }, ["placement", "admission", "policy"].map((k) => h("option", { value: k }, k === "policy" ? "policy (both)" : k)));
-  const scope = h("select", { id: "policy-scope" }, scopes.map((s) => h("option", { value: s.tenantId || "" }, s.label)));
+  const scope = h("select", { id: "policy-scope" }, [...scopes].reverse().map((s) => h("option", { value: s.tenantId || "" }, s.label)));
   const submit = h("button", { type: "submit", class: "primary" }, "Upload");
   const form = h(
     "form",
     { class: "card" },
-    h("h3", {}, "Upload a policy module"),
     h("p", { class: "muted" }, "A WebAssembly component implementing the admission or placement world (or both), at most 32 MiB. It is stored as the next version of its name; nothing changes until you activate it."),
     h("label", { for: "policy-file" }, "Component (.wasm)"),
     file,

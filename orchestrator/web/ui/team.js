@@ -190,7 +190,7 @@ function tenantsTable(ctx, tenants, usage) {
       h("span", { class: "badge" }, t.plan.name),
       against(u.workers, t.plan.workers),
       against(u.containers, t.plan.concurrentContainers),
-      `${t.plan.historyDays} days`,
+      `${t.plan.historyDays} day${t.plan.historyDays === 1 ? "" : "s"}`,
     ];
     if (operator) cells.push(planForm(ctx, t));
     return cells;
@@ -448,11 +448,11 @@ async function auditView(ctx) {
   let entries = [];
   let next = null;
 
-  const actor = (p) => (memberName.has(p) ? `${memberName.get(p)} (${p})` : p);
+  const actor = (p) => (memberName.has(p) ? `${memberName.get(p)} ${p}` : p);
   const row = (e) => {
     const tenant = e.tenantId ? tenantName.get(e.tenantId) || e.tenantId : "–";
     const status = e.status === null || e.status === undefined ? "–" : String(e.status);
-    const cells = [when(e.at), actor(e.principal), e.kind, e.action, h("span", { class: "mono" }, e.target), tenant, h("span", { class: "badge" }, e.outcome), status];
+    const cells = [when(e.at), h("span", { title: e.principal }, memberName.get(e.principal) || e.principal), e.kind, e.action, h("span", { class: "mono" }, e.target), tenant, h("span", { class: "badge" }, e.outcome), status];
     return h("tr", {}, cells.map((c) => h("td", {}, c)));
   };
   const draw = () => {
