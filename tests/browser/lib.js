@@ -50,7 +50,7 @@ function spkiHash(certPem) {
   return crypto.createHash("sha256").update(der).digest("base64");
 }
 
-async function launch({ certPem, width = 900, height = 500 }) {
+async function launch({ certPem, width = 900, height = 500, extraArgs = [] }) {
   if (!fs.existsSync(CHROMIUM)) {
     fail(`${CHROMIUM} is missing: apt-get install -y chromium (or \`make deps\`)`);
   }
@@ -69,6 +69,7 @@ async function launch({ certPem, width = 900, height = 500 }) {
     "--disable-sync",
   ];
   if (certPem) args.push(`--ignore-certificate-errors-spki-list=${spkiHash(certPem)}`);
+  args.push(...extraArgs);
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
@@ -80,6 +81,21 @@ async function launch({ certPem, width = 900, height = 500 }) {
   page.on("pageerror", (e) => fail(`the page threw: ${e.stack || e}`));
   const close = () => context.close();
   return { context, page, close };
+}
+
+/**
+ * A browser (not a persistent context): for cases that need several fresh
+ * contexts, each with an empty cache and storage. `extraArgs` as above.
+ */
+async function launchBrowser({ certPem, extraArgs = [] }) {
+  if (!fs.existsSync(CHROMIUM)) {
+    fail(`${CHROMIUM} is missing: apt-get install -y chromium (or \`make deps\`)`);
+  }
+  const { chromium } = playwright();
+  const args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+  if (certPem) args.push(`--ignore-certificate-errors-spki-list=${spkiHash(certPem)}`);
+  args.push(...extraArgs);
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args });
 }
 
 /** The terminal's lines, scrollback included, with wrapped rows joined. */
@@ -190,6 +206,7 @@ module.exports = {
   fail,
   handshake,
   launch,
+  launchBrowser,
   main,
   screen,
   status,

@@ -1,7 +1,8 @@
 //! The simulated agents: many agent connections from one process, each a
 //! real TLS WebSocket to `/v1/agent` that authenticates with its own
 //! worker credential, sends `worker.register`, waits for `worker.accepted`,
-//! sends an empty `worker.inventory`, then a heartbeat at once and every
+//! sends its `worker.inventory` (empty, or one running container: see
+//! [`Target::containers_of`]), then a heartbeat at once and every
 //! interval the orchestrator dictated, answering pings as it reads.
 //!
 //! It is not the real agent (no Podman, no /proc sampling): it speaks the
@@ -112,6 +113,9 @@ pub struct Target {
     pub connector: TlsConnector,
     /// Whether an agent whose registered connection ends reconnects.
     pub reconnect: bool,
+    /// Each agent's inventory holds one running container of this tenant
+    /// (`simc-I`), which the orchestrator adopts; none without it.
+    pub containers_of: Option<String>,
 }
 
 type Ws = WebSocketStream<TlsStream<TcpStream>>;
@@ -261,7 +265,15 @@ async fn connect(target: &Target, at: usize, credential: &str, i: usize) -> Resu
     if accepted["type"] != "worker.accepted" {
         return Err(AgentError::NotAccepted(accepted.to_string()));
     }
-    let inventory = json!({ "type": "worker.inventory", "data": { "containers": [] } });
+    let containers = match &target.containers_of {
+        Some(tenant) => json!([{
+            "containerId": format!("simc-{i}"), "tenantId": tenant, "engineId": format!("{i:064x}"),
+            "name": format!("sim-{i}"), "image": "localhost/sim:latest", "state": "running",
+            "profile": "standard", "createdAt": unix_ms(),
+        }]),
+        None => json!([]),
+    };
+    let inventory = json!({ "type": "worker.inventory", "data": { "containers": containers } });
     ws.send(Message::text(inventory.to_string())).await?;
     Ok(ws)
 }

@@ -237,6 +237,7 @@ pub fn child_main(spec_file: PathBuf) {
         addrs,
         connector,
         reconnect: spec["reconnect"].as_bool().unwrap_or(false),
+        containers_of: None,
     };
     smol::block_on(async {
         let tasks = fleet::start(target, mine, first, num("parallel"), Arc::clone(&stats)).await;
