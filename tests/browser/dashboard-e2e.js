@@ -9,7 +9,8 @@
 //! * member: signs in with a member's token; sees the worker online and no
 //!   admin action anywhere (no Team view, no cordon, no "Add a worker");
 //!   a launch with a name full of markup is refused in words, shown as text;
-//!   launches a container with automatic placement, watches it run and its
+//!   no view scrolls sideways on a phone's width; launches a container with
+//!   automatic placement from the keyboard alone, watches it run and its
 //!   CPU graph appear, types in its terminal (the existing page, opened
 //!   from the row), stops it, removes it (after a confirmation); sign-out
 //!   forgets the token.
@@ -84,6 +85,15 @@ function row(page, name) {
   return page.locator("tr[data-container]").filter({ has: page.locator("[data-field=name]", { hasText: name }) });
 }
 
+/** Press Tab until the element with id `id` has the focus (at most 40 times). */
+async function tabTo(page, id) {
+  for (let i = 0; i < 40; i++) {
+    if (await page.evaluate((want) => document.activeElement && document.activeElement.id === want, id)) return;
+    await page.keyboard.press("Tab");
+  }
+  L.fail(`Tab never reached #${id}`);
+}
+
 async function launch(page, name, image) {
   if (!(await page.locator("#launch").count())) await page.locator("#launch-button").click();
   await page.locator("#launch-name").fill(name);
@@ -113,8 +123,32 @@ async function member(page, context) {
   if (await page.locator("#notice img, #view img").count()) L.fail("the name became an element");
   L.step(`refused in words: ${words}`);
 
+  // A phone's width: no view scrolls sideways.
+  await page.setViewportSize({ width: 390, height: 844 });
+  for (const view of ["workers", "containers", "scheduling"]) {
+    await open(page, `#/${view}`);
+    await L.waitFor(page, `the ${view} view`, async () => (await page.locator("#view h1").count()) > 0);
+    const [wide, fits] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+    if (wide > fits) L.fail(`the ${view} view is ${wide} px wide on a ${fits} px screen`);
+  }
+  await page.setViewportSize({ width: 1200, height: 900 });
+
+  // With the keyboard alone: Tab to "Launch a container", fill the form, submit.
   const name = `dash-${process.pid}`;
-  await launch(page, name, image);
+  await open(page, "#/containers");
+  await L.waitFor(page, "the launch button", () => page.locator("#launch-button").count());
+  await tabTo(page, "launch-button");
+  await page.keyboard.press("Enter");
+  await L.waitFor(page, "the focus in the form", () => page.evaluate(() => document.activeElement.id === "launch-name"));
+  await page.keyboard.type(name);
+  await tabTo(page, "launch-image");
+  await page.keyboard.type(image);
+  await tabTo(page, "launch-command");
+  await page.keyboard.type("sleep");
+  await page.keyboard.press("Enter");
+  await page.keyboard.type("3600");
+  await tabTo(page, "launch-submit");
+  await page.keyboard.press("Enter");
   await waitRow(page, name, "running");
   L.step("launched with automatic placement and running");
   await L.waitFor(page, "its CPU graph", async () => (await row(page, name).locator("svg.spark").count()) >= 2);

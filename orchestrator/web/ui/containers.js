@@ -75,7 +75,7 @@ function launchForm(ctx, workers, launched) {
     workers.filter((w) => !w.deleted).map((w) => h("option", { value: w.id }, `${w.name} (${w.status})`)),
   );
   const why = h("section", { id: "launch-why", hidden: true });
-  const submit = h("button", { type: "submit", class: "primary" }, "Launch");
+  const submit = h("button", { type: "submit", class: "primary", id: "launch-submit" }, "Launch");
   const form = h(
     "form",
     { class: "card", id: "launch" },
