@@ -18,7 +18,7 @@
 //!   a refusal; "Add a worker" shows the commands, printed as
 //!   `COMMANDS {json}` for the Rust side to run (it names the new worker
 //!   with markup) and answer STARTED; the new worker appears online, its
-//!   name shown as text.
+//!   name shown as text, and the Team view counts two workers on the plan.
 //! * live: the worker's card turns offline when its agent is killed
 //!   (KILL_AGENT, answered KILLED); the page says it is reconnecting while
 //!   the orchestrator is down (READY_TO_KILL / KILLED), and once it is back
@@ -204,6 +204,11 @@ async function admin(page, nextLine) {
   await waitCard(page, MARKUP, "online", 60000);
   if (await page.locator("#view img").count()) L.fail("the worker's name became an element");
   L.step("the new worker appeared online, its name as text");
+  // The Team view counts both workers against the plan (the API's usage).
+  await open(page, "#/team");
+  await L.waitFor(page, "the tenant's two workers against its plan", () =>
+    page.evaluate(() => [...document.querySelectorAll("#view td")].some((td) => /^2 \/ /.test(td.textContent))),
+  );
 }
 
 async function live(page, nextLine) {

@@ -148,9 +148,23 @@ pub(crate) async fn get(app: &App, caller: &Caller, id: &str) -> Result<Resp, Ap
 }
 
 /// `GET /v1/tenants/{id}`.
+/// One tenant with what it holds against its plan (`GET /v1/tenants/{id}`).
+#[derive(Debug, Serialize)]
+struct TenantDetail {
+    #[serde(flatten)]
+    tenant: TenantView,
+    usage: crate::store::TenantUsage,
+}
+
 pub(crate) async fn get_tenant(app: &App, caller: &Caller, id: &str) -> Result<Resp, ApiError> {
     let tenant = caller.tenant(app, id, Need::Use).await?;
-    Ok(json(StatusCode::OK, &TenantView::from(tenant)))
+    let tid = tenant.id.clone();
+    let usage = app.store.call(move |s| s.tenant_usage(&tid)).await?;
+    let view = TenantDetail {
+        tenant: TenantView::from(tenant),
+        usage,
+    };
+    Ok(json(StatusCode::OK, &view))
 }
 
 /// The organisation a new tenant goes into: the one named (the caller must

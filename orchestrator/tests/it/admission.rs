@@ -62,6 +62,13 @@ async fn exactly(fx: &Fixture, answers: &[(u16, Value)], allowed: usize) {
     let statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
     assert_eq!(created, allowed, "statuses: {statuses:?}");
     assert_eq!(fx.containers().await.len(), allowed);
+    // The tenant's usage, as the dashboard shows it against the plan.
+    let path = format!("/v1/tenants/{}", fx.tenant_id);
+    let (status, tenant) = fx.server.admin("GET", &path, None).await;
+    assert_eq!(status, 200, "{tenant}");
+    assert_eq!(tenant["usage"]["created"], allowed, "{tenant}");
+    assert_eq!(tenant["usage"]["workers"], 1, "{tenant}");
+    assert_eq!(tenant["plan"]["concurrentContainers"], 3, "{tenant}");
 }
 
 #[test]

@@ -10,13 +10,11 @@
 //! * The organisation is the member's own; the operator sees every one
 //!   (`GET /v1/orgs`) and picks with a select, starting from the one of the
 //!   tenant chosen in the header. The choice lasts while the page is open.
-//! * Usage: the API has no usage route, so it is counted here from the
-//!   listings, as the stock admission policy counts it: containers
-//!   `creating`, `created` or `running` (`GET /v1/containers?tenantId=`)
-//!   against `concurrentContainers`, and the tenant's own (byom) workers
-//!   neither revoked nor deleted (`GET /v1/workers`) against `workers`. A
-//!   custom admission policy may count otherwise; the numbers say what is
-//!   held, not what it would admit.
+//! * Usage: each tenant's `usage` from `GET /v1/tenants/ID`, the counters
+//!   admission keeps in the store: containers `creating`, `created` or
+//!   `running` against `concurrentContainers` (as the stock plan policy
+//!   counts them), the tenant's own workers neither revoked nor deleted
+//!   against `workers`.
 //! * Plans are the operator's to change (`PUT /v1/tenants/ID/plan`): a
 //!   stock name, or `custom` with its numbers (empty: unlimited).
 //! * A new token's secret is shown once in a `.secret` box with "Copy", held
@@ -151,19 +149,15 @@ async function overview(ctx) {
   );
 }
 
-/** Tenant id -> {containers, workers} held, counted from the listings. */
+/** Tenant id -> {containers, workers} held, as admission counts them (`GET /v1/tenants/ID`'s `usage`). */
 async function usageOf(ctx, tenants) {
   const usage = new Map();
   try {
-    const [workers, lists] = await Promise.all([
-      get("/v1/workers").then((a) => a.workers || []),
-      Promise.all(tenants.map((t) => get(`/v1/containers?tenantId=${enc(t.id)}`))),
-    ]);
-    tenants.forEach((t, i) => {
-      const containers = (lists[i].containers || []).filter((c) => HELD.includes(c.state)).length;
-      const own = workers.filter((w) => w.tenantId === t.id && w.mode === "byom" && !w.revoked && !w.deleted).length;
-      usage.set(t.id, { containers, workers: own });
-    });
+    const details = await Promise.all(tenants.map((t) => get(`/v1/tenants/${enc(t.id)}`)));
+    for (const d of details) {
+      const u = d.usage || {};
+      usage.set(d.id, { containers: HELD.reduce((n, state) => n + (u[state] || 0), 0), workers: u.workers || 0 });
+    }
   } catch (err) {
     if (ctx.alive()) ctx.refused(err);
   }
