@@ -28,6 +28,7 @@ use crate::git::{Git, GitError};
 use crate::podman::env::EnvError;
 use crate::podman::{Podman, PodmanError};
 use crate::terminal::{TerminalError, Terminals};
+use crate::usage::UsageHistory;
 use crate::workspace::{WorkspaceError, Workspaces};
 
 /// Why a command failed, before it becomes an `error` reply.
@@ -146,6 +147,8 @@ pub struct Executor {
     pub(crate) background: Background,
     /// Terminal sessions; they outlive connections too.
     pub(crate) terminals: Terminals,
+    /// Running containers' recent CPU and memory, sampled at heartbeats.
+    pub(crate) usage: UsageHistory,
     /// One lock per container id being created, so concurrent deliveries of
     /// the same create are serialised. Entries are dropped after use.
     creating: Mutex<HashMap<String, Arc<smol::lock::Mutex<()>>>>,
@@ -179,6 +182,7 @@ impl Executor {
             floor,
             background: Background::default(),
             terminals: Terminals::new(podman.clone(), crate::terminal::DEFAULT_GRACE),
+            usage: UsageHistory::default(),
             creating: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
             indexed: smol::lock::OnceCell::new(),
@@ -195,6 +199,11 @@ impl Executor {
     /// The terminal sessions, which connections stream and feed.
     pub fn terminals(&self) -> &Terminals {
         &self.terminals
+    }
+
+    /// The containers' recent use, which the heartbeat task samples.
+    pub fn usage(&self) -> &UsageHistory {
+        &self.usage
     }
 
     /// Use this git (tests add their own config through its environment).

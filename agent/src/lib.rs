@@ -57,6 +57,7 @@ mod status;
 pub mod sysinfo;
 mod terminal;
 mod tls;
+mod usage;
 mod workspace;
 
 use std::collections::BTreeMap;

@@ -15,6 +15,7 @@ use smol::{Task, Timer};
 use crate::podman::Podman;
 use crate::sysinfo::{self, CpuSampler};
 use crate::terminal::Terminals;
+use crate::usage::UsageHistory;
 
 /// Why the machine's facts could not be gathered.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +132,7 @@ impl HeartbeatSource {
 pub fn spawn_reports(
     podman: Podman,
     terminals: Terminals,
+    usage: UsageHistory,
     cpu: CpuSampler,
     memory_total: u64,
     interval: Duration,
@@ -163,12 +165,19 @@ pub fn spawn_reports(
         loop {
             let heartbeat = source.sample().await;
             tracing::debug!(?heartbeat, "heartbeat");
+            let running = heartbeat.containers_running > 0;
             if out
                 .send(Envelope::event(Body::Heartbeat(heartbeat)))
                 .await
                 .is_err()
             {
                 return;
+            }
+            // After the heartbeat, so it is never late for the samples.
+            if !running {
+                usage.clear();
+            } else if let Err(e) = usage.sample(&podman).await {
+                tracing::debug!(error = %e, "cannot sample the containers' use");
             }
             tick.next().await;
         }

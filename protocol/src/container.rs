@@ -232,4 +232,19 @@ pub struct ContainerStats {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_used: Option<u64>,
     pub pids: u32,
+    /// The agent's samples of the last minutes, oldest first: one per
+    /// heartbeat while the container runs (absent from older agents).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<UsageSample>,
+}
+
+/// One sample of a running container's use, taken at a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageSample {
+    /// Unix milliseconds, the agent's clock.
+    pub at: u64,
+    /// Percent of one core.
+    pub cpu_percent: f64,
+    pub memory_used: u64,
 }

@@ -151,7 +151,12 @@ async function member(page, context) {
   await page.keyboard.press("Enter");
   await waitRow(page, name, "running");
   L.step("launched with automatic placement and running");
-  await L.waitFor(page, "its CPU graph", async () => (await row(page, name).locator("svg.spark").count()) >= 2);
+  await L.waitFor(page, "its CPU and memory graphs", async () => (await row(page, name).locator("svg.spark").count()) >= 2);
+  // The agent's samples of the last heartbeats come with the first answer: a line, not a dot.
+  await L.waitFor(page, "a graph of several samples", async () => {
+    const points = await row(page, name).locator("svg.spark polyline").first().getAttribute("points");
+    return points && points.split(" ").length >= 3;
+  });
 
   const [term] = await Promise.all([context.waitForEvent("page"), row(page, name).getByRole("link", { name: "Terminal" }).click()]);
   await term.waitForLoadState("load");

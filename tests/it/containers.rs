@@ -54,6 +54,28 @@ fn a_container_lives_its_whole_life_through_the_api() {
         .as_u64()
         .or(stats.body["memoryUsed"].as_u64());
     assert!(mem.is_some_and(|m| m > 0), "{stats:?}");
+    // The agent's samples of the last minutes come along: one per heartbeat.
+    let history = wait_until(
+        "two samples in the stats' history",
+        Duration::from_secs(30),
+        || {
+            let s = f.api.get(&format!("/v1/containers/{id}/stats"));
+            let h = s.body["history"].as_array().cloned().unwrap_or_default();
+            (h.len() >= 2).then_some(h)
+        },
+    );
+    assert!(
+        history
+            .windows(2)
+            .all(|w| w[0]["at"].as_u64() < w[1]["at"].as_u64()),
+        "{history:?}"
+    );
+    assert!(
+        history
+            .iter()
+            .all(|s| s["memoryUsed"].as_u64().is_some_and(|m| m > 0)),
+        "{history:?}"
+    );
 
     let listed = f.api.get(&format!("/v1/containers?tenantId={}", f.tenant));
     let row = listed.body["containers"]

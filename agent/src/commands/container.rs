@@ -345,6 +345,7 @@ impl Executor {
                 let c = running.iter().find(|c| c.engine_id == engine_id)?;
                 s.container_id = c.container_id.clone();
                 s.disk_used = sizes.get(&engine_id).copied();
+                s.history = self.usage.of(&c.container_id);
                 Some(s)
             })
             .collect();

@@ -368,6 +368,13 @@ fn stats_reads_raw_numbers() {
             ],
             Profile::Open,
         );
+        // What the heartbeats sampled comes with the answer.
+        let earlier = UsageSample {
+            at: 1_000,
+            cpu_percent: 3.0,
+            memory_used: 900,
+        };
+        ex.usage().record([("c-1".to_owned(), earlier)]);
         let r = ex
             .call(Body::ContainerStats(ContainerStatsRequest {
                 container_id: None,
@@ -383,6 +390,7 @@ fn stats_reads_raw_numbers() {
                     memory_limit: Some(2_147_483_648),
                     disk_used: Some(77),
                     pids: 3,
+                    history: vec![earlier],
                 }]
             })
         );

@@ -295,6 +295,7 @@ impl Podman {
                     memory_limit: (e.mem_limit > 0).then_some(e.mem_limit),
                     disk_used: None,
                     pids: u32::try_from(e.pids).unwrap_or(u32::MAX),
+                    history: Vec::new(),
                 },
             ));
         }

@@ -119,6 +119,7 @@ impl Serving<'_> {
         self.heartbeats = Some(status::spawn_reports(
             self.ctx.podman.clone(),
             terminals,
+            self.ctx.executor.usage().clone(),
             cpu,
             self.memory_total,
             interval,

@@ -3,11 +3,11 @@
 //! graph each; start, stop, remove and terminal; and the launch form.
 //!
 //! * The list is `GET /v1/containers?tenantId=` every 3 s. CPU and memory
-//!   come from `GET /v1/containers/{id}/stats` (the agent measures them
-//!   when asked) every 5 s for the running containers shown, at most
-//!   `STATS_MAX` of them, four calls at a time; each keeps `HISTORY`
-//!   samples (5 minutes) in this page, kept while the page is open (also
-//!   across views), drawn as sparklines.
+//!   come from `GET /v1/containers/{id}/stats` every 5 s for the running
+//!   containers shown, at most `STATS_MAX` of them, four calls at a time:
+//!   the agent measures them when asked and adds its samples of the last
+//!   five minutes (one per heartbeat), drawn as sparklines, so a graph
+//!   shows the recent past as soon as the page opens.
 //! * Launch: name, image, profile, command (one argument per line), env
 //!   and labels (`KEY=value` lines), an optional workspace repository
 //!   (cloned by `POST …/setup` once the container is created), and
@@ -23,30 +23,23 @@ import { explanationTable } from "./scheduling.js";
 const REFRESH_MS = 3000;
 const STATS_MS = 5000;
 const STATS_MAX = 30;
-const HISTORY = 60;
 const PROFILES = ["standard", "strict", "open", "offline"];
 
-/** container id → [{cpu, mem, limit}], newest last; lives as long as the page. */
-const history = new Map();
+/** container id → its last stats answer (the agent's recent samples with it). */
+const latest = new Map();
 
-function record(id, s) {
-  const list = history.get(id) || [];
-  list.push({ cpu: s.cpuPercent, mem: s.memoryUsed, limit: s.memoryLimit || 0 });
-  if (list.length > HISTORY) list.shift();
-  history.set(id, list);
-}
-
-/** The CPU and memory cells of one container. */
+/** The CPU and memory cells of one container: the agent's samples of the last minutes, then now. */
 function usage(c) {
-  const list = history.get(c.id);
+  const s = latest.get(c.id);
   if (c.state !== "running") return ["–", "–"];
-  if (!list || !list.length) return ["measuring…", "measuring…"];
-  const last = list[list.length - 1];
-  const cpuMax = Math.max(100, ...list.map((s) => s.cpu));
-  const memMax = Math.max(last.limit, ...list.map((s) => s.mem));
+  if (!s) return ["measuring…", "measuring…"];
+  const list = [...(s.history || []).map((x) => ({ cpu: x.cpuPercent, mem: x.memoryUsed })), { cpu: s.cpuPercent, mem: s.memoryUsed }];
+  const limit = s.memoryLimit || 0;
+  const cpuMax = Math.max(100, ...list.map((x) => x.cpu));
+  const memMax = Math.max(limit, ...list.map((x) => x.mem));
   return [
-    h("span", {}, sparkline(list.map((s) => s.cpu), cpuMax, `CPU of ${c.name}`), ` ${last.cpu.toFixed(1)} %`),
-    h("span", {}, sparkline(list.map((s) => s.mem), memMax, `memory of ${c.name}`), ` ${bytes(last.mem)}${last.limit ? ` of ${bytes(last.limit)}` : ""}`),
+    h("span", {}, sparkline(list.map((x) => x.cpu), cpuMax, `CPU of ${c.name}`), ` ${s.cpuPercent.toFixed(1)} %`),
+    h("span", {}, sparkline(list.map((x) => x.mem), memMax, `memory of ${c.name}`), ` ${bytes(s.memoryUsed)}${limit ? ` of ${bytes(limit)}` : ""}`),
   ];
 }
 
@@ -226,7 +219,7 @@ export async function render(ctx) {
     const running = containers.filter((c) => c.state === "running").slice(0, STATS_MAX);
     await pool(running, 4, async (c) => {
       try {
-        record(c.id, await get(`/v1/containers/${enc(c.id)}/stats`));
+        latest.set(c.id, await get(`/v1/containers/${enc(c.id)}/stats`));
       } catch (err) {
         if (err instanceof ApiFailure && err.status === 0) throw err;
         // A container that stopped meanwhile has no stats: the list says why.
