@@ -231,3 +231,27 @@ pub fn query<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
         .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
         .find_map(|(k, v)| (k == name).then_some(v))
 }
+
+/// The query parameter `name`, percent-decoded (`+` is a space), as text
+/// the client chose: a search term, never an id. A bad escape or bytes
+/// that are not UTF-8: 400.
+pub fn query_text(req: &Request<Incoming>, name: &str) -> Result<Option<String>, ApiError> {
+    let Some(raw) = query(req, name) else {
+        return Ok(None);
+    };
+    let bad = || ApiError::bad_request(format!("{name} is not a well-formed query value"));
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut it = raw.bytes();
+    while let Some(b) = it.next() {
+        bytes.push(match b {
+            b'+' => b' ',
+            b'%' => {
+                let hex = [it.next().ok_or_else(bad)?, it.next().ok_or_else(bad)?];
+                let hex = std::str::from_utf8(&hex).map_err(|_| bad())?;
+                u8::from_str_radix(hex, 16).map_err(|_| bad())?
+            }
+            other => other,
+        });
+    }
+    String::from_utf8(bytes).map(Some).map_err(|_| bad())
+}

@@ -25,6 +25,7 @@
 //! `containers`.
 
 mod audit;
+mod audit_query;
 mod containers;
 mod decisions;
 mod durable;
@@ -53,7 +54,8 @@ use engine::{EngineError, TextTable};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use audit::{AuditEntry, AuditScope, AuditWrite, AuditWritten, INTERRUPTED, MAX_AUDIT_PAGE};
+pub use audit::{AuditEntry, AuditWrite, AuditWritten, INTERRUPTED};
+pub use audit_query::{AuditFilter, AuditPage, AuditScope, MAX_AUDIT_PAGE, SCAN_BUDGET};
 pub use containers::{AdmittedCreate, CreateOutcome};
 pub use decisions::{DecisionRecord, MAX_DECISION_PAGE};
 pub use history::Pruned;

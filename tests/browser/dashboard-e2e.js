@@ -214,6 +214,19 @@ async function admin(page, nextLine) {
   await L.waitFor(page, "the tenant's two workers against its plan", () =>
     page.evaluate(() => [...document.querySelectorAll("#view td")].some((td) => /^2 \/ /.test(td.textContent))),
   );
+  // The audit log, filtered by the server: the operator's POSTs only.
+  await open(page, "#/team/audit");
+  await page.getByLabel("actor").selectOption("operator");
+  await page.getByLabel("action").fill("POST ");
+  await page.getByRole("button", { name: "Show newest" }).click();
+  const shown = await L.waitFor(page, "the filtered audit log", () =>
+    page.evaluate(() => {
+      const rows = [...document.querySelectorAll("#view tbody tr")].map((tr) => [...tr.cells].map((td) => td.textContent));
+      return rows.length && rows.every((r) => r[3].startsWith("POST ")) ? rows : undefined;
+    }),
+  );
+  if (!shown.some((r) => r[3].startsWith("POST /v1/tenants/{tenantId}/join-tokens"))) L.fail(`no join token minted in ${JSON.stringify(shown)}`);
+  L.step(`audit filtered on the server: ${shown.length} POSTs by the operator`);
 }
 
 async function live(page, nextLine) {

@@ -1,5 +1,9 @@
 //! `GET /v1/audit?tenantId=T|orgId=O[&limit=N][&before=SEQ]`: the audit
-//! log, newest first, a page at a time.
+//! log, newest first, a page at a time; filtered by `principal`,
+//! `action` (exact, or a prefix ending in `.` or a space), `outcome`,
+//! `since` and `until` (Unix ms). A page examines at most
+//! `store::SCAN_BUDGET` entries: with a filter it may hold fewer than
+//! `limit` (even none) and still have a `nextBefore` to go on from.
 //!
 //! Who reads it (the route's rule, checked before this runs): the operator
 //! (everything, or one tenant or organisation) and admins of the
@@ -11,8 +15,8 @@ use hyper::{Request, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::authz::query_id;
-use crate::http::{json, query, ApiError, Resp};
-use crate::store::{AuditEntry, AuditScope, MAX_AUDIT_PAGE};
+use crate::http::{json, query, query_text, ApiError, Resp};
+use crate::store::{AuditEntry, AuditFilter, AuditScope, MAX_AUDIT_PAGE};
 use crate::App;
 
 /// Entries per page unless `limit` says otherwise.
@@ -85,20 +89,30 @@ pub(crate) async fn list(app: &App, req: Request<Incoming>) -> Result<Resp, ApiE
     }
     let before = number(&req, "before")?;
     let limit = usize::try_from(limit).unwrap_or(MAX_AUDIT_PAGE);
+    let text = |name: &str| -> Result<Option<String>, ApiError> {
+        match query_text(&req, name)? {
+            Some(v) if v.is_empty() || v.chars().count() > 200 => Err(ApiError::bad_request(
+                format!("{name} must be 1 to 200 characters"),
+            )),
+            v => Ok(v),
+        }
+    };
+    let filter = AuditFilter {
+        principal: text("principal")?,
+        action: text("action")?,
+        outcome: text("outcome")?,
+        since: number(&req, "since")?,
+        until: number(&req, "until")?,
+    };
     // Entries still queued on the writer (commands) belong in the answer.
     app.audit.flush().await;
-    let entries = app
+    let found = app
         .store
-        .call(move |s| s.query_audit(&scope, before, limit))
+        .call(move |s| s.search_audit(&scope, &filter, before, limit))
         .await?;
-    let next_before = if entries.len() == limit {
-        entries.last().map(|e| e.seq).filter(|seq| *seq > 1)
-    } else {
-        None
-    };
     let page = AuditPage {
-        entries: entries.into_iter().map(AuditView::from).collect(),
-        next_before,
+        entries: found.entries.into_iter().map(AuditView::from).collect(),
+        next_before: found.next_before,
     };
     Ok(json(StatusCode::OK, &page))
 }

@@ -21,18 +21,16 @@ use serde::{Deserialize, Serialize};
 use super::{decode, encode, failed, get_json, Store, StoreError, Tenant, TENANTS};
 
 /// Sequence number -> [`AuditEntry`] (JSON).
-const AUDIT: TableDefinition<u64, &str> = TableDefinition::new("audit");
+pub(super) const AUDIT: TableDefinition<u64, &str> = TableDefinition::new("audit");
 /// `tenantId/<seq, 20 digits>` -> `""`.
-const AUDIT_BY_TENANT: TableDefinition<&str, &str> = TableDefinition::new("audit_by_tenant");
+pub(super) const AUDIT_BY_TENANT: TableDefinition<&str, &str> =
+    TableDefinition::new("audit_by_tenant");
 /// `orgId/<seq, 20 digits>` -> `""`.
-const AUDIT_BY_ORG: TableDefinition<&str, &str> = TableDefinition::new("audit_by_org");
+pub(super) const AUDIT_BY_ORG: TableDefinition<&str, &str> = TableDefinition::new("audit_by_org");
 /// Intent id -> the call's [`AuditEntry`] as known before its outcome (JSON).
 const AUDIT_INTENTS: TableDefinition<u64, &str> = TableDefinition::new("audit_intents");
 /// The outcome of an intent whose call never finished.
 pub const INTERRUPTED: &str = "interrupted";
-
-/// The most entries one query returns.
-pub const MAX_AUDIT_PAGE: usize = 1000;
 
 /// One thing that happened: who did what to which object, and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,15 +74,7 @@ pub enum AuditWritten {
     Intent(u64),
 }
 
-/// Which entries a query reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditScope {
-    All,
-    Tenant(String),
-    Org(String),
-}
-
-fn index_key(owner: &str, seq: u64) -> String {
+pub(super) fn index_key(owner: &str, seq: u64) -> String {
     format!("{owner}/{seq:020}")
 }
 
@@ -267,61 +257,12 @@ impl Store {
             Ok(left.len())
         })
     }
-
-    /// Up to `limit` entries of `scope` with `seq < before`, newest first.
-    pub fn query_audit(
-        &self,
-        scope: &AuditScope,
-        before: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
-        let limit = limit.min(MAX_AUDIT_PAGE);
-        let before = before.unwrap_or(u64::MAX);
-        let txn = self.db.begin_read().map_err(failed("begin a read"))?;
-        let log = txn
-            .open_table(AUDIT)
-            .map_err(failed("open the audit log"))?;
-        let read = |seq: u64| -> Result<Option<AuditEntry>, StoreError> {
-            match log.get(seq).map_err(failed("read an audit entry"))? {
-                Some(v) => decode("audit", &seq.to_string(), &v).map(Some),
-                None => Ok(None),
-            }
-        };
-        let mut out = Vec::new();
-        let (table, owner) = match scope {
-            AuditScope::All => {
-                for (seq, value) in log
-                    .scan(..before, true, limit)
-                    .map_err(failed("scan the audit log"))?
-                {
-                    out.push(decode("audit", &seq.to_string(), &value)?);
-                }
-                return Ok(out);
-            }
-            AuditScope::Tenant(id) => (AUDIT_BY_TENANT, id),
-            AuditScope::Org(id) => (AUDIT_BY_ORG, id),
-        };
-        let index = txn
-            .open_table(table)
-            .map_err(failed("open an audit index"))?;
-        let from = format!("{owner}/");
-        let to = index_key(owner, before);
-        for (key, _) in index
-            .scan(from.as_str()..to.as_str(), true, limit)
-            .map_err(failed("scan an audit index"))?
-        {
-            let seq = key.rsplit('/').next().and_then(|n| n.parse::<u64>().ok());
-            if let Some(entry) = seq.map(read).transpose()?.flatten() {
-                out.push(entry);
-            }
-        }
-        Ok(out)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::AuditScope;
 
     fn entry(tenant: Option<&str>) -> AuditEntry {
         AuditEntry {

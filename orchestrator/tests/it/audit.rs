@@ -90,6 +90,47 @@ fn calls_and_commands_are_audited_per_tenant_with_their_outcome() {
         assert_eq!(rest.len(), log.len() - 2);
         assert_eq!(rest[0]["seq"], log[2]["seq"]);
 
+        // Filters: an action's prefix or whole (percent-encoded), an outcome, a time.
+        let q = |f: &str| format!("tenantId={tenant}&{f}");
+        let commands = entries(&fx.server, &q("action=container.")).await;
+        assert!(
+            !commands.is_empty() && commands.iter().all(|e| e["kind"] == "command"),
+            "{commands:?}"
+        );
+        let created = entries(&fx.server, &q("action=POST+%2Fv1%2Fcontainers")).await;
+        assert_eq!(created.len(), 1, "{created:?}");
+        assert_eq!(created[0]["seq"], create["seq"]);
+        let failed = entries(&fx.server, &q("outcome=engine_failed")).await;
+        let mut kinds: Vec<&str> = failed.iter().filter_map(|e| e["kind"].as_str()).collect();
+        kinds.sort_unstable();
+        assert_eq!(kinds, ["api", "command"], "{failed:?}");
+        let by_operator = entries(&fx.server, &q("principal=operator")).await;
+        assert!(
+            by_operator.iter().all(|e| e["principal"] == "operator"),
+            "{by_operator:?}"
+        );
+        assert!(
+            by_operator.len() < log.len(),
+            "commands are the worker's: {log:?}"
+        );
+        let later = now_ms() + 3_600_000;
+        assert!(entries(&fx.server, &q(&format!("since={later}")))
+            .await
+            .is_empty());
+        assert_eq!(
+            entries(&fx.server, &q(&format!("until={later}")))
+                .await
+                .len(),
+            log.len()
+        );
+        for bad in ["action=%zz", "outcome=", "since=soon"] {
+            let (status, reply) = fx
+                .server
+                .admin("GET", &format!("/v1/audit?{bad}"), None)
+                .await;
+            assert_error(status, &reply, 400, "bad_request");
+        }
+
         // Entries survive a restart.
         let data = fx.stop().await;
         let server = Server::start_in(data, Options::default()).await;

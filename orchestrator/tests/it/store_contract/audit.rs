@@ -3,7 +3,8 @@
 
 use orchestrator::policy::Recorded;
 use orchestrator::store::{
-    AuditEntry, AuditScope, AuditWrite, AuditWritten, DecisionRecord, TerminalRecord, INTERRUPTED,
+    AuditEntry, AuditFilter, AuditScope, AuditWrite, AuditWritten, DecisionRecord, TerminalRecord,
+    INTERRUPTED, SCAN_BUDGET,
 };
 
 use super::each_engine;
@@ -61,6 +62,103 @@ fn audit_entries_page_newest_first_by_scope() {
             .query_audit(&AuditScope::Tenant("nobody".into()), None, 10)
             .unwrap();
         assert!(none.is_empty(), "{engine:?}");
+    });
+}
+
+#[test]
+fn audit_filters_page_past_chunks_and_stop_at_the_scan_budget() {
+    each_engine(|engine, store| {
+        // SCAN_BUDGET + 500 entries: every third by member:m, at = its index.
+        let total = SCAN_BUDGET + 500;
+        for batch in (0..total).collect::<Vec<_>>().chunks(2_000) {
+            let writes = batch
+                .iter()
+                .map(|&i| AuditWrite::Append {
+                    entry: AuditEntry {
+                        at: i as u64,
+                        principal: if i % 3 == 0 {
+                            "member:m".into()
+                        } else {
+                            "operator".into()
+                        },
+                        ..entry(
+                            if i % 2 == 0 {
+                                "container.start"
+                            } else {
+                                "POST /v1/tenants"
+                            },
+                            Some("t1"),
+                            Some("o1"),
+                        )
+                    },
+                    clears: None,
+                })
+                .collect();
+            store.write_audit_batch(writes, false).unwrap();
+        }
+        let by_member = AuditFilter {
+            principal: Some("member:m".into()),
+            ..AuditFilter::default()
+        };
+        // Newest first, across the 500-entry chunks, then the next page.
+        let first = store
+            .search_audit(&AuditScope::All, &by_member, None, 400)
+            .unwrap();
+        assert_eq!(first.entries.len(), 400, "{engine:?}");
+        assert!(first
+            .entries
+            .iter()
+            .all(|e| e.principal == "member:m" && e.at % 3 == 0));
+        assert_eq!(
+            first.entries[0].at,
+            (total - 1 - (total - 1) % 3) as u64,
+            "{engine:?}"
+        );
+        let next = store
+            .search_audit(
+                &AuditScope::Tenant("t1".into()),
+                &by_member,
+                first.next_before,
+                5,
+            )
+            .unwrap();
+        assert_eq!(next.entries[0].at, first.entries[399].at - 3, "{engine:?}");
+        // A prefix of the action and a time range.
+        let starts = AuditFilter {
+            action: Some("container.".into()),
+            since: Some(total as u64 - 12),
+            until: Some(total as u64 - 2),
+            ..AuditFilter::default()
+        };
+        let ats: Vec<u64> = store
+            .search_audit(&AuditScope::Org("o1".into()), &starts, None, 100)
+            .unwrap()
+            .entries
+            .iter()
+            .map(|e| e.at)
+            .collect();
+        let want: Vec<u64> = (total as u64 - 12..total as u64 - 2)
+            .rev()
+            .filter(|a| a % 2 == 0)
+            .collect();
+        assert_eq!(ats, want, "{engine:?}");
+        // Nothing matches: the page stops at the budget and says where to go on.
+        let never = AuditFilter {
+            outcome: Some("never".into()),
+            ..AuditFilter::default()
+        };
+        let page = store
+            .search_audit(&AuditScope::All, &never, None, 10)
+            .unwrap();
+        assert!(page.entries.is_empty(), "{engine:?}");
+        let rest = store
+            .search_audit(&AuditScope::All, &never, page.next_before, 10)
+            .unwrap();
+        assert!(
+            page.next_before.is_some() && rest.entries.is_empty(),
+            "{engine:?}"
+        );
+        assert_eq!(rest.next_before, None, "{engine:?}: the log's start");
     });
 }
 
