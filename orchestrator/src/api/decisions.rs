@@ -1,5 +1,6 @@
 //! Stored policy decisions over HTTP, per tenant:
-//! `GET /v1/tenants/{tenantId}/decisions?limit=N` (newest first) and
+//! `GET /v1/tenants/{tenantId}/decisions?limit=N&before=ID` (newest first,
+//! older than decision ID; `nextBefore` names the next page's) and
 //! `GET /v1/tenants/{tenantId}/decisions/{decisionId}`. The dispatcher has
 //! checked that the caller may use the tenant; a decision of another
 //! tenant is not found here. A decision's explanation is shown as stored
@@ -26,6 +27,7 @@
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 
+use crate::authz::query_id;
 use crate::http::{json, query, ApiError, Resp};
 use crate::scheduling::SchedulingError;
 use crate::store::MAX_DECISION_PAGE;
@@ -48,14 +50,18 @@ pub(crate) async fn list(
                 ApiError::bad_request(format!("limit must be 1..={MAX_DECISION_PAGE}"))
             })?,
     };
+    let before = query_id(&req, "before")?;
     let key = tenant_id.to_owned();
     let decisions = app
         .store
-        .call(move |s| s.list_decisions(&key, limit))
+        .call(move |s| s.list_decisions_before(&key, before.as_deref(), limit))
         .await?;
+    let next_before = (decisions.len() == limit)
+        .then(|| decisions.last().map(|d| d.id.clone()))
+        .flatten();
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({ "decisions": decisions }),
+        &serde_json::json!({ "decisions": decisions, "nextBefore": next_before }),
     ))
 }
 

@@ -85,6 +85,17 @@ impl Store {
         tenant_id: &str,
         limit: usize,
     ) -> Result<Vec<DecisionRecord>, StoreError> {
+        self.list_decisions_before(tenant_id, None, limit)
+    }
+
+    /// As [`Store::list_decisions`], older than the decision `before` (a
+    /// page's last), which must be the tenant's (else `NotFound`).
+    pub fn list_decisions_before(
+        &self,
+        tenant_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DecisionRecord>, StoreError> {
         let limit = limit.min(MAX_DECISION_PAGE);
         let txn = self.db.begin_read().map_err(failed("begin a read"))?;
         let index = txn
@@ -94,7 +105,24 @@ impl Store {
             .open_table(DECISIONS)
             .map_err(failed("open decisions"))?;
         let from = format!("{tenant_id}/");
-        let to = format!("{tenant_id}0");
+        let to = match before {
+            None => format!("{tenant_id}0"),
+            Some(id) => {
+                let found = match table.get(id).map_err(failed("read a decision"))? {
+                    Some(v) => Some(decode::<DecisionRecord>("decisions", id, &v)?),
+                    None => None,
+                };
+                match found.filter(|d| d.tenant_id == tenant_id) {
+                    Some(d) => index_key(tenant_id, d.at, &d.id),
+                    None => {
+                        return Err(StoreError::NotFound {
+                            what: "decision of this tenant",
+                            id: id.to_owned(),
+                        })
+                    }
+                }
+            }
+        };
         let mut out = Vec::new();
         for (key, _) in index
             .scan(from.as_str()..to.as_str(), true, limit)

@@ -146,6 +146,32 @@ fn an_activated_policy_places_the_next_create_and_rollback_restores_the_stock_on
         assert_eq!(status, 200, "{reply}");
         assert_eq!(reply["active"][0]["current"], Value::Null, "{reply}");
         assert_eq!(scheduled(&mut fx, "a-3").await.1, "stock:least-loaded");
+        // Three decisions, a page at a time: a-3's, then a-2's and a-1's.
+        let server = &fx.server;
+        let tenant = fx.tenant_id.clone();
+        let page = |q: String| {
+            let path = format!("/v1/tenants/{tenant}/decisions?{q}");
+            async move { server.admin("GET", &path, None).await }
+        };
+        let (status, first) = page("limit=1".into()).await;
+        assert_eq!(status, 200, "{first}");
+        let next = first["nextBefore"]
+            .as_str()
+            .expect("a next page")
+            .to_owned();
+        assert_eq!(first["decisions"][0]["id"], next.as_str());
+        let (_, rest) = page(format!("limit=10&before={next}")).await;
+        let containers: Vec<&str> = rest["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d["containerId"].as_str())
+            .collect();
+        assert_eq!(containers, ["a-2", "a-1"], "{rest}");
+        assert_eq!(rest["nextBefore"], Value::Null, "{rest}");
+        let unknown = "00000000-0000-4000-8000-000000000009";
+        let (status, reply) = page(format!("before={unknown}")).await;
+        assert_error(status, &reply, 404, "not_found");
         fx.stop().await;
     });
 }

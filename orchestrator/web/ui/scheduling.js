@@ -3,8 +3,8 @@
 //!
 //! * `#/scheduling`: the chosen tenant's recorded decisions, newest first
 //!   (time, outcome, container, chosen worker, who decided, the reason),
-//!   kept up to date; "more" asks for a longer page (the API pages by
-//!   `limit` only, up to 500). Each links to its explanation.
+//!   kept up to date; "older" appends the next page (`nextBefore`). Each
+//!   links to its explanation.
 //! * `#/scheduling/decision/ID`: one decision explained: the request and
 //!   its wishes, the plan and usage admission saw, each module's answer,
 //!   then every candidate worker with its verdict, score and reason, the
@@ -107,22 +107,35 @@ async function showOverview(ctx) {
     policyBox,
   );
   if (t) {
-    let limit = PAGE;
-    const load = async () => {
-      const [answer, names] = await Promise.all([get(`/v1/tenants/${enc(t.id)}/decisions?limit=${limit}`), namesOrNone()]);
-      if (!ctx.alive()) return;
-      const decisions = (answer && answer.decisions) || [];
+    // The newest page, refreshed; older pages appended by "older" (`nextBefore`).
+    let newest = [];
+    let older = [];
+    let cursor = null;
+    let names = null;
+    const show = () => {
+      const seen = new Set(newest.map((d) => d.id));
+      const decisions = newest.concat(older.filter((d) => !seen.has(d.id)));
       fill(listBox, decisions.length ? decisionsTable(decisions, names) : h("p", { class: "muted" }, "No decisions recorded yet: they appear when a container is launched without naming a worker, or a worker enrols."));
-      const more = decisions.length === limit && limit < MAX_PAGE;
       fill(
         pager,
         decisions.length > 0 && h("span", { class: "muted" }, `the ${decisions.length} newest`),
-        more &&
-          button("more", guarded(ctx, () => {
-            limit = Math.min(MAX_PAGE, limit + PAGE);
-            return load();
+        cursor &&
+          button("older", guarded(ctx, async () => {
+            const page = await get(`/v1/tenants/${enc(t.id)}/decisions?limit=${PAGE}&before=${enc(cursor)}`);
+            if (!ctx.alive()) return;
+            older = older.concat(page.decisions || []);
+            cursor = page.nextBefore || null;
+            show();
           })),
       );
+    };
+    const load = async () => {
+      const [answer, known] = await Promise.all([get(`/v1/tenants/${enc(t.id)}/decisions?limit=${PAGE}`), namesOrNone()]);
+      if (!ctx.alive()) return;
+      newest = (answer && answer.decisions) || [];
+      names = known;
+      if (!older.length) cursor = (answer && answer.nextBefore) || null;
+      show();
     };
     ctx.every(15000, load);
   }

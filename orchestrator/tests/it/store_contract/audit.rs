@@ -229,6 +229,18 @@ fn decisions_round_trip_and_page_newest_first_per_tenant() {
         };
         assert_eq!(ids(10), ["b", "d", "a"], "{engine:?}");
         assert_eq!(ids(1), ["b"], "{engine:?}");
+        // Pages: older than a page's last, the tenant's own only.
+        let older = |before: &str| -> Vec<String> {
+            let list = store.list_decisions_before("t", Some(before), 10).unwrap();
+            list.into_iter().map(|d| d.id).collect()
+        };
+        assert_eq!(older("b"), ["d", "a"], "{engine:?}");
+        assert_eq!(older("d"), ["a"], "{engine:?}");
+        assert!(older("a").is_empty(), "{engine:?}");
+        assert!(
+            store.list_decisions_before("t", Some("c"), 10).is_err(),
+            "{engine:?}: u's"
+        );
         // A tenant whose id is a prefix of another's sees only its own.
         store.put_decision(&decision("e", "tt", 9)).unwrap();
         assert_eq!(ids(10), ["b", "d", "a"], "{engine:?}");
