@@ -3,9 +3,10 @@
 //! from `web/ui/`) and the terminal page (`GET /ui/terminal`, with xterm.js
 //! and its fit addon vendored with their licence). They carry no secret and
 //! need no token (the pages ask for one and present it in headers); every
-//! answer is `nosniff`, never framed, and sends no referrer. The dashboard's
-//! files also carry [`DASHBOARD_CSP`]: scripts and styles from this origin
-//! only, none inline, no plugin, no form posted anywhere. Nothing is built:
+//! answer is `nosniff`, never framed, sends no referrer, and carries a
+//! Content-Security-Policy: [`DASHBOARD_CSP`] for the dashboard's files
+//! (scripts and styles from this origin only, none inline, no plugin, no
+//! form posted anywhere), [`TERMINAL_CSP`] for the terminal page's. Nothing is built:
 //! the browser loads the modules as they are in the repository.
 
 use http_body_util::Full;
@@ -27,11 +28,17 @@ pub struct Asset {
     pub strict: bool,
 }
 
-/// The dashboard's Content-Security-Policy. The terminal page has none yet:
-/// xterm.js writes its own `<style>` elements.
+/// The dashboard's Content-Security-Policy.
 pub const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'";
+
+/// The terminal page's: the same, but styles may be inline, because
+/// xterm.js writes its own `<style>` elements and style attributes. No
+/// inline script either way.
+pub const TERMINAL_CSP: &str = "default-src 'none'; script-src 'self'; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+    base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
@@ -101,12 +108,12 @@ pub fn response(path: &str) -> Resp {
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    if asset.strict {
-        headers.insert(
-            CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(DASHBOARD_CSP),
-        );
-    }
+    let policy = if asset.strict {
+        DASHBOARD_CSP
+    } else {
+        TERMINAL_CSP
+    };
+    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(policy));
     resp
 }
 
@@ -127,6 +134,7 @@ mod tests {
             assert_eq!(resp.status(), StatusCode::OK, "{endpoint:?}");
             assert_eq!(resp.headers()[CONTENT_TYPE], ty, "{endpoint:?}");
             assert_eq!(resp.headers()[X_CONTENT_TYPE_OPTIONS], "nosniff");
+            assert_eq!(resp.headers()[CONTENT_SECURITY_POLICY], TERMINAL_CSP);
             assert!(!asset(endpoint).unwrap().body.is_empty(), "{endpoint:?}");
         }
         assert_eq!(asset("/healthz"), None);
@@ -225,6 +233,9 @@ mod tests {
     #[test]
     fn the_page_loads_what_is_served() {
         let page = String::from_utf8_lossy(asset("/ui/terminal").unwrap().body);
+        // No inline script: every script element loads a file.
+        let scripts = page.matches("<script").count();
+        assert_eq!(page.matches("<script src=\"/ui/").count(), scripts);
         for path in [
             "/ui/xterm.css",
             "/ui/xterm.js",

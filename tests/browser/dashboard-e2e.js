@@ -9,6 +9,8 @@
 //! * member: signs in with a member's token; sees the worker online and no
 //!   admin action anywhere (no Team view, no cordon, no "Add a worker");
 //!   a launch with a name full of markup is refused in words, shown as text;
+//!   with its only worker cordoned (CORDON / CORDONED, then UNCORDON /
+//!   UNCORDONED), a launch shows each worker's verdict and reason;
 //!   no view scrolls sideways on a phone's width; launches a container with
 //!   automatic placement from the keyboard alone, watches it run and its
 //!   CPU graph appear, types in its terminal (the existing page, opened
@@ -102,7 +104,7 @@ async function launch(page, name, image) {
   await page.locator("#launch button[type=submit]").click();
 }
 
-async function member(page, context) {
+async function member(page, context, nextLine) {
   const image = L.env("CROPS_IMAGE");
   await signIn(page);
   L.step("signed in as a member");
@@ -122,6 +124,21 @@ async function member(page, context) {
   if (!words.includes(MARKUP)) L.fail(`the refusal does not quote the name as text: ${words}`);
   if (await page.locator("#notice img, #view img").count()) L.fail("the name became an element");
   L.step(`refused in words: ${words}`);
+
+  // Nothing fits (the Rust side cordons the only worker): each worker's verdict and reason.
+  await L.handshake(nextLine, "CORDON", "CORDONED");
+  await launch(page, `nofit-${process.pid}`, image);
+  await waitNotice(page, "the refused placement in words", /no worker|fits|cordoned/i);
+  const why = await L.waitFor(page, "the decision's verdicts", () =>
+    page.evaluate(() => {
+      const box = document.getElementById("launch-why");
+      if (!box || box.hidden) return undefined;
+      const rows = [...box.querySelectorAll("tbody tr")].map((tr) => tr.textContent);
+      return rows.some((r) => r.includes("refused") && r.includes("cordoned")) ? rows : undefined;
+    }),
+  );
+  L.step(`nothing fits, and why: ${why.join(" | ")}`);
+  await L.handshake(nextLine, "UNCORDON", "UNCORDONED");
 
   // A phone's width: no view scrolls sideways.
   await page.setViewportSize({ width: 390, height: 844 });
@@ -250,6 +267,7 @@ L.main(async () => {
   if (!cases[which]) L.fail(`unknown case ${which}`);
   const { context, page, close } = await L.launch({ certPem: L.env("CROPS_SERVER_CERT"), width: 1200, height: 900 });
   page.on("dialog", (d) => L.fail(`a dialog opened: ${d.type()} ${d.message()}`));
-  await cases[which](page, which === "member" ? context : L.stdinLines());
+  const lines = L.stdinLines();
+  await (which === "member" ? member(page, context, lines) : cases[which](page, lines));
   await close();
 });

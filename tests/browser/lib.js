@@ -77,7 +77,11 @@ async function launch({ certPem, width = 900, height = 500, extraArgs = [] }) {
     viewport: { width, height },
   });
   const page = context.pages()[0] || (await context.newPage());
-  page.on("console", (m) => step(`console ${m.type()}: ${m.text()}`));
+  page.on("console", (m) => {
+    step(`console ${m.type()}: ${m.text()}`);
+    // The pages' policies must never have to refuse anything they do.
+    if (m.text().includes("Content Security Policy")) fail(`a Content-Security-Policy violation: ${m.text()}`);
+  });
   page.on("pageerror", (e) => fail(`the page threw: ${e.stack || e}`));
   const close = () => context.close();
   return { context, page, close };

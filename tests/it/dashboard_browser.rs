@@ -35,6 +35,11 @@ fn a_member_launches_watches_types_stops_and_removes_and_is_offered_no_admin_act
     let token = member_token(&f);
     let name = worker_name(&f);
     let image = test_image();
+    let flag = |verb: &str| {
+        let path = format!("/v1/workers/{}/{verb}", f.worker);
+        let done = f.api.post(&path, serde_json::json!({}));
+        assert_eq!(done.status, 200, "{done:?}");
+    };
     Browser::start(
         "dashboard-e2e.js",
         "member",
@@ -45,7 +50,17 @@ fn a_member_launches_watches_types_stops_and_removes_and_is_offered_no_admin_act
             ("CROPS_IMAGE", &image),
         ],
     )
-    .run(|_| None);
+    .run(|signal| match signal {
+        "CORDON" => {
+            flag("cordon");
+            Some("CORDONED")
+        }
+        "UNCORDON" => {
+            flag("uncordon");
+            Some("UNCORDONED")
+        }
+        _ => None,
+    });
 }
 
 /// Run the panel's two commands as a person would on a new box: in an

@@ -467,7 +467,10 @@ async function auditView(ctx) {
       next === null || next === undefined ? h("span", { class: "muted" }, "· the start of the log") : button("Older", () => load(next)),
     );
   };
+  // Only the latest request's answer is shown: an earlier one may come last.
+  let latest = 0;
   const load = (before) => {
+    const mine = ++latest;
     const params = new URLSearchParams();
     const [key, id] = scope.value.split(":");
     if (key) params.set(key, id);
@@ -479,6 +482,7 @@ async function auditView(ctx) {
     if (until.value) params.set("until", String(new Date(until.value).getTime()));
     if (before !== undefined) params.set("before", String(before));
     return act(ctx, () => get(`/v1/audit?${params}`), null, (page) => {
+      if (mine !== latest) return;
       entries = before === undefined ? page.entries || [] : entries.concat(page.entries || []);
       next = page.nextBefore;
       draw();
