@@ -42,6 +42,8 @@ pub enum CliError {
     #[error("invalid label {label:?}: {reason}")]
     BadLabel { label: String, reason: String },
     #[error(transparent)]
+    Proxy(#[from] agent::proxy::ProxyError),
+    #[error(transparent)]
     Enroll(#[from] EnrollError),
     #[error(transparent)]
     Run(#[from] RunError),
@@ -89,6 +91,9 @@ pub struct EnrollArgs {
     /// extra trusted CA certificates, PEM, for an orchestrator with its own CA (default: $CROPS_CA_FILE)
     #[argh(option)]
     pub ca_file: Option<PathBuf>,
+    /// HTTP proxy to reach the orchestrator through: http://[user:password@]host[:port] (default: $HTTPS_PROXY unless $NO_PROXY names the host)
+    #[argh(option)]
+    pub proxy: Option<String>,
 }
 
 /// Connect to the orchestrator and serve it until SIGTERM or SIGINT.
@@ -110,6 +115,9 @@ pub struct RunArgs {
     /// extra trusted CA certificates, PEM (overrides $CROPS_CA_FILE and the config)
     #[argh(option)]
     pub ca_file: Option<PathBuf>,
+    /// HTTP proxy to reach the orchestrator through: http://[user:password@]host[:port] (default: $HTTPS_PROXY unless $NO_PROXY names the host)
+    #[argh(option)]
+    pub proxy: Option<String>,
     /// the Podman CLI to drive (overrides $CROPS_PODMAN; default: podman from PATH)
     #[argh(option)]
     pub podman: Option<PathBuf>,
@@ -176,12 +184,14 @@ pub fn enroll_options(
     if let Some(name) = &name {
         check_name(name)?;
     }
+    let proxy = agent::proxy_for(args.proxy.as_deref(), &args.url, env)?;
     Ok(EnrollOptions {
         url: args.url,
         join_token: args.token,
         name,
         config_path,
         ca_file: args.ca_file.or_else(|| env(ENV_CA_FILE).map(PathBuf::from)),
+        proxy,
     })
 }
 
@@ -283,6 +293,7 @@ pub fn run_settings(
         .unwrap_or(Mode::Byom);
     settings.credential_file = credential_file;
     settings.ca_file = ca_file;
+    settings.proxy = agent::proxy_for(args.proxy.as_deref(), &settings.url, env)?;
     settings.podman = podman;
     Ok(settings)
 }

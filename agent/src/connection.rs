@@ -80,6 +80,8 @@ pub fn ws_config() -> WebSocketConfig {
 /// An established agent socket.
 pub struct Connection {
     ws: WebSocketStream<Stream>,
+    /// The leaf certificate this connection was shown (`crate::gateway`).
+    pub certificate_sha256: Option<String>,
 }
 
 impl Connection {
@@ -94,6 +96,7 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Self, ConnectionError> {
         let stream = endpoint.dial(tls, timeout).await?;
+        let certificate_sha256 = stream.certificate_sha256();
         let mut request =
             url.into_client_request()
                 .map_err(|source| ConnectionError::Handshake {
@@ -116,7 +119,10 @@ impl Connection {
             })
         };
         let (ws, _response) = handshake.or(timed_out).await?;
-        Ok(Self { ws })
+        Ok(Self {
+            ws,
+            certificate_sha256,
+        })
     }
 
     /// The next message. Cancel-safe: dropping the future loses nothing.

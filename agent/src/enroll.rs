@@ -65,6 +65,8 @@ pub struct EnrollOptions {
     pub config_path: PathBuf,
     /// Extra trusted CA certificates (PEM); also recorded in the config.
     pub ca_file: Option<PathBuf>,
+    /// The HTTP proxy to the orchestrator; `None`: direct.
+    pub proxy: Option<crate::proxy::Proxy>,
 }
 
 #[derive(Serialize)]
@@ -103,7 +105,7 @@ struct ApiErrorBody {
 
 /// Enrol this machine and write its config. Returns the config written.
 pub async fn enroll(opts: &EnrollOptions) -> Result<Config, EnrollError> {
-    let endpoint = Endpoint::parse(&opts.url)?;
+    let endpoint = Endpoint::parse(&opts.url)?.through(opts.proxy.clone());
     let hostname = crate::sysinfo::hostname().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "cannot read the hostname");
         "unknown".into()

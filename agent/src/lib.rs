@@ -47,9 +47,11 @@ mod commands;
 pub mod config;
 mod connection;
 mod enroll;
+mod gateway;
 mod git;
 mod net;
 mod podman;
+pub mod proxy;
 mod rotate;
 mod session;
 mod shutdown;
@@ -73,6 +75,7 @@ pub use backoff::BackoffPolicy;
 pub use commands::Executor;
 pub use enroll::{enroll, EnrollError, EnrollOptions};
 pub use git::Git;
+pub use net::proxy_for;
 pub use podman::profile::parse as parse_profile;
 pub use podman::{Limits, Podman};
 pub use shutdown::{Shutdown, ShutdownError, ShutdownTrigger};
@@ -149,6 +152,9 @@ pub struct RunSettings {
     pub mode: Mode,
     /// Extra trusted CA certificates (PEM).
     pub ca_file: Option<PathBuf>,
+    /// The HTTP proxy to the orchestrator (`--proxy`, `HTTPS_PROXY`);
+    /// `None`: direct.
+    pub proxy: Option<proxy::Proxy>,
     /// The Podman CLI to drive.
     pub podman: PathBuf,
     /// Where workspaces live (`<data_dir>/workspaces/<containerId>`).
@@ -178,6 +184,7 @@ impl RunSettings {
             name: name.into(),
             mode: Mode::Byom,
             ca_file: None,
+            proxy: None,
             podman: PathBuf::from("podman"),
             data_dir: default_data_dir(),
             security_floor: Profile::Open,
@@ -198,6 +205,7 @@ impl std::fmt::Debug for RunSettings {
             .field("name", &self.name)
             .field("mode", &self.mode)
             .field("ca_file", &self.ca_file)
+            .field("proxy", &self.proxy)
             .field("podman", &self.podman)
             .field("data_dir", &self.data_dir)
             .field("security_floor", &self.security_floor)
@@ -232,7 +240,10 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> Result<(), RunErr
     // An https base URL becomes its socket URL; a URL that can never work
     // stops the agent here instead of failing every attempt.
     let url = net::socket_url(&settings.url)?;
-    let endpoint = net::Endpoint::parse(&url)?;
+    let endpoint = net::Endpoint::parse(&url)?.through(settings.proxy.clone());
+    if let Some(p) = &settings.proxy {
+        tracing::info!(proxy = %p.authority(), "reaching the orchestrator through an HTTP proxy");
+    }
     let tls = tls::client_config(settings.ca_file.as_deref())?;
     let podman = podman::Podman::new(&settings.podman);
     let executor = Arc::new(
@@ -312,6 +323,6 @@ mod tests {
             .filter_map(|l| l.strip_prefix("pub mod "))
             .map(|l| l.trim_end_matches([';', '{', ' ']))
             .collect();
-        assert_eq!(public, ["config", "sysinfo", "pty_helper"]);
+        assert_eq!(public, ["config", "proxy", "sysinfo", "pty_helper"]);
     }
 }

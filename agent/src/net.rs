@@ -1,5 +1,6 @@
 //! Orchestrator addresses and dialing: parse `http(s)://` and `ws(s)://` URLs,
-//! derive the agent socket URL, and open TCP (plus TLS for the secure schemes).
+//! derive the agent socket URL, and open TCP, directly or through an HTTP
+//! proxy's tunnel (`crate::proxy`), plus TLS for the secure schemes.
 
 use std::io;
 use std::pin::Pin;
@@ -11,6 +12,8 @@ use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use smol::net::TcpStream;
+
+use crate::proxy::{Proxy, ProxyError};
 
 /// Why an address could not be parsed or reached.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,8 @@ pub enum NetError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
 }
 
 /// The socket URL `run` dials, from the URL the operator gave (flag,
@@ -70,6 +75,8 @@ pub struct Endpoint {
     pub port: u16,
     /// Path and query, starting with `/` (just `/` when the URL had none).
     pub path: String,
+    /// The HTTP proxy to tunnel through (`crate::proxy`); `None`: direct.
+    pub via: Option<Proxy>,
 }
 
 impl Endpoint {
@@ -128,7 +135,13 @@ impl Endpoint {
             host: host.to_owned(),
             port,
             path,
+            via: None,
         })
+    }
+
+    /// This endpoint, reached through `proxy` (`None`: directly).
+    pub fn through(self, proxy: Option<Proxy>) -> Self {
+        Self { via: proxy, ..self }
     }
 
     /// `host:port` with IPv6 brackets, as it goes in a `Host` header.
@@ -190,12 +203,15 @@ impl Endpoint {
         if !self.secure && !self.is_loopback() {
             tracing::warn!(%addr, "using an unencrypted connection to a non-loopback orchestrator");
         }
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|source| NetError::Connect {
-                addr: addr.clone(),
-                source,
-            })?;
+        let tcp = match &self.via {
+            Some(proxy) => proxy.tunnel(&addr).await?,
+            None => TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(|source| NetError::Connect {
+                    addr: addr.clone(),
+                    source,
+                })?,
+        };
         let _ = tcp.set_nodelay(true);
         if !self.secure {
             return Ok(Stream::Plain(tcp));
@@ -211,11 +227,48 @@ impl Endpoint {
     }
 }
 
+/// Hex SHA-256 of a DER certificate (`crate::gateway` compares them).
+pub fn fingerprint(der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The proxy for the orchestrator at `url` (any URL `run` or `enroll`
+/// takes): `given` (`--proxy`), else the environment's, as
+/// [`crate::proxy::choose`] says. A URL that does not parse gets none
+/// here: `run` and `enroll` refuse it themselves.
+pub fn proxy_for(
+    given: Option<&str>,
+    url: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Proxy>, ProxyError> {
+    match Endpoint::parse(url) {
+        Ok(endpoint) => crate::proxy::choose(given, endpoint.secure, &endpoint.host, lookup),
+        Err(_) => given.map(Proxy::parse).transpose(),
+    }
+}
+
 /// A connection to the orchestrator: plain TCP or TLS over TCP.
 #[derive(Debug)]
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// The SHA-256 of the leaf certificate this connection was shown
+    /// (`crate::gateway`); `None` without TLS.
+    pub fn certificate_sha256(&self) -> Option<String> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(tls) => tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| fingerprint(leaf.as_ref())),
+        }
+    }
 }
 
 impl AsyncRead for Stream {
@@ -358,6 +411,12 @@ mod tests {
         }
         let err = socket_url("https://orch:8443/api").unwrap_err().to_string();
         assert!(err.contains("base URL, https://host:port"), "{err}");
+    }
+
+    #[test]
+    fn fingerprints_are_hex_sha256() {
+        assert_eq!(fingerprint(b"abc").len(), 64);
+        assert!(fingerprint(b"abc").starts_with("ba7816bf"));
     }
 
     #[test]

@@ -192,6 +192,7 @@ async fn serve(ctx: &Context, accepted_at: &mut Option<Instant>) -> Result<(), S
         out_tx,
         register_id,
         memory_total,
+        certificate_sha256: conn.certificate_sha256.clone(),
         cpu: Some(cpu),
         heartbeats: None,
         link: None,

@@ -12,6 +12,7 @@ use protocol::{Body, Envelope};
 use smol::channel::Sender;
 use smol::{Task, Timer};
 
+use crate::gateway::Gateway;
 use crate::podman::Podman;
 use crate::sysinfo::{self, CpuSampler};
 use crate::terminal::Terminals;
@@ -70,6 +71,8 @@ pub struct HeartbeatSource {
     storage: Option<PathBuf>,
     /// The `memoryTotal` registered; `memoryFree` never exceeds it.
     memory_total: u64,
+    /// This connection's path (`crate::gateway`), in every heartbeat.
+    pub gateway: Option<Gateway>,
 }
 
 impl HeartbeatSource {
@@ -87,6 +90,7 @@ impl HeartbeatSource {
             cpu,
             storage,
             memory_total,
+            gateway: None,
         }
     }
 
@@ -119,27 +123,41 @@ impl HeartbeatSource {
             disk_total: disk.map(|d| d.total),
             disk_free: disk.map(|d| d.free),
             containers_running,
-            gateway_status: None,
-            gateway_status_detail: None,
+            gateway_status: self.gateway.as_ref().map(|g| g.status.to_owned()),
+            gateway_status_detail: self.gateway.as_ref().map(|g| g.detail.clone()),
         }
     }
+}
+
+/// What one connection's reports are made of.
+pub struct Reporting {
+    pub podman: Podman,
+    /// The sessions listed in the inventory.
+    pub terminals: Terminals,
+    /// Sampled after each heartbeat while containers run.
+    pub usage: UsageHistory,
+    /// This connection's path, in every heartbeat.
+    pub gateway: Gateway,
+    pub cpu: CpuSampler,
+    pub memory_total: u64,
 }
 
 /// After `worker.accepted`: send `worker.inventory` (the managed containers
 /// and the terminal sessions held, so the orchestrator can attach them
 /// again), then a heartbeat at once and every `interval` after, into `out`.
 /// The storage path is looked up once, here. Dropping the task stops it.
-pub fn spawn_reports(
-    podman: Podman,
-    terminals: Terminals,
-    usage: UsageHistory,
-    cpu: CpuSampler,
-    memory_total: u64,
-    interval: Duration,
-    out: Sender<Envelope>,
-) -> Task<()> {
+pub fn spawn_reports(r: Reporting, interval: Duration, out: Sender<Envelope>) -> Task<()> {
+    let Reporting {
+        podman,
+        terminals,
+        usage,
+        gateway,
+        cpu,
+        memory_total,
+    } = r;
     smol::spawn(async move {
         let mut source = HeartbeatSource::new(podman.clone(), cpu, memory_total).await;
+        source.gateway = Some(gateway);
         match podman.list_managed(None).await {
             Ok(containers) => {
                 let terminals = terminals.list();

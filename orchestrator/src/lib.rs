@@ -276,6 +276,8 @@ pub(crate) struct App {
     pub gate: Arc<connections::Gate>,
     /// `ServeConfig::agent_dir` (`downloads`).
     pub agent_dir: Option<PathBuf>,
+    /// SHA-256 of the certificate served, told to agents at registration.
+    pub certificate_sha256: Option<String>,
 }
 
 impl App {
@@ -310,6 +312,10 @@ pub async fn serve(
     }
     let acceptor = match &config.tls {
         Some(files) => Some(tls::acceptor(&files.cert, &files.key)?),
+        None => None,
+    };
+    let certificate_sha256 = match &config.tls {
+        Some(files) => Some(tls::leaf_sha256(&files.cert)?),
         None => None,
     };
     let addr = listener.local_addr().map_err(Error::LocalAddr)?;
@@ -397,6 +403,7 @@ pub async fn serve(
         audit: audit.clone(),
         gate: Arc::new(gate),
         agent_dir: config.agent_dir.clone(),
+        certificate_sha256,
     });
     let database = config.database.as_deref().map(store::redacted_url);
     tracing::info!(%addr, tls = acceptor.is_some(), data = %config.data_dir.display(), database, "serving");

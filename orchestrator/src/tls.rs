@@ -61,6 +61,14 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// SHA-256 (hex) of the leaf certificate of the PEM chain at `cert`: what
+/// `worker.accepted` tells agents, to detect a middlebox that re-signs.
+pub fn leaf_sha256(cert: &Path) -> Result<String, TlsError> {
+    let chain = load_certs(cert)?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, chain[0].as_ref());
+    Ok(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// A TLS acceptor for the listener, from a PEM chain and a PEM key.
 pub fn acceptor(cert: &Path, key: &Path) -> Result<futures_rustls::TlsAcceptor, TlsError> {
     let chain = load_certs(cert)?;

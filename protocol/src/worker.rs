@@ -122,6 +122,12 @@ pub struct Accepted {
     pub protocol_version: u32,
     /// How often the agent must send `worker.heartbeat`, in seconds.
     pub heartbeat_interval_secs: u32,
+    /// SHA-256 (hex) of the leaf certificate this orchestrator serves, so
+    /// the agent can tell whether the certificate it was shown is that one
+    /// (if not, something re-signed the traffic on the way: `gatewayStatus`
+    /// `intercepted`). Absent without TLS and from older orchestrators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_sha256: Option<String>,
 }
 
 /// `worker.heartbeat` (agent -> orchestrator), every `heartbeatIntervalSecs`.

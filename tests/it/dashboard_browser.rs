@@ -111,12 +111,7 @@ fn run_shown_commands(f: &Fleet, commands: &Value, home: &Path) -> Child {
 fn an_admin_sees_every_view_and_adds_a_worker_with_the_shown_commands() {
     let f = Fleet::start_serving_agent("dash-admin");
     // Room for a second worker (the free plan has one).
-    let plan = f.api.request(
-        "PUT",
-        &format!("/v1/tenants/{}/plan", f.tenant),
-        Some(serde_json::json!({"name": "pro"})),
-    );
-    assert_eq!(plan.status, 200, "{plan:?}");
+    f.set_plan("pro");
     let home = f.dir.path("new-box");
     let mut agent: Option<Child> = None;
     let token = f.orch.admin_token.clone();

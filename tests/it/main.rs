@@ -11,6 +11,7 @@ mod layers;
 mod lifecycle;
 mod platforms;
 mod profiles;
+mod proxy;
 mod replicas;
 mod terminal_browser;
 mod terminal_socket;

@@ -54,6 +54,12 @@ impl AgentCmd {
             .env("RUST_LOG", "info")
             .env_remove("CROPS_CREDENTIAL")
             .env_remove("CROPS_URL")
+            // A proxy of the machine's must not carry the tests' traffic:
+            // the proxy tests give theirs explicitly.
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         cmd
@@ -115,6 +121,13 @@ impl Agent {
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         let pid = self.child.as_ref().expect("agent not running").id();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
+    }
+
+    /// Whether the process is still there (it has not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// Wait for the agent to exit by itself within `timeout`.

@@ -111,6 +111,15 @@ impl Fleet {
         std::fs::read_to_string(&self.orch.log).unwrap_or_default()
     }
 
+    /// Put the tenant on the stock plan `name` (operator).
+    pub fn set_plan(&self, name: &str) {
+        let path = format!("/v1/tenants/{}/plan", self.tenant);
+        let plan = self
+            .api
+            .request("PUT", &path, Some(json!({ "name": name })));
+        assert_eq!(plan.status, 200, "{plan:?}");
+    }
+
     /// POST /v1/containers for this tenant and worker; `extra` adds or overrides fields.
     pub fn create(&self, name: &str, extra: Value) -> Answer {
         let mut body = json!({

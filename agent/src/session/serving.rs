@@ -37,6 +37,8 @@ pub(super) struct Serving<'a> {
     pub out_tx: Sender<Envelope>,
     pub register_id: String,
     pub memory_total: u64,
+    /// The certificate this connection was shown, for `gatewayStatus`.
+    pub certificate_sha256: Option<String>,
     /// Handed to the heartbeat task at acceptance.
     pub cpu: Option<CpuSampler>,
     /// Inventory then heartbeats; cancelled when the session drops it.
@@ -116,12 +118,24 @@ impl Serving<'_> {
         self.link = Some(terminals.connect(self.out_tx.clone()));
         let cpu = self.cpu.take().unwrap_or_else(CpuSampler::start);
         let interval = Duration::from_secs(u64::from(secs));
-        self.heartbeats = Some(status::spawn_reports(
-            self.ctx.podman.clone(),
+        let gateway = crate::gateway::of(
+            &self.ctx.endpoint,
+            self.certificate_sha256.as_deref(),
+            accepted.certificate_sha256.as_deref(),
+        );
+        if gateway.status == "intercepted" {
+            tracing::warn!(detail = %gateway.detail, "the connection to the orchestrator is TLS-intercepted");
+        }
+        let reporting = status::Reporting {
+            podman: self.ctx.podman.clone(),
             terminals,
-            self.ctx.executor.usage().clone(),
+            usage: self.ctx.executor.usage().clone(),
+            gateway,
             cpu,
-            self.memory_total,
+            memory_total: self.memory_total,
+        };
+        self.heartbeats = Some(status::spawn_reports(
+            reporting,
             interval,
             self.out_tx.clone(),
         ));

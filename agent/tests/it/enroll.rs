@@ -3,12 +3,10 @@
 //! (whole, in pieces, chunked), a refusal's message, and the CA it trusts.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
-use super::{listen, read_request, respond, scratch_dir, within};
+use super::{listen, read_request, respond, scratch_dir, test_ca, within};
 
 const ENROLLED: &str = r#"{"workerId":"8e0c6a8e-0000-4000-8000-000000000001","tenantId":"t-1","tenantName":"acme","credential":"crops_wkr_test"}"#;
 
@@ -29,6 +27,7 @@ fn enroll_posts_the_join_token_and_writes_a_private_config() {
             name: Some("nas-1".into()),
             config_path: dir.join("sub").join("worker.json"),
             ca_file: None,
+            proxy: None,
         };
         let config = agent::enroll(&opts).await.unwrap();
         let (head, body) = server.await;
@@ -91,6 +90,7 @@ fn enroll_reads_an_answer_in_pieces_chunked_and_oddly_cased() {
             name: Some("nas-2".into()),
             config_path: dir.join("worker.json"),
             ca_file: None,
+            proxy: None,
         };
         let config = agent::enroll(&opts).await.unwrap();
         server.await;
@@ -142,40 +142,11 @@ fn the_binary_shows_the_servers_refusal() {
     }));
 }
 
-/// A CA (as a PEM file) and a server config for 127.0.0.1 signed by it.
-fn test_ca(dir: &std::path::Path) -> (PathBuf, Arc<rustls::ServerConfig>) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "agent test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
-    std::fs::create_dir_all(dir).unwrap();
-    let ca_path = dir.join("ca.pem");
-    std::fs::write(&ca_path, ca.pem()).unwrap();
-    let key = rustls_pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
-    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![leaf.der().clone()], key)
-    .unwrap();
-    (ca_path, Arc::new(server))
-}
-
 #[test]
 fn enroll_over_tls_trusts_the_ca_file_and_only_it() {
     smol::block_on(within(30, "TLS enrolment", async {
         let dir = scratch_dir("tls");
-        let (ca_path, server_config) = test_ca(&dir);
+        let (ca_path, server_config, _) = test_ca(&dir);
         let (listener, port) = listen().await;
         let acceptor = futures_rustls::TlsAcceptor::from(server_config);
         let server = smol::spawn(async move {
@@ -208,6 +179,7 @@ fn enroll_over_tls_trusts_the_ca_file_and_only_it() {
             name: None,
             config_path: dir.join("worker.json"),
             ca_file: None,
+            proxy: None,
         };
         let err = agent::enroll(&opts).await.unwrap_err();
         assert!(err.to_string().contains("TLS handshake"), "{err}");

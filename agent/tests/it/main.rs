@@ -7,6 +7,7 @@
 mod concurrency;
 mod containers;
 mod enroll;
+mod gateway;
 mod helper_host;
 mod liveness;
 mod oversized;
@@ -173,6 +174,7 @@ async fn register_and_accept(ws: &mut Ws, heartbeat_secs: u32) -> protocol::work
             worker_id: "w-1".into(),
             protocol_version: protocol::PROTOCOL_VERSION,
             heartbeat_interval_secs: heartbeat_secs,
+            certificate_sha256: None,
         }),
     );
     send(ws, &accepted.encode()).await;
@@ -431,4 +433,36 @@ fn a_rejected_registration_backs_off_and_retries() {
         drop(second);
         agent.await.unwrap();
     }));
+}
+
+/// A CA (as a PEM file), a server config for 127.0.0.1 signed by it, and
+/// the SHA-256 (hex) of that server's certificate.
+fn test_ca(dir: &std::path::Path) -> (PathBuf, Arc<rustls::ServerConfig>, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "agent test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .unwrap();
+    let digest = ring::digest::digest(&ring::digest::SHA256, leaf.der().as_ref());
+    let sha: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    (ca_path, Arc::new(server), sha)
 }

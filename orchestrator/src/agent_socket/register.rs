@@ -109,6 +109,7 @@ impl Conn {
             // The agent's version is within our range, so both speak it.
             protocol_version: version,
             heartbeat_interval_secs: self.app.heartbeat_secs,
+            certificate_sha256: self.app.certificate_sha256.clone(),
         };
         tracing::info!(worker_id = %self.worker_id, conn_id = self.conn_id, "worker registered");
         let envelope = Envelope {

@@ -41,6 +41,7 @@ const FIELDS = [
   ["running", "running containers"],
   ["labels", "labels"],
   ["floor", "security floor"],
+  ["network", "network path"],
   ["agent", "agent"],
 ];
 
@@ -58,6 +59,7 @@ function values(w, tenantName) {
     running: beat ? String(beat.containersRunning) : "–",
     labels: pairs(w.labels),
     floor: w.securityFloor || "–",
+    network: beat && beat.gatewayStatus ? `${beat.gatewayStatus}${beat.gatewayStatusDetail ? `: ${beat.gatewayStatusDetail}` : ""}` : "–",
     agent: w.agentVersion || "–",
   };
 }
