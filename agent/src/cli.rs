@@ -43,6 +43,8 @@ pub enum CliError {
     BadLabel { label: String, reason: String },
     #[error(transparent)]
     Proxy(#[from] agent::proxy::ProxyError),
+    #[error("{failed} check(s) failed: see the fixes above")]
+    Unhealthy { failed: usize },
     #[error(transparent)]
     Enroll(#[from] EnrollError),
     #[error(transparent)]
@@ -69,6 +71,30 @@ pub struct Cli {
 pub enum Command {
     Enroll(EnrollArgs),
     Run(RunArgs),
+    Doctor(DoctorArgs),
+}
+
+/// Check what this box needs (Podman, rootless set-up, cgroups, the
+/// orchestrator's reachability, CA trust and clock) and print each problem
+/// with its fix; exits 1 when a check fails. Changes nothing.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "doctor")]
+pub struct DoctorArgs {
+    /// config file (default: $CROPS_CONFIG, then $HOME/.cropscode/worker.json); its URL and CA file are used
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// orchestrator URL (overrides $CROPS_URL and the config)
+    #[argh(option)]
+    pub url: Option<String>,
+    /// extra trusted CA certificates, PEM (overrides $CROPS_CA_FILE and the config)
+    #[argh(option)]
+    pub ca_file: Option<PathBuf>,
+    /// HTTP proxy, as for run (default: $HTTPS_PROXY unless $NO_PROXY names the host)
+    #[argh(option)]
+    pub proxy: Option<String>,
+    /// the Podman CLI (overrides $CROPS_PODMAN; default: podman from PATH)
+    #[argh(option)]
+    pub podman: Option<PathBuf>,
 }
 
 /// Exchange a single-use join token for this worker's credential and write
@@ -171,7 +197,53 @@ pub fn main(cli: Cli) -> Result<(), CliError> {
             smol::block_on(agent::run(settings, shutdown))?;
             Ok(())
         }
+        Command::Doctor(args) => {
+            let opts = doctor_options(args, &env)?;
+            let checks = smol::block_on(agent::doctor(&opts));
+            print!("{}", agent::report(&checks));
+            let failed = checks
+                .iter()
+                .filter(|c| c.verdict == agent::Verdict::Fail)
+                .count();
+            if failed > 0 {
+                return Err(CliError::Unhealthy { failed });
+            }
+            Ok(())
+        }
     }
+}
+
+/// Resolve `doctor`'s options as `run` would: flag, environment, config.
+/// A missing or unreadable config is no error here: the doctor says so.
+pub fn doctor_options(
+    args: DoctorArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<agent::DoctorOptions, CliError> {
+    let config = config_path(args.config, env)
+        .ok()
+        .and_then(|p| Config::load(&p).ok());
+    let url = args
+        .url
+        .or_else(|| env(ENV_URL))
+        .or_else(|| config.as_ref().map(|c| c.url.clone()));
+    let ca_file = args
+        .ca_file
+        .or_else(|| env(ENV_CA_FILE).map(PathBuf::from))
+        .or_else(|| config.as_ref().and_then(|c| c.ca_file.clone()));
+    let proxy = match &url {
+        Some(url) => agent::proxy_for(args.proxy.as_deref(), url, env)?,
+        None => None,
+    };
+    let podman = args
+        .podman
+        .or_else(|| env(ENV_PODMAN).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("podman"));
+    Ok(agent::DoctorOptions {
+        podman,
+        url,
+        ca_file,
+        proxy,
+    })
 }
 
 /// Resolve `enroll`'s options.

@@ -46,6 +46,7 @@ mod backoff;
 mod commands;
 pub mod config;
 mod connection;
+mod doctor;
 mod enroll;
 mod gateway;
 mod git;
@@ -73,6 +74,7 @@ pub use protocol::worker::Mode;
 
 pub use backoff::BackoffPolicy;
 pub use commands::Executor;
+pub use doctor::{doctor, report, Check, DoctorOptions, Verdict};
 pub use enroll::{enroll, EnrollError, EnrollOptions};
 pub use git::Git;
 pub use net::proxy_for;

@@ -5,6 +5,7 @@
 mod containers;
 mod credentials;
 mod dashboard_browser;
+mod doctor;
 mod gitserve;
 mod images;
 mod layers;
