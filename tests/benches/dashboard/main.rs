@@ -33,35 +33,19 @@ mod writes;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use client::{cpu_secs, Api, Certs, ClientError, Orchestrator};
+use client::{cpu_secs, env_num, orchestrator_bin, Api, Certs, ClientError, Orchestrator};
 
 const ADMIN: &str = "crops_adm_dashboard_bench_0123456789abcdef";
 
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let bin = std::env::var_os("CROPS_ORCHESTRATOR_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/crops-orchestrator")
-        });
-    assert!(
-        bin.is_file(),
-        "{} not found: set CROPS_ORCHESTRATOR_BIN",
-        bin.display()
-    );
+    let bin = orchestrator_bin();
     let dir = std::env::temp_dir().join(format!("crops-dashboard-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("bench dir");
     let result = run(&bin, &dir);

@@ -337,3 +337,28 @@ pub fn threads(pid: u32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)
 }
+
+/// The number in environment variable `name`, else `default`.
+pub fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The release orchestrator a bench runs: `CROPS_ORCHESTRATOR_BIN`, else
+/// the workspace's `target/release`; a missing one stops the bench with
+/// what to build.
+pub fn orchestrator_bin() -> PathBuf {
+    let bin = std::env::var_os("CROPS_ORCHESTRATOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/crops-orchestrator")
+        });
+    assert!(
+        bin.is_file(),
+        "{} not found: build it with `cargo build --release -p crops-orchestrator` or set CROPS_ORCHESTRATOR_BIN",
+        bin.display()
+    );
+    bin
+}

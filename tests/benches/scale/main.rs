@@ -50,33 +50,17 @@ mod writes;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use client::{rss_kib, Certs, ClientError};
+use client::{env_num, orchestrator_bin, rss_kib, Certs, ClientError};
 use topology::{Deployment, Kind};
 
 const ADMIN: &str = "crops_adm_scale-bench-admin-token";
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     if let Some(spec) = std::env::var_os(herd::CHILD_ENV) {
         herd::child_main(PathBuf::from(spec));
         return;
     }
-    let bin = std::env::var_os("CROPS_ORCHESTRATOR_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/crops-orchestrator")
-        });
-    assert!(
-        bin.is_file(),
-        "{} not found: build it with `cargo build --release -p crops-orchestrator` or set CROPS_ORCHESTRATOR_BIN",
-        bin.display()
-    );
+    let bin = orchestrator_bin();
     let kinds = match Kind::selected() {
         Ok(kinds) => kinds,
         Err(error) => {
