@@ -239,7 +239,9 @@ async function admin(page, nextLine) {
   const shown = await L.waitFor(page, "the filtered audit log", () =>
     page.evaluate(() => {
       const rows = [...document.querySelectorAll("#view tbody tr")].map((tr) => [...tr.cells].map((td) => td.textContent));
-      return rows.length && rows.every((r) => r[3].startsWith("POST ")) ? rows : undefined;
+      // Only the filtered answer has nothing but the operator's POSTs (the
+      // unfiltered one, shown first, has the agents' enrolments too).
+      return rows.length && rows.every((r) => r[1] === "operator" && r[3].startsWith("POST ")) ? rows : undefined;
     }),
   );
   if (!shown.some((r) => r[3].startsWith("POST /v1/tenants/{tenantId}/join-tokens"))) L.fail(`no join token minted in ${JSON.stringify(shown)}`);

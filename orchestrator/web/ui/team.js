@@ -476,7 +476,8 @@ async function auditView(ctx) {
     if (key) params.set(key, id);
     params.set("limit", limit.value || "100");
     if (who.value) params.set("principal", who.value);
-    if (action.value.trim()) params.set("action", action.value.trim());
+    // A prefix ends in "." or a space ("POST "): only leading blanks go.
+    if (action.value.trim()) params.set("action", action.value.trimStart());
     if (outcome.value.trim()) params.set("outcome", outcome.value.trim());
     if (since.value) params.set("since", String(new Date(since.value).getTime()));
     if (until.value) params.set("until", String(new Date(until.value).getTime()));
