@@ -147,7 +147,6 @@ pub(crate) async fn get(app: &App, caller: &Caller, id: &str) -> Result<Resp, Ap
     Ok(json(StatusCode::OK, &OrgView::from(org)))
 }
 
-/// `GET /v1/tenants/{id}`.
 /// One tenant with what it holds against its plan (`GET /v1/tenants/{id}`).
 #[derive(Debug, Serialize)]
 struct TenantDetail {
@@ -156,6 +155,7 @@ struct TenantDetail {
     usage: crate::store::TenantUsage,
 }
 
+/// `GET /v1/tenants/{id}`.
 pub(crate) async fn get_tenant(app: &App, caller: &Caller, id: &str) -> Result<Resp, ApiError> {
     let tenant = caller.tenant(app, id, Need::Use).await?;
     let tid = tenant.id.clone();

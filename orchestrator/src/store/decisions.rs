@@ -108,10 +108,7 @@ impl Store {
         let to = match before {
             None => format!("{tenant_id}0"),
             Some(id) => {
-                let found = match table.get(id).map_err(failed("read a decision"))? {
-                    Some(v) => Some(decode::<DecisionRecord>("decisions", id, &v)?),
-                    None => None,
-                };
+                let found: Option<DecisionRecord> = get_json(&table, "decisions", id)?;
                 match found.filter(|d| d.tenant_id == tenant_id) {
                     Some(d) => index_key(tenant_id, d.at, &d.id),
                     None => {
