@@ -2,7 +2,9 @@
 //! state, worker, profile, image, age and live CPU and memory with a small
 //! graph each; start, stop, remove and terminal; and the launch form.
 //!
-//! * The list is `GET /v1/containers?tenantId=` every 3 s. CPU and memory
+//! * The list is `GET /v1/containers?tenantId=` every 3 s (the workers, for
+//!   their names, only when a new one appears, every 30 s, and when the
+//!   launch form opens). CPU and memory
 //!   come from `GET /v1/containers/{id}/stats` every 5 s for the running
 //!   containers shown, at most `STATS_MAX` of them, four calls at a time:
 //!   the agent measures them when asked and adds its samples of the last
@@ -23,6 +25,7 @@ import { explanationTable } from "./scheduling.js";
 const REFRESH_MS = 3000;
 const STATS_MS = 5000;
 const STATS_MAX = 30;
+const WORKERS_MS = 30000;
 const PROFILES = ["standard", "strict", "open", "offline"];
 
 /** container id → its last stats answer (the agent's recent samples with it). */
@@ -207,11 +210,21 @@ export async function render(ctx) {
     );
     if (!shown.length) fill(body, h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No containers yet.")));
   };
+  // The workers, for their names and the launch form: read again when a
+  // container names one not known yet, every WORKERS_MS, and when the form
+  // opens; not with every list (1,000 workers are 700 KB).
+  let workersAt = 0;
+  const loadWorkers = async () => {
+    workers = (await get("/v1/workers")).workers || [];
+    workersAt = Date.now();
+  };
   const refresh = async () => {
-    const [list, ws] = await Promise.all([get(`/v1/containers?tenantId=${enc(ctx.tenant.id)}`), get("/v1/workers")]);
+    const list = await get(`/v1/containers?tenantId=${enc(ctx.tenant.id)}`);
     if (!ctx.alive()) return;
     containers = (list.containers || []).sort((a, b) => b.createdAt - a.createdAt);
-    workers = ws.workers || [];
+    const unknown = containers.some((c) => !workers.some((w) => w.id === c.workerId));
+    if (unknown || Date.now() - workersAt > WORKERS_MS) await loadWorkers();
+    if (!ctx.alive()) return;
     // Focus stays on a row's button only if the list is left alone while it is held.
     if (!body.contains(document.activeElement)) draw();
   };
@@ -242,6 +255,7 @@ export async function render(ctx) {
         async () => {
           formBox.hidden = !formBox.hidden;
           if (!formBox.hidden) {
+            await loadWorkers();
             fill(formBox, launchForm(ctx, workers, refresh));
             formBox.querySelector("input")?.focus();
           }
