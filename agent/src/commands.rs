@@ -24,6 +24,7 @@ use smol::channel::Sender;
 use tracing::Instrument;
 
 use crate::background::{Background, BackgroundError};
+use crate::egress::Egress;
 use crate::git::{Git, GitError};
 use crate::podman::env::EnvError;
 use crate::podman::{Podman, PodmanError};
@@ -84,6 +85,12 @@ pub enum CommandError {
         #[source]
         source: TerminalError,
     },
+    #[error("{ty}: {source}")]
+    Egress {
+        ty: &'static str,
+        #[source]
+        source: crate::egress::EgressError,
+    },
 }
 
 impl CommandError {
@@ -125,7 +132,7 @@ impl CommandError {
                 BackgroundError::Env(EnvError::Newline { .. }) => ErrorCode::InvalidArgument,
                 _ => ErrorCode::Internal,
             },
-            Self::Env { .. } => ErrorCode::Internal,
+            Self::Env { .. } | Self::Egress { .. } => ErrorCode::Internal,
             Self::Terminal { source, .. } => source.code(),
         }
     }
@@ -149,6 +156,8 @@ pub struct Executor {
     pub(crate) terminals: Terminals,
     /// Running containers' recent CPU and memory, sampled at heartbeats.
     pub(crate) usage: UsageHistory,
+    /// The egress gates of Standard and Strict containers.
+    pub(crate) egress: Egress,
     /// One lock per container id being created, so concurrent deliveries of
     /// the same create are serialised. Entries are dropped after use.
     creating: Mutex<HashMap<String, Arc<smol::lock::Mutex<()>>>>,
@@ -176,6 +185,11 @@ impl Executor {
     pub fn new(podman: Podman, data_dir: &Path, floor: Profile) -> Self {
         let workspaces = Workspaces::new(data_dir);
         workspaces.empty_trash_later();
+        let egress = Egress::new(data_dir);
+        let served = egress.restore();
+        if served > 0 {
+            tracing::info!(served, "egress gates of existing containers serving again");
+        }
         Self {
             git: Git::default(),
             workspaces,
@@ -183,6 +197,7 @@ impl Executor {
             background: Background::default(),
             terminals: Terminals::new(podman.clone(), crate::terminal::DEFAULT_GRACE),
             usage: UsageHistory::default(),
+            egress,
             creating: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
             indexed: smol::lock::OnceCell::new(),

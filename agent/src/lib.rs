@@ -47,6 +47,7 @@ mod commands;
 pub mod config;
 mod connection;
 mod doctor;
+mod egress;
 mod enroll;
 mod gateway;
 mod git;
@@ -95,6 +96,14 @@ pub mod pty_helper {
     pub use crate::podman::process::place_for_exec;
     pub use crate::terminal::handoff;
     pub use crate::terminal::helper::{invoked_as_helper, main};
+}
+
+/// The egress relay, `crops-egress`: the agent's own static executable as
+/// the entrypoint of a Standard or Strict container, piping its proxy port
+/// to the agent's gate (`egress.rs`). The binary runs as it when started
+/// under that name.
+pub mod egress_relay {
+    pub use crate::egress::relay::{invoked_as_relay, main};
 }
 
 /// Why [`run`] could not start. Once running, every failure is retried.

@@ -7,6 +7,8 @@
 //! in-container PTY helper ([`agent::pty_helper`]) and nothing else:
 //! no argument parsing, no logging set-up, no async runtime. A statically
 //! linked agent offers itself as that helper to every container it creates.
+//! Started as `crops-egress` it is the egress relay of a Standard or Strict
+//! container ([`agent::egress_relay`]), likewise bare.
 
 mod cli;
 
@@ -22,6 +24,10 @@ fn main() -> ExitCode {
     let argv0 = args.next();
     if agent::pty_helper::invoked_as_helper(argv0.as_deref()) {
         let code = agent::pty_helper::main(args.collect());
+        return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX));
+    }
+    if agent::egress_relay::invoked_as_relay(argv0.as_deref()) {
+        let code = agent::egress_relay::main(args.collect());
         return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX));
     }
     let cli: cli::Cli = argh::from_env();

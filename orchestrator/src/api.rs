@@ -10,6 +10,7 @@
 //! stored records live in `store`, and conversion happens in these modules
 //! only. Every write is committed by the store before the handler answers.
 
+pub mod allowlist;
 pub mod audit;
 pub mod containers;
 pub mod decisions;

@@ -33,6 +33,7 @@ impl ContainerCreate {
         v::container_name(&self.name)?;
         v::image_ref(&self.image)?;
         check_env(&self.env)?;
+        crate::domains::check_list(&self.allowed_domains)?;
         if self.labels.len() > 64 {
             return Err(Invalid::new("labels", "at most 64 labels"));
         }
@@ -171,6 +172,7 @@ mod tests {
             command: None,
             workspace: false,
             profile: Default::default(),
+            allowed_domains: Vec::new(),
         };
         let exec = |v: &str| Exec {
             container_id: "c-1".into(),

@@ -72,6 +72,12 @@ pub struct ContainerCreate {
     pub workspace: bool,
     #[serde(default)]
     pub profile: Profile,
+    /// The domains a Standard or Strict container may reach
+    /// ([`crate::domains`]), as the orchestrator resolved them from the
+    /// request and the tenant's default. Absent or empty: none. Ignored
+    /// under Open (everything) and Offline (nothing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_domains: Vec<String>,
 }
 
 fn yes() -> bool {

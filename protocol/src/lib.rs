@@ -25,6 +25,7 @@
 
 pub mod check;
 pub mod container;
+pub mod domains;
 pub mod envelope;
 pub mod error;
 pub mod exec;

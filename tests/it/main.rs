@@ -6,6 +6,7 @@ mod containers;
 mod credentials;
 mod dashboard_browser;
 mod doctor;
+mod egress;
 mod gitserve;
 mod images;
 mod layers;

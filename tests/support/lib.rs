@@ -3,10 +3,11 @@
 //! orchestrator with enrolled agents on real Podman ([`fleet`]), an HTTPS
 //! client ([`http`]), three orchestrators on PostgreSQL behind HAProxy
 //! ([`replicas`]) and a client of the browser's terminal socket
-//! ([`term`]) and the runner of the browser cases ([`browser`]). The tests are in `it/`, the benchmarks in `benches/`.
+//! ([`term`]) the runner of the browser cases ([`browser`]) and the egress tests' servers ([`egress`]). The tests are in `it/`, the benchmarks in `benches/`.
 
 pub mod agent;
 pub mod browser;
+pub mod egress;
 pub mod fleet;
 pub mod harness;
 pub mod http;

@@ -9,7 +9,7 @@ use protocol::validate as v;
 use protocol::Body;
 
 use super::{check_reserved_env, invalid, not_found, CommandError, Executor};
-use crate::podman::container::create_args;
+use crate::podman::container::{create_args, pty_helper, GatePlan};
 use crate::podman::env::plan_env;
 use crate::podman::profile;
 
@@ -66,12 +66,24 @@ impl Executor {
             None
         };
         let env = plan_env(&req.env, &[]).map_err(|source| CommandError::Env { ty: TY, source })?;
-        let args = create_args(req, workspace.as_deref(), &env);
+        let gate = match self.gate_plan(req).await {
+            Ok(gate) => gate,
+            Err(e) => {
+                if workspace.is_some() {
+                    let _ = self.workspaces.remove(&req.container_id);
+                }
+                return Err(e);
+            }
+        };
+        let args = create_args(req, workspace.as_deref(), &env, gate.as_ref());
         let engine_id = match self.podman.create(args).await {
             Ok(id) => id,
             Err(e) => {
                 if workspace.is_some() {
                     let _ = self.workspaces.remove(&req.container_id);
+                }
+                if gate.is_some() {
+                    self.egress.close(&req.container_id);
                 }
                 if e.is_image_unknown() {
                     return Err(CommandError::NotFound {
@@ -110,6 +122,68 @@ impl Executor {
                 created_at,
             },
             created: true,
+        }))
+    }
+
+    /// The egress gate of a Standard or Strict container (`crate::egress`),
+    /// serving from now on; None for Open and Offline, and when this agent
+    /// has no static executable to run as the relay (a development build):
+    /// such a container then reaches nothing, which is logged.
+    async fn gate_plan(&self, req: &ContainerCreate) -> Result<Option<GatePlan>, CommandError> {
+        const TY: &str = "container.create";
+        if !matches!(req.profile, Profile::Standard | Profile::Strict) {
+            return Ok(None);
+        }
+        let Some(relay) = pty_helper() else {
+            tracing::warn!(container_id = %req.container_id, "no static agent to run as the egress relay: the container reaches no domain");
+            return Ok(None);
+        };
+        let command = self
+            .podman
+            .image_command(&req.image, req.command.as_deref())
+            .await
+            .map_err(|e| {
+                if e.is_image_unknown() {
+                    CommandError::NotFound {
+                        ty: TY,
+                        what: format!("image {} ({e})", req.image),
+                    }
+                } else {
+                    CommandError::Engine { ty: TY, source: e }
+                }
+            })?;
+        if command.is_empty() {
+            return Err(CommandError::Invalid {
+                ty: TY,
+                source: protocol::error::Invalid::new(
+                    "command",
+                    format!(
+                        "image {} has no command and the request names none",
+                        req.image
+                    ),
+                ),
+            });
+        }
+        let list = protocol::domains::check_list(&req.allowed_domains).map_err(invalid(TY))?;
+        let dir = self
+            .egress
+            .open(&req.container_id, &list)
+            .map_err(|source| CommandError::Egress { ty: TY, source })?;
+        let dir = dir.to_string_lossy().into_owned();
+        if dir.contains([':', ',']) {
+            self.egress.close(&req.container_id);
+            return Err(CommandError::Egress {
+                ty: TY,
+                source: crate::egress::EgressError::Io {
+                    path: dir.into(),
+                    source: std::io::ErrorKind::InvalidInput.into(),
+                },
+            });
+        }
+        Ok(Some(GatePlan {
+            dir,
+            relay: relay.to_owned(),
+            command,
         }))
     }
 
@@ -256,6 +330,7 @@ impl Executor {
         let engine_id = match self.resolve(TY, &req.container_id).await {
             Ok(id) => id,
             Err(e @ CommandError::NotFound { .. }) => {
+                self.egress.close(&req.container_id);
                 self.workspaces.remove(&req.container_id).map_err(ws)?;
                 return Err(e);
             }
@@ -270,12 +345,14 @@ impl Executor {
             Ok(()) => {}
             Err(e) if e.is_no_such_container() => {
                 self.forget(&req.container_id);
+                self.egress.close(&req.container_id);
                 self.workspaces.remove(&req.container_id).map_err(ws)?;
                 return Err(not_found(TY, &req.container_id));
             }
             Err(e) => return Err(self.engine_error(TY, &req.container_id, e)),
         }
         self.forget(&req.container_id);
+        self.egress.close(&req.container_id);
         self.workspaces.remove(&req.container_id).map_err(ws)?;
         tracing::info!(container_id = %req.container_id, %engine_id, "container removed");
         Ok(Body::ContainerRemoved(ContainerStatus {

@@ -44,6 +44,7 @@ fn create_req(name: &str, profile: Profile) -> ContainerCreate {
         ]),
         workspace: true,
         profile,
+        allowed_domains: Vec::new(),
     }
 }
 
@@ -98,7 +99,7 @@ fn create_builds_a_labelled_argv_without_env_values() {
         );
         assert!(
             argv.ends_with(
-                "--network bridge --cap-drop ALL --security-opt no-new-privileges --read-only \
+                "--network none --cap-drop ALL --security-opt no-new-privileges --read-only \
              --tmpfs /tmp --memory 2g --cpus 1 --pids-limit 128 \
              -- localhost/crops-test/busybox:latest sh -c echo $(id); rm -rf /"
             ),

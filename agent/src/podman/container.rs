@@ -34,6 +34,7 @@ use super::env::EnvPlan;
 use super::parse::{PsEntry, StatsEntry};
 use super::{profile, Call, Podman, PodmanError, LABEL_CONTAINER_ID, LABEL_MANAGED};
 use super::{LABEL_PROFILE, LABEL_TENANT};
+use crate::egress::{self, relay};
 
 const QUICK: Duration = Duration::from_secs(30);
 /// `podman create` may have to set up storage for a big image.
@@ -49,6 +50,9 @@ pub const PTY_HELPER_PATH: &str = "/.crops/crops-pty";
 pub const LABEL_PTY: &str = "crops.pty";
 /// The helper contract this agent speaks (see the module docs).
 pub const PTY_HELPER_VERSION: &str = "2";
+
+/// Label of a container whose entrypoint is the egress relay.
+pub const LABEL_EGRESS: &str = "crops.egress";
 
 /// The static executable mounted as the PTY helper, once set.
 static PTY_HELPER: OnceLock<PathBuf> = OnceLock::new();
@@ -100,11 +104,28 @@ pub fn pty_helper() -> Option<&'static Path> {
     PTY_HELPER.get().map(PathBuf::as_path)
 }
 
+/// How a Standard or Strict container reaches its egress gate
+/// (`crate::egress`): the gate's directory, the relay executable (the
+/// agent's static self) and the whole command the relay then runs (the
+/// image's entrypoint and the request's or image's command).
+#[derive(Debug, Clone)]
+pub struct GatePlan {
+    pub dir: String,
+    pub relay: PathBuf,
+    pub command: Vec<String>,
+}
+
 /// `podman create` for a validated request. `workspace` is the host
 /// directory to mount at `/workspace` (checked free of `:` and `,`); the
-/// PTY helper is mounted if one is set ([`set_pty_helper`]).
-pub fn create_args(req: &ContainerCreate, workspace: Option<&str>, env: &EnvPlan) -> Vec<String> {
-    create_args_with(req, workspace, env, pty_helper())
+/// PTY helper is mounted if one is set ([`set_pty_helper`]); `gate` makes
+/// the egress relay the entrypoint.
+pub fn create_args(
+    req: &ContainerCreate,
+    workspace: Option<&str>,
+    env: &EnvPlan,
+    gate: Option<&GatePlan>,
+) -> Vec<String> {
+    create_args_with(req, workspace, env, pty_helper(), gate)
 }
 
 /// [`create_args`] with the PTY helper (`helper`) named.
@@ -113,6 +134,7 @@ pub fn create_args_with(
     workspace: Option<&str>,
     env: &EnvPlan,
     helper: Option<&Path>,
+    gate: Option<&GatePlan>,
 ) -> Vec<String> {
     let mut a: Vec<String> = ["create", "--pull", "never", "--name", &req.name]
         .map(str::to_owned)
@@ -138,9 +160,27 @@ pub fn create_args_with(
         a.extend(["--volume".to_owned(), format!("{exe}:{PTY_HELPER_PATH}:ro")]);
     }
     a.extend(profile::flags(req.profile));
+    let mut command = req.command.as_ref();
+    if let Some(gate) = gate {
+        let (dir, relay) = (&gate.dir, gate.relay.display());
+        a.extend(["--label".to_owned(), format!("{LABEL_EGRESS}=1")]);
+        a.extend(["--volume".to_owned(), format!("{dir}:{}:ro", egress::MOUNT)]);
+        a.extend(["--volume".to_owned(), format!("{relay}:{}:ro", relay::PATH)]);
+        for key in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            a.extend(["--env".to_owned(), format!("{key}={}", relay::PROXY_URL)]);
+        }
+        for key in ["NO_PROXY", "no_proxy"] {
+            a.extend(["--env".to_owned(), format!("{key}=localhost,127.0.0.1,::1")]);
+        }
+        a.extend([
+            "--entrypoint".to_owned(),
+            format!(r#"["{}","--"]"#, relay::PATH),
+        ]);
+        command = Some(&gate.command);
+    }
     a.push("--".to_owned());
     a.push(req.image.clone());
-    if let Some(cmd) = &req.command {
+    if let Some(cmd) = command {
         a.extend(cmd.iter().cloned());
     }
     a
@@ -186,6 +226,21 @@ pub fn build_args(
     a
 }
 
+/// The part of `podman image inspect` a gate's command needs.
+#[derive(Debug, Default, serde::Deserialize)]
+struct ImageConfig {
+    #[serde(rename = "Config", default)]
+    config: ImageRun,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct ImageRun {
+    #[serde(rename = "Entrypoint", default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd", default)]
+    cmd: Option<Vec<String>>,
+}
+
 fn strings(words: &[&str]) -> Vec<String> {
     words.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -214,6 +269,28 @@ impl Podman {
             let info = serde_json::from_value::<PsEntry>(v).ok()?.into_info()?;
             (info.container_id == container_id).then_some((info, helper))
         }))
+    }
+
+    /// The command a container of `image` runs by default: its entrypoint,
+    /// then `command` if given, else the image's own `CMD`.
+    pub async fn image_command(
+        &self,
+        image: &str,
+        command: Option<&[String]>,
+    ) -> Result<Vec<String>, PodmanError> {
+        let args = strings(&["image", "inspect", "--format", "json", "--", image]);
+        let out = self.checked(Call::new(args, QUICK)).await?;
+        let found: Option<Vec<ImageConfig>> = super::parse_json("image inspect", &out)?;
+        let config = found
+            .and_then(|v| v.into_iter().next())
+            .map(|i| i.config)
+            .unwrap_or_default();
+        let mut argv = config.entrypoint.unwrap_or_default();
+        match command {
+            Some(c) => argv.extend(c.iter().cloned()),
+            None => argv.extend(config.cmd.unwrap_or_default()),
+        }
+        Ok(argv)
     }
 
     /// Run `podman create` (its env is in the plan's `--env-file`); the new
@@ -336,19 +413,42 @@ mod tests {
             command: None,
             workspace: false,
             profile: Profile::Strict,
+            allowed_domains: Vec::new(),
         };
         let env = EnvPlan::default();
         let with =
-            create_args_with(&req, None, &env, Some(Path::new("/opt/crops-agent"))).join(" ");
+            create_args_with(&req, None, &env, Some(Path::new("/opt/crops-agent")), None).join(" ");
         assert!(with.contains("--label crops.pty=2"), "{with}");
         assert!(
             with.contains("--volume /opt/crops-agent:/.crops/crops-pty:ro --network"),
             "read-only, not relabelled, before the profile's flags: {with}"
         );
-        let without = create_args_with(&req, None, &env, None).join(" ");
+        let without = create_args_with(&req, None, &env, None, None).join(" ");
         assert!(
             !without.contains("crops.pty") && !without.contains("/.crops/"),
             "{without}"
+        );
+        let gate = GatePlan {
+            dir: "/data/egress/c-1".into(),
+            relay: "/opt/crops-agent".into(),
+            command: vec!["/entry".into(), "--flag".into(), "cmd".into()],
+        };
+        let gated = create_args_with(&req, None, &env, None, Some(&gate)).join(" ");
+        assert!(
+            gated.contains(
+                "--volume /data/egress/c-1:/.crops/egress:ro --volume /opt/crops-agent:/.crops/crops-egress:ro"
+            ),
+            "{gated}"
+        );
+        assert!(
+            gated.contains("--env HTTPS_PROXY=http://127.0.0.1:3128"),
+            "{gated}"
+        );
+        assert!(
+            gated.ends_with(
+                r#"--entrypoint ["/.crops/crops-egress","--"] -- img /entry --flag cmd"#
+            ),
+            "the relay runs the image's entrypoint and command: {gated}"
         );
         for bad in ["relative/agent", "/a:b/agent", "/a,b/agent"] {
             assert!(matches!(

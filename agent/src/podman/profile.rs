@@ -4,8 +4,8 @@
 //! | profile  | network         | capabilities      | root fs                      | memory | CPUs | PIDs      |
 //! |----------|-----------------|-------------------|------------------------------|--------|------|-----------|
 //! | open     | `host`          | Podman's defaults | writable                     | 4g     | -    | unlimited |
-//! | standard | `bridge`        | `--cap-drop ALL`  | writable                     | 4g     | 2    | 256       |
-//! | strict   | `bridge`        | `--cap-drop ALL`  | `--read-only`, tmpfs `/tmp`  | 2g     | 1    | 128       |
+//! | standard | `none` + gate    | `--cap-drop ALL`  | writable                     | 4g     | 2    | 256       |
+//! | strict   | `none` + gate    | `--cap-drop ALL`  | `--read-only`, tmpfs `/tmp`  | 2g     | 1    | 128       |
 //! | offline  | `none`          | `--cap-drop ALL`  | `--read-only`, tmpfs `/tmp`  | 2g     | 1    | 128       |
 //!
 //! Every profile but Open also sets `--security-opt no-new-privileges`.
@@ -13,10 +13,10 @@
 //! * The `/workspace` bind mount stays **writable** under every profile: it is
 //!   where the task's repository and output live. Read-only applies to the
 //!   image's root filesystem; `/tmp` is a tmpfs for scratch.
-//! * Standard and Strict promise "only allow-listed domains". Enforcing the
-//!   allow-list is a later issue; until then both get Podman's isolated bridge
-//!   network (own namespace and address, NAT out, no host network), which is
-//!   **not** yet domain-restricted.
+//! * Standard and Strict reach only the domains on their allow-list: no
+//!   network but `lo`, and the agent's egress gate as the one way out
+//!   (`crate::egress`, which adds its mounts, environment and entrypoint
+//!   to the create).
 //! * Offline containers get no network interface but `lo`, and
 //!   `container.setup` refuses a repository token for them (secrets are not
 //!   injected).
@@ -36,7 +36,7 @@ pub fn flags(profile: Profile) -> Vec<String> {
         Profile::Open => &["--network", "host", "--memory", "4g", "--pids-limit", "-1"],
         Profile::Standard => &[
             "--network",
-            "bridge",
+            "none",
             "--cap-drop",
             "ALL",
             "--security-opt",
@@ -50,7 +50,7 @@ pub fn flags(profile: Profile) -> Vec<String> {
         ],
         Profile::Strict => &[
             "--network",
-            "bridge",
+            "none",
             "--cap-drop",
             "ALL",
             "--security-opt",
@@ -117,7 +117,7 @@ mod tests {
         let f = flags(Profile::Strict).join(" ");
         assert_eq!(
             f,
-            "--network bridge --cap-drop ALL --security-opt no-new-privileges --read-only \
+            "--network none --cap-drop ALL --security-opt no-new-privileges --read-only \
              --tmpfs /tmp --memory 2g --cpus 1 --pids-limit 128"
         );
     }
@@ -127,7 +127,7 @@ mod tests {
         let has = |p, w: &str| flags(p).join(" ").contains(w);
         assert!(has(Profile::Open, "--network host") && !has(Profile::Open, "--cap-drop"));
         assert!(!has(Profile::Open, "--cpus"));
-        assert!(has(Profile::Standard, "--network bridge") && has(Profile::Standard, "--cpus 2"));
+        assert!(has(Profile::Standard, "--network none") && has(Profile::Standard, "--cpus 2"));
         assert!(
             has(Profile::Standard, "--pids-limit 256") && !has(Profile::Standard, "--read-only")
         );

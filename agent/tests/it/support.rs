@@ -111,6 +111,7 @@ impl Rig {
             command: Some(command.iter().map(|s| (*s).to_owned()).collect()),
             workspace: true,
             profile,
+            allowed_domains: Vec::new(),
         }
     }
 

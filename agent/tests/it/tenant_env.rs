@@ -229,6 +229,7 @@ fn tenant_env_reaches_only_the_container_for_create_exec_and_background() {
             command: Some(vec!["/bin/sleep".into(), "600".into()]),
             workspace: false,
             profile: Profile::Standard,
+            allowed_domains: Vec::new(),
         };
         let reply = ask(&mut ws, "c-1", Body::ContainerCreate(create)).await;
         assert!(matches!(reply, Body::ContainerCreated(_)), "{reply:?}");

@@ -19,9 +19,10 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use protocol::container::{ContainerCreate, ContainerRemove, Profile};
-use protocol::{Body, ErrorCode};
+use protocol::{domains, Body, ErrorCode};
 use serde::{Deserialize, Serialize};
 
+use super::allowlist;
 use super::relay::{self, agent_code, bad_reply, fail, settle, worker_error};
 use crate::audit::Deferred;
 use crate::authz::{Caller, Need};
@@ -60,6 +61,9 @@ struct CreateContainer {
     profile: Option<Profile>,
     #[serde(default)]
     workspace: Option<bool>,
+    /// The domains it may reach (Standard, Strict): `super::allowlist`.
+    #[serde(default)]
+    allowed_domains: Option<Vec<String>>,
 }
 
 /// A container record as the API shows it.
@@ -78,6 +82,9 @@ pub struct ContainerView {
     pub created_at: u64,
     pub updated_at: u64,
     pub last_error: Option<String>,
+    /// The egress allow-list it was created with (`super::allowlist`).
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
 }
 
 impl From<ContainerRecord> for ContainerView {
@@ -94,6 +101,7 @@ impl From<ContainerRecord> for ContainerView {
             created_at: r.created_at,
             updated_at: r.updated_at,
             last_error: r.last_error,
+            allowed_domains: r.allowed_domains,
         }
     }
 }
@@ -114,7 +122,12 @@ pub(crate) async fn create(
     intent: Option<Deferred>,
 ) -> Result<Resp, ApiError> {
     let body: CreateContainer = read_json(req).await?;
-    let command = ContainerCreate {
+    let requested = body
+        .allowed_domains
+        .map(|list| domains::check_list(&list))
+        .transpose();
+    let requested = requested.map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut command = ContainerCreate {
         container_id: match body.id {
             Some(id) => id,
             None => auth::uuid_v4()?,
@@ -127,6 +140,7 @@ pub(crate) async fn create(
         command: body.command,
         workspace: body.workspace.unwrap_or(true),
         profile: body.profile.unwrap_or_default(),
+        allowed_domains: Vec::new(),
     };
     command
         .validate()
@@ -138,6 +152,7 @@ pub(crate) async fn create(
     // Authorise the tenant once, before anything (placement included)
     // looks further.
     let tenant = caller.tenant(app, &command.tenant_id, Need::Use).await?;
+    command.allowed_domains = allowlist::resolve(command.profile, requested, &tenant)?;
     let wishes = Wishes {
         platform: body.platform,
         arch: body.arch,
@@ -211,6 +226,7 @@ pub(crate) async fn create(
         created_at: now,
         updated_at: now,
         last_error: None,
+        allowed_domains: command.allowed_domains.clone(),
         rev: 0,
     };
     let stored = record.clone();

@@ -21,6 +21,9 @@ struct CreateTenant {
     /// The owning organisation; default: the caller's (the operator's: `default`).
     #[serde(default)]
     org_id: Option<String>,
+    /// The default egress allow-list (`super::allowlist`).
+    #[serde(default)]
+    allowed_domains: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -31,6 +34,8 @@ pub struct TenantView {
     pub created_at: u64,
     pub org_id: String,
     pub plan: plans::PlanView,
+    /// The default egress allow-list (`super::allowlist`).
+    pub allowed_domains: Vec<String>,
 }
 
 impl From<Tenant> for TenantView {
@@ -41,6 +46,7 @@ impl From<Tenant> for TenantView {
             created_at: t.created_at,
             org_id: t.org_id,
             plan: t.plan.into(),
+            allowed_domains: t.allowed_domains,
         }
     }
 }
@@ -52,6 +58,8 @@ pub(crate) async fn create_tenant(
 ) -> Result<Resp, ApiError> {
     let body: CreateTenant = read_json(req).await?;
     check_name("name", &body.name, 64)?;
+    let allowed_domains = protocol::domains::check_list(&body.allowed_domains)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let org_id = orgs::org_for_new_tenant(app, caller, body.org_id.as_deref()).await?;
     let tenant = Tenant {
         id: auth::uuid_v4()?,
@@ -59,6 +67,7 @@ pub(crate) async fn create_tenant(
         created_at: now_ms(),
         org_id,
         plan: store::Plan::default(),
+        allowed_domains,
     };
     let stored = tenant.clone();
     app.store.call(move |s| s.create_tenant(&stored)).await?;

@@ -172,6 +172,9 @@ routes! {
     CreateJoinToken = POST "/v1/tenants/{tenantId}/join-tokens", OrgAdmin(T::Tenant),
         |c| api::enrolment::create_join_token(&c.app, c.req, c.params.get("tenantId")).await,
         "Mint a single-use join token";
+    SetAllowedDomains = PUT "/v1/tenants/{tenantId}/allowed-domains", OrgAdmin(T::Tenant),
+        |c| api::allowlist::set(&c.app, c.req, c.params.get("tenantId")).await,
+        "Set a tenant's default egress allow-list";
     SetPlan = PUT "/v1/tenants/{tenantId}/plan", Operator,
         |c| api::plans::set(&c.app, c.req, c.params.get("tenantId")).await,
         "Put a tenant on a stock or custom plan";

@@ -155,6 +155,7 @@ impl Store {
                     state: ContainerState::Creating,
                     last_error: None,
                     updated_at: record.updated_at,
+                    allowed_domains: record.allowed_domains.clone(),
                     rev: super::stamp(),
                     ..existing
                 };
@@ -345,6 +346,9 @@ impl Store {
                         created_at: item.created_at.unwrap_or(now_ms),
                         updated_at: now_ms,
                         last_error: None,
+                        // The inventory does not carry the list; the
+                        // agent still enforces the one it was given.
+                        allowed_domains: Vec::new(),
                         rev: super::stamp(),
                     };
                     insert_record(

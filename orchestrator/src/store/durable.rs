@@ -115,6 +115,7 @@ mod tests {
             created_at: 1,
             updated_at: 1,
             last_error: None,
+            allowed_domains: Vec::new(),
             rev: 0,
         };
         assert!(s.api_writes_durable(), "nothing written yet");

@@ -19,6 +19,11 @@ pub struct Tenant {
     /// The tenant's plan; records written before plans existed read as Free.
     #[serde(default)]
     pub plan: super::Plan,
+    /// The tenant's default egress allow-list (`protocol::domains`):
+    /// what its Standard containers reach when a create names none, and
+    /// the most its Strict containers may reach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,6 +194,10 @@ pub struct ContainerRecord {
     pub updated_at: u64,
     /// The last failure a command on this container met, for humans.
     pub last_error: Option<String>,
+    /// The egress allow-list the container was created with (Standard and
+    /// Strict; empty otherwise, or for none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_domains: Vec<String>,
     /// The [`super::stamp`] of the last write, set by the store: orders a
     /// record's changes against a connection's accept, clock-jitter free.
     #[serde(default)]

@@ -173,6 +173,30 @@ impl Store {
             Ok(tenant)
         })
     }
+
+    /// Set a tenant's default egress allow-list (already checked by
+    /// `protocol::domains::check_list`); the tenant as now stored.
+    pub fn set_allowed_domains(
+        &self,
+        tenant_id: &str,
+        domains: Vec<String>,
+    ) -> Result<Tenant, StoreError> {
+        self.write("commit an allow-list", |txn| {
+            let mut tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
+            let mut tenant =
+                get_json::<Tenant>(&tenants, "tenants", tenant_id)?.ok_or_else(|| {
+                    StoreError::NotFound {
+                        what: "tenant",
+                        id: tenant_id.to_owned(),
+                    }
+                })?;
+            tenant.allowed_domains = domains.clone();
+            tenants
+                .insert(tenant_id, encode(&tenant).as_str())
+                .map_err(failed("store an allow-list"))?;
+            Ok(tenant)
+        })
+    }
 }
 
 #[cfg(test)]

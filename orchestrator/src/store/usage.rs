@@ -237,6 +237,7 @@ pub(super) mod tests {
             created_at: 1,
             org_id: String::new(),
             plan: Default::default(),
+            allowed_domains: Vec::new(),
         };
         s.create_tenant(&tenant).expect("tenant");
         s
@@ -255,6 +256,7 @@ pub(super) mod tests {
             created_at: 1,
             updated_at: 1,
             last_error: None,
+            allowed_domains: Vec::new(),
             rev: 0,
         }
     }

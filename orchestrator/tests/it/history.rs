@@ -108,6 +108,7 @@ fn record(id: &str, tenant: &str, state: ContainerState, updated_at: u64) -> Con
         created_at: updated_at,
         updated_at,
         last_error: None,
+        allowed_domains: Vec::new(),
         rev: 0,
     }
 }

@@ -44,6 +44,7 @@ pub fn tenant(store: &Store, name: &str, plan: Plan) -> Tenant {
         created_at: now_ms(),
         org_id: String::new(),
         plan,
+        allowed_domains: Vec::new(),
     };
     store.create_tenant(&tenant).unwrap();
     store.get_tenant(&tenant.id).unwrap().unwrap()

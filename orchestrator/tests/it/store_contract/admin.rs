@@ -110,6 +110,7 @@ fn removed_containers_are_pruned_after_the_plans_retention_only() {
                 created_at: 1_000,
                 updated_at,
                 last_error: None,
+                allowed_domains: Vec::new(),
                 rev: 0,
             };
             store.create_container(&rec).unwrap();

@@ -24,6 +24,7 @@ fn record(id: &str, tenant_id: &str, worker_id: &str) -> ContainerRecord {
         created_at: now,
         updated_at: now,
         last_error: None,
+        allowed_domains: Vec::new(),
         rev: 0,
     }
 }
