@@ -9,6 +9,7 @@
 //! linked agent offers itself as that helper to every container it creates.
 
 mod cli;
+mod service;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -45,6 +46,8 @@ fn main() -> ExitCode {
     offer_pty_helper();
     match cli::main(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // `service status` printed what it found; exit as systemctl would.
+        Err(cli::CliError::Inactive) => ExitCode::from(3),
         Err(e) => {
             // The library's messages already name their causes; print just the top.
             eprintln!("crops-agent: error: {e}");
