@@ -276,6 +276,7 @@ fn systemd_analyze_accepts_the_units_with_awkward_words() {
         "$HOME",
         "${X}",
         r#"say "hi""#,
+        r#"odd""#,
         r"back\slash",
         "it's",
         ";",
