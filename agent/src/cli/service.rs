@@ -170,7 +170,7 @@ pub fn unit(
         Ok(Cli {
             command: Command::Run(run_args),
         }) => run_args,
-        Ok(other) => return Err(refused(format!("it parsed as {other:?}"))),
+        Ok(_) => return Err(refused("it is not a run command line".to_owned())),
         Err(exit) => return Err(refused(exit.output.trim().to_owned())),
     };
     let service_env = |key: &str| kept.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
