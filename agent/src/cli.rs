@@ -1,6 +1,6 @@
-//! The command line: `crops-agent enroll` and `crops-agent run`, and where
-//! each setting comes from (flag, then environment, then config file, then
-//! a default).
+//! The command line: `crops-agent enroll`, `run`, `doctor` and `service`
+//! (its arguments in `cli/service`), and where each setting comes from
+//! (flag, then environment, then config file, then a default).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -51,6 +51,11 @@ pub enum CliError {
     Run(#[from] RunError),
     #[error(transparent)]
     Shutdown(#[from] agent::ShutdownError),
+    #[error(transparent)]
+    Service(#[from] crate::service::ServiceError),
+    /// `service status` found the unit not active (exit 3, nothing more said).
+    #[error("the service is not active")]
+    Inactive,
 }
 
 /// The Crops worker agent: dials out to a Crops orchestrator and runs
@@ -72,6 +77,7 @@ pub enum Command {
     Enroll(EnrollArgs),
     Run(RunArgs),
     Doctor(DoctorArgs),
+    Service(service::ServiceArgs),
 }
 
 /// Check what this box needs (Podman, rootless set-up, cgroups, the
@@ -210,6 +216,7 @@ pub fn main(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Service(args) => service::main(args, &env),
     }
 }
 
@@ -427,5 +434,6 @@ fn check_name(name: &str) -> Result<(), CliError> {
     Ok(())
 }
 
+mod service;
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,7 @@
 //! container ([`agent::egress_relay`]), likewise bare.
 
 mod cli;
+mod service;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -51,6 +52,8 @@ fn main() -> ExitCode {
     offer_pty_helper();
     match cli::main(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // `service status` printed what it found; exit as systemctl would.
+        Err(cli::CliError::Inactive) => ExitCode::from(3),
         Err(e) => {
             // The library's messages already name their causes; print just the top.
             eprintln!("crops-agent: error: {e}");

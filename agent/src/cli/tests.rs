@@ -260,3 +260,67 @@ fn help_says_how_rust_log_picks_what_is_logged() {
     assert!(help.contains("RUST_LOG"), "{help}");
     assert!(help.contains("agent=debug,warn"), "{help}");
 }
+
+fn install_args(args: &[&str]) -> service::InstallArgs {
+    match parse(&[&["service", "install"], args].concat())
+        .unwrap()
+        .command
+    {
+        Command::Service(service::ServiceArgs {
+            action: service::Action::Install(a),
+        }) => a,
+        other => panic!("parsed {other:?}"),
+    }
+}
+
+#[test]
+fn service_install_writes_runs_options_from_flags_and_environment_as_flags() {
+    let config = write_config("service");
+    let config = config.to_str().unwrap();
+    let args = install_args(&["--config", config, "--podman", "podman", "--mode", "fleet"]);
+    let env = env_of(&[
+        ("CROPS_LABELS", "gpu=a100, disk=ssd"),
+        ("CROPS_SECURITY_FLOOR", "strict"),
+        ("CROPS_CA_FILE", "ca.pem"),
+        ("CROPS_CREDENTIAL", "crops_wkr_never_in_a_unit"),
+        ("HTTPS_PROXY", "http://proxy:3128"),
+    ]);
+    let exe = std::path::Path::new("/usr/local/bin/crops-agent");
+    let unit = service::unit(args, exe, crate::service::Scope::System, &env).unwrap();
+    let ca = std::env::current_dir().unwrap().join("ca.pem");
+    assert_eq!(
+        unit.argv,
+        [
+            "/usr/local/bin/crops-agent",
+            "run",
+            "--config",
+            config,
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--podman",
+            "podman",
+            "--mode",
+            "fleet",
+            "--security-floor",
+            "strict",
+            "--label",
+            "gpu=a100",
+            "--label",
+            "disk=ssd",
+        ]
+    );
+    assert_eq!(
+        unit.env,
+        [("HTTPS_PROXY".to_owned(), "http://proxy:3128".to_owned())]
+    );
+    // What run would refuse is refused before anything is written.
+    for bad in [&["--mode", "cloud"][..], &["--security-floor", "lax"]] {
+        let args = install_args(&[&["--config", config][..], bad].concat());
+        let err = service::unit(args, exe, crate::service::Scope::User, &env).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("these options would not start `crops-agent run`: "),
+            "{err}"
+        );
+    }
+}

@@ -1,7 +1,8 @@
 //! Integration tests of the agent library and binary against tiny in-test
 //! servers on 127.0.0.1:0: the enrolment client over HTTP and HTTPS
 //! (`enroll`), and whole sessions over plain WebSocket (register, heartbeat, commands, refusal and
-//! backoff, half-open detection, close frames, SIGTERM). Uses the real
+//! backoff, half-open detection, close frames, SIGTERM), and `service`
+//! with fakes of systemctl and loginctl. Uses the real
 //! Podman, and fails (does not skip) without it.
 
 mod concurrency;
@@ -13,6 +14,7 @@ mod liveness;
 mod oversized;
 mod profiles;
 mod rotation;
+mod service;
 mod session_containers;
 mod support;
 mod tenant_env;
