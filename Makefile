@@ -74,6 +74,8 @@ bench: deps image policies policy-examples agent-static agent-arm64 ## the bench
 		CROPS_BENCH_N=100 CROPS_BENCH_REPLICAS=1 cargo bench --workspace --bench lifecycle_latency
 	CROPS_AGENT_BIN=$(AGENT_STATIC) CROPS_ORCHESTRATOR_BIN=$(TARGET)/release/crops-orchestrator \
 		cargo bench --workspace --bench terminal
+	CROPS_AGENT_BIN=$(AGENT_STATIC) CROPS_ORCHESTRATOR_BIN=$(TARGET)/release/crops-orchestrator \
+		cargo bench --workspace --bench egress
 	ulimit -n $$(ulimit -Hn); CROPS_ORCHESTRATOR_BIN=$(TARGET)/release/crops-orchestrator \
 		cargo bench --workspace --bench dashboard
 	CROPS_NO_BUILD=1 CROPS_FLEET_HOLD_SECS=30 CROPS_ORCHESTRATOR_BIN=$(TARGET)/release/crops-orchestrator tests/bench-fleet.sh

@@ -8,11 +8,12 @@
 # server from its binaries, /usr/lib/postgresql/*/bin), haproxy for the
 # balancer in front of several replicas (the replicas test, `make
 # replicas`), tinyproxy for the agent behind a proxy (its own instance,
-# started by the test), curl for the egress tests' image, and the rustup targets. Writes nothing under /etc; Podman is
+# started by the test), curl for the egress tests' image, systemd for
+# `systemd-analyze verify` of the agent's service unit, and the rustup targets. Writes nothing under /etc; Podman is
 # configured through CONTAINERS_CONF (tests/podman/containers.conf).
 set -euo pipefail
 
-packages=(podman runc busybox-static clang musl-tools qemu-user-static file openssl ca-certificates chromium postgresql haproxy tinyproxy curl)
+packages=(podman runc busybox-static clang musl-tools qemu-user-static file openssl ca-certificates chromium postgresql haproxy tinyproxy curl systemd)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

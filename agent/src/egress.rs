@@ -183,3 +183,74 @@ fn create_dir(dir: &Path) -> std::io::Result<()> {
         .mode(0o755)
         .create(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+    use smol::net::unix::UnixStream;
+
+    use super::*;
+
+    /// The whole answer to `ask` on a new connection, or "(no answer)".
+    async fn answer_to(stream: &mut UnixStream, ask: &[u8]) -> String {
+        let _ = stream.write_all(ask).await;
+        let mut text = String::new();
+        let read = async {
+            let _ = stream.read_to_string(&mut text).await;
+            true
+        };
+        let timeout = async {
+            smol::Timer::after(Duration::from_secs(10)).await;
+            false
+        };
+        if future::or(read, timeout).await {
+            text
+        } else {
+            "(no answer)".into()
+        }
+    }
+
+    #[test]
+    fn a_gate_refuses_off_list_names_and_connections_over_the_cap_and_closes() {
+        let data = std::env::temp_dir().join(format!("crops-egress-unit-{}", std::process::id()));
+        let egress = Egress::new(&data);
+        let dir = egress.open("c-1", &["pypi.org".to_owned()]).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join(ALLOW)).unwrap(), "pypi.org\n");
+        let socket = dir.join(SOCKET);
+        smol::block_on(async {
+            let mut held = Vec::new();
+            for _ in 0..gate::MAX_CONNECTIONS {
+                held.push(UnixStream::connect(&socket).await.unwrap());
+            }
+            let mut extra = UnixStream::connect(&socket).await.unwrap();
+            let text = answer_to(&mut extra, b"").await;
+            assert!(
+                text.starts_with("HTTP/1.1 503")
+                    && text.contains("crops egress: this container already has 256 connections open"),
+                "{text}"
+            );
+            let text = answer_to(&mut held[0], b"CONNECT github.com:443 HTTP/1.1\r\n\r\n").await;
+            assert!(
+                text.starts_with("HTTP/1.1 403")
+                    && text.contains("crops egress: github.com is not on this container's allow-list"),
+                "{text}"
+            );
+            drop(held);
+            // The closed ones are given back: a new connection is heard.
+            let text = loop {
+                let mut again = UnixStream::connect(&socket).await.unwrap();
+                let text = answer_to(&mut again, b"CONNECT 10.0.0.1:443 HTTP/1.1\r\n\r\n").await;
+                if !text.starts_with("HTTP/1.1 503") {
+                    break text;
+                }
+                smol::Timer::after(Duration::from_millis(20)).await;
+            };
+            assert!(text.starts_with("HTTP/1.1 403") && text.contains("is an IP address"), "{text}");
+        });
+        egress.close("c-1");
+        assert!(!dir.exists(), "closing removes the gate's directory");
+        let _ = std::fs::remove_dir_all(&data);
+    }
+}

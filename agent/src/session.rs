@@ -258,7 +258,7 @@ async fn serve(ctx: &Context, accepted_at: &mut Option<Instant>) -> Result<(), S
                             ping = Timer::interval(clocks.ping_interval);
                             continue;
                         }
-                        Handled::Reply(reply) => Outgoing::Text(reply),
+                        Handled::Reply(reply) => Outgoing::Text(*reply),
                         Handled::Nothing => continue,
                     },
                 }

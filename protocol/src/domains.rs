@@ -160,7 +160,7 @@ mod tests {
     fn bad_patterns_are_refused_with_their_reason() {
         for (p, why) in [
             ("*.com", "top-level"),
-            ("*", "empty"),
+            ("*", "whole first label"),
             ("com", "two labels"),
             ("localhost", "two labels"),
             ("a.*.example.com", "first label"),

@@ -105,7 +105,7 @@ fn containers_reach_exactly_their_allow_list() {
         "{err}"
     );
     // HTTPS through the tunnel, verified against the server's own CA: end to end.
-    let (code, out, err) = curl(&fleet, &std_id, &[&ca[0], &ca[1], &https_url(WILD)]);
+    let (code, out, err) = curl(&fleet, &std_id, &[ca[0], ca[1], &https_url(WILD)]);
     assert_eq!(
         (code, out.as_str()),
         (0, "hello api.wild.egress.crops.test\n"),
@@ -120,7 +120,7 @@ fn containers_reach_exactly_their_allow_list() {
         ) && out.ends_with(" 403"),
         "{out}"
     );
-    let (code, _, err) = curl(&fleet, &std_id, &[&ca[0], &ca[1], &https_url(OTHER)]);
+    let (code, _, err) = curl(&fleet, &std_id, &[ca[0], ca[1], &https_url(OTHER)]);
     assert!(
         code != 0 && err.contains("CONNECT") && err.contains("403"),
         "{code} {err}"
@@ -149,7 +149,7 @@ fn containers_reach_exactly_their_allow_list() {
 
     // A create's own list, on a new container, replaces the default.
     let own = with_ca(&fleet, json!({ "allowedDomains": [OTHER] }), &https.ca_pem);
-    let (code, out, err) = curl(&fleet, &own, &[&ca[0], &ca[1], &https_url(OTHER)]);
+    let (code, out, err) = curl(&fleet, &own, &[ca[0], ca[1], &https_url(OTHER)]);
     assert_eq!(
         (code, out.as_str()),
         (0, "hello other.egress.crops.test\n"),
@@ -179,7 +179,7 @@ fn containers_reach_exactly_their_allow_list() {
         json!({ "profile": "strict", "allowedDomains": [WILD] }),
         &https.ca_pem,
     );
-    let (code, out, err) = curl(&fleet, &strict, &[&ca[0], &ca[1], &https_url(WILD)]);
+    let (code, out, err) = curl(&fleet, &strict, &[ca[0], ca[1], &https_url(WILD)]);
     assert_eq!(
         (code, out.as_str()),
         (0, "hello api.wild.egress.crops.test\n"),
@@ -202,7 +202,7 @@ fn containers_reach_exactly_their_allow_list() {
     // A restarted agent serves the gates of the containers it has.
     fleet.kill_agent();
     fleet.start_agent();
-    let (code, out, err) = curl(&fleet, &own, &[&ca[0], &ca[1], &https_url(OTHER)]);
+    let (code, out, err) = curl(&fleet, &own, &[ca[0], ca[1], &https_url(OTHER)]);
     assert_eq!(
         (code, out.as_str()),
         (0, "hello other.egress.crops.test\n"),

@@ -62,8 +62,9 @@ pub fn map_names() {
     });
 }
 
-/// A server answering every request with `hello <Host header>`, on
-/// [`host_ip`]; plain HTTP, or HTTPS with a certificate for every test name.
+/// A server answering every request with `hello <Host header>` (or, for
+/// `/bytes/N`, N zero bytes), on [`host_ip`]; plain HTTP, or HTTPS with a
+/// certificate for every test name.
 pub struct Server {
     pub port: u16,
     /// The CA that signed the HTTPS server's certificate (PEM).
@@ -137,6 +138,7 @@ fn answer(reader: impl Read, mut writer: impl Write) -> std::io::Result<()> {
     loop {
         let mut host = String::new();
         let mut line = String::new();
+        let mut size = None;
         let mut first = true;
         loop {
             line.clear();
@@ -145,6 +147,8 @@ fn answer(reader: impl Read, mut writer: impl Write) -> std::io::Result<()> {
             }
             if first {
                 first = false;
+                let path = line.split_whitespace().nth(1).unwrap_or_default();
+                size = path.strip_prefix("/bytes/").and_then(|n| n.parse::<usize>().ok());
                 continue;
             }
             let l = line.trim_end();
@@ -156,6 +160,18 @@ fn answer(reader: impl Read, mut writer: impl Write) -> std::io::Result<()> {
                     host = v.trim().split(':').next().unwrap_or_default().to_owned();
                 }
             }
+        }
+        if let Some(size) = size {
+            write!(writer, "HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n")?;
+            let chunk = [0u8; 64 * 1024];
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                writer.write_all(&chunk[..n])?;
+                left -= n;
+            }
+            writer.flush()?;
+            continue;
         }
         let body = format!("hello {host}\n");
         write!(

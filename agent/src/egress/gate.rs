@@ -11,10 +11,12 @@
 //! * anything else → `400`; a name not on the list or an IP address →
 //!   `403`; a name that resolves only to addresses a container may not
 //!   reach → `403`; a name that does not resolve or a host that does not
-//!   answer → `502`. Every refusal's body starts `crops egress:` and says
-//!   why, and is logged with the container's id.
+//!   answer → `502`; a container already holding [`MAX_CONNECTIONS`]
+//!   → `503`. Every refusal's body starts `crops egress:` and says why,
+//!   and is logged with the container's id.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,15 +31,37 @@ const MAX_HEADERS: usize = 64;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The most connections one container may hold open through its gate:
+/// each costs the agent two sockets, and the agent's descriptors are
+/// shared by every container and its own connection.
+pub const MAX_CONNECTIONS: usize = 256;
+
 /// Accept connections on `listener` for the container `container_id`,
 /// whose checked, lowercase allow-list is `list`, until dropped.
 pub async fn serve(listener: UnixListener, container_id: String, list: Arc<[String]>) {
     let container_id: Arc<str> = Arc::from(container_id);
+    let open = Arc::new(AtomicUsize::new(0));
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                let (id, list) = (container_id.clone(), list.clone());
-                smol::spawn(async move { handle(stream, &id, &list).await }).detach();
+            Ok((mut stream, _)) => {
+                if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                    open.fetch_sub(1, Ordering::AcqRel);
+                    let r = refuse(
+                        "503 Service Unavailable",
+                        format!("this container already has {MAX_CONNECTIONS} connections open"),
+                    );
+                    tracing::info!(container_id = %container_id, reason = %r.reason, "egress refused");
+                    // Told on its own task: a client that does not read
+                    // must not hold up the accept loop.
+                    smol::spawn(async move { answer(&mut stream, &r).await }).detach();
+                    continue;
+                }
+                let (id, list, open) = (container_id.clone(), list.clone(), open.clone());
+                smol::spawn(async move {
+                    handle(stream, &id, &list).await;
+                    open.fetch_sub(1, Ordering::AcqRel);
+                })
+                .detach();
             }
             Err(e) => {
                 tracing::warn!(container_id = %container_id, error = %e, "egress gate: accept failed");
@@ -86,29 +110,35 @@ async fn handle(mut client: UnixStream, container_id: &str, list: &[String]) {
         Ok(found) => found,
         Err(r) => {
             tracing::info!(container_id, status = r.status, reason = %r.reason, "egress refused");
-            let body = format!("crops egress: {}\n", r.reason);
-            let reply = format!(
-                "HTTP/1.1 {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                r.status,
-                body.len()
-            );
-            let _ = client.write_all(reply.as_bytes()).await;
+            answer(&mut client, &r).await;
             return;
         }
     };
     tracing::debug!(container_id, host = %ask.host, port = ask.port, "egress allowed");
     let mut upstream = upstream;
     let first = match &ask.forward {
-        None => client
-            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            .await
-            .and(Ok(())),
+        None => {
+            client
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await
+        }
         Some(head) => upstream.write_all(head).await,
     };
     if first.is_err() || upstream.write_all(&rest).await.is_err() {
         return;
     }
     pipe(client, upstream).await;
+}
+
+/// Tell the client why it is refused: `crops egress: REASON`.
+async fn answer(client: &mut UnixStream, r: &Refusal) {
+    let body = format!("crops egress: {}\n", r.reason);
+    let reply = format!(
+        "HTTP/1.1 {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        r.status,
+        body.len()
+    );
+    let _ = client.write_all(reply.as_bytes()).await;
 }
 
 /// Copy both ways until both sides are done, closing each write side as

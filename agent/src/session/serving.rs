@@ -24,7 +24,7 @@ pub(super) enum Handled {
     /// this heartbeat interval (the orchestrator's, or the default).
     Accepted(Duration),
     /// Write this reply before anything else.
-    Reply(Envelope),
+    Reply(Box<Envelope>),
     /// Nothing more (a command's reply will come through the outbox).
     Nothing,
 }
@@ -73,7 +73,7 @@ impl Serving<'_> {
                 None => tracing::warn!("worker.rotate-credential without requestId; ignored"),
             },
             Body::TerminalAttach(req) if registered => match envelope.request_id {
-                Some(request_id) => return Ok(Handled::Reply(self.attach(request_id, req))),
+                Some(request_id) => return Ok(Handled::Reply(Box::new(self.attach(request_id, req)))),
                 None => tracing::warn!("terminal.attach without requestId; ignored"),
             },
             body => match envelope.request_id {

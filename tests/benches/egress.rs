@@ -1,0 +1,162 @@
+//! What the egress allow-list costs a container's HTTPS, in one run: a curl
+//! in a Standard container, whose only way out is its relay and the
+//! agent's gate, beside the same curl in an Open container on the host's
+//! network, both against one HTTPS server on this host's own address
+//! (`crops_e2e::egress`), by name, the certificate verified.
+//!
+//! * Per request: one curl fetches the same small URL CROPS_BENCH_REQUESTS
+//!   times (default 300) on one kept-alive connection (for Standard, one
+//!   CONNECT tunnel), printing each transfer's `time_total`. The first
+//!   transfer (connection, tunnel and TLS set-up) is reported apart; the
+//!   p50 of the rest is the per-request figure. Rounds alternate between
+//!   the two containers.
+//! * Throughput: one download of CROPS_BENCH_MB MB (default 256), the two
+//!   containers alternating, CROPS_BENCH_ROUNDS rounds (default 3); best
+//!   and median of each.
+//! * Create: `POST /v1/containers` (create only) timed for a Standard
+//!   container with a two-pattern allow-list (the agent also inspects the
+//!   image and opens the gate) and for an Open one, alternating,
+//!   CROPS_BENCH_CREATES each (default 15); median.
+//!
+//! Run: `make bench`, or `cargo bench -p crops-e2e --bench egress` with
+//! CROPS_AGENT_BIN and CROPS_ORCHESTRATOR_BIN set (as root: it maps test
+//! names in /etc/hosts).
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crops_e2e::egress::{self, Server, WILD};
+use crops_e2e::fleet::Fleet;
+
+fn env_num(key: &str, default: u64) -> u64 {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn exec(f: &Fleet, id: &str, argv: &[&str]) -> String {
+    let a = f.exec(id, argv);
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.body["exitCode"], 0, "{argv:?}: {a:?}");
+    a.body["stdout"].as_str().unwrap_or_default().to_owned()
+}
+
+fn container(f: &Fleet, name: &str, extra: Value, ca: &str) -> String {
+    let mut body = json!({ "image": egress::curl_image(), "command": ["sleep", "3600"] });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    let id = f.running(name, body);
+    let setup = f.api.post(
+        &format!("/v1/containers/{id}/setup"),
+        json!({ "files": [{ "path": "ca.pem", "content": ca }] }),
+    );
+    assert_eq!(setup.status, 200, "{setup:?}");
+    id
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}
+
+/// (first transfer, the rest) in ms, from one curl of `n` URLs.
+fn requests(f: &Fleet, id: &str, url: &str, n: usize) -> (f64, Vec<f64>) {
+    let mut argv = vec!["curl", "-sS", "--cacert", "/workspace/ca.pem", "-o", "/dev/null"];
+    argv.extend(["-w", "%{time_total}\\n"]);
+    argv.extend(std::iter::repeat_n(url, n));
+    let out = exec(f, id, &argv);
+    let times: Vec<f64> = out.lines().map(|l| l.parse::<f64>().unwrap() * 1000.0).collect();
+    assert_eq!(times.len(), n, "{out}");
+    (times[0], times[1..].to_vec())
+}
+
+/// MB/s of one download of `mb` MB.
+fn download(f: &Fleet, id: &str, url: &str) -> f64 {
+    let out = exec(
+        f,
+        id,
+        &["curl", "-sS", "--cacert", "/workspace/ca.pem", "-o", "/dev/null", "-w", "%{speed_download}", url],
+    );
+    out.trim().parse::<f64>().unwrap() / 1e6
+}
+
+fn main() {
+    let n = env_num("CROPS_BENCH_REQUESTS", 300) as usize;
+    let mb = env_num("CROPS_BENCH_MB", 256);
+    let rounds = env_num("CROPS_BENCH_ROUNDS", 3) as usize;
+    let creates = env_num("CROPS_BENCH_CREATES", 15) as usize;
+    std::env::set_var("CROPS_E2E_HEARTBEAT_SECS", "10");
+    egress::map_names();
+    let f = Fleet::start("bench-egress");
+    f.set_plan("enterprise");
+    let https = Server::https(&f.dir);
+    let small = format!("https://{WILD}:{}/", https.port);
+    let big = format!("https://{WILD}:{}/bytes/{}", https.port, mb * 1_000_000);
+    let gated = container(&f, "bench-eg-std", json!({ "allowedDomains": [WILD] }), &https.ca_pem);
+    let open = container(&f, "bench-eg-open", json!({ "profile": "open" }), &https.ca_pem);
+
+    let (mut first, mut rest) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+    for round in 0..4 {
+        for (i, id) in [&gated, &open].into_iter().enumerate() {
+            let (a, b) = requests(&f, id, &small, n);
+            if round > 0 {
+                first[i].push(a);
+                rest[i].extend(b);
+            }
+        }
+    }
+    let mut speeds = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        for (i, id) in [&gated, &open].into_iter().enumerate() {
+            speeds[i].push(download(&f, id, &big));
+        }
+    }
+    let mut create_ms = [Vec::new(), Vec::new()];
+    for k in 0..creates {
+        for (i, extra) in [
+            json!({ "profile": "standard", "allowedDomains": [WILD, "pypi.org"] }),
+            json!({ "profile": "open" }),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut body = json!({ "image": egress::curl_image(), "command": ["sleep", "3600"] });
+            body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            let t = Instant::now();
+            let a = f.create(&format!("bench-eg-c{k}-{i}"), body);
+            create_ms[i].push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(a.status, 201, "{a:?}");
+        }
+    }
+
+    println!("egress bench: curl {} in a container, HTTPS by name, certificate verified", egress::curl_image());
+    println!("per request, kept-alive connection ({n} requests x 3 rounds after a warm-up):");
+    for (i, label) in ["standard (relay + gate)", "open (host network)"].iter().enumerate() {
+        let mut v = rest[i].clone();
+        v.sort_by(f64::total_cmp);
+        println!(
+            "  {label:<24} p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  first (connect+TLS) median {:.2} ms",
+            percentile(&v, 0.5),
+            percentile(&v, 0.9),
+            percentile(&v, 0.99),
+            median(first[i].clone())
+        );
+    }
+    let p50 = |i: usize| median(rest[i].clone());
+    println!("  added at p50: {:+.3} ms (goal <= 0.5 ms)", p50(0) - p50(1));
+    println!("throughput, {mb} MB download x {rounds}:");
+    for (i, label) in ["standard (relay + gate)", "open (host network)"].iter().enumerate() {
+        let best = speeds[i].iter().copied().fold(0.0, f64::max);
+        println!("  {label:<24} median {:.0} MB/s  best {best:.0} MB/s", median(speeds[i].clone()));
+    }
+    let ratio = median(speeds[0].clone()) / median(speeds[1].clone());
+    println!("  standard / open: {:.0} % (goal >= 80 %)", ratio * 100.0);
+    println!("create (POST /v1/containers, {creates} each, alternating):");
+    println!("  standard with a 2-pattern allow-list  median {:.0} ms", median(create_ms[0].clone()));
+    println!("  open, no list                         median {:.0} ms", median(create_ms[1].clone()));
+    crops_e2e::fleet::remove_tenant_containers(&f.tenant);
+}
