@@ -90,8 +90,9 @@ fn prepare() -> User {
         std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0,
         "the rootless tests prepare the user {NAME}: run the suite as root"
     );
-    let lock = File::create("/tmp/crops-rootless.lock").expect("the rootless rig's lock file");
-    lock.lock().expect("locking /tmp/crops-rootless.lock");
+    let file = File::create("/tmp/crops-rootless.lock").expect("the rootless rig's lock file");
+    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .unwrap_or_else(|(_, e)| panic!("locking /tmp/crops-rootless.lock: {e}"));
     let (uid, gid, home) = account();
     for file in ["/etc/subuid", "/etc/subgid"] {
         subordinate_ids(Path::new(file));
