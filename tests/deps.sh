@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Crops' build and tests need on Debian, only when missing:
-# Podman with runc (crun fails on these hosts), busybox-static for the test
+# Podman with runc (crun fails on these hosts), uidmap and slirp4netns for
+# the rootless agent's Podman (the suite runs agents as the user
+# crops-rootless too: tests/support/rootless.rs), busybox-static for the test
 # image, clang and musl-tools for the static agents, qemu-user-static to run
 # the aarch64 agent, chromium for the terminal page's browser tests (with
 # playwright-core and the xterm packages from tests/browser's lock file),
@@ -9,11 +11,14 @@
 # balancer in front of several replicas (the replicas test, `make
 # replicas`), tinyproxy for the agent behind a proxy (its own instance,
 # started by the test), curl for the egress tests' image, systemd for
-# `systemd-analyze verify` of the agent's service unit, and the rustup targets. Writes nothing under /etc; Podman is
-# configured through CONTAINERS_CONF (tests/podman/containers.conf).
+# `systemd-analyze verify` of the agent's service unit, and the rustup
+# targets. Writes nothing under /etc (the test rig itself adds
+# crops-rootless and its subordinate ids, and the egress tests' names to
+# /etc/hosts); Podman is configured through CONTAINERS_CONF
+# (tests/podman/containers.conf).
 set -euo pipefail
 
-packages=(podman runc busybox-static clang musl-tools qemu-user-static file openssl ca-certificates chromium postgresql haproxy tinyproxy curl systemd)
+packages=(podman runc uidmap slirp4netns busybox-static clang musl-tools qemu-user-static file openssl ca-certificates chromium postgresql haproxy tinyproxy curl systemd)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -182,8 +182,12 @@ impl std::fmt::Debug for Executor {
 impl Executor {
     /// Workspaces live under `data_dir/workspaces`; `floor` is the weakest
     /// profile allowed (`Profile::Open` allows all).
+    /// A rootless agent deletes removed workspaces through `podman
+    /// unshare` where it must (see `crate::workspace`).
     pub fn new(podman: Podman, data_dir: &Path, floor: Profile) -> Self {
-        let workspaces = Workspaces::new(data_dir);
+        let rootless = crate::rootless::uid() != 0;
+        let workspaces =
+            Workspaces::new(data_dir).reclaiming_with(rootless.then(|| podman.clone()));
         workspaces.empty_trash_later();
         let egress = Egress::new(data_dir);
         let served = egress.restore();

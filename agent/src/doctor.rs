@@ -5,9 +5,10 @@
 //! * Rootless prerequisites (not as root): subordinate ids in
 //!   `/etc/subuid` and `/etc/subgid`, `newuidmap`/`newgidmap` (Debian's
 //!   uidmap) and a user-mode network (`slirp4netns` or `pasta`).
-//! * cgroups: v1 or v2, and whether memory and CPU limits will apply
+//! * cgroups: v1 or v2, and whether memory, CPU and PIDs limits will apply
 //!   (rootless on v1: no; rootless on v2: only with the controllers
-//!   delegated to the user's slice).
+//!   delegated to the user's slice), as `crate::rootless` finds it (what
+//!   `run` also reports to the orchestrator).
 //! * The orchestrator (when a URL is known): reached directly or through
 //!   the proxy, its certificate trusted (else: `--ca-file`), and the clock
 //!   against its `Date` header (a skew beyond 60 s fails: tokens expire,
@@ -20,6 +21,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use crate::net::{Endpoint, NetError};
 use crate::proxy::Proxy;
+use crate::rootless::{uid, Cgroups, Report};
 
 /// How one check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,12 +77,13 @@ pub struct DoctorOptions {
 
 /// Every check, in order.
 pub async fn doctor(opts: &DoctorOptions) -> Vec<Check> {
-    let root = uid() == 0;
+    let uid = uid();
+    let root = uid == 0;
     let mut checks = vec![podman(&opts.podman).await];
     if !root {
         checks.extend(rootless());
     }
-    checks.push(cgroups(root, Path::new("/sys/fs/cgroup")));
+    checks.push(cgroups(uid, Path::new(crate::rootless::CGROUP_ROOT)));
     match &opts.url {
         Some(url) => checks.extend(orchestrator(url, opts).await),
         None => checks.push(Check::bad(
@@ -103,12 +106,6 @@ async fn podman(program: &Path) -> Check {
             "install Podman (Debian: apt install podman), or pass --podman /path/to/podman",
         ),
     }
-}
-
-/// This process's user id (the owner of `/proc/self`); 0 when unknown.
-fn uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map_or(0, |m| m.uid())
 }
 
 /// The name `/etc/passwd` gives `uid`.
@@ -174,34 +171,39 @@ fn rootless() -> Vec<Check> {
     out
 }
 
-/// cgroups under `root` (normally `/sys/fs/cgroup`).
-fn cgroups(as_root: bool, root: &Path) -> Check {
-    let v2 = root.join("cgroup.controllers").exists();
-    match (v2, as_root) {
-        (true, true) => Check::ok("cgroups", "v2: memory and CPU limits apply"),
-        (false, true) => Check::ok("cgroups", "v1: memory and CPU limits apply (as root)"),
-        (false, false) => Check::bad(
+/// cgroups under `root` (normally `/sys/fs/cgroup`) for user `uid`.
+fn cgroups(uid: u32, root: &Path) -> Check {
+    let report = Report::at(uid, root);
+    let found = report
+        .limitations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    match crate::rootless::cgroups(uid, root) {
+        Cgroups::V1 if !report.rootless => {
+            Check::ok("cgroups", "v1: memory, CPU and PIDs limits apply (as root)")
+        }
+        Cgroups::V2 { .. } if report.limitations.is_empty() => Check::ok(
+            "cgroups",
+            if report.rootless {
+                "v2, memory, cpu and pids delegated to this user: limits apply"
+            } else {
+                "v2: memory, CPU and PIDs limits apply"
+            },
+        ),
+        Cgroups::V1 => Check::bad(
             "cgroups",
             Verdict::Warn,
-            "v1, rootless: Podman ignores memory and CPU limits (profiles' limits are not enforced)",
+            format!("v1, rootless: {found}"),
             "run the agent as root, or boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1)",
         ),
-        (true, false) => {
-            let uid = uid();
-            let slice = root.join(format!("user.slice/user-{uid}.slice/user@{uid}.service/cgroup.controllers"));
-            let delegated = std::fs::read_to_string(&slice).unwrap_or_default();
-            let has = |c: &str| delegated.split_whitespace().any(|d| d == c);
-            if has("memory") && has("cpu") {
-                Check::ok("cgroups", "v2, memory and cpu delegated to this user: limits apply")
-            } else {
-                Check::bad(
-                    "cgroups",
-                    Verdict::Warn,
-                    "v2, but memory/cpu are not delegated to this user: Podman ignores those limits",
-                    "delegate them: a systemd drop-in user@.service.d/delegate.conf with Delegate=cpu cpuset io memory pids",
-                )
-            }
-        }
+        Cgroups::V2 { .. } => Check::bad(
+            "cgroups",
+            Verdict::Warn,
+            format!("v2, rootless: {found}"),
+            "delegate them: a systemd drop-in user@.service.d/delegate.conf with Delegate=cpu cpuset io memory pids",
+        ),
     }
 }
 
@@ -414,15 +416,21 @@ mod tests {
     fn cgroups_say_whether_limits_apply() {
         let dir = std::env::temp_dir().join(format!("crops-doctor-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        assert_eq!(cgroups(false, &dir).verdict, Verdict::Warn, "v1 rootless");
-        assert_eq!(cgroups(true, &dir).verdict, Verdict::Ok, "v1 root");
-        std::fs::write(dir.join("cgroup.controllers"), "cpu memory").unwrap();
-        assert_eq!(cgroups(true, &dir).verdict, Verdict::Ok, "v2 root");
+        let v1 = cgroups(1000, &dir);
+        assert_eq!(v1.verdict, Verdict::Warn, "v1 rootless");
+        assert!(v1.found.contains("limits are ignored"), "{v1:?}");
+        assert_eq!(cgroups(0, &dir).verdict, Verdict::Ok, "v1 root");
+        std::fs::write(dir.join("cgroup.controllers"), "cpu memory pids").unwrap();
+        assert_eq!(cgroups(0, &dir).verdict, Verdict::Ok, "v2 root");
         assert_eq!(
-            cgroups(false, &dir).verdict,
+            cgroups(1000, &dir).verdict,
             Verdict::Warn,
             "v2 rootless, nothing delegated"
         );
+        let service = dir.join("user.slice/user-1000.slice/user@1000.service");
+        std::fs::create_dir_all(&service).unwrap();
+        std::fs::write(service.join("cgroup.controllers"), "cpu memory pids").unwrap();
+        assert_eq!(cgroups(1000, &dir).verdict, Verdict::Ok, "v2, delegated");
         std::fs::remove_dir_all(&dir).unwrap();
         let r = report(&[Check::bad("podman", Verdict::Fail, "gone", "install it")]);
         assert_eq!(r, "FAIL  podman           gone\n      fix: install it\n");

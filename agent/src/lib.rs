@@ -38,7 +38,8 @@
 //! `background` (background exec jobs), `terminal` (live terminals on
 //! PTYs, which outlive connections), `workspace` (host workspace
 //! directories), `git` (the only module that spawns `git`), `status`
-//! (register and heartbeat facts), [`sysinfo`], `podman` (the only module
+//! (register and heartbeat facts), `rootless` (what rootless Podman
+//! cannot do on this host), [`sysinfo`], `podman` (the only module
 //! that spawns `podman`), `backoff` and `shutdown`.
 
 mod background;
@@ -54,6 +55,7 @@ mod git;
 mod net;
 mod podman;
 pub mod proxy;
+mod rootless;
 mod rotate;
 mod session;
 mod shutdown;
@@ -257,6 +259,10 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> Result<(), RunErr
     }
     let tls = tls::client_config(settings.ca_file.as_deref())?;
     let podman = podman::Podman::new(&settings.podman);
+    let host = rootless::Report::detect();
+    for limitation in &host.limitations {
+        tracing::warn!(%limitation, "rootless Podman: reported to the orchestrator");
+    }
     let executor = Arc::new(
         commands::Executor::new(podman.clone(), &settings.data_dir, settings.security_floor)
             .with_terminal_grace(settings.terminal_grace),
@@ -273,6 +279,7 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> Result<(), RunErr
         mode: settings.mode,
         labels: settings.labels.clone(),
         security_floor: settings.security_floor,
+        host: host.clone(),
         podman,
         executor: executor.clone(),
         timing: settings.timing,
@@ -284,6 +291,7 @@ pub async fn run(settings: RunSettings, shutdown: Shutdown) -> Result<(), RunErr
         mode = mode_name(settings.mode),
         data_dir = %settings.data_dir.display(),
         security_floor = podman::profile::name(settings.security_floor),
+        rootless = host.rootless,
         "crops-agent starting"
     );
     let mut backoff = backoff::Backoff::new(settings.backoff);

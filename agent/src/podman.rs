@@ -392,6 +392,16 @@ impl Podman {
             })
     }
 
+    /// `podman unshare rm -rf -- PATH`: delete a directory (a removed
+    /// workspace, an agent-made path) holding files of the rootless
+    /// user's subordinate ids, as root of its user namespace.
+    pub async fn unshare_remove(&self, path: &Path) -> Result<(), PodmanError> {
+        let path = path.to_string_lossy();
+        self.call(&["unshare", "rm", "-rf", "--", &path], LIST)
+            .await
+            .map(drop)
+    }
+
     /// Where Podman keeps images and containers (`store.graphRoot`).
     pub async fn graph_root(&self) -> Result<PathBuf, PodmanError> {
         let info: serde_json::Value = self.call_json(&["info", "--format", "json"], LIST).await?;

@@ -92,6 +92,9 @@ pub struct Context {
     pub labels: std::collections::BTreeMap<String, String>,
     /// Sent in `worker.register`; the executor enforces it as well.
     pub security_floor: protocol::container::Profile,
+    /// Rootless, and what that costs here: sent in `worker.register`;
+    /// without stats, the heartbeat samples no container use.
+    pub host: crate::rootless::Report,
     pub podman: Podman,
     /// Runs commands; shared by every connection of this agent.
     pub executor: Arc<crate::commands::Executor>,
@@ -153,6 +156,8 @@ async fn serve(ctx: &Context, accepted_at: &mut Option<Instant>) -> Result<(), S
     let mut register = register?;
     register.labels = ctx.labels.clone();
     register.security_floor = Some(ctx.security_floor);
+    register.rootless = ctx.host.rootless;
+    register.limitations = ctx.host.sentences();
     let Some(conn) = until_shutdown(
         &ctx.shutdown,
         Connection::open(

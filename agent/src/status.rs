@@ -57,6 +57,8 @@ pub async fn register(name: &str, mode: Mode, podman: &Podman) -> Result<Registe
         // Settings, not facts: the session fills them in.
         labels: Default::default(),
         security_floor: None,
+        rootless: false,
+        limitations: Vec::new(),
     })
 }
 
@@ -134,8 +136,10 @@ pub struct Reporting {
     pub podman: Podman,
     /// The sessions listed in the inventory.
     pub terminals: Terminals,
-    /// Sampled after each heartbeat while containers run.
-    pub usage: UsageHistory,
+    /// Sampled after each heartbeat while containers run; `None` where
+    /// `podman stats` cannot work (rootless on cgroup v1, see
+    /// `crate::rootless`), so no heartbeat spends two Podman runs on it.
+    pub usage: Option<UsageHistory>,
     /// This connection's path, in every heartbeat.
     pub gateway: Gateway,
     pub cpu: CpuSampler,
@@ -192,10 +196,14 @@ pub fn spawn_reports(r: Reporting, interval: Duration, out: Sender<Envelope>) ->
                 return;
             }
             // After the heartbeat, so it is never late for the samples.
-            if !running {
-                usage.clear();
-            } else if let Err(e) = usage.sample(&podman).await {
-                tracing::debug!(error = %e, "cannot sample the containers' use");
+            match &usage {
+                None => {}
+                Some(usage) if !running => usage.clear(),
+                Some(usage) => {
+                    if let Err(e) = usage.sample(&podman).await {
+                        tracing::debug!(error = %e, "cannot sample the containers' use");
+                    }
+                }
             }
             tick.next().await;
         }

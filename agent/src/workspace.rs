@@ -9,6 +9,14 @@
 //! whatever an interrupted deletion left in the trash goes at the next
 //! removal or start-up.
 //!
+//! Rootless, container root is the agent's user, so whatever the agent
+//! writes into a workspace is root's in the container and what container
+//! root writes is the agent's. A container user other than root writes
+//! files of the user's subordinate ids, which the agent cannot delete
+//! itself: those removed workspaces are deleted through `podman unshare rm
+//! -rf` (in the user namespace, where the agent's user is root), so a
+//! removal never leaves them behind ([`Workspaces::reclaiming_with`]).
+//!
 //! The container can write into its workspace, so a task file's path may meet
 //! a symlink planted from inside. Files are therefore written with `openat`
 //! one component at a time from a descriptor of the workspace root, each with
@@ -23,6 +31,8 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{mkdirat, Mode};
+
+use crate::podman::Podman;
 
 /// Why a workspace operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +64,8 @@ pub enum WorkspaceError {
 pub struct Workspaces {
     root: PathBuf,
     trash: PathBuf,
+    /// Rootless: the Podman whose `unshare` deletes what the agent may not.
+    reclaim: Option<Podman>,
 }
 
 impl Workspaces {
@@ -62,7 +74,15 @@ impl Workspaces {
         Self {
             root: data_dir.join("workspaces"),
             trash: data_dir.join("workspaces.trash"),
+            reclaim: None,
         }
+    }
+
+    /// Delete what the agent may not (files of subordinate ids, rootless)
+    /// with `podman unshare` of `podman`; `None`: as root, never needed.
+    pub fn reclaiming_with(mut self, podman: Option<Podman>) -> Self {
+        self.reclaim = podman;
+        self
     }
 
     /// The directory of `container_id` (a validated id: no `/`, no `..`).
@@ -94,7 +114,17 @@ impl Workspaces {
     /// start-up for what an agent that died mid-deletion left).
     pub fn empty_trash_later(&self) {
         let trash = self.trash.clone();
-        smol::unblock(move || empty_trash(&trash)).detach();
+        let reclaim = self.reclaim.clone();
+        smol::spawn(async move {
+            let denied = smol::unblock(move || empty_trash(&trash)).await;
+            let Some(podman) = reclaim else { return };
+            for path in denied {
+                if let Err(error) = podman.unshare_remove(&path).await {
+                    tracing::warn!(path = %path.display(), %error, "cannot delete a removed workspace");
+                }
+            }
+        })
+        .detach();
     }
 
     /// The trash directory removed workspaces are moved to.
@@ -222,19 +252,24 @@ fn escape(path: &str, component: &str) -> WorkspaceError {
 }
 
 /// Delete everything in the trash (removed workspaces), logging what
-/// cannot be deleted; it is tried again at the next removal.
-fn empty_trash(trash: &Path) {
+/// cannot be deleted; it is tried again at the next removal. Returns the
+/// entries the agent was not permitted to delete (for `podman unshare`).
+fn empty_trash(trash: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(trash) else {
-        return;
+        return Vec::new();
     };
+    let mut denied = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        if let Err(error) = std::fs::remove_dir_all(&path) {
-            if error.kind() != std::io::ErrorKind::NotFound {
+        match std::fs::remove_dir_all(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => denied.push(path),
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                 tracing::warn!(path = %path.display(), %error, "cannot delete a removed workspace");
             }
+            _ => {}
         }
     }
+    denied
 }
 
 #[cfg(test)]

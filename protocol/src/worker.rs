@@ -61,7 +61,22 @@ pub struct Register {
     /// which it enforces itself). Absent means `open`: any profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_floor: Option<Profile>,
+    /// The agent drives rootless Podman (it runs as a user other than
+    /// root). Absent means `false`: root, or an agent predating the field.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rootless: bool,
+    /// What this worker cannot do that the same box could as root, one
+    /// sentence each as the agent found it at start-up (e.g. memory, CPU
+    /// and PIDs limits ignored by rootless Podman on cgroup v1), shown per
+    /// worker so nothing is silently dropped. Absent means none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limitations: Vec<String>,
 }
+
+/// A worker reports at most this many limitations.
+pub const MAX_LIMITATIONS: usize = 16;
+/// Bytes of one limitation at most.
+pub const MAX_LIMITATION_LEN: usize = 256;
 
 /// A worker has at most this many labels.
 pub const MAX_WORKER_LABELS: usize = 32;
@@ -106,6 +121,15 @@ impl Register {
         }
         for (key, value) in &self.labels {
             check_label(key, value)?;
+        }
+        if self.limitations.len() > MAX_LIMITATIONS {
+            return Err(Invalid::new(
+                "limitations",
+                format!("at most {MAX_LIMITATIONS} entries"),
+            ));
+        }
+        for limitation in &self.limitations {
+            check_text("limitations", limitation, 1, MAX_LIMITATION_LEN)?;
         }
         Ok(())
     }

@@ -25,6 +25,9 @@
 //!   (KILL_AGENT, answered KILLED); the page says it is reconnecting while
 //!   the orchestrator is down (READY_TO_KILL / KILLED), and once it is back
 //!   with the agent (START / STARTED) the card is online again, no reload.
+//! * podman: the worker's card says how its agent drives Podman
+//!   (CROPS_PODMAN: "as root" or "rootless") and lists what that cannot do
+//!   on the box (CROPS_LIMITATION: one limitation, or "none"), as text.
 "use strict";
 
 const L = require("./lib.js");
@@ -263,9 +266,29 @@ async function live(page, nextLine) {
   L.step("back online after the restart, without a reload");
 }
 
+async function podman(page) {
+  await signIn(page);
+  const worker = L.env("CROPS_WORKER");
+  await waitCard(page, worker, "online");
+  const [want, limitation] = [L.env("CROPS_PODMAN"), L.env("CROPS_LIMITATION")];
+  const shown = await L.waitFor(page, `the card saying ${want}`, () =>
+    page.evaluate(
+      ([n, want]) => {
+        const card = [...document.querySelectorAll("article.worker")].find((c) => c.querySelector("h3").textContent === n);
+        const field = (f) => card.querySelector(`[data-field=${f}]`).textContent;
+        return card && field("podman") === want ? [field("podman"), field("limitations")] : undefined;
+      },
+      [worker, want],
+    ),
+  );
+  if (!shown[1].includes(limitation)) L.fail(`limitations shown: ${shown[1]}; wanted ${limitation}`);
+  if (limitation === "none" && shown[1] !== "none") L.fail(`limitations shown: ${shown[1]}; wanted none`);
+  L.step(`Podman: ${shown[0]}; limitations: ${shown[1]}`);
+}
+
 L.main(async () => {
   const which = process.argv[2];
-  const cases = { member, admin, live };
+  const cases = { member, admin, live, podman };
   if (!cases[which]) L.fail(`unknown case ${which}`);
   const { context, page, close } = await L.launch({ certPem: L.env("CROPS_SERVER_CERT"), width: 1200, height: 900 });
   page.on("dialog", (d) => L.fail(`a dialog opened: ${d.type()} ${d.message()}`));

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::browser::Browser;
 use crate::fleet::*;
-use crate::harness::containers_conf;
+use crate::harness::{containers_conf, AgentKind};
 use crate::term::member_token;
 
 /// What the new worker is called: markup, which the page must show as text.
@@ -153,4 +153,49 @@ fn the_page_follows_a_worker_going_offline_and_an_orchestrator_restart() {
         }
         _ => None,
     });
+}
+
+#[test]
+fn a_worker_card_says_its_agent_runs_as_root() {
+    card_shows_podman(AgentKind::Root, "as root");
+}
+
+#[test]
+fn a_worker_card_says_rootless_and_what_that_cannot_do_here() {
+    card_shows_podman(AgentKind::Rootless, "rootless");
+}
+
+/// The `podman` case: the card of an agent of `kind` says `podman`, and
+/// the first limitation the workers API lists (on cgroup v1, rootless:
+/// the limits ignored), or "none".
+fn card_shows_podman(kind: AgentKind, podman: &str) {
+    let f = Fleet::start_as("dash-podman", kind);
+    let token = member_token(&f);
+    let name = worker_name(&f);
+    let listed = f.api.get("/v1/workers");
+    let worker = listed.body["workers"]
+        .as_array()
+        .and_then(|ws| ws.iter().find(|w| w["id"] == f.worker.as_str()))
+        .cloned()
+        .expect("the fleet's worker is listed");
+    let limitation = worker["limitations"][0].as_str().unwrap_or("none");
+    match kind {
+        AgentKind::Root => assert_eq!(limitation, "none", "{worker}"),
+        AgentKind::Rootless if crate::lifecycle::cgroup_v1() => {
+            assert!(limitation.contains("limits are ignored"), "{worker}")
+        }
+        AgentKind::Rootless => {}
+    }
+    Browser::start(
+        "dashboard-e2e.js",
+        "podman",
+        &f,
+        &[
+            ("CROPS_TOKEN", &token),
+            ("CROPS_WORKER", &name),
+            ("CROPS_PODMAN", podman),
+            ("CROPS_LIMITATION", limitation),
+        ],
+    )
+    .run(|_| None);
 }

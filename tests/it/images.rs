@@ -1,13 +1,24 @@
 //! Images on a worker: listed, and built offline from a Containerfile that
-//! starts FROM the local test image, with progress.
+//! starts FROM the local test image, with progress; on root's Podman and
+//! on a rootless agent's own.
 
 use serde_json::json;
 
 use crate::fleet::*;
+use crate::harness::{AgentCmd, AgentKind};
 
 #[test]
 fn images_are_listed_and_built_offline_with_progress() {
-    let f = Fleet::start("images");
+    listed_and_built(AgentKind::Root);
+}
+
+#[test]
+fn images_are_listed_and_built_offline_on_rootless_podman() {
+    listed_and_built(AgentKind::Rootless);
+}
+
+fn listed_and_built(kind: AgentKind) {
+    let f = Fleet::start_as("images", kind);
     let listed = f.api.get(&format!("/v1/workers/{}/images", f.worker));
     assert_eq!(listed.status, 200, "{listed:?}");
     let names: Vec<String> = listed.body["images"]
@@ -27,7 +38,7 @@ fn images_are_listed_and_built_offline_with_progress() {
             "containerfile": format!("FROM {}\nRUN echo built-here > /built\n", test_image()),
         }),
     );
-    let cleanup = Cleanup(tag.clone());
+    let cleanup = Cleanup(f.cmd.clone(), tag.clone());
     assert_eq!(built.status, 200, "{built:?}");
     assert!(
         built.body["imageId"]
@@ -57,13 +68,11 @@ fn images_are_listed_and_built_offline_with_progress() {
     drop(cleanup);
 }
 
-struct Cleanup(String);
+/// Removes the built image from the agent's Podman.
+struct Cleanup(AgentCmd, String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("podman")
-            .args(["rmi", "-f", &self.0])
-            .env("CONTAINERS_CONF", crate::harness::containers_conf())
-            .output();
+        let _ = self.0.podman().args(["rmi", "-f", &self.1]).output();
     }
 }

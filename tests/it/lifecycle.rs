@@ -1,5 +1,7 @@
 //! A NAS owner's first day: enrol, come online, heartbeat, ride out an
-//! orchestrator crash, shut down cleanly.
+//! orchestrator crash, shut down cleanly; as root, and as an unprivileged
+//! user on rootless Podman, whose worker says so and names what rootless
+//! Podman cannot do on this host.
 
 use std::time::Duration;
 
@@ -12,8 +14,53 @@ fn heartbeat_at(w: &Value) -> u64 {
     w["lastHeartbeatAt"].as_u64().unwrap_or(0)
 }
 
+/// Whether this host mounts cgroup v1 (no `cgroup.controllers` at the root).
+pub fn cgroup_v1() -> bool {
+    !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// What the worker of an agent of `kind` must say about rootless Podman.
+fn check_rootless_report(kind: AgentKind, w: &Value) {
+    let limitations: Vec<&str> = w["limitations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("limitations listed: {w}"))
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    match kind {
+        AgentKind::Root => {
+            assert_eq!(w["rootless"], false, "{w}");
+            assert!(limitations.is_empty(), "root has no limitations: {w}");
+        }
+        AgentKind::Rootless => {
+            assert_eq!(w["rootless"], true, "{w}");
+            if cgroup_v1() {
+                assert!(
+                    limitations.contains(
+                        &"memory, CPU and PIDs limits are ignored: rootless Podman on cgroup v1"
+                    ),
+                    "the ignored limits are reported: {limitations:?}"
+                );
+                assert!(
+                    limitations.iter().any(|l| l.contains("use is unavailable")),
+                    "the missing stats are reported: {limitations:?}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn agent_enrols_reports_real_facts_and_survives_an_orchestrator_kill9() {
+    first_day(AgentKind::Root);
+}
+
+#[test]
+fn a_rootless_agent_enrols_reports_what_it_cannot_do_and_survives_a_kill9() {
+    first_day(AgentKind::Rootless);
+}
+
+fn first_day(kind: AgentKind) {
     require_podman();
     let dir = TestDir::new("lifecycle");
     let tls = Tls::new(&dir);
@@ -21,7 +68,7 @@ fn agent_enrols_reports_real_facts_and_survives_an_orchestrator_kill9() {
     let tenant = orch.create_tenant("attic");
     let token = orch.join_token(&tenant);
 
-    let agent_cmd = AgentCmd::native();
+    let agent_cmd = AgentCmd::of(kind);
     let config_path = dir.path("home/.cropscode/worker.json");
     let config = agent_cmd.enroll_ok(&orch, &token, &config_path);
     let worker_id = config["workerId"]
@@ -53,6 +100,7 @@ fn agent_enrols_reports_real_facts_and_survives_an_orchestrator_kill9() {
     assert_eq!(w["platform"], "linux");
     assert_eq!(w["mode"], "byom");
     assert_eq!(w["tenantId"], tenant.as_str());
+    check_rootless_report(kind, &w);
     let hb = &w["heartbeat"];
     let cpu = hb["cpuUsage"].as_f64().expect("cpuUsage");
     assert!((0.0..=100.0).contains(&cpu), "{hb}");

@@ -15,6 +15,7 @@ mod platforms;
 mod profiles;
 mod proxy;
 mod replicas;
+mod rootless;
 mod terminal_browser;
 mod terminal_socket;
 mod urls;

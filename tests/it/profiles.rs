@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::fleet::*;
 use crate::gitserve::GitServer;
+use crate::harness::AgentKind;
 
 #[test]
 fn profiles_reach_podman_and_hold_inside_the_container() {
@@ -77,12 +78,23 @@ fn profiles_reach_podman_and_hold_inside_the_container() {
 
 #[test]
 fn setup_clones_a_private_repository_without_leaking_the_token() {
+    setup_clones(AgentKind::Root);
+}
+
+/// Rootless, the clone and the task files belong to the agent's user,
+/// which is root in the container: readable and writable there.
+#[test]
+fn setup_clones_a_private_repository_on_rootless_podman() {
+    setup_clones(AgentKind::Rootless);
+}
+
+fn setup_clones(kind: AgentKind) {
     let token = "ghp_e2eSecretToken0123456789";
     let dir = crate::harness::TestDir::new("git");
     let tls = crate::harness::Tls::new(&dir);
     let git = GitServer::start(&dir.0, &tls, token);
     let ca = tls.ca.to_string_lossy().to_string();
-    let f = Fleet::start_with_env("setup", vec![("GIT_SSL_CAINFO".into(), ca)]);
+    let f = Fleet::start_with_env_as("setup", vec![("GIT_SSL_CAINFO".into(), ca)], kind);
     let id = f.running("e2e-setup", json!({}));
 
     let setup = f.api.post(
@@ -99,6 +111,19 @@ fn setup_clones_a_private_repository_without_leaking_the_token() {
     assert_eq!(readme.body["stdout"], "hello from the repo\n", "{readme:?}");
     let task = f.exec(&id, &["cat", "/workspace/tasks/TASK.md"]);
     assert_eq!(task.body["stdout"], "fix the build\n", "{task:?}");
+    // Container root owns the workspace and may change what was written.
+    let owned = f.exec(
+        &id,
+        &["sh", "-c", "stat -c %u:%g /workspace/tasks/TASK.md && echo done >> /workspace/tasks/TASK.md && mkdir /workspace/out"],
+    );
+    assert_eq!(
+        (
+            owned.body["exitCode"].as_i64(),
+            owned.body["stdout"].as_str()
+        ),
+        (Some(0), Some("0:0\n")),
+        "{owned:?}"
+    );
 
     assert!(
         !git.seen_auth.lock().unwrap().is_empty(),

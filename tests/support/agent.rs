@@ -1,5 +1,6 @@
-//! A real agent as a child process of a test: how to start it (natively
-//! or under qemu-user), enrol it, run it, and its log when a test fails.
+//! A real agent as a child process of a test: how to start it (natively,
+//! under qemu-user, or as the unprivileged user of [`crate::rootless`] on
+//! its rootless Podman), enrol it, run it, and its log when a test fails.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -8,14 +9,26 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::harness::*;
+use super::rootless::User;
 
-/// How to start an agent binary: natively, or under qemu-user.
+/// Which user an agent of the suite runs as, and so which Podman it drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentKind {
+    /// root, on the machine's Podman.
+    Root,
+    /// The unprivileged [`crate::rootless::NAME`], on its rootless Podman.
+    Rootless,
+}
+
+/// How to start an agent binary: natively, under qemu-user, or rootless.
 #[derive(Clone)]
 pub struct AgentCmd {
     pub program: PathBuf,
     pub prefix: Vec<PathBuf>,
     /// Extra environment for the agent process.
     pub env: Vec<(String, String)>,
+    /// The user the agent runs as; `None`: root, as the tests run.
+    pub user: Option<&'static User>,
 }
 
 impl AgentCmd {
@@ -24,6 +37,45 @@ impl AgentCmd {
             program: agent_bin(),
             prefix: vec![],
             env: vec![],
+            user: None,
+        }
+    }
+
+    /// The agent under test as [`crate::rootless::NAME`] (prepared on first use).
+    pub fn rootless() -> Self {
+        let user = crate::rootless::user();
+        AgentCmd {
+            program: user.agent.clone(),
+            prefix: vec![],
+            env: vec![],
+            user: Some(user),
+        }
+    }
+
+    pub fn of(kind: AgentKind) -> Self {
+        match kind {
+            AgentKind::Root => Self::native(),
+            AgentKind::Rootless => Self::rootless(),
+        }
+    }
+
+    /// `podman` as the agent's user: the Podman the agent drives.
+    pub fn podman(&self) -> Command {
+        match self.user {
+            Some(user) => user.podman(),
+            None => {
+                let mut c = Command::new("podman");
+                c.env("CONTAINERS_CONF", containers_conf());
+                c
+            }
+        }
+    }
+
+    /// Create `dir` for the agent's config or data, writable by its user.
+    pub fn own_dir(&self, dir: &Path) {
+        match self.user {
+            Some(user) => user.own_dir(dir),
+            None => std::fs::create_dir_all(dir).unwrap(),
         }
     }
 
@@ -37,6 +89,7 @@ impl AgentCmd {
             program: agent_arm64_bin(),
             prefix: vec![qemu],
             env: vec![],
+            user: None,
         }
     }
 
@@ -59,14 +112,20 @@ impl AgentCmd {
             .env_remove("HTTPS_PROXY")
             .env_remove("https_proxy")
             .env_remove("HTTP_PROXY")
-            .env_remove("http_proxy")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env_remove("http_proxy");
+        if let Some(user) = self.user {
+            user.apply(&mut cmd);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         cmd
     }
 
     /// `crops-agent enroll`; returns the command's output, successful or not.
     pub fn enroll(&self, o: &Orchestrator, token: &str, config: &Path) -> (Command, Output) {
+        if let Some(dir) = config.parent() {
+            self.own_dir(dir);
+        }
         let mut cmd = self.command();
         cmd.arg("enroll")
             .arg("--url")

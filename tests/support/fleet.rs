@@ -1,5 +1,6 @@
-//! One orchestrator with one enrolled, running agent on this machine's Podman,
-//! an HTTPS client of its API, and clean-up of every container the test's
+//! One orchestrator with one enrolled, running agent on this machine's Podman
+//! (as root, or rootless as [`crate::rootless::NAME`]: [`AgentKind`]), an
+//! HTTPS client of its API, and clean-up of every container the test's
 //! tenant left behind.
 
 use std::process::Command;
@@ -31,22 +32,41 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn start(name: &str) -> Self {
-        Self::start_with_env(name, Vec::new())
+        Self::start_as(name, AgentKind::Root)
+    }
+
+    /// As [`Fleet::start`], the agent running as `kind` says.
+    pub fn start_as(name: &str, kind: AgentKind) -> Self {
+        Self::start_with_env_as(name, Vec::new(), kind)
     }
 
     /// As [`Fleet::start`], with extra environment for the agent (and so for
     /// the Podman and git it spawns).
     pub fn start_with_env(name: &str, agent_env: Vec<(String, String)>) -> Self {
-        Self::start_with(name, agent_env, false)
+        Self::start_with_env_as(name, agent_env, AgentKind::Root)
+    }
+
+    /// As [`Fleet::start_with_env`], the agent running as `kind` says.
+    pub fn start_with_env_as(
+        name: &str,
+        agent_env: Vec<(String, String)>,
+        kind: AgentKind,
+    ) -> Self {
+        Self::start_with(name, agent_env, false, kind)
     }
 
     /// As [`Fleet::start`], the orchestrator also serving the static agent
     /// at `/download/agent/x86_64` (`serve --agent-dir`), as `make up` does.
     pub fn start_serving_agent(name: &str) -> Self {
-        Self::start_with(name, Vec::new(), true)
+        Self::start_with(name, Vec::new(), true, AgentKind::Root)
     }
 
-    fn start_with(name: &str, agent_env: Vec<(String, String)>, serve_agent: bool) -> Self {
+    fn start_with(
+        name: &str,
+        agent_env: Vec<(String, String)>,
+        serve_agent: bool,
+        kind: AgentKind,
+    ) -> Self {
         require_podman();
         let dir = TestDir::new(name);
         let tls = Tls::new(&dir);
@@ -60,7 +80,7 @@ impl Fleet {
         let orch = Orchestrator::start_named(&dir, &tls, "orchestrator", &serve);
         let tenant = orch.create_tenant(name);
         let token = orch.join_token(&tenant);
-        let cmd = AgentCmd::native();
+        let cmd = AgentCmd::of(kind);
         let config = dir.path("agent/worker.json");
         let worker = cmd.enroll_ok(&orch, &token, &config)["workerId"]
             .as_str()
@@ -158,19 +178,30 @@ impl Fleet {
 
     /// The managed containers Podman itself holds for this tenant.
     pub fn podman_ids(&self, container_id: &str) -> Vec<String> {
-        podman_lines(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=crops.container-id={container_id}"),
-        ])
+        lines(
+            self.cmd.podman(),
+            &[
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=crops.container-id={container_id}"),
+            ],
+        )
+    }
+
+    /// `podman inspect` of one container on the agent's Podman, as JSON.
+    pub fn inspect(&self, engine_or_name: &str) -> Value {
+        inspect(self.cmd.podman(), engine_or_name)
     }
 }
 
 pub fn podman_lines(args: &[&str]) -> Vec<String> {
-    let mut c = Command::new("podman");
-    c.args(args).env("CONTAINERS_CONF", containers_conf());
-    run_ok(c)
+    lines(AgentCmd::native().podman(), args)
+}
+
+fn lines(mut podman: Command, args: &[&str]) -> Vec<String> {
+    podman.args(args);
+    run_ok(podman)
         .lines()
         .map(str::to_string)
         .filter(|l| !l.is_empty())
@@ -179,28 +210,33 @@ pub fn podman_lines(args: &[&str]) -> Vec<String> {
 
 /// `podman inspect` of one container, as JSON.
 pub fn podman_inspect(engine_or_name: &str) -> Value {
-    let mut c = Command::new("podman");
-    c.args(["inspect", engine_or_name])
-        .env("CONTAINERS_CONF", containers_conf());
-    let v: Value = serde_json::from_str(&run_ok(c)).unwrap();
+    inspect(AgentCmd::native().podman(), engine_or_name)
+}
+
+fn inspect(mut podman: Command, engine_or_name: &str) -> Value {
+    podman.args(["inspect", engine_or_name]);
+    let v: Value = serde_json::from_str(&run_ok(podman)).unwrap();
     v[0].clone()
 }
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        remove_tenant_containers(&self.tenant);
+        remove_containers(&self.cmd, &self.tenant);
     }
 }
 
 /// Remove every container Podman holds for `tenant` (its managed label).
 pub fn remove_tenant_containers(tenant: &str) {
+    remove_containers(&AgentCmd::native(), tenant);
+}
+
+/// Remove every container `agent`'s Podman holds for `tenant`.
+fn remove_containers(agent: &AgentCmd, tenant: &str) {
     let label = format!("label=crops.tenant={tenant}");
-    let ids = podman_lines(&["ps", "-aq", "--filter", &label]);
+    let ids = lines(agent.podman(), &["ps", "-aq", "--filter", &label]);
     if !ids.is_empty() {
-        let mut c = Command::new("podman");
-        c.args(["rm", "-f", "-t", "0"])
-            .args(&ids)
-            .env("CONTAINERS_CONF", containers_conf());
+        let mut c = agent.podman();
+        c.args(["rm", "-f", "-t", "0"]).args(&ids);
         let _ = c.output();
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub use crate::agent::{Agent, AgentCmd};
+pub use crate::agent::{Agent, AgentCmd, AgentKind};
 
 /// The workspace root (this crate lives in `tests/`).
 pub fn root() -> PathBuf {

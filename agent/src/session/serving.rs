@@ -129,7 +129,7 @@ impl Serving<'_> {
         let reporting = status::Reporting {
             podman: self.ctx.podman.clone(),
             terminals,
-            usage: self.ctx.executor.usage().clone(),
+            usage: Some(self.ctx.executor.usage().clone()).filter(|_| self.ctx.host.has_stats()),
             gateway,
             cpu,
             memory_total: self.memory_total,

@@ -171,5 +171,7 @@ fn register_info(r: &Register) -> RegisterInfo {
         .to_owned(),
         labels: r.labels.clone(),
         security_floor: r.security_floor.map(|p| p.as_str().to_owned()),
+        rootless: r.rootless,
+        limitations: r.limitations.clone(),
     }
 }

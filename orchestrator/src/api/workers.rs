@@ -285,6 +285,15 @@ pub struct WorkerView {
     /// agent registered it; `null` before the first registration.
     #[serde(default)]
     pub security_floor: Option<String>,
+    /// Whether the agent drives rootless Podman, as it registered;
+    /// `null` before the first registration.
+    #[serde(default)]
+    pub rootless: Option<bool>,
+    /// What the worker cannot do that it could as root (e.g. memory, CPU
+    /// and PIDs limits ignored on cgroup v1), as its agent registered it:
+    /// the profiles' limits of a container placed here do not all hold.
+    #[serde(default)]
+    pub limitations: Vec<String>,
     /// `byom` or `fleet`, from enrolment.
     pub mode: String,
     pub enrolled_at: u64,
@@ -375,6 +384,11 @@ fn worker_view(app: &App, w: store::Worker, beat: Option<HeartbeatRecord>, now: 
         security_floor: reg
             .as_ref()
             .map(|r| r.security_floor.clone().unwrap_or_else(|| "open".into())),
+        rootless: reg.as_ref().map(|r| r.rootless),
+        limitations: reg
+            .as_ref()
+            .map(|r| r.limitations.clone())
+            .unwrap_or_default(),
         mode: w.mode.as_str().to_owned(),
         enrolled_at: w.enrolled_at,
         connected_at: w.connected_at,

@@ -57,6 +57,14 @@ pub struct RegisterInfo {
     /// from agents that predate the field, which means `open`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_floor: Option<String>,
+    /// The agent drives rootless Podman; `false` from agents that predate
+    /// the field (which ran as root or did not say).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rootless: bool,
+    /// What the worker cannot do that it could as root (limits ignored,
+    /// no stats), one sentence each, as the agent found it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limitations: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -181,6 +181,8 @@ pub(super) mod tests {
             mode: "byom".into(),
             labels: Default::default(),
             security_floor: None,
+            rootless: false,
+            limitations: Vec::new(),
         }
     }
 

@@ -115,6 +115,8 @@ pub fn register(store: &Store, id: &str, replica: &str) -> u64 {
         mode: "byom".into(),
         labels: Default::default(),
         security_floor: None,
+        rootless: false,
+        limitations: Vec::new(),
     };
     let worker = store
         .record_register(id, replica, id, "host", info, now_ms())

@@ -8,6 +8,10 @@
 //!   never takes the keyboard focus from a button.
 //! * The status shown is the first that applies of deleted, revoked,
 //!   offline, reconnecting, draining, cordoned, online.
+//! * Whether the agent drives rootless Podman, and what that costs on its
+//!   box (`limitations`: e.g. memory, CPU and PIDs limits ignored), is
+//!   shown as the agent registered it, so a limit that does not hold is
+//!   never a surprise.
 //! * "Add a worker" mints a single-use join token for the tenant in use and
 //!   shows the two commands that download the static agent from this
 //!   orchestrator (`GET /download/agent/{arch}`) and enrol and run it.
@@ -41,6 +45,8 @@ const FIELDS = [
   ["running", "running containers"],
   ["labels", "labels"],
   ["floor", "security floor"],
+  ["podman", "Podman"],
+  ["limitations", "limitations"],
   ["network", "network path"],
   ["agent", "agent"],
 ];
@@ -59,6 +65,8 @@ function values(w, tenantName) {
     running: beat ? String(beat.containersRunning) : "–",
     labels: pairs(w.labels),
     floor: w.securityFloor || "–",
+    podman: w.rootless == null ? "–" : w.rootless ? "rootless" : "as root",
+    limitations: w.limitations && w.limitations.length ? w.limitations.join("; ") : "none",
     network: beat && beat.gatewayStatus ? `${beat.gatewayStatus}${beat.gatewayStatusDetail ? `: ${beat.gatewayStatusDetail}` : ""}` : "–",
     agent: w.agentVersion || "–",
   };

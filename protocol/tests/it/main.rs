@@ -224,23 +224,36 @@ fn register_validation_rejects_impossible_machines() {
     let mut bad = reg.clone();
     bad.labels.insert("zone".into(), "a\nb".into());
     assert_eq!(bad.validate().unwrap_err().field, "labels");
-    let mut bad = reg;
+    let mut bad = reg.clone();
     bad.labels = (0..33).map(|i| (format!("k{i}"), String::new())).collect();
     assert_eq!(bad.validate().unwrap_err().field, "labels");
+    for limitations in [
+        vec!["limits\nignored".to_owned()],
+        vec![String::new()],
+        vec!["x".repeat(257)],
+        vec!["limits ignored".to_owned(); 17],
+    ] {
+        let mut bad = reg.clone();
+        bad.limitations = limitations;
+        assert_eq!(bad.validate().unwrap_err().field, "limitations");
+    }
 }
 
 #[test]
 fn a_register_without_labels_or_floor_still_decodes() {
-    // What agents before labels and floors send.
+    // What agents before labels, floors and rootless reports send.
     let old = fixture("worker.register")
         .replace(r#","labels":{"disk":"ssd","gpu":"none"}"#, "")
         .replace(r#","securityFloor":"standard""#, "");
+    let old = old[..old.find(r#","rootless""#).unwrap()].to_owned() + "}}";
     assert!(!old.contains("labels") && !old.contains("securityFloor"));
+    assert!(!old.contains("rootless") && !old.contains("limitations"));
     let Body::Register(reg) = Envelope::decode(&old).unwrap().body else {
         unreachable!()
     };
     assert!(reg.labels.is_empty());
     assert_eq!(reg.security_floor, None);
+    assert!(!reg.rootless && reg.limitations.is_empty());
     assert!(reg.validate().is_ok());
 }
 
