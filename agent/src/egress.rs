@@ -217,7 +217,10 @@ mod tests {
         let data = std::env::temp_dir().join(format!("crops-egress-unit-{}", std::process::id()));
         let egress = Egress::new(&data);
         let dir = egress.open("c-1", &["pypi.org".to_owned()]).unwrap();
-        assert_eq!(std::fs::read_to_string(dir.join(ALLOW)).unwrap(), "pypi.org\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.join(ALLOW)).unwrap(),
+            "pypi.org\n"
+        );
         let socket = dir.join(SOCKET);
         smol::block_on(async {
             let mut held = Vec::new();
@@ -228,13 +231,15 @@ mod tests {
             let text = answer_to(&mut extra, b"").await;
             assert!(
                 text.starts_with("HTTP/1.1 503")
-                    && text.contains("crops egress: this container already has 256 connections open"),
+                    && text
+                        .contains("crops egress: this container already has 256 connections open"),
                 "{text}"
             );
             let text = answer_to(&mut held[0], b"CONNECT github.com:443 HTTP/1.1\r\n\r\n").await;
             assert!(
                 text.starts_with("HTTP/1.1 403")
-                    && text.contains("crops egress: github.com is not on this container's allow-list"),
+                    && text
+                        .contains("crops egress: github.com is not on this container's allow-list"),
                 "{text}"
             );
             drop(held);
@@ -247,7 +252,10 @@ mod tests {
                 }
                 smol::Timer::after(Duration::from_millis(20)).await;
             };
-            assert!(text.starts_with("HTTP/1.1 403") && text.contains("is an IP address"), "{text}");
+            assert!(
+                text.starts_with("HTTP/1.1 403") && text.contains("is an IP address"),
+                "{text}"
+            );
         });
         egress.close("c-1");
         assert!(!dir.exists(), "closing removes the gate's directory");

@@ -342,6 +342,9 @@ mod tests {
             .filter_map(|l| l.strip_prefix("pub mod "))
             .map(|l| l.trim_end_matches([';', '{', ' ']))
             .collect();
-        assert_eq!(public, ["config", "proxy", "sysinfo", "pty_helper", "egress_relay"]);
+        assert_eq!(
+            public,
+            ["config", "proxy", "sysinfo", "pty_helper", "egress_relay"]
+        );
     }
 }

@@ -30,7 +30,10 @@ use crops_e2e::egress::{self, Server, WILD};
 use crops_e2e::fleet::Fleet;
 
 fn env_num(key: &str, default: u64) -> u64 {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn exec(f: &Fleet, id: &str, argv: &[&str]) -> String {
@@ -65,11 +68,21 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// (first transfer, the rest) in ms, from one curl of `n` URLs.
 fn requests(f: &Fleet, id: &str, url: &str, n: usize) -> (f64, Vec<f64>) {
-    let mut argv = vec!["curl", "-sS", "--cacert", "/workspace/ca.pem", "-o", "/dev/null"];
+    let mut argv = vec![
+        "curl",
+        "-sS",
+        "--cacert",
+        "/workspace/ca.pem",
+        "-o",
+        "/dev/null",
+    ];
     argv.extend(["-w", "%{time_total}\\n"]);
     argv.extend(std::iter::repeat_n(url, n));
     let out = exec(f, id, &argv);
-    let times: Vec<f64> = out.lines().map(|l| l.parse::<f64>().unwrap() * 1000.0).collect();
+    let times: Vec<f64> = out
+        .lines()
+        .map(|l| l.parse::<f64>().unwrap() * 1000.0)
+        .collect();
     assert_eq!(times.len(), n, "{out}");
     (times[0], times[1..].to_vec())
 }
@@ -79,7 +92,17 @@ fn download(f: &Fleet, id: &str, url: &str) -> f64 {
     let out = exec(
         f,
         id,
-        &["curl", "-sS", "--cacert", "/workspace/ca.pem", "-o", "/dev/null", "-w", "%{speed_download}", url],
+        &[
+            "curl",
+            "-sS",
+            "--cacert",
+            "/workspace/ca.pem",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{speed_download}",
+            url,
+        ],
     );
     out.trim().parse::<f64>().unwrap() / 1e6
 }
@@ -96,8 +119,18 @@ fn main() {
     let https = Server::https(&f.dir);
     let small = format!("https://{WILD}:{}/", https.port);
     let big = format!("https://{WILD}:{}/bytes/{}", https.port, mb * 1_000_000);
-    let gated = container(&f, "bench-eg-std", json!({ "allowedDomains": [WILD] }), &https.ca_pem);
-    let open = container(&f, "bench-eg-open", json!({ "profile": "open" }), &https.ca_pem);
+    let gated = container(
+        &f,
+        "bench-eg-std",
+        json!({ "allowedDomains": [WILD] }),
+        &https.ca_pem,
+    );
+    let open = container(
+        &f,
+        "bench-eg-open",
+        json!({ "profile": "open" }),
+        &https.ca_pem,
+    );
 
     let (mut first, mut rest) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
     for round in 0..4 {
@@ -125,7 +158,9 @@ fn main() {
         .enumerate()
         {
             let mut body = json!({ "image": egress::curl_image(), "command": ["sleep", "3600"] });
-            body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
             let t = Instant::now();
             let a = f.create(&format!("bench-eg-c{k}-{i}"), body);
             create_ms[i].push(t.elapsed().as_secs_f64() * 1000.0);
@@ -133,9 +168,15 @@ fn main() {
         }
     }
 
-    println!("egress bench: curl {} in a container, HTTPS by name, certificate verified", egress::curl_image());
+    println!(
+        "egress bench: curl {} in a container, HTTPS by name, certificate verified",
+        egress::curl_image()
+    );
     println!("per request, kept-alive connection ({n} requests x 3 rounds after a warm-up):");
-    for (i, label) in ["standard (relay + gate)", "open (host network)"].iter().enumerate() {
+    for (i, label) in ["standard (relay + gate)", "open (host network)"]
+        .iter()
+        .enumerate()
+    {
         let mut v = rest[i].clone();
         v.sort_by(f64::total_cmp);
         println!(
@@ -147,16 +188,31 @@ fn main() {
         );
     }
     let p50 = |i: usize| median(rest[i].clone());
-    println!("  added at p50: {:+.3} ms (goal <= 0.5 ms)", p50(0) - p50(1));
+    println!(
+        "  added at p50: {:+.3} ms (goal <= 0.5 ms)",
+        p50(0) - p50(1)
+    );
     println!("throughput, {mb} MB download x {rounds}:");
-    for (i, label) in ["standard (relay + gate)", "open (host network)"].iter().enumerate() {
+    for (i, label) in ["standard (relay + gate)", "open (host network)"]
+        .iter()
+        .enumerate()
+    {
         let best = speeds[i].iter().copied().fold(0.0, f64::max);
-        println!("  {label:<24} median {:.0} MB/s  best {best:.0} MB/s", median(speeds[i].clone()));
+        println!(
+            "  {label:<24} median {:.0} MB/s  best {best:.0} MB/s",
+            median(speeds[i].clone())
+        );
     }
     let ratio = median(speeds[0].clone()) / median(speeds[1].clone());
     println!("  standard / open: {:.0} % (goal >= 80 %)", ratio * 100.0);
     println!("create (POST /v1/containers, {creates} each, alternating):");
-    println!("  standard with a 2-pattern allow-list  median {:.0} ms", median(create_ms[0].clone()));
-    println!("  open, no list                         median {:.0} ms", median(create_ms[1].clone()));
+    println!(
+        "  standard with a 2-pattern allow-list  median {:.0} ms",
+        median(create_ms[0].clone())
+    );
+    println!(
+        "  open, no list                         median {:.0} ms",
+        median(create_ms[1].clone())
+    );
     crops_e2e::fleet::remove_tenant_containers(&f.tenant);
 }

@@ -8,12 +8,14 @@
 //! as the container's root lifts nothing. A create's own list replaces the
 //! tenant's default on a new container; Strict may only narrow the
 //! tenant's list. Open reaches the address directly; Offline reaches
-//! nothing. The gates come back with a restarted agent. Bad lists are a
-//! 400 that creates nothing.
+//! nothing. The gates come back with a restarted agent. All of it as root
+//! and with the agent rootless on the user's rootless Podman. Bad lists are
+//! a 400 that creates nothing.
 
 use serde_json::{json, Value};
 
 use crate::fleet::*;
+use crate::harness::AgentKind;
 use crate::http::Answer;
 use crops_e2e::egress::{self, Server, ALLOWED, LOOP, OTHER, WILD};
 
@@ -71,8 +73,17 @@ fn put_list(fleet: &Fleet, list: &[&str]) -> Answer {
 
 #[test]
 fn containers_reach_exactly_their_allow_list() {
+    reach_exactly_the_list(AgentKind::Root);
+}
+
+#[test]
+fn rootless_containers_reach_exactly_their_allow_list() {
+    reach_exactly_the_list(AgentKind::Rootless);
+}
+
+fn reach_exactly_the_list(kind: AgentKind) {
     egress::map_names();
-    let mut fleet = Fleet::start("egress");
+    let mut fleet = Fleet::start_as("egress", kind);
     fleet.set_plan("pro");
     let (http, https) = (Server::http(), Server::https(&fleet.dir));
     let ip = egress::host_ip().to_string();

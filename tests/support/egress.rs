@@ -148,7 +148,9 @@ fn answer(reader: impl Read, mut writer: impl Write) -> std::io::Result<()> {
             if first {
                 first = false;
                 let path = line.split_whitespace().nth(1).unwrap_or_default();
-                size = path.strip_prefix("/bytes/").and_then(|n| n.parse::<usize>().ok());
+                size = path
+                    .strip_prefix("/bytes/")
+                    .and_then(|n| n.parse::<usize>().ok());
                 continue;
             }
             let l = line.trim_end();

@@ -73,7 +73,9 @@ impl Serving<'_> {
                 None => tracing::warn!("worker.rotate-credential without requestId; ignored"),
             },
             Body::TerminalAttach(req) if registered => match envelope.request_id {
-                Some(request_id) => return Ok(Handled::Reply(Box::new(self.attach(request_id, req)))),
+                Some(request_id) => {
+                    return Ok(Handled::Reply(Box::new(self.attach(request_id, req))))
+                }
                 None => tracing::warn!("terminal.attach without requestId; ignored"),
             },
             body => match envelope.request_id {
