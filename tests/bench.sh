@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make bench`: the measurements in BENCHMARKS.md. Prints a Markdown table.
 #   * static agent size for both musl targets;
-#   * agent RSS: in backoff with no orchestrator, and connected over TLS and
-#     idle after 30 s of heartbeats (the product's 10 s interval).
+#   * agent RSS: in backoff with no orchestrator, connected over TLS and
+#     idle after 30 s of heartbeats (the product's 10 s interval), and after
+#     a round of commands (three Standard containers with an allow-list, so
+#     three egress gates: create, start, exec, stop, remove), with the peak.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/lib.sh
@@ -36,3 +38,18 @@ wait_online "$RUN" "$URL"
 sleep 30 # measuring idle memory over three heartbeats, not synchronising
 echo "| agent RSS connected over TLS, idle, after 30 s | $(rss_kib "$(cat "$RUN/agent.pid")") KiB |"
 echo "| orchestrator RSS with one agent (dev build) | $(rss_kib "$(cat "$RUN/orchestrator.pid")") KiB |"
+
+api() { curl -sS --fail-with-body --cacert "$RUN/tls/ca.pem" -H "Authorization: Bearer $CROPS_ADMIN_TOKEN" -H 'Content-Type: application/json' "$@"; }
+field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+TENANT="$(field tenantId <"$RUN/worker.json")"
+WORKER="$(field workerId <"$RUN/worker.json")"
+IMAGE="${CROPS_TEST_IMAGE:-localhost/crops-test/busybox:latest}"
+for i in 1 2 3; do
+    id="$(api -X POST "$URL/v1/containers" -d '{"tenantId":"'"$TENANT"'","workerId":"'"$WORKER"'","name":"bench-rss-'"$$-$i"'","image":"'"$IMAGE"'","command":["sleep","600"],"allowedDomains":["example.com","*.example.org"]}' | field id)"
+    api -X POST "$URL/v1/containers/$id/start" >/dev/null
+    api -X POST "$URL/v1/containers/$id/exec" -d '{"command":["ls","/.crops/egress"]}' >/dev/null
+    api -X POST "$URL/v1/containers/$id/stop" -d '{"timeoutSecs":1}' >/dev/null
+    api -X DELETE "$URL/v1/containers/$id?force=true" >/dev/null
+done
+pid="$(cat "$RUN/agent.pid")"
+echo "| agent RSS after a round of commands (3 x create with an allow-list, start, exec, stop, remove) | $(rss_kib "$pid") KiB (peak $(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status") KiB) |"
