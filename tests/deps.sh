@@ -10,7 +10,8 @@
 # server from its binaries, /usr/lib/postgresql/*/bin), haproxy for the
 # balancer in front of several replicas (the replicas test, `make
 # replicas`), tinyproxy for the agent behind a proxy (its own instance,
-# started by the test), curl for the egress tests' image, systemd for
+# started by the test), mitmproxy as an office's TLS-inspecting proxy, curl
+# for the egress tests' image, systemd for
 # `systemd-analyze verify` of the agent's service unit, and the rustup
 # targets. Writes nothing under /etc (the test rig itself adds
 # crops-rootless and its subordinate ids, and the egress tests' names to
@@ -18,7 +19,7 @@
 # (tests/podman/containers.conf).
 set -euo pipefail
 
-packages=(podman runc uidmap slirp4netns busybox-static clang musl-tools qemu-user-static file openssl ca-certificates chromium postgresql haproxy tinyproxy curl systemd)
+packages=(podman runc uidmap slirp4netns busybox-static clang musl-tools qemu-user-static file openssl ca-certificates chromium postgresql haproxy tinyproxy mitmproxy curl systemd)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

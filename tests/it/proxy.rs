@@ -5,7 +5,9 @@
 //! TLS stays end to end (the certificate the agent was shown is the one
 //! the orchestrator says it serves), and it comes back by itself after the
 //! proxy restarts. A wrong proxy password is a clear error, retried with the
-//! backoff; the agent does not stop.
+//! backoff; the agent does not stop. Through a real TLS-intercepting proxy
+//! (mitmproxy's `mitmdump`, its CA trusted by the box) the worker says
+//! `intercepted`.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -167,6 +169,78 @@ fn the_agent_runs_through_a_real_proxy_survives_its_restart_and_names_a_wrong_pa
     );
     assert!(refused.is_running(), "the agent stopped:\n{log}");
     drop(refused);
+    drop(agent);
+    stop(proxy);
+}
+
+/// mitmproxy's `mitmdump` on `port`: it re-signs every TLS connection with
+/// its own CA (written to `dir/mitmproxy-ca-cert.pem`), as an office's
+/// inspecting proxy does. Its upstream, the orchestrator, has a test CA it
+/// is told not to verify.
+fn mitmdump(dir: &Path, port: u16) -> Child {
+    let log = std::fs::File::create(dir.join("mitmdump.log")).unwrap();
+    let mut child = Command::new("mitmdump")
+        .args(["--listen-host", "127.0.0.1", "--listen-port", &port.to_string()])
+        .arg("--set")
+        .arg(format!("confdir={}", dir.display()))
+        .args(["--set", "ssl_insecure=true", "--set", "flow_detail=1"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawning mitmdump (run `make deps`, which installs mitmproxy)");
+    wait_until("mitmdump to listen", Duration::from_secs(60), || {
+        assert!(child.try_wait().unwrap().is_none(), "mitmdump exited");
+        (dir.join("mitmproxy-ca-cert.pem").is_file()
+            && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+        .then_some(())
+    });
+    child
+}
+
+#[test]
+fn a_real_tls_intercepting_proxy_is_reported_as_intercepted() {
+    let f = Fleet::start("intercept");
+    f.set_plan("pro");
+    let dir = f.dir.path("mitm");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let proxy = mitmdump(&dir, port);
+    // The box trusts the middlebox's CA beside the orchestrator's, as a
+    // managed office machine does.
+    let bundle = dir.join("trusted.pem");
+    let mut pem = std::fs::read(&f.orch.ca).unwrap();
+    pem.extend(std::fs::read(dir.join("mitmproxy-ca-cert.pem")).unwrap());
+    std::fs::write(&bundle, pem).unwrap();
+    let through = format!("http://127.0.0.1:{port}");
+    let config = dir.join("worker.json");
+    let token = f.orch.join_token(&f.tenant);
+    let out = f
+        .cmd
+        .command()
+        .args(["enroll", "--url", &f.orch.url, "--token", &token, "--proxy", &through])
+        .arg("--config")
+        .arg(&config)
+        .arg("--ca-file")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let worker: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let worker = worker["workerId"].as_str().unwrap().to_owned();
+    let mut cmd = f.cmd.clone();
+    cmd.env = vec![("HTTPS_PROXY".into(), through)];
+    let agent = cmd.run(&config, dir.join("agent.log"), &[]);
+    let seen = f.orch.wait_worker(&worker, "the intercepted worker online", |w| {
+        w["heartbeat"]["gatewayStatus"].as_str().is_some()
+    });
+    assert_eq!(seen["heartbeat"]["gatewayStatus"], "intercepted", "{seen}");
+    let detail = seen["heartbeat"]["gatewayStatusDetail"].as_str().unwrap_or_default();
+    assert!(!detail.contains("TLS end to end"), "{detail}");
+    // The middlebox did carry the agent's socket.
+    let log = std::fs::read_to_string(dir.join("mitmdump.log")).unwrap_or_default();
+    assert!(log.contains("/v1/agent"), "{log}");
     drop(agent);
     stop(proxy);
 }
