@@ -180,7 +180,12 @@ fn the_agent_runs_through_a_real_proxy_survives_its_restart_and_names_a_wrong_pa
 fn mitmdump(dir: &Path, port: u16) -> Child {
     let log = std::fs::File::create(dir.join("mitmdump.log")).unwrap();
     let mut child = Command::new("mitmdump")
-        .args(["--listen-host", "127.0.0.1", "--listen-port", &port.to_string()])
+        .args([
+            "--listen-host",
+            "127.0.0.1",
+            "--listen-port",
+            &port.to_string(),
+        ])
         .arg("--set")
         .arg(format!("confdir={}", dir.display()))
         .args(["--set", "ssl_insecure=true", "--set", "flow_detail=1"])
@@ -218,25 +223,41 @@ fn a_real_tls_intercepting_proxy_is_reported_as_intercepted() {
     let out = f
         .cmd
         .command()
-        .args(["enroll", "--url", &f.orch.url, "--token", &token, "--proxy", &through])
+        .args([
+            "enroll",
+            "--url",
+            &f.orch.url,
+            "--token",
+            &token,
+            "--proxy",
+            &through,
+        ])
         .arg("--config")
         .arg(&config)
         .arg("--ca-file")
         .arg(&bundle)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let worker: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
     let worker = worker["workerId"].as_str().unwrap().to_owned();
     let mut cmd = f.cmd.clone();
     cmd.env = vec![("HTTPS_PROXY".into(), through)];
     let agent = cmd.run(&config, dir.join("agent.log"), &[]);
-    let seen = f.orch.wait_worker(&worker, "the intercepted worker online", |w| {
-        w["heartbeat"]["gatewayStatus"].as_str().is_some()
-    });
+    let seen = f
+        .orch
+        .wait_worker(&worker, "the intercepted worker online", |w| {
+            w["heartbeat"]["gatewayStatus"].as_str().is_some()
+        });
     assert_eq!(seen["heartbeat"]["gatewayStatus"], "intercepted", "{seen}");
-    let detail = seen["heartbeat"]["gatewayStatusDetail"].as_str().unwrap_or_default();
+    let detail = seen["heartbeat"]["gatewayStatusDetail"]
+        .as_str()
+        .unwrap_or_default();
     assert!(!detail.contains("TLS end to end"), "{detail}");
     // The middlebox did carry the agent's socket.
     let log = std::fs::read_to_string(dir.join("mitmdump.log")).unwrap_or_default();
