@@ -4,6 +4,7 @@
 
 use std::process::Command;
 
+use super::unit::exec_word;
 use super::*;
 
 fn words(cases: &[(&str, bool, &str)]) {
