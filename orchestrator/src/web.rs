@@ -85,6 +85,7 @@ fn dashboard(path: &str) -> Option<&'static [u8]> {
         "/ui/containers.js" => include_bytes!("../web/ui/containers.js"),
         "/ui/scheduling.js" => include_bytes!("../web/ui/scheduling.js"),
         "/ui/team.js" => include_bytes!("../web/ui/team.js"),
+        "/ui/allowlist.js" => include_bytes!("../web/ui/allowlist.js"),
         _ => return None,
     })
 }
@@ -152,6 +153,7 @@ mod tests {
         "/ui/containers.js",
         "/ui/scheduling.js",
         "/ui/team.js",
+        "/ui/allowlist.js",
     ];
 
     fn text(path: &str) -> String {

@@ -163,6 +163,8 @@ async function member(page, context, nextLine) {
   await page.keyboard.type(name);
   await tabTo(page, "launch-image");
   await page.keyboard.type(image);
+  await tabTo(page, "launch-domains");
+  await page.keyboard.type("example.com");
   await tabTo(page, "launch-command");
   await page.keyboard.type("sleep");
   await page.keyboard.press("Enter");
@@ -170,7 +172,9 @@ async function member(page, context, nextLine) {
   await tabTo(page, "launch-submit");
   await page.keyboard.press("Enter");
   await waitRow(page, name, "running");
-  L.step("launched with automatic placement and running");
+  const profile = await row(page, name).locator("[data-domains]").textContent();
+  if (profile !== "standard · 1 domain") L.fail(`the row's profile says ${JSON.stringify(profile)}`);
+  L.step("launched with automatic placement and its own allow-list, running");
   await L.waitFor(page, "its CPU and memory graphs", async () => (await row(page, name).locator("svg.spark").count()) >= 2);
   // The agent's samples of the last heartbeats come with the first answer: a line, not a dot.
   await L.waitFor(page, "a graph of several samples", async () => {
@@ -210,6 +214,17 @@ async function admin(page, nextLine) {
     if (n) L.fail(`the ${view} view shows a refusal: ${n}`);
     L.step(`${view} renders: ${await page.locator("#view h1").first().textContent()}`);
   }
+  // The tenant's default egress allow-list: a bad pattern is refused in
+  // words and changes nothing; a good list is saved and shown.
+  await open(page, "#/containers");
+  await page.locator("#allowlist-edit").click();
+  await page.locator("#allowlist-text").fill("*.com");
+  await page.locator("#allowlist-save").click();
+  await waitNotice(page, "the refused pattern", /bare top-level domain/);
+  await page.locator("#allowlist-text").fill("pypi.org\n*.pythonhosted.org");
+  await page.locator("#allowlist-save").click();
+  await L.waitFor(page, "the saved list", async () => (await page.locator("#allowlist-current").textContent()) === "pypi.org, *.pythonhosted.org");
+  L.step("the tenant's default allow-list refused *.com and saved two patterns");
   await open(page, "#/workers");
   await page.locator("#add-worker-button").click();
   const commands = await L.waitFor(page, "the shown commands", () =>

@@ -10,7 +10,11 @@
 //!   the agent measures them when asked and adds its samples of the last
 //!   five minutes (one per heartbeat), drawn as sparklines, so a graph
 //!   shows the recent past as soon as the page opens.
-//! * Launch: name, image, profile, command (one argument per line), env
+//! * The tenant's default egress allow-list above the list, editable by
+//!   admins, and each container's own list beside its profile
+//!   (`allowlist.js`).
+//! * Launch: name, image, profile, allowed domains (one per line; empty:
+//!   the tenant's default), command (one argument per line), env
 //!   and labels (`KEY=value` lines), an optional workspace repository
 //!   (cloned by `POST …/setup` once the container is created), and
 //!   "place automatically" or a chosen worker. When nothing fits, the
@@ -21,6 +25,7 @@
 import { get, post, del, enc, ApiFailure } from "./api.js";
 import { h, fill, button, confirmed, bytes, ago, sparkline, parsePairs } from "./dom.js";
 import { explanationTable } from "./scheduling.js";
+import { lines, profileCell, defaultsLine } from "./allowlist.js";
 
 const REFRESH_MS = 3000;
 const STATS_MS = 5000;
@@ -60,6 +65,7 @@ function launchForm(ctx, workers, launched) {
   const name = h("input", { id: "launch-name", name: "name", required: true, autocomplete: "off" });
   const image = h("input", { id: "launch-image", name: "image", required: true, autocomplete: "off" });
   const profile = h("select", { id: "launch-profile", name: "profile" }, PROFILES.map((p) => h("option", { value: p }, p)));
+  const domains = h("textarea", { id: "launch-domains", name: "allowedDomains", rows: 2 });
   const command = h("textarea", { id: "launch-command", name: "command", rows: 2 });
   const env = h("textarea", { id: "launch-env", name: "env", rows: 2 });
   const labels = h("textarea", { id: "launch-labels", name: "labels", rows: 2 });
@@ -79,6 +85,7 @@ function launchForm(ctx, workers, launched) {
     field("Name", name),
     field("Image", image, "e.g. docker.io/library/alpine:3 or an image on the worker"),
     field("Profile", profile),
+    field("Allowed domains", domains, "standard and strict: one name or *.domain per line; empty: the tenant's default"),
     field("Command", command, "one argument per line; empty: the image's own"),
     field("Environment", env, "KEY=value, one per line"),
     field("Labels", labels, "KEY=value, one per line"),
@@ -106,6 +113,7 @@ function launchForm(ctx, workers, launched) {
     const argv = command.value.split("\n").filter((l) => l.trim() !== "");
     if (argv.length) body.command = argv;
     if (worker.value) body.workerId = worker.value;
+    if (lines(domains.value).length) body.allowedDomains = lines(domains.value);
     if (repo.value.trim()) body.workspace = true;
     submit.disabled = true;
     try {
@@ -199,7 +207,7 @@ export async function render(ctx) {
           h("td", { "data-field": "name" }, c.name),
           h("td", {}, h("span", { class: `badge state-${c.state}` }, c.state), c.lastError ? h("div", { class: "muted" }, c.lastError) : null),
           h("td", {}, workerName(c.workerId)),
-          h("td", {}, c.profile),
+          h("td", {}, profileCell(c)),
           h("td", { class: "mono" }, c.image),
           h("td", {}, ago(c.createdAt, now)),
           h("td", {}, cpu),
@@ -245,6 +253,7 @@ export async function render(ctx) {
   fill(
     ctx.root,
     h("h1", {}, `Containers of ${ctx.tenant.name}`),
+    defaultsLine(ctx),
     h(
       "div",
       { class: "toolbar" },
