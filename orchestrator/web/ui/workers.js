@@ -160,6 +160,7 @@ function addWorker(ctx, box, listed) {
         ),
       ),
       h("p", { class: "muted" }, "With a private CA add --cacert ca.pem to curl and --ca-file ca.pem to enroll. The new worker appears here by itself once it connects."),
+      h("p", { class: "muted" }, "To keep it running from boot on a machine with systemd, end the second command with ./crops-agent service install instead of ./crops-agent run."),
     );
     box.hidden = false;
   };
