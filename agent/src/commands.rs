@@ -360,7 +360,15 @@ impl Executor {
                 for c in &all {
                     self.remember(&c.container_id, &c.engine_id);
                 }
-                tracing::debug!(containers = all.len(), "indexed managed containers");
+                // Gates served again at start for containers gone since.
+                let closed = self
+                    .egress
+                    .retain(|id| all.iter().any(|c| c.container_id == id));
+                tracing::debug!(
+                    containers = all.len(),
+                    gates_closed = closed,
+                    "indexed managed containers"
+                );
                 Ok(())
             })
             .await

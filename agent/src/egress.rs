@@ -34,13 +34,20 @@
 //!   gates of the containers it already has ([`Egress::restore`]), and a
 //!   process in the container can read what it may reach.
 //!
+//! A gate lives from the create to the remove; one a previous run served
+//! for a container since removed behind the agent's back is closed when
+//! the agent first lists its containers ([`Egress::retain`]).
+//!
 //! What it does not cover: clients that ignore the proxy variables
 //! (BusyBox `wget` for HTTPS, for one) reach nothing; protocols other than
 //! HTTP and TCP through `CONNECT` (UDP, QUIC, ICMP) reach nothing; any port
 //! of an allowed name is allowed; a wildcard allows every name under it,
 //! so data can be carried out in the names of queries the gate resolves
-//! for allowed wildcards. Open containers use the host's network; Offline
-//! ones have no gate.
+//! for allowed wildcards; an allowed name that resolves to an address on
+//! the worker's own network (a NAS's LAN) is reached: the list is by name.
+//! Not tested: SELinux-enforcing hosts, where the unrelabelled socket may
+//! be refused to the container. Open containers use the host's network;
+//! Offline ones have no gate.
 
 pub mod gate;
 pub mod relay;
@@ -168,6 +175,16 @@ impl Egress {
         served
     }
 
+    /// Close the gate of every container `keep` says is gone (removed
+    /// behind the agent's back while it was down); returns how many.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) -> usize {
+        let gone: Vec<String> = self.lock().keys().filter(|id| !keep(id)).cloned().collect();
+        for id in &gone {
+            self.close(id);
+        }
+        gone.len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, smol::Task<()>>> {
         self.gates
             .lock()
@@ -259,6 +276,22 @@ mod tests {
         });
         egress.close("c-1");
         assert!(!dir.exists(), "closing removes the gate's directory");
+        let _ = std::fs::remove_dir_all(&data);
+    }
+
+    #[test]
+    fn gates_of_containers_gone_are_closed_and_the_rest_restored() {
+        let data = std::env::temp_dir().join(format!("crops-egress-retain-{}", std::process::id()));
+        let before = Egress::new(&data);
+        let kept = before.open("kept", &["pypi.org".to_owned()]).unwrap();
+        let gone = before.open("gone", &[]).unwrap();
+        drop(before);
+        // A restarted agent serves both again, then learns one is gone.
+        let after = Egress::new(&data);
+        assert_eq!(after.restore(), 2);
+        assert_eq!(after.retain(|id| id == "kept"), 1);
+        assert!(kept.join(SOCKET).exists() && !gone.exists());
+        assert!(std::os::unix::net::UnixStream::connect(kept.join(SOCKET)).is_ok());
         let _ = std::fs::remove_dir_all(&data);
     }
 }
