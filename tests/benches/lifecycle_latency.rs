@@ -9,9 +9,14 @@
 //!   run of the same operation (two different Podman runs, so their spread
 //!   adds up);
 //! * *paired*: the API call's time minus the time of the very `podman`
-//!   process the agent ran for it (the agent logs each one at debug level,
-//!   `podman done verb=… elapsed_us=…`), i.e. exactly what HTTPS, the
-//!   orchestrator, the WebSocket and the agent add around Podman.
+//!   processes the agent ran for it (the agent logs each one at debug level,
+//!   `podman done verb=… elapsed_us=…`; a Standard create runs two, `image
+//!   inspect` for its egress relay's command, then `create`), i.e. exactly
+//!   what HTTPS, the orchestrator, the WebSocket and the agent add around
+//!   Podman.
+//!
+//! The direct path runs what the agent runs for a Standard container: the
+//! image inspect, then the create with the egress relay as entrypoint.
 //!
 //! With `CROPS_BENCH_REPLICAS=1`, a second section measures the paired
 //! times again on two replicas on PostgreSQL, on the agent's replica and
@@ -82,6 +87,10 @@ fn main() {
     let ws = f.dir.path("direct-ws");
     std::fs::create_dir_all(&ws).unwrap();
     let volume = format!("{}:/workspace:Z", ws.display());
+    let gate_dir = f.dir.path("direct-gate");
+    std::fs::create_dir_all(&gate_dir).unwrap();
+    let gate = format!("{}:/.crops/egress:ro", gate_dir.display());
+    let relay = format!("{}:/.crops/crops-egress:ro", harness::agent_bin().display());
     let mut direct: Vec<Vec<Duration>> = vec![Vec::new(); OPS.len()];
     let mut crops: Vec<Vec<Duration>> = vec![Vec::new(); OPS.len()];
     // Every round's API time, warm-ups included, for the breakdown below.
@@ -89,39 +98,55 @@ fn main() {
     // One kept-alive HTTPS connection, as a dashboard or CLI session holds.
     let mut api = f.api.conn();
     for i in 0..n + 2 {
-        // The direct path runs the argv the agent builds for the Standard profile.
+        // The direct path runs the argv the agent builds for the Standard
+        // profile: the image's command read first, then the create with
+        // the egress relay as its entrypoint (its gate is not served here).
         let name = format!("bench-direct-{}-{i}", std::process::id());
         let id_label = format!("crops.container-id=bench-direct-{i}");
+        let inspect = podman(&["image", "inspect", "--format", "json", "--", &image]);
         let d = [
-            podman(&[
-                "create",
-                "--pull",
-                "never",
-                "--name",
-                &name,
-                "--label",
-                "crops.managed=bench",
-                "--label",
-                &id_label,
-                "--volume",
-                &volume,
-                "--network",
-                "bridge",
-                "--cap-drop",
-                "ALL",
-                "--security-opt",
-                "no-new-privileges",
-                "--memory",
-                "4g",
-                "--cpus",
-                "2",
-                "--pids-limit",
-                "256",
-                "--",
-                &image,
-                "sleep",
-                "3600",
-            ]),
+            inspect
+                + podman(&[
+                    "create",
+                    "--pull",
+                    "never",
+                    "--name",
+                    &name,
+                    "--label",
+                    "crops.managed=bench",
+                    "--label",
+                    &id_label,
+                    "--volume",
+                    &volume,
+                    "--network",
+                    "none",
+                    "--cap-drop",
+                    "ALL",
+                    "--security-opt",
+                    "no-new-privileges",
+                    "--memory",
+                    "4g",
+                    "--cpus",
+                    "2",
+                    "--pids-limit",
+                    "256",
+                    "--volume",
+                    &gate,
+                    "--volume",
+                    &relay,
+                    "--env",
+                    "HTTP_PROXY=http://127.0.0.1:3128",
+                    "--env",
+                    "HTTPS_PROXY=http://127.0.0.1:3128",
+                    "--env",
+                    "NO_PROXY=localhost,127.0.0.1,::1",
+                    "--entrypoint",
+                    r#"["/.crops/crops-egress","--"]"#,
+                    "--",
+                    &image,
+                    "sleep",
+                    "3600",
+                ]),
             podman(&["start", "--", &name]),
             podman(&["exec", "--", &name, "true"]),
             podman(&["stop", "-t", "0", "--", &name]),

@@ -25,6 +25,9 @@ use super::OPS;
 pub fn podman_times(log: &str) -> Vec<Vec<Duration>> {
     let verbs = ["create", "start", "exec", "stop", "rm"];
     let mut engine: Vec<Vec<Duration>> = vec![Vec::new(); OPS.len()];
+    // A Standard create runs `podman image inspect` (for its egress relay's
+    // command) just before `podman create`: both are its Podman time.
+    let mut inspect = Duration::ZERO;
     for line in log.lines().filter(|l| l.contains("podman done")) {
         let field = |k: &str| {
             line.split_whitespace()
@@ -34,8 +37,18 @@ pub fn podman_times(log: &str) -> Vec<Vec<Duration>> {
         let (Some(verb), Some(us)) = (field("verb="), field("elapsed_us=")) else {
             continue;
         };
-        if let (Some(k), Ok(us)) = (verbs.iter().position(|v| *v == verb), us.parse::<u64>()) {
-            engine[k].push(Duration::from_micros(us));
+        let Ok(us) = us.parse::<u64>() else {
+            continue;
+        };
+        if verb == "image" {
+            inspect += Duration::from_micros(us);
+        } else if let Some(k) = verbs.iter().position(|v| *v == verb) {
+            let extra = if k == 0 {
+                std::mem::take(&mut inspect)
+            } else {
+                Duration::ZERO
+            };
+            engine[k].push(Duration::from_micros(us) + extra);
         }
     }
     engine
