@@ -190,6 +190,8 @@ impl Executor {
             Workspaces::new(data_dir).reclaiming_with(rootless.then(|| podman.clone()));
         workspaces.empty_trash_later();
         let egress = Egress::new(data_dir);
+        let descriptors = crate::egress::raise_descriptor_limit();
+        tracing::debug!(?descriptors, "open descriptors allowed");
         let served = egress.restore();
         if served > 0 {
             tracing::info!(served, "egress gates of existing containers serving again");

@@ -51,6 +51,7 @@
 
 pub mod gate;
 pub mod relay;
+mod splice;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -122,7 +123,8 @@ impl Egress {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
             _ => {}
         }
-        let listener = smol::net::unix::UnixListener::bind(&socket).map_err(io)?;
+        let listener =
+            smol::Async::<std::os::unix::net::UnixListener>::bind(&socket).map_err(io)?;
         // Whatever user the container's processes run as may connect.
         std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .map_err(io)?;
@@ -190,6 +192,19 @@ impl Egress {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Raise this process's soft limit of open descriptors to its hard limit
+/// (as Go programs do at start): a gate connection holds two sockets and
+/// two pipes, and the common soft limit of 1,024 would cap every
+/// container's connections together near 170. Returns the new limit.
+pub fn raise_descriptor_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).ok()?;
+    }
+    Some(hard.max(soft))
 }
 
 /// A world-searchable directory (the container's user may not be the agent's).

@@ -77,6 +77,7 @@ impl Server {
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
+                let _ = conn.set_nodelay(true);
                 std::thread::spawn(move || {
                     let _ = answer(conn.try_clone().unwrap(), conn);
                 });
@@ -119,6 +120,7 @@ impl Server {
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
+                let _ = conn.set_nodelay(true);
                 let config = config.clone();
                 std::thread::spawn(move || {
                     let tls = rustls::ServerConnection::new(config).unwrap();

@@ -20,9 +20,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::{future, io, AsyncReadExt, AsyncWriteExt};
-use smol::net::unix::{UnixListener, UnixStream};
-use smol::net::TcpStream;
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use std::net::TcpStream;
+use std::os::unix::net::{UnixListener, UnixStream};
+
+use smol::Async;
+
+use super::splice::{self, SpliceError};
 
 /// The longest request head the gate reads.
 const MAX_HEAD: usize = 16 * 1024;
@@ -32,13 +36,14 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The most connections one container may hold open through its gate:
-/// each costs the agent two sockets, and the agent's descriptors are
-/// shared by every container and its own connection.
+/// each costs the agent two sockets and two pipes, and the agent's
+/// descriptors are shared by every container and its own connection (the
+/// agent raises its soft limit to the hard one at start).
 pub const MAX_CONNECTIONS: usize = 256;
 
 /// Accept connections on `listener` for the container `container_id`,
 /// whose checked, lowercase allow-list is `list`, until dropped.
-pub async fn serve(listener: UnixListener, container_id: String, list: Arc<[String]>) {
+pub async fn serve(listener: Async<UnixListener>, container_id: String, list: Arc<[String]>) {
     let container_id: Arc<str> = Arc::from(container_id);
     let open = Arc::new(AtomicUsize::new(0));
     loop {
@@ -94,7 +99,7 @@ struct Ask {
     forward: Option<Vec<u8>>,
 }
 
-async fn handle(mut client: UnixStream, container_id: &str, list: &[String]) {
+async fn handle(mut client: Async<UnixStream>, container_id: &str, list: &[String]) {
     let read = future::or(read_head(&mut client), async {
         smol::Timer::after(HEAD_TIMEOUT).await;
         Err(refuse("408 Request Timeout", "no request head in time"))
@@ -131,7 +136,7 @@ async fn handle(mut client: UnixStream, container_id: &str, list: &[String]) {
 }
 
 /// Tell the client why it is refused: `crops egress: REASON`.
-async fn answer(client: &mut UnixStream, r: &Refusal) {
+async fn answer(client: &mut Async<UnixStream>, r: &Refusal) {
     let body = format!("crops egress: {}\n", r.reason);
     let reply = format!(
         "HTTP/1.1 {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -142,22 +147,26 @@ async fn answer(client: &mut UnixStream, r: &Refusal) {
 }
 
 /// Copy both ways until both sides are done, closing each write side as
-/// its reader ends.
-async fn pipe(client: UnixStream, upstream: TcpStream) {
-    let (c2, u2) = (client.clone(), upstream.clone());
-    let up = async move {
-        let _ = io::copy(c2, u2.clone()).await;
-        let _ = u2.shutdown(std::net::Shutdown::Write);
+/// its reader ends: spliced ([`super::splice`]), through a buffer where
+/// splice is refused.
+async fn pipe(client: Async<UnixStream>, upstream: Async<TcpStream>) {
+    let up = async {
+        if splice::nonblocking(&client, &upstream).await == Err(SpliceError::Unsupported) {
+            let _ = splice::copy_nonblocking(&client, &upstream).await;
+        }
+        let _ = upstream.get_ref().shutdown(std::net::Shutdown::Write);
     };
-    let down = async move {
-        let _ = io::copy(upstream, client.clone()).await;
-        let _ = client.shutdown(std::net::Shutdown::Write);
+    let down = async {
+        if splice::nonblocking(&upstream, &client).await == Err(SpliceError::Unsupported) {
+            let _ = splice::copy_nonblocking(&upstream, &client).await;
+        }
+        let _ = client.get_ref().shutdown(std::net::Shutdown::Write);
     };
     future::zip(up, down).await;
 }
 
 /// The request head (through its blank line) and whatever followed it.
-async fn read_head(client: &mut UnixStream) -> Result<(Vec<u8>, Vec<u8>), Refusal> {
+async fn read_head(client: &mut Async<UnixStream>) -> Result<(Vec<u8>, Vec<u8>), Refusal> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
@@ -281,7 +290,7 @@ fn check(ask: Ask, list: &[String]) -> Result<Ask, Refusal> {
 
 /// Resolve an allowed name and connect to the first address a container
 /// may reach.
-async fn open(ask: &Ask) -> Result<TcpStream, Refusal> {
+async fn open(ask: &Ask) -> Result<Async<TcpStream>, Refusal> {
     let addrs = smol::net::resolve((ask.host.as_str(), ask.port))
         .await
         .map_err(|e| {
@@ -300,7 +309,11 @@ async fn open(ask: &Ask) -> Result<TcpStream, Refusal> {
     let mut last = String::new();
     for addr in usable {
         let attempt = future::or(
-            async { TcpStream::connect(addr).await.map_err(|e| e.to_string()) },
+            async {
+                Async::<TcpStream>::connect(addr)
+                    .await
+                    .map_err(|e| e.to_string())
+            },
             async {
                 smol::Timer::after(CONNECT_TIMEOUT).await;
                 Err("timed out".to_owned())
@@ -308,7 +321,7 @@ async fn open(ask: &Ask) -> Result<TcpStream, Refusal> {
         );
         match attempt.await {
             Ok(stream) => {
-                let _ = stream.set_nodelay(true);
+                let _ = stream.get_ref().set_nodelay(true);
                 return Ok(stream);
             }
             Err(e) => last = format!("{addr}: {e}"),

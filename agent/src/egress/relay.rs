@@ -18,10 +18,13 @@
 use std::ffi::{CString, OsString};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 
 use nix::unistd::ForkResult;
+
+use super::splice::{self, SpliceError};
 
 /// The file name the agent's executable answers to as the relay.
 pub const NAME: &str = "crops-egress";
@@ -93,6 +96,9 @@ fn serve(listener: &TcpListener) {
 
 /// Pipe one client connection to the gate, both ways.
 fn relay(mut tcp: TcpStream) {
+    // What the gate hands over goes out at once: a small answer must not
+    // wait for the client's delayed ACK.
+    let _ = tcp.set_nodelay(true);
     let socket = format!("{}/{}", super::MOUNT, super::SOCKET);
     let gate = match UnixStream::connect(&socket) {
         Ok(gate) => gate,
@@ -116,7 +122,14 @@ fn relay(mut tcp: TcpStream) {
     let _ = up.join();
 }
 
-fn copy<R: Read, W: Write>(mut from: R, mut to: W, done: impl FnOnce(&W) -> io::Result<()>) {
-    let _ = io::copy(&mut from, &mut to);
+/// Copy until `from` ends (spliced: [`super::splice`]), then `done` on `to`.
+fn copy<R, W>(mut from: R, mut to: W, done: impl FnOnce(&W) -> io::Result<()>)
+where
+    R: Read + AsFd,
+    W: Write + AsFd,
+{
+    if splice::blocking(&from, &to) == Err(SpliceError::Unsupported) {
+        let _ = splice::copy_blocking(&mut from, &mut to);
+    }
     let _ = done(&to);
 }
