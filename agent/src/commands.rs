@@ -132,6 +132,10 @@ impl CommandError {
                 BackgroundError::Env(EnvError::Newline { .. }) => ErrorCode::InvalidArgument,
                 _ => ErrorCode::Internal,
             },
+            Self::Egress {
+                source: crate::egress::EgressError::NoRelay,
+                ..
+            } => ErrorCode::Unsupported,
             Self::Env { .. } | Self::Egress { .. } => ErrorCode::Internal,
             Self::Terminal { source, .. } => source.code(),
         }

@@ -67,6 +67,11 @@ pub const ALLOW: &str = "allow";
 /// Why a gate could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum EgressError {
+    #[error(
+        "this agent cannot serve an allow-list: it is not a static build, so it has no \
+         egress relay to put in the container (run the static crops-agent)"
+    )]
+    NoRelay,
     #[error("setting up the egress gate in {path}: {source}")]
     Io {
         path: PathBuf,

@@ -126,17 +126,25 @@ impl Executor {
     }
 
     /// The egress gate of a Standard or Strict container (`crate::egress`),
-    /// serving from now on; None for Open and Offline, and when this agent
-    /// has no static executable to run as the relay (a development build):
-    /// such a container then reaches nothing, which is logged.
+    /// serving from now on; None for Open and Offline, and for an empty
+    /// list on an agent with no static executable to run as the relay (a
+    /// development build), whose containers then reach nothing, as the
+    /// list says. A list such an agent cannot serve is refused.
     async fn gate_plan(&self, req: &ContainerCreate) -> Result<Option<GatePlan>, CommandError> {
         const TY: &str = "container.create";
         if !matches!(req.profile, Profile::Standard | Profile::Strict) {
             return Ok(None);
         }
         let Some(relay) = pty_helper() else {
-            tracing::warn!(container_id = %req.container_id, "no static agent to run as the egress relay: the container reaches no domain");
-            return Ok(None);
+            // Without a relay the container reaches nothing: fine for an
+            // empty list, a broken promise for any other.
+            if req.allowed_domains.is_empty() {
+                return Ok(None);
+            }
+            return Err(CommandError::Egress {
+                ty: TY,
+                source: crate::egress::EgressError::NoRelay,
+            });
         };
         let command = self
             .podman

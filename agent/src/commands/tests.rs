@@ -428,3 +428,20 @@ fn every_command_gets_one_reply_with_its_request_id() {
         );
     });
 }
+
+#[test]
+fn an_allow_list_a_development_build_cannot_serve_is_refused_before_podman() {
+    smol::block_on(async {
+        let (ex, runner, _dir) = executor(vec![RecordingRunner::ok("[]")], Profile::Open);
+        let mut req = create_req("box", Profile::Standard);
+        req.allowed_domains = vec!["pypi.org".into()];
+        let reply = ex.call(Body::ContainerCreate(req)).await;
+        let (code, message) = error_of(&reply);
+        assert_eq!(code, ErrorCode::Unsupported, "{message}");
+        assert!(message.contains("cannot serve an allow-list"), "{message}");
+        assert!(
+            runner.full_calls().iter().all(|c| c.args[0] != "create"),
+            "nothing was created"
+        );
+    });
+}
