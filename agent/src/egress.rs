@@ -72,6 +72,8 @@ pub enum EgressError {
          egress relay to put in the container (run the static crops-agent)"
     )]
     NoRelay,
+    #[error("data dir {path} cannot be mounted: it must not contain ':' or ','")]
+    Unmountable { path: PathBuf },
     #[error("setting up the egress gate in {path}: {source}")]
     Io {
         path: PathBuf,
@@ -102,9 +104,13 @@ impl Egress {
     }
 
     /// Write `list` for `container_id` and serve its gate; the directory to
-    /// mount at [`MOUNT`]. Serving again replaces the socket.
+    /// mount at [`MOUNT`] (refused, before anything is made, when its path
+    /// cannot be a `--volume` source). Serving again replaces the socket.
     pub fn open(&self, container_id: &str, list: &[String]) -> Result<PathBuf, EgressError> {
         let dir = self.dir(container_id);
+        if dir.to_string_lossy().contains([':', ',']) {
+            return Err(EgressError::Unmountable { path: dir });
+        }
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| EgressError::Io { path, source }

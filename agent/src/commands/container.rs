@@ -177,19 +177,8 @@ impl Executor {
             .egress
             .open(&req.container_id, &list)
             .map_err(|source| CommandError::Egress { ty: TY, source })?;
-        let dir = dir.to_string_lossy().into_owned();
-        if dir.contains([':', ',']) {
-            self.egress.close(&req.container_id);
-            return Err(CommandError::Egress {
-                ty: TY,
-                source: crate::egress::EgressError::Io {
-                    path: dir.into(),
-                    source: std::io::ErrorKind::InvalidInput.into(),
-                },
-            });
-        }
         Ok(Some(GatePlan {
-            dir,
+            dir: dir.to_string_lossy().into_owned(),
             relay: relay.to_owned(),
             command,
         }))

@@ -55,10 +55,10 @@ pub async fn serve(listener: Async<UnixListener>, container_id: String, list: Ar
                         "503 Service Unavailable",
                         format!("this container already has {MAX_CONNECTIONS} connections open"),
                     );
-                    tracing::info!(container_id = %container_id, reason = %r.reason, "egress refused");
                     // Told on its own task: a client that does not read
                     // must not hold up the accept loop.
-                    smol::spawn(async move { answer(&mut stream, &r).await }).detach();
+                    let id = container_id.clone();
+                    smol::spawn(async move { refused(&mut stream, &id, &r).await }).detach();
                     continue;
                 }
                 let (id, list, open) = (container_id.clone(), list.clone(), open.clone());
@@ -104,23 +104,17 @@ async fn handle(mut client: Async<UnixStream>, container_id: &str, list: &[Strin
         smol::Timer::after(HEAD_TIMEOUT).await;
         Err(refuse("408 Request Timeout", "no request head in time"))
     });
-    let outcome = match read.await {
-        Ok((head, rest)) => match parse(&head).and_then(|ask| check(ask, list)) {
-            Ok(ask) => open(&ask).await.map(|upstream| (ask, upstream, rest)),
-            Err(r) => Err(r),
-        },
-        Err(r) => Err(r),
+    let outcome = async {
+        let (head, rest) = read.await?;
+        let ask = check(parse(&head)?, list)?;
+        let upstream = open(&ask).await?;
+        Ok((ask, upstream, rest))
     };
-    let (ask, upstream, rest) = match outcome {
+    let (ask, mut upstream, rest) = match outcome.await {
         Ok(found) => found,
-        Err(r) => {
-            tracing::info!(container_id, status = r.status, reason = %r.reason, "egress refused");
-            answer(&mut client, &r).await;
-            return;
-        }
+        Err(r) => return refused(&mut client, container_id, &r).await,
     };
     tracing::debug!(container_id, host = %ask.host, port = ask.port, "egress allowed");
-    let mut upstream = upstream;
     let first = match &ask.forward {
         None => {
             client
@@ -135,8 +129,10 @@ async fn handle(mut client: Async<UnixStream>, container_id: &str, list: &[Strin
     pipe(client, upstream).await;
 }
 
-/// Tell the client why it is refused: `crops egress: REASON`.
-async fn answer(client: &mut Async<UnixStream>, r: &Refusal) {
+/// Log a refusal with the container's id and tell the client why:
+/// `crops egress: REASON`.
+async fn refused(client: &mut Async<UnixStream>, container_id: &str, r: &Refusal) {
+    tracing::info!(container_id, status = r.status, reason = %r.reason, "egress refused");
     let body = format!("crops egress: {}\n", r.reason);
     let reply = format!(
         "HTTP/1.1 {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
