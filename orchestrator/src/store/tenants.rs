@@ -157,21 +157,7 @@ impl Store {
 
     /// Put a tenant on `plan`; the tenant as now stored.
     pub fn set_plan(&self, tenant_id: &str, plan: Plan) -> Result<Tenant, StoreError> {
-        self.write("commit a plan", |txn| {
-            let mut tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
-            let mut tenant =
-                get_json::<Tenant>(&tenants, "tenants", tenant_id)?.ok_or_else(|| {
-                    StoreError::NotFound {
-                        what: "tenant",
-                        id: tenant_id.to_owned(),
-                    }
-                })?;
-            tenant.plan = plan;
-            tenants
-                .insert(tenant_id, encode(&tenant).as_str())
-                .map_err(failed("store a plan"))?;
-            Ok(tenant)
-        })
+        self.update_tenant(tenant_id, "commit a plan", |t| t.plan = plan)
     }
 
     /// Set a tenant's default egress allow-list (already checked by
@@ -181,7 +167,19 @@ impl Store {
         tenant_id: &str,
         domains: Vec<String>,
     ) -> Result<Tenant, StoreError> {
-        self.write("commit an allow-list", |txn| {
+        self.update_tenant(tenant_id, "commit an allow-list", |t| {
+            t.allowed_domains = domains.clone()
+        })
+    }
+
+    /// Read, `change` and store tenant `tenant_id` in one transaction.
+    fn update_tenant(
+        &self,
+        tenant_id: &str,
+        op: &'static str,
+        mut change: impl FnMut(&mut Tenant),
+    ) -> Result<Tenant, StoreError> {
+        self.write(op, |txn| {
             let mut tenants = txn.open_table(TENANTS).map_err(failed("open tenants"))?;
             let mut tenant =
                 get_json::<Tenant>(&tenants, "tenants", tenant_id)?.ok_or_else(|| {
@@ -190,10 +188,10 @@ impl Store {
                         id: tenant_id.to_owned(),
                     }
                 })?;
-            tenant.allowed_domains = domains.clone();
+            change(&mut tenant);
             tenants
                 .insert(tenant_id, encode(&tenant).as_str())
-                .map_err(failed("store an allow-list"))?;
+                .map_err(failed("store a tenant"))?;
             Ok(tenant)
         })
     }
