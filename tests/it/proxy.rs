@@ -68,6 +68,38 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Enrol a second worker of `f`'s tenant through the proxy `through`
+/// (`--proxy`), trusting `ca`; its worker id.
+fn enroll_through(f: &Fleet, through: &str, config: &Path, ca: &Path) -> String {
+    let token = f.orch.join_token(&f.tenant);
+    let out = f
+        .cmd
+        .command()
+        .args([
+            "enroll",
+            "--url",
+            &f.orch.url,
+            "--token",
+            &token,
+            "--proxy",
+            through,
+        ])
+        .arg("--config")
+        .arg(config)
+        .arg("--ca-file")
+        .arg(ca)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let worker: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+    worker["workerId"].as_str().unwrap().to_owned()
+}
+
 fn stop(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -86,26 +118,7 @@ fn the_agent_runs_through_a_real_proxy_survives_its_restart_and_names_a_wrong_pa
 
     // Enrol through the proxy (--proxy), then run through it (HTTPS_PROXY).
     let config: PathBuf = dir.join("worker.json");
-    let token = f.orch.join_token(&f.tenant);
-    let out = f
-        .cmd
-        .command()
-        .args(["enroll", "--url", &f.orch.url, "--token", &token])
-        .arg("--config")
-        .arg(&config)
-        .arg("--ca-file")
-        .arg(&f.orch.ca)
-        .args(["--proxy", &through])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let worker: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-    let worker = worker["workerId"].as_str().unwrap().to_owned();
+    let worker = enroll_through(&f, &through, &config, &f.orch.ca);
     let mut cmd = f.cmd.clone();
     cmd.env = vec![
         ("HTTPS_PROXY".into(), through.clone()),
@@ -219,33 +232,7 @@ fn a_real_tls_intercepting_proxy_is_reported_as_intercepted() {
     std::fs::write(&bundle, pem).unwrap();
     let through = format!("http://127.0.0.1:{port}");
     let config = dir.join("worker.json");
-    let token = f.orch.join_token(&f.tenant);
-    let out = f
-        .cmd
-        .command()
-        .args([
-            "enroll",
-            "--url",
-            &f.orch.url,
-            "--token",
-            &token,
-            "--proxy",
-            &through,
-        ])
-        .arg("--config")
-        .arg(&config)
-        .arg("--ca-file")
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let worker: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-    let worker = worker["workerId"].as_str().unwrap().to_owned();
+    let worker = enroll_through(&f, &through, &config, &bundle);
     let mut cmd = f.cmd.clone();
     cmd.env = vec![("HTTPS_PROXY".into(), through)];
     let agent = cmd.run(&config, dir.join("agent.log"), &[]);
