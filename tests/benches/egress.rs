@@ -27,7 +27,7 @@
 
 use std::time::Instant;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crops_e2e::egress::{self, Server, WILD};
 use crops_e2e::fleet::Fleet;
@@ -44,20 +44,6 @@ fn exec(f: &Fleet, id: &str, argv: &[&str]) -> String {
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(a.body["exitCode"], 0, "{argv:?}: {a:?}");
     a.body["stdout"].as_str().unwrap_or_default().to_owned()
-}
-
-fn container(f: &Fleet, name: &str, extra: Value, ca: &str) -> String {
-    let mut body = json!({ "image": egress::curl_image(), "command": ["sleep", "3600"] });
-    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-        b.extend(e.clone());
-    }
-    let id = f.running(name, body);
-    let setup = f.api.post(
-        &format!("/v1/containers/{id}/setup"),
-        json!({ "files": [{ "path": "ca.pem", "content": ca }] }),
-    );
-    assert_eq!(setup.status, 200, "{setup:?}");
-    id
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -128,13 +114,13 @@ fn main() {
     let https = Server::https(&f.dir);
     let small = format!("https://{WILD}:{}/", https.port);
     let big = format!("https://{WILD}:{}/bytes/{}", https.port, mb * 1_000_000);
-    let gated = container(
+    let gated = egress::curl_container(
         &f,
         "bench-eg-std",
         json!({ "allowedDomains": [WILD] }),
         &https.ca_pem,
     );
-    let open = container(
+    let open = egress::curl_container(
         &f,
         "bench-eg-open",
         json!({ "profile": "open" }),

@@ -34,17 +34,7 @@ fn curl(fleet: &Fleet, id: &str, args: &[&str]) -> (i64, String, String) {
 }
 
 fn with_ca(fleet: &Fleet, extra: Value, ca: &str) -> String {
-    let mut body = json!({ "image": egress::curl_image(), "command": ["sleep", "3600"] });
-    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-        b.extend(e.clone());
-    }
-    let id = fleet.running(&unique_name(fleet), body);
-    let setup = fleet.api.post(
-        &format!("/v1/containers/{id}/setup"),
-        json!({ "files": [{ "path": "ca.pem", "content": ca }] }),
-    );
-    assert_eq!(setup.status, 200, "{setup:?}");
-    id
+    egress::curl_container(fleet, &unique_name(fleet), extra, ca)
 }
 
 /// As the container's root: SIGKILL the relay, wait until nothing listens

@@ -12,6 +12,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::sync::{Arc, OnceLock};
 
+use serde_json::{json, Value};
+
+use crate::fleet::Fleet;
 use crate::harness::TestDir;
 
 pub const ALLOWED: &str = "allowed.egress.crops.test";
@@ -208,4 +211,21 @@ impl Write for Locked {
 /// The curl test image (`tests/podman/image.sh` builds it).
 pub fn curl_image() -> String {
     std::env::var("CROPS_CURL_IMAGE").unwrap_or_else(|_| "localhost/crops-test/curl:latest".into())
+}
+
+/// Create and start a container of the curl image (`extra` adds or
+/// overrides fields of the create) named `name` in `fleet`'s tenant, with
+/// `ca_pem` written to `/workspace/ca.pem`; its id.
+pub fn curl_container(fleet: &Fleet, name: &str, extra: Value, ca_pem: &str) -> String {
+    let mut body = json!({ "image": curl_image(), "command": ["sleep", "3600"] });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    let id = fleet.running(name, body);
+    let setup = fleet.api.post(
+        &format!("/v1/containers/{id}/setup"),
+        json!({ "files": [{ "path": "ca.pem", "content": ca_pem }] }),
+    );
+    assert_eq!(setup.status, 200, "{setup:?}");
+    id
 }
