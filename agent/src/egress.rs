@@ -7,27 +7,29 @@
 //!   (`--network none`): no address to route from, no resolver to ask, so
 //!   no raw IP, no DNS query and no UDP gets out, whatever runs inside,
 //!   root included.
-//! * Its only way out is a Unix socket the agent serves, one per
-//!   container: `<data_dir>/egress/<containerId>/gate.sock`, bind-mounted
-//!   (with the directory) read-only at `/.crops/egress`. The agent's
-//!   **gate** ([`gate`]) speaks HTTP proxy on it: `CONNECT host:port` for
+//! * Its only way out is the agent's **gate** ([`gate`]), an HTTP proxy
+//!   on the container's own `127.0.0.1:3128`. The container's entrypoint
+//!   is the agent's static executable under the name `crops-egress`
+//!   ([`relay`]): it binds that port inside the container, hands the
+//!   listening socket to the agent over a Unix socket the agent serves,
+//!   one per container (`<data_dir>/egress/<containerId>/gate.sock`,
+//!   bind-mounted with its directory read-only at `/.crops/egress`), and
+//!   `exec`s the image's own entrypoint and command, which so keeps PID 1
+//!   and its signals. The agent accepts on the handed socket itself: a
+//!   connection is one hop from the container's client to the agent, and
+//!   the agent's connection to the destination is in the host's network.
+//! * The gate speaks HTTP proxy ([`proxy`]): `CONNECT host:port` for
 //!   HTTPS (TLS stays end to end) and absolute-form requests for plain
 //!   HTTP. It answers a name not on the container's list, or an IP
 //!   address, with `403` and a body starting `crops egress:`, resolves
 //!   allowed names itself, and never connects to a loopback, link-local,
 //!   multicast or unspecified address (a name pointed at the host's
 //!   `127.0.0.1` reaches nothing).
-//! * So that ordinary programs find the gate, the container's entrypoint is
-//!   the agent's static executable under the name `crops-egress`
-//!   ([`relay`]), which listens on `127.0.0.1:3128` inside the container,
-//!   pipes each connection to the gate's socket from a forked child, and
-//!   `exec`s the image's own entrypoint and command, which so keeps PID 1
-//!   and its signals. The
-//!   container's environment names the relay in `HTTP_PROXY`,
+//! * The container's environment names the port in `HTTP_PROXY`,
 //!   `HTTPS_PROXY` and their lowercase forms, with `NO_PROXY` for
-//!   `localhost`. A process that kills the relay or ignores the variables
-//!   loses its way out; it gains none: the relay is plumbing, the list is
-//!   enforced by the gate.
+//!   `localhost`. A process that kills the relay, binds the port first or
+//!   ignores the variables loses its way out; it gains none: the relay is
+//!   plumbing, the list is enforced by the gate.
 //! * The list comes with `container.create` (the orchestrator resolves it
 //!   from the request and the tenant's default) and is written next to the
 //!   socket as `allow`, one pattern a line, so a restarted agent serves the
@@ -50,6 +52,7 @@
 //! Offline ones have no gate.
 
 pub mod gate;
+mod proxy;
 pub mod relay;
 mod splice;
 
@@ -229,15 +232,17 @@ fn create_dir(dir: &Path) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{SocketAddr, TcpListener};
+    use std::os::unix::net::UnixStream as StdUnixStream;
     use std::time::Duration;
 
     use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-    use smol::net::unix::UnixStream;
+    use smol::net::TcpStream;
 
     use super::*;
 
     /// The whole answer to `ask` on a new connection, or "(no answer)".
-    async fn answer_to(stream: &mut UnixStream, ask: &[u8]) -> String {
+    async fn answer_to(stream: &mut TcpStream, ask: &[u8]) -> String {
         let _ = stream.write_all(ask).await;
         let mut text = String::new();
         let read = async {
@@ -255,8 +260,18 @@ mod tests {
         }
     }
 
+    /// Do what a container's relay does: hand a listener to the gate at
+    /// `socket`; the relay's connection (the gate serves while it is open)
+    /// and where the listener listens.
+    fn hand_over(socket: &Path) -> (StdUnixStream, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let relay = StdUnixStream::connect(socket).unwrap();
+        relay::hand_over(&relay, &listener).unwrap();
+        (relay, listener.local_addr().unwrap())
+    }
+
     #[test]
-    fn a_gate_refuses_off_list_names_and_connections_over_the_cap_and_closes() {
+    fn a_gate_serves_a_handed_listener_and_refuses_off_list_names_and_connections_over_the_cap() {
         let data = std::env::temp_dir().join(format!("crops-egress-unit-{}", std::process::id()));
         let egress = Egress::new(&data);
         let dir = egress.open("c-1", &["pypi.org".to_owned()]).unwrap();
@@ -264,13 +279,13 @@ mod tests {
             std::fs::read_to_string(dir.join(ALLOW)).unwrap(),
             "pypi.org\n"
         );
-        let socket = dir.join(SOCKET);
+        let (relay, addr) = hand_over(&dir.join(SOCKET));
         smol::block_on(async {
             let mut held = Vec::new();
             for _ in 0..gate::MAX_CONNECTIONS {
-                held.push(UnixStream::connect(&socket).await.unwrap());
+                held.push(TcpStream::connect(addr).await.unwrap());
             }
-            let mut extra = UnixStream::connect(&socket).await.unwrap();
+            let mut extra = TcpStream::connect(addr).await.unwrap();
             let text = answer_to(&mut extra, b"").await;
             assert!(
                 text.starts_with("HTTP/1.1 503")
@@ -288,7 +303,7 @@ mod tests {
             drop(held);
             // The closed ones are given back: a new connection is heard.
             let text = loop {
-                let mut again = UnixStream::connect(&socket).await.unwrap();
+                let mut again = TcpStream::connect(addr).await.unwrap();
                 let text = answer_to(&mut again, b"CONNECT 10.0.0.1:443 HTTP/1.1\r\n\r\n").await;
                 if !text.starts_with("HTTP/1.1 503") {
                     break text;
@@ -300,8 +315,104 @@ mod tests {
                 "{text}"
             );
         });
+        // The relay gone (its container stopped), the listener goes too:
+        // nothing is left listening in the container's namespace.
+        drop(relay);
+        let refused = (0..500).any(|_| {
+            let gone = std::net::TcpStream::connect(addr).is_err();
+            if !gone {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            gone
+        });
+        assert!(refused, "the gate let the listener go with the relay");
         egress.close("c-1");
         assert!(!dir.exists(), "closing removes the gate's directory");
+        let _ = std::fs::remove_dir_all(&data);
+    }
+
+    #[test]
+    fn a_relay_hands_its_listener_to_each_gate_and_says_when_the_gate_is_away() {
+        let data = std::env::temp_dir().join(format!("crops-egress-relay-{}", std::process::id()));
+        let egress = Egress::new(&data);
+        let socket = egress.dir("c-3").join(SOCKET);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let path = socket.to_string_lossy().into_owned();
+        std::thread::spawn(move || relay::keep_handed(&listener, &path));
+        let ask = || {
+            smol::block_on(async {
+                let mut client = TcpStream::connect(addr).await.unwrap();
+                answer_to(&mut client, b"CONNECT 10.0.0.1:443 HTTP/1.1\r\n\r\n").await
+            })
+        };
+        let served =
+            |text: &str| text.starts_with("HTTP/1.1 403") && text.contains("is an IP address");
+        let away = |text: &str| {
+            text.starts_with("HTTP/1.1 503")
+                && text.contains("crops egress: the agent's gate is not reachable")
+        };
+        // No gate yet (an agent not started): the client is told.
+        let text = ask();
+        assert!(away(&text), "{text}");
+        // The gate comes: the very next client is served by it.
+        egress.open("c-3", &[]).unwrap();
+        let text = ask();
+        assert!(served(&text), "{text}");
+        // The agent stops, and starts again (restoring its gates).
+        egress.close("c-3");
+        let text = ask();
+        assert!(away(&text), "{text}");
+        let again = Egress::new(&data);
+        again.open("c-3", &[]).unwrap();
+        let text = ask();
+        assert!(served(&text), "{text}");
+        again.close("c-3");
+        let _ = std::fs::remove_dir_all(&data);
+    }
+
+    #[test]
+    fn what_is_not_a_listening_tcp_socket_is_refused_at_the_hand_over() {
+        let data = std::env::temp_dir().join(format!("crops-egress-hand-{}", std::process::id()));
+        let egress = Egress::new(&data);
+        let socket = egress.open("c-2", &[]).unwrap().join(SOCKET);
+        let unbound = std::net::TcpStream::connect(
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap(),
+        )
+        .unwrap();
+        let not_listening = std::os::fd::AsRawFd::as_raw_fd(&unbound);
+        let (a, _b) = StdUnixStream::pair().unwrap();
+        let unix = std::os::fd::AsRawFd::as_raw_fd(&a);
+        for (what, fds, hello) in [
+            ("a connected socket", vec![not_listening], relay::HELLO),
+            ("a Unix socket", vec![unix], relay::HELLO),
+            ("no descriptor", vec![], relay::HELLO),
+            ("two descriptors", vec![unix, unix], relay::HELLO),
+            ("another greeting", vec![unix], &b"hello"[..]),
+        ] {
+            let mut relay = StdUnixStream::connect(&socket).unwrap();
+            let rights = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+            let cmsgs: &[_] = if fds.is_empty() { &[] } else { &rights };
+            nix::sys::socket::sendmsg::<()>(
+                std::os::fd::AsRawFd::as_raw_fd(&relay),
+                &[std::io::IoSlice::new(hello)],
+                cmsgs,
+                nix::sys::socket::MsgFlags::empty(),
+                None,
+            )
+            .unwrap();
+            // The gate closes the connection: the relay reads its end.
+            let mut buf = [0u8; 8];
+            assert_eq!(
+                std::io::Read::read(&mut relay, &mut buf).unwrap(),
+                0,
+                "{what} is refused"
+            );
+        }
+        egress.close("c-2");
         let _ = std::fs::remove_dir_all(&data);
     }
 

@@ -1,7 +1,7 @@
 //! What the egress allow-list costs a container's HTTPS, in one run: a curl
-//! in a Standard container, whose only way out is its relay and the
-//! agent's gate, beside the same curl in an Open container on the host's
-//! network, both against one HTTPS server on this host's own address
+//! in a Standard container, whose only way out is the agent's gate (on
+//! the listener its relay handed over), beside the same curl in an Open
+//! container on the host's network, both against one HTTPS server on this host's own address
 //! (`crops_e2e::egress`), by name, the certificate verified.
 //!
 //! * Per request: one curl fetches the same small URL CROPS_BENCH_REQUESTS
@@ -168,7 +168,7 @@ fn main() {
         egress::curl_image()
     );
     println!("per request, kept-alive connection ({n} requests x 3 rounds after a warm-up):");
-    for (i, label) in ["standard (relay + gate)", "open (host network)"]
+    for (i, label) in ["standard (gate)", "open (host network)"]
         .iter()
         .enumerate()
     {
@@ -188,7 +188,7 @@ fn main() {
         p50(0) - p50(1)
     );
     println!("throughput, {mb} MB download x {rounds}:");
-    for (i, label) in ["standard (relay + gate)", "open (host network)"]
+    for (i, label) in ["standard (gate)", "open (host network)"]
         .iter()
         .enumerate()
     {

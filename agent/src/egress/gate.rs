@@ -1,67 +1,178 @@
-//! The gate: the HTTP proxy a container's relay reaches on its Unix
-//! socket (see [`super`]). It reads one request head, decides by the host
-//! name alone, and then only pipes bytes:
+//! The gate: where a Standard or Strict container's way out is served
+//! (see [`super`]). Its Unix socket is where the container's relay hands
+//! over the socket listening on the container's `127.0.0.1:3128`
+//! ([`super::relay`]); the gate then accepts the container's connections
+//! on it, in the container's own network namespace, and proxies each one
+//! ([`super::proxy`]), at most [`MAX_CONNECTIONS`] at once (`503` over).
 //!
-//! * `CONNECT host:port` → `200 Connection established` and a tunnel (TLS
-//!   end to end, the gate never sees inside);
-//! * `METHOD http://host[:port]/path` → the request sent on in origin form
-//!   with `Connection: close` (one request a connection, so a client cannot
-//!   reuse an allowed connection for a request naming another host) and
-//!   the answer piped back;
-//! * anything else → `400`; a name not on the list or an IP address →
-//!   `403`; a name that resolves only to addresses a container may not
-//!   reach → `403`; a name that does not resolve or a host that does not
-//!   answer → `502`; a container already holding [`MAX_CONNECTIONS`]
-//!   → `503`. Every refusal's body starts `crops egress:` and says why,
-//!   and is logged with the container's id.
+//! What arrives on the Unix socket is the container's to choose, so it is
+//! checked: one message, [`super::relay::HELLO`], carrying a socket that
+//! listens for TCP; anything else is closed and logged. A container holds
+//! at most [`MAX_HANDOVERS`] at once. The gate keeps a listener only while
+//! the relay's connection lives: a socket keeps its network namespace
+//! alive, and a stopped container's must go.
 
-use std::net::{IpAddr, SocketAddr};
+use std::io::IoSliceMut;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use std::net::TcpStream;
+use futures_lite::{future, AsyncReadExt};
+use nix::sys::socket::{
+    getsockopt, recvmsg, sockopt, AddressFamily, ControlMessageOwned, MsgFlags, SockType,
+    SockaddrLike, SockaddrStorage,
+};
 use std::os::unix::net::{UnixListener, UnixStream};
 
 use smol::Async;
 
-use super::splice::{self, SpliceError};
+use super::proxy::{handle, refuse, refused};
 
-/// The longest request head the gate reads.
-const MAX_HEAD: usize = 16 * 1024;
-const MAX_HEADERS: usize = 64;
-/// How long a client may take to send its head, and a host to answer a connect.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a relay may take to hand its listener over.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most connections one container may hold open through its gate:
 /// each costs the agent two sockets and two pipes, and the agent's
 /// descriptors are shared by every container and its own connection (the
 /// agent raises its soft limit to the hard one at start).
 pub const MAX_CONNECTIONS: usize = 256;
+/// The most listeners one container may have handed over at once (its
+/// relay hands one; a new one comes when the container restarts).
+pub const MAX_HANDOVERS: usize = 4;
 
-/// Accept connections on `listener` for the container `container_id`,
-/// whose checked, lowercase allow-list is `list`, until dropped.
-pub async fn serve(listener: Async<UnixListener>, container_id: String, list: Arc<[String]>) {
-    let container_id: Arc<str> = Arc::from(container_id);
-    let open = Arc::new(AtomicUsize::new(0));
+/// One container's gate: whose it is, what it may reach, what it holds.
+struct Gate {
+    container_id: Arc<str>,
+    list: Arc<[String]>,
+    open: Arc<AtomicUsize>,
+}
+
+/// Take listeners handed over on `control` for the container
+/// `container_id`, whose checked, lowercase allow-list is `list`, and
+/// serve them, until dropped (which lets every listener go).
+pub async fn serve(control: Async<UnixListener>, container_id: String, list: Arc<[String]>) {
+    let gate = Arc::new(Gate {
+        container_id: Arc::from(container_id),
+        list,
+        open: Arc::new(AtomicUsize::new(0)),
+    });
+    let mut held: Vec<smol::Task<()>> = Vec::new();
+    loop {
+        match control.accept().await {
+            Ok((relay, _)) => {
+                held.retain(|t| !t.is_finished());
+                if held.len() >= MAX_HANDOVERS {
+                    tracing::warn!(container_id = %gate.container_id, "egress gate: too many listeners handed over; closed");
+                    continue;
+                }
+                held.push(smol::spawn(hold(relay, gate.clone())));
+            }
+            Err(e) => {
+                tracing::warn!(container_id = %gate.container_id, error = %e, "egress gate: accept failed");
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One hand-over: take the listener, then serve it until `relay` closes.
+async fn hold(relay: Async<UnixStream>, gate: Arc<Gate>) {
+    let taken = future::or(take_listener(&relay), async {
+        smol::Timer::after(HANDOVER_TIMEOUT).await;
+        Err("nothing handed over in time".to_owned())
+    });
+    let listener = match taken.await {
+        Ok(listener) => listener,
+        Err(why) => {
+            tracing::warn!(container_id = %gate.container_id, why, "egress gate: a hand-over refused");
+            return;
+        }
+    };
+    tracing::debug!(container_id = %gate.container_id, "egress gate: listener handed over");
+    let closed = async {
+        let mut buf = [0u8; 64];
+        while let Ok(1..) = (&relay).read(&mut buf).await {}
+    };
+    future::or(accept(listener, &gate), closed).await;
+}
+
+/// Receive [`super::relay::HELLO`] and the listening TCP socket with it.
+async fn take_listener(relay: &Async<UnixStream>) -> Result<Async<TcpListener>, String> {
+    let (hello, fds) = relay
+        .read_with(receive)
+        .await
+        .map_err(|e| format!("receiving: {e}"))?;
+    let mut fds = fds.into_iter();
+    let (Some(fd), None, true) = (fds.next(), fds.next(), hello) else {
+        return Err("not one listener with the relay's greeting".to_owned());
+    };
+    let listening = getsockopt(&fd, sockopt::SockType) == Ok(SockType::Stream)
+        && getsockopt(&fd, sockopt::AcceptConn) == Ok(true);
+    let inet = nix::sys::socket::getsockname::<SockaddrStorage>(fd.as_raw_fd())
+        .ok()
+        .and_then(|a| a.family())
+        .is_some_and(|f| matches!(f, AddressFamily::Inet | AddressFamily::Inet6));
+    if !(listening && inet) {
+        return Err("what was handed over is not a listening TCP socket".to_owned());
+    }
+    Async::new(TcpListener::from(fd)).map_err(|e| e.to_string())
+}
+
+/// One `recvmsg`: whether it was [`super::relay::HELLO`], and every
+/// descriptor that came with it (owned, so none is left open).
+fn receive(relay: &UnixStream) -> std::io::Result<(bool, Vec<OwnedFd>)> {
+    let mut buf = [0u8; 64];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    // Room for the most a message can carry (SCM_MAX_FD), so none is cut off.
+    let mut space = nix::cmsg_space!([RawFd; 253]);
+    let msg = recvmsg::<()>(
+        relay.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for cmsg in cmsgs {
+            if let ControlMessageOwned::ScmRights(rights) = cmsg {
+                // SAFETY: the kernel just installed these descriptors in
+                // this process for this message; nothing else owns them.
+                fds.extend(
+                    rights
+                        .into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+    }
+    let n = msg.bytes;
+    Ok((buf[..n] == *super::relay::HELLO, fds))
+}
+
+/// Accept the container's connections on `listener` for ever.
+async fn accept(listener: Async<TcpListener>, gate: &Gate) {
     loop {
         match listener.accept().await {
             Ok((mut stream, _)) => {
-                if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-                    open.fetch_sub(1, Ordering::AcqRel);
+                // What the gate hands over goes out at once: a small answer
+                // must not wait for the client's delayed ACK.
+                let _ = stream.get_ref().set_nodelay(true);
+                let id = gate.container_id.clone();
+                if gate.open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                    gate.open.fetch_sub(1, Ordering::AcqRel);
                     let r = refuse(
                         "503 Service Unavailable",
                         format!("this container already has {MAX_CONNECTIONS} connections open"),
                     );
                     // Told on its own task: a client that does not read
                     // must not hold up the accept loop.
-                    let id = container_id.clone();
                     smol::spawn(async move { refused(&mut stream, &id, &r).await }).detach();
                     continue;
                 }
-                let (id, list, open) = (container_id.clone(), list.clone(), open.clone());
+                let list = gate.list.clone();
+                let open = gate.open.clone();
                 smol::spawn(async move {
                     handle(stream, &id, &list).await;
                     open.fetch_sub(1, Ordering::AcqRel);
@@ -69,361 +180,9 @@ pub async fn serve(listener: Async<UnixListener>, container_id: String, list: Ar
                 .detach();
             }
             Err(e) => {
-                tracing::warn!(container_id = %container_id, error = %e, "egress gate: accept failed");
+                tracing::warn!(container_id = %gate.container_id, error = %e, "egress gate: accept failed");
                 smol::Timer::after(Duration::from_millis(100)).await;
             }
-        }
-    }
-}
-
-/// A refusal: the status line and the reason (the body after `crops egress: `).
-#[derive(Debug)]
-struct Refusal {
-    status: &'static str,
-    reason: String,
-}
-
-fn refuse(status: &'static str, reason: impl Into<String>) -> Refusal {
-    Refusal {
-        status,
-        reason: reason.into(),
-    }
-}
-
-/// What a request head asks for.
-#[derive(Debug, PartialEq, Eq)]
-struct Ask {
-    host: String,
-    port: u16,
-    /// `None` for CONNECT; the head to send on for plain HTTP.
-    forward: Option<Vec<u8>>,
-}
-
-async fn handle(mut client: Async<UnixStream>, container_id: &str, list: &[String]) {
-    let read = future::or(read_head(&mut client), async {
-        smol::Timer::after(HEAD_TIMEOUT).await;
-        Err(refuse("408 Request Timeout", "no request head in time"))
-    });
-    let outcome = async {
-        let (head, rest) = read.await?;
-        let ask = check(parse(&head)?, list)?;
-        let upstream = open(&ask).await?;
-        Ok((ask, upstream, rest))
-    };
-    let (ask, mut upstream, rest) = match outcome.await {
-        Ok(found) => found,
-        Err(r) => return refused(&mut client, container_id, &r).await,
-    };
-    tracing::debug!(container_id, host = %ask.host, port = ask.port, "egress allowed");
-    let first = match &ask.forward {
-        None => {
-            client
-                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                .await
-        }
-        Some(head) => upstream.write_all(head).await,
-    };
-    if first.is_err() || upstream.write_all(&rest).await.is_err() {
-        return;
-    }
-    pipe(client, upstream).await;
-}
-
-/// Log a refusal with the container's id and tell the client why:
-/// `crops egress: REASON`.
-async fn refused(client: &mut Async<UnixStream>, container_id: &str, r: &Refusal) {
-    tracing::info!(container_id, status = r.status, reason = %r.reason, "egress refused");
-    let body = format!("crops egress: {}\n", r.reason);
-    let reply = format!(
-        "HTTP/1.1 {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        r.status,
-        body.len()
-    );
-    let _ = client.write_all(reply.as_bytes()).await;
-}
-
-/// Copy both ways until both sides are done, closing each write side as
-/// its reader ends: spliced ([`super::splice`]), through a buffer where
-/// splice is refused.
-async fn pipe(client: Async<UnixStream>, upstream: Async<TcpStream>) {
-    let up = async {
-        if splice::nonblocking(&client, &upstream).await == Err(SpliceError::Unsupported) {
-            let _ = splice::copy_nonblocking(&client, &upstream).await;
-        }
-        let _ = upstream.get_ref().shutdown(std::net::Shutdown::Write);
-    };
-    let down = async {
-        if splice::nonblocking(&upstream, &client).await == Err(SpliceError::Unsupported) {
-            let _ = splice::copy_nonblocking(&upstream, &client).await;
-        }
-        let _ = client.get_ref().shutdown(std::net::Shutdown::Write);
-    };
-    future::zip(up, down).await;
-}
-
-/// The request head (through its blank line) and whatever followed it.
-async fn read_head(client: &mut Async<UnixStream>) -> Result<(Vec<u8>, Vec<u8>), Refusal> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
-    loop {
-        let n = client
-            .read(&mut chunk)
-            .await
-            .map_err(|e| refuse("400 Bad Request", format!("reading the request: {e}")))?;
-        if n == 0 {
-            return Err(refuse(
-                "400 Bad Request",
-                "the request ended before its head",
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = buf.split_off(end + 4);
-            return Ok((buf, rest));
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(refuse(
-                "431 Request Header Fields Too Large",
-                "the request head is over 16 KiB",
-            ));
-        }
-    }
-}
-
-/// Parse a proxy request head (see the module docs).
-fn parse(head: &[u8]) -> Result<Ask, Refusal> {
-    let bad = |why: &str| refuse("400 Bad Request", why.to_owned());
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err(bad("not an HTTP/1.x request")),
-    }
-    let (Some(method), Some(target)) = (req.method, req.path) else {
-        return Err(bad("not an HTTP/1.x request"));
-    };
-    if method == "CONNECT" {
-        let (host, port) =
-            split_host_port(target, None).ok_or_else(|| bad("CONNECT needs host:port"))?;
-        return Ok(Ask {
-            host,
-            port,
-            forward: None,
-        });
-    }
-    let Some(after) = target.strip_prefix("http://") else {
-        return Err(bad(
-            "this is an HTTP proxy: send CONNECT host:port, or an absolute http:// URL",
-        ));
-    };
-    let (authority, path) = match after.find('/') {
-        Some(i) => after.split_at(i),
-        None => (after, "/"),
-    };
-    let authority = authority.rsplit('@').next().unwrap_or(authority);
-    let (host, port) =
-        split_host_port(authority, Some(80)).ok_or_else(|| bad("a URL without a host"))?;
-    let version = if req.version == Some(0) { "1.0" } else { "1.1" };
-    let mut out = format!("{method} {path} HTTP/{version}\r\n").into_bytes();
-    for h in req.headers.iter() {
-        let name = h.name.to_ascii_lowercase();
-        if matches!(
-            name.as_str(),
-            "connection" | "keep-alive" | "proxy-connection" | "proxy-authorization"
-        ) {
-            continue;
-        }
-        out.extend_from_slice(h.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"Connection: close\r\n\r\n");
-    Ok(Ask {
-        host,
-        port,
-        forward: Some(out),
-    })
-}
-
-/// `host[:port]` or `[v6]:port`; `default` when the port is absent.
-fn split_host_port(s: &str, default: Option<u16>) -> Option<(String, u16)> {
-    let (host, port) = if let Some(v6) = s.strip_prefix('[') {
-        let (h, tail) = v6.split_once(']')?;
-        (h, tail.strip_prefix(':'))
-    } else {
-        match s.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (s, None),
-        }
-    };
-    let port = match port {
-        Some(p) => p.parse().ok().filter(|p| *p != 0)?,
-        None => default?,
-    };
-    (!host.is_empty()).then(|| (host.to_ascii_lowercase(), port))
-}
-
-/// The allow-list's verdict on `ask`.
-fn check(ask: Ask, list: &[String]) -> Result<Ask, Refusal> {
-    if ask.host.parse::<IpAddr>().is_ok() || ask.host.contains(':') {
-        return Err(refuse(
-            "403 Forbidden",
-            format!(
-                "{} is an IP address; this container reaches only the domains on its allow-list",
-                ask.host
-            ),
-        ));
-    }
-    if !protocol::domains::allows(list, &ask.host) {
-        return Err(refuse(
-            "403 Forbidden",
-            format!("{} is not on this container's allow-list", ask.host),
-        ));
-    }
-    Ok(ask)
-}
-
-/// Resolve an allowed name and connect to the first address a container
-/// may reach.
-async fn open(ask: &Ask) -> Result<Async<TcpStream>, Refusal> {
-    let addrs = smol::net::resolve((ask.host.as_str(), ask.port))
-        .await
-        .map_err(|e| {
-            refuse(
-                "502 Bad Gateway",
-                format!("cannot resolve {}: {e}", ask.host),
-            )
-        })?;
-    let usable: Vec<SocketAddr> = addrs.into_iter().filter(|a| reachable(a.ip())).collect();
-    if usable.is_empty() {
-        return Err(refuse(
-            "403 Forbidden",
-            format!("{} resolves only to loopback, link-local or other addresses a container may not reach", ask.host),
-        ));
-    }
-    let mut last = String::new();
-    for addr in usable {
-        let attempt = future::or(
-            async {
-                Async::<TcpStream>::connect(addr)
-                    .await
-                    .map_err(|e| e.to_string())
-            },
-            async {
-                smol::Timer::after(CONNECT_TIMEOUT).await;
-                Err("timed out".to_owned())
-            },
-        );
-        match attempt.await {
-            Ok(stream) => {
-                let _ = stream.get_ref().set_nodelay(true);
-                return Ok(stream);
-            }
-            Err(e) => last = format!("{addr}: {e}"),
-        }
-    }
-    Err(refuse(
-        "502 Bad Gateway",
-        format!("cannot connect to {}:{} ({last})", ask.host, ask.port),
-    ))
-}
-
-/// Whether a container may be connected to `ip`: not the host's loopback,
-/// not link-local (cloud metadata lives there), not multicast, broadcast
-/// or unspecified.
-fn reachable(ip: IpAddr) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
-    match ip {
-        IpAddr::V4(v4) => {
-            !(v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || v4.is_unspecified())
-        }
-        IpAddr::V6(v6) => {
-            let link_local = (v6.segments()[0] & 0xffc0) == 0xfe80;
-            !(v6.is_loopback() || link_local || v6.is_multicast() || v6.is_unspecified())
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn list() -> Vec<String> {
-        vec!["pypi.org".into(), "*.example.com".into()]
-    }
-
-    #[test]
-    fn connect_asks_for_a_tunnel_and_plain_http_is_sent_on_in_origin_form() {
-        let ask = parse(b"CONNECT PyPI.org:443 HTTP/1.1\r\nHost: pypi.org:443\r\n\r\n").unwrap();
-        assert_eq!(
-            (ask.host.as_str(), ask.port, ask.forward.is_none()),
-            ("pypi.org", 443, true)
-        );
-        let ask = parse(
-            b"GET http://a.example.com/simple/?q=1 HTTP/1.1\r\nHost: a.example.com\r\nProxy-Connection: keep-alive\r\nAccept: */*\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!((ask.host.as_str(), ask.port), ("a.example.com", 80));
-        let sent = String::from_utf8(ask.forward.unwrap()).unwrap();
-        assert_eq!(
-            sent,
-            "GET /simple/?q=1 HTTP/1.1\r\nHost: a.example.com\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-        );
-    }
-
-    #[test]
-    fn names_off_the_list_and_addresses_are_refused_with_a_reason() {
-        let ask = |head: &str| parse(head.as_bytes()).and_then(|a| check(a, &list()));
-        assert!(ask("CONNECT pypi.org:443 HTTP/1.1\r\n\r\n").is_ok());
-        assert!(ask("CONNECT x.example.com:8443 HTTP/1.1\r\n\r\n").is_ok());
-        let no = ask("CONNECT github.com:443 HTTP/1.1\r\n\r\n").unwrap_err();
-        assert_eq!(no.status, "403 Forbidden");
-        assert!(no
-            .reason
-            .contains("github.com is not on this container's allow-list"));
-        for ip in [
-            "CONNECT 1.2.3.4:443 HTTP/1.1\r\n\r\n",
-            "CONNECT [::1]:443 HTTP/1.1\r\n\r\n",
-            "GET http://10.0.0.1/ HTTP/1.1\r\n\r\n",
-        ] {
-            assert!(
-                ask(ip).unwrap_err().reason.contains("is an IP address"),
-                "{ip}"
-            );
-        }
-        for bad in [
-            "GET / HTTP/1.1\r\n\r\n",
-            "GET https://pypi.org/ HTTP/1.1\r\n\r\n",
-            "CONNECT pypi.org HTTP/1.1\r\n\r\n",
-            "hello\r\n\r\n",
-        ] {
-            assert_eq!(ask(bad).unwrap_err().status, "400 Bad Request", "{bad}");
-        }
-    }
-
-    #[test]
-    fn loopback_and_link_local_addresses_are_never_reached() {
-        for no in [
-            "127.0.0.1",
-            "169.254.169.254",
-            "::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "0.0.0.0",
-            "224.0.0.1",
-        ] {
-            assert!(!reachable(no.parse().unwrap()), "{no}");
-        }
-        for yes in ["192.0.2.2", "10.1.2.3", "2001:db8::1"] {
-            assert!(reachable(yes.parse().unwrap()), "{yes}");
         }
     }
 }

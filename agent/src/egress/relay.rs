@@ -1,30 +1,41 @@
-//! `crops-egress`, the relay that runs *inside* a Standard or Strict
-//! container as its entrypoint (see [`super`]): the agent's own static
-//! executable, bind-mounted read-only at [`PATH`] and started as
+//! `crops-egress`, the entrypoint of a Standard or Strict container (see
+//! [`super`]): the agent's own static executable, bind-mounted read-only
+//! at [`PATH`] and started as
 //!
 //! ```text
 //! /.crops/crops-egress -- COMMAND [ARG…]
 //! ```
 //!
-//! It binds `127.0.0.1:3128` ([`PORT`]), forks a child that pipes every
-//! connection to the gate's socket ([`super::MOUNT`]`/`[`super::SOCKET`]),
-//! and `exec`s COMMAND, which so becomes the container's PID 1 as it would
-//! have been without the relay. Plain threads, no runtime: it starts with
-//! every container. When the gate's socket cannot be reached (the agent
-//! is restarting) a client gets `503` with a `crops egress:` body. When the
-//! port cannot be bound the command runs anyway, with no way out, and the
-//! relay says why on stderr.
+//! It binds `127.0.0.1:3128` ([`PORT`]) in the container's network
+//! namespace, forks a child that **hands the listening socket to the
+//! gate** over the gate's Unix socket ([`super::MOUNT`]`/`[`super::SOCKET`],
+//! `SCM_RIGHTS`), and `exec`s COMMAND, which so becomes the container's
+//! PID 1 as it would have been without it. The agent then accepts the
+//! container's proxy connections itself: no byte of traffic passes through
+//! this process.
+//!
+//! The child holds its connection to the gate for as long as the agent
+//! keeps it; the agent lets the listener go when it closes. While the
+//! gate is away (the agent is restarting) the child tries again every
+//! [`RETRY`], and at once when a client connects, so a restarted agent
+//! is handed the listener anew and takes the waiting client from the
+//! queue; only a client that finds the gate still away is answered `503`
+//! with a `crops egress:` body. When
+//! the port cannot be bound the command runs anyway, with no way out, and
+//! this says why on stderr. Plain system calls, no runtime: it starts with
+//! every container.
 
 use std::ffi::{CString, OsString};
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::AsFd;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::TcpListener;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
+use nix::poll::{PollFd, PollFlags};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use nix::unistd::ForkResult;
-
-use super::splice::{self, SpliceError};
 
 /// The file name the agent's executable answers to as the relay.
 pub const NAME: &str = "crops-egress";
@@ -34,6 +45,10 @@ pub const PATH: &str = "/.crops/crops-egress";
 pub const PORT: u16 = 3128;
 /// The proxy URL a container's environment names.
 pub const PROXY_URL: &str = "http://127.0.0.1:3128";
+/// The message that carries the listener to the gate.
+pub const HELLO: &[u8] = b"crops-egress listener\n";
+/// How long the child waits between tries while the gate is away.
+pub const RETRY: Duration = Duration::from_millis(200);
 
 /// Whether the process was started as the relay (its argv[0] names it).
 pub fn invoked_as_relay(argv0: Option<&std::ffi::OsStr>) -> bool {
@@ -60,13 +75,13 @@ pub fn main(args: Vec<OsString>) -> i32 {
         eprintln!("{NAME}: an argument holds a NUL byte");
         return 2;
     }
+    // Bound before COMMAND starts, so its first request finds the port.
     match TcpListener::bind(("127.0.0.1", PORT)) {
         // SAFETY: nothing but this thread exists yet (no runtime, no
         // threads before this point), so the child may do anything.
         Ok(listener) => match unsafe { nix::unistd::fork() } {
             Ok(ForkResult::Child) => {
-                serve(&listener);
-                std::process::exit(0);
+                keep_handed(&listener, &format!("{}/{}", super::MOUNT, super::SOCKET))
             }
             Ok(ForkResult::Parent { .. }) => drop(listener),
             Err(e) => eprintln!("{NAME}: cannot start the relay ({e}); no egress"),
@@ -83,53 +98,68 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
 }
 
-fn serve(listener: &TcpListener) {
-    for conn in listener.incoming() {
-        match conn {
-            Ok(tcp) => {
-                std::thread::spawn(move || relay(tcp));
+/// The child: keep the gate at `socket` holding `listener`, for as long
+/// as the container lives.
+pub(super) fn keep_handed(listener: &TcpListener, socket: &str) -> ! {
+    let mut waiting = false;
+    loop {
+        let handed = UnixStream::connect(socket).and_then(|gate| {
+            hand_over(&gate, listener)?;
+            Ok(gate)
+        });
+        match handed {
+            // Held until the agent closes it: its stop or restart.
+            Ok(mut gate) => {
+                let _ = gate.read(&mut [0u8; 1]);
             }
-            Err(e) => eprintln!("{NAME}: accept: {e}"),
+            // A client is waiting and the gate is away: say so.
+            Err(e) if waiting => tell_away(listener, &e),
+            Err(_) => {}
         }
+        // Try again in a while, or at once when a client is waiting: the
+        // gate may be back (a restarted agent) and take it from the queue.
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        waiting = nix::poll::poll(&mut fds, RETRY.as_millis() as u16) == Ok(1);
     }
 }
 
-/// Pipe one client connection to the gate, both ways.
-fn relay(mut tcp: TcpStream) {
-    // What the gate hands over goes out at once: a small answer must not
-    // wait for the client's delayed ACK.
-    let _ = tcp.set_nodelay(true);
-    let socket = format!("{}/{}", super::MOUNT, super::SOCKET);
-    let gate = match UnixStream::connect(&socket) {
-        Ok(gate) => gate,
-        Err(e) => {
-            let body = format!(
-                "crops egress: the agent's gate is not reachable ({e}); try again shortly\n"
-            );
-            let _ = write!(
-                tcp,
-                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            return;
-        }
-    };
-    let (Ok(tcp2), Ok(gate2)) = (tcp.try_clone(), gate.try_clone()) else {
+/// Answer one waiting client `503`: the gate cannot be reached.
+fn tell_away(listener: &TcpListener, why: &io::Error) {
+    // The agent may have left the shared listener non-blocking.
+    let Ok((mut client, _)) = listener.accept() else {
         return;
     };
-    let up = std::thread::spawn(move || copy(tcp2, gate2, |g| g.shutdown(Shutdown::Write)));
-    copy(gate, tcp, |t| t.shutdown(Shutdown::Write));
-    let _ = up.join();
+    let _ = client.set_nonblocking(false);
+    let _ = client.set_read_timeout(Some(RETRY));
+    let _ = client.set_write_timeout(Some(RETRY));
+    let mut sent = [0u8; 4096];
+    let _ = client.read(&mut sent);
+    let body =
+        format!("crops egress: the agent's gate is not reachable ({why}); try again shortly\n");
+    let reply = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = client.write_all(reply.as_bytes());
+    // Closed with unread input, a socket resets the connection, and the
+    // client may lose the answer: end the write side, then drain.
+    let _ = client.shutdown(std::net::Shutdown::Write);
+    for _ in 0..16 {
+        if !matches!(client.read(&mut sent), Ok(1..)) {
+            break;
+        }
+    }
 }
 
-/// Copy until `from` ends (spliced: [`super::splice`]), then `done` on `to`.
-fn copy<R, W>(mut from: R, mut to: W, done: impl FnOnce(&W) -> io::Result<()>)
-where
-    R: Read + AsFd,
-    W: Write + AsFd,
-{
-    if splice::blocking(&from, &to) == Err(SpliceError::Unsupported) {
-        let _ = splice::copy_blocking(&mut from, &mut to);
-    }
-    let _ = done(&to);
+/// Send `listener` to the gate on `gate`: [`HELLO`] with the descriptor.
+pub fn hand_over(gate: &UnixStream, listener: &TcpListener) -> io::Result<()> {
+    let fds = [listener.as_raw_fd()];
+    sendmsg::<()>(
+        gate.as_raw_fd(),
+        &[IoSlice::new(HELLO)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )?;
+    Ok(())
 }

@@ -1,10 +1,9 @@
 //! Moving a connection's bytes from one socket to another without copying
 //! them through the process: `splice(2)` into a pipe and out again, so the
-//! kernel hands pages along. Both the relay (blocking, one thread a
-//! direction) and the gate (non-blocking, on the agent's executor) pipe
-//! every byte of a container's traffic; through a buffer each costs two
-//! copies, and the relay and the gate together took a third of an HTTPS
-//! download's throughput that way (BENCHMARKS.md, issue 16).
+//! kernel hands pages along. The gate pipes every byte of a container's
+//! traffic, on the agent's executor; through a buffer each byte costs two
+//! copies, which took a third of an HTTPS download's throughput
+//! (BENCHMARKS.md, issue 16).
 //!
 //! Where splice is refused before anything moved (`EINVAL`: a kernel or a
 //! socket type without it) the caller copies through a buffer instead.
@@ -29,39 +28,11 @@ pub enum SpliceError {
     Failed,
 }
 
-fn pipe(nonblocking: bool) -> Result<(OwnedFd, OwnedFd), SpliceError> {
-    let mut flags = OFlag::O_CLOEXEC;
-    if nonblocking {
-        flags |= OFlag::O_NONBLOCK;
-    }
+fn pipe() -> Result<(OwnedFd, OwnedFd), SpliceError> {
+    let flags = OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
     let (r, w) = nix::unistd::pipe2(flags).map_err(|_| SpliceError::Unsupported)?;
     let _ = fcntl(&w, FcntlArg::F_SETPIPE_SZ(CHUNK as i32));
     Ok((r, w))
-}
-
-/// Splice blocking `from` to `to` until `from` ends.
-pub fn blocking(from: &impl AsFd, to: &impl AsFd) -> Result<(), SpliceError> {
-    let (r, w) = pipe(false)?;
-    let mut moved = false;
-    loop {
-        let n = match splice(from, None, &w, None, CHUNK, SpliceFFlags::SPLICE_F_MOVE) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(Errno::EINTR) => continue,
-            Err(Errno::EINVAL) if !moved => return Err(SpliceError::Unsupported),
-            Err(_) => return Err(SpliceError::Failed),
-        };
-        moved = true;
-        let mut left = n;
-        while left > 0 {
-            match splice(&r, None, to, None, left, SpliceFFlags::SPLICE_F_MOVE) {
-                Ok(0) => return Err(SpliceError::Failed),
-                Ok(m) => left -= m,
-                Err(Errno::EINTR) => continue,
-                Err(_) => return Err(SpliceError::Failed),
-            }
-        }
-    }
 }
 
 /// Splice non-blocking `from` to `to` until `from` ends, waiting on the
@@ -70,7 +41,7 @@ pub async fn nonblocking<A: AsFd, B: AsFd>(
     from: &Async<A>,
     to: &Async<B>,
 ) -> Result<(), SpliceError> {
-    let (r, w) = pipe(true)?;
+    let (r, w) = pipe()?;
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
     let mut moved = false;
     loop {
@@ -100,17 +71,6 @@ pub async fn nonblocking<A: AsFd, B: AsFd>(
     }
 }
 
-/// Copy blocking `from` to `to` through a buffer until `from` ends.
-pub fn copy_blocking(mut from: impl Read, mut to: impl Write) -> io::Result<()> {
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        match from.read(&mut buf)? {
-            0 => return Ok(()),
-            n => to.write_all(&buf[..n])?,
-        }
-    }
-}
-
 /// Copy non-blocking `from` to `to` through a buffer until `from` ends.
 pub async fn copy_nonblocking<A, B>(from: &Async<A>, to: &Async<B>) -> io::Result<()>
 where
@@ -135,27 +95,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_stream_is_spliced_whole_and_in_order_both_ways() {
+    fn a_stream_is_spliced_whole_and_in_order() {
         let data: Vec<u8> = (0..3 * CHUNK + 17).map(|i| (i % 251) as u8).collect();
-        // blocking: a -> b spliced into c -> d
-        let (mut a, b) = UnixStream::pair().unwrap();
-        let (c, mut d) = UnixStream::pair().unwrap();
-        let sent = data.clone();
-        let writer = std::thread::spawn(move || {
-            a.write_all(&sent).unwrap();
-        });
-        let mover = std::thread::spawn(move || {
-            let r = blocking(&b, &c);
-            drop(c);
-            r
-        });
-        let mut got = Vec::new();
-        d.read_to_end(&mut got).unwrap();
-        writer.join().unwrap();
-        assert_eq!(mover.join().unwrap(), Ok(()));
-        assert!(got == data, "blocking: every byte, in order");
-
-        // non-blocking, on the executor
         let (mut a, b) = UnixStream::pair().unwrap();
         let (c, mut d) = UnixStream::pair().unwrap();
         let sent = data.clone();
@@ -171,9 +112,6 @@ mod tests {
         assert_eq!(smol::block_on(nonblocking(&b, &c)), Ok(()));
         drop(c);
         writer.join().unwrap();
-        assert!(
-            reader.join().unwrap() == data,
-            "non-blocking: every byte, in order"
-        );
+        assert!(reader.join().unwrap() == data, "every byte, in order");
     }
 }
