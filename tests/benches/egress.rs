@@ -12,10 +12,13 @@
 //!   p50 of the rest is the per-request figure. Rounds alternate between
 //!   the two containers.
 //! * Throughput: one download of CROPS_BENCH_MB MB (default 256), the two
-//!   containers alternating, CROPS_BENCH_ROUNDS rounds (default 7); best
-//!   and median of each, and the median of each round's ratio (the two
+//!   containers alternating, CROPS_BENCH_ROUNDS rounds (default 15); best
+//!   and median of each, and the median of each round's ratio (the
 //!   downloads of a round run back to back, so the machine's drift falls
-//!   on both).
+//!   on all). For reference, each round also has the Open container's
+//!   download through one hop of HAProxy forwarding TCP on this host
+//!   (`option splice-auto`): what one proxy hop costs here when made by a
+//!   proxy built for nothing else.
 //! * Create: `POST /v1/containers` (create only) timed for a Standard
 //!   container with a two-pattern allow-list (the agent also inspects the
 //!   image and opens the gate) and for an Open one, alternating,
@@ -31,6 +34,7 @@ use serde_json::json;
 
 use crops_e2e::egress::{self, Server, WILD};
 use crops_e2e::fleet::Fleet;
+use crops_e2e::replicas::run_haproxy;
 
 fn env_num(key: &str, default: u64) -> u64 {
     std::env::var(key)
@@ -78,23 +82,21 @@ fn requests(f: &Fleet, id: &str, url: &str, n: usize) -> (f64, Vec<f64>) {
     (times[0], times[1..].to_vec())
 }
 
-/// MB/s of one download of `mb` MB.
-fn download(f: &Fleet, id: &str, url: &str) -> f64 {
-    let out = exec(
-        f,
-        id,
-        &[
-            "curl",
-            "-sS",
-            "--cacert",
-            "/workspace/ca.pem",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{speed_download}",
-            url,
-        ],
-    );
+/// MB/s of one download of `url`, curl given `extra` arguments too.
+fn download(f: &Fleet, id: &str, url: &str, extra: &[&str]) -> f64 {
+    let mut argv = vec![
+        "curl",
+        "-sS",
+        "--cacert",
+        "/workspace/ca.pem",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{speed_download}",
+    ];
+    argv.extend(extra);
+    argv.push(url);
+    let out = exec(f, id, &argv);
     let speed: f64 = out
         .trim()
         .parse()
@@ -105,7 +107,7 @@ fn download(f: &Fleet, id: &str, url: &str) -> f64 {
 fn main() {
     let n = (env_num("CROPS_BENCH_REQUESTS", 200) as usize).clamp(2, 240);
     let mb = env_num("CROPS_BENCH_MB", 256);
-    let rounds = env_num("CROPS_BENCH_ROUNDS", 7) as usize;
+    let rounds = env_num("CROPS_BENCH_ROUNDS", 15) as usize;
     let creates = env_num("CROPS_BENCH_CREATES", 15) as usize;
     std::env::set_var("CROPS_E2E_HEARTBEAT_SECS", "10");
     egress::map_names();
@@ -137,12 +139,28 @@ fn main() {
             }
         }
     }
-    let mut speeds = [Vec::new(), Vec::new()];
+    // For reference, one hop through a proxy made for it: HAProxy
+    // forwarding TCP (spliced) on this host, the Open container's curl sent
+    // to it.
+    let (mut haproxy, hport) = run_haproxy(&f.dir.0, |port| {
+        format!(
+            "defaults\n    mode tcp\n    option splice-auto\n    timeout connect 5s\n    \
+             timeout client 1m\n    timeout server 1m\n\
+             frontend hop\n    bind 127.0.0.1:{port}\n    default_backend server\n\
+             backend server\n    server s {}:{}\n",
+            egress::host_ip(),
+            https.port
+        )
+    });
+    let via = format!("{WILD}:{}:127.0.0.1:{hport}", https.port);
+    let mut speeds = [Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..rounds {
-        for (i, id) in [&gated, &open].into_iter().enumerate() {
-            speeds[i].push(download(&f, id, &big));
-        }
+        speeds[0].push(download(&f, &gated, &big, &[]));
+        speeds[1].push(download(&f, &open, &big, &[]));
+        speeds[2].push(download(&f, &open, &big, &["--connect-to", &via]));
     }
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
     let mut create_ms = [Vec::new(), Vec::new()];
     for k in 0..creates {
         for (i, extra) in [
@@ -188,9 +206,13 @@ fn main() {
         p50(0) - p50(1)
     );
     println!("throughput, {mb} MB download x {rounds}:");
-    for (i, label) in ["standard (gate)", "open (host network)"]
-        .iter()
-        .enumerate()
+    for (i, label) in [
+        "standard (gate)",
+        "open (host network)",
+        "open, via HAProxy (tcp)",
+    ]
+    .iter()
+    .enumerate()
     {
         let best = speeds[i].iter().copied().fold(0.0, f64::max);
         println!(
@@ -198,19 +220,25 @@ fn main() {
             median(speeds[i].clone())
         );
     }
-    // Each round's two downloads run back to back: their ratio is what
-    // the gate costs at that moment, whatever the machine does meanwhile.
-    let paired: Vec<f64> = speeds[0]
-        .iter()
-        .zip(&speeds[1])
-        .map(|(s, o)| s / o * 100.0)
-        .collect();
-    let mut each = paired.clone();
-    each.sort_by(f64::total_cmp);
+    // Each round's downloads run back to back: their ratio is what the
+    // hop costs at that moment, whatever the machine does meanwhile.
+    let paired = |k: usize| -> (f64, Vec<i64>) {
+        let r: Vec<f64> = speeds[k]
+            .iter()
+            .zip(&speeds[1])
+            .map(|(s, o)| s / o * 100.0)
+            .collect();
+        let mut each: Vec<i64> = r.iter().map(|x| x.round() as i64).collect();
+        each.sort();
+        (median(r), each)
+    };
+    let (gate, each) = paired(0);
     println!(
-        "  standard / open, paired by round: median {:.0} % (goal >= 80 %); rounds {:?}",
-        median(paired),
-        each.iter().map(|r| r.round() as i64).collect::<Vec<_>>()
+        "  standard / open, paired by round: median {gate:.0} % (goal >= 80 %); rounds {each:?}"
+    );
+    let (hop, each) = paired(2);
+    println!(
+        "  reference, HAProxy hop / open, paired by round: median {hop:.0} %; rounds {each:?}"
     );
     println!("create (POST /v1/containers, {creates} each, alternating):");
     println!(

@@ -265,10 +265,16 @@ impl Replicas {
     }
 }
 
-/// HAProxy on a port the kernel just handed out (tried again if another
-/// process took it in between); in the foreground, as our child, its
-/// configuration and log in `dir`.
+/// HAProxy before replicas (its [`haproxy_config`]), on a port the kernel
+/// just handed out.
 pub fn start_haproxy(dir: &Path, backends: &[u16], maxconn: u32) -> (Child, u16) {
+    run_haproxy(dir, |port| haproxy_config(port, backends, maxconn))
+}
+
+/// HAProxy with the configuration `config` gives for a port the kernel
+/// just handed out (tried again if another process took it in between);
+/// in the foreground, as our child, its configuration and log in `dir`.
+pub fn run_haproxy(dir: &Path, config: impl Fn(u16) -> String) -> (Child, u16) {
     for _ in 0..5 {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -276,7 +282,7 @@ pub fn start_haproxy(dir: &Path, backends: &[u16], maxconn: u32) -> (Child, u16)
             .unwrap()
             .port();
         let cfg = dir.join("haproxy.cfg");
-        std::fs::write(&cfg, haproxy_config(port, backends, maxconn)).unwrap();
+        std::fs::write(&cfg, config(port)).unwrap();
         let log = std::fs::File::create(dir.join("haproxy.log")).unwrap();
         let mut child = Command::new("haproxy")
             .arg("-db")
