@@ -46,7 +46,7 @@ pub const MAX_HANDOVERS: usize = 4;
 struct Gate {
     container_id: Arc<str>,
     list: Arc<[String]>,
-    open: Arc<AtomicUsize>,
+    open: AtomicUsize,
 }
 
 /// Take listeners handed over on `control` for the container
@@ -56,7 +56,7 @@ pub async fn serve(control: Async<UnixListener>, container_id: String, list: Arc
     let gate = Arc::new(Gate {
         container_id: Arc::from(container_id),
         list,
-        open: Arc::new(AtomicUsize::new(0)),
+        open: AtomicUsize::new(0),
     });
     let mut held: Vec<smol::Task<()>> = Vec::new();
     loop {
@@ -152,14 +152,13 @@ fn receive(relay: &UnixStream) -> std::io::Result<(bool, Vec<OwnedFd>)> {
 }
 
 /// Accept the container's connections on `listener` for ever.
-async fn accept(listener: Async<TcpListener>, gate: &Gate) {
+async fn accept(listener: Async<TcpListener>, gate: &Arc<Gate>) {
     loop {
         match listener.accept().await {
             Ok((mut stream, _)) => {
                 // What the gate hands over goes out at once: a small answer
                 // must not wait for the client's delayed ACK.
                 let _ = stream.get_ref().set_nodelay(true);
-                let id = gate.container_id.clone();
                 if gate.open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
                     gate.open.fetch_sub(1, Ordering::AcqRel);
                     let r = refuse(
@@ -168,14 +167,14 @@ async fn accept(listener: Async<TcpListener>, gate: &Gate) {
                     );
                     // Told on its own task: a client that does not read
                     // must not hold up the accept loop.
+                    let id = gate.container_id.clone();
                     smol::spawn(async move { refused(&mut stream, &id, &r).await }).detach();
                     continue;
                 }
-                let list = gate.list.clone();
-                let open = gate.open.clone();
+                let gate = gate.clone();
                 smol::spawn(async move {
-                    handle(stream, &id, &list).await;
-                    open.fetch_sub(1, Ordering::AcqRel);
+                    handle(stream, &gate.container_id, &gate.list).await;
+                    gate.open.fetch_sub(1, Ordering::AcqRel);
                 })
                 .detach();
             }
