@@ -20,10 +20,9 @@
 //! [`RETRY`], and at once when a client connects, so a restarted agent
 //! is handed the listener anew and takes the waiting client from the
 //! queue; only a client that finds the gate still away is answered `503`
-//! with a `crops egress:` body. When
-//! the port cannot be bound the command runs anyway, with no way out, and
-//! this says why on stderr. Plain system calls, no runtime: it starts with
-//! every container.
+//! with a `crops egress:` body. When the port cannot be bound the command
+//! runs anyway, with no way out, and this says why on stderr. Plain system
+//! calls, no runtime: it starts with every container.
 
 use std::ffi::{CString, OsString};
 use std::io::{self, IoSlice, Read, Write};
