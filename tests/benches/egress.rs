@@ -59,16 +59,20 @@ fn median(mut v: Vec<f64>) -> f64 {
     percentile(&v, 0.5)
 }
 
+/// How every curl here starts: quiet but for errors, the test CA trusted,
+/// the (first) body thrown away.
+const CURL: [&str; 6] = [
+    "curl",
+    "-sS",
+    "--cacert",
+    "/workspace/ca.pem",
+    "-o",
+    "/dev/null",
+];
+
 /// (first transfer, the rest) in ms, from one curl of `n` URLs.
 fn requests(f: &Fleet, id: &str, url: &str, n: usize) -> (f64, Vec<f64>) {
-    let mut argv = vec![
-        "curl",
-        "-sS",
-        "--cacert",
-        "/workspace/ca.pem",
-        "-o",
-        "/dev/null",
-    ];
+    let mut argv = CURL.to_vec();
     argv.extend(["-w", "%{time_total}\\n"]);
     argv.extend(std::iter::repeat_n(url, n));
     let out = exec(f, id, &argv);
@@ -84,16 +88,8 @@ fn requests(f: &Fleet, id: &str, url: &str, n: usize) -> (f64, Vec<f64>) {
 
 /// MB/s of one download of `url`, curl given `extra` arguments too.
 fn download(f: &Fleet, id: &str, url: &str, extra: &[&str]) -> f64 {
-    let mut argv = vec![
-        "curl",
-        "-sS",
-        "--cacert",
-        "/workspace/ca.pem",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{speed_download}",
-    ];
+    let mut argv = CURL.to_vec();
+    argv.extend(["-w", "%{speed_download}"]);
     argv.extend(extra);
     argv.push(url);
     let out = exec(f, id, &argv);

@@ -38,7 +38,8 @@ fn with_ca(fleet: &Fleet, extra: Value, ca: &str) -> String {
 }
 
 /// As the container's root: SIGKILL the relay, wait until nothing listens
-/// on its port (the agent lets the listener it was handed go) (3128 is 0C38 in /proc/net/tcp, state 0A is LISTEN).
+/// on its port, which means the agent let the listener it was handed go
+/// (3128 is 0C38 in /proc/net/tcp, state 0A is LISTEN).
 const KILL_RELAY: &str = "for p in /proc/[0-9]*; do \
     [ \"$(cat $p/comm 2>/dev/null)\" = crops-egress ] && kill -9 ${p#/proc/}; done; \
     while grep -q ':0C38 00000000:0000 0A' /proc/net/tcp; do sleep 0.05; done; echo gone";
