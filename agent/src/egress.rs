@@ -372,6 +372,48 @@ mod tests {
     }
 
     #[test]
+    fn a_client_waiting_on_a_gate_that_refuses_the_listener_is_told_and_the_relay_does_not_spin() {
+        let dir = std::env::temp_dir().join(format!("crops-egress-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(SOCKET);
+        // A gate that closes every hand-over at once, as one does for a
+        // container already holding its share of them; counting them.
+        let gate = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let tries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = tries.clone();
+        std::thread::spawn(move || {
+            for relay in gate.incoming().flatten() {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Heard (the descriptor with it is closed), then refused.
+                let _ = std::io::Read::read(&mut &relay, &mut [0u8; 64]);
+            }
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let socket = path.to_string_lossy().into_owned();
+        let started = std::time::Instant::now();
+        std::thread::spawn(move || relay::keep_handed(&listener, &socket));
+        let text = smol::block_on(async {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            answer_to(&mut client, b"CONNECT pypi.org:443 HTTP/1.1\r\n\r\n").await
+        });
+        assert!(
+            text.starts_with("HTTP/1.1 503")
+                && text.contains("the gate refused this container's listener"),
+            "{text}"
+        );
+        // One try, one more for the waiting client, then one per RETRY.
+        let tries = tries.load(std::sync::atomic::Ordering::SeqCst);
+        let paced = 3 + (started.elapsed().as_millis() / relay::RETRY.as_millis()) as usize;
+        assert!(
+            tries <= paced,
+            "{tries} hand-overs, at most {paced} expected"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn what_is_not_a_listening_tcp_socket_is_refused_at_the_hand_over() {
         let data = std::env::temp_dir().join(format!("crops-egress-hand-{}", std::process::id()));
         let egress = Egress::new(&data);

@@ -19,7 +19,8 @@
 //! gate is away (the agent is restarting) the child tries again every
 //! [`RETRY`], and at once when a client connects, so a restarted agent
 //! is handed the listener anew and takes the waiting client from the
-//! queue; only a client that finds the gate still away is answered `503`
+//! queue; only a client that finds the gate still away, or refusing the
+//! listener (closing the connection within [`RETRY`]), is answered `503`
 //! with a `crops egress:` body. When the port cannot be bound the command
 //! runs anyway, with no way out, and this says why on stderr. Plain system
 //! calls, no runtime: it starts with every container.
@@ -30,7 +31,7 @@ use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
@@ -102,18 +103,24 @@ pub fn main(args: Vec<OsString>) -> i32 {
 pub(super) fn keep_handed(listener: &TcpListener, socket: &str) -> ! {
     let mut waiting = false;
     loop {
-        let handed = UnixStream::connect(socket).and_then(|gate| {
+        let tried = Instant::now();
+        let held = UnixStream::connect(socket).and_then(|mut gate| {
             hand_over(&gate, listener)?;
-            Ok(gate)
-        });
-        match handed {
             // Held until the agent closes it: its stop or restart.
-            Ok(mut gate) => {
-                let _ = gate.read(&mut [0u8; 1]);
+            let _ = gate.read(&mut [0u8; 1]);
+            if tried.elapsed() < RETRY {
+                // Closed at once: the gate refused the listener (it holds
+                // as many of this container's as it takes). Trying again
+                // at once would spin for as long as a client waits.
+                return Err(io::Error::other(
+                    "the gate refused this container's listener",
+                ));
             }
-            // A client is waiting and the gate is away: say so.
-            Err(e) if waiting => tell_away(listener, &e),
-            Err(_) => {}
+            Ok(())
+        });
+        // A client is waiting and the gate is away: say so.
+        if let (Err(e), true) = (held, waiting) {
+            tell_away(listener, &e);
         }
         // Try again in a while, or at once when a client is waiting: the
         // gate may be back (a restarted agent) and take it from the queue.
