@@ -41,6 +41,10 @@ pub const LABEL_TENANT: &str = "crops.tenant";
 pub const LABEL_CONTAINER_ID: &str = "crops.container-id";
 /// Label holding a managed container's security profile.
 pub const LABEL_PROFILE: &str = "crops.profile";
+/// Label holding the allow-list a Standard or Strict container's gate
+/// enforces, its patterns joined by `,` (none: empty), so an inventory
+/// reports it.
+pub const LABEL_ALLOWED: &str = "crops.allowed-domains";
 
 /// How much of a failed call's stderr is kept.
 const STDERR_TAIL: usize = 2048;

@@ -46,14 +46,20 @@ fn text(field: &str, value: &str, max: usize) -> Result<(), String> {
 /// Check one inventory entry and convert it, or say why it is refused.
 /// Ids must match our id pattern (they become keys); the name must be a
 /// container name; image and engine id need only be bounded printable text
-/// (they are shown, never passed to a command).
+/// (they are shown, never passed to a command); an allow-list must hold
+/// only patterns a create could have carried.
 pub fn inventory_item(info: ContainerInfo) -> Result<InventoryItem, String> {
     validate::id("containerId", &info.container_id).map_err(|e| e.to_string())?;
     validate::id("tenantId", &info.tenant_id).map_err(|e| e.to_string())?;
     validate::container_name(&info.name).map_err(|e| e.to_string())?;
     text("engineId", &info.engine_id, 128)?;
     text("image", &info.image, 255)?;
+    let allowed_domains = match &info.allowed_domains {
+        Some(list) => Some(protocol::domains::check_list(list).map_err(|e| e.to_string())?),
+        None => None,
+    };
     Ok(InventoryItem {
+        allowed_domains,
         state: record_state(info.state),
         profile: info.profile.map(|p| profile_name(p).to_owned()),
         container_id: info.container_id,
@@ -79,6 +85,7 @@ mod tests {
             state: EngineState::Paused,
             profile: Some(Profile::Strict),
             created_at: Some(5),
+            allowed_domains: Some(vec!["PyPI.org".into(), "*.example.com".into()]),
         }
     }
 
@@ -88,16 +95,20 @@ mod tests {
         assert_eq!(item.state, Some(ContainerState::Running));
         assert_eq!(item.profile.as_deref(), Some("strict"));
         assert_eq!(item.created_at, Some(5));
+        let list = item.allowed_domains.unwrap();
+        assert_eq!(list, ["pypi.org", "*.example.com"], "checked, lowercased");
     }
 
     #[test]
     fn hostile_entries_are_refused_with_a_reason() {
-        let cases: [fn(&mut ContainerInfo); 5] = [
+        let cases: [fn(&mut ContainerInfo); 7] = [
             |i| i.container_id = "../x".into(),
             |i| i.tenant_id = String::new(),
             |i| i.name = "--privileged".into(),
             |i| i.engine_id = "a\nb".into(),
             |i| i.image = "x".repeat(300),
+            |i| i.allowed_domains = Some(vec!["*.com".into()]),
+            |i| i.allowed_domains = Some(vec!["10.0.0.1".into()]),
         ];
         for break_it in cases {
             let mut bad = info();

@@ -207,6 +207,10 @@ pub struct ContainerInfo {
     /// Creation time, Unix milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<u64>,
+    /// The allow-list its egress gate enforces (Standard and Strict); absent
+    /// for Open and Offline, and from agents that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_domains: Option<Vec<String>>,
 }
 
 /// `container.stats`: resource use of one container, or of every managed one.

@@ -120,6 +120,7 @@ impl Executor {
                 state: ContainerState::Created,
                 profile: Some(req.profile),
                 created_at,
+                allowed_domains: gate.as_ref().map(|g| g.list.clone()),
             },
             created: true,
         }))
@@ -181,6 +182,7 @@ impl Executor {
             dir: dir.to_string_lossy().into_owned(),
             relay: relay.to_owned(),
             command,
+            list,
         }))
     }
 

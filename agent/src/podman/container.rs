@@ -33,7 +33,7 @@ use protocol::container::{ContainerCreate, ContainerInfo, ContainerStats};
 use super::env::EnvPlan;
 use super::parse::{PsEntry, StatsEntry};
 use super::{profile, Call, Podman, PodmanError, LABEL_CONTAINER_ID, LABEL_MANAGED};
-use super::{LABEL_PROFILE, LABEL_TENANT};
+use super::{LABEL_ALLOWED, LABEL_PROFILE, LABEL_TENANT};
 use crate::egress::{self, relay};
 
 const QUICK: Duration = Duration::from_secs(30);
@@ -106,13 +106,15 @@ pub fn pty_helper() -> Option<&'static Path> {
 
 /// How a Standard or Strict container reaches its egress gate
 /// (`crate::egress`): the gate's directory, the relay executable (the
-/// agent's static self) and the whole command the relay then runs (the
-/// image's entrypoint and the request's or image's command).
+/// agent's static self), the whole command the relay then runs (the
+/// image's entrypoint and the request's or image's command) and the
+/// checked list the gate enforces.
 #[derive(Debug, Clone)]
 pub struct GatePlan {
     pub dir: String,
     pub relay: PathBuf,
     pub command: Vec<String>,
+    pub list: Vec<String>,
 }
 
 /// `podman create` for a validated request. `workspace` is the host
@@ -164,6 +166,8 @@ pub fn create_args_with(
     if let Some(gate) = gate {
         let (dir, relay) = (&gate.dir, gate.relay.display());
         a.extend(["--label".to_owned(), format!("{LABEL_EGRESS}=1")]);
+        let list = gate.list.join(",");
+        a.extend(["--label".to_owned(), format!("{LABEL_ALLOWED}={list}")]);
         a.extend(["--volume".to_owned(), format!("{dir}:{}:ro", egress::MOUNT)]);
         a.extend(["--volume".to_owned(), format!("{relay}:{}:ro", relay::PATH)]);
         for key in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
@@ -432,6 +436,7 @@ mod tests {
             dir: "/data/egress/c-1".into(),
             relay: "/opt/crops-agent".into(),
             command: vec!["/entry".into(), "--flag".into(), "cmd".into()],
+            list: vec!["pypi.org".into(), "*.example.com".into()],
         };
         let gated = create_args_with(&req, None, &env, None, Some(&gate)).join(" ");
         assert!(
@@ -439,6 +444,10 @@ mod tests {
                 "--volume /data/egress/c-1:/.crops/egress:ro --volume /opt/crops-agent:/.crops/crops-egress:ro"
             ),
             "{gated}"
+        );
+        assert!(
+            gated.contains("--label crops.allowed-domains=pypi.org,*.example.com"),
+            "the list goes with the container, for its inventory: {gated}"
         );
         assert!(
             gated.contains("--env HTTPS_PROXY=http://127.0.0.1:3128"),

@@ -8,7 +8,7 @@ use protocol::container::{ContainerInfo, ContainerState, Profile};
 use protocol::image::ImageInfo;
 use serde::Deserialize;
 
-use super::{LABEL_CONTAINER_ID, LABEL_PROFILE, LABEL_TENANT};
+use super::{LABEL_ALLOWED, LABEL_CONTAINER_ID, LABEL_PROFILE, LABEL_TENANT};
 
 /// One element of `podman ps --format json`.
 #[derive(Debug, Deserialize)]
@@ -62,6 +62,12 @@ impl PsEntry {
             state: parse_state(&self.state),
             profile: labels.get(LABEL_PROFILE).and_then(|p| parse_profile(p)),
             created_at: unix_millis(&self.created),
+            allowed_domains: labels.get(LABEL_ALLOWED).map(|list| {
+                list.split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
         })
     }
 }

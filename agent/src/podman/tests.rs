@@ -19,7 +19,7 @@ const PS_JSON: &str = r#"[
   {"Id": "3e94", "Names": ["crops-abc"], "Image": "localhost/busybox:latest",
    "State": "running", "Created": 1795968553,
    "Labels": {"crops.managed": "true", "crops.tenant": "t1", "crops.container-id": "c1",
-              "crops.profile": "strict"}},
+              "crops.profile": "strict", "crops.allowed-domains": "pypi.org,*.example.com"}},
   {"Id": "77aa", "Names": null, "Image": "img", "State": "exited", "Created": 0,
    "Labels": {"crops.managed": "true", "crops.tenant": "t2", "crops.container-id": "c2"}},
   {"Id": "0bad", "Names": ["stray"], "Image": "img", "State": "created",
@@ -58,11 +58,17 @@ fn list_managed_filters_by_label_and_maps_fields() {
                 state: ContainerState::Running,
                 profile: Some(Profile::Strict),
                 created_at: Some(1_795_968_553_000),
+                allowed_domains: Some(vec!["pypi.org".into(), "*.example.com".into()]),
             }
         );
         assert_eq!(
-            (list[1].name.as_str(), list[1].state, list[1].created_at),
-            ("", ContainerState::Exited, None)
+            (
+                list[1].name.as_str(),
+                list[1].state,
+                list[1].created_at,
+                &list[1].allowed_domains
+            ),
+            ("", ContainerState::Exited, None, &None)
         );
     });
 }

@@ -346,9 +346,9 @@ impl Store {
                         created_at: item.created_at.unwrap_or(now_ms),
                         updated_at: now_ms,
                         last_error: None,
-                        // The inventory does not carry the list; the
-                        // agent still enforces the one it was given.
-                        allowed_domains: Vec::new(),
+                        // What the agent's gate enforces (none: Open,
+                        // Offline, or an agent that does not say).
+                        allowed_domains: item.allowed_domains.clone().unwrap_or_default(),
                         rev: super::stamp(),
                     };
                     insert_record(

@@ -236,6 +236,9 @@ pub struct InventoryItem {
     pub state: Option<ContainerState>,
     pub profile: Option<String>,
     pub created_at: Option<u64>,
+    /// The allow-list the agent's gate enforces, checked; `None` when the
+    /// entry carries none (Open, Offline, an older agent).
+    pub allowed_domains: Option<Vec<String>>,
 }
 
 /// A change a reconcile made (or refused to make), for the log.

@@ -370,6 +370,7 @@ pub(super) mod tests {
             state: Some(state),
             profile: None,
             created_at: None,
+            allowed_domains: None,
         };
         let items = [
             item("a", ContainerState::Exited),

@@ -55,10 +55,16 @@ fn inventory_adopts_marks_lost_and_adopts_unknown_without_sending_anything() {
         assert_eq!(fx.container("job-pending").await["state"], "creating");
 
         let tenant = fx.tenant_id.clone();
+        // What the agent's gate enforces comes with an entry, checked.
+        let mut foreign = info("job-foreign", &tenant, "foreign", "paused");
+        foreign["allowedDomains"] = json!(["PyPI.org"]);
+        let mut wide = info("job-wide", &tenant, "wide", "running");
+        wide["allowedDomains"] = json!(["*.com"]);
         let entries = vec![
             info("job-run", &tenant, "run", "running"),
             info("job-pending", &tenant, "pending", "running"),
-            info("job-foreign", &tenant, "foreign", "paused"),
+            foreign,
+            wide,
             info("job-stranger", &stranger_tenant, "stranger", "running"),
             info("job-ghost", "no-such-tenant", "ghost", "running"),
             info("job-hostile", &tenant, "--privileged", "running"),
@@ -81,7 +87,8 @@ fn inventory_adopts_marks_lost_and_adopts_unknown_without_sending_anything() {
         assert_eq!(foreign["name"], "foreign");
         assert_eq!(foreign["image"], IMAGE);
         assert_eq!(foreign["createdAt"], 1_700_000_000_000u64);
-        for refused in ["job-stranger", "job-ghost", "job-hostile"] {
+        assert_eq!(foreign["allowedDomains"], json!(["pypi.org"]));
+        for refused in ["job-stranger", "job-ghost", "job-hostile", "job-wide"] {
             assert!(find(&list, refused).is_none(), "{refused} adopted");
         }
         let path = format!("/v1/containers?tenantId={stranger_tenant}");

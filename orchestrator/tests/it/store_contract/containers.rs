@@ -239,12 +239,16 @@ fn a_reconcile_adopts_updates_and_marks_lost_in_one_step() {
             state: Some(state),
             profile: None,
             created_at: None,
+            allowed_domains: None,
         };
         let epoch = super::registered(&store, &t.id, "w1", "r1");
         let since = orchestrator::store::stamp();
         let items = [
             item("running", ContainerState::Exited),
-            item("adopted", ContainerState::Running),
+            InventoryItem {
+                allowed_domains: Some(vec!["pypi.org".into()]),
+                ..item("adopted", ContainerState::Running)
+            },
         ];
         let mut report = store
             .reconcile("w1", epoch, &items, since, now_ms())
@@ -269,6 +273,12 @@ fn a_reconcile_adopts_updates_and_marks_lost_in_one_step() {
         let state = |id| store.get_container(id).unwrap().unwrap().state;
         assert_eq!(state("running"), ContainerState::Exited, "{engine:?}");
         assert_eq!(state("adopted"), ContainerState::Running, "{engine:?}");
+        let adopted = store.get_container("adopted").unwrap().unwrap();
+        assert_eq!(
+            adopted.allowed_domains,
+            ["pypi.org"],
+            "the list its gate enforces: {engine:?}"
+        );
         assert_eq!(state("vanished"), ContainerState::Lost, "{engine:?}");
         let usage = assert_counters_match_a_recount(&store, &t.id);
         assert_eq!(
