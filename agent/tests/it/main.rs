@@ -334,7 +334,12 @@ fn a_refused_upgrade_is_logged_and_retried_with_backoff() {
                 let body = r#"{"error":{"code":"unauthorized","message":"credential revoked"}}"#;
                 respond(&mut stream, "401 Unauthorized", body).await;
             }
+            // The fourth try comes after the third refusal is logged: stop
+            // the agent only then (stopped at once, it could exit before
+            // logging it).
+            let (fourth, _) = listener.accept().await.unwrap();
             trigger.trigger();
+            drop(fourth);
         });
         agent::run(fast_settings(port), shutdown).await.unwrap();
         server.await;
