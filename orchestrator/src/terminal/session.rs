@@ -166,8 +166,10 @@ struct State {
     /// stands (after a restart this orchestrator cannot know).
     held_input: Vec<u8>,
     /// The newest input sent (at most [`MAX_HELD_INPUT`], ending at
-    /// `input_offset`): sent again if a link lost it in flight.
+    /// `sent_end`): sent again if a link lost it in flight.
     sent_input: VecDeque<u8>,
+    /// The offset just past the newest input sent.
+    sent_end: u64,
     /// Restored after a restart and not attached since.
     restored: bool,
     /// Viewers expected back.
@@ -230,6 +232,7 @@ impl Session {
                 input_offset: 0,
                 held_input: Vec::new(),
                 sent_input: VecDeque::new(),
+                sent_end: 0,
                 restored: !placed,
                 holds: Vec::new(),
                 link,
@@ -383,6 +386,7 @@ impl Session {
         if let Some(end) = input_end {
             st.resume_input(end);
         }
+        st.settle_input();
         if std::mem::take(&mut st.restored) {
             // Who watched before the restart, and from where, died with
             // the old process: wait for them before acking anything.

@@ -7,7 +7,10 @@
 //! link, and the agent drops bytes below what it already wrote. After an
 //! attach the agent's `inputEnd` says what arrived; the bytes between it
 //! and what was sent are sent again from the kept copy (when they are
-//! older than the copy, viewers are told how many were lost).
+//! older than the copy, viewers are told how many were lost). Only the
+//! attach's own answer decides what goes again: an inventory's `inputEnd`
+//! may be older than input sent since on the same connection, and sending
+//! that again at the newer offset would type it twice.
 
 use super::{State, MAX_HELD_INPUT};
 
@@ -35,18 +38,35 @@ impl State {
             chunks.push((self.input_offset, chunk.to_vec()));
             self.input_offset += chunk.len() as u64;
         }
+        if self.sent_end != chunks.first().map_or(self.input_offset, |c| c.0) {
+            // Not contiguous with the copy (another stream's offsets).
+            self.sent_input.clear();
+        }
         self.sent_input.extend(&all);
+        self.sent_end = self.input_offset;
         let excess = self.sent_input.len().saturating_sub(MAX_HELD_INPUT);
         self.sent_input.drain(..excess);
         chunks
     }
 
-    /// The agent has written input up to `end`: input continues there. Bytes
-    /// sent beyond it were lost with a link: they go out again, before
-    /// anything held, if the kept copy still has them.
+    /// The agent says its input stream ends at `end`: input continues
+    /// there. Nothing is sent again yet ([`Self::settle_input`] does, once
+    /// attached), so a later, newer `end` still counts.
     pub(super) fn resume_input(&mut self, end: u64) {
-        if end < self.input_offset {
-            let missing = self.input_offset - end;
+        if end >= self.sent_end {
+            // All that was sent arrived (or another stream went on).
+            self.sent_input.clear();
+            self.sent_end = end;
+        }
+        self.input_offset = end;
+    }
+
+    /// Attached: bytes sent beyond where the agent's input ends were lost
+    /// with a link. They go out again, before anything held, if the kept
+    /// copy still has them; else viewers are told.
+    pub(super) fn settle_input(&mut self) {
+        let missing = self.sent_end.saturating_sub(self.input_offset);
+        if missing > 0 {
             let kept = self.sent_input.len() as u64;
             if missing <= kept {
                 let from = usize::try_from(kept - missing).unwrap_or(0);
@@ -61,7 +81,7 @@ impl State {
             }
         }
         self.sent_input.clear();
-        self.input_offset = end;
+        self.sent_end = self.input_offset;
     }
 
     /// Tell every viewer `text` (as an `error` message).

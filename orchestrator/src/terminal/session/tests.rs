@@ -365,6 +365,34 @@ fn input_a_dropped_link_lost_in_flight_is_sent_again_once() {
 }
 
 #[test]
+fn an_inventory_older_than_the_input_sent_never_makes_it_sent_twice() {
+    let s = Session::opened("w", 1, Some(CONN));
+    let (a, _w) = viewer(&s, 0);
+    assert_eq!(
+        s.input(CONN, b"rm -i x\r".to_vec()),
+        Input::Send(vec![(0, b"rm -i x\r".to_vec())])
+    );
+    // An inventory the agent took before that line arrived says its input
+    // ends at 0; the attach it starts hears from the agent that all 8 bytes
+    // arrived: nothing goes again, the next key follows them.
+    s.attaching(CONN, 0);
+    assert!(!s.attached(CONN, Some(8)).1, "nothing to send again");
+    assert_eq!(
+        s.input(CONN, b"y".to_vec()),
+        Input::Send(vec![(8, b"y".to_vec())])
+    );
+    // A line a dropped link did lose still goes again, once.
+    s.link_down(CONN);
+    s.attaching(CONN + 1, 0);
+    assert!(s.attached(CONN + 1, Some(8)).1, "the lost key goes again");
+    assert_eq!(
+        s.input(CONN + 1, b"\r".to_vec()),
+        Input::Send(vec![(8, b"y\r".to_vec())])
+    );
+    assert!(drain(&s, a).is_empty());
+}
+
+#[test]
 fn typing_held_when_the_session_ends_is_reported_not_lost_silently() {
     let s = Session::restored("w", 1, meta());
     let (tx, _rx) = bounded(1);
