@@ -54,10 +54,12 @@ pub fn inventory_item(info: ContainerInfo) -> Result<InventoryItem, String> {
     validate::container_name(&info.name).map_err(|e| e.to_string())?;
     text("engineId", &info.engine_id, 128)?;
     text("image", &info.image, 255)?;
-    let allowed_domains = match &info.allowed_domains {
-        Some(list) => Some(protocol::domains::check_list(list).map_err(|e| e.to_string())?),
-        None => None,
-    };
+    let allowed_domains = info
+        .allowed_domains
+        .as_deref()
+        .map(protocol::domains::check_list)
+        .transpose()
+        .map_err(|e| e.to_string())?;
     Ok(InventoryItem {
         allowed_domains,
         state: record_state(info.state),

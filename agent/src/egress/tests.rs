@@ -10,6 +10,11 @@ use smol::net::TcpStream;
 
 use super::*;
 
+/// A directory of this test process's own under the temporary directory.
+fn scratch(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("crops-egress-{tag}-{}", std::process::id()))
+}
+
 /// The whole answer to `ask` on a new connection, or "(no answer)".
 async fn answer_to(stream: &mut TcpStream, ask: &[u8]) -> String {
     let _ = stream.write_all(ask).await;
@@ -41,7 +46,7 @@ fn hand_over(socket: &Path) -> (StdUnixStream, SocketAddr) {
 
 #[test]
 fn a_gate_serves_a_handed_listener_and_refuses_off_list_names_and_connections_over_the_cap() {
-    let data = std::env::temp_dir().join(format!("crops-egress-unit-{}", std::process::id()));
+    let data = scratch("unit");
     let egress = Egress::new(&data);
     let dir = egress.open("c-1", &["pypi.org".to_owned()]).unwrap();
     assert_eq!(
@@ -100,7 +105,7 @@ fn a_gate_serves_a_handed_listener_and_refuses_off_list_names_and_connections_ov
 
 #[test]
 fn a_relay_hands_its_listener_to_each_gate_and_says_when_the_gate_is_away() {
-    let data = std::env::temp_dir().join(format!("crops-egress-relay-{}", std::process::id()));
+    let data = scratch("relay");
     let egress = Egress::new(&data);
     let socket = egress.dir("c-3").join(SOCKET);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -139,7 +144,7 @@ fn a_relay_hands_its_listener_to_each_gate_and_says_when_the_gate_is_away() {
 
 #[test]
 fn a_client_waiting_on_a_gate_that_refuses_the_listener_is_told_and_the_relay_does_not_spin() {
-    let dir = std::env::temp_dir().join(format!("crops-egress-full-{}", std::process::id()));
+    let dir = scratch("full");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(SOCKET);
@@ -185,7 +190,7 @@ fn no_other_user_of_the_host_reaches_a_gate_whatever_the_data_dirs_mode() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     let open_to_all =
         |p: &Path| std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let data = std::env::temp_dir().join(format!("crops-egress-modes-{}", std::process::id()));
+    let data = scratch("modes");
     let root = data.join("egress");
     // A data dir open to all (`--data-dir /srv/crops`), and a gate an
     // older agent left in a world-searchable directory.
@@ -214,7 +219,7 @@ fn no_other_user_of_the_host_reaches_a_gate_whatever_the_data_dirs_mode() {
 
 #[test]
 fn what_is_not_a_listening_tcp_socket_is_refused_at_the_hand_over() {
-    let data = std::env::temp_dir().join(format!("crops-egress-hand-{}", std::process::id()));
+    let data = scratch("hand");
     let egress = Egress::new(&data);
     let socket = egress.open("c-2", &[]).unwrap().join(SOCKET);
     let unbound = std::net::TcpStream::connect(
@@ -259,7 +264,7 @@ fn what_is_not_a_listening_tcp_socket_is_refused_at_the_hand_over() {
 
 #[test]
 fn gates_of_containers_gone_are_closed_and_the_rest_restored() {
-    let data = std::env::temp_dir().join(format!("crops-egress-retain-{}", std::process::id()));
+    let data = scratch("retain");
     let before = Egress::new(&data);
     let kept = before.open("kept", &["pypi.org".to_owned()]).unwrap();
     let gone = before.open("gone", &[]).unwrap();

@@ -33,14 +33,15 @@ impl State {
     pub(super) fn send_input(&mut self, bytes: Vec<u8>) -> Vec<(u64, Vec<u8>)> {
         let mut all = std::mem::take(&mut self.held_input);
         all.extend_from_slice(&bytes);
+        if self.sent_end != self.input_offset {
+            // Not contiguous with the copy; settle_input aligns the two
+            // before a link goes online, so this is a guard, not a path.
+            self.sent_input.clear();
+        }
         let mut chunks = Vec::new();
         for chunk in all.chunks(protocol::MAX_BINARY_PAYLOAD) {
             chunks.push((self.input_offset, chunk.to_vec()));
             self.input_offset += chunk.len() as u64;
-        }
-        if self.sent_end != chunks.first().map_or(self.input_offset, |c| c.0) {
-            // Not contiguous with the copy (another stream's offsets).
-            self.sent_input.clear();
         }
         self.sent_input.extend(&all);
         self.sent_end = self.input_offset;
